@@ -1,0 +1,24 @@
+# Quick start:  make findings   (set everything up, run the article's findings on a local cluster)
+#               make test       (the project's own test suite, as CI runs it)
+.PHONY: setup findings test lint bench clean
+
+setup:
+	bash scripts/setup.sh
+
+findings: setup
+	.venv/bin/pytest tests/findings --k8s-provider local -p no:cacheprovider
+
+test: setup lint
+	.venv/bin/pytest -p no:cacheprovider
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+bench: setup
+	for b in bench/bench_*.py; do .venv/bin/python $$b || exit 1; done
+
+clean:
+	-.venv/bin/k8sstate cluster list
+	rm -rf .venv .k8sstate .mypy_cache .ruff_cache

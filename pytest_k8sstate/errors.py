@@ -1,0 +1,51 @@
+"""One base exception for everything the plugin raises on purpose.
+
+Every message names the input (file, node, key, binary), where in it (line, field) and the fix.
+The CLI and the pytest plugin print ``str(exc)`` for these and never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class K8sStateError(Exception):
+    """Base class of every error pytest-k8sstate raises deliberately."""
+
+
+class ParseError(K8sStateError):
+    """Malformed input: names the source, the 1-based line (when known) and what was expected."""
+
+    def __init__(self, source: str, line: int | None, expected: str, got: str | None = None) -> None:
+        self.source = source
+        self.line = line
+        self.expected = expected
+        self.got = got
+        where = f"{source}:{line}" if line is not None else source
+        msg = f"{where}: expected {expected}"
+        if got is not None:
+            shown = got if len(got) <= 80 else got[:77] + "..."
+            msg += f", got {shown!r}"
+        super().__init__(msg)
+
+
+class CommandError(K8sStateError):
+    """A command run on a node (or locally) failed, timed out or is missing."""
+
+
+class CaptureError(K8sStateError):
+    """Capturing state (etcd or a node) failed."""
+
+
+class TraceError(K8sStateError):
+    """The packet tracer reached a rule it cannot evaluate."""
+
+
+class BinaryError(K8sStateError):
+    """A pinned binary is missing and could not be downloaded or built."""
+
+
+class ProviderError(K8sStateError):
+    """Cluster lifecycle failed (create, delete, readiness, node access)."""
+
+
+class ConfigError(K8sStateError):
+    """A bad option, ini value or environment variable."""

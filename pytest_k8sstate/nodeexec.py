@@ -1,0 +1,173 @@
+"""Run a command "on a node": the one seam between providers and collectors.
+
+A provider hands collectors a :class:`NodeExec` per node; collectors only ever call ``run``.
+The same collectors therefore serve the current network namespace, a network namespace the
+``local`` provider created, a kind/minikube node container and a remote node (debug pod).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .errors import CommandError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: bytes | None = None,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    where: str = "local",
+) -> CommandResult:
+    """Run ``argv`` (never through a shell) with a timeout.
+
+    ``env`` is *added* to ``os.environ`` (PATH and friends are kept).
+    Raises :class:`CommandError` naming the command and ``where`` on a missing binary, a timeout,
+    or (with ``check``) a non-zero exit.
+    """
+    args = [str(a) for a in argv]
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            args,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env=full_env,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(
+            f"{where}: command {args[0]!r} not found; install it (e.g. apt-get install iptables nftables "
+            f"ipset iproute2) or put it on PATH"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(f"{where}: {' '.join(args)!r} did not finish within {timeout:g}s") from exc
+    result = CommandResult(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        tail = err[-1] if err else "(no stderr)"
+        raise CommandError(f"{where}: {' '.join(args)!r} exited {proc.returncode}: {tail}")
+    return result
+
+
+@runtime_checkable
+class NodeExec(Protocol):
+    """Runs a command in a node's context (its network namespace, container, ...)."""
+
+    @property
+    def node(self) -> str: ...
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult: ...
+
+    def which(self, program: str) -> bool:
+        """True when ``program`` can be run on the node."""
+        ...
+
+
+class LocalExec:
+    """The current process's own namespaces (used by ``k8sstate snapshot`` without a provider)."""
+
+    def __init__(self, node: str = "localhost") -> None:
+        self._node = node
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        return run_command(argv, timeout=timeout, input=input, check=check, where=f"node {self._node}")
+
+    def which(self, program: str) -> bool:
+        return shutil.which(program) is not None
+
+
+class NetnsExec(LocalExec):
+    """A named network namespace (``ip netns add NAME``): commands run via ``ip netns exec``."""
+
+    def __init__(self, netns: str, node: str | None = None) -> None:
+        super().__init__(node or netns)
+        self.netns = netns
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        return run_command(
+            ["ip", "netns", "exec", self.netns, *argv],
+            timeout=timeout,
+            input=input,
+            check=check,
+            where=f"node {self.node} (netns {self.netns})",
+        )
+
+
+class DockerExec(LocalExec):
+    """A node container (kind, minikube docker driver): ``docker exec -i CONTAINER argv``."""
+
+    def __init__(self, container: str, node: str | None = None, docker: str = "docker") -> None:
+        super().__init__(node or container)
+        self.container = container
+        self.docker = docker
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        return run_command(
+            [self.docker, "exec", "-i", self.container, *argv],
+            timeout=timeout,
+            input=input,
+            check=check,
+            where=f"node {self.node} (container {self.container})",
+        )
+
+    def which(self, program: str) -> bool:
+        res = self.run(["sh", "-c", 'command -v "$0"', program], check=False, timeout=10)
+        return res.returncode == 0

@@ -7,8 +7,10 @@ The same collectors therefore serve the current network namespace, a network nam
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,27 +54,41 @@ def run_command(
         full_env = dict(os.environ)
         full_env.update(env)
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             args,
-            input=input,
-            capture_output=True,
-            timeout=timeout,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=full_env,
-            check=False,
+            start_new_session=True,  # own process group: a timeout kills grandchildren too
         )
     except FileNotFoundError as exc:
         raise CommandError(
             f"{where}: command {args[0]!r} not found; install it (e.g. apt-get install iptables nftables "
             f"ipset iproute2) or put it on PATH"
         ) from exc
+    try:
+        stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        _kill_group(proc)
         raise CommandError(f"{where}: {' '.join(args)!r} did not finish within {timeout:g}s") from exc
-    result = CommandResult(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    result = CommandResult(tuple(args), proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        err = stderr.decode("utf-8", errors="replace").strip().splitlines()
         tail = err[-1] if err else "(no stderr)"
         raise CommandError(f"{where}: {' '.join(args)!r} exited {proc.returncode}: {tail}")
     return result
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command's whole process group and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)
 
 
 @runtime_checkable

@@ -92,7 +92,9 @@ class TraceResult:
         return acc
 
 
-def merge_outcomes(items: Iterable[tuple[Outcome, tuple[str, ...]]]) -> tuple[tuple[Outcome, ...], tuple[tuple[str, ...], ...]]:
+def merge_outcomes(
+    items: Iterable[tuple[Outcome, tuple[str, ...]]],
+) -> tuple[tuple[Outcome, ...], tuple[tuple[str, ...], ...]]:
     """Merge identical (dnat, masquerade, verdict) outcomes; keep the first path seen; check sum == 1."""
     acc: dict[tuple[str | None, bool, str], tuple[Fraction, tuple[str, ...]]] = {}
     for o, path in items:

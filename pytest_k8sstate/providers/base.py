@@ -1,0 +1,207 @@
+"""The provider contract: a :class:`Cluster` handle and the :class:`Provider` interface.
+
+A provider creates, finds, resets and deletes clusters; the handle it returns is provider-neutral:
+the kubeconfig, the nodes (each with a :class:`~pytest_k8sstate.nodeexec.NodeExec`), how to reach etcd
+(when the provider can) and the capabilities tests may require. ``cluster.snapshot(label)`` captures
+etcd and every node concurrently into a :class:`~pytest_k8sstate.model.Snapshot`.
+
+Providers live in ``pytest_k8sstate.providers.<name>`` and expose ``provider() -> Provider``;
+:func:`get_provider` loads them by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import ConfigError, ProviderError
+from ..nodeexec import NodeExec
+
+if TYPE_CHECKING:
+    from ..collectors.etcd import EtcdTarget
+    from ..model import Snapshot
+
+__all__ = [
+    "CAPABILITIES",
+    "PROXY_MODES",
+    "Cluster",
+    "ClusterSpec",
+    "NodeInfo",
+    "Provider",
+    "get_provider",
+    "validate_cluster_name",
+]
+
+CAPABILITIES = frozenset(
+    {"container-runtime", "kubelet", "ipvs", "cni", "kindnet", "nftables", "iptables", "etcd"}
+)
+PROXY_MODES = ("iptables", "nftables", "ipvs")
+ProxyMode = Literal["iptables", "nftables", "ipvs"]
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+def validate_cluster_name(name: str) -> str:
+    """Cluster names become node names, namespace and file names: a short DNS label."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"cluster name {name!r} is invalid: use 1-32 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (e.g. 'k8ss' or 'test-1')"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What to create. ``nodes`` counts the workers (besides the control-plane node)."""
+
+    name: str
+    nodes: int = 2
+    proxy_mode: str = "iptables"
+    version: str | None = None
+    kubeconfig_out: Path | None = None
+    persistent: bool = False
+    """Survive the creating process (``k8sstate cluster create``, ``--k8s-keep-cluster``); otherwise the
+    reaper removes the cluster once its creator has exited."""
+
+    def __post_init__(self) -> None:
+        validate_cluster_name(self.name)
+        if not isinstance(self.nodes, int) or not 0 <= self.nodes <= 64:
+            raise ConfigError(f"nodes={self.nodes!r} for cluster {self.name!r}: expected 0..64 workers")
+        if self.proxy_mode not in PROXY_MODES:
+            raise ConfigError(
+                f"proxy_mode={self.proxy_mode!r} for cluster {self.name!r}: "
+                f"expected one of {', '.join(PROXY_MODES)}"
+            )
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    role: str  # "control-plane" | "worker"
+    exec: NodeExec
+    ip: str
+
+
+@dataclass
+class Cluster:
+    """A running cluster. Cheap to build; holds no open connections."""
+
+    name: str
+    provider: str
+    kubeconfig: Path
+    api_server: str
+    nodes: list[NodeInfo]
+    etcd: EtcdTarget | None
+    capabilities: frozenset[str]
+    proxy_mode: str
+    version: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Provider specifics (state dir, ports, ...); JSON-able."""
+
+    def node(self, name: str) -> NodeInfo:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.nodes) or "(none)"
+        raise ProviderError(f"cluster {self.name!r} has no node {name!r}; its nodes: {known}")
+
+    @property
+    def control_plane(self) -> NodeInfo:
+        for n in self.nodes:
+            if n.role == "control-plane":
+                return n
+        raise ProviderError(f"cluster {self.name!r} has no control-plane node")
+
+    @property
+    def workers(self) -> list[NodeInfo]:
+        return [n for n in self.nodes if n.role != "control-plane"]
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary stored in snapshots (``Snapshot.cluster``)."""
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "api_server": self.api_server,
+            "proxy_mode": self.proxy_mode,
+            "version": self.version,
+            "capabilities": sorted(self.capabilities),
+            "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in self.nodes],
+        }
+
+    def snapshot(self, label: str = "snapshot", *, include_secrets: bool = False) -> Snapshot:
+        """Capture etcd (if reachable) and every node concurrently."""
+        from ..model import Snapshot
+
+        ipvs = "ipvs" in self.capabilities or self.proxy_mode == "ipvs"
+        return Snapshot.capture(
+            label,
+            etcd=self.etcd,
+            nodes=[n.exec for n in self.nodes],
+            cluster=self.describe(),
+            include_secrets=include_secrets,
+            ipvs=ipvs,
+        )
+
+    def kube_api(self) -> Any:
+        """A ``kubernetes.client.ApiClient`` for this cluster (imports the client lazily)."""
+        from kubernetes import config as kconfig
+
+        return kconfig.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+
+
+class Provider(ABC):
+    """Creates and manages clusters of one kind."""
+
+    name: str = ""
+    capabilities: frozenset[str] = frozenset()
+
+    @abstractmethod
+    def create(self, spec: ClusterSpec) -> Cluster:
+        """Create and wait until ready; on failure or Ctrl-C nothing is left behind."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Delete the cluster ``name`` and everything it left; no error when it does not exist."""
+
+    @abstractmethod
+    def list(self) -> list[str]:
+        """Names of this provider's clusters."""
+
+    @abstractmethod
+    def get(self, name: str) -> Cluster:
+        """Attach to the running cluster ``name`` (ProviderError naming the known clusters otherwise)."""
+
+    def reset(self, cluster: Cluster) -> None:
+        """Bring ``cluster`` back to its state right after create (for fresh-cluster tests)."""
+        raise ProviderError(
+            f"provider {self.name!r} cannot reset cluster {cluster.name!r}; delete and create it instead"
+        )
+
+
+_KNOWN = ("local", "kind", "minikube", "existing")
+
+
+def get_provider(name: str, **options: Any) -> Provider:
+    """Load ``pytest_k8sstate.providers.<name>`` and call its ``provider(**options)``."""
+    if not re.match(r"^[a-z][a-z0-9_]*$", name or ""):
+        raise ConfigError(f"provider {name!r} is invalid; known providers: {', '.join(_KNOWN)}")
+    try:
+        module = importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith(f"providers.{name}"):
+            raise ConfigError(f"unknown provider {name!r}; known providers: {', '.join(_KNOWN)}") from exc
+        raise
+    factory = getattr(module, "provider", None)
+    if factory is None:
+        raise ConfigError(f"module {module.__name__} has no provider() factory")
+    prov = factory(**options)
+    if not isinstance(prov, Provider):
+        raise ConfigError(f"{module.__name__}.provider() returned {type(prov).__name__}, not a Provider")
+    return prov

@@ -1,0 +1,731 @@
+"""The ``kind`` provider: Kubernetes in Docker node containers, created by the ``kind`` CLI.
+
+* **Config** -- :func:`kind_config` turns a :class:`~.base.ClusterSpec` plus :class:`KindOptions` into kind's
+  ``kind.x-k8s.io/v1alpha4`` Cluster (one control-plane, ``spec.nodes`` workers, ``kubeProxyMode``,
+  ``disableDefaultCNI``, pod/service subnets, node image, kubeadm patches); :func:`create_argv` is the
+  ``kind create cluster`` command line. Both are pure and unit-tested.
+* **kind binary** -- ``KindOptions.kind_binary``, else ``kind`` on PATH, else the binaries cache (pinned
+  :data:`~pytest_k8sstate.binaries.DEFAULT_KIND_VERSION`, override with ``K8SSTATE_KIND_VERSION``), else
+  built.
+* **Node exec** -- ``docker exec -i <node container>`` (:class:`DockerHostExec`: ``docker --host H exec``).
+* **etcd** -- the control-plane's kubeadm etcd, reached *without changing the cluster*: the etcd CA and the
+  apiserver's etcd client certificate are read out of the node (``docker exec cat /etc/kubernetes/pki/...``)
+  into the provider's state dir, and the plugin's gRPC client connects to ``<control-plane IP>:2379``
+  (kubeadm's etcd listens on 127.0.0.1 and the node IP). Nothing is added to the cluster (no pod, no service,
+  no ``kubectl port-forward``); paging at one revision works as with every other provider. (An ``etcdctl``
+  exec inside the etcd container would need crictl and is 5x slower to parse.)
+* **Reachability** -- when the Docker engine is the project's own (:mod:`.docker_engine`, in network namespace
+  ``k8ss-docker``) container IPs are reachable only inside that namespace: a :mod:`..portforward` process
+  on the root namespace's 127.0.0.1 forwards to the apiserver (``:6443``) and etcd (``:2379``) of the
+  control-plane, and the provider's kubeconfig points at it (TLS names: the apiserver has SANs
+  ``localhost``/``127.0.0.1``, etcd's server certificate ``127.0.0.1``).
+  With a normal Docker engine the kubeconfig kind wrote and the container IP are used directly.
+* **Logs** -- ``kind export logs`` (control-plane static pods, kubelet and containerd journals, ...) into the
+  artifacts dir: automatically when create fails, and on demand with :meth:`KindProvider.export_logs`.
+
+State per cluster: ``<cache>/kind-clusters/<name>/`` (``state.json``, ``config.yaml``, ``kubeconfig``,
+``kubeconfig.kind``, ``pki/``, ``forward.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import BinaryError, CommandError, ConfigError, ProviderError
+from ..nodeexec import DEFAULT_TIMEOUT, CommandResult, DockerExec, run_command
+from . import docker_engine
+from .base import PROXY_MODES, Cluster, ClusterSpec, NodeInfo, Provider
+
+__all__ = [
+    "CLUSTER_LABEL",
+    "ROLE_LABEL",
+    "DockerCli",
+    "DockerHostExec",
+    "KindOptions",
+    "KindProvider",
+    "NodeCerts",
+    "StateFile",
+    "capabilities_for",
+    "create_argv",
+    "kind_config",
+    "kind_node_names",
+    "provider",
+    "proxy_mode_from_kubeadm_conf",
+    "render_config",
+]
+
+CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+ROLE_LABEL = "io.x-k8s.kind.role"
+KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
+KUBEADM_PKI = "/etc/kubernetes/pki"
+IMAGE_ENV = "K8SSTATE_KIND_IMAGE"
+DEFAULT_WAIT = 300.0
+BASE_CAPABILITIES = frozenset({"container-runtime", "kubelet", "iptables", "nftables", "etcd"})
+_CIDR_RE = re.compile(r"^[0-9a-fA-F:.]+/\d{1,3}$")
+
+Progress = Callable[[str], None]
+
+
+def _stderr_progress(line: str) -> None:
+    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
+
+
+def provider(**options: Any) -> KindProvider:
+    return KindProvider(**options)
+
+
+# --------------------------------------------------------------------------------------------------
+# options and pure construction
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KindOptions:
+    """kind-specific options besides :class:`~.base.ClusterSpec`."""
+
+    image: str | None = None
+    """Node image (``kindest/node:v1.37.1`` or a locally built one); default ``$K8SSTATE_KIND_IMAGE``, then
+    ``kindest/node:<spec.version>`` when a version is given, else kind's own default."""
+    disable_default_cni: bool = False
+    pod_subnet: str | None = None
+    service_subnet: str | None = None
+    kubeadm_config_patches: tuple[str, ...] = ()
+    """Cluster-wide kubeadm patches (YAML strategic-merge documents, as in kind's config)."""
+    control_plane_patches: tuple[str, ...] = ()
+    """kubeadm patches of the control-plane node only."""
+    wait: float = DEFAULT_WAIT
+    """``kind create cluster --wait`` (control-plane Ready) in seconds; 0 = don't wait."""
+    kind_binary: str | None = None
+    kind_version: str | None = None
+    docker_host: str | None = None
+    """``DOCKER_HOST`` for docker and kind; default ``$DOCKER_HOST``, else the project's engine if running."""
+    docker_netns: str | None = None
+    """Network namespace of the engine's containers (auto: the project engine's ``k8ss-docker``)."""
+    artifacts_dir: Path | None = None
+    """Where ``kind export logs`` goes when create fails (default ``<cache>/kind-logs``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("pod_subnet", "service_subnet"):
+            v = getattr(self, name)
+            if v is not None and not _CIDR_RE.match(v):
+                raise ConfigError(f"kind option {name}={v!r}: expected a CIDR like 10.244.0.0/16")
+        for i, patch in enumerate((*self.kubeadm_config_patches, *self.control_plane_patches)):
+            try:
+                doc = yaml.safe_load(patch)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"kind kubeadm patch #{i + 1} is not valid YAML: {exc}") from exc
+            if not isinstance(doc, dict) or "kind" not in doc:
+                raise ConfigError(
+                    f"kind kubeadm patch #{i + 1} must be a YAML mapping with a 'kind' "
+                    "(e.g. 'kind: ClusterConfiguration'), got {patch[:60]!r}"
+                )
+        if self.wait < 0:
+            raise ConfigError(f"kind option wait={self.wait!r}: expected seconds >= 0")
+
+
+def node_image(spec: ClusterSpec, opts: KindOptions, env: Mapping[str, str] | None = None) -> str | None:
+    """The node image to use (None: kind's default)."""
+    environ = os.environ if env is None else env
+    if opts.image:
+        return opts.image
+    from_env = environ.get(IMAGE_ENV, "").strip()
+    if from_env:
+        return from_env
+    if spec.version:
+        return f"kindest/node:v{spec.version.removeprefix('v')}"
+    return None
+
+
+def kind_config(spec: ClusterSpec, opts: KindOptions, image: str | None = None) -> dict[str, Any]:
+    """kind's Cluster config for ``spec`` (one control-plane + ``spec.nodes`` workers)."""
+    if spec.proxy_mode not in PROXY_MODES:  # pragma: no cover - ClusterSpec validates
+        raise ConfigError(f"proxy mode {spec.proxy_mode!r}")
+    cp: dict[str, Any] = {"role": "control-plane"}
+    if opts.control_plane_patches:
+        cp["kubeadmConfigPatches"] = list(opts.control_plane_patches)
+    nodes = [cp] + [{"role": "worker"} for _ in range(spec.nodes)]
+    if image:
+        for n in nodes:
+            n["image"] = image
+    networking: dict[str, Any] = {"kubeProxyMode": spec.proxy_mode}
+    if opts.disable_default_cni:
+        networking["disableDefaultCNI"] = True
+    if opts.pod_subnet:
+        networking["podSubnet"] = opts.pod_subnet
+    if opts.service_subnet:
+        networking["serviceSubnet"] = opts.service_subnet
+    cfg: dict[str, Any] = {
+        "kind": "Cluster",
+        "apiVersion": KIND_API_VERSION,
+        "name": spec.name,
+        "networking": networking,
+        "nodes": nodes,
+    }
+    if opts.kubeadm_config_patches:
+        cfg["kubeadmConfigPatches"] = list(opts.kubeadm_config_patches)
+    return cfg
+
+
+def render_config(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def create_argv(
+    kind: str,
+    name: str,
+    config: Path,
+    kubeconfig: Path,
+    *,
+    image: str | None = None,
+    wait: float = DEFAULT_WAIT,
+    retain: bool = True,
+) -> list[str]:
+    """``kind create cluster`` for ``name`` (``--retain``: keep failed nodes so logs can be exported)."""
+    argv = [
+        kind,
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--config",
+        str(config),
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
+    if image:
+        argv += ["--image", image]
+    if wait > 0:
+        argv += ["--wait", f"{round(wait)}s"]
+    if retain:
+        argv.append("--retain")
+    return argv
+
+
+def kind_node_names(cluster: str, workers: int) -> list[str]:
+    """Container names kind gives the nodes: ``C-control-plane``, ``C-worker``, ``C-worker2``, ..."""
+    return [f"{cluster}-control-plane"] + [
+        f"{cluster}-worker" + ("" if i == 1 else str(i)) for i in range(1, workers + 1)
+    ]
+
+
+def proxy_mode_from_kubeadm_conf(text: str, source: str = "/kind/kubeadm.conf") -> str:
+    """kube-proxy's mode from the kubeadm config kind writes into the node (default ``iptables``)."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError:
+        docs = []
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") == "KubeProxyConfiguration":
+            mode = d.get("mode") or "iptables"
+            return str(mode)
+    return "iptables"
+
+
+def ipvs_in_kernel(proc: Path = Path("/proc")) -> bool:
+    """True when this kernel has IPVS (``/proc/net/ip_vs`` exists or the module is loaded)."""
+    return (proc / "net" / "ip_vs").exists() or Path("/sys/module/ip_vs").exists()
+
+
+def capabilities_for(proxy_mode: str, *, default_cni: bool, ipvs_kernel: bool) -> frozenset[str]:
+    caps = set(BASE_CAPABILITIES)
+    if default_cni:
+        caps |= {"cni", "kindnet"}
+    if ipvs_kernel and proxy_mode == "ipvs":
+        caps.add("ipvs")
+    return frozenset(caps)
+
+
+# --------------------------------------------------------------------------------------------------
+# docker
+# --------------------------------------------------------------------------------------------------
+class DockerHostExec(DockerExec):
+    """``docker [--host H] exec -i CONTAINER argv``."""
+
+    def __init__(self, container: str, node: str | None = None, host: str | None = None) -> None:
+        super().__init__(container, node=node)
+        self.host = host
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        host = ["--host", self.host] if self.host else []
+        return run_command(
+            [self.docker, *host, "exec", "-i", self.container, *argv],
+            timeout=timeout,
+            input=input,
+            check=check,
+            where=f"node {self.node} (container {self.container})",
+        )
+
+
+@dataclass
+class DockerCli:
+    """The ``docker`` CLI against one engine."""
+
+    host: str | None = None
+    docker: str = "docker"
+
+    def env(self) -> dict[str, str]:
+        return docker_engine.docker_env(self.host)
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.docker, *(["--host", self.host] if self.host else []), *args]
+
+    def run(self, *args: str, timeout: float = 60.0, check: bool = True) -> CommandResult:
+        return run_command(self.argv(*args), timeout=timeout, check=check, where=f"docker ({self.where})")
+
+    @property
+    def where(self) -> str:
+        return self.host or os.environ.get("DOCKER_HOST") or "default engine"
+
+    def require(self) -> None:
+        if shutil.which(self.docker) is None:
+            raise ProviderError(
+                f"{self.docker!r} not found on PATH; install Docker (Debian: apt-get install docker.io)"
+            )
+        res = self.run("version", "--format", "{{.Server.Version}}", timeout=20, check=False)
+        if res.returncode != 0:
+            err = res.stderr.decode(errors="replace").strip().splitlines()
+            raise ProviderError(
+                f"no Docker engine answers at {self.where} ({err[-1] if err else 'no output'}); start one "
+                "(restricted machines: `scripts/docker-setup.sh start`, then export DOCKER_HOST) "
+                "or set DOCKER_HOST"
+            )
+
+    def image_exists(self, image: str) -> bool:
+        return self.run("image", "inspect", image, timeout=30, check=False).returncode == 0
+
+    def containers(self, label: str) -> list[dict[str, str]]:
+        """``name``, ``role``, ``ip`` (first network), ``state`` of containers with ``label``."""
+        res = self.run("ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}", timeout=30)
+        names = res.text.split()
+        if not names:
+            return []
+        fmt = (
+            '{{.Name}}\t{{index .Config.Labels "' + ROLE_LABEL + '"}}\t{{.State.Status}}\t'
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        )
+        out = self.run("inspect", "--format", fmt, *names, timeout=30).text
+        return parse_inspect_lines(out)
+
+
+def parse_inspect_lines(text: str) -> list[dict[str, str]]:
+    """Parse ``NAME\\tROLE\\tSTATE\\tIP ...`` lines from :meth:`DockerCli.containers`."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 4:
+            continue
+        ips = parts[3].split()
+        rows.append(
+            {
+                "name": parts[0].lstrip("/"),
+                "role": parts[1] or "worker",
+                "state": parts[2],
+                "ip": ips[0] if ips else "",
+            }
+        )
+    return rows
+
+
+def resolve_docker(host: str | None, netns: str | None) -> tuple[str | None, str | None]:
+    """(``DOCKER_HOST``, container network namespace) to use: explicit, ``$DOCKER_HOST``, project engine."""
+    proj = docker_engine.EngineConfig()
+    if host is None:
+        host = os.environ.get("DOCKER_HOST") or None
+    if host is None:
+        host = docker_engine.detect(proj)
+    if netns is None and host == proj.host:
+        netns = proj.netns
+    return host, netns
+
+
+# --------------------------------------------------------------------------------------------------
+# forwarder (project engine only)
+# --------------------------------------------------------------------------------------------------
+def _proc_alive(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return "portforward" in cmdline and marker in cmdline
+
+
+def ensure_forwarder(state_dir: Path, netns: str, targets: Sequence[str], timeout: float = 20.0) -> list[int]:
+    """A running :mod:`..portforward` for ``targets`` (``IP:PORT``); returns its local ports (reused)."""
+    ready = state_dir / "forward.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        info = json.loads(ready.read_text())
+        if info.get("targets") == list(targets) and _proc_alive(int(info["pid"]), str(state_dir)):
+            return [int(p) for p in info["ports"]]
+    stop_forwarder(state_dir)
+    tmp_ready = state_dir / "forward.ready"
+    with contextlib.suppress(OSError):
+        tmp_ready.unlink()
+    script = Path(__file__).resolve().parent.parent / "portforward.py"
+    argv = [sys.executable, str(script), "--netns", netns, "--ready-file", str(tmp_ready)]
+    for t in targets:
+        argv += ["--map", f"127.0.0.1:0={t}"]
+    log = open(state_dir / "forward.log", "ab")
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finally:
+        log.close()
+    try:
+        deadline = time.monotonic() + timeout
+        while not tmp_ready.exists():
+            if proc.poll() is not None:
+                raise ProviderError(
+                    f"port forwarder into {netns} exited ({proc.returncode}); see {state_dir / 'forward.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise ProviderError(f"port forwarder into {netns} not ready within {timeout:g}s")
+            time.sleep(0.05)
+        got = json.loads(tmp_ready.read_text())
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        raise
+    info = {"pid": proc.pid, "ports": got["ports"], "targets": list(targets), "netns": netns}
+    tmp = ready.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, ready)
+    return [int(p) for p in got["ports"]]
+
+
+def stop_forwarder(state_dir: Path) -> None:
+    ready = state_dir / "forward.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        info = json.loads(ready.read_text())
+        pid = int(info["pid"])
+        if _proc_alive(pid, str(state_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(OSError):
+        ready.unlink()
+
+
+def rewrite_kubeconfig_server(text: str, server: str, source: str = "kubeconfig") -> str:
+    """``text`` with every cluster's ``server`` replaced by ``server``."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProviderError(f"{source}: not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("clusters"), list):
+        raise ProviderError(f"{source}: expected a kubeconfig with a 'clusters' list")
+    for c in doc["clusters"]:
+        if isinstance(c, dict) and isinstance(c.get("cluster"), dict):
+            c["cluster"]["server"] = server
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def kubeconfig_server(text: str) -> str:
+    with contextlib.suppress(yaml.YAMLError, KeyError, IndexError, TypeError):
+        doc = yaml.safe_load(text)
+        return str(doc["clusters"][0]["cluster"]["server"])
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# shared by kind and minikube: a cluster of docker node containers with kubeadm PKI
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class NodeCerts:
+    """Where the etcd CA and a client certificate live inside the control-plane node."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+KIND_CERTS = NodeCerts(
+    ca=f"{KUBEADM_PKI}/etcd/ca.crt",
+    cert=f"{KUBEADM_PKI}/apiserver-etcd-client.crt",
+    key=f"{KUBEADM_PKI}/apiserver-etcd-client.key",
+)
+
+
+def copy_node_certs(node: DockerHostExec, certs: NodeCerts, dest: Path) -> tuple[Path, Path, Path]:
+    """Read the etcd CA + client cert/key out of ``node`` into ``dest`` (keys 0600). Read-only on the node."""
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = []
+    for src, fname in (
+        (certs.ca, "etcd-ca.crt"),
+        (certs.cert, "etcd-client.crt"),
+        (certs.key, "etcd-client.key"),
+    ):
+        res = node.run(["cat", src], timeout=20, check=False)
+        if res.returncode != 0 or not res.stdout:
+            raise ProviderError(
+                f"cannot read {src} on node {node.node}: {res.stderr.decode(errors='replace').strip()}; "
+                "is this a kubeadm control-plane node?"
+            )
+        p = dest / fname
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(res.stdout)
+        out.append(p)
+    return out[0], out[1], out[2]
+
+
+@dataclass
+class StateFile:
+    """``<root>/<name>/state.json``: what the provider recorded about one cluster."""
+
+    name: str
+    dir: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        os.replace(tmp, self.dir / "state.json")
+
+    @classmethod
+    def load(cls, name: str, root: Path) -> StateFile:
+        d = root / name
+        data: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads((d / "state.json").read_text())
+            if isinstance(loaded, dict):
+                data = loaded
+        return cls(name, d, data)
+
+
+def state_root(kind: str) -> Path:
+    from ..binaries import cache_dir
+
+    return cache_dir() / f"{kind}-clusters"
+
+
+# --------------------------------------------------------------------------------------------------
+# the provider
+# --------------------------------------------------------------------------------------------------
+class KindProvider(Provider):
+    name = "kind"
+    capabilities = capabilities_for("iptables", default_cni=True, ipvs_kernel=False)
+
+    def __init__(
+        self,
+        options: KindOptions | None = None,
+        progress: Progress | None = None,
+        **kw: Any,
+    ) -> None:
+        self.options = options or KindOptions(**kw)
+        self.progress: Progress = progress or _stderr_progress
+        host, netns = resolve_docker(self.options.docker_host, self.options.docker_netns)
+        self.docker = DockerCli(host)
+        self.netns = netns
+        self.root = state_root("kind")
+
+    # --- binary ----------------------------------------------------------------------------------
+    def kind_binary(self) -> str:
+        if self.options.kind_binary:
+            return self.options.kind_binary
+        on_path = shutil.which("kind")
+        if on_path and not self.options.kind_version:
+            return on_path
+        from .. import binaries as bins
+
+        versions = bins.Versions.resolve(kind=self.options.kind_version)
+        cached = bins.find_binary("kind", versions)
+        if cached is not None:
+            return str(cached)
+        try:
+            return str(bins.ensure_binaries(["kind"], versions, progress=self.progress)["kind"])
+        except BinaryError as exc:
+            raise ProviderError(f"no kind binary: {exc}") from exc
+
+    def _kind(self, *args: str, timeout: float = 120.0, check: bool = True) -> CommandResult:
+        return run_command(
+            [self.kind_binary(), *args], timeout=timeout, check=check, env=self.docker.env(), where="kind"
+        )
+
+    # --- contract --------------------------------------------------------------------------------
+    def list(self) -> list[str]:
+        self.docker.require()
+        res = self._kind("get", "clusters", timeout=60)
+        return [ln.strip() for ln in res.text.splitlines() if ln.strip() and not ln.startswith("No kind")]
+
+    def create(self, spec: ClusterSpec) -> Cluster:
+        self.docker.require()
+        opts = self.options
+        if spec.proxy_mode == "ipvs" and not ipvs_in_kernel():
+            raise ProviderError(
+                f"kind cluster {spec.name!r}: proxy mode ipvs needs the kernel's ip_vs module, which this "
+                "kernel lacks (/proc/net/ip_vs missing); use --proxy-mode iptables or nftables"
+            )
+        if spec.name in self.list():
+            raise ProviderError(
+                f"kind cluster {spec.name!r} already exists; delete it (`k8sstate cluster delete --name "
+                f"{spec.name}`) or pick another name"
+            )
+        image = node_image(spec, opts)
+        if image and not self.docker.image_exists(image):
+            raise ProviderError(
+                f"kind node image {image!r} is not in the Docker engine at {self.docker.where}; no registry "
+                "is assumed: `docker load -i IMAGE.tar` it or build one (docs/kind-on-restricted-machines.md)"
+            )
+        st = StateFile(spec.name, self.root / spec.name)
+        shutil.rmtree(st.dir, ignore_errors=True)
+        st.dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = st.dir / "config.yaml"
+        cfg_path.write_text(render_config(kind_config(spec, opts, image)))
+        st.data = {
+            "name": spec.name,
+            "proxy_mode": spec.proxy_mode,
+            "image": image,
+            "default_cni": not opts.disable_default_cni,
+            "docker_host": self.docker.host,
+            "netns": self.netns,
+            "persistent": spec.persistent,
+            "owner_pid": None if spec.persistent else os.getpid(),
+            "phase": "creating",
+        }
+        st.save()
+        t0 = time.monotonic()
+        argv = create_argv(
+            self.kind_binary(), spec.name, cfg_path, st.dir / "kubeconfig.kind", image=image, wait=opts.wait
+        )
+        self.progress(f"kind: {' '.join(argv)}")
+        try:
+            try:
+                run_command(
+                    argv, timeout=opts.wait + 600.0, env=self.docker.env(), where=f"kind cluster {spec.name}"
+                )
+            except CommandError as exc:
+                logs = self._export_failure_logs(spec.name)
+                raise ProviderError(f"kind create cluster {spec.name!r} failed: {exc}; logs: {logs}") from exc
+            st.data["phase"] = "ready"
+            st.save()
+            cluster = self._cluster(st)
+            if spec.kubeconfig_out is not None:
+                spec.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cluster.kubeconfig, spec.kubeconfig_out)
+        except BaseException:
+            self._delete(spec.name, st.dir)
+            raise
+        self.progress(
+            f"kind cluster {spec.name!r} ready ({time.monotonic() - t0:.1f}s): {cluster.kubeconfig}"
+        )
+        return cluster
+
+    def delete(self, name: str) -> None:
+        self._delete(name, self.root / name)
+
+    def get(self, name: str) -> Cluster:
+        names = self.list()
+        if name not in names:
+            raise ProviderError(
+                f"no kind cluster {name!r}; known kind clusters: {', '.join(names) or '(none)'}"
+            )
+        st = StateFile.load(name, self.root)
+        if not st.data:
+            # a cluster created by plain `kind`: adopt it (kubeconfig from kind, mode from the node)
+            st.dir.mkdir(parents=True, exist_ok=True)
+            kc = self._kind("get", "kubeconfig", "--name", name, timeout=60).text
+            (st.dir / "kubeconfig.kind").write_text(kc)
+            st.data = {"name": name, "docker_host": self.docker.host, "netns": self.netns, "phase": "ready"}
+            st.save()
+        return self._cluster(st)
+
+    def export_logs(self, name: str, dest: Path) -> Path:
+        """``kind export logs DEST --name NAME``: control-plane pods, kubelet/containerd journals, ..."""
+        dest.mkdir(parents=True, exist_ok=True)
+        self._kind("export", "logs", str(dest), "--name", name, timeout=300)
+        return dest
+
+    # --- internals -------------------------------------------------------------------------------
+    def _export_failure_logs(self, name: str) -> str:
+        root = self.options.artifacts_dir or (state_root("kind").parent / "kind-logs")
+        dest = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            return str(self.export_logs(name, dest))
+        except (CommandError, ProviderError, OSError) as exc:
+            return f"(kind export logs failed: {exc})"
+
+    def _delete(self, name: str, state_dir: Path) -> None:
+        stop_forwarder(state_dir)
+        with contextlib.suppress(CommandError, ProviderError):
+            self._kind("delete", "cluster", "--name", name, timeout=180)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    def _cluster(self, st: StateFile) -> Cluster:
+        from ..collectors.etcd import EtcdTarget
+
+        rows = self.docker.containers(f"{CLUSTER_LABEL}={st.name}")
+        rows = [r for r in rows if r["role"] in ("control-plane", "worker")]
+        if not rows:
+            raise ProviderError(f"kind cluster {st.name!r} has no node containers at {self.docker.where}")
+        rows.sort(key=lambda r: (r["role"] != "control-plane", r["name"]))
+        nodes = [
+            NodeInfo(r["name"], r["role"], DockerHostExec(r["name"], host=self.docker.host), r["ip"])
+            for r in rows
+        ]
+        cp = nodes[0]
+        if cp.role != "control-plane":
+            raise ProviderError(f"kind cluster {st.name!r} has no control-plane container")
+        assert isinstance(cp.exec, DockerHostExec)
+        ca, cert, key = copy_node_certs(cp.exec, KIND_CERTS, st.dir / "pki")
+        mode = st.data.get("proxy_mode")
+        if not mode:
+            conf = cp.exec.run(["cat", "/kind/kubeadm.conf"], check=False, timeout=20)
+            mode = proxy_mode_from_kubeadm_conf(conf.text)
+            st.data["proxy_mode"] = mode
+        kind_kc = (st.dir / "kubeconfig.kind").read_text()
+        netns = st.data.get("netns")
+        if netns:
+            api_port, etcd_port = ensure_forwarder(st.dir, str(netns), [f"{cp.ip}:6443", f"{cp.ip}:2379"])
+            api_server = f"https://127.0.0.1:{api_port}"
+            etcd_ep = f"https://127.0.0.1:{etcd_port}"
+            kc_text = rewrite_kubeconfig_server(kind_kc, api_server, str(st.dir / "kubeconfig.kind"))
+        else:
+            api_server = kubeconfig_server(kind_kc)
+            etcd_ep = f"https://{cp.ip}:2379"
+            kc_text = kind_kc
+        kc = st.dir / "kubeconfig"
+        fd = os.open(kc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(kc_text)
+        default_cni = bool(st.data.get("default_cni", True))
+        if not st.data.get("version"):
+            res = cp.exec.run(["kubelet", "--version"], check=False, timeout=20)
+            st.data["version"] = res.text.strip().rpartition(" ")[2] if res.returncode == 0 else ""
+        st.save()
+        return Cluster(
+            name=st.name,
+            provider=self.name,
+            kubeconfig=kc,
+            api_server=api_server,
+            nodes=nodes,
+            etcd=EtcdTarget(endpoints=(etcd_ep,), ca=ca, cert=cert, key=key),
+            capabilities=capabilities_for(str(mode), default_cni=default_cni, ipvs_kernel=ipvs_in_kernel()),
+            proxy_mode=str(mode),
+            version=str(st.data.get("version") or ""),
+            details={
+                "dir": str(st.dir),
+                "docker_host": self.docker.host,
+                "netns": netns,
+                "image": st.data.get("image"),
+            },
+        )

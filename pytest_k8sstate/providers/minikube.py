@@ -1,0 +1,329 @@
+"""The ``minikube`` provider (docker driver): same contract and capture as :mod:`.kind`.
+
+``minikube start -p NAME --driver=docker --nodes K --kubernetes-version V --container-runtime=containerd
+--extra-config=kube-proxy.mode=MODE --wait=all`` (:func:`start_argv`, pure and unit-tested). The kubeconfig
+goes to the provider's state dir (``KUBECONFIG`` is set for minikube), never to ``~/.kube/config``.
+
+Nodes are the containers ``NAME``, ``NAME-m02``, ... (``minikube node list``); node exec = ``docker exec``;
+etcd = the primary node's kubeadm etcd with the certificates minikube keeps under
+``/var/lib/minikube/certs`` (``etcd/ca.crt``, ``apiserver-etcd-client.{crt,key}``), copied out read-only
+and reached at ``<node IP>:2379`` (through the port forwarder when the engine is the project's own).
+
+minikube needs its ``kicbase`` image and preloaded Kubernetes images from the internet; on a machine
+without a registry it cannot start (the tests skip with that reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CommandError, ConfigError, ProviderError
+from ..nodeexec import CommandResult, run_command
+from .base import Cluster, ClusterSpec, NodeInfo, Provider
+from .kind import (
+    DockerCli,
+    DockerHostExec,
+    NodeCerts,
+    StateFile,
+    capabilities_for,
+    copy_node_certs,
+    ensure_forwarder,
+    ipvs_in_kernel,
+    kubeconfig_server,
+    resolve_docker,
+    rewrite_kubeconfig_server,
+    state_root,
+    stop_forwarder,
+)
+
+__all__ = [
+    "MINIKUBE_CERTS",
+    "MinikubeOptions",
+    "MinikubeProvider",
+    "minikube_node_names",
+    "parse_node_list",
+    "parse_profile_list",
+    "provider",
+    "start_argv",
+]
+
+MINIKUBE_CERT_DIR = "/var/lib/minikube/certs"
+MINIKUBE_CERTS = NodeCerts(
+    ca=f"{MINIKUBE_CERT_DIR}/etcd/ca.crt",
+    cert=f"{MINIKUBE_CERT_DIR}/apiserver-etcd-client.crt",
+    key=f"{MINIKUBE_CERT_DIR}/apiserver-etcd-client.key",
+)
+API_PORT = 8443
+DEFAULT_WAIT = 600.0
+NO_REGISTRY_REASON = (
+    "minikube cannot run here: its docker driver needs the kicbase image (gcr.io/k8s-minikube/kicbase) and "
+    "preloaded Kubernetes images from a registry, and no registry is reachable from this machine"
+)
+
+Progress = Callable[[str], None]
+
+
+def _stderr_progress(line: str) -> None:
+    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
+
+
+def provider(**options: Any) -> MinikubeProvider:
+    return MinikubeProvider(**options)
+
+
+@dataclass(frozen=True)
+class MinikubeOptions:
+    minikube_binary: str | None = None
+    container_runtime: str = "containerd"
+    base_image: str | None = None
+    cni: str | None = None
+    """``--cni`` (auto, bridge, calico, cilium, flannel, kindnet, false, or a manifest path)."""
+    extra_config: tuple[str, ...] = ()
+    """More ``--extra-config=component.key=value`` settings."""
+    cpus: int | None = None
+    memory: str | None = None
+    wait: float = DEFAULT_WAIT
+    docker_host: str | None = None
+    docker_netns: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.container_runtime not in ("containerd", "docker", "cri-o"):
+            raise ConfigError(
+                f"minikube container_runtime={self.container_runtime!r}: expected containerd, docker or cri-o"
+            )
+        for item in self.extra_config:
+            comp, dot, rest = item.partition(".")
+            if not comp or not dot or "=" not in rest:
+                raise ConfigError(
+                    f"minikube extra_config {item!r}: expected component.key=value "
+                    "(e.g. kubelet.max-pods=100)"
+                )
+        if self.wait < 0:
+            raise ConfigError(f"minikube option wait={self.wait!r}: expected seconds >= 0")
+
+
+def start_argv(minikube: str, spec: ClusterSpec, opts: MinikubeOptions) -> list[str]:
+    """``minikube start`` for ``spec`` (1 control-plane + ``spec.nodes`` workers)."""
+    argv = [
+        minikube,
+        "start",
+        "-p",
+        spec.name,
+        "--driver=docker",
+        f"--nodes={spec.nodes + 1}",
+        f"--container-runtime={opts.container_runtime}",
+        f"--extra-config=kube-proxy.mode={spec.proxy_mode}",
+        "--interactive=false",
+        "--keep-context=true",
+    ]
+    if spec.version:
+        argv.append(f"--kubernetes-version=v{spec.version.removeprefix('v')}")
+    for item in opts.extra_config:
+        argv.append(f"--extra-config={item}")
+    if opts.base_image:
+        argv.append(f"--base-image={opts.base_image}")
+    if opts.cni:
+        argv.append(f"--cni={opts.cni}")
+    if opts.cpus:
+        argv.append(f"--cpus={opts.cpus}")
+    if opts.memory:
+        argv.append(f"--memory={opts.memory}")
+    if opts.wait > 0:
+        argv += ["--wait=all", f"--wait-timeout={round(opts.wait)}s"]
+    else:
+        argv.append("--wait=none")
+    return argv
+
+
+def minikube_node_names(profile: str, nodes: int) -> list[str]:
+    """Node (= container) names minikube gives: ``P``, ``P-m02``, ``P-m03``, ..."""
+    return [profile] + [f"{profile}-m{i:02d}" for i in range(2, nodes + 2)]
+
+
+def parse_node_list(text: str) -> list[tuple[str, str]]:
+    """``minikube node list`` (``NAME\\tIP`` lines) → [(name, ip)]."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            out.append((parts[0], parts[1]))
+        elif len(parts) == 1:
+            out.append((parts[0], ""))
+    return out
+
+
+def parse_profile_list(text: str) -> list[str]:
+    """Profile names from ``minikube profile list -o json`` (valid and invalid)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return []
+    names: list[str] = []
+    if isinstance(doc, dict):
+        for key in ("valid", "invalid"):
+            for p in doc.get(key) or []:
+                if isinstance(p, dict) and isinstance(p.get("Name"), str):
+                    names.append(p["Name"])
+    return names
+
+
+class MinikubeProvider(Provider):
+    name = "minikube"
+    capabilities = capabilities_for("iptables", default_cni=False, ipvs_kernel=False) | {"cni"}
+
+    def __init__(
+        self, options: MinikubeOptions | None = None, progress: Progress | None = None, **kw: Any
+    ) -> None:
+        self.options = options or MinikubeOptions(**kw)
+        self.progress: Progress = progress or _stderr_progress
+        host, netns = resolve_docker(self.options.docker_host, self.options.docker_netns)
+        self.docker = DockerCli(host)
+        self.netns = netns
+        self.root = state_root("minikube")
+
+    def minikube_binary(self) -> str:
+        path = self.options.minikube_binary or shutil.which("minikube")
+        if not path:
+            raise ProviderError(
+                "minikube not found on PATH; install it (https://minikube.sigs.k8s.io/docs/start/) or pass "
+                "minikube_binary=PATH. " + NO_REGISTRY_REASON
+            )
+        return path
+
+    def _mk(self, *args: str, timeout: float = 120.0, check: bool = True, name: str = "") -> CommandResult:
+        env = self.docker.env()
+        if name:
+            env["KUBECONFIG"] = str(self.root / name / "kubeconfig.minikube")
+        return run_command(
+            [self.minikube_binary(), *args], timeout=timeout, check=check, env=env, where="minikube"
+        )
+
+    def list(self) -> list[str]:
+        res = self._mk("profile", "list", "-o", "json", timeout=60, check=False)
+        return parse_profile_list(res.text)
+
+    def create(self, spec: ClusterSpec) -> Cluster:
+        self.docker.require()
+        if spec.proxy_mode == "ipvs" and not ipvs_in_kernel():
+            raise ProviderError(
+                f"minikube cluster {spec.name!r}: proxy mode ipvs needs the kernel's ip_vs module, which "
+                "this kernel lacks; use --proxy-mode iptables or nftables"
+            )
+        if spec.name in self.list():
+            raise ProviderError(
+                f"minikube profile {spec.name!r} already exists; delete it or pick another name"
+            )
+        st = StateFile(spec.name, self.root / spec.name)
+        shutil.rmtree(st.dir, ignore_errors=True)
+        st.dir.mkdir(parents=True, exist_ok=True)
+        st.data = {
+            "name": spec.name,
+            "proxy_mode": spec.proxy_mode,
+            "netns": self.netns,
+            "docker_host": self.docker.host,
+            "persistent": spec.persistent,
+            "owner_pid": None if spec.persistent else os.getpid(),
+        }
+        st.save()
+        argv = start_argv(self.minikube_binary(), spec, self.options)
+        self.progress(f"minikube: {' '.join(argv)}")
+        t0 = time.monotonic()
+        try:
+            try:
+                self._mk(*argv[1:], timeout=self.options.wait + 900.0, name=spec.name)
+            except CommandError as exc:
+                logs = st.dir / "minikube-logs.txt"
+                with contextlib.suppress(CommandError):
+                    self._mk("logs", "-p", spec.name, f"--file={logs}", timeout=120, check=False)
+                raise ProviderError(f"minikube start -p {spec.name} failed: {exc}; logs: {logs}") from exc
+            cluster = self._cluster(st)
+            if spec.kubeconfig_out is not None:
+                spec.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cluster.kubeconfig, spec.kubeconfig_out)
+        except BaseException:
+            self._delete(spec.name, st.dir)
+            raise
+        self.progress(f"minikube cluster {spec.name!r} ready ({time.monotonic() - t0:.1f}s)")
+        return cluster
+
+    def delete(self, name: str) -> None:
+        self._delete(name, self.root / name)
+
+    def get(self, name: str) -> Cluster:
+        names = self.list()
+        if name not in names:
+            raise ProviderError(f"no minikube profile {name!r}; known: {', '.join(names) or '(none)'}")
+        st = StateFile.load(name, self.root)
+        if not st.data:
+            st.data = {"name": name, "netns": self.netns, "docker_host": self.docker.host}
+        kc = st.dir / "kubeconfig.minikube"
+        if not kc.exists():
+            st.dir.mkdir(parents=True, exist_ok=True)
+            self._mk("update-context", "-p", name, timeout=60, name=name)
+        return self._cluster(st)
+
+    def export_logs(self, name: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        out = dest / f"minikube-{name}.log"
+        self._mk("logs", "-p", name, f"--file={out}", timeout=300, check=False)
+        return out
+
+    def _delete(self, name: str, state_dir: Path) -> None:
+        stop_forwarder(state_dir)
+        with contextlib.suppress(CommandError, ProviderError):
+            self._mk("delete", "-p", name, timeout=300, check=False, name=name)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    def _cluster(self, st: StateFile) -> Cluster:
+        from ..collectors.etcd import EtcdTarget
+
+        listed = parse_node_list(self._mk("node", "list", "-p", st.name, timeout=60, name=st.name).text)
+        if not listed:
+            raise ProviderError(f"minikube profile {st.name!r} has no nodes")
+        nodes = [
+            NodeInfo(n, "control-plane" if i == 0 else "worker", DockerHostExec(n, host=self.docker.host), ip)
+            for i, (n, ip) in enumerate(listed)
+        ]
+        cp = nodes[0]
+        assert isinstance(cp.exec, DockerHostExec)
+        ca, cert, key = copy_node_certs(cp.exec, MINIKUBE_CERTS, st.dir / "pki")
+        mk_kc = (st.dir / "kubeconfig.minikube").read_text()
+        netns = st.data.get("netns")
+        if netns:
+            api_port, etcd_port = ensure_forwarder(
+                st.dir, str(netns), [f"{cp.ip}:{API_PORT}", f"{cp.ip}:2379"]
+            )
+            api_server = f"https://127.0.0.1:{api_port}"
+            etcd_ep = f"https://127.0.0.1:{etcd_port}"
+            kc_text = rewrite_kubeconfig_server(mk_kc, api_server, str(st.dir / "kubeconfig.minikube"))
+        else:
+            api_server = kubeconfig_server(mk_kc)
+            etcd_ep = f"https://{cp.ip}:2379"
+            kc_text = mk_kc
+        kc = st.dir / "kubeconfig"
+        fd = os.open(kc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(kc_text)
+        mode = str(st.data.get("proxy_mode") or "iptables")
+        st.save()
+        caps = capabilities_for(mode, default_cni=False, ipvs_kernel=ipvs_in_kernel()) | {"cni"}
+        return Cluster(
+            name=st.name,
+            provider=self.name,
+            kubeconfig=kc,
+            api_server=api_server,
+            nodes=nodes,
+            etcd=EtcdTarget(endpoints=(etcd_ep,), ca=ca, cert=cert, key=key),
+            capabilities=frozenset(caps),
+            proxy_mode=mode,
+            details={"dir": str(st.dir), "docker_host": self.docker.host, "netns": netns},
+        )

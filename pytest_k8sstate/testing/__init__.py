@@ -1,0 +1,13 @@
+"""Helpers for tests of (and with) pytest-k8sstate: generators of real-format node state."""
+
+from __future__ import annotations
+
+from .iptables_gen import (
+    KubeService,
+    kube_proxy_iptables,
+    make_services,
+    sep_chain,
+    svc_chain,
+)
+
+__all__ = ["KubeService", "kube_proxy_iptables", "make_services", "sep_chain", "svc_chain"]

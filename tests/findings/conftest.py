@@ -1,0 +1,55 @@
+"""Fixtures for the seed article's findings (``pytest tests/findings --k8s-provider local``).
+
+Every finding test creates objects named ``f<NN>-…`` in the ``default`` namespace (as the article
+does), so a test never sees another test's objects: the autouse :func:`_settled_rules` fixture waits,
+before the ``before`` snapshot and again after the ``k8s`` helper deleted what the test applied,
+until no kube-proxy rule on any node mentions a ``default/fNN-`` object.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .helpers import SYNC_TIMEOUT, leftover_rules, wait_until
+
+OUR_PODS = re.compile(r"^f\d\d[a-z]?-")
+
+
+@pytest.fixture(autouse=True)
+def _settled_rules(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before and after each finding: no findings pod left, no kube-proxy rule mentions a findings object.
+
+    The ``k8s`` helper is requested from here, so its teardown (deleting what the test applied) runs
+    before this fixture's teardown wait. A test that uses no cluster (or is skipped) is not touched.
+    """
+    if "k8s_cluster" not in request.fixturenames:
+        yield
+        return
+    cluster = request.getfixturevalue("k8s_cluster")
+    k8s = request.getfixturevalue("k8s")
+    _wait_settled(cluster, k8s, "before the test")
+    yield
+    _wait_settled(cluster, k8s, "after the test's objects were deleted")
+
+
+def _wait_settled(cluster: Any, k8s: Any, when: str) -> None:
+    left: dict[str, list[str]] = {}
+
+    def clean() -> bool:
+        left.clear()
+        pods = [p["metadata"]["name"] for p in k8s.list("pod") if OUR_PODS.match(p["metadata"]["name"])]
+        if pods:
+            left["pods"] = pods
+            return False
+        left.update(leftover_rules(cluster))
+        return not left
+
+    try:
+        wait_until(f"the findings' objects to be gone {when}", clean, timeout=SYNC_TIMEOUT)
+    except AssertionError as exc:
+        sample = {n: lines[:3] for n, lines in left.items()}
+        raise AssertionError(f"{exc}; still present: {sample}") from None

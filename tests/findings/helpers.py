@@ -1,0 +1,339 @@
+"""Small helpers for the seed article's findings (tests/findings/): manifests, kube-proxy chain names,
+waiting for kube-proxy, reading captured rules, tracing. Generally useful ones are requests to the
+plugin's owners (see docs/findings.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pytest_k8sstate.trace import Packet, TraceResult, trace
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests" / "findings"
+
+CLUSTER_CIDR = "10.244.0.0/16"  # kubeadm's (and the local provider's) pod network
+IN_CLUSTER_SRC = "10.244.255.250"  # a source inside the cluster CIDR that is no endpoint
+OUTSIDE_SRC = "203.0.113.10"  # a client outside the cluster (TEST-NET-3; no packet is ever sent)
+SYNC_TIMEOUT = 60.0
+OUR_OBJECTS = re.compile(r"default/f\d\d[a-z]?-")
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------- manifests
+
+
+def manifest(name: str) -> Path:
+    """``manifests/findings/<name>``; fails clearly when the file is missing."""
+    path = MANIFESTS / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"manifest {path} does not exist; see {MANIFESTS} for the findings' manifests"
+        )
+    return path
+
+
+def load_manifest(name: str) -> list[dict[str, Any]]:
+    """The documents of a manifest as dicts (to change a field before applying it again)."""
+    import yaml
+
+    with manifest(name).open(encoding="utf-8") as fh:
+        return [d for d in yaml.safe_load_all(fh) if d]
+
+
+# ------------------------------------------------------------------------------------------- polling
+
+
+def wait_until(
+    what: str, probe: Callable[[], T | None], timeout: float = SYNC_TIMEOUT, interval: float = 0.25
+) -> T:
+    """Poll ``probe`` until it returns something truthy; AssertionError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------------------- kube-proxy names
+
+
+def _hash16(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def svc_chain(service_port: str, proto: str = "tcp", prefix: str = "KUBE-SVC-") -> str:
+    """kube-proxy's chain name for ``"ns/name:port"``: ``KUBE-SVC-`` + base32(sha256(name + proto))[:16].
+
+    The same hash with ``KUBE-EXT-`` / ``KUBE-FW-`` / ``KUBE-SVL-`` prefixes names the other
+    per-service chains.
+    """
+    return prefix + _hash16(service_port + proto)
+
+
+def sep_chain(service_port: str, endpoint: str, proto: str = "tcp") -> str:
+    """``KUBE-SEP-`` + base32(sha256("ns/name:port" + proto + "IP:PORT"))[:16]."""
+    return "KUBE-SEP-" + _hash16(service_port + proto + endpoint)
+
+
+# ------------------------------------------------------------------------------------------- node state
+
+
+def node_names(cluster: Any) -> list[str]:
+    return [n.name for n in cluster.nodes]
+
+
+def local_ips(cluster: Any, node: str) -> frozenset[str]:
+    """The node's own addresses as the tracer needs them (``addrtype LOCAL``)."""
+    return frozenset({cluster.node(node).ip, "127.0.0.1"})
+
+
+def iptables_of(snapshot: Any, node: str) -> Any:
+    ns = snapshot.nodes[node]
+    if ns.iptables is None:
+        raise AssertionError(
+            f"snapshot {snapshot.label!r} has no iptables state for node {node}: {ns.errors}"
+        )
+    return ns.iptables
+
+
+def nft_of(snapshot: Any, node: str) -> Any:
+    ns = snapshot.nodes[node]
+    if ns.nft is None:
+        raise AssertionError(
+            f"snapshot {snapshot.label!r} has no nftables state for node {node}: {ns.errors}"
+        )
+    return ns.nft
+
+
+def nat_chain(snapshot: Any, node: str, chain: str) -> list[Any]:
+    """Rules of a nat chain (``[]`` when the chain does not exist)."""
+    nat = iptables_of(snapshot, node).tables.get("nat")
+    if nat is None or chain not in nat.chains:
+        return []
+    return list(nat.chains[chain].rules)
+
+
+def chain_specs(snapshot: Any, node: str, table: str, chain: str) -> list[str]:
+    t = iptables_of(snapshot, node).tables.get(table)
+    if t is None or chain not in t.chains:
+        return []
+    return [r.spec for r in t.chains[chain].rules]
+
+
+def rules_mentioning(snapshot: Any, node: str, needle: str) -> list[tuple[str, str, str]]:
+    """Every iptables rule (table, chain, spec) whose chain or text contains ``needle``."""
+    out: list[tuple[str, str, str]] = []
+    for tname, table in iptables_of(snapshot, node).tables.items():
+        for cname, chain in table.chains.items():
+            for rule in chain.rules:
+                if needle in cname or needle in rule.spec:
+                    out.append((tname, cname, rule.spec))
+    return out
+
+
+def probability_of(spec: str) -> str | None:
+    """The ``--probability`` text of a rule spec (``None`` for an unconditional rule)."""
+    m = re.search(r"--probability (\S+)", spec)
+    return m.group(1) if m else None
+
+
+def jump_target(spec: str) -> str | None:
+    m = re.search(r"(?:^| )-[jg] (\S+)", spec)
+    return m.group(1) if m else None
+
+
+def endpoint_jumps(snapshot: Any, node: str, chain: str) -> list[tuple[str | None, str]]:
+    """``(probability text or None, KUBE-SEP-… target)`` for each endpoint jump of a KUBE-SVC chain."""
+    out: list[tuple[str | None, str]] = []
+    for spec in chain_specs(snapshot, node, "nat", chain):
+        target = jump_target(spec)
+        if target and target.startswith("KUBE-SEP-"):
+            out.append((probability_of(spec), target))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- tracing
+
+
+def trace_on(
+    snapshot: Any,
+    cluster: Any,
+    node: str,
+    dst: str,
+    dport: int,
+    *,
+    proto: str = "tcp",
+    src: str = OUTSIDE_SRC,
+    mode: str | None = None,
+) -> TraceResult:
+    """Trace a new connection to ``dst:dport`` through ``node``'s captured rules.
+
+    ``mode`` picks the ruleset (``iptables`` or ``nftables``; default: the cluster's proxy mode).
+    """
+    mode = mode or cluster.proxy_mode
+    ruleset = nft_of(snapshot, node) if mode == "nftables" else iptables_of(snapshot, node)
+    packet = Packet(dst=dst, dport=dport, proto=proto, src=src, local_ips=local_ips(cluster, node))
+    return trace(ruleset, packet)
+
+
+def endpoint_split(result: TraceResult) -> dict[str | None, Fraction]:
+    return dict(result.endpoints)
+
+
+def close_to(p: Fraction, q: Fraction, tol: Fraction = Fraction(1, 10**8)) -> bool:
+    """iptables stores probabilities as p·2³¹ (0.33333333349 for 1/3): equal within ``tol``."""
+    return abs(p - q) <= tol
+
+
+# ------------------------------------------------------------------------------------------- kube-proxy sync
+
+
+def proxy_dump(cluster: Any, node: str, mode: str | None = None) -> str:
+    """What kube-proxy wrote on ``node``: ``iptables-save`` (iptables mode) or the ``ip kube-proxy`` table."""
+    mode = mode or cluster.proxy_mode
+    ex = cluster.node(node).exec
+    if mode == "nftables":
+        res = ex.run(["nft", "list", "table", "ip", "kube-proxy"], check=False, timeout=20)
+        return res.text if res.returncode == 0 else ""
+    return ex.run(["iptables-save"], timeout=20).text
+
+
+def count_endpoints_in_dump(dump: str, service: str, mode: str) -> int:
+    """How many endpoint DNATs kube-proxy wrote for ``ns/name`` (all ports)."""
+    ns, name = service.split("/", 1)
+    if mode == "nftables":
+        # chain endpoint-HASH8-ns/name/proto/port__IP/port { ... dnat ... }
+        pat = re.compile(rf"^\s*chain endpoint-\w+-{re.escape(ns)}/{re.escape(name)}/", re.M)
+        return len(pat.findall(dump))
+    n = 0
+    for line in dump.splitlines():
+        if (
+            line.startswith("-A KUBE-SEP-")
+            and "-j DNAT" in line
+            and re.search(rf'--comment "?{re.escape(ns)}/{re.escape(name)}[:" ]', line)
+        ):
+            n += 1
+    return n
+
+
+def wait_proxy_endpoints(
+    cluster: Any,
+    service: str,
+    count: int,
+    *,
+    nodes: Iterable[str] | None = None,
+    timeout: float = SYNC_TIMEOUT,
+    mode: str | None = None,
+) -> None:
+    """Wait until every node's kube-proxy programmed exactly ``count`` endpoint DNATs for ``ns/name``."""
+    mode = mode or cluster.proxy_mode
+    names = list(nodes) if nodes is not None else node_names(cluster)
+    seen: dict[str, int] = {}
+
+    def synced() -> bool:
+        for n in names:
+            seen[n] = count_endpoints_in_dump(proxy_dump(cluster, n, mode), service, mode)
+        return all(v == count for v in seen.values())
+
+    try:
+        wait_until(f"kube-proxy ({mode}) to program {count} endpoint(s) of {service}", synced, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; endpoint DNATs per node: {seen}") from None
+
+
+def wait_proxy_text(
+    cluster: Any,
+    what: str,
+    predicate: Callable[[str], bool],
+    *,
+    nodes: Iterable[str] | None = None,
+    timeout: float = SYNC_TIMEOUT,
+    mode: str | None = None,
+) -> None:
+    """Wait until ``predicate(dump)`` holds on every node."""
+    names = list(nodes) if nodes is not None else node_names(cluster)
+    wait_until(what, lambda: all(predicate(proxy_dump(cluster, n, mode)) for n in names), timeout)
+
+
+def leftover_rules(cluster: Any) -> dict[str, list[str]]:
+    """Lines of kube-proxy's rules, per node, that still mention a findings object (``default/fNN-``)."""
+    out: dict[str, list[str]] = {}
+    for n in node_names(cluster):
+        lines = [line for line in proxy_dump(cluster, n).splitlines() if OUR_OBJECTS.search(line)]
+        if lines:
+            out[n] = lines
+    return out
+
+
+def netfilter_changes(nd: Any) -> list[str]:
+    """Every netfilter change of a NodeDiff as one text line each (iptables and nftables)."""
+    lines = [f"chain+ {t} {c}" for t, c in nd.chains_added]
+    lines += [f"chain- {t} {c}" for t, c in nd.chains_removed]
+    lines += [f"rule+ {t} {c} {s}" for t, c, s in nd.rules_added]
+    lines += [f"rule- {t} {c} {s}" for t, c, s in nd.rules_removed]
+    lines += [f"nft chain+ {t} {c}" for t, c in nd.nft_chains_added]
+    lines += [f"nft chain- {t} {c}" for t, c in nd.nft_chains_removed]
+    lines += [f"nft rule+ {t} {c} {r}" for t, c, r in nd.nft_rules_added]
+    lines += [f"nft rule- {t} {c} {r}" for t, c, r in nd.nft_rules_removed]
+    lines += [f"nft elem+ {t} {s} {e}" for t, s, e in nd.nft_elements_added]
+    lines += [f"nft elem- {t} {s} {e}" for t, s, e in nd.nft_elements_removed]
+    return lines
+
+
+def foreign_netfilter_changes(nd: Any, marks: Iterable[str]) -> list[str]:
+    """Netfilter changes of a NodeDiff that mention none of ``marks`` (a barrier Service's name and chains).
+
+    Fails when there is no change at all: the barrier itself must have produced some.
+    """
+    lines = netfilter_changes(nd)
+    if not lines:
+        raise AssertionError("no netfilter change at all: the barrier Service was not captured")
+    marks = list(marks)
+    return [line for line in lines if not any(m in line for m in marks)]
+
+
+# ------------------------------------------------------------------------------------------- etcd
+
+
+def added_keys(diff: Any, *, include_ignored: bool = True) -> list[str]:
+    """Added etcd keys (by default also the ones the default view hides: events, leases)."""
+    return sorted(c.key for c in diff.etcd_added(include_ignored=include_ignored))
+
+
+def removed_keys(diff: Any, *, include_ignored: bool = True) -> list[str]:
+    return sorted(c.key for c in diff.etcd_removed(include_ignored=include_ignored))
+
+
+def modified_keys(diff: Any, *, include_ignored: bool = True) -> list[str]:
+    return sorted(c.key for c in diff.etcd_modified(include_ignored=include_ignored))
+
+
+def without_noise(keys: Iterable[str]) -> list[str]:
+    """Drop heartbeat keys (leases) that change on their own while a test runs."""
+    return [k for k in keys if not k.startswith(("/registry/leases/", "/registry/masterleases/"))]
+
+
+def split_events(keys: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(event keys, other keys)."""
+    ev: list[str] = []
+    other: list[str] = []
+    for k in keys:
+        (ev if k.startswith("/registry/events/") else other).append(k)
+    return ev, other
+
+
+def stores_ipaddresses(snapshot: Any) -> bool:
+    """Whether this apiserver keeps an IPAddress object per ClusterIP (MultiCIDRServiceAllocator, GA 1.33)."""
+    return any(k.startswith("/registry/ipaddresses/") for k in snapshot.etcd.entries)

@@ -1,0 +1,74 @@
+"""Finding 5: a NodePort Service adds a KUBE-NODEPORTS → KUBE-EXT-… path on every node."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from pytest_k8sstate.assertions import assert_new_chains
+
+from .helpers import (
+    OUTSIDE_SRC,
+    chain_specs,
+    manifest,
+    node_names,
+    svc_chain,
+    trace_on,
+    wait_proxy_endpoints,
+)
+
+SERVICE = "default/f05-web"
+PORT_ID = "default/f05-web:http"
+
+
+@pytest.mark.finding(
+    5, "NodePort Service: KUBE-NODEPORTS → KUBE-EXT-… on every node; nodeIP:nodePort → pod, masqueraded"
+)
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s):
+    """Seed 000 (article), step 'a Service for the Pod': "one can notice that two chains were created,
+    one for the cluster IP of the service and another for the NodePort, but both in the end send the
+    packet to the single endpoint, namely the created container".
+    Seed 002, section 'NodePort': "the same port from a special range is opened on every node, which
+    does DNAT to the addresses of the Pods".
+
+    Checked on every node: KUBE-NODEPORTS gets ``-p tcp ... --dport <nodePort> -j KUBE-EXT-<hash>``;
+    KUBE-EXT-<hash> marks the connection for masquerade and jumps to the same KUBE-SVC-<hash> chain the
+    ClusterIP path uses. Traced: a new connection from outside the cluster to ``<nodeIP>:<nodePort>`` of
+    every node is DNATed to ``<podIP>:8080`` with probability 1 and masqueraded; so is the ClusterIP path.
+
+    Real cluster vs article: since kube-proxy 1.24 the NodePort path goes through a per-service
+    ``KUBE-EXT-…`` chain ("masquerade traffic for … external destinations") instead of jumping from
+    KUBE-NODEPORTS straight to KUBE-SVC-… with a KUBE-MARK-MASQ rule next to it.
+    """
+    k8s.apply(manifest("05-nodeport.yaml"))
+    k8s.wait_endpoints("svc/f05-web", count=1)
+    wait_proxy_endpoints(k8s_cluster, SERVICE, 1)
+    diff = cluster_state.diff()
+    after = cluster_state.after
+
+    svc = k8s.get("svc/f05-web")
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    cluster_ip = svc["spec"]["clusterIP"]
+    endpoint = f"{k8s.pod_ip('f05-web')}:8080"
+    svc_name, ext_name = svc_chain(PORT_ID), svc_chain(PORT_ID, prefix="KUBE-EXT-")
+
+    assert_new_chains(diff, [svc_name, ext_name, "KUBE-SEP-*"], table="nat")
+    for node in node_names(k8s_cluster):
+        nodeports = [s for s in chain_specs(after, node, "nat", "KUBE-NODEPORTS") if PORT_ID in s]
+        assert nodeports == [
+            f'-p tcp -m comment --comment "{PORT_ID}" -m tcp --dport {node_port} -j {ext_name}'
+        ], (node, nodeports)
+        assert chain_specs(after, node, "nat", ext_name) == [
+            f'-m comment --comment "masquerade traffic for {PORT_ID} external destinations" '
+            "-j KUBE-MARK-MASQ",
+            f"-j {svc_name}",
+        ], node
+
+        node_ip = k8s_cluster.node(node).ip
+        for dst, port in ((node_ip, node_port), (cluster_ip, 80)):
+            result = trace_on(after, k8s_cluster, node, dst, port, src=OUTSIDE_SRC)
+            assert [(o.probability, o.dnat, o.masquerade, o.verdict) for o in result.outcomes] == [
+                (Fraction(1), endpoint, True, "ACCEPT")
+            ], (node, dst, port, result.outcomes, result.path_examples)

@@ -1,0 +1,77 @@
+"""Finding 8: a Service for a 2-replica Deployment: KUBE-SVC with two KUBE-SEP, split 1/2–1/2."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from pytest_k8sstate.assertions import assert_dnat_to
+
+from .helpers import (
+    IN_CLUSTER_SRC,
+    added_keys,
+    endpoint_jumps,
+    load_manifest,
+    manifest,
+    node_names,
+    sep_chain,
+    split_events,
+    stores_ipaddresses,
+    svc_chain,
+    trace_on,
+    wait_proxy_endpoints,
+    without_noise,
+)
+
+SERVICE = "default/f08-web"
+PORT_ID = "default/f08-web:http"
+
+
+@pytest.mark.finding(8, "2 endpoints: KUBE-SVC → 2 KUBE-SEP, the first at probability 0.5; traced 1/2–1/2")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_08_two_endpoints_half_each(k8s_cluster, cluster_state, k8s):
+    """Seed 000 (article), step 'Service for the Deployment': "etcd — everything as when creating a
+    service in the single-node cluster; iptables — the new rules are the same, except that the service now
+    has two endpoints, so the endpoint rules were duplicated".
+    Seed 001, section 'Kube-proxy': ``-A KUBE-SVC-… -m statistic --mode random --probability 0.5000000000
+    -j KUBE-SEP-MMYWB6DZJI4RZ5CQ`` ("incoming traffic with probability 50% goes to this chain") and
+    ``-A KUBE-SVC-… -j KUBE-SEP-J33LX377GA3DLDWM`` ("everything else goes to this chain").
+
+    Checked: the etcd keys are those of finding 4 (service spec, endpoints, one endpoint slice, the
+    ClusterIP's IPAddress); on every node KUBE-SVC-<hash> has exactly two endpoint jumps — the first with
+    ``--probability 0.50000000000``, the second unconditional — to the KUBE-SEP chains of the two pods;
+    the traced split of new connections is exactly 1/2 per pod.
+
+    Real cluster vs article: iptables-save prints the probability with 11 decimals (0.50000000000; the
+    article's ``iptables -S``-style text had 10).
+    """
+    deployment, _service = load_manifest("08-deployment-service.yaml")
+    k8s.apply(deployment)  # the Deployment first, as in the article
+    k8s.wait_ready("deployment/f08-web")
+    deployed = cluster_state.snapshot("deployment-ready")
+    k8s.apply(manifest("08-deployment-service.yaml"))
+    ips = k8s.wait_endpoints("svc/f08-web", count=2)
+    wait_proxy_endpoints(k8s_cluster, SERVICE, 2)
+    diff = cluster_state.diff(since="deployment-ready")
+    after = cluster_state.after
+    cluster_ip = k8s.cluster_ip("svc/f08-web")
+    endpoints = [f"{ip}:8080" for ip in ips]
+
+    _events, keys = split_events(without_noise(added_keys(diff)))
+    expected = ["/registry/services/endpoints/default/f08-web", "/registry/services/specs/default/f08-web"]
+    if stores_ipaddresses(deployed):
+        expected.append(f"/registry/ipaddresses/{cluster_ip}")
+    slices = [k for k in keys if k.startswith("/registry/endpointslices/default/f08-web-")]
+    assert len(slices) == 1, keys
+    assert sorted(keys) == sorted([*expected, *slices])
+
+    svc = svc_chain(PORT_ID)
+    seps = {sep_chain(PORT_ID, ep) for ep in endpoints}
+    for node in node_names(k8s_cluster):
+        jumps = endpoint_jumps(after, node, svc)
+        assert [p for p, _ in jumps] == ["0.50000000000", None], (node, jumps)
+        assert {t for _, t in jumps} == seps, (node, jumps)
+        split = trace_on(after, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints
+        assert split == {ep: Fraction(1, 2) for ep in endpoints}, (node, split)
+    assert_dnat_to(after, service=PORT_ID, endpoints=endpoints, balanced=True)

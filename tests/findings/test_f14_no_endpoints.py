@@ -1,0 +1,58 @@
+"""Finding 14: a Service without ready endpoints is a filter-table REJECT on every node."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_k8sstate.assertions import assert_dnat_to
+
+from .helpers import IN_CLUSTER_SRC, OUTSIDE_SRC, chain_specs, manifest, node_names, trace_on, wait_proxy_text
+
+PORT_ID = "default/f14-none:http"
+
+
+@pytest.mark.finding(14, "Service with no ready endpoints: filter-table REJECT on every node; traced REJECT")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_14_no_endpoints_reject(k8s_cluster, cluster_state, k8s):
+    """Seed 002, section 'Readiness and Liveness Probes': "Readiness — is the container ready ... can
+    traffic be routed to it. If a pod stops being ready it is automatically removed from the list of the
+    lb". Section 'Cluster IP': "when a pod inside the cluster tries to connect to the virtual IP of the
+    service, the node where the pod runs replaces the destination address with the real pod address" — with
+    no ready pod there is nothing to replace it with.
+
+    Checked with a Service whose selector matches no Pod: on every node the filter table's KUBE-SERVICES
+    gets ``-d <ClusterIP>/32 -p tcp -m comment --comment "default/f14-none:http has no endpoints" -m tcp
+    --dport 80 -j REJECT --reject-with icmp-port-unreachable``; the nat table gets no KUBE-SVC/KUBE-SEP
+    chain for it; a traced new connection (from a pod and from outside) has the single outcome REJECT,
+    probability 1, no DNAT.
+
+    Real cluster vs article: the seeds do not show this rule; it is how kube-proxy (iptables mode) makes
+    connections to an empty Service fail fast instead of timing out.
+    """
+    k8s.apply(manifest("14-no-endpoints.yaml"))
+    wait_proxy_text(
+        k8s_cluster, "kube-proxy to reject default/f14-none", lambda d: f"{PORT_ID} has no endpoints" in d
+    )
+    diff = cluster_state.diff()
+    after = cluster_state.after
+    cluster_ip = k8s.cluster_ip("svc/f14-none")
+    assert k8s.ready_endpoints("svc/f14-none") == []
+
+    reject = (
+        f'-d {cluster_ip}/32 -p tcp -m comment --comment "{PORT_ID} has no endpoints" -m tcp --dport 80 '
+        "-j REJECT --reject-with icmp-port-unreachable"
+    )
+    for node in node_names(k8s_cluster):
+        assert reject in chain_specs(after, node, "filter", "KUBE-SERVICES"), node
+        nd = diff.nodes[node]
+        assert ("filter", "KUBE-SERVICES", reject) in nd.rules_added, node
+        assert not [c for c in nd.chains_added if c[1].startswith(("KUBE-SVC-", "KUBE-SEP-"))], node
+        assert not [r for r in nd.rules_added if r[0] == "nat" and "f14-none" in r[2]], node
+        for src in (IN_CLUSTER_SRC, OUTSIDE_SRC):
+            result = trace_on(after, k8s_cluster, node, cluster_ip, 80, src=src)
+            assert [(o.probability, o.dnat, o.verdict) for o in result.outcomes] == [(1, None, "REJECT")], (
+                node,
+                src,
+                result.outcomes,
+            )
+    assert_dnat_to(after, service=PORT_ID, endpoints=[])

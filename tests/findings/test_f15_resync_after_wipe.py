@@ -1,0 +1,78 @@
+"""Finding 15: kube-proxy puts its rules back after they are wiped with ``iptables-restore``."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import iptables_of, manifest, wait_proxy_endpoints, wait_until
+
+EMPTY_TABLES = b"*nat\nCOMMIT\n*filter\nCOMMIT\n*mangle\nCOMMIT\n"
+RESYNC_TIMEOUT = 90.0  # kube-proxy checks its canary chain once per --iptables-sync-period (default 30s)
+
+
+def kube_rules(ruleset) -> set[tuple[str, str, str]]:
+    """kube-proxy's rules: those in KUBE-* chains and the jumps into KUBE-* chains."""
+    out: set[tuple[str, str, str]] = set()
+    for tname, table in ruleset.tables.items():
+        for cname, chain in table.chains.items():
+            for rule in chain.rules:
+                if cname.startswith("KUBE-") or (rule.target or "").startswith("KUBE-"):
+                    out.add((tname, cname, rule.spec))
+    return out
+
+
+def kube_chains(ruleset) -> set[tuple[str, str]]:
+    return {(t, c) for t, table in ruleset.tables.items() for c in table.chains if c.startswith("KUBE-")}
+
+
+@pytest.mark.finding(15, "kube-proxy restores its rules after an iptables-restore of empty tables")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, k8s):
+    """Seed 002, section 'iptables-restore from a file': "create the file /tmp/iptables.cleanup with
+    ``*nat ... COMMIT *filter COMMIT *mangle COMMIT`` ... and all rules are deleted: ``iptables-restore
+    /tmp/iptables.cleanup``. After that kube-proxy restores them again, since kube-proxy periodically does a
+    full synchronisation of the rules in its chains."
+
+    Checked on one worker: ``iptables-restore`` of empty nat/filter/mangle tables inside the node really
+    removes every KUBE-* chain; kube-proxy then re-creates them; the diff from the snapshot before the wipe
+    to the one after the resync shows no KUBE-* chain and no kube-proxy rule missing on that node, and the
+    other nodes were untouched.
+
+    Real cluster vs article: the article's restore file kept docker's POSTROUTING rule; here the tables are
+    emptied completely (the node namespace has no other rules). kube-proxy notices through its
+    ``KUBE-PROXY-CANARY`` chains, which it checks once per ``--iptables-sync-period``.
+    """
+    k8s.apply(manifest("15-resync.yaml"))
+    k8s.wait_endpoints("svc/f15-web", count=1)
+    wait_proxy_endpoints(k8s_cluster, "default/f15-web", 1)
+    node = k8s_cluster.workers[0]
+    before_wipe = cluster_state.snapshot("before-wipe")
+    expected_rules = kube_rules(iptables_of(before_wipe, node.name))
+    expected_chains = kube_chains(iptables_of(before_wipe, node.name))
+    assert any(c.startswith("KUBE-SVC-") for _, c in expected_chains)
+
+    node.exec.run(["iptables-restore"], input=EMPTY_TABLES)
+    wiped = node.exec.run(["iptables-save"]).text
+    assert ":KUBE-" not in wiped, "iptables-restore of empty tables left KUBE-* chains behind"
+
+    from pytest_k8sstate.parse.iptables import parse_iptables_save
+
+    def restored() -> bool:
+        now = parse_iptables_save(
+            node.exec.run(["iptables-save"]).text, source=f"iptables-save on {node.name}"
+        )
+        return expected_rules <= kube_rules(now) and expected_chains <= kube_chains(now)
+
+    wait_until(
+        f"kube-proxy on {node.name} to restore its rules", restored, timeout=RESYNC_TIMEOUT, interval=0.5
+    )
+    diff = cluster_state.diff(since="before-wipe")
+
+    nd = diff.nodes[node.name]
+    missing_rules = [r for r in nd.rules_removed if r[1].startswith("KUBE-") or " -j KUBE-" in f" {r[2]}"]
+    missing_chains = [c for c in nd.chains_removed if c[1].startswith("KUBE-")]
+    assert missing_rules == []
+    assert missing_chains == []
+    for other in k8s_cluster.nodes:
+        if other.name != node.name:
+            assert not diff.nodes[other.name].netfilter_changed, other.name

@@ -1,0 +1,69 @@
+"""Finding 16: ``kube-proxy --cleanup`` removes kube-proxy's chains."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_k8sstate import binaries, netns
+from pytest_k8sstate.parse.iptables import parse_iptables_save
+
+from .helpers import manifest, wait_proxy_endpoints
+
+
+def _kube_chains(text: str, source: str) -> list[tuple[str, str]]:
+    rs = parse_iptables_save(text, source=source)
+    return [(t, c) for t, table in rs.tables.items() for c in table.chains if c.startswith("KUBE-")]
+
+
+def _jumps_to_kube(text: str, source: str) -> list[str]:
+    rs = parse_iptables_save(text, source=source)
+    return [
+        f"{t} {c} {r.spec}"
+        for t, table in rs.tables.items()
+        for c, chain in table.chains.items()
+        for r in chain.rules
+        if (r.target or "").startswith("KUBE-")
+    ]
+
+
+@pytest.mark.finding(16, "kube-proxy --cleanup removes its chains")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s):
+    """Seed 002, section 'Calling kube-proxy as a binary': "for example you can call cleanup: ``kube-proxy
+    --cleanup`` If true cleanup iptables and ipvs rules and exit."
+
+    Checked with the real kube-proxy binary of the cluster's version on a copy of a node's real rules:
+    the node's ``iptables-save`` (with KUBE-SERVICES, KUBE-SVC-…, KUBE-SEP-…, KUBE-EXT-…, KUBE-NODEPORTS,
+    KUBE-POSTROUTING, KUBE-MARK-MASQ, KUBE-PROXY-CANARY, … for a NodePort Service) is loaded into a fresh
+    network namespace, ``kube-proxy --cleanup`` runs there and exits 0, and afterwards no KUBE-* chain and no
+    rule jumping to one is left in any table.
+
+    Real cluster vs article: run on the live node, the node's own kube-proxy puts everything back at its
+    next canary check (that is finding 15), so the copy isolates what ``--cleanup`` itself does.
+    """
+    binary = binaries.find_binary("kube-proxy")
+    if binary is None:
+        pytest.fail("the kube-proxy binary is not in the binaries cache; run `k8sstate binaries install`")
+    k8s.apply(manifest("16-cleanup.yaml"))
+    k8s.wait_endpoints("svc/f16-web", count=1)
+    wait_proxy_endpoints(k8s_cluster, "default/f16-web", 1)
+    node = k8s_cluster.workers[0]
+    dump = node.exec.run(["iptables-save"]).text
+    chains = _kube_chains(dump, f"iptables-save on {node.name}")
+    assert {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"} <= {c for _, c in chains}
+    assert any(c.startswith("KUBE-EXT-") for _, c in chains)
+    assert any(c.startswith("KUBE-SEP-") for _, c in chains)
+
+    with netns.temporary("f16") as ns:
+        ns.run(["iptables-restore"], input=dump.encode())
+        copied = ns.run(["iptables-save"]).text
+        assert sorted(_kube_chains(copied, "copy")) == sorted(chains)
+
+        result = ns.run([str(binary), "--cleanup", "--v=2"], timeout=60, check=False)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+
+        left = ns.run(["iptables-save"]).text
+        assert _kube_chains(left, "after --cleanup") == [], left
+        assert _jumps_to_kube(left, "after --cleanup") == [], left
+        nft = ns.run(["nft", "list", "tables"]).text
+        assert "kube-proxy" not in nft, nft

@@ -1,0 +1,151 @@
+"""The cluster fixtures on a real ``local`` cluster (few tests: a cluster costs seconds).
+
+Skipped when the local provider cannot run here (not root, binaries missing).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_k8sstate import netns
+
+PluginRunner = Any  # tests/plugin/conftest.py
+
+SESSION_TESTS = """
+import pytest
+from pytest_k8sstate.assertions import assert_new_keys
+
+CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-cm"}, "data": {"a": "1"}}
+
+
+def test_configmap_adds_one_key(k8s, cluster_state):
+    k8s.apply(CM)
+    diff = cluster_state.diff()
+    assert_new_keys(diff, "/registry/configmaps/default/pt-cm", exact=True)
+
+
+def test_failure_has_a_section(k8s, cluster_state):
+    k8s.apply({**CM, "metadata": {"name": "pt-cm-2"}})
+    assert False, "on purpose"
+
+
+@pytest.mark.k8sstate(nodes=0)
+def test_own_cluster_for_another_spec(k8s_cluster, k8s_clusters, k8s):
+    assert [n.role for n in k8s_cluster.nodes] == ["control-plane"]
+    assert k8s_cluster.name != k8s_clusters.get().name
+    assert k8s.nodes() == [k8s_cluster.nodes[0].name]
+
+
+@pytest.mark.needs("etcd", "iptables")
+@pytest.mark.k8sstate(fresh=True)
+def test_fresh_cluster(k8s_cluster, cluster_state):
+    keys = cluster_state.before.etcd.entries
+    assert not [k for k in keys if k.startswith("/registry/configmaps/default/pt-cm")]
+    assert "/registry/services/specs/default/kubernetes" in keys
+"""
+
+
+def _provider_delete(name: str) -> None:
+    from pytest_k8sstate.providers.base import get_provider
+
+    get_provider("local", progress=lambda _line: None).delete(name)
+
+
+def test_session_cluster_failure_section_fresh_keep_and_reuse(
+    plugin: PluginRunner, local_provider_ok: None
+) -> None:
+    plugin.pytester.makepyfile(test_session=SESSION_TESTS)
+    name = None
+    kept: list[str] = []
+    try:
+        result = plugin.run_subprocess("--k8s-nodes=1", "--k8s-keep-cluster", "-p", "no:randomly")
+        out = result.stdout.str()
+        kept = re.findall(r"kept local cluster (\S+): reuse it with --k8s-reuse-cluster \1;", out)
+        assert len(kept) == 2, out
+        name, other = kept
+        result.assert_outcomes(passed=3, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                f"[[]k8sstate[]] creating local cluster {name} (local, 1 control plane + 1 workers*",
+                f"[[]k8sstate[]] creating local cluster {other} (local, 1 control plane + 0 workers*",
+                f"[[]k8sstate[]] reset cluster {name} in *s",
+                "*- k8sstate -*",
+                "k8sstate: 1 etcd key added; no node state changed; artifacts: "
+                "*/.k8sstate/test_session.py__test_failure_has_a_section",
+                "*+ /registry/configmaps/default/pt-cm-2*",
+                "*= k8sstate: kept clusters =*",
+                f"kept local cluster {name}: reuse it with --k8s-reuse-cluster {name}; "
+                f"delete it with: k8sstate cluster delete --provider local --name {name}",
+            ]
+        )
+        artifacts = plugin.pytester.path / ".k8sstate" / "test_session.py__test_failure_has_a_section"
+        assert sorted(p.name for p in artifacts.iterdir()) == ["after.json", "before.json", "diff.json"]
+
+        plugin.pytester.makepyfile(test_reuse="def test_reused(k8s_cluster):\n    assert k8s_cluster.nodes\n")
+        again = plugin.run_subprocess("test_reuse.py", f"--k8s-reuse-cluster={name}")
+        again.assert_outcomes(passed=1)
+        again.stdout.fnmatch_lines([f"[[]k8sstate[]] reusing local cluster {name} (--k8s-reuse-cluster)"])
+        assert "creating local cluster" not in again.stdout.str()
+        assert any(ns.startswith(f"k8ss-{name}-") for ns in netns.list_ours())  # still there: reused, kept
+    finally:
+        for cluster in kept:
+            _provider_delete(cluster)
+    for cluster in kept:
+        assert not any(ns.startswith(f"k8ss-{cluster}-") for ns in netns.list_ours())
+
+
+def _our_processes(marker: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
+
+
+def test_ctrl_c_during_cluster_create_leaves_nothing(plugin: PluginRunner, local_provider_ok: None) -> None:
+    from pytest_k8sstate.providers import local_state
+
+    plugin.pytester.makepyfile(test_slow="def test_needs_cluster(k8s_cluster):\n    pass\n")
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    argv = [sys.executable, "-m", "pytest", *plugin.plugin_args, "-p", "no:cacheprovider", "test_slow.py"]
+    proc = subprocess.Popen(  # noqa: S603 - argv list
+        argv, cwd=plugin.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
+    name = f"pt{proc.pid % 100000}m"  # the session cluster's name in that process
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(ns.startswith(f"k8ss-{name}-") for ns in netns.list_ours()):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "pytest ended before the cluster was being created"
+        assert time.monotonic() < deadline, "the cluster's node namespaces never appeared"
+        time.sleep(1.0)  # inside create: etcd and the apiserver are starting
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    text = out.decode(errors="replace")
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert "KeyboardInterrupt" in text
+    assert [ns for ns in netns.list_ours() if ns.startswith(f"k8ss-{name}-")] == []
+    assert _our_processes(f"/clusters/{name}/") == []
+    assert not local_state.cluster_dir(name).exists()

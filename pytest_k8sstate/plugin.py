@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -121,12 +122,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _set_assertion_verbosity(level: int) -> None:
-    try:
-        from .assertions import set_verbosity
-    except ImportError as exc:  # pragma: no cover - broken install
-        warnings.warn(pytest.PytestWarning(f"k8sstate: assertion helpers unavailable: {exc}"), stacklevel=1)
-        return
-    set_verbosity(level)
+    """Pass ``-v`` to the assertion helpers once a test module has imported them (no import here:
+    projects that never use them do not pay for it)."""
+    module = sys.modules.get("pytest_k8sstate.assertions")
+    if module is not None and module.get_verbosity() != level:
+        module.set_verbosity(level)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _set_assertion_verbosity(item.config.get_verbosity())
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -312,8 +316,12 @@ class ClusterPool:
         settings = self.settings
         reuse = key == self.default_key() and settings.reuse_cluster is not None
         if key.provider == "existing":
-            self.log(f"attaching to the cluster of {settings.kubeconfig}")
-            return provider.get(name)
+            # attach (the kubeconfig's current context); "delete" at the end removes only the plugin's
+            # debug pods from the cluster, never the cluster
+            cluster = provider.create(ClusterSpec(name=name, nodes=key.nodes, proxy_mode=key.proxy_mode))
+            self.log(f"attached to cluster {cluster.name} of {settings.kubeconfig}")
+            self._owned[cluster.name] = cluster
+            return cluster
         if reuse:
             try:
                 cluster = provider.get(name)
@@ -336,9 +344,9 @@ class ClusterPool:
         if not self._provider_reports.get(key.provider, False):
             self.log(f"cluster {name} ready in {time.monotonic() - started:.1f}s")
         if reuse:
-            self.kept.append((key.provider, name))
+            self.kept.append((key.provider, cluster.name))
         else:
-            self._owned[name] = cluster
+            self._owned[cluster.name] = cluster
         return cluster
 
     def reset(self, cluster: Cluster) -> None:

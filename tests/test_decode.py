@@ -147,6 +147,15 @@ def test_unknown_fields_of_a_named_kind_keep_their_number() -> None:
     assert d.fields["spec"]["clusterIP"] == "10.96.10.10"
 
 
+def test_unknown_object_meta_field_is_kept() -> None:
+    meta = proto("ObjectMeta", {"name": "cm", "namespace": "ns", "uid": "u"}) + b"\x9a\x06\x02hi"  # field 99
+    raw = b"\x0a" + bytes([len(meta)]) + meta
+    d = decode_value("/registry/configmaps/ns/cm", envelope("v1", "ConfigMap", raw))
+    assert d.error is None
+    assert d.fields == {"metadata": {"name": "cm", "namespace": "ns", "uid": "u", "#99": "hi"}}
+    assert (d.name, d.namespace, d.uid) == ("cm", "ns", "u")
+
+
 def test_cluster_scoped_object() -> None:
     raw = proto("Service", {"metadata": {"name": "cluster-thing", "namespace": "", "uid": "u-1"}})
     value = envelope("v1", "Namespace", raw)

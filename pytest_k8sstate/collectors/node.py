@@ -211,7 +211,7 @@ def collect_node(
     *,
     ipvs: bool = True,
     parts: Iterable[str] | None = None,
-    timeout: float = 120.0,
+    timeout: float = 300.0,
     batch: bool = True,
 ) -> NodeState:
     """Capture ``exec``'s node; never raises for a failing part (see :attr:`NodeState.errors`).

@@ -397,14 +397,37 @@ class Chain:
             self._materialize_blocks()
 
     def _materialize_blocks(self) -> None:
+        # every block line has the shape _SECTION_RE checked: "[P:B] -A NAME spec" or "-A NAME spec"
         out = self._rules
         src = self._source
         name = self.name
+        plen = len(name) + 4  # "-A NAME "
         for block, first in self._blocks:
-            for i, text in enumerate(block.split("\n")):
-                if text:
-                    _, spec, counters = _rule_line(text, first + i, src)
-                    out.append(Rule(name, spec, first + i, counters, src))
+            lineno = first
+            for text in block.split("\n"):
+                if not text:
+                    continue
+                if text[0] == "[":
+                    close = text.find("] ")
+                    cp, _, cb = text[1:close].partition(":")
+                    counters: tuple[int, int] | None = (int(cp), int(cb))
+                    spec = text[close + 2 + plen :]
+                else:
+                    counters = None
+                    spec = text[plen:]
+                if spec[-1:].isspace() or spec[:1].isspace():
+                    spec = spec.strip()
+                if '"' in spec:
+                    n = spec.count('"')
+                    if "\\" in spec:
+                        n -= spec.count('\\"')
+                    if n % 2:
+                        raise ParseError(src, lineno, "a closed double quote in the rule", text)
+                if spec.startswith("-c "):
+                    _, spec, c2 = _rule_line(f"-A {name} {spec}", lineno, src)
+                    counters = c2 or counters
+                out.append(Rule(name, spec, lineno, counters, src))
+                lineno += 1
         self._blocks = []
 
     def __eq__(self, other: object) -> bool:
@@ -603,10 +626,12 @@ def _rule_line(line: str, lineno: int, source: str) -> tuple[str, str, tuple[int
 _DECL_RE = re.compile(r"^:([^\s\[]+) (ACCEPT|DROP|QUEUE|RETURN|-) \[([0-9]{1,20}):([0-9]{1,20})\]$", re.M)
 
 # A run of consecutive rule lines of one chain ("[P:B] -A NAME ..." or "-A NAME ..."), matched in C.
-_BLOCK_RE = re.compile(
-    r"^(?:\[[0-9]{1,20}:[0-9]{1,20}\] )?-A ([^\s]+)(?: [^\n]*)?\n"
-    r"(?:(?:\[[0-9]{1,20}:[0-9]{1,20}\] )?-A \1(?: [^\n]*)?\n)*",
-    re.M,
+_RULE_START = r"(?:\[[0-9]{1,20}:[0-9]{1,20}\] )?-A "
+_BLOCK = _RULE_START + r"(\S+)(?: .*)?\n(?:" + _RULE_START + r"\{n}(?: .*)?\n)*"
+# Other lines, then a block: the lookahead is exactly "this line starts a block", so every line is
+# either in a gap or in a block and findall's matches are contiguous (only the tail is left over).
+_SECTION_RE = re.compile(
+    r"^((?:(?!" + _RULE_START + r"\S+[ \n]).*\n)*)(" + _BLOCK.replace("{n}", "3") + ")", re.M
 )
 
 
@@ -661,8 +686,12 @@ class _Reader:
             if c0 == ":":
                 self.declare(line, lineno)
             elif c0 == "-" or c0 == "[":
-                cname, _, _ = _rule_line(line, lineno, source)  # raises on a malformed line
-                self.add_block(cname, line + "\n", lineno, line)
+                # off the regex's fast path: check it, store it in the canonical block shape
+                cname, spec, counters = _rule_line(line, lineno, source)
+                canon = f"-A {cname} {spec}" if spec else f"-A {cname}"
+                if counters is not None:
+                    canon = f"[{counters[0]}:{counters[1]}] {canon}"
+                self.add_block(cname, canon + "\n", lineno, line)
             elif c0 == "*":
                 if self.table is not None:
                     raise ParseError(source, lineno, f"COMMIT ending table {self.table.name}", line)
@@ -726,26 +755,24 @@ def parse_iptables_save(text: str | bytes, source: str = "iptables-save") -> Ipt
 
 def _read(text: str, source: str) -> IptablesRuleset:
     rd = _Reader(source)
-    pos = 0
     lineno = 1
+    done = 0  # characters consumed: findall's matches are contiguous from 0 (see _SECTION_RE)
     chains = rd.chains
-    for m in _BLOCK_RE.finditer(text):
-        b0 = m.start()
-        if b0 > pos:
-            gap = text[pos : b0 - 1]  # without the newline before the block
-            rd.other_lines(gap, lineno)
-            lineno += gap.count("\n") + 1
+    for gap, block, cname in _SECTION_RE.findall(text):
+        if gap:
+            rd.other_lines(gap[:-1], lineno)
+            lineno += gap.count("\n")
+            done += len(gap)
             chains = rd.chains
-        block, cname = m.group(0, 1)
         ch = chains.get(cname)
         if ch is None:
             rd.add_block(cname, block, lineno, block[: block.find("\n")])  # raises the right error
         else:
             ch._blocks.append((block, lineno))
         lineno += block.count("\n")
-        pos = m.end()
-    if pos < len(text):
-        tail = text[pos:-1]
+        done += len(block)
+    if done < len(text):
+        tail = text[done:-1]
         rd.other_lines(tail, lineno)
         lineno += tail.count("\n") + 1
     if rd.table is not None:

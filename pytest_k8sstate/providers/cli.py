@@ -120,7 +120,8 @@ def cluster_list(args: argparse.Namespace) -> int:
         try:
             names = p.list()
         except K8sStateError as exc:
-            print(f"# {p.name}: {exc}", file=sys.stderr)
+            if args.provider:  # asked for explicitly: say why it cannot list
+                print(f"k8sstate: {p.name}: {exc}", file=sys.stderr)
             continue
         for n in names:
             print(f"{n}\t{p.name}")

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ __all__ = [
     "StateFile",
     "capabilities_for",
     "create_argv",
+    "host_cgroup_v1",
     "kind_config",
     "kind_node_names",
     "provider",
@@ -105,6 +106,9 @@ class KindOptions:
     """Cluster-wide kubeadm patches (YAML strategic-merge documents, as in kind's config)."""
     control_plane_patches: tuple[str, ...] = ()
     """kubeadm patches of the control-plane node only."""
+    allow_cgroup_v1: bool | None = None
+    """Add ``failCgroupV1: false`` to every kubelet's config (kubelet >= 1.35 refuses cgroup v1 hosts
+    otherwise). None = when this host has cgroup v1 (:func:`host_cgroup_v1`)."""
     wait: float = DEFAULT_WAIT
     """``kind create cluster --wait`` (control-plane Ready) in seconds; 0 = don't wait."""
     kind_binary: str | None = None
@@ -173,9 +177,20 @@ def kind_config(spec: ClusterSpec, opts: KindOptions, image: str | None = None) 
         "networking": networking,
         "nodes": nodes,
     }
-    if opts.kubeadm_config_patches:
-        cfg["kubeadmConfigPatches"] = list(opts.kubeadm_config_patches)
+    patches = list(opts.kubeadm_config_patches)
+    if opts.allow_cgroup_v1:
+        patches.append(CGROUP_V1_PATCH)
+    if patches:
+        cfg["kubeadmConfigPatches"] = patches
     return cfg
+
+
+CGROUP_V1_PATCH = "kind: KubeletConfiguration\nfailCgroupV1: false\n"
+
+
+def host_cgroup_v1(cgroup_root: Path = Path("/sys/fs/cgroup")) -> bool:
+    """True when ``cgroup_root`` is not a unified (v2) hierarchy."""
+    return not (cgroup_root / "cgroup.controllers").exists()
 
 
 def render_config(cfg: Mapping[str, Any]) -> str:
@@ -580,6 +595,8 @@ class KindProvider(Provider):
                 f"kind cluster {spec.name!r} already exists; delete it (`k8sstate cluster delete --name "
                 f"{spec.name}`) or pick another name"
             )
+        if opts.allow_cgroup_v1 is None:
+            opts = replace(opts, allow_cgroup_v1=host_cgroup_v1())
         image = node_image(spec, opts)
         if image and not self.docker.image_exists(image):
             raise ProviderError(

@@ -45,6 +45,7 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 API_PORT = 6443
 CAPABILITIES = frozenset({"etcd", "iptables", "nftables"})
 DEFAULT_TIMEOUT = 120.0
+EARLY_CONTROLLERS = os.environ.get("K8SSTATE_LOCAL_EARLY_CONTROLLERS", "") == "1"
 
 Progress = Callable[[str], None]
 
@@ -455,6 +456,8 @@ class LocalProvider(Provider):
         (d / "etcd-data").mkdir(mode=0o700, exist_ok=True)
         procs.start("etcd", etcd_server.argv(), cp.netns)
         procs.start("kube-apiserver", self._apiserver_argv(paths, pki, cp), cp.netns)
+        if EARLY_CONTROLLERS:
+            self._start_controllers(st, paths, pki, comp_conf, procs)
 
         # forwarder ports
         def forwarder_ready() -> str | None:
@@ -488,6 +491,49 @@ class LocalProvider(Provider):
             return self._finish(st, spec, paths, procs, pki, comp_conf, api, deadline, done)
         finally:
             api.close()
+
+    def _start_controllers(
+        self, st: ClusterState, paths: dict[str, Path], pki: Any, comp_conf: dict[str, Path], procs: _Procs
+    ) -> None:
+        """kube-controller-manager and kube-scheduler, flags as kubeadm sets them."""
+        cp = st.nodes[0]
+        procs.start(
+            "kube-controller-manager",
+            [
+                paths["kube-controller-manager"],
+                "--allocate-node-cidrs=true",
+                f"--authentication-kubeconfig={comp_conf['controller-manager']}",
+                f"--authorization-kubeconfig={comp_conf['controller-manager']}",
+                "--bind-address=127.0.0.1",
+                f"--client-ca-file={pki.ca_crt}",
+                f"--cluster-cidr={CLUSTER_CIDR}",
+                f"--cluster-name={st.name}",
+                f"--cluster-signing-cert-file={pki.ca_crt}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                "--controllers=*,bootstrapsigner,tokencleaner",
+                f"--kubeconfig={comp_conf['controller-manager']}",
+                "--leader-elect=true",
+                "--node-cidr-mask-size=24",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
+                f"--root-ca-file={pki.ca_crt}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--use-service-account-credentials=true",
+            ],
+            cp.netns,
+        )
+        procs.start(
+            "kube-scheduler",
+            [
+                paths["kube-scheduler"],
+                f"--authentication-kubeconfig={comp_conf['scheduler']}",
+                f"--authorization-kubeconfig={comp_conf['scheduler']}",
+                "--bind-address=127.0.0.1",
+                f"--kubeconfig={comp_conf['scheduler']}",
+                "--leader-elect=true",
+            ],
+            cp.netns,
+        )
 
     def _apiserver_argv(self, paths: dict[str, Path], pki: Any, cp: NodeRecord) -> Sequence[str | Path]:
         return [
@@ -560,45 +606,8 @@ class LocalProvider(Provider):
         )
         done("etcd + kube-apiserver ready")
 
-        # Controllers start once RBAC is bootstrapped (/readyz): started earlier, their informers hit
-        # 403s and back off for seconds.
-        procs.start(
-            "kube-controller-manager",
-            [
-                paths["kube-controller-manager"],
-                "--allocate-node-cidrs=true",
-                f"--authentication-kubeconfig={comp_conf['controller-manager']}",
-                f"--authorization-kubeconfig={comp_conf['controller-manager']}",
-                "--bind-address=127.0.0.1",
-                f"--client-ca-file={pki.ca_crt}",
-                f"--cluster-cidr={CLUSTER_CIDR}",
-                f"--cluster-name={st.name}",
-                f"--cluster-signing-cert-file={pki.ca_crt}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                "--controllers=*,bootstrapsigner,tokencleaner",
-                f"--kubeconfig={comp_conf['controller-manager']}",
-                "--leader-elect=true",
-                "--node-cidr-mask-size=24",
-                f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
-                f"--root-ca-file={pki.ca_crt}",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--use-service-account-credentials=true",
-            ],
-            cp.netns,
-        )
-        procs.start(
-            "kube-scheduler",
-            [
-                paths["kube-scheduler"],
-                f"--authentication-kubeconfig={comp_conf['scheduler']}",
-                f"--authorization-kubeconfig={comp_conf['scheduler']}",
-                "--bind-address=127.0.0.1",
-                f"--kubeconfig={comp_conf['scheduler']}",
-                "--leader-elect=true",
-            ],
-            cp.netns,
-        )
+        if not EARLY_CONTROLLERS:
+            self._start_controllers(st, paths, pki, comp_conf, procs)
 
         # --- API objects: nodes, kubeadm add-ons ---
         objs = [

@@ -294,8 +294,11 @@ class _Tracer:
             types = {t.upper() for t in (o.value or "").split(",")}
             if not types <= {"LOCAL", "UNICAST"}:
                 raise _Unsupported(f"unsupported addrtype {o.value} (only LOCAL, UNICAST)")
-            local = self.is_local(ip)
-            hit = ("LOCAL" in types and local) or ("UNICAST" in types and not _addr(ip).is_multicast)
+            try:
+                multicast = _addr(ip).is_multicast
+            except ValueError as exc:
+                raise _Unsupported(f"packet address {ip!r} is not an IP address") from exc
+            hit = ("LOCAL" in types and self.is_local(ip)) or ("UNICAST" in types and not multicast)
             if hit == o.negated:
                 return False
         return True

@@ -23,8 +23,9 @@ OUR_PODS = re.compile(r"^f\d\d[a-z]?-")
 def _settled_rules(request: pytest.FixtureRequest) -> Iterator[None]:
     """Before and after each finding: no findings pod left, no kube-proxy rule mentions a findings object.
 
-    The ``k8s`` helper is requested from here, so its teardown (deleting what the test applied) runs
-    before this fixture's teardown wait. A test that uses no cluster (or is skipped) is not touched.
+    The teardown first has the ``k8s`` helper delete what the test applied (the helper's own teardown
+    would run only after this fixture's), then waits. A test that uses no cluster (or is skipped) is not
+    touched.
     """
     if "k8s_cluster" not in request.fixturenames:
         yield
@@ -33,6 +34,8 @@ def _settled_rules(request: pytest.FixtureRequest) -> Iterator[None]:
     k8s = request.getfixturevalue("k8s")
     _wait_settled(cluster, k8s, "before the test")
     yield
+    problems = k8s.cleanup(timeout=SYNC_TIMEOUT)
+    assert not problems, f"deleting the test's objects failed: {problems}"
     _wait_settled(cluster, k8s, "after the test's objects were deleted")
 
 

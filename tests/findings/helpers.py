@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable
 from fractions import Fraction
@@ -302,6 +303,32 @@ def foreign_netfilter_changes(nd: Any, marks: Iterable[str]) -> list[str]:
         raise AssertionError("no netfilter change at all: the barrier Service was not captured")
     marks = list(marks)
     return [line for line in lines if not any(m in line for m in marks)]
+
+
+# Creates nfacct counters (``nfnetlink_acct``, NFNL_MSG_ACCT_NEW) by name in the current network namespace,
+# as kube-proxy does at start-up: rules with ``-m nfacct --nfacct-name X`` only load when counter X exists.
+_NFACCT_ADD = """
+import socket, struct, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+for seq, name in enumerate(sys.argv[1:], 1):
+    raw = name.encode() + b"\\0"
+    attr = struct.pack("=HH", 4 + len(raw), 1) + raw  # NFACCT_NAME
+    attr += b"\\0" * (-len(attr) % 4)
+    body = struct.pack("=BBH", 0, 0, 0) + attr  # nfgenmsg: AF_UNSPEC, NFNETLINK_V0
+    # (NFNL_SUBSYS_ACCT << 8) | NFNL_MSG_ACCT_NEW; NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+    s.sendto(struct.pack("=IHHII", 16 + len(body), 0x700, 0x405, seq, 0) + body, (0, 0))
+    err = struct.unpack_from("=i", s.recv(65536), 16)[0]
+    if err not in (0, -17):  # 0 = created, -EEXIST = already there
+        sys.exit(f"creating nfacct counter {name!r} failed: errno {-err}")
+"""
+
+
+def add_nfacct_counters(ns_exec: Any, dump: str) -> list[str]:
+    """Create, inside ``ns_exec``'s namespace, the nfacct counters an ``iptables-save`` dump refers to."""
+    names = sorted(set(re.findall(r"--nfacct-name\s+(\S+)", dump)))
+    if names:
+        ns_exec.run([sys.executable, "-c", _NFACCT_ADD, *names], timeout=20)
+    return names
 
 
 # ------------------------------------------------------------------------------------------- etcd

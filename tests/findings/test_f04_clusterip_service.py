@@ -53,7 +53,7 @@ def test_finding_04_clusterip_service(k8s_cluster, cluster_state, k8s):
       not in KUBE-SERVICES as in the article's dump.
     - "about ten lines": a ClusterIP Service with one endpoint is 5 rules + 2 chain declarations = 7 lines
       of ``iptables-save``; the article's minikube Service also had a NodePort (its own chain and rules),
-      which makes 11 lines on current kube-proxy (finding 5).
+      which makes 12 lines on current kube-proxy (finding 5).
     """
     k8s.apply(manifest("04-pod.yaml"))
     k8s.wait_ready("pod/f04-web")

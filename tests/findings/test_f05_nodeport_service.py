@@ -38,9 +38,16 @@ def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s):
     ClusterIP path uses. Traced: a new connection from outside the cluster to ``<nodeIP>:<nodePort>`` of
     every node is DNATed to ``<podIP>:8080`` with probability 1 and masqueraded; so is the ClusterIP path.
 
-    Real cluster vs article: since kube-proxy 1.24 the NodePort path goes through a per-service
-    ``KUBE-EXT-…`` chain ("masquerade traffic for … external destinations") instead of jumping from
-    KUBE-NODEPORTS straight to KUBE-SVC-… with a KUBE-MARK-MASQ rule next to it.
+    Real cluster vs article:
+    - since kube-proxy 1.24 the NodePort path goes through a per-service ``KUBE-EXT-…`` chain ("masquerade
+      traffic for … external destinations") instead of jumping from KUBE-NODEPORTS straight to
+      KUBE-SVC-… with a KUBE-MARK-MASQ rule next to it;
+    - KUBE-NODEPORTS has a second rule for the same port, ``-d 127.0.0.0/8 … -m nfacct --nfacct-name
+      localhost_nps_accepted_pkts``, counting NodePort connections to localhost
+      (``--iptables-localhost-nodeports``, default true); iptables-save prints it with two spaces after
+      ``--nfacct-name``;
+    - the article's "a service is about ten lines in iptables": this one-endpoint NodePort Service adds
+      9 rules + 3 chain declarations = 12 lines of ``iptables-save`` on every node.
     """
     k8s.apply(manifest("05-nodeport.yaml"))
     k8s.wait_endpoints("svc/f05-web", count=1)
@@ -58,13 +65,20 @@ def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s):
     for node in node_names(k8s_cluster):
         nodeports = [s for s in chain_specs(after, node, "nat", "KUBE-NODEPORTS") if PORT_ID in s]
         assert nodeports == [
-            f'-p tcp -m comment --comment "{PORT_ID}" -m tcp --dport {node_port} -j {ext_name}'
+            f'-d 127.0.0.0/8 -p tcp -m comment --comment "{PORT_ID}" -m tcp --dport {node_port} '
+            f"-m nfacct --nfacct-name  localhost_nps_accepted_pkts -j {ext_name}",
+            f'-p tcp -m comment --comment "{PORT_ID}" -m tcp --dport {node_port} -j {ext_name}',
         ], (node, nodeports)
         assert chain_specs(after, node, "nat", ext_name) == [
             f'-m comment --comment "masquerade traffic for {PORT_ID} external destinations" '
             "-j KUBE-MARK-MASQ",
             f"-j {svc_name}",
         ], node
+
+        # "ten lines": 9 rules + 3 chain declarations (KUBE-SVC, KUBE-SEP, KUBE-EXT) in iptables-save
+        nd = diff.nodes[node]
+        assert len([r for r in nd.rules_added if r[0] in ("nat", "filter")]) == 9, (node, nd.rules_added)
+        assert len(nd.chains_added) == 3, (node, nd.chains_added)
 
         node_ip = k8s_cluster.node(node).ip
         for dst, port in ((node_ip, node_port), (cluster_ip, 80)):

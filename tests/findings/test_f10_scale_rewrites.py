@@ -8,9 +8,9 @@ import pytest
 
 from .helpers import (
     IN_CLUSTER_SRC,
-    chain_specs,
     close_to,
     endpoint_jumps,
+    jump_target,
     manifest,
     node_names,
     sep_chain,
@@ -20,7 +20,9 @@ from .helpers import (
 )
 
 
-@pytest.mark.finding(10, "scaling 2→3 rewrites every probability of KUBE-SVC (iptables)")
+@pytest.mark.finding(
+    10, "scaling 2→3 changes every endpoint probability; KUBE-SVC jumps rewritten by position"
+)
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster_state, k8s):
     """Seed 002, section 'IPVS vs IPtables' (difference in balancing): "iptables: a sequential chain of
@@ -28,14 +30,20 @@ def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster
     with scaling. A pod was added — all probabilities were changed."
 
     Checked between the 2-replica and the 3-replica state, on every node: the endpoint jumps of the
-    service's KUBE-SVC chain go from (0.5, unconditional) to (0.33333333349, 0.5, unconditional); the diff
-    removes exactly the old jump rules that no longer exist verbatim and adds exactly the new ones (a
-    probability lives in the rule text, so a changed probability is a removed + an added rule); one
-    KUBE-SEP chain is added; the traced split goes from 1/2 each to 1/3 each.
+    service's KUBE-SVC chain go from (0.5, unconditional) to (0.33333333349, 0.5, unconditional); the
+    traced probability of *every* endpoint changes (1/2 each → 1/3 each). In the diff, exactly the jump
+    rules whose text changed are removed and re-added (a probability lives in the rule text), plus the new
+    endpoint's jump and its KUBE-SEP chain.
+
+    Real cluster vs article: the rule texts are conditional probabilities by position — the i-th of n
+    jumps carries 1/(n−i) — and kube-proxy orders endpoints by address, so which *rules* are rewritten
+    depends on where the new pod's IP sorts: none of the old jumps when it sorts first (then only a new
+    first jump with 1/3 is added), every old jump when it sorts last. What always changes is every
+    endpoint's effective probability, which the trace shows.
     """
     service, port_id = "default/f10-web", "default/f10-web:http"
     k8s.apply(manifest("10-scale.yaml"))
-    k8s.wait_endpoints("svc/f10-web", count=2)
+    old_ips = k8s.wait_endpoints("svc/f10-web", count=2)
     wait_proxy_endpoints(k8s_cluster, service, 2)
     two = cluster_state.snapshot("two-replicas")
 
@@ -46,33 +54,28 @@ def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster
     three = cluster_state.after
     cluster_ip = k8s.cluster_ip("svc/f10-web")
     svc = svc_chain(port_id)
+    (new_ip,) = set(ips) - set(old_ips)
+    new_sep = sep_chain(port_id, f"{new_ip}:8080")
 
     for node in node_names(k8s_cluster):
-        old = chain_specs(two, node, "nat", svc)
-        new = chain_specs(three, node, "nat", svc)
-        assert [p for p, _ in endpoint_jumps(two, node, svc)] == ["0.50000000000", None], node
-        assert [p for p, _ in endpoint_jumps(three, node, svc)] == ["0.33333333349", "0.50000000000", None], (
-            node
-        )
+        old_jumps, new_jumps = endpoint_jumps(two, node, svc), endpoint_jumps(three, node, svc)
+        assert [p for p, _ in old_jumps] == ["0.50000000000", None], node
+        assert [p for p, _ in new_jumps] == ["0.33333333349", "0.50000000000", None], node
+        old_p, new_p = {sep: p for p, sep in old_jumps}, {sep: p for p, sep in new_jumps}
+        rewritten = {sep for sep in old_p if old_p[sep] != new_p[sep]}
+
         nd = diff.nodes[node]
-        removed = sorted(s for t, c, s in nd.rules_removed if (t, c) == ("nat", svc))
-        added = sorted(s for t, c, s in nd.rules_added if (t, c) == ("nat", svc))
-        assert removed, node
-        assert removed == sorted(set(old) - set(new)), (node, removed)
-        assert added, node
-        assert added == sorted(set(new) - set(old)), (node, added)
-        # every endpoint that was first in line (p=0.5) no longer is: its rule was rewritten
-        first_old = endpoint_jumps(two, node, svc)[0][1]
-        assert any(first_old in s for s in removed), (node, first_old, removed)
-        new_seps = {t for t in (c for tb, c in nd.chains_added if tb == "nat") if t.startswith("KUBE-SEP-")}
-        assert len(new_seps) == 1, node
-        assert new_seps <= {sep_chain(port_id, f"{ip}:8080") for ip in ips}, node
+        removed = [s for t, c, s in nd.rules_removed if (t, c) == ("nat", svc)]
+        added = [s for t, c, s in nd.rules_added if (t, c) == ("nat", svc)]
+        assert {jump_target(s) for s in removed} == rewritten, (node, removed)
+        assert {jump_target(s) for s in added} == rewritten | {new_sep}, (node, added)
+        assert [c for t, c in nd.chains_added if t == "nat"] == [new_sep], node
 
         before_split = trace_on(two, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints
-        assert sorted(before_split.values()) == [Fraction(1, 2), Fraction(1, 2)], (node, before_split)
+        assert before_split == {f"{ip}:8080": Fraction(1, 2) for ip in old_ips}, (node, before_split)
         after_split = trace_on(three, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints
-        assert len(after_split) == 3
-        assert all(close_to(p, Fraction(1, 3)) for p in after_split.values())
+        assert set(after_split) == {f"{ip}:8080" for ip in ips}, (node, after_split)
+        assert all(close_to(p, Fraction(1, 3)) for p in after_split.values()), (node, after_split)
 
 
 @pytest.mark.finding(

@@ -50,6 +50,7 @@ def test_finding_11_clusterip_only_in_rules_iptables(k8s_cluster, cluster_state,
 
 
 @pytest.mark.finding(11, "IPVS mode: ClusterIP on kube-ipvs0, in ipset KUBE-CLUSTER-IP, rr virtual server")
+@pytest.mark.k8sstate(proxy_mode="ipvs")
 @pytest.mark.needs("ipvs")
 def test_finding_11_clusterip_on_kube_ipvs0_ipvs(k8s_clusters, request):
     """Seed 002, section 'IPVS vs IPtables': "with ipvs instead of iptables the clusterIP is written onto

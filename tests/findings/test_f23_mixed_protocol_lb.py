@@ -30,11 +30,12 @@ def test_finding_23_mixed_protocol_loadbalancer(k8s_cluster, cluster_state, k8s)
 
     Checked: the apiserver accepts ``f23-dns`` (type LoadBalancer, ports 53/TCP and 53/UDP); both ports get
     the same nodePort, as in the seed's output; on every node KUBE-SERVICES has a tcp and a udp rule for the
-    ClusterIP port 53, KUBE-NODEPORTS a tcp and a udp rule for the nodePort, each through its own
+    ClusterIP port 53, KUBE-NODEPORTS tcp and udp rules for the nodePort, each through its own
     KUBE-SVC-/KUBE-EXT- chain; traced tcp and udp connections to ClusterIP:53 and to nodeIP:nodePort all
     reach the pod's port 5353.
 
-    Real cluster vs article: no load-balancer controller (MetalLB) runs here, so the Service keeps
+    Real cluster vs article: kube-proxy also accepts each NodePort on 127.0.0.0/8 (an nfacct-counted rule
+    per protocol, see finding 5). No load-balancer controller (MetalLB) runs here, so the Service keeps
     ``status.loadBalancer`` empty and no external IP is programmed; everything kube-proxy does for the
     ClusterIP and the NodePorts is checked.
     """
@@ -66,9 +67,12 @@ def test_finding_23_mixed_protocol_loadbalancer(k8s_cluster, cluster_state, k8s)
             ], (node, proto, to_svc)
             ext = svc_chain(port_id, proto, prefix="KUBE-EXT-")
             to_ext = [s for s in chain_specs(after, node, "nat", "KUBE-NODEPORTS") if s.endswith(f"-j {ext}")]
-            assert to_ext == [
-                f'-p {proto} -m comment --comment "{port_id}" -m {proto} --dport {node_port} -j {ext}'
+            expected = [
+                f'-d 127.0.0.0/8 -p {proto} -m comment --comment "{port_id}" -m {proto} --dport {node_port} '
+                f"-m nfacct --nfacct-name  localhost_nps_accepted_pkts -j {ext}",
+                f'-p {proto} -m comment --comment "{port_id}" -m {proto} --dport {node_port} -j {ext}',
             ]
+            assert to_ext == expected, (node, proto, to_ext)
             for dst, port, src in ((cluster_ip, 53, IN_CLUSTER_SRC), (node_ip, node_port, OUTSIDE_SRC)):
                 split = trace_on(after, k8s_cluster, node, dst, port, proto=proto, src=src).endpoints
                 assert split == {endpoint: Fraction(1)}, (node, proto, dst, split)

@@ -79,7 +79,7 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
                 f"[[]k8sstate[]] creating local cluster {other} (local, 1 control plane + 0 workers*",
                 f"[[]k8sstate[]] reset cluster {name} in *s",
                 "*- k8sstate -*",
-                "k8sstate: 1 etcd key added; no node state changed; artifacts: "
+                "k8sstate: 1 etcd key added*; no node state changed; artifacts: "
                 "*/.k8sstate/test_session.py__test_failure_has_a_section",
                 "*+ /registry/configmaps/default/pt-cm-2*",
                 "*= k8sstate: kept clusters =*",

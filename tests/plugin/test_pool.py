@@ -51,9 +51,7 @@ def test_reuse_cluster_name_is_used_for_the_session_spec_only() -> None:
 def test_unknown_provider_fails_once_with_the_reason() -> None:
     pool = ClusterPool(Settings(provider="nosuch"))
     with pytest.raises(ConfigError, match="unknown provider 'nosuch'"):
-        pool.get()
-    with pytest.raises(
-        Exception, match="failed to start earlier in this session: unknown provider 'nosuch'"
-    ):
-        pool.get()
+        pool.get(pool.default_key())
+    with pytest.raises(Exception, match="failed to start earlier in this session: unknown provider 'nosuch'"):
+        pool.get(pool.default_key())
     assert pool.close() == []

@@ -162,4 +162,10 @@ def test_assertion_helpers_are_rewritten_and_reexported(plugin: PluginRunner) ->
     )
     result = plugin.run_subprocess()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*did you mean /registry/pods/default/web*"])
+    result.stdout.fnmatch_lines(
+        ["*did you mean /registry/pods/default/web*", "*run pytest -v for the full diff*"]
+    )
+    verbose = plugin.run("-v", "-k", "failure_message")  # -v reaches the helpers: full diff in the message
+    verbose.assert_outcomes(failed=1)
+    verbose.stdout.fnmatch_lines(["*did you mean /registry/pods/default/web*", "*diff before → after*"])
+    assert "run pytest -v for the full diff" not in verbose.stdout.str()

@@ -125,6 +125,10 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     from .model import Snapshot
     from .nodeexec import LocalExec, NetnsExec, NodeExec
 
+    if args.cluster:
+        from .providers.cli import snapshot_cluster
+
+        return snapshot_cluster(args)
     target = None
     if args.etcd_endpoint:
         tls = [args.etcd_ca, args.etcd_cert, args.etcd_key]
@@ -225,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sn.add_argument("-o", "--output", required=True, metavar="FILE")
     sn.add_argument("--label", default="snapshot")
+    sn.add_argument(
+        "--cluster", metavar="NAME", help="a cluster made by `k8sstate cluster create` (etcd + every node)"
+    )
+    sn.add_argument(
+        "--provider", choices=("local", "kind", "minikube"), help="the cluster's provider (default: found)"
+    )
     sn.add_argument("--etcd-endpoint", action="append", metavar="URL", help="e.g. https://127.0.0.1:2379")
     sn.add_argument("--etcd-ca", metavar="FILE")
     sn.add_argument("--etcd-cert", metavar="FILE")

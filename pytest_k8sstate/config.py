@@ -46,7 +46,8 @@ HELP_REUSE_CLUSTER = (
 )
 HELP_KUBECONFIG = (
     "kubeconfig of the cluster to attach to with --k8s-provider existing "
-    "(default: $KUBECONFIG, then ~/.kube/config)"
+    "(default: $KUBECONFIG, then ~/.kube/config); with the other providers the session cluster's "
+    "kubeconfig is also written to PATH"
 )
 HELP_ARTIFACTS = (
     f"directory for snapshots and diffs of failed tests (default {DEFAULT_ARTIFACTS}/ under the rootdir); "

@@ -281,6 +281,16 @@ class NodeImageBuilder:
             if not src.exists():
                 raise ImageBuildError(f"CNI plugin {src} missing; is containernetworking-plugins installed?")
             shutil.copy2(src, cni / plugin)
+        # Restricted machines (no CAP_SYS_RESOURCE in the bounding set, see docs): containerd must not
+        # give pods an oom_score_adj below its own (runc's init dies writing it: "can't get final
+        # child's PID from pipe: EOF"); kind sets this only for rootless nodes.
+        from .providers.docker_engine import capabilities_missing
+
+        if "CAP_SYS_RESOURCE" in capabilities_missing():
+            conf = r / "etc" / "containerd" / "config.toml"
+            conf.write_text(
+                conf.read_text().replace("restrict_oom_score_adj = false", "restrict_oom_score_adj = true")
+            )
         spec = json.loads(run_command(["ctr", "oci", "spec"], timeout=30, where="ctr oci spec").stdout)
         spec.setdefault("hooks", {}).setdefault("createContainer", []).append(
             {"path": "/kind/bin/mount-product-files.sh"}
@@ -388,9 +398,10 @@ class NodeImageBuilder:
         if "etcdctl" in bins:
             etcd_files["/usr/local/bin/etcdctl"] = bins["etcdctl"]
         images.append(("etcd", plan.etcd_tag, etcd_files, [], [path_env]))
-        images.append(
-            ("coredns", plan.coredns_tag, {"/coredns": bins["coredns"]}, [], ['ENTRYPOINT ["/coredns"]'])
-        )
+        if "coredns" in bins:
+            images.append(
+                ("coredns", plan.coredns_tag, {"/coredns": bins["coredns"]}, [], ['ENTRYPOINT ["/coredns"]'])
+            )
         images.append(("pause", plan.pause_tags[0], {"/pause": bins["pause"]}, [], ['ENTRYPOINT ["/pause"]']))
         if "kindnetd" in bins:
             images.append(
@@ -434,6 +445,8 @@ class NodeImageBuilder:
         try:
             for b in ("kubeadm", "kubelet", "kubectl"):
                 self._docker("node-cp", "cp", str(bins[b]), f"{cid}:/usr/bin/{b}")
+            if "crictl" in bins:  # kind export logs / kind load use it
+                self._docker("node-cp", "cp", str(bins["crictl"]), f"{cid}:/usr/local/bin/crictl")
             self._docker("node-cp", "cp", str(images_tar), f"{cid}:/kind/images.tar")
             self._docker("node-exec", "exec", cid, "sh", "-c", f"echo {kubernetes_version} > /kind/version")
             if cni_manifest is not None:
@@ -630,12 +643,16 @@ def cni_manifest_from_kind(kind_version: str, kindnetd_tag: str) -> str:
 
 
 def cni_manifest_from_go(text: str, kindnetd_tag: str, source: str = "const_cni.go") -> str:
-    m = re.search(r"const defaultCNIManifest = `(.*?)`\n", text, re.S)
-    if m is None:
+    marker = "const defaultCNIManifest = `"
+    start = text.find(marker)
+    if start < 0:
         raise ImageBuildError(f"{source}: no defaultCNIManifest raw string")
-    body = m[1]
     # `...` + kindnetdImage + `...`: the image constant splits the raw string
-    return re.sub(r"` \+ kindnetdImage \+ `", kindnetd_tag, body)
+    rest = text[start + len(marker) :].replace("` + kindnetdImage + `", kindnetd_tag)
+    end = rest.find("`")
+    if end < 0:
+        raise ImageBuildError(f"{source}: defaultCNIManifest raw string is not closed")
+    return rest[:end]
 
 
 @dataclass
@@ -669,14 +686,18 @@ def build(
     got = bins_mod.ensure_binaries(need, versions, progress=progress)
     bins: dict[str, Path] = {n: got[n] for n in need}
     gobin = wd / "gobin"
-    for name, given in (("coredns", coredns), ("kindnetd", kindnetd)):
+    for name, given in (("coredns", coredns), ("kindnetd", kindnetd), ("crictl", None)):
         path = given or gobin / name
         if path.is_file():
             bins[name] = path
     if "coredns" not in bins:
-        raise ImageBuildError(
-            f"no coredns binary at {gobin / 'coredns'}: CGO_ENABLED=0 GOBIN={gobin} go install "
-            "github.com/coredns/coredns@<the version kubeadm names>"
+        progress(
+            f"WARNING: no coredns binary at {gobin / 'coredns'} (CGO_ENABLED=0 GOBIN={gobin} go install "
+            "github.com/coredns/coredns@<the version kubeadm names>): the image will lack CoreDNS"
+        )
+    if "kindnetd" not in bins:
+        progress(
+            f"WARNING: no kindnetd binary at {gobin / 'kindnetd'}: the image will lack kind's default CNI"
         )
     plan = kubeadm_plan(bins["kubeadm"], versions.kubernetes)
     inputs = {
@@ -711,7 +732,6 @@ def build(
             base_tag,
             [
                 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]',
-                "STOPSIGNAL SIGRTMIN+3",
                 "ENV container=docker",
             ],
         )

@@ -387,7 +387,10 @@ class ClusterPool:
             except Exception as exc:  # keep deleting the others
                 errors.append(f"deleting cluster {name} failed: {exc}")
             else:
-                self.log(f"deleted cluster {name} in {time.monotonic() - started:.1f}s")
+                if cluster.provider == "existing":
+                    self.log(f"detached from cluster {name} (removed the plugin's debug pods)")
+                else:
+                    self.log(f"deleted cluster {name} in {time.monotonic() - started:.1f}s")
         self._owned.clear()
         self._clusters.clear()
         return errors
@@ -452,7 +455,7 @@ def k8s_cluster(request: pytest.FixtureRequest, k8s_clusters: ClusterPool) -> Cl
     try:
         return k8s_clusters.get(key)
     except K8sStateError as exc:
-        pytest.fail(f"k8sstate: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
 
 
 def _missing_reason(key: ClusterKey, capability: str, cluster_name: str | None) -> str:
@@ -511,7 +514,7 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
     try:
         key = _marker_key(pool, node) or pool.default_key()
     except K8sStateError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
     for cap in needs:
         reason = _precheck_capability(pool, key, cap)
         if reason is not None:
@@ -519,7 +522,7 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
     try:
         cluster = pool.get(key)
     except K8sStateError as exc:
-        pytest.fail(f"k8sstate: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
     for cap in needs:
         if cap not in cluster.capabilities:
             pytest.skip(_missing_reason(key, cap, cluster.name))
@@ -527,7 +530,9 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
         try:
             pool.reset(cluster)
         except K8sStateError as exc:
-            pytest.fail(f"k8sstate: resetting cluster {cluster.name} failed: {exc}", pytrace=False)
+            raise pytest.fail.Exception(
+                f"k8sstate: resetting cluster {cluster.name} failed: {exc}", pytrace=False
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------------- state
@@ -745,9 +750,9 @@ def cluster_state(request: pytest.FixtureRequest, k8s_cluster: Cluster) -> Itera
     try:
         state = ClusterState(k8s_cluster, ignore=settings.ignore, include_secrets=settings.include_secrets)
     except K8sStateError as exc:
-        pytest.fail(
+        raise pytest.fail.Exception(
             f"k8sstate: snapshot of cluster {k8s_cluster.name} before the test failed: {exc}", pytrace=False
-        )
+        ) from None
     request.node.stash[STATE_KEY] = state
     yield state
     with contextlib.suppress(KeyError):
@@ -762,7 +767,7 @@ def k8s(
     try:
         dynamic = k8s_clusters.dynamic_client(k8s_cluster)
     except K8sStateError as exc:
-        pytest.fail(f"k8sstate: cluster {k8s_cluster.name}: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"k8sstate: cluster {k8s_cluster.name}: {exc}", pytrace=False) from None
     helper = K8sHelper(
         k8s_clusters.api_client(k8s_cluster),
         namespace="default",

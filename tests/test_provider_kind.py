@@ -136,6 +136,36 @@ def test_create_argv() -> None:
     assert "--image" not in plain
 
 
+def test_kind_error_summary_keeps_the_error_not_the_stack() -> None:
+    from pytest_k8sstate.providers.kind import kind_error_summary
+
+    stderr = (
+        "Creating cluster ...\nERROR: failed to create cluster: failed to init node with kubeadm\n"
+        "Command Output: I1122 init...\nStack Trace:\nsigs.k8s.io/kind/pkg/errors.Wrap\n"
+        "\tsigs.k8s.io/kind/pkg/errors/errors.go:47\nruntime.goexit\n\truntime/asm_amd64.s:1771\n"
+    )
+    assert kind_error_summary(stderr) == (
+        "ERROR: failed to create cluster: failed to init node with kubeadm | Command Output: I1122 init..."
+    )
+    assert kind_error_summary("") == "(no output)"
+
+
+def test_not_ready_and_deployment_available() -> None:
+    from pytest_k8sstate.providers.kind import deployment_available, not_ready
+
+    nodes = {
+        "items": [
+            {"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+            {"metadata": {"name": "b"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        ]
+    }
+    assert not_ready(json.dumps(nodes), ["a", "b", "c"]) == ["b", "c"]
+    assert not_ready("not json", ["a"]) == ["a"]
+    assert deployment_available('{"spec": {"replicas": 2}, "status": {"availableReplicas": 2}}')
+    assert not deployment_available('{"spec": {"replicas": 2}, "status": {}}')
+    assert not deployment_available("")
+
+
 def test_kind_node_names() -> None:
     assert kind_node_names("c", 3) == ["c-control-plane", "c-worker", "c-worker2", "c-worker3"]
     assert kind_node_names("c", 0) == ["c-control-plane"]

@@ -61,9 +61,12 @@ __all__ = [
     "StateFile",
     "capabilities_for",
     "create_argv",
+    "deployment_available",
     "host_cgroup_v1",
     "kind_config",
+    "kind_error_summary",
     "kind_node_names",
+    "not_ready",
     "provider",
     "proxy_mode_from_kubeadm_conf",
     "render_config",
@@ -226,6 +229,42 @@ def create_argv(
     if retain:
         argv.append("--retain")
     return argv
+
+
+def kind_error_summary(stderr: str, limit: int = 3) -> str:
+    """The useful lines of a failed kind command (``ERROR: ...``, ``Command Output: ...``), not its stack."""
+    keep = [ln.strip() for ln in stderr.splitlines() if ln.startswith(("ERROR:", "Command Output:"))]
+    if not keep:
+        keep = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("\t", " "))][
+            -1:
+        ]
+    text = " | ".join(keep[:limit]) or "(no output)"
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def not_ready(nodes_json: str, expected: Sequence[str]) -> list[str]:
+    """Names in ``expected`` whose Node is missing or not Ready in ``kubectl get nodes -o json``."""
+    try:
+        items = json.loads(nodes_json).get("items") or []
+    except (ValueError, AttributeError):
+        return list(expected)
+    ready = set()
+    for item in items:
+        conds = (item.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+            ready.add((item.get("metadata") or {}).get("name"))
+    return [n for n in expected if n not in ready]
+
+
+def deployment_available(deployment_json: str) -> bool:
+    """True when every desired replica of the Deployment is available."""
+    try:
+        d = json.loads(deployment_json)
+        want = int((d.get("spec") or {}).get("replicas", 1))
+        have = int((d.get("status") or {}).get("availableReplicas") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return have >= want
 
 
 def kind_node_names(cluster: str, workers: int) -> list[str]:
@@ -626,16 +665,24 @@ class KindProvider(Provider):
         )
         self.progress(f"kind: {' '.join(argv)}")
         try:
-            try:
-                run_command(
-                    argv, timeout=opts.wait + 600.0, env=self.docker.env(), where=f"kind cluster {spec.name}"
-                )
-            except CommandError as exc:
+            res = run_command(
+                argv,
+                timeout=opts.wait + 600.0,
+                env=self.docker.env(),
+                check=False,
+                where=f"kind cluster {spec.name}",
+            )
+            if res.returncode != 0:
                 logs = self._export_failure_logs(spec.name)
-                raise ProviderError(f"kind create cluster {spec.name!r} failed: {exc}; logs: {logs}") from exc
+                raise ProviderError(
+                    f"kind create cluster {spec.name!r} failed (exit {res.returncode}): "
+                    f"{kind_error_summary(res.stderr.decode(errors='replace'))}; logs: {logs}"
+                )
+            cluster = self._cluster(st)
+            # kind --wait covers control-plane nodes only: wait for every node and CoreDNS as well
+            self._wait_ready(cluster, timeout=max(opts.wait, 60.0))
             st.data["phase"] = "ready"
             st.save()
-            cluster = self._cluster(st)
             if spec.kubeconfig_out is not None:
                 spec.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cluster.kubeconfig, spec.kubeconfig_out)
@@ -673,6 +720,32 @@ class KindProvider(Provider):
         return dest
 
     # --- internals -------------------------------------------------------------------------------
+    def _wait_ready(self, cluster: Cluster, timeout: float) -> None:
+        """Every node Ready and CoreDNS available (kubectl inside the control-plane node, admin.conf)."""
+        cp = cluster.control_plane.exec
+        kubectl = ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf"]
+        deadline = time.monotonic() + timeout
+        problem = "not checked yet"
+        while True:
+            res = cp.run([*kubectl, "get", "nodes", "-o", "json"], check=False, timeout=30)
+            waiting = not_ready(res.text, [n.name for n in cluster.nodes]) if res.returncode == 0 else ["api"]
+            if not waiting:
+                dns = cp.run(
+                    [*kubectl, "-n", "kube-system", "get", "deployment", "coredns", "-o", "json"],
+                    check=False,
+                    timeout=30,
+                )
+                if dns.returncode != 0 or deployment_available(dns.text):
+                    return  # no CoreDNS deployment (custom config): nothing to wait for
+                waiting = ["coredns"]
+            problem = ", ".join(waiting)
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    f"kind cluster {cluster.name!r}: not ready within {timeout:g}s (waiting for {problem}); "
+                    f"see `kind export logs --name {cluster.name}`"
+                )
+            time.sleep(1.0)
+
     def _export_failure_logs(self, name: str) -> str:
         root = self.options.artifacts_dir or (state_root("kind").parent / "kind-logs")
         dest = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -13,6 +13,7 @@ Evaluated: ``ip saddr``/``ip daddr`` (address, prefix, range, anonymous and name
 lookups and verdict maps (``ip daddr . meta l4proto . th dport vmap @service-ips``), ``numgen random
 mod N vmap {...}`` (each value exactly 1/N; ``inc`` mode is treated the same, as its long-run share),
 ``jump``/``goto``/``return``/``continue``, ``accept``/``drop``/``reject``, ``dnat to IP[:PORT]``,
+``dnat ip to numgen random mod N map { n : IP . PORT }`` (1/N each), ``ct status dnat``,
 ``masquerade``, ``meta mark set ...``, counters, logs and set updates (no effect on the verdict).
 Anything else the packet reaches raises :class:`TraceError` naming the rule — never a silent guess.
 """
@@ -175,7 +176,7 @@ class _Tracer:
             elif k == "vmap":
                 return self._vmap(table, chain, rule, v, st, depth)
             elif k == "dnat":
-                return [(self._dnat(v, self._step(table, chain, rule, st)), "accept")]
+                return [(s2, "accept") for s2 in self._dnat(v, self._step(table, chain, rule, st))]
             elif k == "masquerade":
                 return [(replace(self._step(table, chain, rule, st), masq=True), "accept")]
             else:
@@ -237,12 +238,21 @@ class _Tracer:
                 return a & b if op == "&" else (a | b if op == "|" else a ^ b)
         raise _Unsupported(f"cannot compute integer value of {e!r}")
 
-    def _dnat(self, v: Any, st: _St) -> _St:
+    def _dnat(self, v: Any, st: _St) -> list[_St]:
+        """``dnat to IP[:PORT]`` → one state; ``dnat ip to numgen random mod N map { n : IP . PORT }``
+        (kube-proxy ≥ 1.33 puts the endpoints straight into the service chain) → N states, 1/N each."""
         if not isinstance(v, dict):
             raise _Unsupported("dnat without arguments")
         addr, port = v.get("addr"), v.get("port")
+        if isinstance(addr, dict) and isinstance(addr.get("map"), dict):
+            return self._dnat_map(addr["map"], port, st)
         if not isinstance(addr, str):
-            raise _Unsupported("dnat to a computed address (map) is not supported")
+            raise _Unsupported(f"dnat to a computed address {addr!r} is not supported")
+        return [self._dnat_to(addr, port, st)]
+
+    def _dnat_to(self, addr: Any, port: Any, st: _St, prob: Fraction | None = None) -> _St:
+        if not isinstance(addr, str):
+            raise _Unsupported(f"dnat to non-literal address {addr!r}")
         try:
             ipaddress.IPv4Address(addr)
         except ValueError:
@@ -253,7 +263,41 @@ class _Tracer:
             new_port = port
         else:
             raise _Unsupported(f"dnat to computed port {port!r}")
-        return replace(st, daddr=addr, dport=new_port, dnat=f"{addr}:{new_port}")
+        return replace(
+            st, daddr=addr, dport=new_port, dnat=f"{addr}:{new_port}", prob=st.prob if prob is None else prob
+        )
+
+    def _dnat_map(self, m: dict[str, Any], port: Any, st: _St) -> list[_St]:
+        ng, data = m.get("key"), m.get("data")
+        if not (isinstance(ng, dict) and isinstance(ng.get("numgen"), dict)):
+            raise _Unsupported(f"dnat through a map keyed by {ng!r} (only numgen is supported)")
+        gen = ng["numgen"]
+        mod, offset = gen.get("mod"), gen.get("offset", 0) or 0
+        if gen.get("mode") not in ("random", "inc") or not isinstance(mod, int) or mod <= 0:
+            raise _Unsupported(f"numgen {gen!r}")
+        if not (isinstance(data, dict) and isinstance(data.get("set"), list)):
+            raise _Unsupported("dnat map data is not an anonymous map")
+        targets: dict[int, Any] = {}
+        for it in data["set"]:
+            if not (isinstance(it, list) and len(it) == 2 and isinstance(it[0], int)):
+                raise _Unsupported(f"dnat map element {it!r}")
+            targets[it[0]] = it[1]
+        share = Fraction(1, mod)
+        out: list[_St] = []
+        for n in range(offset, offset + mod):
+            target = targets.get(n)
+            if target is None:
+                raise _Unsupported(f"numgen value {n} has no dnat target")
+            if (
+                isinstance(target, dict)
+                and isinstance(target.get("concat"), list)
+                and len(target["concat"]) == 2
+            ):
+                t_addr, t_port = target["concat"]
+            else:
+                t_addr, t_port = target, port
+            out.append(self._dnat_to(t_addr, t_port, st, st.prob * share))
+        return out
 
     # ------------------------------------------------------------------ maps
     def _vmap(
@@ -376,6 +420,9 @@ class _Tracer:
                     return ("int", st.mark)
             elif k == "ct" and isinstance(v, dict) and v.get("key") == "state" and "dir" not in v:
                 return ("ctstate", "new")
+            elif k == "ct" and isinstance(v, dict) and v.get("key") == "status" and "dir" not in v:
+                # a new connection: its only status bit that matters here is "dnat", set once DNATed
+                return ("ctstatus", frozenset({"dnat"}) if st.dnat is not None else frozenset())
             elif k == "fib" and isinstance(v, dict) and v.get("result") == "type":
                 flags = v.get("flags")
                 flags = [flags] if isinstance(flags, str) else flags
@@ -459,6 +506,8 @@ def _part_matches(v: tuple[str, Any], text: str) -> bool:
             return bool(text == val or text == str(_PROTO_NUM.get(val, -1)))
         if kind in ("ctstate", "fibtype"):
             return bool(text == val)
+        if kind == "ctstatus":
+            return text in val
     except ValueError:
         raise _Unsupported(f"cannot compare {kind} {val!r} with {text!r}") from None
     raise _Unsupported(f"cannot compare {kind} with {text!r}")

@@ -211,13 +211,44 @@ def proxy_dump(cluster: Any, node: str, mode: str | None = None) -> str:
     return ex.run(["iptables-save"], timeout=20).text
 
 
+def nft_chain_blocks(dump: str) -> dict[str, list[str]]:
+    """``nft list table`` text → chain name → its rule lines (sets and maps are skipped)."""
+    blocks: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in dump.splitlines():
+        text = line.strip()
+        m = re.match(r"chain (\S+) \{$", text)
+        if m:
+            current = m.group(1)
+            blocks[current] = []
+        elif text == "}":
+            current = None
+        elif current is not None and text and not text.startswith(("type ", "comment ")):
+            blocks[current].append(text)
+    return blocks
+
+
+_IP_DOT_PORT = re.compile(r"\b\d+\.\d+\.\d+\.\d+ \. \d+\b")  # "10.244.1.2 . 8080" (a numgen map entry)
+_IP_COLON_PORT = re.compile(r"\bdnat (?:ip )?to \d+\.\d+\.\d+\.\d+:\d+")  # "dnat to 10.244.1.2:8080"
+
+
 def count_endpoints_in_dump(dump: str, service: str, mode: str) -> int:
-    """How many endpoint DNATs kube-proxy wrote for ``ns/name`` (all ports)."""
+    """How many endpoint DNATs kube-proxy wrote for ``ns/name`` (all ports).
+
+    nftables mode (1.37): the ClusterIP chain ``service-HASH-ns/name/proto/port`` holds one rule, either
+    ``dnat to IP:PORT`` (one endpoint) or ``dnat ip to numgen random mod N map { 0 : IP . PORT, … }``;
+    older kube-proxy versions used one ``endpoint-HASH-ns/name/…`` chain per endpoint — both are counted.
+    """
     ns, name = service.split("/", 1)
     if mode == "nftables":
-        # chain endpoint-HASH8-ns/name/proto/port__IP/port { ... dnat ... }
-        pat = re.compile(rf"^\s*chain endpoint-\w+-{re.escape(ns)}/{re.escape(name)}/", re.M)
-        return len(pat.findall(dump))
+        n = 0
+        for chain, rules in nft_chain_blocks(dump).items():
+            dnats = [r for r in rules if " dnat " in f" {r}"]
+            if re.match(rf"service-\w+-{re.escape(ns)}/{re.escape(name)}/", chain):
+                n += sum(len(_IP_DOT_PORT.findall(r)) + len(_IP_COLON_PORT.findall(r)) for r in dnats)
+            elif re.match(rf"endpoint-\w+-{re.escape(ns)}/{re.escape(name)}/", chain) and dnats:
+                n += 1
+        return n
     n = 0
     for line in dump.splitlines():
         if (
@@ -269,10 +300,25 @@ def wait_proxy_text(
 
 
 def leftover_rules(cluster: Any) -> dict[str, list[str]]:
-    """Lines of kube-proxy's rules, per node, that still mention a findings object (``default/fNN-``)."""
+    """Per node, what kube-proxy still has for a findings object (``default/fNN-``): iptables lines; in
+    nftables mode map elements and non-empty chains (kube-proxy flushes a stale chain at once but deletes
+    it only at a later sync, so an empty one is not a leftover)."""
     out: dict[str, list[str]] = {}
     for n in node_names(cluster):
-        lines = [line for line in proxy_dump(cluster, n).splitlines() if OUR_OBJECTS.search(line)]
+        dump = proxy_dump(cluster, n)
+        if cluster.proxy_mode == "nftables":
+            lines = [
+                line.strip()
+                for line in dump.splitlines()
+                if OUR_OBJECTS.search(line) and not line.strip().startswith("chain ")
+            ]
+            lines += [
+                f"chain {c}: {rules[0]}"
+                for c, rules in nft_chain_blocks(dump).items()
+                if rules and OUR_OBJECTS.search(c)
+            ]
+        else:
+            lines = [line for line in dump.splitlines() if OUR_OBJECTS.search(line)]
         if lines:
             out[n] = lines
     return out

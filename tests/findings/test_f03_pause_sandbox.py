@@ -33,7 +33,8 @@ def test_finding_03_pause_sandbox_shares_netns(k8s_cluster, k8s):
 
     Checked on the pod's node through the CRI (``crictl``): one sandbox for the pod whose image is
     ``pause``; both app containers join the sandbox's network namespace (same netns path, the sandbox's
-    process); each container mounts ``/etc/hosts`` and ``/etc/resolv.conf``.
+    process); each container's OCI spec mounts ``/etc/hosts`` and ``/etc/resolv.conf`` (the CRI status lists
+    only the kubelet's mounts; resolv.conf is added by the runtime from the sandbox).
 
     Real cluster vs article: the article used dockerd (cri-dockerd), where the sandbox is a visible
     ``k8s_POD_…`` docker container; with containerd the sandbox is a CRI pod sandbox and its pause
@@ -63,7 +64,9 @@ def test_finding_03_pause_sandbox_shares_netns(k8s_cluster, k8s):
         path = _netns_path(inspected.get("info", {}).get("runtimeSpec", {}))
         assert path, f"container {c['metadata']['name']} has no network namespace path"
         paths.append(path)
-        mounts = {m["containerPath"] for m in inspected.get("status", {}).get("mounts", [])}
+        # the OCI spec's mounts: the kubelet's (/etc/hosts) and the runtime's own (/etc/resolv.conf, ...)
+        spec_mounts = inspected.get("info", {}).get("runtimeSpec", {}).get("mounts", [])
+        mounts = {m.get("destination") for m in spec_mounts}
         assert {"/etc/hosts", "/etc/resolv.conf"} <= mounts, mounts
     assert paths[0] == paths[1], f"the containers are in different network namespaces: {paths}"
     assert paths[0] == sandbox_netns or paths[0] == f"/proc/{sandbox_pid}/ns/net", (paths[0], sandbox_netns)

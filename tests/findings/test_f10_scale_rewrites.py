@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -78,9 +79,17 @@ def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster
         assert all(close_to(p, Fraction(1, 3)) for p in after_split.values()), (node, after_split)
 
 
-@pytest.mark.finding(
-    10, "scaling 2→3 in nftables mode changes only the service's numgen vmap (+ the new endpoint)"
-)
+_MAP_ENTRY = re.compile(r"(\d+) : (\d+\.\d+\.\d+\.\d+) \. (\d+)")
+
+
+def _numgen_map(rule: str) -> tuple[int, dict[int, str]]:
+    """``… dnat ip to numgen random mod N map { 0 : IP . PORT, … }`` → (N, {index: "IP:PORT"})."""
+    m = re.search(r"numgen random mod (\d+) map \{([^}]*)\}", rule)
+    assert m, f"not a numgen dnat map: {rule}"
+    return int(m.group(1)), {int(i): f"{ip}:{port}" for i, ip, port in _MAP_ENTRY.findall(m.group(2))}
+
+
+@pytest.mark.finding(10, "scaling 2→3 in nftables mode replaces one numgen map rule (+ a hairpin element)")
 @pytest.mark.k8sstate(proxy_mode="nftables")
 @pytest.mark.needs("nftables")
 def test_finding_10_scaling_changes_only_the_vmap_nftables(k8s_cluster, cluster_state, k8s):
@@ -89,14 +98,21 @@ def test_finding_10_scaling_changes_only_the_vmap_nftables(k8s_cluster, cluster_
     entirely each time, changing probabilities".
 
     The same scaling in kube-proxy's nftables mode (GA in 1.33, after the seed was written), which balances
-    like IPVS does — by one lookup, not a chain of probabilities: the only rule that changes is the
-    service chain's ``numgen random mod N vmap { … }`` (mod 2 → mod 3); the only additions are the new
-    endpoint's ``endpoint-…`` chain and its rules; no other rule or chain of the ``ip kube-proxy`` table
-    changes; the traced split goes from 1/2 to exactly 1/3 each.
+    the way the seed describes IPVS — by one lookup, not a chain of probabilities. Checked on every node:
+    the only rule of the ``ip kube-proxy`` table that changes is the one in the Service's chain
+    ``service-…-default/f10n-web/tcp/http``, ``dnat ip to numgen random mod 2 map { 0 : A . 8080, 1 : B .
+    8080 }`` → ``… mod 3 map { … }`` listing all three pods; no chain is added or removed; the only set/map
+    element that changes is the new pod's entry in ``@hairpin-connections`` — on the node that runs the
+    new pod only. The traced split goes from 1/2 to exactly 1/3 per pod.
+
+    Real cluster vs article (and vs shared/docs/upstream.md): kube-proxy 1.37 writes no per-endpoint
+    ``endpoint-…`` chains and no verdict map per service: one ``dnat`` through an inline ``numgen`` map,
+    hairpin masquerade through the ``hairpin-connections`` set (``ct status dnat … @hairpin-connections
+    masquerade``).
     """
     service = "default/f10n-web"
     k8s.apply(manifest("10-scale-nft.yaml"))
-    k8s.wait_endpoints("svc/f10n-web", count=2)
+    old_ips = k8s.wait_endpoints("svc/f10n-web", count=2)
     wait_proxy_endpoints(k8s_cluster, service, 2)
     two = cluster_state.snapshot("two-replicas")
 
@@ -106,37 +122,36 @@ def test_finding_10_scaling_changes_only_the_vmap_nftables(k8s_cluster, cluster_
     diff = cluster_state.diff(since="two-replicas")
     three = cluster_state.after
     cluster_ip = k8s.cluster_ip("svc/f10n-web")
+    (new_ip,) = set(ips) - set(old_ips)
+    new_pod_node = next(
+        p["spec"]["nodeName"] for p in k8s.list("pod", "app=f10n-web") if p["status"]["podIP"] == new_ip
+    )
     table = "ip kube-proxy"
 
     for node in node_names(k8s_cluster):
         nd = diff.nodes[node]
         removed = [(c, r) for t, c, r in nd.nft_rules_removed if t == table]
         added = [(c, r) for t, c, r in nd.nft_rules_added if t == table]
-        chains_added = [c for t, c in nd.nft_chains_added if t == table]
-        assert not [c for t, c in nd.nft_chains_removed if t == table], node
-        elements = [e for e in (*nd.nft_elements_added, *nd.nft_elements_removed) if e[0] == table]
-        assert elements == [], (node, elements)  # no verdict-map/set element (service-ips, ...) changed
-
         assert len(removed) == 1, (node, removed)
-        svc_chain_name, old_rule = removed[0]
-        assert svc_chain_name.startswith("service-"), removed
-        assert "/f10n-web/" in svc_chain_name, removed
-        assert "numgen random mod 2" in old_rule, old_rule
-        assert len(chains_added) == 1, (node, chains_added)
-        assert chains_added[0].startswith("endpoint-"), (node, chains_added)
-        new_endpoint = chains_added[0]
-        assert any(new_endpoint.endswith(f"__{ip}/8080") for ip in ips), new_endpoint
-        vmaps = [r for c, r in added if c == svc_chain_name]
-        assert len(vmaps) == 1, (node, vmaps)
-        assert "numgen random mod 3" in vmaps[0], (node, vmaps)
-        others = [(c, r) for c, r in added if c not in (svc_chain_name, new_endpoint)]
-        assert others == [], (node, others)
+        assert len(added) == 1, (node, added)
+        (old_chain, old_rule), (new_chain, new_rule) = removed[0], added[0]
+        assert old_chain == new_chain, (old_chain, new_chain)
+        assert re.fullmatch(r"service-[A-Z0-9]+-default/f10n-web/tcp/http", new_chain), new_chain
+        old_mod, old_map = _numgen_map(old_rule)
+        new_mod, new_map = _numgen_map(new_rule)
+        assert (old_mod, sorted(old_map.values())) == (2, sorted(f"{ip}:8080" for ip in old_ips)), old_rule
+        assert (new_mod, sorted(new_map.values())) == (3, sorted(f"{ip}:8080" for ip in ips)), new_rule
 
-        assert sorted(
-            trace_on(two, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints.values()
-        ) == [
-            Fraction(1, 2),
-            Fraction(1, 2),
-        ]
+        assert [c for t, c in (*nd.nft_chains_added, *nd.nft_chains_removed) if t == table] == [], node
+        assert [e for e in nd.nft_elements_removed if e[0] == table] == [], node
+        hairpin = [(s, e) for t, s, e in nd.nft_elements_added if t == table]
+        expected = (
+            [("hairpin-connections", f"{new_ip} . {new_ip} . tcp . 8080")] if node == new_pod_node else []
+        )
+        assert hairpin == expected, (node, hairpin)
+
+    for node in node_names(k8s_cluster):
+        before = trace_on(two, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints
+        assert before == {f"{ip}:8080": Fraction(1, 2) for ip in old_ips}, (node, before)
         split = trace_on(three, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints
         assert split == {f"{ip}:8080": Fraction(1, 3) for ip in ips}, (node, split)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pytest_k8sstate.assertions import count_rules, local_ips
+from pytest_k8sstate.k8s import K8sHelper
 
 from .helpers import chain_specs, manifest, node_names, wait_proxy_endpoints, wait_until
 
@@ -70,8 +71,6 @@ def test_finding_11_clusterip_on_kube_ipvs0_ipvs(k8s_clusters, request):
     (The IPVS cluster is taken from the pool inside the test, so a provider without IPVS is never asked
     to create one.)
     """
-    from pytest_k8sstate.k8s import K8sHelper
-
     cluster = k8s_clusters.get(proxy_mode="ipvs")
     api = k8s_clusters.api_client(cluster)
     k8s = K8sHelper(api, cluster=cluster, manifests_dir=request.config.rootpath / "manifests")

@@ -27,7 +27,8 @@ def test_finding_12_headless_service_has_no_rules(k8s_cluster, cluster_state, k8
     Checked between "pod ready" and "headless Service + a later ordinary barrier Service programmed": etcd
     gains ``/registry/services/specs/default/f12-web``, ``/registry/services/endpoints/default/f12-web``
     and an ``/registry/endpointslices/default/f12-web-…`` key (no ``/registry/ipaddresses/`` key: no
-    ClusterIP), while every netfilter change on every node (iptables and nftables) belongs to the barrier
+    ClusterIP) — the slice carries the ``service.kubernetes.io/headless`` label kube-proxy filters out and
+    lists the pod — while every netfilter change on every node (iptables and nftables) belongs to the barrier
     Service ``f12-barrier`` — none to ``f12-web``.
 
     Real cluster vs article: the barrier makes "no rule" checkable without sleeping: kube-proxy handles
@@ -52,6 +53,10 @@ def test_finding_12_headless_service_has_no_rules(k8s_cluster, cluster_state, k8
     assert not [k for k in keys if k.startswith("/registry/ipaddresses/") and "f12" in k]
     headless = k8s.get("svc/f12-web")
     assert headless["spec"]["clusterIP"] == "None"
+    # the slice is marked headless — the label kube-proxy's informer filters out
+    (slice_,) = k8s.list("endpointslice", {"kubernetes.io/service-name": "f12-web"})
+    assert "service.kubernetes.io/headless" in slice_["metadata"]["labels"], slice_["metadata"]["labels"]
+    assert [ep["addresses"] for ep in slice_["endpoints"]] == [[k8s.pod_ip("f12-web")]]
 
     barrier = "default/f12-barrier:http"
     pod_ip = k8s.pod_ip("f12-web")

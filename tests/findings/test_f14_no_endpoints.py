@@ -56,3 +56,34 @@ def test_finding_14_no_endpoints_reject(k8s_cluster, cluster_state, k8s):
                 result.outcomes,
             )
     assert_dnat_to(after, service=PORT_ID, endpoints=[])
+
+
+@pytest.mark.finding(14, "a Service whose only pod is not Ready: REJECT on every node, like no endpoints")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+@pytest.mark.needs("kubelet")
+def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s):
+    """The same claim with an endpoint that exists but is not ready: a pod whose readiness gate
+    (``k8sstate.example.com/never``) is never set stays not Ready; its EndpointSlice lists it with
+    ``ready: false``; every node rejects connections to the ClusterIP exactly as for an empty Service, and no
+    KUBE-SEP chain is written for the pod.
+
+    Needs a kubelet: kwok (the ``local`` provider) marks every pod Ready, readiness gates included.
+    """
+    k8s.apply(manifest("14-unready-pod.yaml"))
+    port_id = "default/f14-unready:http"
+    wait_proxy_text(
+        k8s_cluster, "kube-proxy to reject default/f14-unready", lambda d: f"{port_id} has no endpoints" in d
+    )
+    after = cluster_state.snapshot("programmed")
+    pod = k8s.get("pod/f14-unready")
+    ready = [c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"]
+    assert ready == ["False"], pod["status"]
+    slices = k8s.list("endpointslice", {"kubernetes.io/service-name": "f14-unready"})
+    endpoints = [ep for s in slices for ep in s.get("endpoints") or []]
+    assert len(endpoints) == 1, endpoints
+    assert endpoints[0]["conditions"]["ready"] is False, endpoints
+    cluster_ip = k8s.cluster_ip("svc/f14-unready")
+    for node in node_names(k8s_cluster):
+        assert not [c for c in chain_specs(after, node, "nat", "KUBE-SERVICES") if port_id in c], node
+        result = trace_on(after, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC)
+        assert [(o.probability, o.dnat, o.verdict) for o in result.outcomes] == [(1, None, "REJECT")], node

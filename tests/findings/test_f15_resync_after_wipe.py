@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_k8sstate.parse.iptables import parse_iptables_save
+
 from .helpers import iptables_of, manifest, wait_proxy_endpoints, wait_until
 
 EMPTY_TABLES = b"*nat\nCOMMIT\n*filter\nCOMMIT\n*mangle\nCOMMIT\n"
@@ -54,8 +56,6 @@ def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, 
     node.exec.run(["iptables-restore"], input=EMPTY_TABLES)
     wiped = node.exec.run(["iptables-save"]).text
     assert ":KUBE-" not in wiped, "iptables-restore of empty tables left KUBE-* chains behind"
-
-    from pytest_k8sstate.parse.iptables import parse_iptables_save
 
     def restored() -> bool:
         now = parse_iptables_save(

@@ -36,7 +36,8 @@ def test_finding_22_pod_resolv_conf(k8s_cluster, k8s):
     node = k8s_cluster.node(pod["spec"]["nodeName"]).exec
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     inspected = json.loads(node.run(["crictl", "inspect", "-o", "json", cid], timeout=30).text)
-    mounts = {m["containerPath"]: m["hostPath"] for m in inspected["status"]["mounts"]}
+    # resolv.conf is a mount the runtime adds from the sandbox: it is in the OCI spec, not in status.mounts
+    mounts = {m["destination"]: m["source"] for m in inspected["info"]["runtimeSpec"]["mounts"]}
     resolv = node.run(["cat", mounts["/etc/resolv.conf"]]).text
     lines = [line.split() for line in resolv.splitlines() if line.strip() and not line.startswith("#")]
     assert ["nameserver", "10.96.0.10"] in lines, resolv

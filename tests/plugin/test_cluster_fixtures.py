@@ -96,6 +96,24 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
         again.stdout.fnmatch_lines([f"[[]k8sstate[]] reusing local cluster {name} (--k8s-reuse-cluster)"])
         assert "creating local cluster" not in again.stdout.str()
         assert any(ns.startswith(f"k8ss-{name}-") for ns in netns.list_ours())  # still there: reused, kept
+
+        from pytest_k8sstate.providers import local_state
+
+        kubeconfig = local_state.cluster_dir(name) / "kubeconfig" / "admin.conf"
+        plugin.pytester.makepyfile(
+            test_existing="""
+            def test_attached(k8s_cluster, k8s):
+                assert k8s_cluster.provider == "existing"
+                k8s.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-existing"}})
+                assert k8s.get("cm/pt-existing")["metadata"]["name"] == "pt-existing"
+            """
+        )
+        attached = plugin.run_subprocess(
+            "test_existing.py", "--k8s-provider=existing", f"--k8s-kubeconfig={kubeconfig}"
+        )
+        attached.assert_outcomes(passed=1)
+        attached.stdout.fnmatch_lines([f"[[]k8sstate[]] attached to cluster *@{name} of {kubeconfig}"])
+        assert any(ns.startswith(f"k8ss-{name}-") for ns in netns.list_ours())  # existing: never deleted
     finally:
         for cluster in kept:
             _provider_delete(cluster)

@@ -1,0 +1,62 @@
+"""The nftables tracer on the ruleset a real kube-proxy v1.37.1 wrote (tests/data/kube-proxy-1.37-nftables.nft).
+
+kube-proxy ≥ 1.33 no longer has per-endpoint chains: a service chain DNATs itself with
+``dnat ip to numgen random mod N map { n : IP . PORT }`` and hairpin traffic is masqueraded through the
+``hairpin-connections`` set with ``ct status dnat``. The dump is loaded back with ``nft -f`` into a
+network namespace of our own and captured with ``nft -j`` before tracing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from pytest_k8sstate import netns
+from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
+from pytest_k8sstate.trace import Packet, trace
+
+DUMP = Path(__file__).parent / "data" / "kube-proxy-1.37-nftables.nft"
+WEB = "10.108.197.216"
+NODE_IP = "172.31.0.3"
+ENDPOINTS = {"10.244.1.2:8080", "10.244.1.3:8080", "10.244.1.4:8080"}
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> NftRuleset:
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("needs root (network namespaces) and the nft binary (apt-get install nftables)")
+    with netns.temporary("nft137") as ns:
+        ns.run(["nft", "-f", "-"], input=DUMP.read_bytes(), timeout=60)
+        return parse_nft_json(ns.run(["nft", "-j", "list", "ruleset"], timeout=60).text, source=str(DUMP))
+
+
+def test_cluster_ip_from_outside_splits_in_thirds_with_masquerade(ruleset: NftRuleset) -> None:
+    res = trace(ruleset, Packet(dst=WEB, dport=80))
+    assert {o.dnat for o in res.outcomes} == ENDPOINTS
+    assert all(o.probability == Fraction(1, 3) and o.masquerade and o.verdict == "ACCEPT" for o in res.outcomes)
+
+
+def test_pod_to_itself_through_the_service_is_hairpin_masqueraded(ruleset: NftRuleset) -> None:
+    res = trace(ruleset, Packet(dst=WEB, dport=80, src="10.244.1.3"))
+    masq = {o.dnat: o.masquerade for o in res.outcomes}
+    assert masq == {"10.244.1.2:8080": False, "10.244.1.3:8080": True, "10.244.1.4:8080": False}
+
+
+def test_nodeport_reaches_the_pods(ruleset: NftRuleset) -> None:
+    res = trace(ruleset, Packet(dst=NODE_IP, dport=30695, local_ips=frozenset({NODE_IP})))
+    assert res.endpoints == {ep: Fraction(1, 3) for ep in ENDPOINTS}
+    assert all(o.masquerade for o in res.outcomes)
+
+
+def test_kube_dns_udp_two_endpoints(ruleset: NftRuleset) -> None:
+    res = trace(ruleset, Packet(dst="10.96.0.10", dport=53, proto="udp", src="10.244.1.9"))
+    assert res.endpoints == {"10.244.0.1:53": Fraction(1, 2), "10.244.1.1:53": Fraction(1, 2)}
+
+
+def test_wrong_port_of_a_cluster_ip_is_rejected(ruleset: NftRuleset) -> None:
+    res = trace(ruleset, Packet(dst=WEB, dport=81))
+    assert [(o.probability, o.verdict) for o in res.outcomes] == [(Fraction(1), "REJECT")]

@@ -1,4 +1,4 @@
-"""The nftables tracer on the ruleset a real kube-proxy v1.37.1 wrote (tests/data/kube-proxy-1.37-nftables.nft).
+"""The nftables tracer on the ruleset a real kube-proxy v1.37.1 wrote (data/kube-proxy-1.37-nftables.nft).
 
 kube-proxy ≥ 1.33 no longer has per-endpoint chains: a service chain DNATs itself with
 ``dnat ip to numgen random mod N map { n : IP . PORT }`` and hairpin traffic is masqueraded through the
@@ -37,7 +37,9 @@ def ruleset() -> NftRuleset:
 def test_cluster_ip_from_outside_splits_in_thirds_with_masquerade(ruleset: NftRuleset) -> None:
     res = trace(ruleset, Packet(dst=WEB, dport=80))
     assert {o.dnat for o in res.outcomes} == ENDPOINTS
-    assert all(o.probability == Fraction(1, 3) and o.masquerade and o.verdict == "ACCEPT" for o in res.outcomes)
+    assert all(
+        o.probability == Fraction(1, 3) and o.masquerade and o.verdict == "ACCEPT" for o in res.outcomes
+    )
 
 
 def test_pod_to_itself_through_the_service_is_hairpin_masqueraded(ruleset: NftRuleset) -> None:

@@ -129,10 +129,6 @@ def _set_assertion_verbosity(level: int) -> None:
         module.set_verbosity(level)
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    _set_assertion_verbosity(item.config.get_verbosity())
-
-
 def pytest_report_header(config: pytest.Config) -> str | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
@@ -497,6 +493,29 @@ def _needs(item: pytest.Item) -> list[str]:
         for arg in marker.args:
             caps.extend([arg] if isinstance(arg, str) else list(arg))
     return list(dict.fromkeys(caps))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip tests whose ``needs`` are certainly missing *before* any fixture runs.
+
+    Session-scoped fixtures (the test's ``k8s_cluster`` for a ``k8sstate(proxy_mode="ipvs")`` marker) are
+    set up before function-scoped autouse ones, so the static check must happen here or an unsatisfiable
+    cluster would be created (and fail) just to skip the test.
+    """
+    _set_assertion_verbosity(item.config.get_verbosity())
+    needs = _needs(item)
+    if not needs:
+        return
+    pool = _pool(item.config)
+    try:
+        key = _marker_key(pool, item) or pool.default_key()
+    except K8sStateError:
+        return  # reported by the _k8sstate_markers fixture
+    for cap in needs:
+        reason = _precheck_capability(pool, key, cap)
+        if reason is not None:
+            pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -46,8 +46,8 @@ __all__ = [
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-# kind's images/base/Dockerfile package list (minus nfs-common/open-iscsi/fuse-overlayfs/curl: storage
-# drivers, rootless and downloads are not needed here) + the container runtime from Debian.
+# kind's images/base/Dockerfile package list (minus nfs-common/open-iscsi/fuse-overlayfs: storage drivers
+# and rootless are not needed here) + the container runtime from Debian.
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd",
     "conntrack",
@@ -63,6 +63,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "e2fsprogs",
     "bash",
     "ca-certificates",
+    "curl",
     "jq",
     "procps",
     "ipset",
@@ -70,6 +71,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "runc",
     "containernetworking-plugins",
 )
+EXTRA_PAUSE_TAGS = ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10.1")
 CNI_PLUGINS = ("host-local", "loopback", "ptp", "portmap")
 DEBOOTSTRAP_TIMEOUT = 3600.0
 DOCKER_TIMEOUT = 1200.0
@@ -261,8 +263,10 @@ class NodeImageBuilder:
                 f.unlink()
         for f in (r / "etc" / "systemd" / "system").glob("*.wants/*"):
             f.unlink()
-        with open(r / "etc" / "systemd" / "journald.conf", "a", encoding="utf-8") as fh:
-            fh.write("ReadKMsg=no\n")
+        journald = r / "etc" / "systemd" / "journald.conf"
+        if "\nReadKMsg=no\n" not in journald.read_text():
+            with open(journald, "a", encoding="utf-8") as fh:
+                fh.write("ReadKMsg=no\n")
         _symlink(r / "sbin" / "init", "/usr/lib/systemd/systemd")
         wants = r / "etc" / "systemd" / "system" / "multi-user.target.wants"
         wants.mkdir(parents=True, exist_ok=True)
@@ -566,8 +570,10 @@ def plan_from_image_list(text: str, kubernetes_version: str) -> KubePlan:
         raise ImageBuildError(
             f"kubeadm config images list: expected etcd, coredns and pause images, got {text!r}"
         )
-    # kind's containerd config pins its own sandbox image (registry.k8s.io/pause:3.10): tag both
-    return KubePlan(kubernetes_version, etcd, coredns, (pause, "registry.k8s.io/pause:3.10"))
+    # kind's containerd config pins its own sandbox image (registry.k8s.io/pause:3.10); 3.10.1 is the
+    # no-op workload image of this project's manifests (tests/findings): tag them all
+    extra = tuple(t for t in EXTRA_PAUSE_TAGS if t != pause)
+    return KubePlan(kubernetes_version, etcd, coredns, (pause, *extra))
 
 
 def _netfilter_links(root: Path) -> None:
@@ -742,9 +748,8 @@ def build(
     manifest = cni_manifest_from_kind(versions.kind, plan.kindnetd_tag) if "kindnetd" in bins else None
     b._timed("node", lambda: b.build_node(base_tag, tag, bins, image_tags, manifest, versions.kubernetes))
     b._timed("save", lambda: b._docker("save", "save", "-o", str(tarball), tag))
-    # the rootfs was modified by customize_base: force a fresh debootstrap next time
-    with contextlib.suppress(OSError):
-        (b.rootfs / ".k8sstate-done").unlink()
+    # the node image keeps the base layers; the base tag itself is not needed any more
+    run_command(["docker", *host, "rmi", base_tag], timeout=120, check=False, where="docker rmi")
     return BuildResult(tag, key, tarball, time.monotonic() - t0, b.timings, False)
 
 

@@ -113,7 +113,11 @@ class NodeExec(Protocol):
 
 
 class LocalExec:
-    """The current process's own namespaces (used by ``k8sstate snapshot`` without a provider)."""
+    """The current process's own namespaces (used by ``k8sstate snapshot`` without a provider).
+
+    Subclasses only say how a command is wrapped (:meth:`command`) and how the node is named in
+    messages (:attr:`where`); running, timeouts and errors stay in :func:`run_command`.
+    """
 
     def __init__(self, node: str = "localhost") -> None:
         self._node = node
@@ -121,6 +125,14 @@ class LocalExec:
     @property
     def node(self) -> str:
         return self._node
+
+    @property
+    def where(self) -> str:
+        return f"node {self._node}"
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """The local argv that runs ``argv`` on the node."""
+        return list(argv)
 
     def run(
         self,
@@ -130,7 +142,7 @@ class LocalExec:
         input: bytes | None = None,
         check: bool = True,
     ) -> CommandResult:
-        return run_command(argv, timeout=timeout, input=input, check=check, where=f"node {self._node}")
+        return run_command(self.command(argv), timeout=timeout, input=input, check=check, where=self.where)
 
     def which(self, program: str) -> bool:
         return shutil.which(program) is not None
@@ -143,46 +155,32 @@ class NetnsExec(LocalExec):
         super().__init__(node or netns)
         self.netns = netns
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        input: bytes | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        return run_command(
-            ["ip", "netns", "exec", self.netns, *argv],
-            timeout=timeout,
-            input=input,
-            check=check,
-            where=f"node {self.node} (netns {self.netns})",
-        )
+    @property
+    def where(self) -> str:
+        return f"node {self.node} (netns {self.netns})"
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv]
 
 
 class DockerExec(LocalExec):
-    """A node container (kind, minikube docker driver): ``docker exec -i CONTAINER argv``."""
+    """A node container (kind, minikube docker driver): ``docker [--host H] exec -i CONTAINER argv``."""
 
-    def __init__(self, container: str, node: str | None = None, docker: str = "docker") -> None:
+    def __init__(
+        self, container: str, node: str | None = None, docker: str = "docker", host: str | None = None
+    ) -> None:
         super().__init__(node or container)
         self.container = container
         self.docker = docker
+        self.host = host
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        input: bytes | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        return run_command(
-            [self.docker, "exec", "-i", self.container, *argv],
-            timeout=timeout,
-            input=input,
-            check=check,
-            where=f"node {self.node} (container {self.container})",
-        )
+    @property
+    def where(self) -> str:
+        return f"node {self.node} (container {self.container})"
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        host = ["--host", self.host] if self.host else []
+        return [self.docker, *host, "exec", "-i", self.container, *argv]
 
     def which(self, program: str) -> bool:
         res = self.run(["sh", "-c", 'command -v "$0"', program], check=False, timeout=10)

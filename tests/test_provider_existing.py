@@ -7,6 +7,7 @@ against a real apiserver when a ``local`` cluster is available (``K8SSTATE_EXIST
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,9 @@ def test_debug_pod_manifest_is_a_privileged_host_pod_pinned_to_the_node() -> Non
     assert c["securityContext"] == {"privileged": True}
     assert c["image"] == "busybox:1.36"
     assert c["command"] == ["sleep", "600"]
+    assert c["env"] == [
+        {"name": "PATH", "value": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    ]
     assert c["volumeMounts"] == [{"name": "host-root", "mountPath": "/host"}]
     assert spec["volumes"] == [{"name": "host-root", "hostPath": {"path": "/"}}]
 
@@ -75,7 +79,8 @@ def test_exec_argv_runs_node_binaries_via_chroot() -> None:
     argv = exec_argv("kubectl", Path("/k/config"), "ctx", "ns", "pod-1", ["iptables-save", "-c"])
     assert argv == [
         "kubectl", "--kubeconfig=/k/config", "--context=ctx", "-n", "ns", "exec", "-i", "pod-1",
-        "-c", "debugger", "--", "chroot", "/host", "iptables-save", "-c",
+        "-c", "debugger", "--", "chroot", "/host", "/usr/bin/env",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "iptables-save", "-c",
     ]  # fmt: skip
     assert "--context=ctx" not in exec_argv("kubectl", Path("k"), None, "ns", "p", ["ip"])
 
@@ -183,3 +188,31 @@ def test_get_attaches_to_a_real_cluster(local_kubeconfig: Path) -> None:
     assert cluster.nodes[0].role == "control-plane"
     assert len(cluster.nodes) == 2
     assert cluster.proxy_mode in ("iptables", "nftables", "ipvs")
+
+
+# --------------------------------------------------------------------------------------------------
+# against real kubelets (e.g. a kind cluster): opt-in, the nodes must have the debug image
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(
+    not os.environ.get("K8SSTATE_EXISTING_KUBECONFIG"),
+    reason="set K8SSTATE_EXISTING_KUBECONFIG (a cluster with real kubelets, e.g. kind) and "
+    "K8SSTATE_DEBUG_IMAGE (an image with sleep + chroot the nodes already have)",
+)
+def test_debug_pods_run_node_commands_on_real_nodes() -> None:
+    from pytest_k8sstate.collectors.node import collect_node
+
+    kc = Path(os.environ["K8SSTATE_EXISTING_KUBECONFIG"])
+    prov = ExistingProvider(ExistingOptions.from_env(kubeconfig=kc), progress=lambda _l: None)
+    ctx = kubeconfig_contexts(kc.read_text())[1] or prov.list()[0]
+    cluster = prov.get(ctx)
+    try:
+        for node in cluster.nodes:
+            out = node.exec.run(["iptables-save", "-t", "nat"], timeout=120).text
+            assert "KUBE-SERVICES" in out, node.name
+            assert node.exec.which("nft")
+            assert not node.exec.which("no-such-tool-here")
+            state = collect_node(node.exec, ipvs=False)
+            assert state.iptables is not None
+            assert node.ip in json.dumps(state.addrs)
+    finally:
+        prov.delete(ctx)

@@ -507,7 +507,11 @@ def test_plan_from_kubeadm_image_list() -> None:
     assert plan.tag("kube-proxy") == "registry.k8s.io/kube-proxy:v1.37.1"
     assert plan.etcd_tag == "registry.k8s.io/etcd:3.7.0-0"
     assert plan.coredns_tag == "registry.k8s.io/coredns/coredns:v1.14.6"
-    assert plan.pause_tags == ("registry.k8s.io/pause:3.10.2", "registry.k8s.io/pause:3.10")
+    assert plan.pause_tags == (
+        "registry.k8s.io/pause:3.10.2",
+        "registry.k8s.io/pause:3.10",
+        "registry.k8s.io/pause:3.10.1",
+    )
     with pytest.raises(ImageBuildError, match="etcd, coredns and pause"):
         plan_from_image_list("registry.k8s.io/kube-apiserver:v1.37.1\n", "v1.37.1")
 

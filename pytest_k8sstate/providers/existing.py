@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 DEBUG_NAMESPACE = "k8sstate-debug"
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_DEBUG_IMAGE = "busybox:1.36"
 MANAGED_BY = "pytest-k8sstate"
 POD_DEADLINE = 4 * 3600
@@ -181,6 +182,8 @@ def debug_pod_manifest(
                     "image": image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["sleep", str(deadline)],
+                    # `chroot /host CMD` looks CMD up in this PATH: the node's usual one, not the image's
+                    "env": [{"name": "PATH", "value": NODE_PATH}],
                     "stdin": True,
                     "securityContext": {"privileged": True},
                     "volumeMounts": [{"name": "host-root", "mountPath": "/host"}],
@@ -216,7 +219,7 @@ def kubectl_base(kubectl: str, kubeconfig: Path, context: str | None) -> list[st
 def exec_argv(
     kubectl: str, kubeconfig: Path, context: str | None, namespace: str, pod: str, argv: Sequence[str]
 ) -> list[str]:
-    """``kubectl exec -i POD -- chroot /host ARGV`` (the node's own binaries, the node's namespaces)."""
+    """``kubectl exec -i POD -- chroot /host /usr/bin/env PATH=... ARGV`` (the node's own binaries)."""
     return [
         *kubectl_base(kubectl, kubeconfig, context),
         "-n",
@@ -229,6 +232,10 @@ def exec_argv(
         "--",
         "chroot",
         "/host",
+        # an absolute path: busybox's chroot (FEATURE_PREFER_APPLETS) would run its own `sh`/`ip` applets
+        # for bare names; the node's env then finds the node's binaries
+        "/usr/bin/env",
+        f"PATH={NODE_PATH}",
         *argv,
     ]
 

@@ -643,6 +643,7 @@ class KindProvider(Provider):
                 "is assumed: `docker load -i IMAGE.tar` it or build one (docs/kind-on-restricted-machines.md)"
             )
         st = StateFile(spec.name, self.root / spec.name)
+        stop_forwarder(st.dir)  # leftovers of an earlier cluster of this name
         shutil.rmtree(st.dir, ignore_errors=True)
         st.dir.mkdir(parents=True, exist_ok=True)
         cfg_path = st.dir / "config.yaml"

@@ -223,6 +223,7 @@ class MinikubeProvider(Provider):
                 f"minikube profile {spec.name!r} already exists; delete it or pick another name"
             )
         st = StateFile(spec.name, self.root / spec.name)
+        stop_forwarder(st.dir)  # leftovers of an earlier cluster of this name
         shutil.rmtree(st.dir, ignore_errors=True)
         st.dir.mkdir(parents=True, exist_ok=True)
         st.data = {

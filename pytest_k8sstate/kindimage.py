@@ -345,10 +345,19 @@ class NodeImageBuilder:
                 _copy_path(Path("/"), lib, root)
         for rel in from_rootfs:
             _copy_path(self.rootfs, rel, root)
-            res = run_command(["chroot", str(self.rootfs), "ldd", rel], timeout=30, check=False, where="ldd")
-            if res.returncode == 0:
-                for lib in parse_ldd(res.text):
-                    _copy_path(self.rootfs, lib, root)
+            # a directory (iptables' xtables extensions): its .so files are dlopen()ed and have their own
+            # libraries (libxt_statistic.so needs libm: without it kube-proxy's iptables-restore fails)
+            src = self.rootfs / rel.lstrip("/")
+            objects = [rel] if not src.is_dir() else [f"{rel}/{f.name}" for f in sorted(src.glob("*.so"))]
+            needed: set[str] = set()
+            for obj in objects:
+                res = run_command(
+                    ["chroot", str(self.rootfs), "ldd", obj], timeout=30, check=False, where="ldd"
+                )
+                if res.returncode == 0:
+                    needed.update(parse_ldd(res.text))
+            for lib in sorted(needed):
+                _copy_path(self.rootfs, lib, root)
         return root
 
     def build_pause(self, kubernetes_version: str) -> Path:
@@ -712,7 +721,7 @@ def build(
         "suite": b.suite,
         "packages": list(b.packages),
         "binaries": {n: bins_mod._sha256_file(p) for n, p in sorted(bins.items())},
-        "schema": 1,
+        "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),  # this module's steps
     }
     key = image_key(inputs)
     tag = f"k8sstate/node:{versions.kubernetes}-{key}"

@@ -473,7 +473,7 @@ def _precheck_capability(pool: ClusterPool, key: ClusterKey, capability: str) ->
     if capability == "ipvs":
         if key.proxy_mode != "ipvs":
             return _missing_reason(key, capability, None)
-        if key.provider == "local":
+        if key.provider in ("local", "kind", "minikube"):  # nodes share this kernel
             from .providers.local import check_ipvs_support
 
             try:
@@ -759,6 +759,12 @@ class ClusterState:
             where = f"writing artifacts to {directory} failed: {exc}"
         else:
             where = f"artifacts: {directory}"
+        try:
+            from .providers.base import get_provider
+
+            get_provider(self.cluster.provider).export_logs(self.cluster.name, directory / "logs")
+        except Exception as exc:  # logs are a bonus: never hide the test's own failure
+            where += f" (component logs not exported: {exc})"
         return f"{head}; {where}" + (f"\n{detail}" if detail else "")
 
 

@@ -166,6 +166,16 @@ def test_not_ready_and_deployment_available() -> None:
     assert not deployment_available("")
 
 
+def test_inotify_warning() -> None:
+    from pytest_k8sstate.providers.kind import inotify_warning
+
+    msg = inotify_warning(128)
+    assert msg is not None
+    assert "fs.inotify.max_user_instances=512" in msg
+    assert inotify_warning(512) is None
+    assert inotify_warning(None) is None
+
+
 def test_kind_node_names() -> None:
     assert kind_node_names("c", 3) == ["c-control-plane", "c-worker", "c-worker2", "c-worker3"]
     assert kind_node_names("c", 0) == ["c-control-plane"]

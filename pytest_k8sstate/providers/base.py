@@ -178,6 +178,10 @@ class Provider(ABC):
     def get(self, name: str) -> Cluster:
         """Attach to the running cluster ``name`` (ProviderError naming the known clusters otherwise)."""
 
+    def export_logs(self, name: str, dest: Path) -> Path | None:
+        """Copy the logs of cluster ``name``'s components into ``dest`` (None: this provider keeps none)."""
+        return None
+
     def reset(self, cluster: Cluster) -> None:
         """Bring ``cluster`` back to its state right after create (for fresh-cluster tests)."""
         raise ProviderError(

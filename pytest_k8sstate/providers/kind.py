@@ -63,6 +63,7 @@ __all__ = [
     "create_argv",
     "deployment_available",
     "host_cgroup_v1",
+    "inotify_warning",
     "kind_config",
     "kind_error_summary",
     "kind_node_names",
@@ -265,6 +266,28 @@ def deployment_available(deployment_json: str) -> bool:
     except (ValueError, AttributeError, TypeError):
         return False
     return have >= want
+
+
+INOTIFY_INSTANCES = 512
+
+
+def inotify_warning(max_user_instances: int | None) -> str | None:
+    """kind's known issue: every node's systemd/kubelet/containerd use inotify instances; with the
+    kernel default (128) kubelets of later nodes die with "inotify_init: too many open files"."""
+    if max_user_instances is None or max_user_instances >= INOTIFY_INSTANCES:
+        return None
+    return (
+        f"fs.inotify.max_user_instances is {max_user_instances}: with several kind nodes on this machine "
+        "kubelets fail with 'inotify_init: too many open files'; raise it with "
+        f"`sysctl -w fs.inotify.max_user_instances={INOTIFY_INSTANCES}` (kind's known issue)"
+    )
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def kind_node_names(cluster: str, workers: int) -> list[str]:
@@ -634,6 +657,9 @@ class KindProvider(Provider):
                 f"kind cluster {spec.name!r} already exists; delete it (`k8sstate cluster delete --name "
                 f"{spec.name}`) or pick another name"
             )
+        warn = inotify_warning(_read_int(Path("/proc/sys/fs/inotify/max_user_instances")))
+        if warn:
+            self.progress(warn)
         if opts.allow_cgroup_v1 is None:
             opts = replace(opts, allow_cgroup_v1=host_cgroup_v1())
         image = node_image(spec, opts)

@@ -325,6 +325,17 @@ class LocalProvider(Provider):
         reap()
         return [s.name for s in state_mod.all_states()]
 
+    def export_logs(self, name: str, dest: Path) -> Path | None:
+        """Copy every component's log (etcd, kube-apiserver, ..., kwok, each kube-proxy) into ``dest``."""
+        st = state_mod.load_state(name)
+        if st is None:
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        for proc in st.processes:
+            if proc.log and Path(proc.log).is_file():
+                shutil.copyfile(proc.log, dest / f"{proc.name}.log")
+        return dest
+
     def get(self, name: str) -> Cluster:
         st = state_mod.load_state(name)
         if st is None:

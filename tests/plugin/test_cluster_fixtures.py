@@ -88,7 +88,15 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
             ]
         )
         artifacts = plugin.pytester.path / ".k8sstate" / "test_session.py__test_failure_has_a_section"
-        assert sorted(p.name for p in artifacts.iterdir()) == ["after.json", "before.json", "diff.json"]
+        assert sorted(p.name for p in artifacts.iterdir()) == [
+            "after.json",
+            "before.json",
+            "diff.json",
+            "logs",
+        ]
+        logs = sorted(p.name for p in (artifacts / "logs").iterdir())  # every component's log
+        assert {"etcd.log", "kube-apiserver.log", "kwok.log"} <= set(logs), logs
+        assert any(n.startswith("kube-proxy-") for n in logs), logs
 
         plugin.pytester.makepyfile(test_reuse="def test_reused(k8s_cluster):\n    assert k8s_cluster.nodes\n")
         again = plugin.run_subprocess("test_reuse.py", f"--k8s-reuse-cluster={name}")

@@ -606,6 +606,39 @@ def _endpoint_matches(expected: str, actual: str) -> bool:
     return actual.rpartition(":")[0] == expected
 
 
+def _trace_each_node(
+    state: Snapshot | NodeState,
+    service: str | None,
+    dst: str | None,
+    proto: str,
+    node: str | None,
+    src: str | None,
+) -> tuple[str, dict[str, TraceResult], list[str]]:
+    """Resolve ``service`` or ``dst`` to IP:port and trace a new connection on every node (or ``node``).
+
+    Returns a description of the target, node → trace result, and each node's packet paths as text."""
+    if (service is None) == (dst is None):
+        raise ValueError("pass exactly one of service='ns/name[:port]' or dst='IP:PORT'")
+    if service is not None:
+        vip = _resolve_service(state, service, proto, node)
+        ip, port = vip.ip, vip.port
+        what = f"service {vip.port_id} ({ip}:{port}/{proto})"
+    else:
+        assert dst is not None
+        ip, port = parse_hostport(dst, what="dst")
+        what = f"{ip}:{port}/{proto}"
+    results: dict[str, TraceResult] = {}
+    traces: list[str] = []
+    for name, ns in _nodes_of(state, node).items():
+        pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
+        if src is not None:
+            pkt_kwargs["src"] = src
+        res = trace(_ruleset(ns), Packet(ip, port, proto, **pkt_kwargs))  # type: ignore[arg-type]
+        results[name] = res
+        traces.append(f"node {name}:\n{_trace_text(res)}")
+    return what, results, traces
+
+
 def assert_dnat_to(
     state: Snapshot | NodeState,
     service: str | None = None,
@@ -623,27 +656,10 @@ def assert_dnat_to(
     ``balanced``: with equal probabilities (±1e-6). ``endpoints=[]`` asserts that no DNAT happens.
     Returns node → trace result."""
     __tracebackhide__ = True
-    if (service is None) == (dst is None):
-        raise ValueError("pass exactly one of service='ns/name[:port]' or dst='IP:PORT'")
     expected = list(endpoints)
-    if service is not None:
-        vip = _resolve_service(state, service, proto, node)
-        ip, port = vip.ip, vip.port
-        what = f"service {vip.port_id} ({ip}:{port}/{proto})"
-    else:
-        assert dst is not None
-        ip, port = parse_hostport(dst, what="dst")
-        what = f"{ip}:{port}/{proto}"
-    results: dict[str, TraceResult] = {}
+    what, results, traces = _trace_each_node(state, service, dst, proto, node, src)
     problems: list[str] = []
-    traces: list[str] = []
-    for name, ns in _nodes_of(state, node).items():
-        pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
-        if src is not None:
-            pkt_kwargs["src"] = src
-        res = trace(_ruleset(ns), Packet(ip, port, proto, **pkt_kwargs))  # type: ignore[arg-type]
-        results[name] = res
-        traces.append(f"node {name}:\n{_trace_text(res)}")
+    for name, res in results.items():
         eps = res.endpoints
         actual = {k: v for k, v in eps.items() if k is not None}
         missing = [e for e in expected if not any(_endpoint_matches(e, a) for a in actual)]
@@ -694,27 +710,9 @@ def assert_masquerade(
     """Every outcome of a new connection from ``src`` (default an outside client) to ``dst`` (``IP:PORT``)
     or ``service`` is masqueraded (``expected=True``) / not masqueraded, on every node (or ``node``)."""
     __tracebackhide__ = True
-    if (service is None) == (dst is None):
-        raise ValueError("pass exactly one of dst='IP:PORT' or service='ns/name[:port]'")
-    if service is not None:
-        vip = _resolve_service(state, service, proto, node)
-        ip, port = vip.ip, vip.port
-        what = f"service {vip.port_id} ({ip}:{port}/{proto})"
-    else:
-        assert dst is not None
-        ip, port = parse_hostport(dst, what="dst")
-        what = f"{ip}:{port}/{proto}"
-    results: dict[str, TraceResult] = {}
+    what, results, traces = _trace_each_node(state, service, dst, proto, node, src)
     problems: list[str] = []
-    traces: list[str] = []
-    for name, ns in _nodes_of(state, node).items():
-        pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
-        if src is not None:
-            pkt_kwargs["src"] = src
-        pkt = Packet(ip, port, proto, **pkt_kwargs)  # type: ignore[arg-type]
-        res = trace(_ruleset(ns), pkt)
-        results[name] = res
-        traces.append(f"node {name}:\n{_trace_text(res)}")
+    for name, res in results.items():
         wrong = [o for o in res.outcomes if o.masquerade != expected]
         if wrong:
             p = sum((o.probability for o in wrong), Fraction(0))
@@ -722,7 +720,7 @@ def assert_masquerade(
             problems.append(f"node {name}: p={_fmt_prob(p)} {'not ' if expected else ''}masqueraded: {desc}")
     if problems:
         verb = "masqueraded" if expected else "not masqueraded"
-        src_txt = src or Packet(ip, port).src
+        src_txt = src or Packet.src  # the default outside client
         raise _fail(
             f"{what} from {src_txt}: expected {verb}\n" + "\n".join(problems),
             "\n".join(traces),

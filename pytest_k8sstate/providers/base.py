@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, ProviderError
 from ..nodeexec import NodeExec
+
+Progress = Callable[[str], None]
+"""Receives one progress line at a time (without the ``[k8sstate]`` prefix)."""
+
+
+def stderr_progress(line: str) -> None:
+    """The default :data:`Progress`: ``[k8sstate] <line>`` on stderr."""
+    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
+
 
 if TYPE_CHECKING:
     from ..collectors.etcd import EtcdTarget

@@ -20,8 +20,7 @@ import contextlib
 import json
 import os
 import re
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import yaml
 
 from ..errors import CommandError, ConfigError, ProviderError
 from ..nodeexec import DEFAULT_TIMEOUT, CommandResult, run_command
-from .base import Cluster, ClusterSpec, NodeInfo, Provider
+from .base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 from .kind import proxy_mode_from_kubeadm_conf
 
 __all__ = [
@@ -54,12 +53,6 @@ MANAGED_BY = "pytest-k8sstate"
 POD_DEADLINE = 4 * 3600
 ENV_PREFIX = "K8SSTATE_ETCD_"
 BASE_CAPABILITIES = frozenset({"container-runtime", "kubelet", "cni", "iptables", "nftables"})
-
-Progress = Callable[[str], None]
-
-
-def _stderr_progress(line: str) -> None:
-    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
 
 
 def provider(**options: Any) -> ExistingProvider:
@@ -374,7 +367,7 @@ class ExistingProvider(Provider):
         self, options: ExistingOptions | None = None, progress: Progress | None = None, **kw: Any
     ) -> None:
         self.options = options or ExistingOptions.from_env(**kw)
-        self.progress: Progress = progress or _stderr_progress
+        self.progress: Progress = progress or stderr_progress
 
     def _kubectl(
         self, context: str | None, *args: str, timeout: float = 60.0, check: bool = True

@@ -45,7 +45,7 @@ from ..nodeexec import NetnsExec, NodeExec, run_command
 from . import local_addons as addons_mod
 from . import local_net as net
 from . import local_state as state_mod
-from .base import Cluster, ClusterSpec, NodeInfo, Provider
+from .base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 from .local_state import ClusterState, NodeRecord, ProcRecord
 
 __all__ = ["LocalProvider", "provider"]
@@ -57,12 +57,6 @@ API_PORT = 6443
 CAPABILITIES = frozenset({"etcd", "iptables", "nftables"})
 DEFAULT_TIMEOUT = 120.0
 EARLY_CONTROLLERS = os.environ.get("K8SSTATE_LOCAL_EARLY_CONTROLLERS", "") == "1"
-
-Progress = Callable[[str], None]
-
-
-def _stderr_progress(line: str) -> None:
-    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
 
 
 def provider(**options: Any) -> LocalProvider:
@@ -271,7 +265,7 @@ class LocalProvider(Provider):
     capabilities = CAPABILITIES
 
     def __init__(self, progress: Progress | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.progress: Progress = progress or _stderr_progress
+        self.progress: Progress = progress or stderr_progress
         self.timeout = timeout
 
     # --- public API -------------------------------------------------------------------------------

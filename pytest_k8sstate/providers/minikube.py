@@ -19,16 +19,14 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CommandError, ConfigError, ProviderError
 from ..nodeexec import CommandResult, run_command
-from .base import Cluster, ClusterSpec, NodeInfo, Provider
+from .base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 from .kind import (
     DockerCli,
     DockerHostExec,
@@ -68,12 +66,6 @@ NO_REGISTRY_REASON = (
     "minikube cannot run here: its docker driver needs the kicbase image (gcr.io/k8s-minikube/kicbase) and "
     "preloaded Kubernetes images from a registry, and no registry is reachable from this machine"
 )
-
-Progress = Callable[[str], None]
-
-
-def _stderr_progress(line: str) -> None:
-    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
 
 
 def provider(**options: Any) -> MinikubeProvider:
@@ -184,7 +176,7 @@ class MinikubeProvider(Provider):
         self, options: MinikubeOptions | None = None, progress: Progress | None = None, **kw: Any
     ) -> None:
         self.options = options or MinikubeOptions(**kw)
-        self.progress: Progress = progress or _stderr_progress
+        self.progress: Progress = progress or stderr_progress
         host, netns = resolve_docker(self.options.docker_host, self.options.docker_netns)
         self.docker = DockerCli(host)
         self.netns = netns

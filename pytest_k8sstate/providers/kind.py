@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ import yaml
 from ..errors import BinaryError, CommandError, ConfigError, ProviderError
 from ..nodeexec import DEFAULT_TIMEOUT, CommandResult, DockerExec, run_command
 from . import docker_engine
-from .base import PROXY_MODES, Cluster, ClusterSpec, NodeInfo, Provider
+from .base import PROXY_MODES, Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 
 __all__ = [
     "CLUSTER_LABEL",
@@ -81,12 +81,6 @@ IMAGE_ENV = "K8SSTATE_KIND_IMAGE"
 DEFAULT_WAIT = 300.0
 BASE_CAPABILITIES = frozenset({"container-runtime", "kubelet", "iptables", "nftables", "etcd"})
 _CIDR_RE = re.compile(r"^[0-9a-fA-F:.]+/\d{1,3}$")
-
-Progress = Callable[[str], None]
-
-
-def _stderr_progress(line: str) -> None:
-    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
 
 
 def provider(**options: Any) -> KindProvider:
@@ -609,7 +603,7 @@ class KindProvider(Provider):
         **kw: Any,
     ) -> None:
         self.options = options or KindOptions(**kw)
-        self.progress: Progress = progress or _stderr_progress
+        self.progress: Progress = progress or stderr_progress
         host, netns = resolve_docker(self.options.docker_host, self.options.docker_netns)
         self.docker = DockerCli(host)
         self.netns = netns

@@ -9,8 +9,10 @@ import pytest
 from .helpers import manifest
 
 
-def _crictl_json(node_exec, *args: str):
-    return json.loads(node_exec.run(["crictl", *args, "-o", "json"], timeout=30).text)
+def _crictl_json(node_exec, command: str, *args: str):
+    # ``-o json`` goes before any positional argument: crictl's CLI parser stops taking flags at the first
+    # one, so ``crictl inspectp ID -o json`` asks for the sandboxes "ID", "-o" and "json" (NotFound)
+    return json.loads(node_exec.run(["crictl", command, "-o", "json", *args], timeout=30).text)
 
 
 def _netns_path(spec: dict) -> str | None:

@@ -9,6 +9,9 @@ from pytest_k8sstate.parse.iptables import parse_iptables_save
 
 from .helpers import add_nfacct_counters, manifest, wait_proxy_endpoints
 
+# chains the kubelet (not kube-proxy) creates: pkg/kubelet/kubelet_network_linux.go
+KUBELET_CHAINS = frozenset({"KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"})
+
 
 def _kube_chains(text: str, source: str) -> list[tuple[str, str]]:
     rs = parse_iptables_save(text, source=source)
@@ -46,6 +49,12 @@ def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s):
     ``localhost_nps_accepted_pkts``) that some of its rules match on; they are created in the copy too, or
     those rules would not load. Run on the live node, the node's own kube-proxy puts everything back at its
     next canary check (that is finding 15), so the copy isolates what ``--cleanup`` itself does.
+
+    Provider difference: on ``kind`` the nodes run a real kubelet, which owns chains of its own in the same
+    tables — ``KUBE-KUBELET-CANARY`` (mangle, nat, filter) and ``KUBE-IPTABLES-HINT`` (mangle) — and
+    (re)creates ``KUBE-FIREWALL``. ``kube-proxy --cleanup`` rightly leaves the kubelet's chains alone, so
+    there they must be in the dump and are the only other KUBE-* chains left; every kube-proxy chain
+    (KUBE-SERVICES, KUBE-SVC-…, KUBE-SEP-…, KUBE-PROXY-CANARY, …) and every jump into one must still go.
     """
     binary = binaries.find_binary("kube-proxy")
     if binary is None:
@@ -57,7 +66,13 @@ def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s):
     dump = node.exec.run(["iptables-save"]).text
     chains = _kube_chains(dump, f"iptables-save on {node.name}")
     assert {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"} <= {c for _, c in chains}
-    assert ("filter", "KUBE-FIREWALL") in chains  # kube-proxy's: the local provider's nodes run no kubelet
+    assert ("filter", "KUBE-FIREWALL") in chains  # kube-proxy's (and, with a kubelet, also the kubelet's)
+    kubelet_chains = sorted(c for c in chains if c[1] in KUBELET_CHAINS)
+    if k8s_cluster.has("kubelet"):  # kind: the kubelet's canaries are there, and --cleanup must keep them
+        assert ("mangle", "KUBE-KUBELET-CANARY") in kubelet_chains, chains
+    else:  # local: kwok nodes, no kubelet, so no kubelet chains either
+        assert kubelet_chains == [], kubelet_chains
+    expected_left = sorted([("filter", "KUBE-FIREWALL"), *kubelet_chains])
     assert any(c.startswith("KUBE-EXT-") for _, c in chains)
     assert any(c.startswith("KUBE-SEP-") for _, c in chains)
 
@@ -71,8 +86,8 @@ def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s):
         assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
 
         left = ns.run(["iptables-save"]).text
-        # every KUBE-* chain and jump goes, except KUBE-FIREWALL (see the docstring)
-        assert _kube_chains(left, "after --cleanup") == [("filter", "KUBE-FIREWALL")], left
+        # every KUBE-* chain and jump goes, except KUBE-FIREWALL and the kubelet's (see the docstring)
+        assert sorted(_kube_chains(left, "after --cleanup")) == expected_left, left
         assert sorted(_jumps_to_kube(left, "after --cleanup")) == [
             "filter INPUT -j KUBE-FIREWALL",
             "filter OUTPUT -j KUBE-FIREWALL",

@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from ..errors import BinaryError, CommandError, ConfigError, ProviderError
-from ..nodeexec import DEFAULT_TIMEOUT, CommandResult, DockerExec, run_command
+from ..nodeexec import CommandResult, DockerExec, run_command
 from . import docker_engine
 from .base import PROXY_MODES, Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 
@@ -321,29 +321,8 @@ def capabilities_for(proxy_mode: str, *, default_cni: bool, ipvs_kernel: bool) -
 # --------------------------------------------------------------------------------------------------
 # docker
 # --------------------------------------------------------------------------------------------------
-class DockerHostExec(DockerExec):
-    """``docker [--host H] exec -i CONTAINER argv``."""
-
-    def __init__(self, container: str, node: str | None = None, host: str | None = None) -> None:
-        super().__init__(container, node=node)
-        self.host = host
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        input: bytes | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        host = ["--host", self.host] if self.host else []
-        return run_command(
-            [self.docker, *host, "exec", "-i", self.container, *argv],
-            timeout=timeout,
-            input=input,
-            check=check,
-            where=f"node {self.node} (container {self.container})",
-        )
+DockerHostExec = DockerExec
+"""``docker [--host H] exec -i CONTAINER argv`` (the name is kept; ``nodeexec.DockerExec`` does it all)."""
 
 
 @dataclass
@@ -533,6 +512,29 @@ KIND_CERTS = NodeCerts(
     cert=f"{KUBEADM_PKI}/apiserver-etcd-client.crt",
     key=f"{KUBEADM_PKI}/apiserver-etcd-client.key",
 )
+
+
+def attach_endpoints(
+    state_dir: Path, netns: object, node_ip: str, tool_kubeconfig: Path, *, api_port: int
+) -> tuple[Path, str, str]:
+    """The API server and etcd endpoints of a node container, and a kubeconfig for them.
+
+    With a project-owned engine (``netns`` set) the container IPs exist only inside that namespace, so a
+    loopback forwarder (``portforward.py``) is started and the tool's kubeconfig is rewritten to it;
+    otherwise the tool's kubeconfig and the container IP are used as they are. Returns
+    ``(kubeconfig path, api server URL, etcd endpoint)``."""
+    tool_kc = tool_kubeconfig.read_text()
+    if netns:
+        api, etcd = ensure_forwarder(state_dir, str(netns), [f"{node_ip}:{api_port}", f"{node_ip}:2379"])
+        api_server, etcd_ep = f"https://127.0.0.1:{api}", f"https://127.0.0.1:{etcd}"
+        kc_text = rewrite_kubeconfig_server(tool_kc, api_server, str(tool_kubeconfig))
+    else:
+        api_server, etcd_ep, kc_text = kubeconfig_server(tool_kc), f"https://{node_ip}:2379", tool_kc
+    kc = state_dir / "kubeconfig"
+    fd = os.open(kc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(kc_text)
+    return kc, api_server, etcd_ep
 
 
 def copy_node_certs(node: DockerHostExec, certs: NodeCerts, dest: Path) -> tuple[Path, Path, Path]:
@@ -803,21 +805,10 @@ class KindProvider(Provider):
             conf = cp.exec.run(["cat", "/kind/kubeadm.conf"], check=False, timeout=20)
             mode = proxy_mode_from_kubeadm_conf(conf.text)
             st.data["proxy_mode"] = mode
-        kind_kc = (st.dir / "kubeconfig.kind").read_text()
         netns = st.data.get("netns")
-        if netns:
-            api_port, etcd_port = ensure_forwarder(st.dir, str(netns), [f"{cp.ip}:6443", f"{cp.ip}:2379"])
-            api_server = f"https://127.0.0.1:{api_port}"
-            etcd_ep = f"https://127.0.0.1:{etcd_port}"
-            kc_text = rewrite_kubeconfig_server(kind_kc, api_server, str(st.dir / "kubeconfig.kind"))
-        else:
-            api_server = kubeconfig_server(kind_kc)
-            etcd_ep = f"https://{cp.ip}:2379"
-            kc_text = kind_kc
-        kc = st.dir / "kubeconfig"
-        fd = os.open(kc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(kc_text)
+        kc, api_server, etcd_ep = attach_endpoints(
+            st.dir, netns, cp.ip, st.dir / "kubeconfig.kind", api_port=6443
+        )
         default_cni = bool(st.data.get("default_cni", True))
         if not st.data.get("version"):
             res = cp.exec.run(["kubelet", "--version"], check=False, timeout=20)

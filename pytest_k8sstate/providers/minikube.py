@@ -32,13 +32,11 @@ from .kind import (
     DockerHostExec,
     NodeCerts,
     StateFile,
+    attach_endpoints,
     capabilities_for,
     copy_node_certs,
-    ensure_forwarder,
     ipvs_in_kernel,
-    kubeconfig_server,
     resolve_docker,
-    rewrite_kubeconfig_server,
     state_root,
     stop_forwarder,
 )
@@ -289,23 +287,10 @@ class MinikubeProvider(Provider):
         cp = nodes[0]
         assert isinstance(cp.exec, DockerHostExec)
         ca, cert, key = copy_node_certs(cp.exec, MINIKUBE_CERTS, st.dir / "pki")
-        mk_kc = (st.dir / "kubeconfig.minikube").read_text()
         netns = st.data.get("netns")
-        if netns:
-            api_port, etcd_port = ensure_forwarder(
-                st.dir, str(netns), [f"{cp.ip}:{API_PORT}", f"{cp.ip}:2379"]
-            )
-            api_server = f"https://127.0.0.1:{api_port}"
-            etcd_ep = f"https://127.0.0.1:{etcd_port}"
-            kc_text = rewrite_kubeconfig_server(mk_kc, api_server, str(st.dir / "kubeconfig.minikube"))
-        else:
-            api_server = kubeconfig_server(mk_kc)
-            etcd_ep = f"https://{cp.ip}:2379"
-            kc_text = mk_kc
-        kc = st.dir / "kubeconfig"
-        fd = os.open(kc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(kc_text)
+        kc, api_server, etcd_ep = attach_endpoints(
+            st.dir, netns, cp.ip, st.dir / "kubeconfig.minikube", api_port=API_PORT
+        )
         mode = str(st.data.get("proxy_mode") or "iptables")
         st.save()
         caps = capabilities_for(mode, default_cni=False, ipvs_kernel=ipvs_in_kernel()) | {"cni"}

@@ -9,15 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_fixtures import k8s_value, pod, service, start_etcd
+from etcd_fixtures import (
+    etcd_server,  # noqa: F401 - the shared real-etcd fixture
+    k8s_value,
+    pod,
+    service,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_k8sstate import netns
 from pytest_k8sstate.collectors.etcd import EtcdClient, EtcdEntry, EtcdState, collect_etcd
 from pytest_k8sstate.collectors.node import NodeState, collect_node
-from pytest_k8sstate.errors import BinaryError, ParseError
-from pytest_k8sstate.etcdserver import EtcdServer, find_etcd_binary
+from pytest_k8sstate.errors import ParseError
+from pytest_k8sstate.etcdserver import EtcdServer
 from pytest_k8sstate.model import (
     DEFAULT_IGNORE,
     KeyChange,
@@ -446,20 +451,7 @@ def test_etcd_diff_logic_on_constructed_states() -> None:
     assert d2.notes == ["etcd not captured in 'b': etcd keys not compared"]
 
 
-@pytest.fixture(scope="module")
-def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    try:
-        find_etcd_binary()
-    except BinaryError as exc:
-        pytest.skip(str(exc))
-    _, server = start_etcd(tmp_path_factory.mktemp("etcd"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_etcd_diff_real_server(etcd_server: EtcdServer, tmp_path: Path) -> None:
+def test_etcd_diff_real_server(etcd_server: EtcdServer, tmp_path: Path) -> None:  # noqa: F811
     """Real etcd (client-cert TLS) with protobuf-encoded Kubernetes values; capture, diff, save/load."""
     svc_key = "/registry/services/specs/default/web"
     pod_key = "/registry/pods/default/web-0"

@@ -1,6 +1,6 @@
 # Quick start:  make findings   (set everything up, run the article's findings on a local cluster)
 #               make test       (the project's own test suite, as CI runs it)
-.PHONY: setup findings test lint bench clean
+.PHONY: setup findings test test-kind lint bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -10,6 +10,10 @@ findings: setup
 
 test: setup lint
 	.venv/bin/pytest -p no:cacheprovider
+
+# kind end to end: the project's Docker engine, the offline node image, contract tests + findings on kind
+test-kind: setup
+	bash scripts/kind-e2e.sh
 
 lint:
 	.venv/bin/ruff check .

@@ -1,4 +1,4 @@
-"""Pinned Kubernetes, etcd, kwok and kind binaries: cache, official downloads, or a build via the Go proxy.
+"""Pinned Kubernetes, etcd, kwok, kind (+ CoreDNS, crictl) binaries: cache, downloads, or a Go proxy build.
 
 Layout under :func:`cache_dir` (``user_cache_dir("pytest-k8sstate")`` or ``$K8SSTATE_CACHE_DIR``)::
 
@@ -10,8 +10,9 @@ Layout under :func:`cache_dir` (``user_cache_dir("pytest-k8sstate")`` or ``$K8SS
 
 Sources, in order, per binary: the cache; the official release download (dl.k8s.io, GitHub releases) with its
 published checksum, 5 s connect timeout; a build from the Go module proxy (``go build`` in a generated
-wrapper module for Kubernetes and etcd, ``go install pkg@version`` for kwok and kind). Go's own build and
-module caches make a rebuild after the first one fast.
+wrapper module for Kubernetes, etcd and crictl, ``go install pkg@version`` for kwok, kind and CoreDNS).
+CoreDNS and crictl are only built on demand (kind node images, :mod:`.kindimage`), never downloaded.
+Go's own build and module caches make a rebuild after the first one fast.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ DEFAULT_ETCD_VERSION = "v3.7.3"
 # kwok and kind: newest releases on the proxy (sigs.k8s.io/kwok, sigs.k8s.io/kind).
 DEFAULT_KWOK_VERSION = "v0.8.0"
 DEFAULT_KIND_VERSION = "v0.33.0"
+# kind node images only (pytest_k8sstate.kindimage), build only (no download): CoreDNS is the version kubeadm
+# v1.37 names (`kubeadm config images list`); crictl: cri-tools v1.36.0 is the newest the proxy serves here
+# (v1.37.0 answers 403 "This module version is not available", checked 2026-11-22).
+DEFAULT_COREDNS_VERSION = "v1.14.6"
+DEFAULT_CRICTL_VERSION = "v1.36.0"
 
 KUBERNETES_BINARIES: tuple[str, ...] = (
     "kube-apiserver",
@@ -89,12 +95,14 @@ COMPONENT_BINARIES: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd", "etcdctl"),
     "kwok": ("kwok",),
     "kind": ("kind",),
+    "coredns": ("coredns",),
+    "crictl": ("crictl",),
 }
 BINARY_COMPONENT: dict[str, str] = {b: c for c, bs in COMPONENT_BINARIES.items() for b in bs}
 DEFAULT_BINARIES: tuple[str, ...] = (*KUBERNETES_BINARIES, "etcd", "etcdctl", "kwok", "kind")
 ALL_BINARIES: tuple[str, ...] = tuple(BINARY_COMPONENT)
 # Small first: the local provider needs etcd and kwok long before a cold Kubernetes build finishes.
-_INSTALL_ORDER = ("etcd", "kwok", "kind", "kubernetes")
+_INSTALL_ORDER = ("etcd", "kwok", "kind", "crictl", "coredns", "kubernetes")
 
 CACHE_ENV = "K8SSTATE_CACHE_DIR"
 GO_ENV = "K8SSTATE_GO"
@@ -142,6 +150,8 @@ class Versions:
     etcd: str = DEFAULT_ETCD_VERSION
     kwok: str = DEFAULT_KWOK_VERSION
     kind: str = DEFAULT_KIND_VERSION
+    coredns: str = DEFAULT_COREDNS_VERSION
+    crictl: str = DEFAULT_CRICTL_VERSION
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -161,10 +171,19 @@ class Versions:
         etcd: str | None = None,
         kwok: str | None = None,
         kind: str | None = None,
+        coredns: str | None = None,
+        crictl: str | None = None,
     ) -> Versions:
         """Defaults, overridden by ``K8SSTATE_<COMPONENT>_VERSION`` in ``env``, overridden by arguments."""
         environ = os.environ if env is None else env
-        given = {"kubernetes": kubernetes, "etcd": etcd, "kwok": kwok, "kind": kind}
+        given = {
+            "kubernetes": kubernetes,
+            "etcd": etcd,
+            "kwok": kwok,
+            "kind": kind,
+            "coredns": coredns,
+            "crictl": crictl,
+        }
         chosen: dict[str, str] = {}
         for f in fields(cls):
             arg = given[f.name]
@@ -977,7 +996,8 @@ class _Installer:
                 missing = []
                 self.progress(_line("kind", version, f"downloaded ({time.monotonic() - t0:.1f}s)"))
             else:
-                # kwok publishes no checksums for its release binaries: build it (go checks go.sum/sumdb)
+                # kwok publishes no checksums for its release binaries; coredns and crictl (node images
+                # only) are not downloaded either: build them (go checks go.sum/sumdb)
                 return missing
         except _DownloadUnavailable as exc:
             self.downloads_failed = str(exc)
@@ -1028,8 +1048,14 @@ class _Installer:
             self._build_kubernetes(version, vdir, bdir, names, log_path)
         elif component == "etcd":
             self._build_etcd(version, vdir, bdir, names, log_path)
+        elif component == "crictl":
+            self._build_crictl(version, vdir, bdir, log_path)
         else:
-            pkg = {"kwok": "sigs.k8s.io/kwok/cmd/kwok", "kind": "sigs.k8s.io/kind"}[component]
+            pkg = {
+                "kwok": "sigs.k8s.io/kwok/cmd/kwok",
+                "kind": "sigs.k8s.io/kind",
+                "coredns": "github.com/coredns/coredns",
+            }[component]
             name = names[0]
             self._timed(
                 name,
@@ -1149,6 +1175,29 @@ class _Installer:
                 )
 
             self._timed(name, version, log_path, make, vdir, f"go build {pkgs[name]} (etcd {version})")
+
+    def _build_crictl(self, version: str, vdir: Path, bdir: Path, log_path: Path) -> None:
+        """crictl through a wrapper module: ``go install sigs.k8s.io/cri-tools/cmd/crictl@V`` fails here
+        because the proxy answers 403 (not 404) for the candidate module paths below the module root."""
+        assert self.go is not None
+        go = self.go
+        files = {
+            "go.mod": f"module k8sstate/crictl\n\ngo 1.24\n\nrequire sigs.k8s.io/cri-tools {version}\n",
+            "tools.go": 'package main\n\nimport _ "sigs.k8s.io/cri-tools/cmd/crictl"\n',
+        }
+        self.progress(f"[k8sstate] crictl {version}: preparing the wrapper module (go mod tidy)…")
+        _prepare_wrapper(bdir, files, go=go, log_path=log_path, what=f"crictl {version}")
+        pkg = "sigs.k8s.io/cri-tools/cmd/crictl"
+
+        def make(tmp: Path) -> None:
+            _run_logged(
+                [go, "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, pkg],
+                cwd=bdir,
+                log_path=log_path,
+                what=f"crictl {version}",
+            )
+
+        self._timed("crictl", version, log_path, make, vdir, f"go build {pkg} (cri-tools {version})")
 
 
 def ensure_binaries(

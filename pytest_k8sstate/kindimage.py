@@ -30,9 +30,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import noderoutes
 from .errors import BinaryError, CommandError, K8sStateError
 from .nodeexec import run_command
+
+if TYPE_CHECKING:
+    from .binaries import Versions
 
 __all__ = [
     "BASE_PACKAGES",
@@ -73,6 +78,8 @@ BASE_PACKAGES: tuple[str, ...] = (
 )
 EXTRA_PAUSE_TAGS = ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10.1")
 CNI_PLUGINS = ("host-local", "loopback", "ptp", "portmap")
+DEFAULT_CNIS = ("auto", "kindnet", noderoutes.CONFIGMAP)
+"""``auto``: kindnet when a kindnetd binary is at hand (``--kindnetd`` or ``<workdir>/gobin/kindnetd``)."""
 DEBOOTSTRAP_TIMEOUT = 3600.0
 DOCKER_TIMEOUT = 1200.0
 
@@ -446,9 +453,13 @@ class NodeImageBuilder:
         node_tag: str,
         bins: Mapping[str, Path],
         image_tags: Sequence[str],
-        cni_manifest: str | None,
+        cni_manifest: str,
         kubernetes_version: str,
+        *,
+        default_cni: str = "kindnet",
     ) -> None:
+        """``default_cni``: ``kindnet`` (kindnetd image + kind's manifest) or ``k8sstate-node-routes``
+        (:mod:`.noderoutes`: its agent and systemd unit go into the node, ``cni_manifest`` switches it on)."""
         images_tar = self.workdir / "images.tar"
         self._docker("save-images", "save", "-o", str(images_tar), *image_tags)
         cid = f"k8sstate-kindimage-{os.getpid()}"
@@ -462,11 +473,12 @@ class NodeImageBuilder:
                 self._docker("node-cp", "cp", str(bins["crictl"]), f"{cid}:/usr/local/bin/crictl")
             self._docker("node-cp", "cp", str(images_tar), f"{cid}:/kind/images.tar")
             self._docker("node-exec", "exec", cid, "sh", "-c", f"echo {kubernetes_version} > /kind/version")
-            if cni_manifest is not None:
-                man = self.workdir / "default-cni.yaml"
-                man.write_text(cni_manifest)
-                self._docker("node-exec", "exec", cid, "mkdir", "-p", "/kind/manifests")
-                self._docker("node-cp", "cp", str(man), f"{cid}:/kind/manifests/default-cni.yaml")
+            man = self.workdir / "default-cni.yaml"
+            man.write_text(cni_manifest)
+            self._docker("node-exec", "exec", cid, "mkdir", "-p", "/kind/manifests")
+            self._docker("node-cp", "cp", str(man), f"{cid}:/kind/manifests/default-cni.yaml")
+            if default_cni == noderoutes.CONFIGMAP:
+                self._install_node_routes(cid)
             self._docker(
                 "node-containerd",
                 "exec",
@@ -520,6 +532,8 @@ class NodeImageBuilder:
                 "CMD []",
                 "--change",
                 "ENV container=docker",
+                "--change",
+                f"LABEL {noderoutes.IMAGE_LABEL}={default_cni}",
                 cid,
                 node_tag + "-unsealed",
             )
@@ -540,6 +554,27 @@ class NodeImageBuilder:
             run_command(["docker", *host, "rm", "-f", "-v", cid], timeout=120, check=False)
             with contextlib.suppress(OSError):
                 images_tar.unlink()
+
+    def _install_node_routes(self, cid: str) -> None:
+        """:mod:`.noderoutes`' agent and its systemd unit (enabled) into the build container."""
+        d = self.workdir / "node-routes"
+        d.mkdir(parents=True, exist_ok=True)
+        agent = d / "agent"
+        agent.write_text(noderoutes.AGENT_SCRIPT)
+        agent.chmod(0o755)
+        unit = d / noderoutes.UNIT_NAME
+        unit.write_text(noderoutes.UNIT)
+        self._docker("node-cp", "cp", str(agent), f"{cid}:{noderoutes.AGENT_PATH}")
+        self._docker("node-cp", "cp", str(unit), f"{cid}:/etc/systemd/system/{noderoutes.UNIT_NAME}")
+        wants = "/etc/systemd/system/multi-user.target.wants"
+        self._docker(
+            "node-exec",
+            "exec",
+            cid,
+            "sh",
+            "-c",
+            f"mkdir -p {wants} && ln -sf /etc/systemd/system/{noderoutes.UNIT_NAME} {wants}/",
+        )
 
 
 @dataclass(frozen=True)
@@ -670,6 +705,43 @@ def cni_manifest_from_go(text: str, kindnetd_tag: str, source: str = "const_cni.
     return rest[:end]
 
 
+def coredns_version(plan: KubePlan) -> str:
+    """The CoreDNS version kubeadm asks for (``registry.k8s.io/coredns/coredns:v1.14.6`` → ``v1.14.6``)."""
+    return plan.coredns_tag.rpartition(":")[2]
+
+
+def _go_tools(
+    versions: Versions,
+    plan: KubePlan,
+    *,
+    coredns: Path | None,
+    crictl: Path | None,
+    progress: Progress,
+) -> dict[str, Path]:
+    """CoreDNS (the version kubeadm names, unless ``$K8SSTATE_COREDNS_VERSION``) and crictl: given paths, or
+    from the binaries cache, built from the Go module proxy on first use."""
+    from . import binaries as bins_mod
+
+    out: dict[str, Path] = {}
+    if coredns is not None:
+        out["coredns"] = coredns
+    if crictl is not None:
+        out["crictl"] = crictl
+    need = [n for n in ("coredns", "crictl") if n not in out]
+    if not need:
+        return out
+    env_pin = os.environ.get(bins_mod.Versions.env_var("coredns"), "").strip()
+    tools = bins_mod.Versions.resolve(coredns=env_pin or coredns_version(plan), crictl=versions.crictl)
+    try:
+        got = bins_mod.ensure_binaries(need, tools, progress=progress)
+    except BinaryError as exc:
+        raise ImageBuildError(
+            f"kind node image: {exc}\n(or pass a prebuilt binary: --coredns PATH / --crictl PATH)"
+        ) from exc
+    out.update({n: got[n] for n in need})
+    return out
+
+
 @dataclass
 class BuildResult:
     tag: str
@@ -687,6 +759,8 @@ def build(
     kubernetes: str | None = None,
     kindnetd: Path | None = None,
     coredns: Path | None = None,
+    crictl: Path | None = None,
+    default_cni: str = "auto",
     progress: Progress = _stderr,
 ) -> BuildResult:
     """Build (or load from the cache) the node image; returns its tag."""
@@ -700,28 +774,39 @@ def build(
     need += ["kubelet", "kubeadm", "etcd", "etcdctl"]
     got = bins_mod.ensure_binaries(need, versions, progress=progress)
     bins: dict[str, Path] = {n: got[n] for n in need}
-    gobin = wd / "gobin"
-    for name, given in (("coredns", coredns), ("kindnetd", kindnetd), ("crictl", None)):
-        path = given or gobin / name
-        if path.is_file():
-            bins[name] = path
-    if "coredns" not in bins:
-        progress(
-            f"WARNING: no coredns binary at {gobin / 'coredns'} (CGO_ENABLED=0 GOBIN={gobin} go install "
-            "github.com/coredns/coredns@<the version kubeadm names>): the image will lack CoreDNS"
-        )
-    if "kindnetd" not in bins:
-        progress(
-            f"WARNING: no kindnetd binary at {gobin / 'kindnetd'}: the image will lack kind's default CNI"
-        )
     plan = kubeadm_plan(bins["kubeadm"], versions.kubernetes)
+    bins.update(_go_tools(versions, plan, coredns=coredns, crictl=crictl, progress=progress))
+    # kindnetd: given, or found where an earlier build put one (it cannot be built from the proxy)
+    if default_cni not in DEFAULT_CNIS:
+        raise ImageBuildError(f"default CNI {default_cni!r}: expected one of {', '.join(DEFAULT_CNIS)}")
+    kindnetd = kindnetd or (wd / "gobin" / "kindnetd")
+    if default_cni == "kindnet" and not kindnetd.is_file():
+        raise ImageBuildError(
+            f"default CNI kindnet: no kindnetd binary at {kindnetd}; it cannot be built from the Go module "
+            "proxy (see pytest_k8sstate/noderoutes.py): pass --kindnetd PATH or --default-cni auto"
+        )
+    if default_cni != noderoutes.CONFIGMAP and kindnetd.is_file():
+        bins["kindnetd"] = kindnetd
+        default_cni = "kindnet"
+    else:
+        if default_cni == "auto":
+            progress(
+                f"no kindnetd binary at {kindnetd} (it cannot be built from the Go module proxy): the "
+                f"image's default CNI is {noderoutes.CONFIGMAP} (ptp + host-local + per-node routes, "
+                "pytest_k8sstate/noderoutes.py); pass --kindnetd PATH for kind's own"
+            )
+        default_cni = noderoutes.CONFIGMAP
     inputs = {
         "versions": versions.to_json(),
         "plan": asdict(plan),
         "suite": b.suite,
         "packages": list(b.packages),
         "binaries": {n: bins_mod._sha256_file(p) for n, p in sorted(bins.items())},
-        "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),  # this module's steps
+        "default_cni": default_cni,
+        # this module's steps and what goes into the node from noderoutes.py
+        "recipe": hashlib.sha256(
+            Path(__file__).read_bytes() + Path(noderoutes.__file__).read_bytes()
+        ).hexdigest(),
     }
     key = image_key(inputs)
     tag = f"k8sstate/node:{versions.kubernetes}-{key}"
@@ -754,8 +839,16 @@ def build(
     b._timed("base", base)
     image_tags: list[str] = []
     b._timed("images", lambda: image_tags.extend(b.build_component_images(bins, plan)))
-    manifest = cni_manifest_from_kind(versions.kind, plan.kindnetd_tag) if "kindnetd" in bins else None
-    b._timed("node", lambda: b.build_node(base_tag, tag, bins, image_tags, manifest, versions.kubernetes))
+    if default_cni == "kindnet":
+        manifest = cni_manifest_from_kind(versions.kind, plan.kindnetd_tag)
+    else:
+        manifest = noderoutes.MANIFEST
+    b._timed(
+        "node",
+        lambda: b.build_node(
+            base_tag, tag, bins, image_tags, manifest, versions.kubernetes, default_cni=default_cni
+        ),
+    )
     b._timed("save", lambda: b._docker("save", "save", "-o", str(tarball), tag))
     # the node image keeps the base layers; the base tag itself is not needed any more
     run_command(["docker", *host, "rmi", base_tag], timeout=120, check=False, where="docker rmi")
@@ -767,6 +860,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("step", choices=("rootfs", "build"))
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--kubernetes", default=None)
+    ap.add_argument("--default-cni", choices=DEFAULT_CNIS, default="auto")
+    for tool in ("kindnetd", "coredns", "crictl"):
+        ap.add_argument(f"--{tool}", type=Path, default=None, metavar="PATH", help=f"a prebuilt {tool}")
     args = ap.parse_args(argv)
     host = os.environ.get("DOCKER_HOST")
     try:
@@ -775,7 +871,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             b.build_rootfs()
             print(json.dumps({"timings": b.timings}))
         else:
-            r = build(workdir=args.workdir, docker_host=host, kubernetes=args.kubernetes)
+            r = build(
+                workdir=args.workdir,
+                docker_host=host,
+                kubernetes=args.kubernetes,
+                kindnetd=args.kindnetd,
+                coredns=args.coredns,
+                crictl=args.crictl,
+                default_cni=args.default_cni,
+            )
             print(
                 json.dumps(
                     {

@@ -28,6 +28,15 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# apt-get install, with one `apt-get update` and a retry when the package lists are stale or missing
+apt_install() {
+    local args=(-y -o DPkg::Lock::Timeout=300 --no-install-recommends "$@")
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install "${args[@]}" && return 0
+    echo "[docker-setup] apt-get install $* failed; apt-get update and one retry"
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get update -q
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install "${args[@]}"
+}
+
 install_docker() {
     if command -v dockerd >/dev/null && command -v runc >/dev/null && command -v docker >/dev/null; then
         return
@@ -40,8 +49,7 @@ install_docker() {
         chmod 755 "$guard"
     fi
     trap '[ -n "$guard" ] && rm -f "$guard"' EXIT
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -o DPkg::Lock::Timeout=300 \
-        --no-install-recommends docker.io
+    apt_install docker.io
     if [ -n "$guard" ]; then rm -f "$guard"; fi
     trap - EXIT
 }

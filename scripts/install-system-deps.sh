@@ -5,7 +5,7 @@
 # Non-interactive. Usage: sudo scripts/install-system-deps.sh [--dry-run]
 set -euo pipefail
 
-PACKAGES=(iptables nftables ipset conntrack iproute2 ipvsadm)
+PACKAGES=(iptables nftables ipset conntrack iproute2 ipvsadm jq)
 APT_TIMEOUT="${APT_TIMEOUT:-900}"
 dry_run=0
 [[ "${1:-}" == "--dry-run" ]] && dry_run=1

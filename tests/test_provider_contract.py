@@ -158,6 +158,29 @@ def test_snapshot_has_etcd_and_every_node(cluster: Cluster) -> None:
         assert any("default/kubernetes:https" in s for s in specs), f"{name}: no kubernetes service rule"
 
 
+def test_pods_are_reachable_from_every_node(cluster: Cluster) -> None:
+    """The cluster's pod network (kindnet, or k8sstate-node-routes on images built without kindnetd): from
+    every node, each CoreDNS pod answers on its readiness port, including pods on other nodes."""
+    if "cni" not in cluster.capabilities:
+        pytest.skip(f"{cluster.provider}: no pod network (capability 'cni')")
+    from kubernetes import client
+
+    pods = client.CoreV1Api(cluster.kube_api()).list_namespaced_pod(
+        "kube-system", label_selector="k8s-app=kube-dns"
+    )
+    targets = {p.status.pod_ip: p.spec.node_name for p in pods.items if p.status.pod_ip}
+    assert targets, "no CoreDNS pod has an IP"
+    failures = []
+    for node in cluster.nodes:
+        for ip, where in targets.items():
+            res = node.exec.run(
+                ["curl", "-sS", "--max-time", "5", f"http://{ip}:8181/ready"], check=False, timeout=15
+            )
+            if res.returncode != 0 or res.text.strip() != "OK":
+                failures.append(f"{node.name} -> {ip} (on {where}): {res.stderr.decode(errors='replace')}")
+    assert not failures, "\n".join(failures)
+
+
 def test_get_attaches_to_running_cluster(provider: Provider, cluster: Cluster) -> None:
     again = provider.get(cluster.name)
     assert [n.name for n in again.nodes] == [n.name for n in cluster.nodes]
@@ -200,29 +223,48 @@ _CREATE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_ctrl_c_during_create_leaves_nothing(provider: Provider, tmp_path: Path) -> None:
-    if provider.name != "local":
-        pytest.skip("progress detection below reads the local provider's state file")
-    from pytest_k8sstate.providers import local_state
+def _create_under_way(provider: Provider, name: str) -> list[int] | None:
+    """None until the create of ``name`` has started its cluster (local: kube-apiserver running; kind: a
+    node container exists); then the pids to check afterwards."""
+    if provider.name == "local":
+        from pytest_k8sstate.providers import local_state
 
-    name = f"cc{os.getpid() % 100000}"
+        st = local_state.load_state(name) if local_state.cluster_dir(name).exists() else None
+        if st is not None and any(p.name == "kube-apiserver" for p in st.processes):
+            return [p.pid for p in st.processes]
+        return None
+    if provider.name == "kind":
+        from pytest_k8sstate.providers.kind import CLUSTER_LABEL, KindProvider
+
+        assert isinstance(provider, KindProvider)
+        return [] if provider.docker.containers(f"{CLUSTER_LABEL}={name}") else None
+    pytest.skip(f"{provider.name}: no way to see a create under way")
+
+
+def _start_create(provider: Provider, name: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
     script = tmp_path / "create.py"
     script.write_text(_CREATE_SCRIPT.format(root=str(ROOT), provider=provider.name, name=name))
     proc = subprocess.Popen(  # noqa: S603 - our own script
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    pids: list[int] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        pids = _create_under_way(provider, name)
+        if pids is not None:
+            return proc, pids
+        if proc.poll() is not None:
+            _out, err = proc.communicate()
+            pytest.fail(f"create exited {proc.returncode} early: {err.decode(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    pytest.fail("create did not get under way within 180s")
+
+
+def test_ctrl_c_during_create_leaves_nothing(provider: Provider, tmp_path: Path) -> None:
+    name = f"cc{os.getpid() % 100000}"
+    proc, pids = _start_create(provider, name, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            st = local_state.load_state(name) if local_state.cluster_dir(name).exists() else None
-            if st is not None and any(p.name == "kube-apiserver" for p in st.processes):
-                pids = [p.pid for p in st.processes]
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        else:
-            pytest.fail("create did not reach kube-apiserver start within 120s")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -232,3 +274,42 @@ def test_ctrl_c_during_create_leaves_nothing(provider: Provider, tmp_path: Path)
     assert proc.returncode != 0
     assert b"KeyboardInterrupt" in err
     assert leftovers(provider.name, name, pids) == []
+
+
+def test_cluster_of_a_killed_session_is_reaped(provider: Provider, tmp_path: Path) -> None:
+    """The creating process dies without any teardown (SIGKILL): the next create (here: ``reap()``) deletes
+    what it left. (local: tests/test_provider_local.py covers its reaper.)"""
+    if provider.name != "kind":
+        pytest.skip("kind's reaper; the local provider's is tested in test_provider_local.py")
+    from pytest_k8sstate.providers.kind import KindProvider
+
+    assert isinstance(provider, KindProvider)
+    name = f"ck{os.getpid() % 100000}"
+    proc, _ = _start_create(provider, name, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=30)
+    # `kind create cluster` runs in its own session and goes on; wait until it is done with the cluster
+    deadline = time.monotonic() + 600
+    while any(f"--name\0{name}\0" in _cmdline(pid) for pid in _pids()):
+        assert time.monotonic() < deadline, f"kind create of {name} still running after 600s"
+        time.sleep(1)
+    try:
+        assert name in provider.orphans()
+        assert name in provider.reap()
+        assert leftovers(provider.name, name) == []
+        assert name not in provider.orphans()
+    finally:
+        if name in provider.list():
+            provider.delete(name)
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""

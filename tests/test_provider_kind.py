@@ -197,6 +197,10 @@ def test_capabilities() -> None:
     assert "kindnet" not in capabilities_for("iptables", default_cni=False, ipvs_kernel=True)
     assert "ipvs" not in capabilities_for("ipvs", default_cni=True, ipvs_kernel=False)
     assert "ipvs" in capabilities_for("ipvs", default_cni=True, ipvs_kernel=True)
+    # node images built without kindnetd: pod networking from k8sstate-node-routes, but no kindnet
+    routes = capabilities_for("iptables", default_cni=True, ipvs_kernel=False, kindnet=False)
+    assert "cni" in routes
+    assert "kindnet" not in routes
 
 
 def test_rewrite_kubeconfig_server() -> None:
@@ -546,3 +550,32 @@ def test_image_key_is_stable_and_input_sensitive() -> None:
     assert a == image_key({"packages": ["systemd"], "versions": {"kubernetes": "v1.37.1"}})
     assert a != image_key({"versions": {"kubernetes": "v1.37.2"}, "packages": ["systemd"]})
     assert len(a) == 12
+
+
+def test_orphans_are_clusters_whose_owner_process_is_gone(tmp_path: Path) -> None:
+    """State files only (no engine needed): a dead owner (pid + start time) is an orphan; a live owner, a
+    persistent cluster (no owner) and a cluster of another Docker engine are not."""
+    from pytest_k8sstate.providers import local_state
+    from pytest_k8sstate.providers.kind import KindProvider, StateFile
+
+    prov = KindProvider(docker_host="unix:///tmp/k8sstate-test-engine.sock")
+    prov.root = tmp_path
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        child_start = local_state.proc_start_time(child.pid)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    me = os.getpid()
+    rows = {
+        "dead": {"owner_pid": child.pid, "owner_start": child_start},
+        "live": {"owner_pid": me, "owner_start": local_state.proc_start_time(me)},
+        # the same pid, but a different process started under it: gone as well
+        "recycled": {"owner_pid": me, "owner_start": -1},
+        "persistent": {"owner_pid": None},
+        "elsewhere": {"owner_pid": child.pid, "owner_start": child_start, "docker_host": "unix:///other"},
+    }
+    for name, data in rows.items():
+        st = StateFile(name, tmp_path / name, {"docker_host": prov.docker.host, **data})
+        st.save()
+    assert prov.orphans() == ["dead", "recycled"]

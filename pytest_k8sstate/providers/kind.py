@@ -29,6 +29,7 @@ State per cluster: ``<cache>/kind-clusters/<name>/`` (``state.json``, ``config.y
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -45,9 +46,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import BinaryError, CommandError, ConfigError, ProviderError
+from .. import noderoutes
+from ..errors import BinaryError, CommandError, ConfigError, K8sStateError, ProviderError
 from ..nodeexec import CommandResult, DockerExec, run_command
-from . import docker_engine
+from . import docker_engine, local_state
 from .base import PROXY_MODES, Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 
 __all__ = [
@@ -309,10 +311,13 @@ def ipvs_in_kernel(proc: Path = Path("/proc")) -> bool:
     return (proc / "net" / "ip_vs").exists() or Path("/sys/module/ip_vs").exists()
 
 
-def capabilities_for(proxy_mode: str, *, default_cni: bool, ipvs_kernel: bool) -> frozenset[str]:
+def capabilities_for(
+    proxy_mode: str, *, default_cni: bool, ipvs_kernel: bool, kindnet: bool = True
+) -> frozenset[str]:
+    """``kindnet=False``: the default CNI is :mod:`...noderoutes` (node images built without kindnetd)."""
     caps = set(BASE_CAPABILITIES)
     if default_cni:
-        caps |= {"cni", "kindnet"}
+        caps |= {"cni", "kindnet"} if kindnet else {"cni"}
     if ipvs_kernel and proxy_mode == "ipvs":
         caps.add("ipvs")
     return frozenset(caps)
@@ -648,6 +653,7 @@ class KindProvider(Provider):
                 f"kind cluster {spec.name!r}: proxy mode ipvs needs the kernel's ip_vs module, which this "
                 "kernel lacks (/proc/net/ip_vs missing); use --proxy-mode iptables or nftables"
             )
+        self.reap()
         if spec.name in self.list():
             raise ProviderError(
                 f"kind cluster {spec.name!r} already exists; delete it (`k8sstate cluster delete --name "
@@ -679,6 +685,7 @@ class KindProvider(Provider):
             "netns": self.netns,
             "persistent": spec.persistent,
             "owner_pid": None if spec.persistent else os.getpid(),
+            "owner_start": None if spec.persistent else local_state.proc_start_time(os.getpid()),
             "phase": "creating",
         }
         st.save()
@@ -736,6 +743,32 @@ class KindProvider(Provider):
             st.save()
         return self._cluster(st)
 
+    def orphans(self) -> builtins.list[str]:
+        """Clusters this provider created for a test session (or a create) whose process is gone: killed,
+        crashed, or ended without teardown. ``persistent`` clusters (``k8sstate cluster create``) have no
+        owner and stay until deleted. Only clusters of this provider's Docker engine are considered."""
+        out: builtins.list[str] = []
+        with contextlib.suppress(OSError):
+            for d in sorted(self.root.iterdir()):
+                st = StateFile.load(d.name, self.root)
+                pid = st.data.get("owner_pid")
+                if not isinstance(pid, int) or st.data.get("docker_host") != self.docker.host:
+                    continue
+                start = st.data.get("owner_start")
+                if not local_state.alive(pid, start if isinstance(start, int) else None):
+                    out.append(d.name)
+        return out
+
+    def reap(self) -> builtins.list[str]:
+        """Delete every orphaned cluster (:meth:`orphans`); returns their names. Never raises for one."""
+        reaped = []
+        for name in self.orphans():
+            self.progress(f"kind: deleting cluster {name!r} left behind by a process that is gone")
+            with contextlib.suppress(K8sStateError, OSError):
+                self._delete(name, self.root / name)
+                reaped.append(name)
+        return reaped
+
     def export_logs(self, name: str, dest: Path) -> Path:
         """``kind export logs DEST --name NAME``: control-plane pods, kubelet/containerd journals, ..."""
         dest.mkdir(parents=True, exist_ok=True)
@@ -768,6 +801,14 @@ class KindProvider(Provider):
                     f"see `kind export logs --name {cluster.name}`"
                 )
             time.sleep(1.0)
+
+    def _default_cni_of(self, container: str) -> str:
+        """``kindnet``, or what the node image's :data:`~...noderoutes.IMAGE_LABEL` names (images built by
+        :mod:`...kindimage`); kind's own images have no such label and run kindnet."""
+        fmt = '{{index .Config.Labels "' + noderoutes.IMAGE_LABEL + '"}}'
+        res = self.docker.run("inspect", "--format", fmt, container, timeout=30, check=False)
+        label = res.text.strip() if res.returncode == 0 else ""
+        return label if label and label != "<no value>" else "kindnet"
 
     def _export_failure_logs(self, name: str) -> str:
         root = self.options.artifacts_dir or (state_root("kind").parent / "kind-logs")
@@ -810,6 +851,10 @@ class KindProvider(Provider):
             st.dir, netns, cp.ip, st.dir / "kubeconfig.kind", api_port=6443
         )
         default_cni = bool(st.data.get("default_cni", True))
+        cni_impl = str(st.data.get("cni") or "")
+        if default_cni and not cni_impl:
+            cni_impl = self._default_cni_of(cp.name)
+            st.data["cni"] = cni_impl
         if not st.data.get("version"):
             res = cp.exec.run(["kubelet", "--version"], check=False, timeout=20)
             st.data["version"] = res.text.strip().rpartition(" ")[2] if res.returncode == 0 else ""
@@ -821,7 +866,12 @@ class KindProvider(Provider):
             api_server=api_server,
             nodes=nodes,
             etcd=EtcdTarget(endpoints=(etcd_ep,), ca=ca, cert=cert, key=key),
-            capabilities=capabilities_for(str(mode), default_cni=default_cni, ipvs_kernel=ipvs_in_kernel()),
+            capabilities=capabilities_for(
+                str(mode),
+                default_cni=default_cni,
+                ipvs_kernel=ipvs_in_kernel(),
+                kindnet=cni_impl != noderoutes.CONFIGMAP,
+            ),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),
             details={
@@ -829,5 +879,6 @@ class KindProvider(Provider):
                 "docker_host": self.docker.host,
                 "netns": netns,
                 "image": st.data.get("image"),
+                "default_cni": cni_impl if default_cni else None,
             },
         )

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The kind provider end to end on a machine without a registry (docs/kind-on-restricted-machines.md):
+#   1. the project's Docker engine (scripts/docker-setup.sh start: Debian's docker.io, own netns),
+#   2. the offline node image (python -m pytest_k8sstate.kindimage build; cached, rebuilt only when its
+#      inputs change: a fresh machine builds CoreDNS, crictl, kubelet and kubeadm from the Go module proxy),
+#   3. the provider contract tests and the findings suite on real kind clusters,
+# then stops the engine again. Everything it changes is undone on exit, failure or Ctrl-C: the engine and
+# its namespace, fs.inotify.max_user_instances (raised to 512 while kind nodes run), an empty /lib/modules
+# docker had to create for kind's bind mount.
+# Usage: scripts/kind-e2e.sh [extra pytest args]     (make test-kind)
+# K8SSTATE_KIND_DEFAULT_CNI=auto|kindnet|k8sstate-node-routes picks the node image's default CNI (auto:
+# kindnet when a kindnetd binary is at hand, see docs/kind-on-restricted-machines.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+
+if [ "$(id -u)" != 0 ]; then
+    echo "kind-e2e: needs root (Docker engine, network namespace)" >&2
+    exit 1
+fi
+
+inotify=/proc/sys/fs/inotify/max_user_instances
+old_inotify=$(cat "$inotify")
+had_modules=0
+[ -e /lib/modules ] && had_modules=1
+engine_started=0
+
+cleanup() {
+    rc=$?
+    trap - EXIT INT TERM
+    if [ "$engine_started" = 1 ]; then
+        echo "[kind-e2e] stopping the Docker engine"
+        timeout 600 bash scripts/docker-setup.sh stop || rc=1
+    fi
+    if [ "$(cat "$inotify")" != "$old_inotify" ]; then
+        echo "$old_inotify" >"$inotify" || true
+    fi
+    if [ "$had_modules" = 0 ] && [ -d /lib/modules ]; then
+        rmdir /lib/modules 2>/dev/null || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if ! command -v debootstrap >/dev/null; then
+    echo "[kind-e2e] installing debootstrap (Debian package)"
+    args=(-y -o DPkg::Lock::Timeout=300 --no-install-recommends debootstrap)
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install "${args[@]}" || {
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get update -q
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install "${args[@]}"
+    }
+fi
+
+if ! PYTHON="$PY" bash scripts/docker-setup.sh status >/dev/null 2>&1; then
+    engine_started=1
+    PYTHON="$PY" bash scripts/docker-setup.sh start
+fi
+export DOCKER_HOST=unix:///run/k8sstate-docker/docker.sock
+
+if [ "$old_inotify" -lt 512 ]; then
+    echo "[kind-e2e] fs.inotify.max_user_instances $old_inotify -> 512 while kind nodes run (restored on exit)"
+    echo 512 >"$inotify"
+fi
+
+echo "[kind-e2e] node image"
+out=$("$PY" -m pytest_k8sstate.kindimage build --default-cni "${K8SSTATE_KIND_DEFAULT_CNI:-auto}")
+echo "$out"
+K8SSTATE_KIND_IMAGE=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["tag"])' "$out")
+export K8SSTATE_KIND_IMAGE
+
+echo "[kind-e2e] provider contract + kind provider tests on kind ($K8SSTATE_KIND_IMAGE)"
+K8SSTATE_CONTRACT_PROVIDERS=kind "$PY" -m pytest -p no:cacheprovider -q \
+    tests/test_provider_contract.py tests/test_provider_kind.py "$@"
+
+echo "[kind-e2e] findings on kind"
+"$PY" -m pytest -p no:cacheprovider -q tests/findings --k8s-provider kind "$@"

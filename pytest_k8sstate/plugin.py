@@ -454,7 +454,13 @@ def k8s_cluster(request: pytest.FixtureRequest, k8s_clusters: ClusterPool) -> Cl
         raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
 
 
-def _missing_reason(key: ClusterKey, capability: str, cluster_name: str | None) -> str:
+def _missing_reason(
+    key: ClusterKey, capability: str, cluster_name: str | None, cluster: Cluster | None = None
+) -> str:
+    # the provider may say why this cluster lacks it (kind: a node image built without kindnetd)
+    notes = cluster.details.get("missing_capabilities") if cluster is not None else None
+    if isinstance(notes, dict) and isinstance(notes.get(capability), str):
+        return f"needs {capability}: {notes[capability]}"
     if capability == "ipvs" and key.proxy_mode != "ipvs":
         return (
             f"needs ipvs: the cluster's kube-proxy runs in {key.proxy_mode} mode; use --k8s-proxy-mode ipvs "
@@ -544,7 +550,7 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
         raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
     for cap in needs:
         if cap not in cluster.capabilities:
-            pytest.skip(_missing_reason(key, cap, cluster.name))
+            pytest.skip(_missing_reason(key, cap, cluster.name, cluster))
     if fresh:
         try:
             pool.reset(cluster)

@@ -247,18 +247,28 @@ def _start_create(provider: Provider, name: str, tmp_path: Path) -> tuple[subpro
     proc = subprocess.Popen(  # noqa: S603 - our own script
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        pids = _create_under_way(provider, name)
-        if pids is not None:
-            return proc, pids
-        if proc.poll() is not None:
-            _out, err = proc.communicate()
-            pytest.fail(f"create exited {proc.returncode} early: {err.decode(errors='replace')[-2000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    pytest.fail("create did not get under way within 180s")
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            pids = _create_under_way(provider, name)
+            if pids is not None:
+                return proc, pids
+            if proc.poll() is not None:
+                _out, err = proc.communicate()
+                pytest.fail(f"create exited {proc.returncode} early: {err.decode(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        pytest.fail("create did not get under way within 180s")
+    except BaseException:
+        # stop the create the way a user would (Ctrl-C: it cleans up after itself), then make sure
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        if name in provider.list():
+            provider.delete(name)
+        raise
 
 
 def test_ctrl_c_during_create_leaves_nothing(provider: Provider, tmp_path: Path) -> None:

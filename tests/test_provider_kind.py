@@ -151,7 +151,7 @@ def test_kind_error_summary_keeps_the_error_not_the_stack() -> None:
 
 
 def test_not_ready_and_deployment_available() -> None:
-    from pytest_k8sstate.providers.kind import deployment_available, not_ready
+    from pytest_k8sstate.providers.kind import deployment_available, missing_names, not_ready
 
     nodes = {
         "items": [
@@ -161,6 +161,9 @@ def test_not_ready_and_deployment_available() -> None:
     }
     assert not_ready(json.dumps(nodes), ["a", "b", "c"]) == ["b", "c"]
     assert not_ready("not json", ["a"]) == ["a"]
+    leases = {"items": [{"metadata": {"name": "a"}}]}
+    assert missing_names(json.dumps(leases), ["a", "b"]) == ["b"]
+    assert missing_names("{", ["a"]) == ["a"]
     assert deployment_available('{"spec": {"replicas": 2}, "status": {"availableReplicas": 2}}')
     assert not deployment_available('{"spec": {"replicas": 2}, "status": {}}')
     assert not deployment_available("")
@@ -579,3 +582,32 @@ def test_orphans_are_clusters_whose_owner_process_is_gone(tmp_path: Path) -> Non
         st = StateFile(name, tmp_path / name, {"docker_host": prov.docker.host, **data})
         st.save()
     assert prov.orphans() == ["dead", "recycled"]
+
+
+def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
+    """A cluster on an image built without kindnetd lacks ``kindnet``; the skip says why and what to do."""
+    from pytest_k8sstate.plugin import ClusterKey, _missing_reason
+    from pytest_k8sstate.providers.base import Cluster
+    from pytest_k8sstate.providers.kind import missing_capability_notes
+
+    assert missing_capability_notes("k8sstate/node:x", "kindnet") == {}
+    assert missing_capability_notes("k8sstate/node:x", None) == {}
+    notes = missing_capability_notes("k8sstate/node:x", "k8sstate-node-routes")
+    cluster = Cluster(
+        name="c",
+        provider="kind",
+        kubeconfig=Path("/nonexistent"),
+        api_server="https://127.0.0.1:1",
+        nodes=[],
+        etcd=None,
+        capabilities=capabilities_for("iptables", default_cni=True, ipvs_kernel=False, kindnet=False),
+        proxy_mode="iptables",
+        details={"missing_capabilities": notes},
+    )
+    reason = _missing_reason(ClusterKey("kind", 2, "iptables", None), "kindnet", "c", cluster)
+    assert reason.startswith("needs kindnet: k8sstate/node:x has k8sstate-node-routes as its default CNI")
+    assert "--kindnetd PATH" in reason
+    # other capabilities keep the generic reason
+    assert "k8sstate-node-routes" not in _missing_reason(
+        ClusterKey("kind", 2, "iptables", None), "ipvs", "c", cluster
+    )

@@ -253,6 +253,16 @@ def not_ready(nodes_json: str, expected: Sequence[str]) -> list[str]:
     return [n for n in expected if n not in ready]
 
 
+def missing_names(list_json: str, expected: Sequence[str]) -> list[str]:
+    """Names in ``expected`` with no item in a ``kubectl get … -o json`` list (e.g. node Leases)."""
+    try:
+        items = json.loads(list_json).get("items") or []
+    except (ValueError, AttributeError):
+        return list(expected)
+    have = {(item.get("metadata") or {}).get("name") for item in items if isinstance(item, dict)}
+    return [n for n in expected if n not in have]
+
+
 def deployment_available(deployment_json: str) -> bool:
     """True when every desired replica of the Deployment is available."""
     try:
@@ -304,6 +314,17 @@ def proxy_mode_from_kubeadm_conf(text: str, source: str = "/kind/kubeadm.conf") 
             mode = d.get("mode") or "iptables"
             return str(mode)
     return "iptables"
+
+
+def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, str]:
+    """Why a cluster lacks a capability its provider usually has (for the skip message)."""
+    if default_cni == noderoutes.CONFIGMAP:
+        return {
+            "kindnet": f"{image} has {noderoutes.CONFIGMAP} as its default CNI, not kindnetd (it was built "
+            "without a kindnetd binary, which cannot be built from the Go module proxy); build the image "
+            "with --kindnetd PATH, see docs/kind-on-restricted-machines.md"
+        }
+    return {}
 
 
 def ipvs_in_kernel(proc: Path = Path("/proc")) -> bool:
@@ -377,8 +398,19 @@ class DockerCli:
             '{{.Name}}\t{{index .Config.Labels "' + ROLE_LABEL + '"}}\t{{.State.Status}}\t'
             "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
         )
-        out = self.run("inspect", "--format", fmt, *names, timeout=30).text
-        return parse_inspect_lines(out)
+        res = self.run("inspect", "--format", fmt, *names, timeout=30, check=False)
+        if res.returncode != 0:
+            # a container listed a moment ago may be gone (or not inspectable yet) while kind creates or
+            # deletes nodes: inspect one by one and leave those out
+            text = ""
+            for name in names:
+                one = self.run("inspect", "--format", fmt, name, timeout=30, check=False)
+                if one.returncode == 0:
+                    text += one.text
+                elif "No such object" not in one.stderr.decode(errors="replace"):
+                    self.run("inspect", "--format", fmt, name, timeout=30)  # raises with docker's message
+            return parse_inspect_lines(text)
+        return parse_inspect_lines(res.text)
 
 
 def parse_inspect_lines(text: str) -> list[dict[str, str]]:
@@ -777,14 +809,26 @@ class KindProvider(Provider):
 
     # --- internals -------------------------------------------------------------------------------
     def _wait_ready(self, cluster: Cluster, timeout: float) -> None:
-        """Every node Ready and CoreDNS available (kubectl inside the control-plane node, admin.conf)."""
+        """Every node Ready with its Lease, and CoreDNS available (kubectl in the control-plane node)."""
         cp = cluster.control_plane.exec
         kubectl = ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf"]
         deadline = time.monotonic() + timeout
         problem = "not checked yet"
         while True:
+            names = [n.name for n in cluster.nodes]
             res = cp.run([*kubectl, "get", "nodes", "-o", "json"], check=False, timeout=30)
-            waiting = not_ready(res.text, [n.name for n in cluster.nodes]) if res.returncode == 0 else ["api"]
+            waiting = not_ready(res.text, names) if res.returncode == 0 else ["api"]
+            if not waiting:
+                # a kubelet may report Ready before its node Lease exists: snapshots of a "ready" cluster
+                # must not depend on that race (finding 6 compares the keys of two clusters)
+                res = cp.run(
+                    [*kubectl, "-n", "kube-node-lease", "get", "leases", "-o", "json"],
+                    check=False,
+                    timeout=30,
+                )
+                waiting = (
+                    [f"lease {n}" for n in missing_names(res.text, names)] if res.returncode == 0 else ["api"]
+                )
             if not waiting:
                 dns = cp.run(
                     [*kubectl, "-n", "kube-system", "get", "deployment", "coredns", "-o", "json"],
@@ -880,5 +924,8 @@ class KindProvider(Provider):
                 "netns": netns,
                 "image": st.data.get("image"),
                 "default_cni": cni_impl if default_cni else None,
+                "missing_capabilities": missing_capability_notes(
+                    str(st.data.get("image") or "the node image"), cni_impl if default_cni else None
+                ),
             },
         )

@@ -81,6 +81,7 @@ CNI_PLUGINS = ("host-local", "loopback", "ptp", "portmap")
 DEFAULT_CNIS = ("auto", "kindnet", noderoutes.CONFIGMAP)
 """``auto``: kindnet when a kindnetd binary is at hand (``--kindnetd`` or ``<workdir>/gobin/kindnetd``)."""
 DEBOOTSTRAP_TIMEOUT = 3600.0
+KEEP_IMAGES = 3  # node image tarballs (and their docker tags) kept after a build; older ones are removed
 DOCKER_TIMEOUT = 1200.0
 
 Progress = Callable[[str], None]
@@ -813,12 +814,14 @@ def build(
     tarball = wd / f"node-{versions.kubernetes}-{key}.tar"
     host = ["--host", docker_host] if docker_host else []
     if run_command(["docker", *host, "image", "inspect", tag], timeout=60, check=False).returncode == 0:
+        _touch(tarball)  # in use: pruning goes by last use
         return BuildResult(tag, key, tarball, time.monotonic() - t0, {}, True)
     if tarball.is_file():
         progress(f"loading cached {tarball}")
         run_command(
             ["docker", *host, "load", "-i", str(tarball)], timeout=DOCKER_TIMEOUT, where="docker load"
         )
+        _touch(tarball)
         return BuildResult(tag, key, tarball, time.monotonic() - t0, {}, True)
     bins["pause"] = b.build_pause(versions.kubernetes)
     b.build_rootfs()
@@ -849,10 +852,41 @@ def build(
             base_tag, tag, bins, image_tags, manifest, versions.kubernetes, default_cni=default_cni
         ),
     )
-    b._timed("save", lambda: b._docker("save", "save", "-o", str(tarball), tag))
+    partial = tarball.with_name(tarball.name + ".partial")  # a killed save never looks like a cached image
+
+    def save() -> None:
+        try:
+            b._docker("save", "save", "-o", str(partial), tag)
+            os.replace(partial, tarball)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    b._timed("save", save)
     # the node image keeps the base layers; the base tag itself is not needed any more
     run_command(["docker", *host, "rmi", base_tag], timeout=120, check=False, where="docker rmi")
+    in_use = os.environ.get("K8SSTATE_KIND_IMAGE", "")
+    for old in prune_tarballs(wd, keep=KEEP_IMAGES):
+        progress(f"removed an older node image: {old.name}")
+        old_tag = "k8sstate/node:" + old.name.removeprefix("node-").removesuffix(".tar")
+        if old_tag != in_use:  # (a running cluster's image is not removed by docker anyway)
+            run_command(["docker", *host, "rmi", old_tag], timeout=120, check=False, where="docker rmi")
     return BuildResult(tag, key, tarball, time.monotonic() - t0, b.timings, False)
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune_tarballs(workdir: Path, *, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` most recently used ``node-*.tar`` (each ~1.3 GB); returns the deleted."""
+    tars = sorted(workdir.glob("node-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = []
+    for old in tars[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+            gone.append(old)
+    return gone
 
 
 def main(argv: Sequence[str] | None = None) -> int:

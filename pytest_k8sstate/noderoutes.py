@@ -14,10 +14,10 @@ A machine that can reach only the registries therefore cannot build it (see
   - keeps one route per other node: ``ip route replace <its podCIDR> via <its InternalIP>``.
 * kind's "default CNI manifest" (``/kind/manifests/default-cni.yaml``, applied by ``kind create cluster``
   unless ``networking.disableDefaultCNI``): the ConfigMap ``kube-system/k8sstate-node-routes``, a Role
-  that lets ``system:nodes`` read it and a ClusterRole that lets them list Nodes (since 1.37 the node
-  authorizer lets a node read only its own Node object). The agent acts only while it can read that
-  ConfigMap, so a cluster created with ``disableDefaultCNI: true`` is left to the user's own CNI, as with
-  kindnetd.
+  that lets ``system:nodes`` read it and a ClusterRole that lets them list Nodes (v1.37's node authorizer
+  lets a node read only its own Node object: "node 'x' cannot read all nodes, only its own Node
+  object"). The agent acts only while it can read that ConfigMap, so a cluster created with
+  ``disableDefaultCNI: true`` is left to the user's own CNI, as with kindnetd.
 
 What it does not do (kindnetd does): masquerade pod traffic leaving the cluster (no ``KIND-MASQ-AGENT``
 rules), network policies. Clusters on such an image lack the ``kindnet`` capability; ``cni`` they have.
@@ -43,8 +43,8 @@ UNIT_NAME = "k8sstate-node-routes.service"
 
 AGENT_SCRIPT = r"""#!/bin/bash
 # k8sstate-node-routes: pod networking for kind nodes without kindnetd (pytest_k8sstate/noderoutes.py).
-# Every few seconds: this node's CNI config from its spec.podCIDR, and a route to every other node's
-# pod CIDR via that node's InternalIP. Acts only while kube-system/k8sstate-node-routes exists.
+# Every 2-10 s: this node's CNI config from its spec.podCIDR, and a route to every other node's pod CIDR
+# via that node's InternalIP. Acts only while kube-system/k8sstate-node-routes exists.
 set -u
 kubeconfig=${K8SSTATE_KUBECONFIG:-/etc/kubernetes/kubelet.conf}
 conf_dir=${K8SSTATE_CNI_CONF_DIR:-/etc/cni/net.d}
@@ -101,8 +101,21 @@ if [ "${1:-}" = "--once" ]; then
   sync_once
   exit $?
 fi
+ok=0
+misses=0
 while true; do
-  if sync_once; then sleep 5; else sleep 1; fi
+  if sync_once; then
+    misses=0
+    ok=$((ok + 1))
+    # every 2 s while the cluster forms (nodes join, pod CIDRs are assigned), then every 10 s
+    if [ "$ok" -lt 30 ]; then sleep 2; else sleep 10; fi
+  else
+    ok=0
+    misses=$((misses + 1))
+    # kind applies the manifest right after kubeadm init; still nothing after ~2 min means the default
+    # CNI is disabled (or the API is gone): look every 30 s from then on
+    if [ "$misses" -lt 120 ]; then sleep 1; else sleep 30; fi
+  fi
 done
 """
 
@@ -155,7 +168,7 @@ subjects:
   kind: Group
   name: system:nodes
 ---
-# Kubernetes >= 1.37 lets a node read only its own Node object; the agent needs the others' pod CIDRs
+# the node authorizer (v1.37) lets a node read only its own Node object; the agent needs the others' CIDRs
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:

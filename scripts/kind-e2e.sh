@@ -4,9 +4,10 @@
 #   2. the offline node image (python -m pytest_k8sstate.kindimage build; cached, rebuilt only when its
 #      inputs change: a fresh machine builds CoreDNS, crictl, kubelet and kubeadm from the Go module proxy),
 #   3. the provider contract tests and the findings suite on real kind clusters,
-# then stops the engine again. Everything it changes is undone on exit, failure or Ctrl-C: the engine and
-# its namespace, fs.inotify.max_user_instances (raised to 512 while kind nodes run), an empty /lib/modules
-# docker had to create for kind's bind mount.
+# then stops the engine again. What it starts or changes is undone on exit, failure or Ctrl-C: clusters a
+# dead test session left, the engine and its namespace, fs.inotify.max_user_instances (raised to 512 while
+# kind nodes run), an empty /lib/modules docker had to create for kind's bind mount. Packages it installs
+# (docker.io, debootstrap) and the cached node image stay.
 # Usage: scripts/kind-e2e.sh [extra pytest args]     (make test-kind)
 # K8SSTATE_KIND_DEFAULT_CNI=auto|kindnet|k8sstate-node-routes picks the node image's default CNI (auto:
 # kindnet when a kindnetd binary is at hand, see docs/kind-on-restricted-machines.md).
@@ -28,10 +29,14 @@ engine_started=0
 
 cleanup() {
     rc=$?
-    trap - EXIT INT TERM
+    trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
+    trap - EXIT
+    # clusters of a pytest that died hard (their forwarders run on the root namespace's loopback)
+    timeout 600 "$PY" -c 'from pytest_k8sstate.providers.kind import KindProvider; KindProvider().reap()' ||
+        true
     if [ "$engine_started" = 1 ]; then
         echo "[kind-e2e] stopping the Docker engine"
-        timeout 600 bash scripts/docker-setup.sh stop || rc=1
+        PYTHON="$PY" timeout 600 bash scripts/docker-setup.sh stop || rc=1
     fi
     if [ "$(cat "$inotify")" != "$old_inotify" ]; then
         echo "$old_inotify" >"$inotify" || true

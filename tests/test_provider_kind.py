@@ -611,3 +611,48 @@ def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
     assert "k8sstate-node-routes" not in _missing_reason(
         ClusterKey("kind", 2, "iptables", None), "ipvs", "c", cluster
     )
+
+
+def test_prune_tarballs_keeps_the_newest(tmp_path: Path) -> None:
+    from pytest_k8sstate.kindimage import prune_tarballs
+
+    for i, key in enumerate(("aaa", "bbb", "ccc", "ddd")):
+        p = tmp_path / f"node-v1.37.1-{key}.tar"
+        p.write_bytes(b"x")
+        os.utime(p, (1000 + i, 1000 + i))
+    (tmp_path / "rootfs.tar").write_bytes(b"kept: not a node image")
+    gone = prune_tarballs(tmp_path, keep=2)
+    assert [p.name for p in gone] == ["node-v1.37.1-bbb.tar", "node-v1.37.1-aaa.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "node-v1.37.1-ccc.tar",
+        "node-v1.37.1-ddd.tar",
+        "rootfs.tar",
+    ]
+
+
+def test_kind_create_running_sees_a_create_of_that_name_only() -> None:
+    from pytest_k8sstate.providers.kind import kind_create_running
+
+    name = f"kcr{os.getpid()}"
+    # a process whose command line looks like kind's (the words after -c land in sys.argv)
+    argv = [
+        sys.executable,
+        "-c",
+        "import time; time.sleep(30)",
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--wait",
+    ]
+    proc = subprocess.Popen(argv)  # noqa: S603 - our own interpreter
+    try:
+        deadline = time.monotonic() + 10
+        while not kind_create_running(name):
+            assert time.monotonic() < deadline, "the process never showed up in /proc"
+            time.sleep(0.05)
+        assert not kind_create_running(name[:-1])  # a prefix of the name is another cluster
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert not kind_create_running(name)

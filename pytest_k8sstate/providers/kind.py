@@ -327,6 +327,21 @@ def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, s
     return {}
 
 
+def kind_create_running(name: str, proc: Path = Path("/proc")) -> bool:
+    """True while a ``kind create cluster --name NAME`` process exists (read from ``/proc/*/cmdline``)."""
+    needle = f"create\0cluster\0--name\0{name}\0".encode()
+    with contextlib.suppress(OSError):
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def ipvs_in_kernel(proc: Path = Path("/proc")) -> bool:
     """True when this kernel has IPVS (``/proc/net/ip_vs`` exists or the module is loaded)."""
     return (proc / "net" / "ip_vs").exists() or Path("/sys/module/ip_vs").exists()
@@ -408,7 +423,7 @@ class DockerCli:
                 if one.returncode == 0:
                     text += one.text
                 elif "No such object" not in one.stderr.decode(errors="replace"):
-                    self.run("inspect", "--format", fmt, name, timeout=30)  # raises with docker's message
+                    text += self.run("inspect", "--format", fmt, name, timeout=30).text  # or raises
             return parse_inspect_lines(text)
         return parse_inspect_lines(res.text)
 
@@ -716,8 +731,10 @@ class KindProvider(Provider):
             "docker_host": self.docker.host,
             "netns": self.netns,
             "persistent": spec.persistent,
-            "owner_pid": None if spec.persistent else os.getpid(),
-            "owner_start": None if spec.persistent else local_state.proc_start_time(os.getpid()),
+            # the creator owns every cluster while it is being created (a killed create is reaped);
+            # a persistent one has no owner once ready
+            "owner_pid": os.getpid(),
+            "owner_start": local_state.proc_start_time(os.getpid()),
             "phase": "creating",
         }
         st.save()
@@ -744,12 +761,15 @@ class KindProvider(Provider):
             # kind --wait covers control-plane nodes only: wait for every node and CoreDNS as well
             self._wait_ready(cluster, timeout=max(opts.wait, 60.0))
             st.data["phase"] = "ready"
+            if spec.persistent:
+                st.data["owner_pid"] = st.data["owner_start"] = None
             st.save()
             if spec.kubeconfig_out is not None:
                 spec.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cluster.kubeconfig, spec.kubeconfig_out)
         except BaseException:
-            self._delete(spec.name, st.dir)
+            self.progress(f"kind: create of {spec.name!r} did not finish; removing what it made")
+            self._delete(spec.name, st.dir, settle=10.0)
             raise
         self.progress(
             f"kind cluster {spec.name!r} ready ({time.monotonic() - t0:.1f}s): {cluster.kubeconfig}"
@@ -778,23 +798,32 @@ class KindProvider(Provider):
     def orphans(self) -> builtins.list[str]:
         """Clusters this provider created for a test session (or a create) whose process is gone: killed,
         crashed, or ended without teardown. ``persistent`` clusters (``k8sstate cluster create``) have no
-        owner and stay until deleted. Only clusters of this provider's Docker engine are considered."""
+        owner once ready and stay until deleted. Only clusters of this provider's Docker engine are
+        considered, and none whose ``kind create cluster`` is still running (it goes on in its own session
+        after its owner died; deleting under it would leave the nodes it creates afterwards)."""
         out: builtins.list[str] = []
         with contextlib.suppress(OSError):
             for d in sorted(self.root.iterdir()):
-                st = StateFile.load(d.name, self.root)
-                pid = st.data.get("owner_pid")
-                if not isinstance(pid, int) or st.data.get("docker_host") != self.docker.host:
-                    continue
-                start = st.data.get("owner_start")
-                if not local_state.alive(pid, start if isinstance(start, int) else None):
+                if self._orphaned(d.name):
                     out.append(d.name)
         return out
+
+    def _orphaned(self, name: str) -> bool:
+        st = StateFile.load(name, self.root)
+        pid = st.data.get("owner_pid")
+        if not isinstance(pid, int) or st.data.get("docker_host") != self.docker.host:
+            return False
+        start = st.data.get("owner_start")
+        if local_state.alive(pid, start if isinstance(start, int) else None):
+            return False
+        return not kind_create_running(name)
 
     def reap(self) -> builtins.list[str]:
         """Delete every orphaned cluster (:meth:`orphans`); returns their names. Never raises for one."""
         reaped = []
         for name in self.orphans():
+            if not self._orphaned(name):  # claimed again meanwhile (a new session with the same name)
+                continue
             self.progress(f"kind: deleting cluster {name!r} left behind by a process that is gone")
             with contextlib.suppress(K8sStateError, OSError):
                 self._delete(name, self.root / name)
@@ -840,9 +869,12 @@ class KindProvider(Provider):
                 waiting = ["coredns"]
             problem = ", ".join(waiting)
             if time.monotonic() > deadline:
+                hint = ""
+                if cluster.details.get("default_cni") == noderoutes.CONFIGMAP:
+                    hint = f" and `journalctl -u {noderoutes.UNIT_NAME}` in a node"
                 raise ProviderError(
                     f"kind cluster {cluster.name!r}: not ready within {timeout:g}s (waiting for {problem}); "
-                    f"see `kind export logs --name {cluster.name}`"
+                    f"see `kind export logs --name {cluster.name}`{hint}"
                 )
             time.sleep(1.0)
 
@@ -850,8 +882,13 @@ class KindProvider(Provider):
         """``kindnet``, or what the node image's :data:`~...noderoutes.IMAGE_LABEL` names (images built by
         :mod:`...kindimage`); kind's own images have no such label and run kindnet."""
         fmt = '{{index .Config.Labels "' + noderoutes.IMAGE_LABEL + '"}}'
-        res = self.docker.run("inspect", "--format", fmt, container, timeout=30, check=False)
-        label = res.text.strip() if res.returncode == 0 else ""
+        try:
+            res = self.docker.run("inspect", "--format", fmt, container, timeout=30)
+        except CommandError as exc:
+            raise ProviderError(
+                f"cannot read the default-CNI label of node container {container}: {exc}"
+            ) from exc
+        label = res.text.strip()
         return label if label and label != "<no value>" else "kindnet"
 
     def _export_failure_logs(self, name: str) -> str:
@@ -862,10 +899,23 @@ class KindProvider(Provider):
         except (CommandError, ProviderError, OSError) as exc:
             return f"(kind export logs failed: {exc})"
 
-    def _delete(self, name: str, state_dir: Path) -> None:
+    def _delete(self, name: str, state_dir: Path, settle: float = 0.0) -> None:
+        """``kind delete cluster``, then any container of the cluster still there is removed; with
+        ``settle`` > 0 that check repeats for as long (after an interrupted create: Ctrl-C kills kind and its
+        `docker run` clients, and the engine may finish a container after `kind delete` listed the nodes)."""
         stop_forwarder(state_dir)
         with contextlib.suppress(CommandError, ProviderError):
             self._kind("delete", "cluster", "--name", name, timeout=180)
+        label = f"label={CLUSTER_LABEL}={name}"
+        deadline = time.monotonic() + settle
+        while True:
+            res = self.docker.run("ps", "-aq", "--filter", label, timeout=30, check=False)
+            left = res.text.split() if res.returncode == 0 else []
+            if left:
+                self.docker.run("rm", "-f", "-v", *left, timeout=120, check=False)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
         shutil.rmtree(state_dir, ignore_errors=True)
 
     def _cluster(self, st: StateFile) -> Cluster:

@@ -10,7 +10,9 @@ A machine that can reach only the registries therefore cannot build it (see
   With the node's own credentials (``/etc/kubernetes/kubelet.conf``) it lists the Nodes and
   - writes ``/etc/cni/net.d/10-k8sstate.conflist``: the reference CNI plugins ``ptp`` + ``host-local`` on
     the node's ``spec.podCIDR`` + ``portmap`` (Debian's containernetworking-plugins, in ``/opt/cni/bin``),
-    after which the kubelet reports the node Ready;
+    after which the kubelet reports the node Ready. It waits (30 s at most) until kube-proxy has programmed
+    the ``kubernetes`` Service on the node: pods started earlier cannot reach the API, and CoreDNS then
+    stayed unready for up to a minute (seen here);
   - keeps one route per other node: ``ip route replace <its podCIDR> via <its InternalIP>``.
 * kind's "default CNI manifest" (``/kind/manifests/default-cni.yaml``, applied by ``kind create cluster``
   unless ``networking.disableDefaultCNI``): the ConfigMap ``kube-system/k8sstate-node-routes``, a Role
@@ -76,15 +78,28 @@ conflist() {
 EOF
 }
 
+# kube-proxy has programmed the kubernetes Service on this node (iptables or nftables mode)
+proxy_ready() {
+  iptables -w 5 -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https' && return 0
+  nft list table ip kube-proxy 2>/dev/null | grep -q 'default/kubernetes:https'
+}
+
 sync_once() {
   [ -r "$kubeconfig" ] || return 1
-  kc -n kube-system get configmap k8sstate-node-routes -o name >/dev/null 2>&1 || return 1
+  # --raw: no API discovery, half the time of `kubectl get` (the agent shares the node's CPU)
+  kc get --raw /api/v1/namespaces/kube-system/configmaps/k8sstate-node-routes >/dev/null 2>&1 || return 1
   local nodes name cidr ip
-  nodes=$(kc get nodes -o json) || return 1
+  nodes=$(kc get --raw /api/v1/nodes) || return 1
   # name, podCIDR, first IPv4 InternalIP ("-" when not known yet)
   while IFS=$'\t' read -r name cidr ip; do
     [ "$cidr" = "-" ] && continue
     if [ "$name" = "$node" ]; then
+      # pods started before kube-proxy's first sync cannot reach the API (CoreDNS then stays unready
+      # for up to a minute): the first config waits for it, 30 s at most (other proxies, ipvs)
+      if [ ! -f "$conf" ] && ! proxy_ready; then
+        first_seen=${first_seen:-$SECONDS}
+        [ $((SECONDS - first_seen)) -lt 30 ] && continue
+      fi
       mkdir -p "$conf_dir"
       conflist "$cidr" > "$conf.tmp"
       if cmp -s "$conf.tmp" "$conf"; then rm -f "$conf.tmp"; else mv -f "$conf.tmp" "$conf"; fi
@@ -114,7 +129,7 @@ while true; do
     misses=$((misses + 1))
     # kind applies the manifest right after kubeadm init; still nothing after ~2 min means the default
     # CNI is disabled (or the API is gone): look every 30 s from then on
-    if [ "$misses" -lt 120 ]; then sleep 1; else sleep 30; fi
+    if [ "$misses" -lt 60 ]; then sleep 2; else sleep 30; fi
   fi
 done
 """

@@ -6,7 +6,16 @@ import pytest
 
 from pytest_k8sstate.assertions import assert_dnat_to
 
-from .helpers import IN_CLUSTER_SRC, OUTSIDE_SRC, chain_specs, manifest, node_names, trace_on, wait_proxy_text
+from .helpers import (
+    IN_CLUSTER_SRC,
+    OUTSIDE_SRC,
+    chain_specs,
+    manifest,
+    node_names,
+    trace_on,
+    wait_proxy_text,
+    wait_until,
+)
 
 PORT_ID = "default/f14-none:http"
 
@@ -71,6 +80,13 @@ def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s):
     """
     k8s.apply(manifest("14-unready-pod.yaml"))
     port_id = "default/f14-unready:http"
+
+    def listed() -> list[dict]:
+        slices = k8s.list("endpointslice", {"kubernetes.io/service-name": "f14-unready"})
+        return [ep for s in slices for ep in s.get("endpoints") or []]
+
+    # the slice lists the pod only once it has an IP (its sandbox is up); kube-proxy rejects even before
+    wait_until("the EndpointSlice of svc/f14-unready to list the (not ready) pod", listed)
     wait_proxy_text(
         k8s_cluster, "kube-proxy to reject default/f14-unready", lambda d: f"{port_id} has no endpoints" in d
     )
@@ -78,8 +94,7 @@ def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s):
     pod = k8s.get("pod/f14-unready")
     ready = [c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"]
     assert ready == ["False"], pod["status"]
-    slices = k8s.list("endpointslice", {"kubernetes.io/service-name": "f14-unready"})
-    endpoints = [ep for s in slices for ep in s.get("endpoints") or []]
+    endpoints = listed()
     assert len(endpoints) == 1, endpoints
     assert endpoints[0]["conditions"]["ready"] is False, endpoints
     cluster_ip = k8s.cluster_ip("svc/f14-unready")

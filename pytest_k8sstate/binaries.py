@@ -1165,39 +1165,44 @@ class _Installer:
         _prepare_wrapper(bdir, files, go=go, log_path=log_path, what=what)
         pkgs = {"etcd": ".", "etcdctl": "go.etcd.io/etcd/etcdctl/v3"}
         for name in names:
+            self._go_build(name, version, pkgs[name], vdir, bdir, log_path, f"etcd {version}")
 
-            def make(tmp: Path, name: str = name) -> None:
-                _run_logged(
-                    [go, "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, pkgs[name]],
-                    cwd=bdir,
-                    log_path=log_path,
-                    what=f"{name} {version}",
-                )
-
-            self._timed(name, version, log_path, make, vdir, f"go build {pkgs[name]} (etcd {version})")
-
-    def _build_crictl(self, version: str, vdir: Path, bdir: Path, log_path: Path) -> None:
-        """crictl through a wrapper module: ``go install sigs.k8s.io/cri-tools/cmd/crictl@V`` fails here
-        because the proxy answers 403 (not 404) for the candidate module paths below the module root."""
+    def _go_build(
+        self, name: str, version: str, pkg: str, vdir: Path, bdir: Path, log_path: Path, origin: str
+    ) -> None:
+        """``go build -trimpath -ldflags='-s -w' PKG`` in wrapper module ``bdir``, installed as ``name``."""
         assert self.go is not None
         go = self.go
-        files = {
-            "go.mod": f"module k8sstate/crictl\n\ngo 1.24\n\nrequire sigs.k8s.io/cri-tools {version}\n",
-            "tools.go": 'package main\n\nimport _ "sigs.k8s.io/cri-tools/cmd/crictl"\n',
-        }
-        self.progress(f"[k8sstate] crictl {version}: preparing the wrapper module (go mod tidy)…")
-        _prepare_wrapper(bdir, files, go=go, log_path=log_path, what=f"crictl {version}")
-        pkg = "sigs.k8s.io/cri-tools/cmd/crictl"
 
         def make(tmp: Path) -> None:
             _run_logged(
                 [go, "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, pkg],
                 cwd=bdir,
                 log_path=log_path,
-                what=f"crictl {version}",
+                what=f"{name} {version}",
             )
 
-        self._timed("crictl", version, log_path, make, vdir, f"go build {pkg} (cri-tools {version})")
+        self._timed(name, version, log_path, make, vdir, f"go build {pkg} ({origin})")
+
+    def _build_crictl(self, version: str, vdir: Path, bdir: Path, log_path: Path) -> None:
+        """crictl through a wrapper module: ``go install sigs.k8s.io/cri-tools/cmd/crictl@V`` fails here
+        because the proxy answers 403 (not 404) for the candidate module paths below the module root."""
+        assert self.go is not None
+        files = {
+            "go.mod": f"module k8sstate/crictl\n\ngo 1.24\n\nrequire sigs.k8s.io/cri-tools {version}\n",
+            "tools.go": 'package main\n\nimport _ "sigs.k8s.io/cri-tools/cmd/crictl"\n',
+        }
+        self.progress(f"[k8sstate] crictl {version}: preparing the wrapper module (go mod tidy)…")
+        _prepare_wrapper(bdir, files, go=self.go, log_path=log_path, what=f"crictl {version}")
+        self._go_build(
+            "crictl",
+            version,
+            "sigs.k8s.io/cri-tools/cmd/crictl",
+            vdir,
+            bdir,
+            log_path,
+            f"cri-tools {version}",
+        )
 
 
 def ensure_binaries(

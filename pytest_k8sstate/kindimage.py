@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -189,9 +190,12 @@ class NodeImageBuilder:
             )
         return res.text
 
+    def docker_argv(self, *args: str) -> list[str]:
+        """``docker [--host H] ARGS`` against this builder's engine."""
+        return ["docker", *(["--host", self.docker_host] if self.docker_host else []), *args]
+
     def _docker(self, step: str, *args: str, timeout: float = DOCKER_TIMEOUT) -> str:
-        host = ["--host", self.docker_host] if self.docker_host else []
-        return self._run(step, ["docker", *host, *args], timeout)
+        return self._run(step, self.docker_argv(*args), timeout)
 
     def _timed(self, step: str, fn: Callable[[], object]) -> None:
         t0 = time.monotonic()
@@ -491,8 +495,7 @@ class NodeImageBuilder:
             )
             deadline = time.monotonic() + 60
             while True:
-                host = ["--host", self.docker_host] if self.docker_host else []
-                res = run_command(["docker", *host, "exec", cid, "ctr", "version"], timeout=30, check=False)
+                res = run_command(self.docker_argv("exec", cid, "ctr", "version"), timeout=30, check=False)
                 if res.returncode == 0:
                     break
                 if time.monotonic() > deadline:
@@ -540,19 +543,17 @@ class NodeImageBuilder:
             )
             # `docker commit --change` cannot set STOPSIGNAL (systemd wants SIGRTMIN+3): a one-line build
             dockerfile = f"FROM {node_tag}-unsealed\nSTOPSIGNAL SIGRTMIN+3\n".encode()
-            host = ["--host", self.docker_host] if self.docker_host else []
             try:
                 run_command(
-                    ["docker", *host, "build", "-t", node_tag, "-"],
+                    self.docker_argv("build", "-t", node_tag, "-"),
                     input=dockerfile,
                     timeout=DOCKER_TIMEOUT,
                     where="kindimage node-seal",
                 )
             finally:
-                run_command(["docker", *host, "rmi", node_tag + "-unsealed"], timeout=120, check=False)
+                run_command(self.docker_argv("rmi", node_tag + "-unsealed"), timeout=120, check=False)
         finally:
-            host = ["--host", self.docker_host] if self.docker_host else []
-            run_command(["docker", *host, "rm", "-f", "-v", cid], timeout=120, check=False)
+            run_command(self.docker_argv("rm", "-f", "-v", cid), timeout=120, check=False)
             with contextlib.suppress(OSError):
                 images_tar.unlink()
 
@@ -731,10 +732,10 @@ def _go_tools(
     need = [n for n in ("coredns", "crictl") if n not in out]
     if not need:
         return out
-    env_pin = os.environ.get(bins_mod.Versions.env_var("coredns"), "").strip()
-    tools = bins_mod.Versions.resolve(coredns=env_pin or coredns_version(plan), crictl=versions.crictl)
+    if not os.environ.get(bins_mod.Versions.env_var("coredns"), "").strip():  # no explicit pin
+        versions = dataclasses.replace(versions, coredns=coredns_version(plan))
     try:
-        got = bins_mod.ensure_binaries(need, tools, progress=progress)
+        got = bins_mod.ensure_binaries(need, versions, progress=progress)
     except BinaryError as exc:
         raise ImageBuildError(
             f"kind node image: {exc}\n(or pass a prebuilt binary: --coredns PATH / --crictl PATH)"
@@ -812,15 +813,12 @@ def build(
     key = image_key(inputs)
     tag = f"k8sstate/node:{versions.kubernetes}-{key}"
     tarball = wd / f"node-{versions.kubernetes}-{key}.tar"
-    host = ["--host", docker_host] if docker_host else []
-    if run_command(["docker", *host, "image", "inspect", tag], timeout=60, check=False).returncode == 0:
+    if run_command(b.docker_argv("image", "inspect", tag), timeout=60, check=False).returncode == 0:
         _touch(tarball)  # in use: pruning goes by last use
         return BuildResult(tag, key, tarball, time.monotonic() - t0, {}, True)
     if tarball.is_file():
         progress(f"loading cached {tarball}")
-        run_command(
-            ["docker", *host, "load", "-i", str(tarball)], timeout=DOCKER_TIMEOUT, where="docker load"
-        )
+        run_command(b.docker_argv("load", "-i", str(tarball)), timeout=DOCKER_TIMEOUT, where="docker load")
         _touch(tarball)
         return BuildResult(tag, key, tarball, time.monotonic() - t0, {}, True)
     bins["pause"] = b.build_pause(versions.kubernetes)
@@ -863,13 +861,13 @@ def build(
 
     b._timed("save", save)
     # the node image keeps the base layers; the base tag itself is not needed any more
-    run_command(["docker", *host, "rmi", base_tag], timeout=120, check=False, where="docker rmi")
+    run_command(b.docker_argv("rmi", base_tag), timeout=120, check=False, where="docker rmi")
     in_use = os.environ.get("K8SSTATE_KIND_IMAGE", "")
     for old in prune_tarballs(wd, keep=KEEP_IMAGES):
         progress(f"removed an older node image: {old.name}")
         old_tag = "k8sstate/node:" + old.name.removeprefix("node-").removesuffix(".tar")
         if old_tag != in_use:  # (a running cluster's image is not removed by docker anyway)
-            run_command(["docker", *host, "rmi", old_tag], timeout=120, check=False, where="docker rmi")
+            run_command(b.docker_argv("rmi", old_tag), timeout=120, check=False, where="docker rmi")
     return BuildResult(tag, key, tarball, time.monotonic() - t0, b.timings, False)
 
 

@@ -454,9 +454,7 @@ def k8s_cluster(request: pytest.FixtureRequest, k8s_clusters: ClusterPool) -> Cl
         raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
 
 
-def _missing_reason(
-    key: ClusterKey, capability: str, cluster_name: str | None, cluster: Cluster | None = None
-) -> str:
+def _missing_reason(key: ClusterKey, capability: str, cluster: Cluster | None = None) -> str:
     # the provider may say why this cluster lacks it (kind: a node image built without kindnetd)
     notes = cluster.details.get("missing_capabilities") if cluster is not None else None
     if isinstance(notes, dict) and isinstance(notes.get(capability), str):
@@ -468,7 +466,7 @@ def _missing_reason(
         )
     why = _MISSING_REASONS.get((key.provider, capability))
     if why is None:
-        on = f" (cluster {cluster_name})" if cluster_name else ""
+        on = f" (cluster {cluster.name})" if cluster is not None else ""
         why = f"the {key.provider} provider{on} does not provide it"
     alternative = _ALTERNATIVES.get(capability)
     return f"needs {capability}: {why}" + (f"; {alternative}" if alternative else "")
@@ -478,7 +476,7 @@ def _precheck_capability(pool: ClusterPool, key: ClusterKey, capability: str) ->
     """A skip reason when ``capability`` is certainly missing for ``key`` (no cluster is created)."""
     if capability == "ipvs":
         if key.proxy_mode != "ipvs":
-            return _missing_reason(key, capability, None)
+            return _missing_reason(key, capability)
         if key.provider in ("local", "kind", "minikube"):  # nodes share this kernel
             from .providers.local import check_ipvs_support
 
@@ -489,7 +487,7 @@ def _precheck_capability(pool: ClusterPool, key: ClusterKey, capability: str) ->
         return None
     static = pool.static_capabilities(key)
     if static is not None and capability not in static:
-        return _missing_reason(key, capability, None)
+        return _missing_reason(key, capability)
     return None
 
 
@@ -540,17 +538,14 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
         key = _marker_key(pool, node) or pool.default_key()
     except K8sStateError as exc:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
-    for cap in needs:
-        reason = _precheck_capability(pool, key, cap)
-        if reason is not None:
-            pytest.skip(reason)
+    # (what is certainly missing was skipped by pytest_runtest_setup before any fixture ran)
     try:
         cluster = pool.get(key)
     except K8sStateError as exc:
         raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
     for cap in needs:
         if cap not in cluster.capabilities:
-            pytest.skip(_missing_reason(key, cap, cluster.name, cluster))
+            pytest.skip(_missing_reason(key, cap, cluster))
     if fresh:
         try:
             pool.reset(cluster)

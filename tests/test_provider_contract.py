@@ -295,7 +295,7 @@ def test_cluster_of_a_killed_session_is_reaped(provider: Provider, tmp_path: Pat
     what it left. (local: tests/test_provider_local.py covers its reaper.)"""
     if provider.name != "kind":
         pytest.skip("kind's reaper; the local provider's is tested in test_provider_local.py")
-    from pytest_k8sstate.providers.kind import KindProvider
+    from pytest_k8sstate.providers.kind import KindProvider, kind_create_running
 
     assert isinstance(provider, KindProvider)
     name = f"ck{os.getpid() % 100000}"
@@ -304,7 +304,7 @@ def test_cluster_of_a_killed_session_is_reaped(provider: Provider, tmp_path: Pat
     proc.communicate(timeout=30)
     # `kind create cluster` runs in its own session and goes on; wait until it is done with the cluster
     deadline = time.monotonic() + 600
-    while any(f"--name\0{name}\0" in _cmdline(pid) for pid in _pids()):
+    while kind_create_running(name):
         assert time.monotonic() < deadline, f"kind create of {name} still running after 600s"
         time.sleep(1)
     try:
@@ -315,15 +315,3 @@ def test_cluster_of_a_killed_session_is_reaped(provider: Provider, tmp_path: Pat
     finally:
         if name in provider.list():
             provider.delete(name)
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""

@@ -604,12 +604,12 @@ def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
         proxy_mode="iptables",
         details={"missing_capabilities": notes},
     )
-    reason = _missing_reason(ClusterKey("kind", 2, "iptables", None), "kindnet", "c", cluster)
+    reason = _missing_reason(ClusterKey("kind", 2, "iptables", None), "kindnet", cluster)
     assert reason.startswith("needs kindnet: k8sstate/node:x has k8sstate-node-routes as its default CNI")
     assert "--kindnetd PATH" in reason
     # other capabilities keep the generic reason
     assert "k8sstate-node-routes" not in _missing_reason(
-        ClusterKey("kind", 2, "iptables", None), "ipvs", "c", cluster
+        ClusterKey("kind", 2, "iptables", None), "ipvs", cluster
     )
 
 

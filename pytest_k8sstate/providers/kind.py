@@ -7,7 +7,7 @@
 * **kind binary** -- ``KindOptions.kind_binary``, else ``kind`` on PATH, else the binaries cache (pinned
   :data:`~pytest_k8sstate.binaries.DEFAULT_KIND_VERSION`, override with ``K8SSTATE_KIND_VERSION``), else
   built.
-* **Node exec** -- ``docker exec -i <node container>`` (:class:`DockerHostExec`: ``docker --host H exec``).
+* **Node exec** -- ``docker [--host H] exec -i <node container>`` (:class:`~..nodeexec.DockerExec`).
 * **etcd** -- the control-plane's kubeadm etcd, reached *without changing the cluster*: the etcd CA and the
   apiserver's etcd client certificate are read out of the node (``docker exec cat /etc/kubernetes/pki/...``)
   into the provider's state dir, and the plugin's gRPC client connects to ``<control-plane IP>:2379``
@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,6 @@ __all__ = [
     "CLUSTER_LABEL",
     "ROLE_LABEL",
     "DockerCli",
-    "DockerHostExec",
     "KindOptions",
     "KindProvider",
     "NodeCerts",
@@ -239,28 +238,30 @@ def kind_error_summary(stderr: str, limit: int = 3) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
-def not_ready(nodes_json: str, expected: Sequence[str]) -> list[str]:
-    """Names in ``expected`` whose Node is missing or not Ready in ``kubectl get nodes -o json``."""
-    try:
-        items = json.loads(nodes_json).get("items") or []
-    except (ValueError, AttributeError):
-        return list(expected)
-    ready = set()
-    for item in items:
-        conds = (item.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
-            ready.add((item.get("metadata") or {}).get("name"))
-    return [n for n in expected if n not in ready]
-
-
-def missing_names(list_json: str, expected: Sequence[str]) -> list[str]:
-    """Names in ``expected`` with no item in a ``kubectl get … -o json`` list (e.g. node Leases)."""
+def missing_names(
+    list_json: str, expected: Sequence[str], where: Callable[[dict[str, Any]], bool] | None = None
+) -> list[str]:
+    """Names in ``expected`` with no item (satisfying ``where``) in a ``kubectl get … -o json`` list."""
     try:
         items = json.loads(list_json).get("items") or []
     except (ValueError, AttributeError):
         return list(expected)
-    have = {(item.get("metadata") or {}).get("name") for item in items if isinstance(item, dict)}
+    have = {
+        (item.get("metadata") or {}).get("name")
+        for item in items
+        if isinstance(item, dict) and (where is None or where(item))
+    }
     return [n for n in expected if n not in have]
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    conds = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def not_ready(nodes_json: str, expected: Sequence[str]) -> list[str]:
+    """Names in ``expected`` whose Node is missing or not Ready in ``kubectl get nodes -o json``."""
+    return missing_names(nodes_json, expected, _node_ready)
 
 
 def deployment_available(deployment_json: str) -> bool:
@@ -362,10 +363,6 @@ def capabilities_for(
 # --------------------------------------------------------------------------------------------------
 # docker
 # --------------------------------------------------------------------------------------------------
-DockerHostExec = DockerExec
-"""``docker [--host H] exec -i CONTAINER argv`` (the name is kept; ``nodeexec.DockerExec`` does it all)."""
-
-
 @dataclass
 class DockerCli:
     """The ``docker`` CLI against one engine."""
@@ -589,7 +586,7 @@ def attach_endpoints(
     return kc, api_server, etcd_ep
 
 
-def copy_node_certs(node: DockerHostExec, certs: NodeCerts, dest: Path) -> tuple[Path, Path, Path]:
+def copy_node_certs(node: DockerExec, certs: NodeCerts, dest: Path) -> tuple[Path, Path, Path]:
     """Read the etcd CA + client cert/key out of ``node`` into ``dest`` (keys 0600). Read-only on the node."""
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = []
@@ -927,13 +924,13 @@ class KindProvider(Provider):
             raise ProviderError(f"kind cluster {st.name!r} has no node containers at {self.docker.where}")
         rows.sort(key=lambda r: (r["role"] != "control-plane", r["name"]))
         nodes = [
-            NodeInfo(r["name"], r["role"], DockerHostExec(r["name"], host=self.docker.host), r["ip"])
+            NodeInfo(r["name"], r["role"], DockerExec(r["name"], host=self.docker.host), r["ip"])
             for r in rows
         ]
         cp = nodes[0]
         if cp.role != "control-plane":
             raise ProviderError(f"kind cluster {st.name!r} has no control-plane container")
-        assert isinstance(cp.exec, DockerHostExec)
+        assert isinstance(cp.exec, DockerExec)
         ca, cert, key = copy_node_certs(cp.exec, KIND_CERTS, st.dir / "pki")
         mode = st.data.get("proxy_mode")
         if not mode:
@@ -944,11 +941,10 @@ class KindProvider(Provider):
         kc, api_server, etcd_ep = attach_endpoints(
             st.dir, netns, cp.ip, st.dir / "kubeconfig.kind", api_port=6443
         )
-        default_cni = bool(st.data.get("default_cni", True))
-        cni_impl = str(st.data.get("cni") or "")
-        if default_cni and not cni_impl:
-            cni_impl = self._default_cni_of(cp.name)
-            st.data["cni"] = cni_impl
+        cni: str | None = None  # the default CNI (None: disabled)
+        if st.data.get("default_cni", True):
+            cni = str(st.data.get("cni") or "") or self._default_cni_of(cp.name)
+            st.data["cni"] = cni
         if not st.data.get("version"):
             res = cp.exec.run(["kubelet", "--version"], check=False, timeout=20)
             st.data["version"] = res.text.strip().rpartition(" ")[2] if res.returncode == 0 else ""
@@ -962,9 +958,9 @@ class KindProvider(Provider):
             etcd=EtcdTarget(endpoints=(etcd_ep,), ca=ca, cert=cert, key=key),
             capabilities=capabilities_for(
                 str(mode),
-                default_cni=default_cni,
+                default_cni=cni is not None,
                 ipvs_kernel=ipvs_in_kernel(),
-                kindnet=cni_impl != noderoutes.CONFIGMAP,
+                kindnet=cni != noderoutes.CONFIGMAP,
             ),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),
@@ -973,9 +969,9 @@ class KindProvider(Provider):
                 "docker_host": self.docker.host,
                 "netns": netns,
                 "image": st.data.get("image"),
-                "default_cni": cni_impl if default_cni else None,
+                "default_cni": cni,
                 "missing_capabilities": missing_capability_notes(
-                    str(st.data.get("image") or "the node image"), cni_impl if default_cni else None
+                    str(st.data.get("image") or "the node image"), cni
                 ),
             },
         )

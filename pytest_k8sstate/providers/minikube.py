@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CommandError, ConfigError, ProviderError
-from ..nodeexec import CommandResult, run_command
+from ..nodeexec import CommandResult, DockerExec, run_command
 from .base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
 from .kind import (
     DockerCli,
-    DockerHostExec,
     NodeCerts,
     StateFile,
     attach_endpoints,
@@ -281,11 +280,11 @@ class MinikubeProvider(Provider):
         if not listed:
             raise ProviderError(f"minikube profile {st.name!r} has no nodes")
         nodes = [
-            NodeInfo(n, "control-plane" if i == 0 else "worker", DockerHostExec(n, host=self.docker.host), ip)
+            NodeInfo(n, "control-plane" if i == 0 else "worker", DockerExec(n, host=self.docker.host), ip)
             for i, (n, ip) in enumerate(listed)
         ]
         cp = nodes[0]
-        assert isinstance(cp.exec, DockerHostExec)
+        assert isinstance(cp.exec, DockerExec)
         ca, cert, key = copy_node_certs(cp.exec, MINIKUBE_CERTS, st.dir / "pki")
         netns = st.data.get("netns")
         kc, api_server, etcd_ep = attach_endpoints(

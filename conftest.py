@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_k8sstate import netns
+from pytest_k8sstate.node import netns
 
 _BEFORE_KEY = pytest.StashKey[set[str]]()
 

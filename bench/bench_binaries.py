@@ -2,7 +2,7 @@
 
     python bench/bench_binaries.py [--runs 7] [--components kube-apiserver,...]
 
-Needs a populated cache (``k8sstate binaries install`` or ``python -m pytest_k8sstate.binaries install``).
+Needs a populated cache (``k8sstate binaries install``).
 Measures ``ensure_binaries()`` in-process and the whole ``binaries install --no-build`` command in a fresh
 interpreter (what a user waits for).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_k8sstate import binaries  # noqa: E402
+import pytest_k8sstate.binaries.install as binaries  # noqa: E402
 from pytest_k8sstate.errors import BinaryError  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main() -> int:
     argv = [
         sys.executable,
         "-m",
-        "pytest_k8sstate.binaries",
+        "pytest_k8sstate.binaries.install",
         "install",
         "--no-build",
         "--components",

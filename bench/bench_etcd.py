@@ -30,7 +30,7 @@ import grpc  # noqa: E402
 from etcd_fixtures import k8s_value, pod, start_etcd  # noqa: E402
 from pyetcd.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
-from pytest_k8sstate.collectors.etcd import (  # noqa: E402
+from pytest_k8sstate.etcd.capture import (  # noqa: E402
     EtcdClient,
     _decode_cached,
     collect_etcd,

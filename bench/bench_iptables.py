@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_k8sstate import netns
+from pytest_k8sstate.node import netns
 from pytest_k8sstate.parse.iptables import parse_iptables_save
 from pytest_k8sstate.testing import kube_proxy_iptables, make_services
 from pytest_k8sstate.trace import Packet

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_k8sstate.providers.base import ClusterSpec
-from pytest_k8sstate.providers.local import LocalProvider
+from pytest_k8sstate.providers.local.provider import LocalProvider
 
 
 def _quiet(_: str) -> None:

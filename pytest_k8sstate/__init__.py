@@ -1,7 +1,7 @@
 """pytest-k8sstate: capture etcd and node network state of real Kubernetes clusters, diff it, assert on it.
 
 The assertion helpers, the snapshot model and the tracer are re-exported lazily, so that importing the
-package (as pytest does for the plugin) does not import :mod:`pytest_k8sstate.assertions` before the plugin
+package (as pytest does for the plugin) does not import the assertion modules before the plugin
 has registered it for assertion rewriting::
 
     from pytest_k8sstate import assert_new_keys, assert_dnat_to, pod_ip, Snapshot, Packet
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import K8sStateError
+from pytest_k8sstate.errors import K8sStateError
 
 __version__ = "0.1.0"
 
@@ -28,8 +28,8 @@ _LAZY = {
     "assert_removed_keys": "assertions",
     "count_rules": "assertions",
     "service_rules": "assertions",
-    "Snapshot": "model",
-    "StateDiff": "model",
+    "Snapshot": "state.model",
+    "StateDiff": "state.model",
     "Packet": "trace",
     "K8sHelper": "k8s",
     "pod_ip": "k8s",

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import K8sStateError
+from pytest_k8sstate.errors import K8sStateError
 
 __all__ = ["Pki", "generate_pki", "write_kubeconfig"]
 

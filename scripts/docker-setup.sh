@@ -55,7 +55,7 @@ install_docker() {
 }
 
 engine() {
-    PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout 300 "$PY" -m pytest_k8sstate.providers.docker_engine "$@"
+    PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout 300 "$PY" -m pytest_k8sstate.providers.docker.engine "$@"
 }
 
 case "$cmd" in

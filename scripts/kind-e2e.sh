@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kind provider end to end on a machine without a registry (docs/kind-on-restricted-machines.md):
 #   1. the project's Docker engine (scripts/docker-setup.sh start: Debian's docker.io, own netns),
-#   2. the offline node image (python -m pytest_k8sstate.kindimage build; cached, rebuilt only when its
+#   2. the offline node image (python -m pytest_k8sstate.providers.kind.image build; cached, rebuilt only when its
 #      inputs change: a fresh machine builds CoreDNS, crictl, kubelet and kubeadm from the Go module proxy),
 #   3. the provider contract tests and the findings suite on real kind clusters,
 # then stops the engine again. What it starts or changes is undone on exit, failure or Ctrl-C: clusters a
@@ -32,7 +32,7 @@ cleanup() {
     trap '' INT TERM # a second Ctrl-C must not cut the clean-up short
     trap - EXIT
     # clusters of a pytest that died hard (their forwarders run on the root namespace's loopback)
-    timeout 600 "$PY" -c 'from pytest_k8sstate.providers.kind import KindProvider; KindProvider().reap()' ||
+    timeout 600 "$PY" -c 'from pytest_k8sstate.providers.kind.provider import KindProvider; KindProvider().reap()' ||
         true
     if [ "$engine_started" = 1 ]; then
         echo "[kind-e2e] stopping the Docker engine"
@@ -70,7 +70,7 @@ if [ "$old_inotify" -lt 512 ]; then
 fi
 
 echo "[kind-e2e] node image"
-out=$("$PY" -m pytest_k8sstate.kindimage build --default-cni "${K8SSTATE_KIND_DEFAULT_CNI:-auto}")
+out=$("$PY" -m pytest_k8sstate.providers.kind.image build --default-cni "${K8SSTATE_KIND_DEFAULT_CNI:-auto}")
 echo "$out"
 K8SSTATE_KIND_IMAGE=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["tag"])' "$out")
 export K8SSTATE_KIND_IMAGE

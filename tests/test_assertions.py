@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_k8sstate import assertions as A
-from pytest_k8sstate import netns
-from pytest_k8sstate.collectors.etcd import EtcdEntry, EtcdState
-from pytest_k8sstate.collectors.node import NodeState, collect_node
-from pytest_k8sstate.model import Snapshot, StateDiff
-from pytest_k8sstate.nodeexec import NetnsExec
+import pytest_k8sstate.assertions.dataplane as A
+from pytest_k8sstate.etcd.capture import EtcdEntry, EtcdState
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.capture import NodeState, collect_node
+from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.state.model import Snapshot, StateDiff
 from pytest_k8sstate.testing.iptables_gen import KubeService, kube_proxy_iptables, make_services
 from pytest_k8sstate.testing.nft_gen import GenService, generate_services, render_ruleset
 

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_k8sstate import binaries as b
+import pytest_k8sstate.binaries.install as b
 from pytest_k8sstate.errors import BinaryError, ConfigError, ParseError
 
 TRUE = Path(shutil.which("true") or "/bin/true")
@@ -445,7 +445,7 @@ def test_lock_wait_has_a_deadline(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-c",
-                "import sys; from pathlib import Path; from pytest_k8sstate import binaries as b\n"
+                "import sys; from pathlib import Path; import pytest_k8sstate.binaries.install as b\n"
                 "try:\n"
                 "    with b._version_lock(Path(sys.argv[1]), 'etcd v3.7.3', print, timeout=0.3): pass\n"
                 "except b.BinaryError as e: print('ERR', e); sys.exit(7)\n",

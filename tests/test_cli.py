@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from etcd_fixtures import k8s_value, service, start_etcd
 
-from pytest_k8sstate import netns
-from pytest_k8sstate.cli import main
-from pytest_k8sstate.collectors.etcd import EtcdClient
+from pytest_k8sstate.cli.main import main
 from pytest_k8sstate.errors import BinaryError
-from pytest_k8sstate.etcdserver import find_etcd_binary
-from pytest_k8sstate.model import Snapshot
-from pytest_k8sstate.nodeexec import NetnsExec
+from pytest_k8sstate.etcd.capture import EtcdClient
+from pytest_k8sstate.etcd.server import find_etcd_binary
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.state.model import Snapshot
 from pytest_k8sstate.testing.iptables_gen import kube_proxy_iptables, make_services
 from pytest_k8sstate.testing.nft_gen import generate_services, render_ruleset
 
@@ -275,7 +275,16 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_k8sstate.cli", "trace", "--nft-json", "-", "--dst", "10.0.0.1:80"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_k8sstate.cli",
+            "trace",
+            "--nft-json",
+            "-",
+            "--dst",
+            "10.0.0.1:80",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

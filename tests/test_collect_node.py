@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_k8sstate import netns
-from pytest_k8sstate.collectors.node import ALL_PARTS, NodeState, collect_node, collect_nodes
 from pytest_k8sstate.errors import K8sStateError, ParseError
-from pytest_k8sstate.nodeexec import DEFAULT_TIMEOUT, CommandResult, NetnsExec
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.capture import ALL_PARTS, NodeState, collect_node, collect_nodes
+from pytest_k8sstate.node.exec import DEFAULT_TIMEOUT, CommandResult, NetnsExec
 from pytest_k8sstate.testing.nft_gen import GenService, render_ruleset
 from pytest_k8sstate.trace import Packet
 from pytest_k8sstate.trace.nft import trace_nft

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_k8sstate.decode import Decoded, WireError, decode_value, wire_tree
+from pytest_k8sstate.etcd.decode import Decoded, WireError, decode_value, wire_tree
 
 try:
     from etcd_fixtures import endpointslice, envelope, k8s_value, pod, proto, service

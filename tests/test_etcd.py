@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate import etcdserver
-from pytest_k8sstate.collectors.etcd import (
+import pytest_k8sstate.etcd.server as etcdserver
+from pytest_k8sstate.errors import BinaryError, CaptureError, ParseError, ProviderError
+from pytest_k8sstate.etcd.capture import (
     EtcdClient,
     EtcdEntry,
     EtcdState,
     EtcdTarget,
     collect_etcd,
 )
-from pytest_k8sstate.errors import BinaryError, CaptureError, ParseError, ProviderError
-from pytest_k8sstate.etcdserver import EtcdServer, find_etcd_binary
+from pytest_k8sstate.etcd.server import EtcdServer, find_etcd_binary
 from pytest_k8sstate.pki import generate_pki
 
 try:
@@ -477,7 +477,7 @@ def test_missing_binary_or_certs(tmp_path: Path) -> None:
 def test_server_in_network_namespace(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    from pytest_k8sstate import netns
+    from pytest_k8sstate.node import netns
 
     pki = generate_pki(tmp_path / "pki", apiserver_sans=[], etcd_sans=[])
     with netns.temporary("etcd") as ns:

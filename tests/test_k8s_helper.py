@@ -16,15 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_k8sstate.errors import K8sStateError, ParseError
-from pytest_k8sstate.k8s import K8sHelper, parse_manifests, parse_ref, pod_ip
+from pytest_k8sstate.k8s.helper import K8sHelper, parse_manifests, parse_ref, pod_ip
 
 
 def _local_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the local provider needs root (network namespaces)"
     try:
-        from pytest_k8sstate import binaries
-        from pytest_k8sstate.providers.local import KUBE_BINARIES
+        import pytest_k8sstate.binaries.install as binaries
+        from pytest_k8sstate.providers.local.provider import KUBE_BINARIES
 
         versions = binaries.Versions.resolve()
         missing = [n for n in (*KUBE_BINARIES, "kwok") if binaries.find_binary(n, versions) is None]

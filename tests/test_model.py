@@ -18,12 +18,14 @@ from etcd_fixtures import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_k8sstate import netns
-from pytest_k8sstate.collectors.etcd import EtcdClient, EtcdEntry, EtcdState, collect_etcd
-from pytest_k8sstate.collectors.node import NodeState, collect_node
 from pytest_k8sstate.errors import ParseError
-from pytest_k8sstate.etcdserver import EtcdServer
-from pytest_k8sstate.model import (
+from pytest_k8sstate.etcd.capture import EtcdClient, EtcdEntry, EtcdState, collect_etcd
+from pytest_k8sstate.etcd.server import EtcdServer
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.capture import NodeState, collect_node
+from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.parse.ipvs import parse_ipvsadm
+from pytest_k8sstate.state.model import (
     DEFAULT_IGNORE,
     KeyChange,
     NodeDiff,
@@ -32,8 +34,6 @@ from pytest_k8sstate.model import (
     changed_field_paths,
     key_matches,
 )
-from pytest_k8sstate.nodeexec import NetnsExec
-from pytest_k8sstate.parse.ipvs import parse_ipvsadm
 from pytest_k8sstate.testing.iptables_gen import kube_proxy_iptables, make_services
 from pytest_k8sstate.testing.nft_gen import generate_services, render_ruleset
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_k8sstate import netns
 from pytest_k8sstate.errors import ParseError
-from pytest_k8sstate.nodeexec import NetnsExec
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.parse.iptables import (
     _TOKEN_RE,
     IptablesRuleset,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_k8sstate import netns
 from pytest_k8sstate.errors import ParseError
+from pytest_k8sstate.node import netns
 from pytest_k8sstate.parse.iproute import ADDR_FIELDS, LINK_FIELDS, ROUTE_FIELDS, parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
 from pytest_k8sstate.parse.ipvs import RealServer, VirtualServer, parse_ipvsadm

@@ -36,7 +36,7 @@ def unavailable(provider: str) -> str | None:
     if provider == "local":
         if os.geteuid() != 0:
             return "the local provider needs root (network namespaces, netfilter): run as root"
-        from pytest_k8sstate import binaries as bins
+        import pytest_k8sstate.binaries.install as bins
 
         missing = []
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
@@ -57,8 +57,8 @@ def leftovers(provider: str, name: str, pids: Sequence[int] = ()) -> list[str]:
     """Everything of cluster ``name`` still present after delete (empty when clean)."""
     left: list[str] = []
     if provider == "local":
-        from pytest_k8sstate import netns
-        from pytest_k8sstate.providers import local_state
+        import pytest_k8sstate.providers.local.state as local_state
+        from pytest_k8sstate.node import netns
 
         if local_state.cluster_dir(name).exists():
             left.append(f"directory {local_state.cluster_dir(name)}")
@@ -79,7 +79,7 @@ def leftovers(provider: str, name: str, pids: Sequence[int] = ()) -> list[str]:
 def recorded_pids(cluster: Cluster) -> list[int]:
     if cluster.provider != "local":
         return []
-    from pytest_k8sstate.providers import local_state
+    import pytest_k8sstate.providers.local.state as local_state
 
     st = local_state.load_state(cluster.name)
     return [p.pid for p in st.processes] if st else []
@@ -227,14 +227,14 @@ def _create_under_way(provider: Provider, name: str) -> list[int] | None:
     """None until the create of ``name`` has started its cluster (local: kube-apiserver running; kind: a
     node container exists); then the pids to check afterwards."""
     if provider.name == "local":
-        from pytest_k8sstate.providers import local_state
+        import pytest_k8sstate.providers.local.state as local_state
 
         st = local_state.load_state(name) if local_state.cluster_dir(name).exists() else None
         if st is not None and any(p.name == "kube-apiserver" for p in st.processes):
             return [p.pid for p in st.processes]
         return None
     if provider.name == "kind":
-        from pytest_k8sstate.providers.kind import CLUSTER_LABEL, KindProvider
+        from pytest_k8sstate.providers.kind.provider import CLUSTER_LABEL, KindProvider
 
         assert isinstance(provider, KindProvider)
         return [] if provider.docker.containers(f"{CLUSTER_LABEL}={name}") else None
@@ -295,7 +295,7 @@ def test_cluster_of_a_killed_session_is_reaped(provider: Provider, tmp_path: Pat
     what it left. (local: tests/test_provider_local.py covers its reaper.)"""
     if provider.name != "kind":
         pytest.skip("kind's reaper; the local provider's is tested in test_provider_local.py")
-    from pytest_k8sstate.providers.kind import KindProvider, kind_create_running
+    from pytest_k8sstate.providers.kind.provider import KindProvider, kind_create_running
 
     assert isinstance(provider, KindProvider)
     name = f"ck{os.getpid() % 100000}"

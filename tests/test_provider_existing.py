@@ -199,7 +199,7 @@ def test_get_attaches_to_a_real_cluster(local_kubeconfig: Path) -> None:
     "K8SSTATE_DEBUG_IMAGE (an image with sleep + chroot the nodes already have)",
 )
 def test_debug_pods_run_node_commands_on_real_nodes() -> None:
-    from pytest_k8sstate.collectors.node import collect_node
+    from pytest_k8sstate.node.capture import collect_node
 
     kc = Path(os.environ["K8SSTATE_EXISTING_KUBECONFIG"])
     prov = ExistingProvider(ExistingOptions.from_env(kubeconfig=kc), progress=lambda _l: None)

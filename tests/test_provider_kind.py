@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import pytest_k8sstate.providers.docker.engine as docker_engine
 from pytest_k8sstate.errors import ConfigError
-from pytest_k8sstate.providers import docker_engine
 from pytest_k8sstate.providers.base import ClusterSpec
-from pytest_k8sstate.providers.kind import (
+from pytest_k8sstate.providers.kind.provider import (
     CLUSTER_LABEL,
     ROLE_LABEL,
     KindOptions,
@@ -137,7 +137,7 @@ def test_create_argv() -> None:
 
 
 def test_kind_error_summary_keeps_the_error_not_the_stack() -> None:
-    from pytest_k8sstate.providers.kind import kind_error_summary
+    from pytest_k8sstate.providers.kind.provider import kind_error_summary
 
     stderr = (
         "Creating cluster ...\nERROR: failed to create cluster: failed to init node with kubeadm\n"
@@ -151,7 +151,7 @@ def test_kind_error_summary_keeps_the_error_not_the_stack() -> None:
 
 
 def test_not_ready_and_deployment_available() -> None:
-    from pytest_k8sstate.providers.kind import deployment_available, missing_names, not_ready
+    from pytest_k8sstate.providers.kind.provider import deployment_available, missing_names, not_ready
 
     nodes = {
         "items": [
@@ -170,7 +170,7 @@ def test_not_ready_and_deployment_available() -> None:
 
 
 def test_inotify_warning() -> None:
-    from pytest_k8sstate.providers.kind import inotify_warning
+    from pytest_k8sstate.providers.kind.provider import inotify_warning
 
     msg = inotify_warning(128)
     assert msg is not None
@@ -432,9 +432,9 @@ def kindlike_cluster(project_docker: str, node_image_tag: str) -> Iterator[str]:
 def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
     project_docker: str, kindlike_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_k8sstate import binaries
-    from pytest_k8sstate.collectors.etcd import collect_etcd
-    from pytest_k8sstate.providers.kind import KindProvider
+    import pytest_k8sstate.binaries.install as binaries
+    from pytest_k8sstate.etcd.capture import collect_etcd
+    from pytest_k8sstate.providers.kind.provider import KindProvider
 
     kind = shutil.which("kind") or binaries.find_binary("kind")
     if kind is None:
@@ -475,16 +475,16 @@ def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
         again = prov.get(kindlike_cluster)
         assert again.etcd == cluster.etcd
     finally:
-        from pytest_k8sstate.providers.kind import stop_forwarder
+        from pytest_k8sstate.providers.kind.provider import stop_forwarder
 
         stop_forwarder(tmp_path / "cache" / "kind-clusters" / kindlike_cluster)
 
 
 # --------------------------------------------------------------------------------------------------
-# offline node image build (pure parts of pytest_k8sstate.kindimage)
+# offline node image build (pure parts of pytest_k8sstate.providers.kind.image)
 # --------------------------------------------------------------------------------------------------
 def test_debootstrap_argv_uses_bookworm_minbase() -> None:
-    from pytest_k8sstate.kindimage import BASE_PACKAGES, debootstrap_argv
+    from pytest_k8sstate.providers.kind.image import BASE_PACKAGES, debootstrap_argv
 
     argv = debootstrap_argv(Path("/r"))
     assert argv[:2] == ["debootstrap", "--variant=minbase"]
@@ -497,7 +497,7 @@ def test_debootstrap_argv_uses_bookworm_minbase() -> None:
 
 
 def test_parse_ldd() -> None:
-    from pytest_k8sstate.kindimage import parse_ldd
+    from pytest_k8sstate.providers.kind.image import parse_ldd
 
     text = (
         "\tlinux-vdso.so.1 (0x00007ffd)\n"
@@ -514,7 +514,7 @@ def test_parse_ldd() -> None:
 
 
 def test_plan_from_kubeadm_image_list() -> None:
-    from pytest_k8sstate.kindimage import ImageBuildError, plan_from_image_list
+    from pytest_k8sstate.providers.kind.image import ImageBuildError, plan_from_image_list
 
     listing = (
         "registry.k8s.io/kube-apiserver:v1.37.1\nregistry.k8s.io/kube-proxy:v1.37.1\n"
@@ -534,7 +534,7 @@ def test_plan_from_kubeadm_image_list() -> None:
 
 
 def test_cni_manifest_from_go_source() -> None:
-    from pytest_k8sstate.kindimage import cni_manifest_from_go
+    from pytest_k8sstate.providers.kind.image import cni_manifest_from_go
 
     go = (
         'const kindnetdImage = "docker.io/kindest/kindnetd:v1"\n'
@@ -547,7 +547,7 @@ def test_cni_manifest_from_go_source() -> None:
 
 
 def test_image_key_is_stable_and_input_sensitive() -> None:
-    from pytest_k8sstate.kindimage import image_key
+    from pytest_k8sstate.providers.kind.image import image_key
 
     a = image_key({"versions": {"kubernetes": "v1.37.1"}, "packages": ["systemd"]})
     assert a == image_key({"packages": ["systemd"], "versions": {"kubernetes": "v1.37.1"}})
@@ -558,8 +558,8 @@ def test_image_key_is_stable_and_input_sensitive() -> None:
 def test_orphans_are_clusters_whose_owner_process_is_gone(tmp_path: Path) -> None:
     """State files only (no engine needed): a dead owner (pid + start time) is an orphan; a live owner, a
     persistent cluster (no owner) and a cluster of another Docker engine are not."""
-    from pytest_k8sstate.providers import local_state
-    from pytest_k8sstate.providers.kind import KindProvider, StateFile
+    import pytest_k8sstate.providers.local.state as local_state
+    from pytest_k8sstate.providers.kind.provider import KindProvider, StateFile
 
     prov = KindProvider(docker_host="unix:///tmp/k8sstate-test-engine.sock")
     prov.root = tmp_path
@@ -586,9 +586,9 @@ def test_orphans_are_clusters_whose_owner_process_is_gone(tmp_path: Path) -> Non
 
 def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
     """A cluster on an image built without kindnetd lacks ``kindnet``; the skip says why and what to do."""
-    from pytest_k8sstate.plugin import ClusterKey, _missing_reason
+    from pytest_k8sstate.plugin.hooks import ClusterKey, _missing_reason
     from pytest_k8sstate.providers.base import Cluster
-    from pytest_k8sstate.providers.kind import missing_capability_notes
+    from pytest_k8sstate.providers.kind.provider import missing_capability_notes
 
     assert missing_capability_notes("k8sstate/node:x", "kindnet") == {}
     assert missing_capability_notes("k8sstate/node:x", None) == {}
@@ -614,7 +614,7 @@ def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
 
 
 def test_prune_tarballs_keeps_the_newest(tmp_path: Path) -> None:
-    from pytest_k8sstate.kindimage import prune_tarballs
+    from pytest_k8sstate.providers.kind.image import prune_tarballs
 
     for i, key in enumerate(("aaa", "bbb", "ccc", "ddd")):
         p = tmp_path / f"node-v1.37.1-{key}.tar"
@@ -631,7 +631,7 @@ def test_prune_tarballs_keeps_the_newest(tmp_path: Path) -> None:
 
 
 def test_kind_create_running_sees_a_create_of_that_name_only() -> None:
-    from pytest_k8sstate.providers.kind import kind_create_running
+    from pytest_k8sstate.providers.kind.provider import kind_create_running
 
     name = f"kcr{os.getpid()}"
     # a process whose command line looks like kind's (the words after -c land in sys.argv)

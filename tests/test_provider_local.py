@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from test_provider_contract import leftovers, unavailable  # tests/ is on sys.path (rootdir-less layout)
 
-from pytest_k8sstate import netns
+import pytest_k8sstate.providers.local.addons as local_addons
+import pytest_k8sstate.providers.local.state as local_state
 from pytest_k8sstate.errors import ConfigError, ProviderError
-from pytest_k8sstate.providers import local_addons, local_state
+from pytest_k8sstate.node import netns
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, get_provider
-from pytest_k8sstate.providers.local import LocalProvider, check_ipvs_support
+from pytest_k8sstate.providers.local.provider import LocalProvider, check_ipvs_support
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -101,7 +102,7 @@ def test_portforward_reaches_a_server_inside_the_namespace(tmp_path: Path) -> No
         fwd = subprocess.Popen(  # noqa: S603
             [
                 sys.executable,
-                str(ROOT / "pytest_k8sstate" / "portforward.py"),
+                str(ROOT / "pytest_k8sstate" / "providers" / "portforward.py"),
                 "--netns",
                 ns.netns,
                 "--ready-file",
@@ -138,7 +139,7 @@ def test_portforward_reaches_a_server_inside_the_namespace(tmp_path: Path) -> No
 
 @needs_root
 def test_reaper_removes_clusters_whose_owner_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_k8sstate.reaper import reap
+    from pytest_k8sstate.providers.local.reaper import reap
 
     monkeypatch.setenv(local_state.ENV_CACHE, str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -232,7 +233,7 @@ def test_pod_ips_come_from_each_nodes_pod_cidr(cluster: Cluster) -> None:
 def test_reset_restores_etcd_and_rules(cluster: Cluster) -> None:
     from kubernetes import client
 
-    from pytest_k8sstate.providers.local_reset import rules_text
+    from pytest_k8sstate.providers.local.reset import rules_text
 
     api = client.CoreV1Api(cluster.kube_api())
     before = cluster.snapshot("before")
@@ -266,7 +267,7 @@ def test_reset_restores_etcd_and_rules(cluster: Cluster) -> None:
 
 
 def test_cli_list_and_node_exec(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_k8sstate.providers.cli import main
+    from pytest_k8sstate.cli.cluster import main
 
     assert main(["cluster", "list", "--provider", "local"]) == 0
     assert f"{cluster.name}\tlocal" in capsys.readouterr().out
@@ -291,8 +292,8 @@ def test_cli_list_and_node_exec(cluster: Cluster, capsys: pytest.CaptureFixture[
 
 
 def test_cli_snapshot_writes_a_loadable_file(cluster: Cluster, tmp_path: Path) -> None:
-    from pytest_k8sstate.model import Snapshot
-    from pytest_k8sstate.providers.cli import main
+    from pytest_k8sstate.cli.cluster import main
+    from pytest_k8sstate.state.model import Snapshot
 
     out = tmp_path / "snap.json"
     assert main(["snapshot", "--cluster", cluster.name, "-o", str(out)]) == 0
@@ -320,7 +321,7 @@ def test_nftables_mode() -> None:
         # sync; reset must still converge
         from kubernetes import client
 
-        from pytest_k8sstate.providers.local_reset import rules_text
+        from pytest_k8sstate.providers.local.reset import rules_text
 
         pristine = {n.name: rules_text(n.exec, "nftables") for n in c.nodes}
         api = client.CoreV1Api(c.kube_api())
@@ -357,7 +358,7 @@ class _FakeExec:
     def run(
         self, argv: object, *, timeout: float = 0, input: bytes | None = None, check: bool = True
     ) -> object:
-        from pytest_k8sstate.nodeexec import CommandResult
+        from pytest_k8sstate.node.exec import CommandResult
 
         return CommandResult(("nft",), 0, self.text.encode(), b"")
 
@@ -381,7 +382,7 @@ _NFT_137 = """table ip kube-proxy {
 
 
 def test_proxy_rules_check_reads_the_137_nftables_layout() -> None:
-    from pytest_k8sstate.providers.local import proxy_rules_missing
+    from pytest_k8sstate.providers.local.provider import proxy_rules_missing
 
     ex = _FakeExec(_NFT_137)
     want = [
@@ -397,7 +398,7 @@ def test_proxy_rules_check_reads_the_137_nftables_layout() -> None:
 
 
 def test_rules_text_ignores_empty_nft_chains() -> None:
-    from pytest_k8sstate.providers.local_reset import rules_text
+    from pytest_k8sstate.providers.local.reset import rules_text
 
     lines = rules_text(_FakeExec(_NFT_137), "nftables")  # type: ignore[arg-type]
     assert not any("default/web" in ln for ln in lines)

@@ -9,9 +9,9 @@ from fractions import Fraction
 
 import pytest
 
-from pytest_k8sstate import netns
 from pytest_k8sstate.errors import TraceError
-from pytest_k8sstate.nodeexec import NetnsExec
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.parse.iptables import BUILTIN_CHAINS, IptablesRuleset, parse_iptables_save
 from pytest_k8sstate.testing import KubeService, kube_proxy_iptables, make_services
 from pytest_k8sstate.trace import Packet, TraceResult, trace

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_k8sstate import netns
 from pytest_k8sstate.errors import TraceError
+from pytest_k8sstate.node import netns
 from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
 from pytest_k8sstate.testing.nft_gen import GenService, generate_services, render_ruleset
 from pytest_k8sstate.trace import Packet, trace

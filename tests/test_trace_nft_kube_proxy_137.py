@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_k8sstate import netns
+from pytest_k8sstate.node import netns
 from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
 from pytest_k8sstate.trace import Packet, trace
 

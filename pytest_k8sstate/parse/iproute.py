@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from ..errors import ParseError
+from pytest_k8sstate.errors import ParseError
 
 __all__ = ["ADDR_FIELDS", "LINK_FIELDS", "ROUTE_FIELDS", "parse_ip_json"]
 

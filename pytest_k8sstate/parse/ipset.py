@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..errors import ParseError
+from pytest_k8sstate.errors import ParseError
 
 __all__ = ["IpSet", "parse_ipset_save"]
 

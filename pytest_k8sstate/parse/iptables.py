@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..errors import ParseError
+from pytest_k8sstate.errors import ParseError
 
 __all__ = [
     "Chain",

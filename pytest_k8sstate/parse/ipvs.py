@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..errors import ParseError
+from pytest_k8sstate.errors import ParseError
 
 __all__ = ["RealServer", "VirtualServer", "parse_ipvsadm"]
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..errors import ParseError
+from pytest_k8sstate.errors import ParseError
 
 __all__ = [
     "NftChain",

@@ -1,9 +1,9 @@
 """The provider contract: a :class:`Cluster` handle and the :class:`Provider` interface.
 
 A provider creates, finds, resets and deletes clusters; the handle it returns is provider-neutral:
-the kubeconfig, the nodes (each with a :class:`~pytest_k8sstate.nodeexec.NodeExec`), how to reach etcd
+the kubeconfig, the nodes (each with a :class:`~pytest_k8sstate.node.exec.NodeExec`), how to reach etcd
 (when the provider can) and the capabilities tests may require. ``cluster.snapshot(label)`` captures
-etcd and every node concurrently into a :class:`~pytest_k8sstate.model.Snapshot`.
+etcd and every node concurrently into a :class:`~pytest_k8sstate.state.model.Snapshot`.
 
 Providers live in ``pytest_k8sstate.providers.<name>`` and expose ``provider() -> Provider``;
 :func:`get_provider` loads them by name.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, ProviderError
-from ..nodeexec import NodeExec
+from pytest_k8sstate.errors import ConfigError, ProviderError
+from pytest_k8sstate.node.exec import NodeExec
 
 Progress = Callable[[str], None]
 """Receives one progress line at a time (without the ``[k8sstate]`` prefix)."""
@@ -33,8 +33,8 @@ def stderr_progress(line: str) -> None:
 
 
 if TYPE_CHECKING:
-    from ..collectors.etcd import EtcdTarget
-    from ..model import Snapshot
+    from pytest_k8sstate.etcd.capture import EtcdTarget
+    from pytest_k8sstate.state.model import Snapshot
 
 __all__ = [
     "CAPABILITIES",
@@ -148,7 +148,7 @@ class Cluster:
 
     def snapshot(self, label: str = "snapshot", *, include_secrets: bool = False) -> Snapshot:
         """Capture etcd (if reachable) and every node concurrently."""
-        from ..model import Snapshot
+        from pytest_k8sstate.state.model import Snapshot
 
         ipvs = "ipvs" in self.capabilities or self.proxy_mode == "ipvs"
         return Snapshot.capture(
@@ -200,19 +200,22 @@ class Provider(ABC):
         )
 
 
-_KNOWN = ("local", "kind", "minikube", "existing")
+# provider name -> the module whose ``provider(**options)`` makes it
+REGISTRY: dict[str, str] = {
+    "local": "pytest_k8sstate.providers.local.provider",
+    "kind": "pytest_k8sstate.providers.kind.provider",
+    "minikube": "pytest_k8sstate.providers.minikube",
+    "existing": "pytest_k8sstate.providers.existing",
+}
+_KNOWN = tuple(REGISTRY)
 
 
 def get_provider(name: str, **options: Any) -> Provider:
-    """Load ``pytest_k8sstate.providers.<name>`` and call its ``provider(**options)``."""
-    if not re.match(r"^[a-z][a-z0-9_]*$", name or ""):
-        raise ConfigError(f"provider {name!r} is invalid; known providers: {', '.join(_KNOWN)}")
-    try:
-        module = importlib.import_module(f"{__package__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith(f"providers.{name}"):
-            raise ConfigError(f"unknown provider {name!r}; known providers: {', '.join(_KNOWN)}") from exc
-        raise
+    """Load the provider module registered as ``name`` and call its ``provider(**options)``."""
+    modname = REGISTRY.get(name) if isinstance(name, str) else None
+    if modname is None:
+        raise ConfigError(f"unknown provider {name!r}; known providers: {', '.join(_KNOWN)}")
+    module = importlib.import_module(modname)
     factory = getattr(module, "provider", None)
     if factory is None:
         raise ConfigError(f"module {module.__name__} has no provider() factory")

@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import CommandError, ConfigError, ProviderError
-from ..nodeexec import DEFAULT_TIMEOUT, CommandResult, run_command
-from .base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
-from .kind import proxy_mode_from_kubeadm_conf
+from pytest_k8sstate.errors import CommandError, ConfigError, ProviderError
+from pytest_k8sstate.node.exec import DEFAULT_TIMEOUT, CommandResult, run_command
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
+from pytest_k8sstate.providers.kind.provider import proxy_mode_from_kubeadm_conf
 
 __all__ = [
     "DEBUG_NAMESPACE",
@@ -277,7 +277,7 @@ def kubeconfig_contexts(text: str, source: str = "kubeconfig") -> tuple[list[str
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class DebugPodExec:
-    """:class:`~pytest_k8sstate.nodeexec.NodeExec` over ``kubectl exec`` into the node's debug pod."""
+    """:class:`~pytest_k8sstate.node.exec.NodeExec` over ``kubectl exec`` into the node's debug pod."""
 
     node_name: str
     kubeconfig: Path
@@ -428,7 +428,7 @@ class ExistingProvider(Provider):
             )
 
     def get(self, name: str) -> Cluster:
-        from ..collectors.etcd import EtcdTarget
+        from pytest_k8sstate.etcd.capture import EtcdTarget
 
         names, _ = self._contexts()
         if name not in names:

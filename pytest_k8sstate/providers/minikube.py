@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CommandError, ConfigError, ProviderError
-from ..nodeexec import CommandResult, DockerExec, run_command
-from .base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
-from .kind import (
+from pytest_k8sstate.errors import CommandError, ConfigError, ProviderError
+from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
+from pytest_k8sstate.providers.kind.provider import (
     DockerCli,
     NodeCerts,
     StateFile,
@@ -274,7 +274,7 @@ class MinikubeProvider(Provider):
         shutil.rmtree(state_dir, ignore_errors=True)
 
     def _cluster(self, st: StateFile) -> Cluster:
-        from ..collectors.etcd import EtcdTarget
+        from pytest_k8sstate.etcd.capture import EtcdTarget
 
         listed = parse_node_list(self._mk("node", "list", "-p", st.name, timeout=60, name=st.name).text)
         if not listed:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .iptables_gen import (
+from pytest_k8sstate.testing.iptables_gen import (
     KubeService,
     kube_proxy_iptables,
     make_services,

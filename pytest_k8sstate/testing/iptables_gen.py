@@ -265,7 +265,7 @@ def kube_proxy_iptables(
 
 
 def _render(table: str, chains: dict[str, list[str]]) -> str:
-    from ..parse.iptables import BUILTIN_CHAINS
+    from pytest_k8sstate.parse.iptables import BUILTIN_CHAINS
 
     builtin = [c for c in BUILTIN_CHAINS[table] if c in chains]
     user = sorted(c for c in chains if c not in BUILTIN_CHAINS[table])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from ..errors import ParseError, TraceError
+from pytest_k8sstate.errors import ParseError, TraceError
 
 Verdict = Literal["ACCEPT", "DROP", "REJECT"]
 Proto = Literal["tcp", "udp", "sctp"]
@@ -113,15 +113,15 @@ def merge_outcomes(
 
 def trace(ruleset: object, packet: Packet) -> TraceResult:
     """Trace ``packet`` through an iptables or nftables ruleset (see module doc)."""
-    from ..parse.iptables import IptablesRuleset
-    from ..parse.nft import NftRuleset
+    from pytest_k8sstate.parse.iptables import IptablesRuleset
+    from pytest_k8sstate.parse.nft import NftRuleset
 
     if isinstance(ruleset, IptablesRuleset):
-        from .iptables import trace_iptables
+        from pytest_k8sstate.trace.iptables import trace_iptables
 
         return trace_iptables(ruleset, packet)
     if isinstance(ruleset, NftRuleset):
-        from .nft import trace_nft
+        from pytest_k8sstate.trace.nft import trace_nft
 
         return trace_nft(ruleset, packet)
     raise TypeError(f"cannot trace through {type(ruleset).__name__}")

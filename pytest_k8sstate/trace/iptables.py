@@ -36,9 +36,9 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 
-from ..errors import TraceError
-from ..parse.iptables import Chain, IptablesRuleset, Match, Opt, Rule
-from . import Outcome, Packet, TraceResult, merge_outcomes
+from pytest_k8sstate.errors import TraceError
+from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Match, Opt, Rule
+from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from ..errors import TraceError
-from ..parse.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
-from . import Outcome, Packet, TraceResult, merge_outcomes
+from pytest_k8sstate.errors import TraceError
+from pytest_k8sstate.parse.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
+from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
 
 __all__ = ["DEFAULT_TABLES", "trace_nft"]
 
@@ -325,7 +325,7 @@ class _Tracer:
         return self._verdict_text(table, chain, rule, verdict, st, depth)
 
     def _anon_vmap(self, items: list[Any], value: Any) -> str | None:
-        from ..parse.nft import _parse_element
+        from pytest_k8sstate.parse.nft import _parse_element
 
         for it in items:
             try:
@@ -451,7 +451,7 @@ class _Tracer:
             raise _Unsupported(f"cannot compare a concatenation with {right!r}")
         if isinstance(right, dict) and not (len(right) == 1 and next(iter(right)) in ("prefix", "range")):
             raise _Unsupported(f"cannot compare with {right!r}")
-        from ..parse.nft import render_expr
+        from pytest_k8sstate.parse.nft import render_expr
 
         return _part_matches(value, render_expr(right))
 
@@ -477,7 +477,7 @@ class _Tracer:
 def _verdict_of(x: Any) -> str | None:
     if x is None:
         return None
-    from ..parse.nft import render_expr
+    from pytest_k8sstate.parse.nft import render_expr
 
     return render_expr(x)
 

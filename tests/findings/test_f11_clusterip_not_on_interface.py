@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pytest_k8sstate.assertions import count_rules, local_ips
-from pytest_k8sstate.k8s import K8sHelper
+from pytest_k8sstate.assertions.dataplane import count_rules, local_ips
+from pytest_k8sstate.k8s.helper import K8sHelper
 
 from .helpers import chain_specs, manifest, node_names, wait_proxy_endpoints, wait_until
 

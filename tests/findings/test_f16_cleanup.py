@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_k8sstate import binaries, netns
+import pytest_k8sstate.binaries.install as binaries
+import pytest_k8sstate.node.netns as netns
 from pytest_k8sstate.parse.iptables import parse_iptables_save
 
 from .helpers import add_nfacct_counters, manifest, wait_proxy_endpoints

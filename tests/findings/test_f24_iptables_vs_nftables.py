@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate.assertions import service_rules
+from pytest_k8sstate.assertions.dataplane import service_rules
 
 from .helpers import (
     IN_CLUSTER_SRC,

@@ -12,10 +12,10 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from pytest_k8sstate import binaries
-from pytest_k8sstate import config as k8s_config
-from pytest_k8sstate.config import Settings
-from pytest_k8sstate.plugin import SETTINGS_KEY
+import pytest_k8sstate.binaries.install as binaries
+import pytest_k8sstate.plugin.options as k8s_config
+from pytest_k8sstate.plugin.hooks import SETTINGS_KEY
+from pytest_k8sstate.plugin.options import Settings
 
 
 def _entry_point_installed() -> bool:
@@ -76,8 +76,8 @@ def local_cluster_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the local provider needs root (network namespaces)"
     try:
-        from pytest_k8sstate import binaries
-        from pytest_k8sstate.providers.local import KUBE_BINARIES
+        import pytest_k8sstate.binaries.install as binaries
+        from pytest_k8sstate.providers.local.provider import KUBE_BINARIES
 
         versions = binaries.Versions.resolve()
         missing = [n for n in (*KUBE_BINARIES, "kwok") if binaries.find_binary(n, versions) is None]

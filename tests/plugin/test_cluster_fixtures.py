@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate import netns
+from pytest_k8sstate.node import netns
 
 PluginRunner = Any  # tests/plugin/conftest.py
 
 SESSION_TESTS = """
 import pytest
-from pytest_k8sstate.assertions import assert_new_keys
+from pytest_k8sstate.assertions.dataplane import assert_new_keys
 
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-cm"}, "data": {"a": "1"}}
 
@@ -105,7 +105,7 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
         assert "creating local cluster" not in again.stdout.str()
         assert any(ns.startswith(f"k8ss-{name}-") for ns in netns.list_ours())  # still there: reused, kept
 
-        from pytest_k8sstate.providers import local_state
+        import pytest_k8sstate.providers.local.state as local_state
 
         kubeconfig = local_state.cluster_dir(name) / "kubeconfig" / "admin.conf"
         plugin.pytester.makepyfile(
@@ -144,7 +144,7 @@ def _our_processes(marker: str) -> list[str]:
 
 
 def test_ctrl_c_during_cluster_create_leaves_nothing(plugin: PluginRunner, local_provider_ok: None) -> None:
-    from pytest_k8sstate.providers import local_state
+    import pytest_k8sstate.providers.local.state as local_state
 
     plugin.pytester.makepyfile(test_slow="def test_needs_cluster(k8s_cluster):\n    pass\n")
     env = dict(os.environ)

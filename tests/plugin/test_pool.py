@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from pytest_k8sstate.config import Settings
 from pytest_k8sstate.errors import ConfigError
-from pytest_k8sstate.plugin import ClusterKey, ClusterPool
+from pytest_k8sstate.plugin.hooks import ClusterKey, ClusterPool
+from pytest_k8sstate.plugin.options import Settings
 
 
 def test_keys_fill_missing_marker_arguments_from_the_options() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate import netns
-from pytest_k8sstate.model import EtcdDiff, KeyChange, NodeDiff, Snapshot, StateDiff
-from pytest_k8sstate.plugin import artifact_dir_for, sanitize_nodeid, summarize_diff, write_artifacts
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.plugin.hooks import artifact_dir_for, sanitize_nodeid, summarize_diff, write_artifacts
+from pytest_k8sstate.state.model import EtcdDiff, KeyChange, NodeDiff, Snapshot, StateDiff
 
 PluginRunner = Any  # tests/plugin/conftest.py
 
@@ -78,8 +78,8 @@ def test_write_artifacts_from_real_snapshots(tmp_path: Any) -> None:
 NETNS_CLUSTER_CONFTEST = """
 import pytest
 from pathlib import Path
-from pytest_k8sstate import netns
-from pytest_k8sstate.nodeexec import NetnsExec
+from pytest_k8sstate.node import netns
+from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.providers.base import Cluster, NodeInfo
 
 
@@ -146,9 +146,9 @@ def test_failure_writes_artifacts_and_a_report_section(plugin: PluginRunner) -> 
 def test_assertion_helpers_are_rewritten_and_reexported(plugin: PluginRunner) -> None:
     plugin.pytester.makepyfile(
         """
-        import pytest_k8sstate.assertions as helpers
-        from pytest_k8sstate.plugin import assert_new_keys
-        from pytest_k8sstate.model import EtcdDiff, KeyChange, StateDiff
+        import pytest_k8sstate.assertions.dataplane as helpers
+        from pytest_k8sstate.plugin.hooks import assert_new_keys
+        from pytest_k8sstate.state.model import EtcdDiff, KeyChange, StateDiff
 
         def test_rewritten():
             assert type(helpers.__loader__).__name__ == "AssertionRewritingHook"

@@ -1,0 +1,229 @@
+"""``k8sstate cluster …`` / ``k8sstate node exec …`` subcommands and the provider side of ``snapshot``.
+
+The CLI module calls :func:`add_cli(subparsers)`; every subcommand sets ``func(args) -> int``.
+Contract spellings::
+
+    k8sstate cluster create --provider local --name N [--nodes K] [--proxy-mode iptables|nftables|ipvs]
+                            [--kubeconfig PATH] [--version V]
+    k8sstate cluster delete --name N [--provider P]
+    k8sstate cluster list [--provider P]
+    k8sstate node exec --cluster N --node NODE [--provider P] -- CMD...
+    k8sstate snapshot --cluster N -o FILE        (the ``snapshot`` command calls snapshot_cluster(args))
+
+Errors the user can fix print one line (``k8sstate: error: …``) and exit 2 for bad input, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
+from pytest_k8sstate.providers.base import PROXY_MODES, Cluster, ClusterSpec, Provider, get_provider
+
+__all__ = ["add_cli", "find_cluster", "snapshot_cluster"]
+
+PROVIDER_CHOICES = ("local", "kind", "minikube")
+DEFAULT_PROVIDER = "local"
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except ConfigError as exc:
+            print(f"k8sstate: error: {exc}", file=sys.stderr)
+            return 2
+        except K8sStateError as exc:
+            print(f"k8sstate: error: {exc}", file=sys.stderr)
+            return 1
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _providers(name: str | None) -> list[Provider]:
+    """The named provider, or every provider that loads here (local first)."""
+    if name:
+        return [get_provider(name)]
+    out: list[Provider] = []
+    for n in PROVIDER_CHOICES:
+        with contextlib.suppress(K8sStateError, ImportError):
+            out.append(get_provider(n))
+    return out
+
+
+def find_cluster(name: str, provider: str | None = None) -> Cluster:
+    """Attach to cluster ``name`` of ``provider`` (default: whichever provider has it)."""
+    provs = _providers(provider)
+    for p in provs:
+        try:
+            names = p.list()
+        except K8sStateError:
+            continue
+        if name in names:
+            return p.get(name)
+    where = provider or ", ".join(p.name for p in provs)
+    raise ProviderError(
+        f"no cluster {name!r} (providers checked: {where}); "
+        f"see `k8sstate cluster list` or create it with `k8sstate cluster create --name {name}`"
+    )
+
+
+@_guard
+def cluster_create(args: argparse.Namespace) -> int:
+    spec = ClusterSpec(
+        name=args.name,
+        nodes=args.nodes,
+        proxy_mode=args.proxy_mode,
+        version=args.version,
+        kubeconfig_out=Path(args.kubeconfig) if args.kubeconfig else None,
+        persistent=True,
+    )
+    prov = get_provider(args.provider)
+    cluster = prov.create(spec)
+    kubeconfig = spec.kubeconfig_out or cluster.kubeconfig
+    print(
+        f"cluster {cluster.name!r} ({prov.name}, {len(cluster.nodes)} nodes, kube-proxy {cluster.proxy_mode})"
+    )
+    print(f"  export KUBECONFIG={kubeconfig}")
+    print(f"  k8sstate node exec --cluster {cluster.name} --node {cluster.nodes[0].name} -- ip -br addr")
+    print(f"  k8sstate cluster delete --name {cluster.name}")
+    return 0
+
+
+@_guard
+def cluster_delete(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    for p in _providers(args.provider):
+        try:
+            names = p.list()
+        except K8sStateError:
+            continue
+        if args.name in names:
+            p.delete(args.name)
+            print(f"deleted cluster {args.name!r} ({p.name}, {time.monotonic() - t0:.1f}s)")
+            return 0
+    print(f"no cluster {args.name!r}; nothing to delete", file=sys.stderr)
+    return 0
+
+
+@_guard
+def cluster_list(args: argparse.Namespace) -> int:
+    for p in _providers(args.provider):
+        try:
+            names = p.list()
+        except K8sStateError as exc:
+            if args.provider:  # asked for explicitly: say why it cannot list
+                print(f"k8sstate: {p.name}: {exc}", file=sys.stderr)
+            continue
+        for n in names:
+            print(f"{n}\t{p.name}")
+    return 0
+
+
+@_guard
+def node_exec(args: argparse.Namespace) -> int:
+    cmd = list(args.command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise ConfigError(
+            "node exec: no command given; usage: k8sstate node exec --cluster N --node NODE -- CMD..."
+        )
+    cluster = find_cluster(args.cluster, args.provider)
+    node = cluster.node(args.node)
+    res = node.exec.run(cmd, timeout=args.timeout, check=False)
+    sys.stdout.buffer.write(res.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(res.stderr)
+    sys.stderr.flush()
+    return res.returncode
+
+
+def snapshot_cluster(args: argparse.Namespace) -> int:
+    """``k8sstate snapshot --cluster N -o FILE [--label L] [--include-secrets] [--provider P]``."""
+
+    @_guard
+    def run(a: argparse.Namespace) -> int:
+        out = getattr(a, "output", None) or getattr(a, "o", None)
+        if not out:
+            raise ConfigError("snapshot --cluster needs -o FILE")
+        cluster = find_cluster(a.cluster, getattr(a, "provider", None))
+        t0 = time.monotonic()
+        snap = cluster.snapshot(
+            getattr(a, "label", None) or "snapshot",
+            include_secrets=bool(getattr(a, "include_secrets", False)),
+        )
+        snap.save(Path(out))
+        keys = len(snap.etcd.entries) if snap.etcd is not None else 0
+        print(
+            f"snapshot of {cluster.name!r}: {keys} etcd keys, {len(snap.nodes)} nodes "
+            f"({time.monotonic() - t0:.2f}s) -> {out}"
+        )
+        return 0
+
+    return run(args)
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``cluster`` and ``node`` on the top-level ``k8sstate`` subparsers."""
+    cl = subparsers.add_parser("cluster", help="create, delete and list test clusters")
+    csub = cl.add_subparsers(dest="cluster_command", metavar="{create,delete,list}")
+    csub.required = True
+
+    c = csub.add_parser("create", help="create a cluster and wait until it is ready")
+    c.add_argument("--provider", choices=PROVIDER_CHOICES, default=DEFAULT_PROVIDER)
+    c.add_argument("--name", required=True, help="cluster name (1-32 of a-z, 0-9, '-')")
+    c.add_argument("--nodes", type=int, default=2, help="worker nodes besides the control plane (default 2)")
+    c.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables", help="kube-proxy mode")
+    c.add_argument("--kubeconfig", help="also write the admin kubeconfig to PATH")
+    c.add_argument("--version", help="Kubernetes version (default: the pinned one)")
+    c.set_defaults(func=cluster_create)
+
+    d = csub.add_parser("delete", help="delete a cluster and everything it left")
+    d.add_argument("--name", required=True)
+    d.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
+    d.set_defaults(func=cluster_delete)
+
+    ls = csub.add_parser("list", help="list clusters (removes leftovers of dead test sessions)")
+    ls.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
+    ls.set_defaults(func=cluster_list)
+
+    nd = subparsers.add_parser("node", help="run commands on a cluster node")
+    nsub = nd.add_subparsers(dest="node_command", metavar="{exec}")
+    nsub.required = True
+    e = nsub.add_parser("exec", help="run CMD in the node's context (local: its network namespace)")
+    e.add_argument("--cluster", required=True)
+    e.add_argument("--node", required=True)
+    e.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
+    e.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    e.set_defaults(func=node_exec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry for these subcommands (the package CLI embeds them)."""
+    ap = argparse.ArgumentParser(prog="k8sstate")
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_cli(sub)
+    sp = sub.add_parser("snapshot", help="snapshot a cluster's etcd and nodes")
+    sp.add_argument("--cluster", required=True)
+    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("--label", default="snapshot")
+    sp.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
+    sp.add_argument("--include-secrets", action="store_true")
+    sp.set_defaults(func=snapshot_cluster)
+    args = ap.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

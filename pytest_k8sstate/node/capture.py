@@ -1,0 +1,268 @@
+"""Capture one node's network state through a :class:`~pytest_k8sstate.node.exec.NodeExec`.
+
+Parts (each captured independently; a failure lands in :attr:`NodeState.errors` and the rest is kept):
+
+=========== ================================= ===========================================
+part        command on the node               field
+=========== ================================= ===========================================
+iptables    ``iptables-save -c``              ``iptables`` (IptablesRuleset)
+nft         ``nft -j list ruleset``           ``nft`` (NftRuleset)
+ipsets      ``ipset save``                    ``ipsets`` (list[IpSet])
+ipvs        ``ipvsadm -Sn``                   ``ipvs`` (list[VirtualServer]); None when the node has no
+                                              IPVS (no ``/proc/net/ip_vs``) — normal, not an error
+links       ``ip -j -d addr show``            ``links`` (one command for links and addresses)
+addrs       ``ip -j -d addr show``            ``addrs``
+routes      ``ip -j route show table all``    ``routes`` (IPv4, every table incl. ``local``)
+=========== ================================= ===========================================
+
+Latency: all commands of one node run in **one** ``sh`` invocation (one ``ip netns exec`` / ``docker
+exec`` instead of six); the output is split on per-call random markers. Where the node has no
+``sh`` the commands run one by one. :func:`collect_nodes` captures several nodes concurrently.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from pytest_k8sstate.errors import CommandError, K8sStateError, ParseError
+from pytest_k8sstate.node.exec import NodeExec
+from pytest_k8sstate.parse.iproute import parse_ip_json
+from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
+from pytest_k8sstate.parse.iptables import IptablesRuleset, parse_iptables_save
+from pytest_k8sstate.parse.ipvs import VirtualServer, parse_ipvsadm
+from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
+
+__all__ = ["ALL_PARTS", "NodeState", "collect_node", "collect_nodes"]
+
+# command id → (argv, package that provides the binary)
+_COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "iptables": (("iptables-save", "-c"), "iptables"),
+    "nft": (("nft", "-j", "list", "ruleset"), "nftables"),
+    "ipsets": (("ipset", "save"), "ipset"),
+    "ipvs": (("ipvsadm", "-Sn"), "ipvsadm"),
+    "ipaddr": (("ip", "-j", "-d", "addr", "show"), "iproute2"),  # links (with linkinfo) and addresses
+    "routes": (("ip", "-j", "route", "show", "table", "all"), "iproute2"),
+}
+# part → command id
+_PART_CMD: dict[str, str] = {
+    "iptables": "iptables",
+    "nft": "nft",
+    "ipsets": "ipsets",
+    "ipvs": "ipvs",
+    "links": "ipaddr",
+    "addrs": "ipaddr",
+    "routes": "routes",
+}
+ALL_PARTS: tuple[str, ...] = tuple(_PART_CMD)
+_NO_IPVS_RC = 199  # our script's code for "this node has no IPVS": not an error
+_MISSING_RC = 127  # sh: command not found
+
+
+@dataclass
+class NodeState:
+    node: str
+    iptables: IptablesRuleset | None = None
+    nft: NftRuleset | None = None
+    ipsets: list[IpSet] = field(default_factory=list)
+    ipvs: list[VirtualServer] | None = None
+    links: list[dict[str, Any]] = field(default_factory=list)
+    addrs: list[dict[str, Any]] = field(default_factory=list)
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def local_ips(self) -> frozenset[str]:
+        """The node's IPv4 addresses (for ``Packet(local_ips=...)``)."""
+        return frozenset(str(a["local"]) for a in self.addrs if a.get("family") == "inet")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "iptables": self.iptables.to_json() if self.iptables is not None else None,
+            "nft": self.nft.to_json() if self.nft is not None else None,
+            "ipsets": [s.to_json() for s in self.ipsets],
+            "ipvs": [v.to_json() for v in self.ipvs] if self.ipvs is not None else None,
+            "links": self.links,
+            "addrs": self.addrs,
+            "routes": self.routes,
+            "errors": dict(self.errors),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self:
+        try:
+            return cls(
+                node=str(d["node"]),
+                iptables=IptablesRuleset.from_json(d["iptables"]) if d.get("iptables") is not None else None,
+                nft=NftRuleset.from_json(d["nft"]) if d.get("nft") is not None else None,
+                ipsets=[IpSet.from_json(s) for s in d.get("ipsets") or []],
+                ipvs=[VirtualServer.from_json(v) for v in d["ipvs"]] if d.get("ipvs") is not None else None,
+                links=[dict(x) for x in d.get("links") or []],
+                addrs=[dict(x) for x in d.get("addrs") or []],
+                routes=[dict(x) for x in d.get("routes") or []],
+                errors={str(k): str(v) for k, v in (d.get("errors") or {}).items()},
+            )
+        except ParseError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ParseError(
+                "node state JSON", None, "a NodeState object (to_json output)", repr(exc)
+            ) from exc
+
+
+@dataclass
+class _Raw:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _script(parts: list[str], marker: str) -> str:
+    lines = []
+    for p in parts:
+        argv = " ".join(shlex.quote(a) for a in _COMMANDS[p][0])
+        if p == "ipvs":
+            # ipvsadm would try to modprobe ip_vs: don't even start it when the kernel has no IPVS
+            argv = f"if [ -e /proc/net/ip_vs ]; then {argv}; else exit {_NO_IPVS_RC}; fi"
+            argv = f"( {argv} )"
+        lines.append(
+            f"echo '{marker} {p}'; echo '{marker} {p}' >&2; {argv}; rc=$?; "
+            f"printf '\\n{marker} end %s\\n' $rc; printf '\\n{marker} end %s\\n' $rc >&2"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _split(data: bytes, marker: str, parts: list[str]) -> dict[str, tuple[bytes, int | None]]:
+    out: dict[str, tuple[bytes, int | None]] = {}
+    m = marker.encode()
+    for p in parts:
+        begin = m + b" " + p.encode() + b"\n"
+        i = data.find(begin)
+        if i < 0:
+            continue
+        start = i + len(begin)
+        j = data.find(b"\n" + m + b" end ", start)
+        if j < 0:
+            out[p] = (data[start:], None)
+            continue
+        k = data.find(b"\n", j + 1 + len(m) + 5)
+        rc_text = data[j + 1 + len(m) + 5 : k if k >= 0 else None].strip()
+        out[p] = (data[start:j], int(rc_text) if rc_text.isdigit() else None)
+    return out
+
+
+def _run_batched(exec: NodeExec, parts: list[str], timeout: float) -> dict[str, _Raw] | None:
+    """All parts in one ``sh``; None when the node has no usable ``sh``."""
+    marker = "@@k8ss-" + secrets.token_hex(8)
+    try:
+        res = exec.run(["sh", "-c", _script(parts, marker)], timeout=timeout, check=False)
+    except CommandError as exc:
+        if "did not finish" in str(exc):  # a timeout: running each command again would only double it
+            return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
+        return None
+    outs, errs = _split(res.stdout, marker, parts), _split(res.stderr, marker, parts)
+    if not outs and res.returncode != 0:
+        return None  # sh itself missing or broken
+    raw: dict[str, _Raw] = {}
+    for p in parts:
+        if p not in outs:
+            raw[p] = _Raw(-1, b"", b"the capture script stopped before this part: " + res.stderr[-300:])
+            continue
+        out, rc = outs[p]
+        err = errs.get(p, (b"", None))[0]
+        raw[p] = _Raw(rc if rc is not None else -1, out, err)
+    return raw
+
+
+def _run_single(exec: NodeExec, part: str, timeout: float) -> _Raw:
+    argv = list(_COMMANDS[part][0])
+    try:
+        if part == "ipvs":
+            probe = exec.run(["test", "-e", "/proc/net/ip_vs"], timeout=timeout, check=False)
+            if probe.returncode != 0:
+                return _Raw(_NO_IPVS_RC, b"", b"")
+        res = exec.run(argv, timeout=timeout, check=False)
+    except CommandError as exc:
+        msg = str(exc)
+        return _Raw(_MISSING_RC if "not found" in msg else -1, b"", msg.encode())
+    if res.returncode != 0 and b'exec of "' in res.stderr and b"No such file" in res.stderr:
+        return _Raw(_MISSING_RC, b"", res.stderr)  # `ip netns exec` could not find the binary
+    return _Raw(res.returncode, res.stdout, res.stderr)
+
+
+_PARSERS: dict[str, Callable[[bytes, str], Any]] = {
+    "iptables": lambda b, src: parse_iptables_save(b, source=src),
+    "nft": lambda b, src: parse_nft_json(b, source=src),
+    "ipsets": lambda b, src: parse_ipset_save(b, source=src),
+    "ipvs": lambda b, src: parse_ipvsadm(b, source=src),
+    "links": lambda b, src: parse_ip_json(b, "link", source=src),
+    "addrs": lambda b, src: parse_ip_json(b, "addr", source=src),
+    "routes": lambda b, src: parse_ip_json(b, "route", source=src),
+}
+
+
+def collect_node(
+    exec: NodeExec,
+    *,
+    ipvs: bool = True,
+    parts: Iterable[str] | None = None,
+    timeout: float = 300.0,
+    batch: bool = True,
+) -> NodeState:
+    """Capture ``exec``'s node; never raises for a failing part (see :attr:`NodeState.errors`).
+
+    ``parts`` limits what is captured (default: all of :data:`ALL_PARTS`; ``ipvs=False`` drops IPVS).
+    ``timeout`` bounds the whole capture of the node (batched) or each command (``batch=False`` or no
+    ``sh`` on the node); ``nft -j list ruleset`` of 10,000 services takes tens of seconds.
+    """
+    wanted = list(parts) if parts is not None else list(ALL_PARTS)
+    unknown = [p for p in wanted if p not in _PART_CMD]
+    if unknown:
+        raise K8sStateError(f"unknown node state part(s) {unknown}; choose from {', '.join(ALL_PARTS)}")
+    if not ipvs and "ipvs" in wanted:
+        wanted.remove("ipvs")
+    node = exec.node
+    state = NodeState(node)
+    cmds = list(dict.fromkeys(_PART_CMD[p] for p in wanted))
+    raw = _run_batched(exec, cmds, timeout) if batch else None
+    if raw is None:
+        raw = {c: _run_single(exec, c, timeout) for c in cmds}
+    for p in wanted:
+        r = raw[_PART_CMD[p]]
+        argv, pkg = _COMMANDS[_PART_CMD[p]]
+        cmd = " ".join(argv)
+        if p == "ipvs" and r.rc == _NO_IPVS_RC:
+            continue  # no IPVS in this kernel/namespace: ipvs stays None
+        if r.rc == _MISSING_RC:
+            state.errors[p] = f"{argv[0]} not found on node {node}; install {pkg} in the node (image)"
+            continue
+        if r.rc != 0:
+            tail = r.stderr.decode("utf-8", "replace").strip().splitlines()
+            state.errors[p] = (
+                f"`{cmd}` exited {r.rc} on node {node}: {tail[-1] if tail else '(no stderr)'}; "
+                f"check that {argv[0]} works there (root / CAP_NET_ADMIN, kernel modules)"
+            )
+            continue
+        src = f"{cmd} (node {node})"
+        try:
+            value = _PARSERS[p](r.stdout, src)
+        except K8sStateError as exc:
+            state.errors[p] = f"could not parse `{cmd}` output from node {node}: {exc}"
+            continue
+        setattr(state, p, value)
+    return state
+
+
+def collect_nodes(execs: Iterable[NodeExec], **kwargs: Any) -> dict[str, NodeState]:
+    """Capture several nodes concurrently (one thread per node); keys are node names, in input order."""
+    ex_list = list(execs)
+    if not ex_list:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(ex_list))) as pool:
+        states = list(pool.map(lambda e: collect_node(e, **kwargs), ex_list))
+    return {s.node: s for s in states}

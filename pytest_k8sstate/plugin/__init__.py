@@ -1,0 +1,42 @@
+"""The pytest plugin (entry point ``pytest11: k8sstate``): hooks and fixtures over a pytest-free core.
+
+pytest registers this module, so the hooks and fixtures are imported here by name.
+"""
+
+from __future__ import annotations
+
+from pytest_k8sstate.plugin.hooks import (
+    _k8sstate_markers,
+    cluster_state,
+    k8s,
+    k8s_cluster,
+    k8s_clusters,
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_generate_tests,
+    pytest_report_header,
+    pytest_runtest_makereport,
+    pytest_runtest_setup,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+)
+
+__all__ = [
+    "_k8sstate_markers",
+    "cluster_state",
+    "k8s",
+    "k8s_cluster",
+    "k8s_clusters",
+    "pytest_addoption",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_generate_tests",
+    "pytest_report_header",
+    "pytest_runtest_makereport",
+    "pytest_runtest_setup",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+    "pytest_testnodedown",
+]

@@ -1,0 +1,205 @@
+"""Cheap "fresh cluster" for the ``local`` provider: restore etcd to the pristine capture, wait for rules.
+
+Right after create (once etcd has settled) the provider captures every key under ``/registry`` and every
+node's netfilter rules (``pristine.json`` in the cluster directory). :func:`reset_cluster` then:
+
+1. reads etcd, deletes keys added since, puts back removed and modified keys — directly in etcd; the
+   apiserver watches etcd, so its caches and every controller/kube-proxy follow (no restart);
+2. repeats once more if controllers reacted to the restore with new writes;
+3. waits until every node's kube-proxy rules equal the pristine rules (order-insensitive).
+
+Heartbeat keys are not restored: leases (renewed by kwok and leader election; leases added by a test are
+deleted), ``/registry/masterleases/`` (the apiserver's own TTL key) and events (expire; added ones are
+deleted). Measured in ``bench/bench_local.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_k8sstate.errors import CommandError, ProviderError
+from pytest_k8sstate.node.exec import NodeExec
+
+if TYPE_CHECKING:
+    from pytest_k8sstate.providers.base import Cluster
+    from pytest_k8sstate.providers.local.state import ClusterState
+
+PRISTINE_FILE = "pristine.json"
+_SKIP = ("/registry/masterleases/", "/registry/peerserverleases/")
+_NO_RESTORE = ("/registry/leases/", "/registry/events/", "/registry/events.k8s.io/")
+_COUNTERS = re.compile(r"\s*\[\d+:\d+\]")
+_cache: dict[str, tuple[dict[bytes, bytes], dict[str, list[str]]]] = {}
+
+
+def _read_etcd(cluster: Cluster) -> dict[bytes, tuple[bytes, int]]:
+    from pytest_k8sstate.etcd.capture import EtcdClient, prefix_range_end
+
+    if cluster.etcd is None:
+        raise ProviderError(f"cluster {cluster.name!r} has no etcd target; cannot reset")
+    out: dict[bytes, tuple[bytes, int]] = {}
+    with EtcdClient(cluster.etcd, timeout=10) as client:
+        resp = client.range(b"/registry/", prefix_range_end(b"/registry/"))
+        for kv in resp.kvs:
+            out[bytes(kv.key)] = (bytes(kv.value), int(kv.mod_revision))
+    return out
+
+
+def rules_text(exec_: NodeExec, mode: str) -> list[str]:
+    """The node's netfilter rules as a sorted list of normalised lines (counters/comments dropped)."""
+    if mode == "nftables":
+        res = exec_.run(["nft", "list", "ruleset"], timeout=10)
+        lines = _drop_empty_chains([ln.strip().rstrip(",") for ln in res.text.splitlines()])
+    else:
+        res = exec_.run(["iptables-save"], timeout=10)
+        lines = [_COUNTERS.sub("", ln) for ln in res.text.splitlines() if not ln.startswith("#")]
+        lines = [ln.replace(" [0:0]", "") for ln in lines]
+    return sorted(ln for ln in lines if ln)
+
+
+def _drop_empty_chains(lines: list[str]) -> list[str]:
+    """kube-proxy (nftables) flushes the chains of a deleted Service at once but deletes them only at a
+    later full sync; an empty chain cannot affect a packet, so it does not count as a difference."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.startswith("chain ") and ln.endswith("{"):
+            j = i + 1
+            while j < len(lines) and lines[j] != "}":
+                j += 1
+            body = [b for b in lines[i + 1 : j] if b]
+            if body:
+                out.extend([ln, *body, "}"])
+            i = j + 1
+            continue
+        out.append(ln)
+        i += 1
+    return out
+
+
+def _settled(cluster: Cluster, timeout: float) -> dict[bytes, bytes]:
+    """Read etcd until non-heartbeat keys stop changing (two reads 0.3 s apart agree)."""
+    deadline = time.monotonic() + timeout
+
+    def sig(snap: dict[bytes, tuple[bytes, int]]) -> dict[bytes, int]:
+        return {
+            k: rev
+            for k, (_, rev) in snap.items()
+            if not k.decode(errors="replace").startswith(_NO_RESTORE + _SKIP)
+        }
+
+    prev = _read_etcd(cluster)
+    while True:
+        time.sleep(0.3)
+        cur = _read_etcd(cluster)
+        if sig(cur) == sig(prev) or time.monotonic() > deadline:
+            return {k: v for k, (v, _) in cur.items()}
+        prev = cur
+
+
+def capture_pristine(cluster: Cluster, st: ClusterState, *, settle_timeout: float = 10.0) -> None:
+    etcd = _settled(cluster, settle_timeout)
+    rules = {n.name: rules_text(n.exec, cluster.proxy_mode) for n in cluster.nodes}
+    _cache[cluster.name] = (etcd, rules)
+    data = {
+        "etcd": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in etcd.items()},
+        "rules": rules,
+    }
+    path = st.dir / PRISTINE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _load_pristine(cluster: Cluster, st: ClusterState) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
+    if cluster.name in _cache:
+        return _cache[cluster.name]
+    path = Path(st.dir) / PRISTINE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProviderError(
+            f"{path}: pristine capture of cluster {cluster.name!r} unreadable ({exc}); recreate the cluster"
+        ) from exc
+    etcd = {base64.b64decode(k): base64.b64decode(v) for k, v in data["etcd"].items()}
+    rules = {k: list(v) for k, v in data["rules"].items()}
+    _cache[cluster.name] = (etcd, rules)
+    return etcd, rules
+
+
+def restore_etcd(cluster: Cluster, pristine: dict[bytes, bytes]) -> int:
+    """One restore pass; returns the number of keys written or deleted."""
+    from pytest_k8sstate.etcd.capture import EtcdClient
+
+    current = _read_etcd(cluster)
+    deletes: list[bytes] = []
+    puts: list[tuple[str | bytes, bytes]] = []
+    for key, (value, _) in current.items():
+        k = key.decode(errors="replace")
+        if k.startswith(_SKIP):
+            continue
+        if key not in pristine:
+            deletes.append(key)
+        elif pristine[key] != value and not k.startswith(_NO_RESTORE):
+            puts.append((key, pristine[key]))
+    for key, value in pristine.items():
+        k = key.decode(errors="replace")
+        if key not in current and not k.startswith(_SKIP + _NO_RESTORE):
+            puts.append((key, value))
+    if not deletes and not puts:
+        return 0
+    assert cluster.etcd is not None
+    with EtcdClient(cluster.etcd, timeout=10) as client:
+        for key in deletes:
+            client.delete(key)
+        if puts:
+            client.put_many(puts)
+    return len(deletes) + len(puts)
+
+
+def reset_cluster(cluster: Cluster, st: ClusterState, *, timeout: float = 30.0) -> dict[str, float]:
+    """Restore the pristine state (see module doc); returns timings in seconds."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    etcd, rules = _load_pristine(cluster, st)
+    changed = restore_etcd(cluster, etcd)
+    passes = 1
+    if changed:
+        time.sleep(0.05)
+        while restore_etcd(cluster, etcd) and passes < 5:
+            passes += 1
+            time.sleep(0.05)
+    t_etcd = time.monotonic() - t0
+    pending = {n.name: n for n in cluster.nodes}
+    delay = 0.02
+    why = ""
+    while pending:
+        for name, n in list(pending.items()):
+            try:
+                now = rules_text(n.exec, cluster.proxy_mode)
+            except CommandError as exc:
+                why = str(exc)
+                continue
+            want = rules.get(name)
+            if want is None or now == want:
+                pending.pop(name)
+            else:
+                extra = sorted(set(now) - set(want))[:3]
+                missing = sorted(set(want) - set(now))[:3]
+                why = f"node {name}: rules differ (extra {extra}, missing {missing})"
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"reset of cluster {cluster.name!r}: kube-proxy rules did not return to the pristine state "
+                f"within {timeout:g}s: {why}; rules changed outside kube-proxy are not restored — "
+                f"recreate the cluster (`k8sstate cluster delete --name {cluster.name}`)"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+    return {"etcd": t_etcd, "total": time.monotonic() - t0, "passes": float(passes)}

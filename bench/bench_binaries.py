@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import pytest_k8sstate.binaries.install as binaries  # noqa: E402
+import pytest_k8sstate.binaries as binaries  # noqa: E402
 from pytest_k8sstate.errors import BinaryError  # noqa: E402
 
 
@@ -58,7 +58,8 @@ def main() -> int:
     argv = [
         sys.executable,
         "-m",
-        "pytest_k8sstate.binaries.install",
+        "pytest_k8sstate.cli",
+        "binaries",
         "install",
         "--no-build",
         "--components",

@@ -30,12 +30,9 @@ import grpc  # noqa: E402
 from etcd_fixtures import k8s_value, pod, start_etcd  # noqa: E402
 from pyetcd.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
-from pytest_k8sstate.etcd.capture import (  # noqa: E402
-    EtcdClient,
-    _decode_cached,
-    collect_etcd,
-    prefix_range_end,
-)
+from pytest_k8sstate.etcd.capture import _decode_cached, collect_etcd  # noqa: E402
+from pytest_k8sstate.etcd.client import EtcdClient  # noqa: E402
+from pytest_k8sstate.etcd.target import prefix_range_end  # noqa: E402
 
 
 def main() -> None:

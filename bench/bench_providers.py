@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_k8sstate.errors import K8sStateError
-from pytest_k8sstate.providers.base import ClusterSpec, get_provider
+from pytest_k8sstate.providers.base import ClusterSpec
+from pytest_k8sstate.providers.registry import get_provider
 
 
 def _quiet(_: str) -> None:

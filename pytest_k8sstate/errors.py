@@ -31,6 +31,14 @@ class CommandError(K8sStateError):
     """A command run on a node (or locally) failed, timed out or is missing."""
 
 
+class CommandNotFound(CommandError):
+    """The command's program does not exist where it was to run."""
+
+
+class CommandTimeout(CommandError):
+    """The command did not finish within its timeout (its process group was killed)."""
+
+
 class CaptureError(K8sStateError):
     """Capturing state (etcd or a node) failed."""
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The kind provider end to end on a machine without a registry (docs/kind-on-restricted-machines.md):
 #   1. the project's Docker engine (scripts/docker-setup.sh start: Debian's docker.io, own netns),
-#   2. the offline node image (python -m pytest_k8sstate.providers.kind.image build; cached, rebuilt only when its
-#      inputs change: a fresh machine builds CoreDNS, crictl, kubelet and kubeadm from the Go module proxy),
+#   2. the offline node image (k8sstate image build; cached, rebuilt only when its inputs change: a fresh
+#      machine builds CoreDNS, crictl, kubelet and kubeadm from the Go module proxy),
 #   3. the provider contract tests and the findings suite on real kind clusters,
 # then stops the engine again. What it starts or changes is undone on exit, failure or Ctrl-C: clusters a
 # dead test session left, the engine and its namespace, fs.inotify.max_user_instances (raised to 512 while
@@ -70,7 +70,8 @@ if [ "$old_inotify" -lt 512 ]; then
 fi
 
 echo "[kind-e2e] node image"
-out=$("$PY" -m pytest_k8sstate.providers.kind.image build --default-cni "${K8SSTATE_KIND_DEFAULT_CNI:-auto}")
+# one JSON line on stdout ({"tag": ..., "tarball": ..., ...}); progress goes to stderr
+out=$("$PY" -m pytest_k8sstate.cli image build --default-cni "${K8SSTATE_KIND_DEFAULT_CNI:-auto}")
 echo "$out"
 K8SSTATE_KIND_IMAGE=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["tag"])' "$out")
 export K8SSTATE_KIND_IMAGE

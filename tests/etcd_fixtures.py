@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
 from pytest_k8sstate.errors import BinaryError
-from pytest_k8sstate.etcd.capture import EtcdClient
+from pytest_k8sstate.etcd.client import EtcdClient
 from pytest_k8sstate.etcd.server import EtcdServer, find_etcd_binary
 from pytest_k8sstate.pki import Pki, generate_pki
 

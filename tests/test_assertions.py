@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-import pytest_k8sstate.assertions.dataplane as A
+import pytest_k8sstate.assertions as A
 from pytest_k8sstate.etcd.capture import EtcdEntry, EtcdState
 from pytest_k8sstate.node import netns
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
-from pytest_k8sstate.state.model import Snapshot, StateDiff
+from pytest_k8sstate.state import Snapshot, StateDiff
 from pytest_k8sstate.testing.iptables_gen import KubeService, kube_proxy_iptables, make_services
 from pytest_k8sstate.testing.nft_gen import GenService, generate_services, render_ruleset
 
@@ -158,7 +158,6 @@ def _capture(ns: NetnsExec) -> NodeState:
 
 
 def _iptables_node(ns: NetnsExec, services: list[KubeService]) -> NodeState:
-    pytest.importorskip("pytest_k8sstate.trace.iptables", reason="iptables tracer not available")
     ns.run(["iptables-restore"], input=kube_proxy_iptables(services).encode(), timeout=60)
     return _capture(ns)
 

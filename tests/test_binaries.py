@@ -28,7 +28,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pytest_k8sstate.binaries.install as b
+import pytest_k8sstate.binaries as b
+from pytest_k8sstate.binaries import download, gobuild, versions
+from pytest_k8sstate.cli import binaries as cli_binaries
 from pytest_k8sstate.errors import BinaryError, ConfigError, ParseError
 
 TRUE = Path(shutil.which("true") or "/bin/true")
@@ -102,12 +104,12 @@ def test_pinned_defaults() -> None:
 
 
 def test_components_expand_groups_and_reject_unknown_names() -> None:
-    assert b._expand_components(None) == list(b.DEFAULT_BINARIES)
-    assert b._expand_components(["etcd,kwok", "kwok"]) == ["etcd", "etcdctl", "kwok"]
-    assert "kubelet" not in b._expand_components(["kubernetes"])
-    assert {"kubelet", "kubeadm"} <= set(b._expand_components(["all"]))
+    assert versions.expand_components(None) == list(b.DEFAULT_BINARIES)
+    assert versions.expand_components(["etcd,kwok", "kwok"]) == ["etcd", "etcdctl", "kwok"]
+    assert "kubelet" not in versions.expand_components(["kubernetes"])
+    assert {"kubelet", "kubeadm"} <= set(versions.expand_components(["all"]))
     with pytest.raises(ConfigError, match="unknown component 'kube-dns'"):
-        b._expand_components(["kube-dns"])
+        versions.expand_components(["kube-dns"])
 
 
 # --- wrapper go.mod generation ---
@@ -230,7 +232,7 @@ def test_download_is_tried_for_real_and_falls_back_to_building(
     # No go on PATH: the fallback build stops right after the (real) download attempt, with the go message.
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("K8SSTATE_GO", raising=False)
-    monkeypatch.setattr(b, "GO_FALLBACKS", ())
+    monkeypatch.setattr(gobuild, "GO_FALLBACKS", ())
     lines: list[str] = []
     outcome: b.BinarySet | BinaryError
     try:
@@ -267,8 +269,8 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        monkeypatch.setenv(b.KUBERNETES_RELEASE_URL_ENV, f"{base}/k8s/")
-        monkeypatch.setenv(b.GITHUB_URL_ENV, f"{base}/gh")
+        monkeypatch.setenv(download.KUBERNETES_RELEASE_URL_ENV, f"{base}/k8s/")
+        monkeypatch.setenv(download.GITHUB_URL_ENV, f"{base}/gh")
         monkeypatch.delenv("http_proxy", raising=False)
         monkeypatch.delenv("HTTP_PROXY", raising=False)
         yield root
@@ -285,7 +287,7 @@ def publish(path: Path, data: bytes, checksum: str | None = None) -> str:
 
 
 def test_official_download_with_a_verified_checksum(cache: Path, mirror: Path) -> None:
-    arch = b._goarch()
+    arch = download.goarch()
     data = TRUE.read_bytes()
     exe = mirror / "k8s" / "v1.37.1" / "bin" / "linux" / arch / "kubectl"
     exe.with_name("kubectl.sha256").parent.mkdir(parents=True)
@@ -302,7 +304,7 @@ def test_official_download_with_a_verified_checksum(cache: Path, mirror: Path) -
 
 
 def test_a_checksum_mismatch_is_not_installed(cache: Path, mirror: Path) -> None:
-    arch = b._goarch()
+    arch = download.goarch()
     exe = mirror / "k8s" / "v1.37.1" / "bin" / "linux" / arch / "kubectl"
     exe.with_name("kubectl.sha256").parent.mkdir(parents=True)
     exe.with_name("kubectl.sha256").write_text(publish(exe, TRUE.read_bytes(), "0" * 64))
@@ -315,7 +317,7 @@ def test_a_checksum_mismatch_is_not_installed(cache: Path, mirror: Path) -> None
 
 
 def test_etcd_and_kind_release_assets(cache: Path, mirror: Path) -> None:
-    arch = b._goarch()
+    arch = download.goarch()
     stem = f"etcd-v3.7.3-linux-{arch}"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -348,18 +350,18 @@ def test_etcd_and_kind_release_assets(cache: Path, mirror: Path) -> None:
 
 def test_checksum_file_formats() -> None:
     h = "a" * 64
-    assert b._checksum_from(f"{h}\n", None, "x.sha256") == h
+    assert download.checksum_from(f"{h}\n", None, "x.sha256") == h
     assert (
-        b._checksum_from(
+        download.checksum_from(
             f"{'b' * 64}  other.tar.gz\n{h}  etcd-v3.7.3-linux-amd64.tar.gz\n",
             "etcd-v3.7.3-linux-amd64.tar.gz",
             "s",
         )
         == h
     )
-    assert b._checksum_from(f"{h} *kind-linux-amd64", "kind-linux-amd64", "s") == h
-    with pytest.raises(b._DownloadUnavailable, match="no sha256 for kind-linux-amd64"):
-        b._checksum_from("<html>not found</html>", "kind-linux-amd64", "s")
+    assert download.checksum_from(f"{h} *kind-linux-amd64", "kind-linux-amd64", "s") == h
+    with pytest.raises(download.DownloadUnavailable, match="no sha256 for kind-linux-amd64"):
+        download.checksum_from("<html>not found</html>", "kind-linux-amd64", "s")
 
 
 # --- go ---
@@ -379,7 +381,9 @@ def test_failed_command_shows_the_last_lines_of_its_log(tmp_path: Path) -> None:
     log = tmp_path / "build.log"
     script = "import sys\nfor i in range(40): print('line', i)\nsys.exit(3)"
     with pytest.raises(BinaryError) as excinfo:
-        b._run_logged([sys.executable, "-c", script], cwd=tmp_path, log_path=log, what="demo", timeout=30)
+        gobuild.run_logged(
+            [sys.executable, "-c", script], cwd=tmp_path, log_path=log, what="demo", timeout=30
+        )
     msg = str(excinfo.value)
     assert "exited 3" in msg
     assert "line 39" in msg
@@ -397,7 +401,7 @@ def test_command_timeout_kills_the_process_group(tmp_path: Path) -> None:
         "time.sleep(60)\n"
     )
     with pytest.raises(BinaryError, match="did not finish within 1s"):
-        b._run_logged([sys.executable, "-c", script], cwd=tmp_path, log_path=log, what="demo", timeout=1)
+        gobuild.run_logged([sys.executable, "-c", script], cwd=tmp_path, log_path=log, what="demo", timeout=1)
     child = int(marker.read_text())
     deadline = time.monotonic() + 5
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
@@ -445,10 +449,12 @@ def test_lock_wait_has_a_deadline(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-c",
-                "import sys; from pathlib import Path; import pytest_k8sstate.binaries.install as b\n"
+                "import sys; from pathlib import Path\n"
+                "from pytest_k8sstate.binaries.cache import version_lock\n"
+                "from pytest_k8sstate.errors import BinaryError\n"
                 "try:\n"
-                "    with b._version_lock(Path(sys.argv[1]), 'etcd v3.7.3', print, timeout=0.3): pass\n"
-                "except b.BinaryError as e: print('ERR', e); sys.exit(7)\n",
+                "    with version_lock(Path(sys.argv[1]), 'etcd v3.7.3', print, timeout=0.3): pass\n"
+                "except BinaryError as e: print('ERR', e); sys.exit(7)\n",
                 str(vdir),
             ],
             capture_output=True,
@@ -484,7 +490,7 @@ def test_build_kwok_with_go_install_into_an_empty_cache(cache: Path) -> None:
 # --- CLI ---
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="k8sstate")
-    b.add_cli(parser.add_subparsers(dest="command", required=True))
+    cli_binaries.add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     rc: int = args.func(args)
     return rc
@@ -514,3 +520,21 @@ def test_cli_rejects_a_bad_version_with_exit_2(cache: Path, capsys: pytest.Captu
         run_cli(["binaries", "install", "--kubernetes", "1.37"])
     assert excinfo.value.code == 2
     assert "expected X.Y.Z or vX.Y.Z" in capsys.readouterr().err
+
+
+def test_the_package_exports_its_public_api_and_the_cache_dir_helper() -> None:
+    from pytest_k8sstate.util import files
+
+    for name in b.__all__:
+        assert getattr(b, name) is not None, name
+    assert b.cache_dir is files.cache_dir  # one cache-dir helper, read at call time
+
+
+def test_the_k8sstate_command_has_the_binaries_group(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_k8sstate.cli.main import main
+
+    path = put_binary(cache, "kind", "v0.33.0", "kind")
+    b.ensure_binaries(["kind"], progress=lambda _: None, download=False, build=False)
+    assert main(["binaries", "path", "kind"]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    assert main(["binaries", "path", "kwok"]) == 1

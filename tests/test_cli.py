@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import signal
@@ -14,13 +16,13 @@ from pathlib import Path
 import pytest
 from etcd_fixtures import k8s_value, service, start_etcd
 
-from pytest_k8sstate.cli.main import main
+from pytest_k8sstate.cli.main import build_parser, main
 from pytest_k8sstate.errors import BinaryError
-from pytest_k8sstate.etcd.capture import EtcdClient
+from pytest_k8sstate.etcd.client import EtcdClient
 from pytest_k8sstate.etcd.server import find_etcd_binary
 from pytest_k8sstate.node import netns
 from pytest_k8sstate.node.exec import NetnsExec
-from pytest_k8sstate.state.model import Snapshot
+from pytest_k8sstate.state import Snapshot
 from pytest_k8sstate.testing.iptables_gen import kube_proxy_iptables, make_services
 from pytest_k8sstate.testing.nft_gen import generate_services, render_ruleset
 
@@ -97,7 +99,6 @@ def test_trace_nft_json(nft_dump: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_trace_iptables_save(ns: NetnsExec, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("pytest_k8sstate.trace.iptables", reason="iptables tracer not available")
     svcs = make_services(1, 4)
     ns.run(["iptables-restore"], input=kube_proxy_iptables(svcs).encode(), timeout=60)
     dump = tmp_path / "iptables.txt"
@@ -133,6 +134,22 @@ def test_malformed_dumps_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
     rc, _, err = run(capsys, "trace", "--nft-json", str(tmp_path / "missing.json"), "--dst", "10.0.0.1:80")
     assert rc == 2
     assert err.startswith(f"k8sstate: error: {tmp_path / 'missing.json'}: cannot read")
+
+
+def test_one_entry_point_registers_every_group_and_a_missing_one_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No import guard that silently drops a command group (it hid "not written yet" modules)."""
+    import pytest_k8sstate.cli.cluster as cluster_cli
+
+    cli_main = importlib.import_module("pytest_k8sstate.cli.main")  # the package's `main` is the function
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"trace", "diff", "show", "snapshot", "binaries", "cluster", "node"} <= set(sub.choices)
+    assert not hasattr(cluster_cli, "main")  # `k8sstate` (pytest_k8sstate.cli:main) is the only entry point
+    monkeypatch.setattr(cli_main, "EXTENSIONS", (*cli_main.EXTENSIONS, "pytest_k8sstate.cli.not_written"))
+    with pytest.raises(ModuleNotFoundError, match="not_written"):
+        build_parser()
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_k8sstate.errors import K8sStateError, ParseError
+from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
 from pytest_k8sstate.node import netns
 from pytest_k8sstate.node.capture import ALL_PARTS, NodeState, collect_node, collect_nodes
 from pytest_k8sstate.node.exec import DEFAULT_TIMEOUT, CommandResult, NetnsExec
@@ -21,10 +21,11 @@ from pytest_k8sstate.trace import Packet
 from pytest_k8sstate.trace.nft import trace_nft
 
 _TOOLS = ("nft", "iptables-save", "iptables-restore", "ipset", "ip")
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or any(shutil.which(b) is None for b in _TOOLS),
-    reason="needs root (network namespaces) and nft, iptables, ipset, iproute2 (apt-get install nftables "
-    "iptables ipset iproute2)",
+_NO_NETNS = (
+    "needs root (network namespaces) and nft, iptables, ipset, iproute2 (apt-get install nftables "
+    "iptables ipset iproute2)"
+    if os.geteuid() != 0 or any(shutil.which(b) is None for b in _TOOLS)
+    else None
 )
 
 IPTABLES = """\
@@ -54,6 +55,8 @@ def _setup_node(ns: NetnsExec, i: int) -> None:
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[list[NetnsExec]]:
+    if _NO_NETNS is not None:
+        pytest.skip(_NO_NETNS)
     with ExitStack() as stack:
         out = []
         for i in range(3):
@@ -196,3 +199,49 @@ def test_timeout_is_recorded_not_retried(nodes: list[NetnsExec], tmp_path: Path)
     s = collect_node(_PathExec(nodes[0].netns, d), parts=["nft", "routes"], timeout=1.5)
     assert set(s.errors) == {"nft", "routes"}
     assert "did not finish within 1.5s" in s.errors["nft"]
+
+
+class _FailingExec:
+    """A node whose every command raises ``error`` (no namespace needed); counts the attempts."""
+
+    node = "node-f"
+
+    def __init__(self, error: CommandError) -> None:
+        self.error = error
+        self.calls = 0
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        self.calls += 1
+        raise self.error
+
+    def which(self, program: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_command_errors_are_told_apart_by_type_not_by_text(batch: bool) -> None:
+    """A failure whose text happens to say "not found" is not a missing binary; a missing one is."""
+    gone = _FailingExec(CommandError("node node-f: container 'node-f' not found"))
+    s = collect_node(gone, parts=["nft"], batch=batch)
+    assert s.errors["nft"].startswith(
+        "`nft -j list ruleset` exited -1 on node node-f: node node-f: container 'node-f' not found"
+    )
+    assert "install nftables" not in s.errors["nft"]
+    missing = _FailingExec(CommandNotFound("node node-f: no such program"))
+    s = collect_node(missing, parts=["nft"], batch=batch)
+    assert s.errors == {"nft": "nft not found on node node-f; install nftables in the node (image)"}
+
+
+def test_a_timeout_is_known_by_its_type_and_not_retried() -> None:
+    slow = _FailingExec(CommandTimeout("node node-f: gave up after 2s"))
+    s = collect_node(slow, parts=["nft", "routes"], timeout=2)
+    assert slow.calls == 1  # the batched capture timed out: no second try command by command
+    assert set(s.errors) == {"nft", "routes"}
+    assert "gave up after 2s" in s.errors["nft"]

@@ -163,6 +163,84 @@ def test_cluster_scoped_object() -> None:
     assert (d.kind, d.name, d.namespace, d.uid) == ("Namespace", "cluster-thing", None, "u-1")
 
 
+def _field(num: int, value: int | str | bytes) -> bytes:
+    """One protobuf field, field number written out by the caller (varint for int, bytes otherwise)."""
+
+    def varint(n: int) -> bytes:
+        out = b""
+        while n >= 0x80:
+            out += bytes([n & 0x7F | 0x80])
+            n >>= 7
+        return out + bytes([n])
+
+    if isinstance(value, int):
+        return varint(num << 3) + varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return varint(num << 3 | 2) + varint(len(data)) + data
+
+
+def test_service_field_numbers_from_generated_proto() -> None:
+    """Bytes built from k8s.io/api core/v1 generated.proto field numbers written out here (not from
+    etcd_fixtures' or the decoder's tables): ServicePort{1 name, 2 protocol, 3 port, 4 targetPort
+    IntOrString{1 type, 2 intVal, 3 strVal}, 5 nodePort, 6 appProtocol}, ServiceSpec{1 ports, 2 selector,
+    3 clusterIP, 4 type, 5 externalIPs, 7 sessionAffinity, 11 externalTrafficPolicy, 12 healthCheckNodePort,
+    18 clusterIPs, 19 ipFamilies, 22 internalTrafficPolicy}, ServiceStatus{1 loadBalancer{1 ingress{1 ip,
+    2 hostname, 3 ipMode}}}, ObjectMeta{1 name, 3 namespace, 5 uid}."""
+    target_port = _field(1, 1) + _field(3, "http")
+    port = (
+        _field(1, "web")
+        + _field(2, "TCP")
+        + _field(3, 80)
+        + _field(4, target_port)
+        + _field(5, 30080)
+        + _field(6, "h2c")
+    )
+    spec = (
+        _field(1, port)
+        + _field(2, _field(1, "app") + _field(2, "web"))
+        + _field(3, "10.96.0.10")
+        + _field(4, "LoadBalancer")
+        + _field(5, "192.0.2.1")
+        + _field(7, "ClientIP")
+        + _field(11, "Local")
+        + _field(12, 31000)
+        + _field(18, "10.96.0.10")
+        + _field(19, "IPv4")
+        + _field(22, "Cluster")
+    )
+    status = _field(1, _field(1, _field(1, "192.0.2.7") + _field(2, "lb.example") + _field(3, "VIP")))
+    meta = _field(1, "web") + _field(3, "ns") + _field(5, "u-1")
+    d = decode_value("k", envelope("v1", "Service", _field(1, meta) + _field(2, spec) + _field(3, status)))
+    assert d.error is None
+    assert d.fields is not None
+    assert (d.name, d.namespace, d.uid) == ("web", "ns", "u-1")
+    assert d.fields["spec"] == {
+        "ports": [
+            {
+                "name": "web",
+                "protocol": "TCP",
+                "port": 80,
+                "targetPort": "http",
+                "nodePort": 30080,
+                "appProtocol": "h2c",
+            }
+        ],
+        "selector": {"app": "web"},
+        "clusterIP": "10.96.0.10",
+        "type": "LoadBalancer",
+        "externalIPs": ["192.0.2.1"],
+        "sessionAffinity": "ClientIP",
+        "externalTrafficPolicy": "Local",
+        "healthCheckNodePort": 31000,
+        "clusterIPs": ["10.96.0.10"],
+        "ipFamilies": ["IPv4"],
+        "internalTrafficPolicy": "Cluster",
+    }
+    assert d.fields["status"] == {
+        "loadBalancer": {"ingress": [{"ip": "192.0.2.7", "hostname": "lb.example", "ipMode": "VIP"}]}
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # JSON, CBOR, encrypted
 # ---------------------------------------------------------------------------------------------

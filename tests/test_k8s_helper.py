@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,20 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_k8sstate.errors import K8sStateError, ParseError
-from pytest_k8sstate.k8s.helper import K8sHelper, parse_manifests, parse_ref, pod_ip
+from pytest_k8sstate.k8s import K8sHelper, parse_manifests, parse_ref, pod_ip
 
 
 def _local_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the local provider needs root (network namespaces)"
-    try:
-        import pytest_k8sstate.binaries.install as binaries
-        from pytest_k8sstate.providers.local.provider import KUBE_BINARIES
+    # no `except Exception` here: a bug in the provider or binaries must fail, not skip every test
+    import pytest_k8sstate.binaries as binaries
+    from pytest_k8sstate.providers.local.binaries import KUBE_BINARIES
 
-        versions = binaries.Versions.resolve()
-        missing = [n for n in (*KUBE_BINARIES, "kwok") if binaries.find_binary(n, versions) is None]
-    except Exception as exc:
-        return f"the local provider is not usable here: {exc}"
+    versions = binaries.Versions.resolve()
+    missing = [n for n in (*KUBE_BINARIES, "kwok") if binaries.find_binary(n, versions) is None]
     return (
         f"binaries not installed: {', '.join(missing)} (run `k8sstate binaries install`)" if missing else None
     )
@@ -126,6 +125,63 @@ def test_unknown_manifest_path_says_where_it_looked(tmp_path: Path) -> None:
     helper = K8sHelper(api_client=None, manifests_dir=tmp_path)
     with pytest.raises(K8sStateError, match=r"manifest 'nope.yaml' not found \(looked in .*nope.yaml"):
         helper.apply("nope.yaml")
+
+
+class _Resources:
+    def get(self, api_version: str, kind: str) -> Any:
+        return SimpleNamespace(namespaced=True, kind=kind, api_version=api_version)
+
+
+class _FailingDynamic:
+    """A DynamicClient whose every call raises ``error`` (discovery works)."""
+
+    resources = _Resources()
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def server_side_apply(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+    get = delete = server_side_apply
+
+
+CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+
+
+def test_only_connection_errors_say_the_api_server_cannot_be_reached() -> None:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    refused = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] refused")
+    for exc in (
+        MaxRetryError(None, "https://127.0.0.1:6443/api", refused),  # type: ignore[arg-type]
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError("timed out"),
+    ):
+        helper = K8sHelper(api_client=None, dynamic=_FailingDynamic(exc))
+        with pytest.raises(K8sStateError, match=r"^applying configmap/c: cannot reach the API server: "):
+            helper.apply(CM)
+    helper = K8sHelper(api_client=None, dynamic=_FailingDynamic(ApiException(status=403, reason="Forbidden")))
+    with pytest.raises(K8sStateError, match=r"^reading cm/c: HTTP 403: "):
+        helper.try_get("cm/c")
+    helper = K8sHelper(api_client=None, dynamic=_FailingDynamic(ApiException(status=404, reason="NotFound")))
+    assert helper.try_get("cm/c") is None
+
+
+def test_other_exceptions_surface_as_what_they_are() -> None:
+    """A bug or a bad object (a ValueError in the client) is not "cannot reach the API server"."""
+    helper = K8sHelper(api_client=None, dynamic=_FailingDynamic(ValueError("bad value in body.data")))
+    with pytest.raises(ValueError, match=r"bad value in body\.data"):
+        helper.apply(CM)
+    with pytest.raises(ValueError, match=r"bad value in body\.data"):
+        helper.try_get("cm/c")
+    # cleanup never raises, and names the type of what went wrong
+    applies = _FailingDynamic(ValueError("bad value in body.data"))
+    applies.server_side_apply = lambda *a, **k: dict(CM)  # type: ignore[method-assign]
+    helper = K8sHelper(api_client=None, dynamic=applies)
+    helper.apply(CM)
+    assert helper.cleanup(timeout=1) == ["deleting configmap/c failed: ValueError: bad value in body.data"]
 
 
 # ----------------------------------------------------------------------------------------- real cluster

@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from pytest_k8sstate.node.exec import NetnsExec, run_command
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec, get_provider
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec
 from pytest_k8sstate.providers.kind import noderoutes
-from pytest_k8sstate.providers.kind.provider import rewrite_kubeconfig_server
+from pytest_k8sstate.providers.kubeconfig import rewrite_kubeconfig_server
+from pytest_k8sstate.providers.registry import get_provider
 
 
 def test_manifest_switches_the_agent_on_for_nodes() -> None:
@@ -57,7 +58,7 @@ def _why_not() -> str | None:
         return "needs root (network namespaces)"
     if shutil.which("jq") is None:
         return "needs jq (apt-get install jq; kind nodes have it)"
-    import pytest_k8sstate.binaries.install as bins
+    import pytest_k8sstate.binaries as bins
 
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"):
         if bins.find_binary(name) is None:
@@ -81,7 +82,7 @@ def cluster() -> Iterator[Cluster]:
 
 def _agent(cluster: Cluster, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     """argv + env that run the agent once as the control-plane node, inside its network namespace."""
-    import pytest_k8sstate.binaries.install as bins
+    import pytest_k8sstate.binaries as bins
 
     kc = cluster.kubeconfig.read_text()
     # inside the node's namespace the API is the node's own address, not the host's forwarder
@@ -103,7 +104,7 @@ def _agent(cluster: Cluster, tmp_path: Path) -> tuple[list[str], dict[str, str]]
 
 
 def _kubectl(cluster: Cluster, *args: str, stdin: bytes | None = None) -> str:
-    import pytest_k8sstate.binaries.install as bins
+    import pytest_k8sstate.binaries as bins
 
     kubectl = bins.find_binary("kubectl")
     assert kubectl is not None

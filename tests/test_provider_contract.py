@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from pytest_k8sstate.errors import ProviderError
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec, Provider, get_provider
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec, Provider
+from pytest_k8sstate.providers.registry import get_provider
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDERS = [
@@ -36,7 +37,7 @@ def unavailable(provider: str) -> str | None:
     if provider == "local":
         if os.geteuid() != 0:
             return "the local provider needs root (network namespaces, netfilter): run as root"
-        import pytest_k8sstate.binaries.install as bins
+        import pytest_k8sstate.binaries as bins
 
         missing = []
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
@@ -216,7 +217,8 @@ _CREATE_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {root!r})
-    from pytest_k8sstate.providers.base import ClusterSpec, get_provider
+    from pytest_k8sstate.providers.base import ClusterSpec
+    from pytest_k8sstate.providers.registry import get_provider
     get_provider({provider!r}).create(ClusterSpec(name={name!r}, nodes=1))
     print("CREATED", flush=True)
     """
@@ -234,7 +236,8 @@ def _create_under_way(provider: Provider, name: str) -> list[int] | None:
             return [p.pid for p in st.processes]
         return None
     if provider.name == "kind":
-        from pytest_k8sstate.providers.kind.provider import CLUSTER_LABEL, KindProvider
+        from pytest_k8sstate.providers.kind.config import CLUSTER_LABEL
+        from pytest_k8sstate.providers.kind.provider import KindProvider
 
         assert isinstance(provider, KindProvider)
         return [] if provider.docker.containers(f"{CLUSTER_LABEL}={name}") else None
@@ -295,7 +298,8 @@ def test_cluster_of_a_killed_session_is_reaped(provider: Provider, tmp_path: Pat
     what it left. (local: tests/test_provider_local.py covers its reaper.)"""
     if provider.name != "kind":
         pytest.skip("kind's reaper; the local provider's is tested in test_provider_local.py")
-    from pytest_k8sstate.providers.kind.provider import KindProvider, kind_create_running
+    from pytest_k8sstate.providers.kind.provider import KindProvider
+    from pytest_k8sstate.providers.kind.reaper import kind_create_running
 
     assert isinstance(provider, KindProvider)
     name = f"ck{os.getpid() % 100000}"

@@ -166,7 +166,8 @@ def test_unknown_context_names_the_known_ones(tmp_path: Path) -> None:
 def local_kubeconfig() -> Iterator[Path]:
     if os.environ.get("K8SSTATE_EXISTING_TEST") != "1" or os.geteuid() != 0:
         pytest.skip("set K8SSTATE_EXISTING_TEST=1 (root) to attach to a local cluster created for this test")
-    from pytest_k8sstate.providers.base import ClusterSpec, get_provider
+    from pytest_k8sstate.providers.base import ClusterSpec
+    from pytest_k8sstate.providers.registry import get_provider
 
     local = get_provider("local")
     spec = ClusterSpec(name=f"ex{os.getpid() % 100000}", nodes=1)

@@ -19,6 +19,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,21 +27,21 @@ import yaml
 import pytest_k8sstate.providers.docker.engine as docker_engine
 from pytest_k8sstate.errors import ConfigError
 from pytest_k8sstate.providers.base import ClusterSpec
-from pytest_k8sstate.providers.kind.provider import (
+from pytest_k8sstate.providers.docker.cli import parse_inspect_lines
+from pytest_k8sstate.providers.kind.config import (
     CLUSTER_LABEL,
     ROLE_LABEL,
     KindOptions,
-    capabilities_for,
     create_argv,
     host_cgroup_v1,
     kind_config,
     kind_node_names,
     node_image,
-    parse_inspect_lines,
-    proxy_mode_from_kubeadm_conf,
     render_config,
-    rewrite_kubeconfig_server,
 )
+from pytest_k8sstate.providers.kind.provider import capabilities_for
+from pytest_k8sstate.providers.kubeadm import proxy_mode_from_kubeadm_conf
+from pytest_k8sstate.providers.kubeconfig import rewrite_kubeconfig_server
 
 REPO = Path(__file__).resolve().parents[1]
 WRAPPER = REPO / "scripts" / "oci-runtime-wrapper"
@@ -137,7 +138,7 @@ def test_create_argv() -> None:
 
 
 def test_kind_error_summary_keeps_the_error_not_the_stack() -> None:
-    from pytest_k8sstate.providers.kind.provider import kind_error_summary
+    from pytest_k8sstate.providers.kind.config import kind_error_summary
 
     stderr = (
         "Creating cluster ...\nERROR: failed to create cluster: failed to init node with kubeadm\n"
@@ -151,7 +152,7 @@ def test_kind_error_summary_keeps_the_error_not_the_stack() -> None:
 
 
 def test_not_ready_and_deployment_available() -> None:
-    from pytest_k8sstate.providers.kind.provider import deployment_available, missing_names, not_ready
+    from pytest_k8sstate.providers.kind.ready import deployment_available, missing_names, not_ready
 
     nodes = {
         "items": [
@@ -170,7 +171,7 @@ def test_not_ready_and_deployment_available() -> None:
 
 
 def test_inotify_warning() -> None:
-    from pytest_k8sstate.providers.kind.provider import inotify_warning
+    from pytest_k8sstate.providers.kind.ready import inotify_warning
 
     msg = inotify_warning(128)
     assert msg is not None
@@ -432,7 +433,7 @@ def kindlike_cluster(project_docker: str, node_image_tag: str) -> Iterator[str]:
 def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
     project_docker: str, kindlike_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_k8sstate.binaries.install as binaries
+    import pytest_k8sstate.binaries as binaries
     from pytest_k8sstate.etcd.capture import collect_etcd
     from pytest_k8sstate.providers.kind.provider import KindProvider
 
@@ -475,7 +476,7 @@ def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
         again = prov.get(kindlike_cluster)
         assert again.etcd == cluster.etcd
     finally:
-        from pytest_k8sstate.providers.kind.provider import stop_forwarder
+        from pytest_k8sstate.providers.forwarders import stop_forwarder
 
         stop_forwarder(tmp_path / "cache" / "kind-clusters" / kindlike_cluster)
 
@@ -484,7 +485,7 @@ def test_kind_provider_adopts_kind_shaped_node_and_captures_etcd(
 # offline node image build (pure parts of pytest_k8sstate.providers.kind.image)
 # --------------------------------------------------------------------------------------------------
 def test_debootstrap_argv_uses_bookworm_minbase() -> None:
-    from pytest_k8sstate.providers.kind.image import BASE_PACKAGES, debootstrap_argv
+    from pytest_k8sstate.providers.kind.image.rootfs import BASE_PACKAGES, debootstrap_argv
 
     argv = debootstrap_argv(Path("/r"))
     assert argv[:2] == ["debootstrap", "--variant=minbase"]
@@ -497,7 +498,7 @@ def test_debootstrap_argv_uses_bookworm_minbase() -> None:
 
 
 def test_parse_ldd() -> None:
-    from pytest_k8sstate.providers.kind.image import parse_ldd
+    from pytest_k8sstate.providers.kind.image.rootfs import parse_ldd
 
     text = (
         "\tlinux-vdso.so.1 (0x00007ffd)\n"
@@ -514,7 +515,8 @@ def test_parse_ldd() -> None:
 
 
 def test_plan_from_kubeadm_image_list() -> None:
-    from pytest_k8sstate.providers.kind.image import ImageBuildError, plan_from_image_list
+    from pytest_k8sstate.providers.kind.image.errors import ImageBuildError
+    from pytest_k8sstate.providers.kind.image.plan import plan_from_image_list
 
     listing = (
         "registry.k8s.io/kube-apiserver:v1.37.1\nregistry.k8s.io/kube-proxy:v1.37.1\n"
@@ -534,7 +536,7 @@ def test_plan_from_kubeadm_image_list() -> None:
 
 
 def test_cni_manifest_from_go_source() -> None:
-    from pytest_k8sstate.providers.kind.image import cni_manifest_from_go
+    from pytest_k8sstate.providers.kind.image.plan import cni_manifest_from_go
 
     go = (
         'const kindnetdImage = "docker.io/kindest/kindnetd:v1"\n'
@@ -558,21 +560,22 @@ def test_image_key_is_stable_and_input_sensitive() -> None:
 def test_orphans_are_clusters_whose_owner_process_is_gone(tmp_path: Path) -> None:
     """State files only (no engine needed): a dead owner (pid + start time) is an orphan; a live owner, a
     persistent cluster (no owner) and a cluster of another Docker engine are not."""
-    import pytest_k8sstate.providers.local.state as local_state
-    from pytest_k8sstate.providers.kind.provider import KindProvider, StateFile
+    from pytest_k8sstate.providers.host import proc_start_time
+    from pytest_k8sstate.providers.kind.provider import KindProvider
+    from pytest_k8sstate.providers.statefile import StateFile
 
     prov = KindProvider(docker_host="unix:///tmp/k8sstate-test-engine.sock")
     prov.root = tmp_path
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        child_start = local_state.proc_start_time(child.pid)
+        child_start = proc_start_time(child.pid)
     finally:
         child.kill()
         child.wait(timeout=10)
     me = os.getpid()
     rows = {
         "dead": {"owner_pid": child.pid, "owner_start": child_start},
-        "live": {"owner_pid": me, "owner_start": local_state.proc_start_time(me)},
+        "live": {"owner_pid": me, "owner_start": proc_start_time(me)},
         # the same pid, but a different process started under it: gone as well
         "recycled": {"owner_pid": me, "owner_start": -1},
         "persistent": {"owner_pid": None},
@@ -586,9 +589,8 @@ def test_orphans_are_clusters_whose_owner_process_is_gone(tmp_path: Path) -> Non
 
 def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
     """A cluster on an image built without kindnetd lacks ``kindnet``; the skip says why and what to do."""
-    from pytest_k8sstate.plugin.hooks import ClusterKey, _missing_reason
     from pytest_k8sstate.providers.base import Cluster
-    from pytest_k8sstate.providers.kind.provider import missing_capability_notes
+    from pytest_k8sstate.providers.kind.provider import KindProvider, missing_capability_notes
 
     assert missing_capability_notes("k8sstate/node:x", "kindnet") == {}
     assert missing_capability_notes("k8sstate/node:x", None) == {}
@@ -604,12 +606,12 @@ def test_skip_reason_names_the_node_image_without_kindnetd() -> None:
         proxy_mode="iptables",
         details={"missing_capabilities": notes},
     )
-    reason = _missing_reason(ClusterKey("kind", 2, "iptables", None), "kindnet", cluster)
+    reason = KindProvider.missing_reason("kindnet", proxy_mode="iptables", cluster=cluster)
     assert reason.startswith("needs kindnet: k8sstate/node:x has k8sstate-node-routes as its default CNI")
     assert "--kindnetd PATH" in reason
     # other capabilities keep the generic reason
-    assert "k8sstate-node-routes" not in _missing_reason(
-        ClusterKey("kind", 2, "iptables", None), "ipvs", cluster
+    assert "k8sstate-node-routes" not in KindProvider.missing_reason(
+        "ipvs", proxy_mode="iptables", cluster=cluster
     )
 
 
@@ -631,7 +633,7 @@ def test_prune_tarballs_keeps_the_newest(tmp_path: Path) -> None:
 
 
 def test_kind_create_running_sees_a_create_of_that_name_only() -> None:
-    from pytest_k8sstate.providers.kind.provider import kind_create_running
+    from pytest_k8sstate.providers.kind.reaper import kind_create_running
 
     name = f"kcr{os.getpid()}"
     # a process whose command line looks like kind's (the words after -c land in sys.argv)
@@ -656,3 +658,173 @@ def test_kind_create_running_sees_a_create_of_that_name_only() -> None:
         proc.kill()
         proc.wait(timeout=10)
     assert not kind_create_running(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# the layout of issue 9: shared state files, readiness, image key, CLI
+# --------------------------------------------------------------------------------------------------
+def test_state_file_is_written_atomically_and_fresh_removes_leftovers(tmp_path: Path) -> None:
+    from pytest_k8sstate.providers.statefile import StateFile
+
+    st = StateFile("c1", tmp_path / "c1", {"phase": "creating"})
+    st.save()
+    assert StateFile.load("c1", tmp_path).data == {"phase": "creating"}
+    assert [p.name for p in (tmp_path / "c1").iterdir()] == ["state.json"]  # no temp file left behind
+    (tmp_path / "c1" / "kubeconfig").write_text("old")
+    fresh = StateFile.fresh("c1", tmp_path)
+    assert fresh.data == {}
+    assert list(fresh.dir.iterdir()) == []
+    assert StateFile.load("missing", tmp_path).data == {}
+
+
+class _FakeNode:
+    """A control-plane node whose kubectl answers with fixed JSON (nodes Ready, leases, CoreDNS)."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    @property
+    def node(self) -> str:
+        return "c-control-plane"
+
+    def run(self, argv: Any, *, timeout: float = 30, input: bytes | None = None, check: bool = True) -> Any:
+        from pytest_k8sstate.node.exec import CommandResult
+
+        self.calls += 1
+        what = next(k for k in self.answers if k in argv)
+        return CommandResult(tuple(argv), 0, self.answers[what].encode(), b"")
+
+    def which(self, program: str) -> bool:
+        return True
+
+
+def _fake_cluster(node: _FakeNode) -> Any:
+    from pytest_k8sstate.providers.base import Cluster, NodeInfo
+
+    return Cluster(
+        name="c",
+        provider="kind",
+        kubeconfig=Path("/nonexistent"),
+        api_server="https://127.0.0.1:1",
+        nodes=[NodeInfo("c-control-plane", "control-plane", node, "10.0.0.2")],
+        etcd=None,
+        capabilities=frozenset(),
+        proxy_mode="iptables",
+        details={"default_cni": "k8sstate-node-routes"},
+    )
+
+
+def test_wait_ready_returns_once_nodes_leases_and_coredns_are_there() -> None:
+    from pytest_k8sstate.providers.kind.ready import wait_ready
+
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    node = _FakeNode(
+        {
+            "nodes": json.dumps({"items": [{"metadata": {"name": "c-control-plane"}, "status": ready}]}),
+            "leases": json.dumps({"items": [{"metadata": {"name": "c-control-plane"}}]}),
+            "deployment": '{"spec": {"replicas": 1}, "status": {"availableReplicas": 1}}',
+        }
+    )
+    wait_ready(_fake_cluster(node), timeout=5)
+    assert node.calls == 3
+
+
+def test_wait_ready_times_out_naming_what_is_missing() -> None:
+    from pytest_k8sstate.errors import ProviderError
+    from pytest_k8sstate.providers.kind.ready import wait_ready
+
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    node = _FakeNode(
+        {
+            "nodes": json.dumps({"items": [{"metadata": {"name": "c-control-plane"}, "status": ready}]}),
+            "leases": '{"items": []}',
+        }
+    )
+    with pytest.raises(ProviderError, match="lease c-control-plane") as exc:
+        wait_ready(_fake_cluster(node), timeout=0.2)
+    assert "kind export logs --name c" in str(exc.value)
+    assert "journalctl -u k8sstate-node-routes.service" in str(exc.value)
+
+
+def test_image_key_covers_the_node_routes_agent() -> None:
+    """The agent script is package data now: changing it (not only its module) must change the key."""
+    from pytest_k8sstate.providers.kind import noderoutes
+    from pytest_k8sstate.providers.kind.image import recipe_digest
+
+    files = noderoutes.data_files()
+    assert files["node-routes.sh"] == noderoutes.AGENT_SCRIPT
+    assert recipe_digest() == recipe_digest(files)
+    changed = dict(files, **{"node-routes.sh": files["node-routes.sh"] + "# changed\n"})
+    assert recipe_digest(changed) != recipe_digest(files)
+
+
+def test_dead_image_plan_is_gone() -> None:
+    """Defect 8: ``kindimage.ImagePlan`` was never used."""
+    import pytest_k8sstate.providers.kind.image as image
+    from pytest_k8sstate.providers.kind.image import builder, plan, rootfs
+
+    for module in (image, builder, plan, rootfs):
+        assert not hasattr(module, "ImagePlan")
+
+
+def test_image_cli_has_the_build_flags() -> None:
+    from pytest_k8sstate.cli.main import build_parser
+
+    argv = ["image", "build", "--default-cni", "k8sstate-node-routes", "--kubernetes", "v1.37.1"]
+    args = build_parser().parse_args([*argv, "--crictl", "/c"])
+    assert (args.default_cni, args.kubernetes, args.crictl, args.kindnetd) == (
+        "k8sstate-node-routes",
+        "v1.37.1",
+        Path("/c"),
+        None,
+    )
+    assert callable(args.func)
+    assert build_parser().parse_args(["image", "rootfs"]).workdir is None
+
+
+def test_kind_and_minikube_nodes_share_the_host_kernel() -> None:
+    from pytest_k8sstate.providers.kind.provider import KindProvider
+    from pytest_k8sstate.providers.minikube import MinikubeProvider
+
+    assert KindProvider.shares_host_kernel
+    assert MinikubeProvider.shares_host_kernel
+
+
+def test_forwarder_that_exits_is_reported_and_not_recorded(tmp_path: Path) -> None:
+    from pytest_k8sstate.errors import ProviderError
+    from pytest_k8sstate.providers.forwarders import ensure_forwarder, stop_forwarder
+
+    with pytest.raises(ProviderError, match="exited"):
+        ensure_forwarder(tmp_path, "k8ss-no-such-netns", ["127.0.0.1:1"], timeout=20)
+    assert not (tmp_path / "forward.json").exists()
+    stop_forwarder(tmp_path)  # nothing recorded: nothing to stop, no error
+
+
+def test_choose_default_cni(tmp_path: Path) -> None:
+    from pytest_k8sstate.providers.kind.image.errors import ImageBuildError
+    from pytest_k8sstate.providers.kind.image.plan import choose_default_cni
+
+    said: list[str] = []
+    kindnetd = tmp_path / "kindnetd"
+    with pytest.raises(ImageBuildError, match="no kindnetd binary"):
+        choose_default_cni("kindnet", kindnetd, said.append)
+    with pytest.raises(ImageBuildError, match="expected one of"):
+        choose_default_cni("calico", kindnetd, said.append)
+    assert choose_default_cni("auto", kindnetd, said.append) == "k8sstate-node-routes"
+    assert len(said) == 1
+    assert "--kindnetd PATH" in said[0]
+    kindnetd.write_bytes(b"\x7fELF")
+    assert choose_default_cni("auto", kindnetd, said.append) == "kindnet"
+    assert choose_default_cni("k8sstate-node-routes", kindnetd, said.append) == "k8sstate-node-routes"
+
+
+def test_ipvs_in_kernel_and_node_capabilities(tmp_path: Path) -> None:
+    from pytest_k8sstate.providers.kubeadm import BASE_CAPABILITIES, ipvs_in_kernel, node_capabilities
+
+    proc, sysmod = tmp_path / "proc", tmp_path / "sys"
+    assert not ipvs_in_kernel(proc, sysmod)
+    (sysmod / "ip_vs").mkdir(parents=True)
+    assert ipvs_in_kernel(proc, sysmod)
+    assert node_capabilities("iptables", ipvs_kernel=True) == BASE_CAPABILITIES
+    assert node_capabilities("ipvs", ipvs_kernel=True, extra={"cni"}) == BASE_CAPABILITIES | {"cni", "ipvs"}

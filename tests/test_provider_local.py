@@ -18,12 +18,19 @@ from pathlib import Path
 import pytest
 from test_provider_contract import leftovers, unavailable  # tests/ is on sys.path (rootdir-less layout)
 
+import pytest_k8sstate.providers.host as host
 import pytest_k8sstate.providers.local.addons as local_addons
+import pytest_k8sstate.providers.local.reset as local_reset
 import pytest_k8sstate.providers.local.state as local_state
-from pytest_k8sstate.errors import ConfigError, ProviderError
+from pytest_k8sstate.errors import CommandError, ConfigError, ProviderError
 from pytest_k8sstate.node import netns
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec, get_provider
-from pytest_k8sstate.providers.local.provider import LocalProvider, check_ipvs_support
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Provider
+from pytest_k8sstate.providers.host import check_ipvs_support
+from pytest_k8sstate.providers.local.create import early_controllers
+from pytest_k8sstate.providers.local.procs import Procs
+from pytest_k8sstate.providers.local.provider import LocalProvider
+from pytest_k8sstate.providers.registry import REGISTRY, get_provider, provider_class
+from pytest_k8sstate.util.files import CACHE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -52,6 +59,268 @@ def test_get_provider_names_unknown_providers() -> None:
     assert get_provider("local").name == "local"
     with pytest.raises(ConfigError, match="unknown provider 'nosuch'"):
         get_provider("nosuch")
+    with pytest.raises(ConfigError, match="unknown provider 'nosuch'; known providers: local, kind"):
+        provider_class("nosuch")
+
+
+def test_provider_class_is_the_registered_class_without_an_instance() -> None:
+    assert provider_class("local") is LocalProvider
+    for name in REGISTRY:
+        cls = provider_class(name)
+        assert issubclass(cls, Provider)
+        assert cls.name == name
+
+
+class _Bare(Provider):
+    """A provider that says nothing about what it lacks (abstract: only its classmethods are used)."""
+
+    name = "bare"
+
+
+def _cluster_handle(name: str = "c", details: dict[str, object] | None = None) -> Cluster:
+    return Cluster(
+        name=name,
+        provider="local",
+        kubeconfig=Path("/nonexistent"),
+        api_server="https://127.0.0.1:1",
+        nodes=[],
+        etcd=None,
+        capabilities=frozenset({"etcd", "iptables"}),
+        proxy_mode="iptables",
+        details=dict(details or {}),
+    )
+
+
+def test_missing_reasons_of_the_local_provider() -> None:
+    """The exact texts of the plugin's ``needs`` skips (tests/plugin/test_markers.py matches them too)."""
+    reason = LocalProvider.missing_reason
+    assert reason("container-runtime", proxy_mode="iptables") == (
+        "needs container-runtime: the local provider runs pods with kwok (no container runtime); "
+        "use --k8s-provider kind"
+    )
+    assert reason("kubelet", proxy_mode="iptables") == (
+        "needs kubelet: the local provider's nodes are kwok nodes (no kubelet); use --k8s-provider kind"
+    )
+    assert reason("cni", proxy_mode="nftables") == (
+        "needs cni: the local provider has no CNI plugin (kwok assigns pod IPs); use --k8s-provider kind"
+    )
+    assert reason("kindnet", proxy_mode="iptables") == (
+        "needs kindnet: kindnet runs only on kind clusters; use --k8s-provider kind"
+    )
+    assert reason("ipvs", proxy_mode="nftables") == (
+        "needs ipvs: the cluster's kube-proxy runs in nftables mode; use --k8s-proxy-mode ipvs "
+        'or @pytest.mark.k8sstate(proxy_mode="ipvs")'
+    )
+    # no note of its own: the generic reason, naming the cluster when there is one
+    assert reason("ipvs", proxy_mode="ipvs") == "needs ipvs: the local provider does not provide it"
+    assert reason("etcd", proxy_mode="ipvs", cluster=_cluster_handle("c1")) == (
+        "needs etcd: the local provider (cluster c1) does not provide it"
+    )
+    assert LocalProvider.shares_host_kernel is True
+
+
+def test_missing_reason_prefers_the_clusters_own_note() -> None:
+    cluster = _cluster_handle(details={"missing_capabilities": {"kindnet": "built without kindnetd"}})
+    assert LocalProvider.missing_reason("kindnet", proxy_mode="iptables", cluster=cluster) == (
+        "needs kindnet: built without kindnetd"
+    )
+    # other capabilities keep their reason; a note that is not text is ignored
+    assert "kwok" in LocalProvider.missing_reason("kubelet", proxy_mode="iptables", cluster=cluster)
+    odd = _cluster_handle(details={"missing_capabilities": {"kindnet": 1}})
+    assert LocalProvider.missing_reason("kindnet", proxy_mode="iptables", cluster=odd).endswith(
+        "kindnet runs only on kind clusters; use --k8s-provider kind"
+    )
+    # a provider without notes: the generic reason, still with the alternative
+    assert _Bare.missing_reason("cni", proxy_mode="iptables") == (
+        "needs cni: the bare provider does not provide it; use --k8s-provider kind"
+    )
+    assert _Bare.shares_host_kernel is False
+
+
+def _no_ipvs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
+    """Make this kernel lack IPVS: /proc/net/ip_vs missing and ``modprobe ip_vs`` failing."""
+    calls: list[list[str]] = []
+
+    def modprobe(argv: list[str], **_kwargs: object) -> object:
+        calls.append(list(argv))
+        raise CommandError("modprobe: FATAL: Module ip_vs not found")
+
+    monkeypatch.setattr("pytest_k8sstate.providers.host.IP_VS_PROC", tmp_path / "ip_vs")
+    monkeypatch.setattr("pytest_k8sstate.providers.host.run_command", modprobe)
+    return calls
+
+
+def test_precheck_capability_before_any_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    static = LocalProvider.capabilities
+    pre = LocalProvider.precheck_capability
+    assert pre("etcd", proxy_mode="iptables", static=static) is None
+    assert pre("kubelet", proxy_mode="iptables", static=None) is None  # unknown before a cluster
+    assert pre("kubelet", proxy_mode="iptables", static=static) == LocalProvider.missing_reason(
+        "kubelet", proxy_mode="iptables"
+    )
+    assert pre("ipvs", proxy_mode="iptables", static=static) == (
+        "needs ipvs: the cluster's kube-proxy runs in iptables mode; use --k8s-proxy-mode ipvs "
+        'or @pytest.mark.k8sstate(proxy_mode="ipvs")'
+    )
+    # ipvs mode: the nodes share this kernel, so its IPVS support decides
+    calls = _no_ipvs(monkeypatch, tmp_path)
+    reason = pre("ipvs", proxy_mode="ipvs", static=static)
+    assert reason is not None
+    assert reason.startswith("needs ipvs: kube-proxy --proxy-mode=ipvs needs the kernel's IPVS support")
+    assert "use --proxy-mode iptables or nftables" in reason
+    assert calls == [["modprobe", "ip_vs"]]
+    # a provider whose nodes have their own kernel is not judged by this one
+    assert _Bare.precheck_capability("ipvs", proxy_mode="ipvs", static=None) is None
+    assert calls == [["modprobe", "ip_vs"]]
+    (tmp_path / "ip_vs").write_text("")
+    assert pre("ipvs", proxy_mode="ipvs", static=static) is None
+
+
+def test_check_ipvs_support_loads_the_module_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    proc = tmp_path / "ip_vs"
+
+    def modprobe(argv: list[str], **_kwargs: object) -> object:
+        proc.write_text("")  # the module loaded
+        return None
+
+    monkeypatch.setattr("pytest_k8sstate.providers.host.IP_VS_PROC", proc)
+    monkeypatch.setattr("pytest_k8sstate.providers.host.run_command", modprobe)
+    host.check_ipvs_support()
+    assert proc.exists()
+
+
+def test_early_controllers_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7: the switch was read once at import; setting it later had no effect."""
+    monkeypatch.delenv("K8SSTATE_LOCAL_EARLY_CONTROLLERS", raising=False)
+    assert early_controllers() is False
+    monkeypatch.setenv("K8SSTATE_LOCAL_EARLY_CONTROLLERS", "1")
+    assert early_controllers() is True
+    monkeypatch.setenv("K8SSTATE_LOCAL_EARLY_CONTROLLERS", "0")
+    assert early_controllers() is False
+    import pytest_k8sstate.providers.local.create as local_create
+    import pytest_k8sstate.providers.local.provider as local_provider
+
+    assert not hasattr(local_provider, "EARLY_CONTROLLERS")
+    assert not hasattr(local_create, "EARLY_CONTROLLERS")
+
+
+def _etcd_reads(
+    monkeypatch: pytest.MonkeyPatch, reads: list[dict[bytes, tuple[bytes, int]]]
+) -> list[dict[bytes, tuple[bytes, int]]]:
+    """``_read_etcd`` returns ``reads`` one after another, then the last one forever."""
+    seen: list[dict[bytes, tuple[bytes, int]]] = []
+
+    def read(_cluster: Cluster) -> dict[bytes, tuple[bytes, int]]:
+        snap = reads[min(len(seen), len(reads) - 1)]
+        seen.append(snap)
+        return snap
+
+    monkeypatch.setattr("pytest_k8sstate.providers.local.reset._read_etcd", read)
+    monkeypatch.setattr("pytest_k8sstate.providers.local.reset.SETTLE_GAP", 0.01)
+    return seen
+
+
+def test_pristine_capture_waits_for_etcd_to_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = b"/registry/services/specs/default/web"
+    lease = b"/registry/leases/kube-node-lease/n1"
+    reads = [
+        {svc: (b"v1", 10), lease: (b"l", 11)},
+        {svc: (b"v2", 12), lease: (b"l", 13)},
+        {svc: (b"v2", 12), lease: (b"l", 14)},  # only the heartbeat moved: settled
+    ]
+    seen = _etcd_reads(monkeypatch, reads)
+    assert local_reset._settled(_cluster_handle(), timeout=5) == {svc: b"v2", lease: b"l"}
+    assert len(seen) == 3
+
+
+def test_pristine_capture_fails_when_etcd_never_settles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 2: on timeout the last read was returned as the pristine baseline; now it is an error."""
+    counter = iter(range(10**6))
+    svc = b"/registry/services/specs/default/web"
+
+    def read(_cluster: Cluster) -> dict[bytes, tuple[bytes, int]]:
+        rev = next(counter)
+        return {svc: (b"v%d" % rev, rev), b"/registry/events/default/e": (b"e", rev)}
+
+    monkeypatch.setattr("pytest_k8sstate.providers.local.reset._read_etcd", read)
+    monkeypatch.setattr("pytest_k8sstate.providers.local.reset.SETTLE_GAP", 0.01)
+    with pytest.raises(
+        ProviderError, match=r"etcd of cluster 'c' to settle.*1 keys changed.*specs/default/web"
+    ):
+        local_reset._settled(_cluster_handle(), timeout=0.2)
+
+
+def test_reset_fails_naming_the_node_whose_rules_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = _cluster_handle("rs")
+    cluster.nodes.append(NodeInfo("rs-worker", "worker", _FakeExec(_NFT_137), "172.31.0.3"))  # type: ignore[arg-type]
+    monkeypatch.setitem(local_reset._cache, "rs", ({}, {"rs-worker": ["table ip kube-proxy {", "}"]}))
+    monkeypatch.setattr("pytest_k8sstate.providers.local.reset.restore_etcd", lambda _c, _p: 0)
+    st = local_state.ClusterState("rs", 0, "172.31.0.0/24", "nftables", "v1", None, None)
+    cluster.proxy_mode = "nftables"
+    with pytest.raises(ProviderError) as err:
+        local_reset.reset_cluster(cluster, st, timeout=0.2)
+    msg = str(err.value)
+    assert "kube-proxy rules of cluster 'rs' to return to the pristine state" in msg
+    assert "node rs-worker: rules differ" in msg
+    assert "recreate the cluster (`k8sstate cluster delete --name rs`)" in msg
+    # rules equal to the pristine ones: done
+    want = local_reset.rules_text(_FakeExec(_NFT_137), "nftables")  # type: ignore[arg-type]
+    monkeypatch.setitem(local_reset._cache, "rs", ({}, {"rs-worker": want}))
+    assert local_reset.reset_cluster(cluster, st, timeout=0.2)["passes"] == 1.0
+
+
+def test_state_lock_times_out_naming_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    with local_state.global_lock():
+        pass  # creates the lock file
+    fd = os.open(tmp_path / "clusters" / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ProviderError, match=r"\.lock after .*another k8sstate process holds it"):
+            with local_state.global_lock(timeout=0.1):
+                pytest.fail("got a lock another holder has")
+    finally:
+        os.close(fd)
+
+
+def test_state_file_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    st = local_state.claim("at", proxy_mode="nftables", version="v1", owner_pid=None, owner_start=None)
+    st.ports = {"api": 1}
+    st.save()
+    assert sorted(p.name for p in st.dir.iterdir()) == ["state.json"]  # no temp files left
+    loaded = local_state.load_state("at")
+    assert loaded is not None
+    assert loaded.ports == {"api": 1}
+    assert loaded.dir == tmp_path / "clusters" / "at"
+
+
+def test_procs_records_and_reports_an_exited_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    st = local_state.claim("pr", proxy_mode="iptables", version="v1", owner_pid=None, owner_start=None)
+    procs = Procs(st)
+    rec = procs.start(
+        "quitter", [sys.executable, "-c", "print('bye from quitter'); raise SystemExit(3)"], None
+    )
+    sleeper = procs.start("sleeper", ["sleep", "300"], None)
+    try:
+        loaded = local_state.load_state("pr")
+        assert loaded is not None
+        assert [p.name for p in loaded.processes] == ["quitter", "sleeper"]  # recorded at once
+        procs.popen["quitter"].wait(timeout=30)
+        procs.check(["sleeper"])  # the running one is fine
+        with pytest.raises(
+            ProviderError, match=r"quitter exited with code 3 while cluster 'pr' was starting"
+        ):
+            procs.check()
+        assert "bye from quitter" in procs.logs("quitter")()
+        assert rec.log is not None
+    finally:
+        procs.reap()
+    assert procs.popen["sleeper"].returncode is not None
+    assert not host.alive(sleeper.pid, sleeper.start)
 
 
 def test_addons_collection_paths() -> None:
@@ -73,7 +342,7 @@ def test_addons_collection_paths() -> None:
 
 
 def test_state_claim_picks_distinct_subnets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(local_state.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     a = local_state.claim("a", proxy_mode="iptables", version="v1", owner_pid=None, owner_start=None)
     b = local_state.claim("b", proxy_mode="iptables", version="v1", owner_pid=None, owner_start=None)
     assert a.subnet != b.subnet
@@ -141,7 +410,7 @@ def test_portforward_reaches_a_server_inside_the_namespace(tmp_path: Path) -> No
 def test_reaper_removes_clusters_whose_owner_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_k8sstate.providers.local.reaper import reap
 
-    monkeypatch.setenv(local_state.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     st = local_state.claim(
@@ -157,7 +426,7 @@ def test_reaper_removes_clusters_whose_owner_died(tmp_path: Path, monkeypatch: p
     netns.create(ns_name)
     sleeper = subprocess.Popen(["ip", "netns", "exec", ns_name, "sleep", "300"], start_new_session=True)  # noqa: S603
     st.processes.append(
-        local_state.ProcRecord("sleeper", sleeper.pid, local_state.proc_start_time(sleeper.pid), ns_name)
+        local_state.ProcRecord("sleeper", sleeper.pid, host.proc_start_time(sleeper.pid), ns_name)
     )
     st.save()
     # a cluster whose owner lives (this process) is kept
@@ -166,7 +435,7 @@ def test_reaper_removes_clusters_whose_owner_died(tmp_path: Path, monkeypatch: p
         proxy_mode="iptables",
         version="v1",
         owner_pid=os.getpid(),
-        owner_start=local_state.proc_start_time(os.getpid()),
+        owner_start=host.proc_start_time(os.getpid()),
     )
     try:
         assert reap() == [st.name]
@@ -189,7 +458,7 @@ def test_ipvs_mode_is_refused_with_one_clear_message(tmp_path: Path, monkeypatch
         pass
     else:
         pytest.skip("this kernel supports IPVS")
-    monkeypatch.setenv(local_state.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     with pytest.raises(ProviderError, match=r"IPVS support.*--proxy-mode iptables or nftables"):
         LocalProvider().create(ClusterSpec(name="ipvs-refused", nodes=0, proxy_mode="ipvs"))
     assert not (tmp_path / "clusters" / "ipvs-refused").exists()
@@ -267,7 +536,7 @@ def test_reset_restores_etcd_and_rules(cluster: Cluster) -> None:
 
 
 def test_cli_list_and_node_exec(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_k8sstate.cli.cluster import main
+    from pytest_k8sstate.cli import main
 
     assert main(["cluster", "list", "--provider", "local"]) == 0
     assert f"{cluster.name}\tlocal" in capsys.readouterr().out
@@ -292,8 +561,8 @@ def test_cli_list_and_node_exec(cluster: Cluster, capsys: pytest.CaptureFixture[
 
 
 def test_cli_snapshot_writes_a_loadable_file(cluster: Cluster, tmp_path: Path) -> None:
-    from pytest_k8sstate.cli.cluster import main
-    from pytest_k8sstate.state.model import Snapshot
+    from pytest_k8sstate.cli import main
+    from pytest_k8sstate.state import Snapshot
 
     out = tmp_path / "snap.json"
     assert main(["snapshot", "--cluster", cluster.name, "-o", str(out)]) == 0
@@ -382,7 +651,7 @@ _NFT_137 = """table ip kube-proxy {
 
 
 def test_proxy_rules_check_reads_the_137_nftables_layout() -> None:
-    from pytest_k8sstate.providers.local.provider import proxy_rules_missing
+    from pytest_k8sstate.providers.local.readiness import proxy_rules_missing
 
     ex = _FakeExec(_NFT_137)
     want = [

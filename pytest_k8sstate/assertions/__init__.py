@@ -1,5 +1,48 @@
-"""Pure ``assert_*`` helpers over snapshots and diffs (usable without pytest)."""
+"""Pure ``assert_*`` helpers over snapshots and diffs (usable without pytest).
+
+Each ``assert_*`` raises :class:`AssertionError` with a short message — what was expected, what was
+found, the nearest candidates (``did you mean /registry/endpointslices/default/web-x7k2p?``) — and,
+when verbose, the full diff (or the packet paths). ``verbose=None`` (the default) follows the global
+verbosity that the pytest plugin sets from ``-v`` via :func:`set_verbosity` (initially from the
+``K8SSTATE_VERBOSITY`` environment variable, default 0).
+
+``keys`` (etcd keys of a diff), ``netfilter`` (chains, rule counts, a service's rules), ``services``
+(service ports from kube-proxy rules and etcd), ``dataplane`` (DNAT / masquerade by tracing packets).
+The plugin registers this package for assertion rewriting.
+"""
 
 from __future__ import annotations
 
-from pytest_k8sstate.assertions.dataplane import *  # noqa: F403
+from pytest_k8sstate.assertions._common import get_verbosity, set_verbosity
+from pytest_k8sstate.assertions.dataplane import assert_dnat_to, assert_masquerade, local_ips
+from pytest_k8sstate.assertions.keys import (
+    assert_modified_keys,
+    assert_new_keys,
+    assert_no_new_keys,
+    assert_removed_keys,
+)
+from pytest_k8sstate.assertions.netfilter import (
+    assert_new_chains,
+    assert_no_netfilter_change,
+    count_rules,
+    service_rules,
+)
+from pytest_k8sstate.assertions.services import ServiceVip, find_services
+
+__all__ = [
+    "ServiceVip",
+    "assert_dnat_to",
+    "assert_masquerade",
+    "assert_modified_keys",
+    "assert_new_chains",
+    "assert_new_keys",
+    "assert_no_netfilter_change",
+    "assert_no_new_keys",
+    "assert_removed_keys",
+    "count_rules",
+    "find_services",
+    "get_verbosity",
+    "local_ips",
+    "service_rules",
+    "set_verbosity",
+]

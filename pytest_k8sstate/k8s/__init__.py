@@ -1,7 +1,14 @@
-"""The ``k8s`` helper: apply manifests, wait for readiness, read pods and Services."""
+"""The ``k8s`` helper: apply manifests, wait for readiness, read pods and Services.
+
+``helper`` (K8sHelper), ``manifests`` (parse/load manifests, ``kind/name`` references), ``readiness``
+(when an object is ready), ``discovery`` (resources and kinds the server serves), ``watch`` (watch
+events), ``api`` (what a failed API call is reported as).
+"""
 
 from __future__ import annotations
 
 from pytest_k8sstate.k8s.helper import K8sHelper, pod_ip
+from pytest_k8sstate.k8s.manifests import ObjectRef, parse_manifests, parse_ref
+from pytest_k8sstate.k8s.watch import WatchEvent
 
-__all__ = ["K8sHelper", "pod_ip"]
+__all__ = ["K8sHelper", "ObjectRef", "WatchEvent", "parse_manifests", "parse_ref", "pod_ip"]

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from pytest_k8sstate.errors import CommandError, K8sStateError, ParseError
+from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
 from pytest_k8sstate.node.exec import NodeExec
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
@@ -161,10 +161,10 @@ def _run_batched(exec: NodeExec, parts: list[str], timeout: float) -> dict[str, 
     marker = "@@k8ss-" + secrets.token_hex(8)
     try:
         res = exec.run(["sh", "-c", _script(parts, marker)], timeout=timeout, check=False)
-    except CommandError as exc:
-        if "did not finish" in str(exc):  # a timeout: running each command again would only double it
-            return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
-        return None
+    except CommandTimeout as exc:  # running each command again would only double the wait
+        return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
+    except CommandError:
+        return None  # no usable ``sh`` (or no way to run it): one command per part
     outs, errs = _split(res.stdout, marker, parts), _split(res.stderr, marker, parts)
     if not outs and res.returncode != 0:
         return None  # sh itself missing or broken
@@ -187,9 +187,10 @@ def _run_single(exec: NodeExec, part: str, timeout: float) -> _Raw:
             if probe.returncode != 0:
                 return _Raw(_NO_IPVS_RC, b"", b"")
         res = exec.run(argv, timeout=timeout, check=False)
+    except CommandNotFound as exc:
+        return _Raw(_MISSING_RC, b"", str(exc).encode())
     except CommandError as exc:
-        msg = str(exc)
-        return _Raw(_MISSING_RC if "not found" in msg else -1, b"", msg.encode())
+        return _Raw(-1, b"", str(exc).encode())
     if res.returncode != 0 and b'exec of "' in res.stderr and b"No such file" in res.stderr:
         return _Raw(_MISSING_RC, b"", res.stderr)  # `ip netns exec` could not find the binary
     return _Raw(res.returncode, res.stdout, res.stderr)

@@ -7,16 +7,15 @@ The same collectors therefore serve the current network namespace, a network nam
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from pytest_k8sstate.errors import CommandError
+from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout
+from pytest_k8sstate.util.procs import kill_group
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -45,8 +44,9 @@ def run_command(
     """Run ``argv`` (never through a shell) with a timeout.
 
     ``env`` is *added* to ``os.environ`` (PATH and friends are kept).
-    Raises :class:`CommandError` naming the command and ``where`` on a missing binary, a timeout,
-    or (with ``check``) a non-zero exit.
+    Raises :class:`CommandError` naming the command and ``where``: :class:`CommandNotFound` for a missing
+    program, :class:`CommandTimeout` for a timeout (the process group is killed), plain
+    :class:`CommandError` for a non-zero exit (with ``check``).
     """
     args = [str(a) for a in argv]
     full_env = None
@@ -63,17 +63,17 @@ def run_command(
             start_new_session=True,  # own process group: a timeout kills grandchildren too
         )
     except FileNotFoundError as exc:
-        raise CommandError(
+        raise CommandNotFound(
             f"{where}: command {args[0]!r} not found; install it (e.g. apt-get install iptables nftables "
             f"ipset iproute2) or put it on PATH"
         ) from exc
     try:
         stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        _kill_group(proc)
-        raise CommandError(f"{where}: {' '.join(args)!r} did not finish within {timeout:g}s") from exc
+        kill_group(proc, wait=5)
+        raise CommandTimeout(f"{where}: {' '.join(args)!r} did not finish within {timeout:g}s") from exc
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc, wait=5)
         raise
     result = CommandResult(tuple(args), proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
@@ -81,14 +81,6 @@ def run_command(
         tail = err[-1] if err else "(no stderr)"
         raise CommandError(f"{where}: {' '.join(args)!r} exited {proc.returncode}: {tail}")
     return result
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the command's whole process group and reap it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=5)
 
 
 @runtime_checkable

@@ -67,6 +67,8 @@ class _Option:
     name: str  # CLI flag without dashes, e.g. "k8s-nodes"
     env: str
     help: str
+    metavar: str | None = None  # the value's name in --help; None for a flag (store_true)
+    repeatable: bool = False  # action "append" on the command line, a line list in the ini file
 
     @property
     def flag(self) -> str:
@@ -81,16 +83,28 @@ class _Option:
         return self.dest
 
 
-OPT_PROVIDER = _Option("k8s-provider", "K8SSTATE_PROVIDER", HELP_PROVIDER)
-OPT_NODES = _Option("k8s-nodes", "K8SSTATE_NODES", HELP_NODES)
-OPT_PROXY_MODE = _Option("k8s-proxy-mode", "K8SSTATE_PROXY_MODE", HELP_PROXY_MODE)
-OPT_VERSION = _Option("k8s-version", "K8SSTATE_KUBERNETES_VERSION", HELP_VERSION)
+OPT_PROVIDER = _Option("k8s-provider", "K8SSTATE_PROVIDER", HELP_PROVIDER, "NAME")
+OPT_NODES = _Option("k8s-nodes", "K8SSTATE_NODES", HELP_NODES, "N")
+OPT_PROXY_MODE = _Option("k8s-proxy-mode", "K8SSTATE_PROXY_MODE", HELP_PROXY_MODE, "MODE")
+OPT_VERSION = _Option("k8s-version", "K8SSTATE_KUBERNETES_VERSION", HELP_VERSION, "VERSION")
 OPT_KEEP_CLUSTER = _Option("k8s-keep-cluster", "K8SSTATE_KEEP_CLUSTER", HELP_KEEP_CLUSTER)
-OPT_REUSE_CLUSTER = _Option("k8s-reuse-cluster", "K8SSTATE_REUSE_CLUSTER", HELP_REUSE_CLUSTER)
-OPT_KUBECONFIG = _Option("k8s-kubeconfig", "K8SSTATE_KUBECONFIG", HELP_KUBECONFIG)
-OPT_ARTIFACTS = _Option("k8s-artifacts", "K8SSTATE_ARTIFACTS", HELP_ARTIFACTS)
+OPT_REUSE_CLUSTER = _Option("k8s-reuse-cluster", "K8SSTATE_REUSE_CLUSTER", HELP_REUSE_CLUSTER, "NAME")
+OPT_KUBECONFIG = _Option("k8s-kubeconfig", "K8SSTATE_KUBECONFIG", HELP_KUBECONFIG, "PATH")
+OPT_ARTIFACTS = _Option("k8s-artifacts", "K8SSTATE_ARTIFACTS", HELP_ARTIFACTS, "DIR")
 OPT_INCLUDE_SECRETS = _Option("k8s-include-secrets", "K8SSTATE_INCLUDE_SECRETS", HELP_INCLUDE_SECRETS)
-OPT_IGNORE = _Option("k8s-ignore", "K8SSTATE_IGNORE", HELP_IGNORE)
+OPT_IGNORE = _Option("k8s-ignore", "K8SSTATE_IGNORE", HELP_IGNORE, "PATTERN", repeatable=True)
+OPTIONS = (
+    OPT_PROVIDER,
+    OPT_NODES,
+    OPT_PROXY_MODE,
+    OPT_VERSION,
+    OPT_KEEP_CLUSTER,
+    OPT_REUSE_CLUSTER,
+    OPT_KUBECONFIG,
+    OPT_ARTIFACTS,
+    OPT_INCLUDE_SECRETS,
+    OPT_IGNORE,
+)
 
 
 @dataclass(frozen=True)
@@ -112,62 +126,19 @@ class Settings:
 def add_options(parser: pytest.Parser) -> None:
     """Register every option in the ``k8sstate`` group plus its ini key."""
     group = parser.getgroup("k8sstate", "Kubernetes cluster state (pytest-k8sstate)")
-    group.addoption(
-        OPT_PROVIDER.flag, dest=OPT_PROVIDER.dest, metavar="NAME", default=None, help=HELP_PROVIDER
-    )
-    group.addoption(OPT_NODES.flag, dest=OPT_NODES.dest, metavar="N", default=None, help=HELP_NODES)
-    group.addoption(
-        OPT_PROXY_MODE.flag, dest=OPT_PROXY_MODE.dest, metavar="MODE", default=None, help=HELP_PROXY_MODE
-    )
-    group.addoption(
-        OPT_VERSION.flag, dest=OPT_VERSION.dest, metavar="VERSION", default=None, help=HELP_VERSION
-    )
-    group.addoption(
-        OPT_KEEP_CLUSTER.flag,
-        dest=OPT_KEEP_CLUSTER.dest,
-        action="store_true",
-        default=None,
-        help=HELP_KEEP_CLUSTER,
-    )
-    group.addoption(
-        OPT_REUSE_CLUSTER.flag,
-        dest=OPT_REUSE_CLUSTER.dest,
-        metavar="NAME",
-        default=None,
-        help=HELP_REUSE_CLUSTER,
-    )
-    group.addoption(
-        OPT_KUBECONFIG.flag, dest=OPT_KUBECONFIG.dest, metavar="PATH", default=None, help=HELP_KUBECONFIG
-    )
-    group.addoption(
-        OPT_ARTIFACTS.flag, dest=OPT_ARTIFACTS.dest, metavar="DIR", default=None, help=HELP_ARTIFACTS
-    )
-    group.addoption(
-        OPT_INCLUDE_SECRETS.flag,
-        dest=OPT_INCLUDE_SECRETS.dest,
-        action="store_true",
-        default=None,
-        help=HELP_INCLUDE_SECRETS,
-    )
-    group.addoption(
-        OPT_IGNORE.flag,
-        dest=OPT_IGNORE.dest,
-        metavar="PATTERN",
-        action="append",
-        default=None,
-        help=HELP_IGNORE,
-    )
-
-    parser.addini(OPT_PROVIDER.ini, HELP_PROVIDER, type="string", default="")
-    parser.addini(OPT_NODES.ini, HELP_NODES, type="string", default="")
-    parser.addini(OPT_PROXY_MODE.ini, HELP_PROXY_MODE, type="string", default="")
-    parser.addini(OPT_VERSION.ini, HELP_VERSION, type="string", default="")
-    parser.addini(OPT_KEEP_CLUSTER.ini, HELP_KEEP_CLUSTER, type="string", default="")
-    parser.addini(OPT_REUSE_CLUSTER.ini, HELP_REUSE_CLUSTER, type="string", default="")
-    parser.addini(OPT_KUBECONFIG.ini, HELP_KUBECONFIG, type="string", default="")
-    parser.addini(OPT_ARTIFACTS.ini, HELP_ARTIFACTS, type="string", default="")
-    parser.addini(OPT_INCLUDE_SECRETS.ini, HELP_INCLUDE_SECRETS, type="string", default="")
-    parser.addini(OPT_IGNORE.ini, HELP_IGNORE, type="linelist", default=[])
+    for opt in OPTIONS:
+        if opt.metavar is None:
+            group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
+        else:
+            action = "append" if opt.repeatable else "store"
+            group.addoption(
+                opt.flag, dest=opt.dest, metavar=opt.metavar, action=action, default=None, help=opt.help
+            )
+    for opt in OPTIONS:
+        if opt.repeatable:
+            parser.addini(opt.ini, opt.help, type="linelist", default=[])
+        else:
+            parser.addini(opt.ini, opt.help, type="string", default="")
 
 
 @dataclass(frozen=True)

@@ -3,24 +3,24 @@
 A provider creates, finds, resets and deletes clusters; the handle it returns is provider-neutral:
 the kubeconfig, the nodes (each with a :class:`~pytest_k8sstate.node.exec.NodeExec`), how to reach etcd
 (when the provider can) and the capabilities tests may require. ``cluster.snapshot(label)`` captures
-etcd and every node concurrently into a :class:`~pytest_k8sstate.state.model.Snapshot`.
+etcd and every node concurrently into a :class:`~pytest_k8sstate.state.Snapshot`.
 
-Providers live in ``pytest_k8sstate.providers.<name>`` and expose ``provider() -> Provider``;
-:func:`get_provider` loads them by name.
+A provider also says, without any cluster, why it lacks a capability (:meth:`Provider.missing_reason`,
+the text of a ``needs`` skip) and what is certainly missing before a cluster exists
+(:meth:`Provider.precheck_capability`). :mod:`pytest_k8sstate.providers.registry` loads providers by name.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pytest_k8sstate.errors import ConfigError, ProviderError
+from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
 from pytest_k8sstate.node.exec import NodeExec
 
 Progress = Callable[[str], None]
@@ -33,8 +33,8 @@ def stderr_progress(line: str) -> None:
 
 
 if TYPE_CHECKING:
-    from pytest_k8sstate.etcd.capture import EtcdTarget
-    from pytest_k8sstate.state.model import Snapshot
+    from pytest_k8sstate.etcd.target import EtcdTarget
+    from pytest_k8sstate.state import Snapshot
 
 __all__ = [
     "CAPABILITIES",
@@ -43,7 +43,6 @@ __all__ = [
     "ClusterSpec",
     "NodeInfo",
     "Provider",
-    "get_provider",
     "validate_cluster_name",
 ]
 
@@ -148,7 +147,7 @@ class Cluster:
 
     def snapshot(self, label: str = "snapshot", *, include_secrets: bool = False) -> Snapshot:
         """Capture etcd (if reachable) and every node concurrently."""
-        from pytest_k8sstate.state.model import Snapshot
+        from pytest_k8sstate.state import Snapshot
 
         ipvs = "ipvs" in self.capabilities or self.proxy_mode == "ipvs"
         return Snapshot.capture(
@@ -167,11 +166,69 @@ class Cluster:
         return kconfig.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
 
+#: What to use instead of a provider that lacks a capability (the end of a ``needs`` skip reason).
+ALTERNATIVES: Mapping[str, str] = {
+    "container-runtime": "use --k8s-provider kind",
+    "kubelet": "use --k8s-provider kind",
+    "cni": "use --k8s-provider kind",
+    "kindnet": "use --k8s-provider kind",
+}
+
+
 class Provider(ABC):
     """Creates and manages clusters of one kind."""
 
     name: str = ""
     capabilities: frozenset[str] = frozenset()
+    missing_reasons: ClassVar[Mapping[str, str]] = {}
+    """Capability -> why this provider lacks it (the alternative from :data:`ALTERNATIVES` is appended)."""
+    shares_host_kernel: ClassVar[bool] = False
+    """The nodes run on this machine's kernel: kernel features (IPVS) can be checked here, before create."""
+
+    @classmethod
+    def missing_reason(cls, capability: str, *, proxy_mode: str, cluster: Cluster | None = None) -> str:
+        """The skip reason of a test that needs ``capability``, which this provider's cluster lacks.
+
+        The cluster's own note comes first (``details["missing_capabilities"]``: kind's node image built
+        without kindnetd), then ipvs under another proxy mode, then :attr:`missing_reasons`.
+        """
+        notes = cluster.details.get("missing_capabilities") if cluster is not None else None
+        if isinstance(notes, dict) and isinstance(notes.get(capability), str):
+            return f"needs {capability}: {notes[capability]}"
+        if capability == "ipvs" and proxy_mode != "ipvs":
+            return (
+                f"needs ipvs: the cluster's kube-proxy runs in {proxy_mode} mode; use --k8s-proxy-mode ipvs "
+                'or @pytest.mark.k8sstate(proxy_mode="ipvs")'
+            )
+        why = cls.missing_reasons.get(capability)
+        if why is None:
+            on = f" (cluster {cluster.name})" if cluster is not None else ""
+            why = f"the {cls.name} provider{on} does not provide it"
+        alternative = ALTERNATIVES.get(capability)
+        return f"needs {capability}: {why}" + (f"; {alternative}" if alternative else "")
+
+    @classmethod
+    def precheck_capability(
+        cls, capability: str, *, proxy_mode: str, static: frozenset[str] | None
+    ) -> str | None:
+        """A skip reason when ``capability`` is certainly missing before any cluster exists, else None.
+
+        ``static`` is what the provider offers at most (None: unknown until a cluster exists).
+        """
+        if capability == "ipvs":
+            if proxy_mode != "ipvs":
+                return cls.missing_reason(capability, proxy_mode=proxy_mode)
+            if cls.shares_host_kernel:
+                from pytest_k8sstate.providers.host import check_ipvs_support
+
+                try:
+                    check_ipvs_support()
+                except K8sStateError as exc:
+                    return f"needs ipvs: {exc}"
+            return None
+        if static is not None and capability not in static:
+            return cls.missing_reason(capability, proxy_mode=proxy_mode)
+        return None
 
     @abstractmethod
     def create(self, spec: ClusterSpec) -> Cluster:
@@ -198,28 +255,3 @@ class Provider(ABC):
         raise ProviderError(
             f"provider {self.name!r} cannot reset cluster {cluster.name!r}; delete and create it instead"
         )
-
-
-# provider name -> the module whose ``provider(**options)`` makes it
-REGISTRY: dict[str, str] = {
-    "local": "pytest_k8sstate.providers.local.provider",
-    "kind": "pytest_k8sstate.providers.kind.provider",
-    "minikube": "pytest_k8sstate.providers.minikube",
-    "existing": "pytest_k8sstate.providers.existing",
-}
-_KNOWN = tuple(REGISTRY)
-
-
-def get_provider(name: str, **options: Any) -> Provider:
-    """Load the provider module registered as ``name`` and call its ``provider(**options)``."""
-    modname = REGISTRY.get(name) if isinstance(name, str) else None
-    if modname is None:
-        raise ConfigError(f"unknown provider {name!r}; known providers: {', '.join(_KNOWN)}")
-    module = importlib.import_module(modname)
-    factory = getattr(module, "provider", None)
-    if factory is None:
-        raise ConfigError(f"module {module.__name__} has no provider() factory")
-    prov = factory(**options)
-    if not isinstance(prov, Provider):
-        raise ConfigError(f"{module.__name__}.provider() returned {type(prov).__name__}, not a Provider")
-    return prov

@@ -30,7 +30,7 @@ import yaml
 from pytest_k8sstate.errors import CommandError, ConfigError, ProviderError
 from pytest_k8sstate.node.exec import DEFAULT_TIMEOUT, CommandResult, run_command
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
-from pytest_k8sstate.providers.kind.provider import proxy_mode_from_kubeadm_conf
+from pytest_k8sstate.providers.kubeadm import proxy_mode_from_kubeadm_conf
 
 __all__ = [
     "DEBUG_NAMESPACE",
@@ -428,7 +428,7 @@ class ExistingProvider(Provider):
             )
 
     def get(self, name: str) -> Cluster:
-        from pytest_k8sstate.etcd.capture import EtcdTarget
+        from pytest_k8sstate.etcd.target import EtcdTarget
 
         names, _ = self._contexts()
         if name not in names:

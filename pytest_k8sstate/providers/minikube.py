@@ -1,4 +1,4 @@
-"""The ``minikube`` provider (docker driver): same contract and capture as :mod:`.kind`.
+"""The ``minikube`` provider (docker driver): same contract and capture as :mod:`.kind.provider`.
 
 ``minikube start -p NAME --driver=docker --nodes K --kubernetes-version V --container-runtime=containerd
 --extra-config=kube-proxy.mode=MODE --wait=all`` (:func:`start_argv`, pure and unit-tested). The kubeconfig
@@ -26,19 +26,17 @@ from typing import Any
 
 from pytest_k8sstate.errors import CommandError, ConfigError, ProviderError
 from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
-from pytest_k8sstate.providers.kind.provider import (
-    DockerCli,
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress
+from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
+from pytest_k8sstate.providers.forwarders import stop_forwarder
+from pytest_k8sstate.providers.kubeadm import (
     NodeCerts,
-    StateFile,
-    attach_endpoints,
-    capabilities_for,
-    copy_node_certs,
+    attach_control_plane,
     ipvs_in_kernel,
-    resolve_docker,
-    state_root,
-    stop_forwarder,
+    node_capabilities,
 )
+from pytest_k8sstate.providers.kubeconfig import copy_kubeconfig
+from pytest_k8sstate.providers.statefile import StateFile
 
 __all__ = [
     "MINIKUBE_CERTS",
@@ -165,19 +163,15 @@ def parse_profile_list(text: str) -> list[str]:
     return names
 
 
-class MinikubeProvider(Provider):
+class MinikubeProvider(DockerNodesProvider):
     name = "minikube"
-    capabilities = capabilities_for("iptables", default_cni=False, ipvs_kernel=False) | {"cni"}
+    capabilities = node_capabilities("iptables", ipvs_kernel=False, extra={"cni"})
 
     def __init__(
         self, options: MinikubeOptions | None = None, progress: Progress | None = None, **kw: Any
     ) -> None:
         self.options = options or MinikubeOptions(**kw)
-        self.progress: Progress = progress or stderr_progress
-        host, netns = resolve_docker(self.options.docker_host, self.options.docker_netns)
-        self.docker = DockerCli(host)
-        self.netns = netns
-        self.root = state_root("minikube")
+        self._attach(progress, self.options.docker_host, self.options.docker_netns)
 
     def minikube_binary(self) -> str:
         path = self.options.minikube_binary or shutil.which("minikube")
@@ -201,20 +195,12 @@ class MinikubeProvider(Provider):
         return parse_profile_list(res.text)
 
     def create(self, spec: ClusterSpec) -> Cluster:
-        self.docker.require()
-        if spec.proxy_mode == "ipvs" and not ipvs_in_kernel():
-            raise ProviderError(
-                f"minikube cluster {spec.name!r}: proxy mode ipvs needs the kernel's ip_vs module, which "
-                "this kernel lacks; use --proxy-mode iptables or nftables"
-            )
+        self._precheck_create(spec)
         if spec.name in self.list():
             raise ProviderError(
                 f"minikube profile {spec.name!r} already exists; delete it or pick another name"
             )
-        st = StateFile(spec.name, self.root / spec.name)
-        stop_forwarder(st.dir)  # leftovers of an earlier cluster of this name
-        shutil.rmtree(st.dir, ignore_errors=True)
-        st.dir.mkdir(parents=True, exist_ok=True)
+        st = StateFile.fresh(spec.name, self.root)  # leftovers of an earlier cluster of this name go
         st.data = {
             "name": spec.name,
             "proxy_mode": spec.proxy_mode,
@@ -236,22 +222,15 @@ class MinikubeProvider(Provider):
                     self._mk("logs", "-p", spec.name, f"--file={logs}", timeout=120, check=False)
                 raise ProviderError(f"minikube start -p {spec.name} failed: {exc}; logs: {logs}") from exc
             cluster = self._cluster(st)
-            if spec.kubeconfig_out is not None:
-                spec.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cluster.kubeconfig, spec.kubeconfig_out)
+            copy_kubeconfig(cluster.kubeconfig, spec.kubeconfig_out)
         except BaseException:
             self._delete(spec.name, st.dir)
             raise
         self.progress(f"minikube cluster {spec.name!r} ready ({time.monotonic() - t0:.1f}s)")
         return cluster
 
-    def delete(self, name: str) -> None:
-        self._delete(name, self.root / name)
-
     def get(self, name: str) -> Cluster:
-        names = self.list()
-        if name not in names:
-            raise ProviderError(f"no minikube profile {name!r}; known: {', '.join(names) or '(none)'}")
+        self._require_listed(name, "minikube profile")
         st = StateFile.load(name, self.root)
         if not st.data:
             st.data = {"name": name, "netns": self.netns, "docker_host": self.docker.host}
@@ -274,8 +253,6 @@ class MinikubeProvider(Provider):
         shutil.rmtree(state_dir, ignore_errors=True)
 
     def _cluster(self, st: StateFile) -> Cluster:
-        from pytest_k8sstate.etcd.capture import EtcdTarget
-
         listed = parse_node_list(self._mk("node", "list", "-p", st.name, timeout=60, name=st.name).text)
         if not listed:
             raise ProviderError(f"minikube profile {st.name!r} has no nodes")
@@ -284,23 +261,21 @@ class MinikubeProvider(Provider):
             for i, (n, ip) in enumerate(listed)
         ]
         cp = nodes[0]
-        assert isinstance(cp.exec, DockerExec)
-        ca, cert, key = copy_node_certs(cp.exec, MINIKUBE_CERTS, st.dir / "pki")
         netns = st.data.get("netns")
-        kc, api_server, etcd_ep = attach_endpoints(
-            st.dir, netns, cp.ip, st.dir / "kubeconfig.minikube", api_port=API_PORT
+        kc, api_server, etcd = attach_control_plane(
+            st.dir, netns, cp, MINIKUBE_CERTS, st.dir / "kubeconfig.minikube", api_port=API_PORT
         )
         mode = str(st.data.get("proxy_mode") or "iptables")
         st.save()
-        caps = capabilities_for(mode, default_cni=False, ipvs_kernel=ipvs_in_kernel()) | {"cni"}
+        caps = node_capabilities(mode, ipvs_kernel=ipvs_in_kernel(), extra={"cni"})
         return Cluster(
             name=st.name,
             provider=self.name,
             kubeconfig=kc,
             api_server=api_server,
             nodes=nodes,
-            etcd=EtcdTarget(endpoints=(etcd_ep,), ca=ca, cert=cert, key=key),
-            capabilities=frozenset(caps),
+            etcd=etcd,
+            capabilities=caps,
             proxy_mode=mode,
             details={"dir": str(st.dir), "docker_host": self.docker.host, "netns": netns},
         )

@@ -24,7 +24,7 @@ def test_service_creates_dnat(cluster_state, k8s):  # type: ignore[no-untyped-de
 
 def test_service_adds_kube_proxy_chains(cluster_state, k8s):  # type: ignore[no-untyped-def]
     """The same scenario, also asserting the chains every node's kube-proxy adds for the Service."""
-    from pytest_k8sstate.assertions.dataplane import assert_new_chains
+    from pytest_k8sstate.assertions import assert_new_chains
 
     k8s.apply("web-pod.yaml")
     k8s.apply("web-service.yaml")

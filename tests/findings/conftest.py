@@ -8,15 +8,11 @@ until no kube-proxy rule on any node mentions a ``default/fNN-`` object.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from .helpers import SYNC_TIMEOUT, leftover_rules, wait_until
-
-OUR_PODS = re.compile(r"^f\d\d[a-z]?-")
+from .helpers import SYNC_TIMEOUT, wait_settled
 
 
 @pytest.fixture(autouse=True)
@@ -32,27 +28,8 @@ def _settled_rules(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     cluster = request.getfixturevalue("k8s_cluster")
     k8s = request.getfixturevalue("k8s")
-    _wait_settled(cluster, k8s, "before the test")
+    wait_settled(cluster, k8s, "before the test")
     yield
     problems = k8s.cleanup(timeout=SYNC_TIMEOUT)
     assert not problems, f"deleting the test's objects failed: {problems}"
-    _wait_settled(cluster, k8s, "after the test's objects were deleted")
-
-
-def _wait_settled(cluster: Any, k8s: Any, when: str) -> None:
-    left: dict[str, list[str]] = {}
-
-    def clean() -> bool:
-        left.clear()
-        pods = [p["metadata"]["name"] for p in k8s.list("pod") if OUR_PODS.match(p["metadata"]["name"])]
-        if pods:
-            left["pods"] = pods
-            return False
-        left.update(leftover_rules(cluster))
-        return not left
-
-    try:
-        wait_until(f"the findings' objects to be gone {when}", clean, timeout=SYNC_TIMEOUT)
-    except AssertionError as exc:
-        sample = {n: lines[:3] for n, lines in left.items()}
-        raise AssertionError(f"{exc}; still present: {sample}") from None
+    wait_settled(cluster, k8s, "after the test's objects were deleted")

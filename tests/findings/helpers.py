@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_k8sstate.parse.ipvs import VirtualServer
 from pytest_k8sstate.trace import Packet, TraceResult, trace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -322,6 +323,48 @@ def leftover_rules(cluster: Any) -> dict[str, list[str]]:
         if lines:
             out[n] = lines
     return out
+
+
+OUR_PODS = re.compile(r"^f\d\d[a-z]?-")
+
+
+def wait_settled(cluster: Any, k8s: Any, when: str) -> None:
+    """Wait until no findings pod is left and no kube-proxy rule on any node mentions a findings object."""
+    left: dict[str, list[str]] = {}
+
+    def clean() -> bool:
+        left.clear()
+        pods = [p["metadata"]["name"] for p in k8s.list("pod") if OUR_PODS.match(p["metadata"]["name"])]
+        if pods:
+            left["pods"] = pods
+            return False
+        left.update(leftover_rules(cluster))
+        return not left
+
+    try:
+        wait_until(f"the findings' objects to be gone {when}", clean, timeout=SYNC_TIMEOUT)
+    except AssertionError as exc:
+        sample = {n: lines[:3] for n, lines in left.items()}
+        raise AssertionError(f"{exc}; still present: {sample}") from None
+
+
+# ------------------------------------------------------------------------------------------- IPVS
+
+
+def ipvs_virtual_server(ns: Any, address: str, port: int, protocol: str = "TCP") -> VirtualServer:
+    """The node's one IPVS virtual server ``protocol address:port`` (compared field by field)."""
+    servers = [vs for vs in ns.ipvs or [] if (vs.protocol, vs.address, vs.port) == (protocol, address, port)]
+    if len(servers) != 1:
+        keys = [vs.key for vs in ns.ipvs or []]
+        raise AssertionError(
+            f"{len(servers)} IPVS virtual servers {protocol} {address}:{port}; node has {keys}"
+        )
+    return servers[0]
+
+
+def interface_addresses(ns: Any, ifname: str) -> set[str]:
+    """The addresses the node's interface ``ifname`` holds (captured ``ip -j addr``)."""
+    return {a["local"] for a in ns.addrs if a["ifname"] == ifname}
 
 
 def netfilter_changes(nd: Any) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import assert_new_keys, assert_no_netfilter_change
+from pytest_k8sstate.assertions import assert_new_keys, assert_no_netfilter_change
 
 from .helpers import added_keys, manifest, split_events, without_noise
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import assert_dnat_to, assert_masquerade, assert_new_chains
+from pytest_k8sstate.assertions import assert_dnat_to, assert_masquerade, assert_new_chains
 
 from .helpers import (
     CLUSTER_CIDR,

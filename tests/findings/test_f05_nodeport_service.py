@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import assert_new_chains
+from pytest_k8sstate.assertions import assert_new_chains
 
 from .helpers import (
     OUTSIDE_SRC,

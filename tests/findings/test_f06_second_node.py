@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import service_rules
+from pytest_k8sstate.assertions import service_rules
 
 from .helpers import chain_specs, manifest, svc_chain, wait_proxy_endpoints
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import assert_new_keys, assert_no_netfilter_change
+from pytest_k8sstate.assertions import assert_new_keys, assert_no_netfilter_change
 
 from .helpers import added_keys, manifest, split_events, without_noise
 

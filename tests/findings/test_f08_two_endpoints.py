@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import assert_dnat_to
+from pytest_k8sstate.assertions import assert_dnat_to
 
 from .helpers import (
     IN_CLUSTER_SRC,

@@ -7,10 +7,18 @@ import json
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import count_rules, local_ips
+from pytest_k8sstate.assertions import count_rules, local_ips
 from pytest_k8sstate.k8s.helper import K8sHelper
 
-from .helpers import chain_specs, manifest, node_names, wait_proxy_endpoints, wait_until
+from .helpers import (
+    chain_specs,
+    interface_addresses,
+    ipvs_virtual_server,
+    manifest,
+    node_names,
+    wait_proxy_endpoints,
+    wait_until,
+)
 
 
 def _addresses_in_node(node_exec) -> set[str]:
@@ -87,16 +95,15 @@ def test_finding_11_clusterip_on_kube_ipvs0_ipvs(k8s_clusters, request):
         snap = cluster.snapshot("service-programmed")
         for node in node_names(cluster):
             ns = snap.nodes[node]
-            ipvs0 = [a for a in ns.addrs if "kube-ipvs0" in str(a)]
-            assert any(cluster_ip in str(a) for a in ipvs0), (node, ipvs0)
+            ipvs0 = interface_addresses(ns, "kube-ipvs0")
+            assert cluster_ip in ipvs0, (node, sorted(ipvs0))
             members = {m for s in ns.ipsets if s.name == "KUBE-CLUSTER-IP" for m in s.members}
             assert f"{cluster_ip},tcp:80" in members, (node, sorted(members))
-            servers = [vs for vs in ns.ipvs or [] if f"{cluster_ip}:80" in str(vs)]
-            assert len(servers) == 1, (node, ns.ipvs)
-            text = str(servers[0])
-            assert "rr" in text, text
-            assert "Masq" in text, text
-            assert all(ip in text for ip in ips), text
+            vs = ipvs_virtual_server(ns, cluster_ip, 80)
+            assert vs.scheduler == "rr", (node, vs)
+            real = sorted((rs.address, rs.port) for rs in vs.real_servers)
+            assert real == sorted((ip, 8080) for ip in ips), (node, vs)
+            assert {rs.forward for rs in vs.real_servers} == {"Masq"}, (node, vs)
         assert count_rules(snap, "*", table=None) == rules_before
     finally:
         k8s.cleanup(timeout=30)

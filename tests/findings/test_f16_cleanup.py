@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import pytest_k8sstate.binaries.install as binaries
+import pytest_k8sstate.binaries as binaries
 import pytest_k8sstate.node.netns as netns
 from pytest_k8sstate.parse.iptables import parse_iptables_save
 

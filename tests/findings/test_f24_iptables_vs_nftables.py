@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import pytest
 
-from pytest_k8sstate.assertions.dataplane import service_rules
+from pytest_k8sstate.assertions import service_rules
+from pytest_k8sstate.k8s.helper import K8sHelper
 
 from .helpers import (
     IN_CLUSTER_SRC,
@@ -17,16 +20,22 @@ from .helpers import (
     node_names,
     trace_on,
     wait_proxy_endpoints,
+    wait_settled,
 )
 
-RESULTS: dict[str, dict[str, Any]] = {}
-"""What each mode's scenario recorded, for ``test_finding_24_modes_agree`` (same process: the three tests
-share the ``xdist_group`` below, so ``pytest -n … --dist loadgroup`` keeps them on one worker)."""
-
-pytestmark = pytest.mark.xdist_group("finding-24")
+SERVICE = "default/f24-web"
+Outcome = tuple[Fraction, int | None, bool, str]
 
 
-def _normalised(result, endpoints: list[str]) -> list[tuple[Fraction, int | None, bool, str]]:
+@dataclass
+class ScenarioResult:
+    """What one mode's run of the scenario saw: per client, the outcomes every node agrees on; the rules."""
+
+    outcomes: dict[str, list[Outcome]]
+    rules: list[str]
+
+
+def _normalised(result: Any, endpoints: list[str]) -> list[Outcome]:
     """Outcomes with the DNAT target replaced by its index among the (sorted) endpoints: the two clusters'
     pod IPs may differ, the distribution must not."""
     out = []
@@ -36,25 +45,57 @@ def _normalised(result, endpoints: list[str]) -> list[tuple[Fraction, int | None
     return sorted(out, key=lambda t: (t[1] if t[1] is not None else -1, t[2], t[3]))
 
 
-def _run_scenario(mode, k8s_cluster, cluster_state, k8s) -> None:
+def _run_scenario(mode: str, cluster: Any, snapshot: Callable[[str], Any], k8s: Any) -> ScenarioResult:
     """The same 3-replica Deployment + ClusterIP Service, traced on every node from a pod and from outside."""
-    assert k8s_cluster.proxy_mode == mode
+    assert cluster.proxy_mode == mode
     k8s.apply(manifest("24-compare.yaml"))
     ips = k8s.wait_endpoints("svc/f24-web", count=3)
-    wait_proxy_endpoints(k8s_cluster, "default/f24-web", 3)
-    snap = cluster_state.snapshot("programmed")
+    wait_proxy_endpoints(cluster, SERVICE, 3)
+    snap = snapshot("programmed")
     cluster_ip = k8s.cluster_ip("svc/f24-web")
     endpoints = sorted(f"{ip}:8080" for ip in ips)
 
     per_node = {}
-    for node in node_names(k8s_cluster):
+    for node in node_names(cluster):
         per_node[node] = {
-            src_name: _normalised(trace_on(snap, k8s_cluster, node, cluster_ip, 80, src=src), endpoints)
+            src_name: _normalised(trace_on(snap, cluster, node, cluster_ip, 80, src=src), endpoints)
             for src_name, src in (("pod", IN_CLUSTER_SRC), ("outside", OUTSIDE_SRC))
         }
     first = next(iter(per_node.values()))
     assert all(v == first for v in per_node.values()), per_node  # every node agrees
-    RESULTS[mode] = {"outcomes": first, "rules": service_rules(snap, "default/f24-web")}
+    # a new connection reaches each of the three pods, from a pod and from outside
+    for src_name, outcomes in first.items():
+        assert sorted(o[1] for o in outcomes if o[1] is not None) == [0, 1, 2], (src_name, outcomes)
+    return ScenarioResult(first, service_rules(snap, SERVICE))
+
+
+def _check_rules_of_mode(mode: str, rules: list[str]) -> None:
+    """kube-proxy wrote the Service's rules in its own mode's ruleset and none in the other one."""
+    iptables = [r for r in rules if r.startswith("-t ")]
+    nft = [r for r in rules if r.startswith("ip kube-proxy ")]
+    assert len(iptables) + len(nft) == len(rules), rules  # service_rules gives only these two kinds
+    if mode == "iptables":
+        assert nft == [], nft
+        assert any(" -A KUBE-SVC-" in r for r in iptables), iptables
+        assert any(" -A KUBE-SEP-" in r for r in iptables), iptables
+    else:
+        assert iptables == [], iptables
+        assert nft, rules
+
+
+def _scenario_on(mode: str, k8s_clusters: Any, request: pytest.FixtureRequest) -> ScenarioResult:
+    """The scenario on the pool's cluster of ``mode``, with the settling and cleanup the findings'
+    autouse fixture gives ``k8s_cluster`` tests."""
+    cluster = k8s_clusters.get(proxy_mode=mode)
+    api = k8s_clusters.api_client(cluster)
+    k8s = K8sHelper(api, cluster=cluster, manifests_dir=request.config.rootpath / "manifests")
+    wait_settled(cluster, k8s, f"before the {mode} scenario")
+    try:
+        return _run_scenario(mode, cluster, lambda label: cluster.snapshot(label), k8s)
+    finally:
+        problems = k8s.cleanup(timeout=30)
+        assert not problems, f"deleting the {mode} scenario's objects failed: {problems}"
+        wait_settled(cluster, k8s, f"after the {mode} scenario")
 
 
 @pytest.mark.finding(24, "iptables vs nftables mode: the Service traced in iptables mode")
@@ -67,9 +108,11 @@ def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s):
 
     Runs the scenario (3-replica Deployment ``f24-web`` + ClusterIP Service) on a cluster whose kube-proxy
     runs in iptables mode; traces, on every node, a new connection from a pod and one from outside to the
-    ClusterIP (every node must agree); ``test_finding_24_modes_agree`` compares the modes.
+    ClusterIP: every node agrees, and each of the three pods is reached. The Service's rules are iptables
+    rules (KUBE-SVC/KUBE-SEP chains), none in nftables. ``test_finding_24_modes_agree`` compares the modes.
     """
-    _run_scenario("iptables", k8s_cluster, cluster_state, k8s)
+    result = _run_scenario("iptables", k8s_cluster, cluster_state.snapshot, k8s)
+    _check_rules_of_mode("iptables", result.rules)
 
 
 @pytest.mark.finding(24, "iptables vs nftables mode: the Service traced in nftables mode")
@@ -77,38 +120,31 @@ def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s):
 @pytest.mark.needs("nftables")
 def test_finding_24_scenario_nftables(k8s_cluster, cluster_state, k8s):
     """The same scenario as ``test_finding_24_scenario_iptables`` on a cluster whose kube-proxy runs in
-    nftables mode.
+    nftables mode; its rules are in the ``ip kube-proxy`` table, none in iptables.
 
     Real cluster vs article: kube-proxy's nftables mode (GA in 1.33) postdates the seeds; in it kube-proxy
     writes no iptables rule at all but a ``table ip kube-proxy`` with verdict maps.
     """
-    _run_scenario("nftables", k8s_cluster, cluster_state, k8s)
+    result = _run_scenario("nftables", k8s_cluster, cluster_state.snapshot, k8s)
+    _check_rules_of_mode("nftables", result.rules)
 
 
 @pytest.mark.finding(24, "iptables vs nftables mode: same traced outcomes, different rule sets")
 @pytest.mark.needs("iptables", "nftables")
-def test_finding_24_modes_agree():
-    """Compares what ``test_finding_24_scenario_iptables`` and ``..._nftables`` recorded: the traced
-    outcome distributions (probability per endpoint, masquerade, verdict — for a pod and an outside
-    client) are the same (probabilities up to iptables' 2⁻³¹ resolution: 0.33333333349 vs nftables'
-    exact 1/3), and the rules kube-proxy wrote for the Service are different (iptables
-    KUBE-SVC/KUBE-SEP rules vs ``ip kube-proxy`` chains and map elements).
+def test_finding_24_modes_agree(k8s_clusters, request):
+    """Runs the scenario on a cluster in each mode (taken from the pool, so this test stands alone) and
+    compares: the traced outcome distributions (probability per endpoint, masquerade, verdict — for a pod
+    and an outside client) are the same (probabilities up to iptables' 2⁻³¹ resolution: 0.33333333349 vs
+    nftables' exact 1/3), while the rules kube-proxy wrote for the Service are in different rulesets
+    (iptables KUBE-SVC/KUBE-SEP rules vs ``ip kube-proxy`` chains and map elements).
     """
-    missing = [m for m in ("iptables", "nftables") if m not in RESULTS]
-    if missing:
-        pytest.fail(
-            f"the scenario did not complete in mode(s) {', '.join(missing)} in this process; see those tests "
-            "(with pytest-xdist use --dist loadgroup)"
-        )
-    ipt, nft = RESULTS["iptables"], RESULTS["nftables"]
+    ipt = _scenario_on("iptables", k8s_clusters, request)
+    nft = _scenario_on("nftables", k8s_clusters, request)
     for src in ("pod", "outside"):
-        a, b = ipt["outcomes"][src], nft["outcomes"][src]
+        a, b = ipt.outcomes[src], nft.outcomes[src]
         # same endpoints, masquerade and verdicts; probabilities equal up to the 2^-31 steps iptables'
         # statistic match stores them in (0.33333333349 for 1/3), nftables' numgen is exact
         assert [o[1:] for o in a] == [o[1:] for o in b], (src, a, b)
         assert all(close_to(x[0], y[0]) for x, y in zip(a, b, strict=True)), (src, a, b)
-    assert len(ipt["outcomes"]["pod"]) == 3
-    assert set(ipt["rules"]).isdisjoint(nft["rules"])
-    assert any("KUBE-SVC-" in r for r in ipt["rules"])
-    assert not any("KUBE-SVC-" in r for r in nft["rules"])
-    assert any("kube-proxy" in r for r in nft["rules"])
+    _check_rules_of_mode("iptables", ipt.rules)
+    _check_rules_of_mode("nftables", nft.rules)

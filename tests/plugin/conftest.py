@@ -8,14 +8,17 @@ the plugin's ``K8SSTATE_*`` variables are cleared so the outer environment canno
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 import pytest
 
-import pytest_k8sstate.binaries.install as binaries
+import pytest_k8sstate.binaries as binaries
 import pytest_k8sstate.plugin.options as k8s_config
 from pytest_k8sstate.plugin.hooks import SETTINGS_KEY
 from pytest_k8sstate.plugin.options import Settings
+from pytest_k8sstate.providers.local.binaries import KUBE_BINARIES
+from pytest_k8sstate.util.files import cache_dir
 
 
 def _entry_point_installed() -> bool:
@@ -23,7 +26,7 @@ def _entry_point_installed() -> bool:
 
 
 # pytester points HOME at a temp dir; keep the real binaries/cluster cache (resolved before that)
-REAL_CACHE = os.environ.get("K8SSTATE_CACHE_DIR") or str(binaries.cache_dir())
+REAL_CACHE = str(cache_dir())
 
 PLUGIN_ARGS: tuple[str, ...] = () if _entry_point_installed() else ("-p", "pytest_k8sstate.plugin")
 OPTION_ENV = tuple(
@@ -72,20 +75,24 @@ def plugin(kpytester: pytest.Pytester) -> PluginRunner:
 
 
 def local_cluster_unavailable() -> str | None:
-    """Why the local provider cannot create a cluster here (None when it can)."""
+    """Why the local provider cannot create a cluster here (None when it can).
+
+    Only the expected conditions (not root, binaries not installed) become a reason to skip; anything
+    else raised here is a bug in the provider or the binaries cache and errors the tests.
+    """
     if os.geteuid() != 0:
         return "the local provider needs root (network namespaces)"
-    try:
-        import pytest_k8sstate.binaries.install as binaries
-        from pytest_k8sstate.providers.local.provider import KUBE_BINARIES
-
-        versions = binaries.Versions.resolve()
-        missing = [n for n in (*KUBE_BINARIES, "kwok") if binaries.find_binary(n, versions) is None]
-    except Exception as exc:  # the provider is still being written
-        return f"the local provider is not usable: {exc}"
+    versions = binaries.Versions.resolve()
+    missing = [n for n in (*KUBE_BINARIES, "kwok") if binaries.find_binary(n, versions) is None]
     if missing:
         return f"binaries not installed: {', '.join(missing)} (run `k8sstate binaries install`)"
     return None
+
+
+@pytest.fixture
+def local_unavailable() -> Callable[[], str | None]:
+    """:func:`local_cluster_unavailable` itself, for tests of which conditions skip."""
+    return local_cluster_unavailable
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ PluginRunner = Any  # tests/plugin/conftest.py
 
 SESSION_TESTS = """
 import pytest
-from pytest_k8sstate.assertions.dataplane import assert_new_keys
+from pytest_k8sstate.assertions import assert_new_keys
 
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-cm"}, "data": {"a": "1"}}
 
@@ -55,7 +55,7 @@ def test_fresh_cluster(k8s_cluster, cluster_state):
 
 
 def _provider_delete(name: str) -> None:
-    from pytest_k8sstate.providers.base import get_provider
+    from pytest_k8sstate.providers.registry import get_provider
 
     get_provider("local", progress=lambda _line: None).delete(name)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
-from pytest_k8sstate.errors import ConfigError
-from pytest_k8sstate.plugin.hooks import ClusterKey, ClusterPool
+from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.plugin.options import Settings
+from pytest_k8sstate.plugin.pool import ClusterKey, ClusterPool
 
 
 def test_keys_fill_missing_marker_arguments_from_the_options() -> None:
@@ -52,6 +53,25 @@ def test_unknown_provider_fails_once_with_the_reason() -> None:
     pool = ClusterPool(Settings(provider="nosuch"))
     with pytest.raises(ConfigError, match="unknown provider 'nosuch'"):
         pool.get(pool.default_key())
-    with pytest.raises(Exception, match="failed to start earlier in this session: unknown provider 'nosuch'"):
+    with pytest.raises(
+        ProviderError, match="failed to start earlier in this session: unknown provider 'nosuch'"
+    ):
         pool.get(pool.default_key())
     assert pool.close() == []
+
+
+def test_provider_is_made_once_with_the_progress_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TypeError from a provider's constructor is a bug to report, not a cue to retry without ``progress``
+    (every registered provider takes it)."""
+    calls: list[dict[str, Any]] = []
+
+    def broken_provider(name: str, **options: Any) -> Any:
+        calls.append({"name": name, **options})
+        raise TypeError("a bug inside the provider's __init__")
+
+    monkeypatch.setattr("pytest_k8sstate.providers.registry.get_provider", broken_provider)
+    log = lambda _msg: None  # noqa: E731
+    pool = ClusterPool(Settings(provider="local"), log=log)
+    with pytest.raises(TypeError, match="a bug inside"):
+        pool.provider("local")
+    assert calls == [{"name": "local", "progress": log}]

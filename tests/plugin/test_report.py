@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from pytest_k8sstate.node import netns
-from pytest_k8sstate.plugin.hooks import artifact_dir_for, sanitize_nodeid, summarize_diff, write_artifacts
-from pytest_k8sstate.state.model import EtcdDiff, KeyChange, NodeDiff, Snapshot, StateDiff
+from pytest_k8sstate.plugin.state import artifact_dir_for, sanitize_nodeid, summarize_diff, write_artifacts
+from pytest_k8sstate.state import EtcdDiff, KeyChange, NodeDiff, Snapshot, StateDiff
 
 PluginRunner = Any  # tests/plugin/conftest.py
 
@@ -143,12 +143,23 @@ def test_failure_writes_artifacts_and_a_report_section(plugin: PluginRunner) -> 
     assert not (plugin.pytester.path / "arts" / "test_netns.py__test_diff_and_pass").exists()
 
 
+def test_the_plugin_does_not_reexport_the_assertion_helpers() -> None:
+    """One public path for the helpers (``pytest_k8sstate`` / ``pytest_k8sstate.assertions``), not a second
+    one through the plugin module."""
+    import pytest_k8sstate.plugin as plugin_package
+    import pytest_k8sstate.plugin.hooks as hooks
+
+    for module in (hooks, plugin_package):
+        for name in ("assert_new_keys", "assert_dnat_to"):
+            assert not hasattr(module, name), f"{module.__name__}.{name}"
+
+
 def test_assertion_helpers_are_rewritten_and_reexported(plugin: PluginRunner) -> None:
     plugin.pytester.makepyfile(
         """
-        import pytest_k8sstate.assertions.dataplane as helpers
-        from pytest_k8sstate.plugin.hooks import assert_new_keys
-        from pytest_k8sstate.state.model import EtcdDiff, KeyChange, StateDiff
+        import pytest_k8sstate.assertions.keys as helpers
+        from pytest_k8sstate import assert_new_keys
+        from pytest_k8sstate.state import EtcdDiff, KeyChange, StateDiff
 
         def test_rewritten():
             assert type(helpers.__loader__).__name__ == "AssertionRewritingHook"

@@ -302,8 +302,8 @@ class DockerEngine:
                     )
         if pid is not None:
             self._kill(pid)
-        _unmount_under(cfg.exec_root)
-        _unmount_under(cfg.data_root)
+        unmount_under(cfg.exec_root)
+        unmount_under(cfg.data_root)
         if cfg.netns:
             netns_mod.delete(cfg.netns)
         with contextlib.suppress(OSError):
@@ -327,7 +327,7 @@ def _tail(path: Path, n: int = 15) -> str:
     return "\n".join(f"    {ln[:300]}" for ln in lines) or "    (empty)"
 
 
-def _unmount_under(root: Path) -> None:
+def unmount_under(root: Path) -> None:
     """Lazily unmount whatever a killed dockerd/containerd left mounted below ``root`` (deepest first)."""
     try:
         mounts = Path("/proc/self/mounts").read_text().splitlines()

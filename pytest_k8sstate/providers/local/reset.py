@@ -1,6 +1,7 @@
 """Cheap "fresh cluster" for the ``local`` provider: restore etcd to the pristine capture, wait for rules.
 
-Right after create (once etcd has settled) the provider captures every key under ``/registry`` and every
+Right after create (once etcd has settled: :func:`capture_pristine` fails when it does not) the provider
+captures every key under ``/registry`` and every
 node's netfilter rules (``pristine.json`` in the cluster directory). :func:`reset_cluster` then:
 
 1. reads etcd, deletes keys added since, puts back removed and modified keys — directly in etcd; the
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 
 from pytest_k8sstate.errors import CommandError, ProviderError
 from pytest_k8sstate.node.exec import NodeExec
+from pytest_k8sstate.util.files import atomic_write_text
+from pytest_k8sstate.util.poll import wait_until
 
 if TYPE_CHECKING:
     from pytest_k8sstate.providers.base import Cluster
@@ -32,12 +35,15 @@ if TYPE_CHECKING:
 PRISTINE_FILE = "pristine.json"
 _SKIP = ("/registry/masterleases/", "/registry/peerserverleases/")
 _NO_RESTORE = ("/registry/leases/", "/registry/events/", "/registry/events.k8s.io/")
+SETTLE_GAP = 0.3
+"""Seconds between the two etcd reads that must agree for etcd to count as settled."""
 _COUNTERS = re.compile(r"\s*\[\d+:\d+\]")
 _cache: dict[str, tuple[dict[bytes, bytes], dict[str, list[str]]]] = {}
 
 
 def _read_etcd(cluster: Cluster) -> dict[bytes, tuple[bytes, int]]:
-    from pytest_k8sstate.etcd.capture import EtcdClient, prefix_range_end
+    from pytest_k8sstate.etcd.client import EtcdClient
+    from pytest_k8sstate.etcd.target import prefix_range_end
 
     if cluster.etcd is None:
         raise ProviderError(f"cluster {cluster.name!r} has no etcd target; cannot reset")
@@ -82,24 +88,48 @@ def _drop_empty_chains(lines: list[str]) -> list[str]:
     return out
 
 
+def _changed_keys(before: dict[bytes, tuple[bytes, int]], after: dict[bytes, tuple[bytes, int]]) -> list[str]:
+    """Keys added, removed or rewritten between two reads, heartbeat keys (leases, events) aside."""
+
+    def revisions(snap: dict[bytes, tuple[bytes, int]]) -> dict[str, int]:
+        out = {}
+        for key, (_, rev) in snap.items():
+            k = key.decode(errors="replace")
+            if not k.startswith(_NO_RESTORE + _SKIP):
+                out[k] = rev
+        return out
+
+    a, b = revisions(before), revisions(after)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def _settled(cluster: Cluster, timeout: float) -> dict[bytes, bytes]:
-    """Read etcd until non-heartbeat keys stop changing (two reads 0.3 s apart agree)."""
-    deadline = time.monotonic() + timeout
+    """Read etcd until non-heartbeat keys stop changing (two reads :data:`SETTLE_GAP` s apart agree).
 
-    def sig(snap: dict[bytes, tuple[bytes, int]]) -> dict[bytes, int]:
-        return {
-            k: rev
-            for k, (_, rev) in snap.items()
-            if not k.decode(errors="replace").startswith(_NO_RESTORE + _SKIP)
-        }
+    Raises ProviderError naming the keys still changing when etcd does not settle within ``timeout``:
+    a baseline taken while controllers still write would make every later reset restore a moving target.
+    """
+    last = [_read_etcd(cluster)]
 
-    prev = _read_etcd(cluster)
-    while True:
-        time.sleep(0.3)
+    def probe() -> str | None:
         cur = _read_etcd(cluster)
-        if sig(cur) == sig(prev) or time.monotonic() > deadline:
-            return {k: v for k, (v, _) in cur.items()}
-        prev = cur
+        changed = _changed_keys(last[0], cur)
+        last[0] = cur
+        if not changed:
+            return None
+        shown = ", ".join(changed[:5]) + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
+        return f"{len(changed)} keys changed within {SETTLE_GAP:g}s: {shown}"
+
+    time.sleep(SETTLE_GAP)
+    wait_until(
+        f"etcd of cluster {cluster.name!r} to settle before its pristine capture",
+        probe,
+        timeout=timeout,
+        error=ProviderError,
+        interval=SETTLE_GAP,
+        max_interval=SETTLE_GAP,
+    )
+    return {k: v for k, (v, _) in last[0].items()}
 
 
 def capture_pristine(cluster: Cluster, st: ClusterState, *, settle_timeout: float = 10.0) -> None:
@@ -110,10 +140,7 @@ def capture_pristine(cluster: Cluster, st: ClusterState, *, settle_timeout: floa
         "etcd": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in etcd.items()},
         "rules": rules,
     }
-    path = st.dir / PRISTINE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    atomic_write_text(st.dir / PRISTINE_FILE, json.dumps(data))
 
 
 def _load_pristine(cluster: Cluster, st: ClusterState) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
@@ -134,7 +161,7 @@ def _load_pristine(cluster: Cluster, st: ClusterState) -> tuple[dict[bytes, byte
 
 def restore_etcd(cluster: Cluster, pristine: dict[bytes, bytes]) -> int:
     """One restore pass; returns the number of keys written or deleted."""
-    from pytest_k8sstate.etcd.capture import EtcdClient
+    from pytest_k8sstate.etcd.client import EtcdClient
 
     current = _read_etcd(cluster)
     deletes: list[bytes] = []
@@ -176,9 +203,9 @@ def reset_cluster(cluster: Cluster, st: ClusterState, *, timeout: float = 30.0) 
             time.sleep(0.05)
     t_etcd = time.monotonic() - t0
     pending = {n.name: n for n in cluster.nodes}
-    delay = 0.02
-    why = ""
-    while pending:
+
+    def rules_back() -> str | None:
+        why = None
         for name, n in list(pending.items()):
             try:
                 now = rules_text(n.exec, cluster.proxy_mode)
@@ -193,13 +220,18 @@ def reset_cluster(cluster: Cluster, st: ClusterState, *, timeout: float = 30.0) 
                 missing = sorted(set(want) - set(now))[:3]
                 why = f"node {name}: rules differ (extra {extra}, missing {missing})"
         if not pending:
-            break
-        if time.monotonic() > deadline:
-            raise ProviderError(
-                f"reset of cluster {cluster.name!r}: kube-proxy rules did not return to the pristine state "
-                f"within {timeout:g}s: {why}; rules changed outside kube-proxy are not restored — "
-                f"recreate the cluster (`k8sstate cluster delete --name {cluster.name}`)"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+            return None
+        return why or f"nodes {', '.join(pending)} not checked yet"
+
+    wait_until(
+        f"kube-proxy rules of cluster {cluster.name!r} to return to the pristine state (reset)",
+        rules_back,
+        deadline=deadline,
+        error=ProviderError,
+        max_interval=0.2,
+        details=lambda: (
+            "rules changed outside kube-proxy are not restored — recreate the cluster "
+            f"(`k8sstate cluster delete --name {cluster.name}`)"
+        ),
+    )
     return {"etcd": t_etcd, "total": time.monotonic() - t0, "passes": float(passes)}

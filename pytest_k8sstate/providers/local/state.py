@@ -20,19 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import ProviderError
+from pytest_k8sstate.providers.host import alive
+from pytest_k8sstate.util.files import atomic_write_json, cache_dir
+from pytest_k8sstate.util.poll import wait_until
+
+__all__ = [
+    "ClusterState",
+    "NodeRecord",
+    "ProcRecord",
+    "all_states",
+    "claim",
+    "cluster_dir",
+    "clusters_dir",
+    "global_lock",
+    "kill_processes",
+    "load_state",
+    "remove_dir",
+]
 
 STATE_FILE = "state.json"
-ENV_CACHE = "K8SSTATE_CACHE_DIR"
 MAX_INDEX = 256
-
-
-def cache_dir() -> Path:
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("pytest-k8sstate"))
 
 
 def clusters_dir() -> Path:
@@ -41,27 +48,6 @@ def clusters_dir() -> Path:
 
 def cluster_dir(name: str) -> Path:
     return clusters_dir() / name
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Kernel start time (clock ticks since boot) of ``pid``, None when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    try:
-        rest = data.rsplit(b")", 1)[1].split()
-        if rest[0] == b"Z":  # a zombie is as good as gone
-            return None
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def alive(pid: int, start: int | None) -> bool:
-    st = proc_start_time(pid)
-    return st is not None and (start is None or st == start)
 
 
 @dataclass
@@ -115,10 +101,7 @@ class ClusterState:
         return cls(**d)
 
     def save(self) -> None:
-        path = self.dir / STATE_FILE
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        os.replace(tmp, path)
+        atomic_write_json(self.dir / STATE_FILE, self.to_json())
 
     def owner_alive(self) -> bool:
         """A cluster without an owner (``k8sstate cluster create``) lives until deleted."""
@@ -160,19 +143,16 @@ def global_lock(timeout: float = 30.0) -> Iterator[None]:
     base = clusters_dir()
     base.mkdir(parents=True, exist_ok=True)
     fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+    def locked() -> str | None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "another k8sstate process holds it"
+        return None
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ProviderError(
-                        f"could not lock {base / '.lock'} within {timeout:g}s; "
-                        "another k8sstate process holds it"
-                    ) from None
-                time.sleep(0.02)
+        wait_until(f"the lock {base / '.lock'}", locked, timeout=timeout, error=ProviderError)
         yield
     finally:
         os.close(fd)

@@ -1,0 +1,67 @@
+"""What a failed API call is reported as: an HTTP error or an unreachable server — nothing else.
+
+Only errors from the API server (an HTTP status) and connection-level errors (refused, reset, timed out,
+TLS) become a :class:`~pytest_k8sstate.errors.K8sStateError`; any other exception (a ``ValueError`` from a
+bad object, a bug) is not caught and surfaces as what it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from typing import Any
+
+from pytest_k8sstate.errors import K8sStateError
+
+__all__ = ["api_error", "api_failures", "is_not_found", "to_dict"]
+
+
+@functools.cache
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, SSLError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    urllib3_errors = (MaxRetryError, NewConnectionError, ProtocolError, SSLError, Urllib3Timeout)
+    return (*urllib3_errors, ConnectionError, TimeoutError)
+
+
+@functools.cache
+def api_failures() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the API call failed" (use as ``except api_failures() as exc``)."""
+    from kubernetes.client.exceptions import ApiException
+
+    return (ApiException, *_connection_errors())
+
+
+def api_error(exc: BaseException, what: str) -> K8sStateError:
+    """The one-line error for one of :func:`api_failures` while doing ``what``."""
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None)
+    message = ""
+    if isinstance(body, (bytes, str)):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            message = str(json.loads(body).get("message", ""))
+    if not message:
+        message = str(getattr(exc, "summary", lambda: "")() if hasattr(exc, "summary") else "") or str(exc)
+        message = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    if isinstance(exc, _connection_errors()):
+        return K8sStateError(f"{what}: cannot reach the API server: {message}")
+    if status is None:
+        return K8sStateError(f"{what}: API error ({type(exc).__name__}): {message}")
+    return K8sStateError(f"{what}: HTTP {status}: {message}")
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return getattr(exc, "status", None) == 404
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """An API response (dict or ``ResourceInstance``) as a plain dict."""
+    if isinstance(obj, dict):
+        return obj
+    to_dict_method = getattr(obj, "to_dict", None)
+    if callable(to_dict_method):
+        result: dict[str, Any] = to_dict_method()
+        return result
+    raise K8sStateError(f"unexpected API response type {type(obj).__name__}")

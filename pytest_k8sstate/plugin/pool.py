@@ -1,0 +1,261 @@
+"""The cluster pool: one cluster per distinct :class:`ClusterKey` per pytest process (pytest-free).
+
+The plugin's ``k8s_clusters`` fixture is a :class:`ClusterPool`; it creates clusters through the provider
+registry on first use, reuses or keeps them as the options say, and deletes what it created at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest_k8sstate.plugin.options as k8s_config
+from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
+from pytest_k8sstate.k8s.helper import K8sHelper
+
+if TYPE_CHECKING:
+    from pytest_k8sstate.providers.base import Cluster, Provider
+
+__all__ = ["MARKER_ARGS", "ClusterKey", "ClusterPool", "k8s_config_error"]
+
+MARKER_ARGS = ("provider", "nodes", "proxy_mode", "version", "fresh")
+
+
+@dataclass(frozen=True)
+class ClusterKey:
+    """What makes two clusters interchangeable for a test."""
+
+    provider: str
+    nodes: int
+    proxy_mode: str
+    version: str | None
+
+    def describe(self) -> str:
+        version = f", Kubernetes {self.version}" if self.version else ""
+        return f"{self.provider}, 1 control plane + {self.nodes} workers, {self.proxy_mode}{version}"
+
+    def param_id(self) -> str:
+        parts = [self.provider, f"{self.nodes}w", self.proxy_mode]
+        if self.version:
+            parts.append(self.version)
+        return "k8s-" + "-".join(parts)
+
+
+def _default_provider_factory(
+    name: str, log: Callable[[str], None], settings: k8s_config.Settings
+) -> Provider:
+    """A provider from the registry (``providers.registry.get_provider``), reporting progress to ``log``."""
+    from pytest_k8sstate.providers.registry import get_provider
+
+    options: dict[str, Any] = {"progress": log}
+    if name == "existing":
+        options["kubeconfig"] = settings.kubeconfig
+    return get_provider(name, **options)
+
+
+class ClusterPool:
+    """Clusters of one pytest process, one per distinct :class:`ClusterKey`; deletes what it created."""
+
+    def __init__(
+        self,
+        settings: k8s_config.Settings,
+        *,
+        worker: str = "main",
+        log: Callable[[str], None] = lambda _msg: None,
+        provider_factory: Callable[[str], Provider] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.log = log
+        self._provider_factory = provider_factory or (
+            lambda name: _default_provider_factory(name, self.log, self.settings)
+        )
+        self._providers: dict[str, Provider] = {}
+        self._provider_reports: dict[str, bool] = {}
+        self._clusters: dict[ClusterKey, Cluster] = {}
+        self._owned: dict[str, Cluster] = {}  # name -> cluster this pool must delete (or keep)
+        self._failed: dict[ClusterKey, BaseException] = {}
+        self._api_clients: dict[str, Any] = {}
+        self._helpers: dict[str, K8sHelper] = {}
+        self.kept: list[tuple[str, str]] = []  # (provider, name) kept at close
+        self._counter = 0
+        self._seq = next(_POOL_SEQ)  # several pools in one process (pytester runs in-process)
+
+    # keys ------------------------------------------------------------------------------------------------
+    def default_key(self) -> ClusterKey:
+        s = self.settings
+        return ClusterKey(s.provider, s.nodes, s.proxy_mode, s.version)
+
+    def key_for(self, kwargs: Mapping[str, Any], where: str = "@pytest.mark.k8sstate") -> ClusterKey:
+        """The key for a ``k8sstate`` marker's keyword arguments (missing ones from the options)."""
+        unknown = sorted(set(kwargs) - set(MARKER_ARGS))
+        if unknown:
+            raise k8s_config_error(where, f"unknown argument(s) {', '.join(unknown)}", ", ".join(MARKER_ARGS))
+        base = self.default_key()
+        provider = kwargs.get("provider", base.provider)
+        if provider not in k8s_config.PROVIDERS:
+            raise k8s_config_error(
+                where, f"invalid provider={provider!r}", "one of " + ", ".join(k8s_config.PROVIDERS)
+            )
+        proxy_mode = kwargs.get("proxy_mode", base.proxy_mode)
+        if proxy_mode not in k8s_config.PROXY_MODES:
+            raise k8s_config_error(
+                where, f"invalid proxy_mode={proxy_mode!r}", "one of " + ", ".join(k8s_config.PROXY_MODES)
+            )
+        nodes = kwargs.get("nodes", base.nodes)
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or not 0 <= nodes <= k8s_config.MAX_NODES:
+            raise k8s_config_error(
+                where, f"invalid nodes={nodes!r}", f"an int from 0 to {k8s_config.MAX_NODES}"
+            )
+        version = kwargs.get("version", base.version)
+        if version is not None and not isinstance(version, str):
+            raise k8s_config_error(where, f"invalid version={version!r}", "a string like '1.37.0'")
+        return ClusterKey(provider, nodes, proxy_mode, version.removeprefix("v") if version else None)
+
+    # providers and clusters ------------------------------------------------------------------------------
+    def provider(self, name: str) -> Provider:
+        if name not in self._providers:
+            self._providers[name] = self._provider_factory(name)
+            # a provider that took our progress callback already logs "cluster X ready (4.2s)"
+            self._provider_reports[name] = getattr(self._providers[name], "progress", None) is not None
+        return self._providers[name]
+
+    def _name_for(self, key: ClusterKey) -> str:
+        """``pt<pid><worker>[p<pool>][-<n>]``: unique per process, xdist worker, pool and spec."""
+        if key == self.default_key() and self.settings.reuse_cluster:
+            reuse = self.settings.reuse_cluster  # one per xdist worker: NAME-gw0, NAME-gw1, ...
+            return reuse if self.worker == "main" else f"{reuse}-{self.worker}".lower()
+        suffix = "" if key == self.default_key() else f"-{self._next()}"
+        worker = self.worker if self.worker != "main" else "m"
+        pool = f"p{self._seq}" if self._seq else ""
+        return f"pt{os.getpid() % 100000}{worker}{pool}{suffix}".lower()
+
+    def _next(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    def static_capabilities(self, key: ClusterKey) -> frozenset[str] | None:
+        """What the provider can offer at most, when it says so without a cluster (else None)."""
+        try:
+            caps = self.provider(key.provider).capabilities
+        except K8sStateError:
+            return None
+        return frozenset(caps) if caps else None
+
+    def get(self, key: ClusterKey | None = None, **kwargs: Any) -> Cluster:
+        """The cluster for ``key`` (or for marker-style ``kwargs``), created on first use."""
+        if key is None:
+            key = self.key_for(kwargs, where="k8s_clusters.get()")
+        if key in self._clusters:
+            return self._clusters[key]
+        if key in self._failed:
+            first = self._failed[key]
+            raise ProviderError(
+                f"the {key.describe()} cluster failed to start earlier in this session: {first}"
+            )
+        try:
+            cluster = self._start(key)
+        except K8sStateError as exc:
+            self._failed[key] = exc
+            raise
+        self._clusters[key] = cluster
+        return cluster
+
+    def _start(self, key: ClusterKey) -> Cluster:
+        from pytest_k8sstate.providers.base import ClusterSpec
+
+        provider = self.provider(key.provider)
+        name = self._name_for(key)
+        settings = self.settings
+        reuse = key == self.default_key() and settings.reuse_cluster is not None
+        if key.provider == "existing":
+            # attach (the kubeconfig's current context); "delete" at the end removes only the plugin's
+            # debug pods from the cluster, never the cluster
+            cluster = provider.create(ClusterSpec(name=name, nodes=key.nodes, proxy_mode=key.proxy_mode))
+            self.log(f"attached to cluster {cluster.name} of {settings.kubeconfig}")
+            self._owned[cluster.name] = cluster
+            return cluster
+        if reuse:
+            try:
+                cluster = provider.get(name)
+            except K8sStateError:
+                self.log(f"cluster {name} not found; creating it (kept for --k8s-reuse-cluster {name})")
+            else:
+                self.log(f"reusing {key.provider} cluster {name} (--k8s-reuse-cluster)")
+                return cluster
+        spec = ClusterSpec(
+            name=name,
+            nodes=key.nodes,
+            proxy_mode=key.proxy_mode,
+            version=key.version,
+            kubeconfig_out=settings.kubeconfig if key == self.default_key() else None,
+            persistent=reuse or settings.keep_cluster,
+        )
+        self.log(f"creating {key.provider} cluster {name} ({key.describe()}) ...")
+        started = time.monotonic()
+        cluster = provider.create(spec)
+        if not self._provider_reports.get(key.provider, False):
+            self.log(f"cluster {name} ready in {time.monotonic() - started:.1f}s")
+        if reuse:
+            self.kept.append((key.provider, cluster.name))
+        else:
+            self._owned[cluster.name] = cluster
+        return cluster
+
+    def reset(self, cluster: Cluster) -> None:
+        """Bring ``cluster`` back to its pristine state (``fresh=True``)."""
+        started = time.monotonic()
+        self.provider(cluster.provider).reset(cluster)
+        self.log(f"reset cluster {cluster.name} in {time.monotonic() - started:.2f}s")
+
+    def api_client(self, cluster: Cluster) -> Any:
+        """One ``kubernetes.client.ApiClient`` per cluster (from its kubeconfig)."""
+        if cluster.name not in self._api_clients:
+            self._api_clients[cluster.name] = cluster.kube_api()
+        return self._api_clients[cluster.name]
+
+    def dynamic_client(self, cluster: Cluster) -> Any:
+        """One ``kubernetes.dynamic.DynamicClient`` per cluster: API discovery once per session."""
+        if cluster.name not in self._helpers:
+            self._helpers[cluster.name] = K8sHelper(self.api_client(cluster), cluster=cluster)
+        return self._helpers[cluster.name].dynamic
+
+    def close(self) -> list[str]:
+        """Delete the clusters this pool created (or keep them); returns error messages, never raises."""
+        errors: list[str] = []
+        for helper in self._helpers.values():
+            helper.close()
+        self._helpers.clear()
+        for client in self._api_clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        self._api_clients.clear()
+        for name, cluster in list(self._owned.items()):
+            if self.settings.keep_cluster:
+                self.kept.append((cluster.provider, name))
+                continue
+            started = time.monotonic()
+            try:
+                self.provider(cluster.provider).delete(name)
+            except Exception as exc:  # keep deleting the others
+                errors.append(f"deleting cluster {name} failed: {exc}")
+            else:
+                if cluster.provider == "existing":
+                    self.log(f"detached from cluster {name} (removed the plugin's debug pods)")
+                else:
+                    self.log(f"deleted cluster {name} in {time.monotonic() - started:.1f}s")
+        self._owned.clear()
+        self._clusters.clear()
+        return errors
+
+
+_POOL_SEQ = itertools.count()
+
+
+def k8s_config_error(where: str, what: str, expected: str) -> K8sStateError:
+    return ConfigError(f"{where}: {what}; expected {expected}")

@@ -1,0 +1,176 @@
+"""Per-test cluster state (the ``cluster_state`` fixture's object) and the artifacts saved on failure
+(pytest-free)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_k8sstate.errors import K8sStateError
+from pytest_k8sstate.util.files import atomic_write_json
+
+if TYPE_CHECKING:
+    from pytest_k8sstate.providers.base import Cluster
+    from pytest_k8sstate.state import Snapshot, StateDiff
+
+__all__ = ["ClusterState", "artifact_dir_for", "sanitize_nodeid", "summarize_diff", "write_artifacts"]
+
+
+def sanitize_nodeid(nodeid: str, limit: int = 120) -> str:
+    """A directory name for a test node id: ``tests/a.py::test_x[1]`` → ``tests_a.py__test_x_1_``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__")).strip("._") or "test"
+    if len(name) > limit:
+        digest = hashlib.sha256(nodeid.encode()).hexdigest()[:10]
+        name = f"{name[: limit - 11]}-{digest}"
+    return name
+
+
+def artifact_dir_for(artifacts: Path, nodeid: str) -> Path:
+    return artifacts / sanitize_nodeid(nodeid)
+
+
+def summarize_diff(diff: StateDiff) -> str:
+    """One line, default view: ``3 etcd keys added, 1 modified; 12 rules added on 3 nodes``."""
+    from pytest_k8sstate.state.render import summarize_diff as summarize
+
+    return summarize(diff)
+
+
+def write_artifacts(
+    directory: Path,
+    *,
+    before: Snapshot | None,
+    after: Snapshot | None,
+    diff: StateDiff | None,
+    extra: Mapping[str, Snapshot] | None = None,
+) -> list[Path]:
+    """Save ``before.json``, ``after.json``, ``diff.json`` (+ intermediate snapshots) under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for label, snap in (("before", before), ("after", after), *sorted((extra or {}).items())):
+        if snap is None:
+            continue
+        path = directory / f"{sanitize_nodeid(label, 60)}.json"
+        snap.save(path)
+        written.append(path)
+    if diff is not None:
+        path = directory / "diff.json"
+        atomic_write_json(path, diff.to_json())
+        written.append(path)
+    return written
+
+
+class ClusterState:
+    """State of the test's cluster around the test (the ``cluster_state`` fixture)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        ignore: tuple[str, ...] = (),
+        include_secrets: bool = False,
+    ) -> None:
+        self.cluster = cluster
+        self.extra_ignore = ignore
+        self.include_secrets = include_secrets
+        self.before: Snapshot = self._take("before")
+        self.after: Snapshot | None = None
+        self.snapshots: dict[str, Snapshot] = {}
+
+    def _take(self, label: str) -> Snapshot:
+        return self.cluster.snapshot(label, include_secrets=self.include_secrets)
+
+    @property
+    def ignore(self) -> tuple[str, ...]:
+        from pytest_k8sstate.state import DEFAULT_IGNORE
+
+        return DEFAULT_IGNORE + self.extra_ignore
+
+    def snapshot(self, label: str) -> Snapshot:
+        """Take an intermediate snapshot (also saved with the artifacts on failure)."""
+        if label in ("before", "after") or label in self.snapshots:
+            raise K8sStateError(f"cluster_state.snapshot({label!r}): label already used; pick another label")
+        snap = self._take(label)
+        self.snapshots[label] = snap
+        return snap
+
+    def diff(self, since: Snapshot | str | None = None) -> StateDiff:
+        """Snapshot now (``.after``) and return the diff from ``before`` (or ``since``) to now."""
+        self.after = self._take("after")
+        return self.diff_between(self._resolve(since) if since is not None else self.before, self.after)
+
+    def eventually(
+        self,
+        check: Callable[[Snapshot], object],
+        *,
+        timeout: float = 30.0,
+        interval: float = 0.2,
+    ) -> Snapshot:
+        """Snapshot until ``check(snapshot)`` stops raising AssertionError (e.g. kube-proxy has synced).
+
+        ``check`` is typically an assertion helper: ``lambda s: assert_dnat_to(s, service=…, endpoints=…)``.
+        Returns the snapshot that passed (also ``.after``); re-raises the last AssertionError, prefixed
+        with how long it waited, when ``timeout`` passes.
+        """
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        attempts = 0
+        while True:
+            snap = self._take("after")
+            attempts += 1
+            self.after = snap
+            try:
+                check(snap)
+            except AssertionError as exc:
+                if time.monotonic() >= deadline:
+                    raise AssertionError(
+                        f"still failing after {timeout:g}s ({attempts} snapshots): {exc}"
+                    ) from None
+            else:
+                return snap
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    def diff_between(self, a: Snapshot, b: Snapshot) -> StateDiff:
+        return a.diff(b, ignore=self.ignore)
+
+    def _resolve(self, ref: Snapshot | str) -> Snapshot:
+        if not isinstance(ref, str):
+            return ref
+        if ref == "before":
+            return self.before
+        if ref not in self.snapshots:
+            raise K8sStateError(f"no snapshot labelled {ref!r}; taken: before, {', '.join(self.snapshots)}")
+        return self.snapshots[ref]
+
+    def save_failure(self, directory: Path, *, detail_lines: int = 15) -> str:
+        """Snapshot the state at failure, write the artifacts, return the report section text."""
+        try:
+            after = self._take("after")
+        except Exception as exc:
+            return f"k8sstate: capturing the cluster state at failure failed: {exc}"
+        diff: StateDiff | None = None
+        try:
+            diff = self.diff_between(self.before, after)
+        except Exception as exc:
+            head = f"k8sstate: diff before → failure failed: {exc}"
+            detail = ""
+        else:
+            head = f"k8sstate: {summarize_diff(diff)}"
+            detail = diff.summary(limit=detail_lines)
+        try:
+            write_artifacts(directory, before=self.before, after=after, diff=diff, extra=self.snapshots)
+        except Exception as exc:
+            where = f"writing artifacts to {directory} failed: {exc}"
+        else:
+            where = f"artifacts: {directory}"
+        try:
+            from pytest_k8sstate.providers.registry import get_provider
+
+            get_provider(self.cluster.provider).export_logs(self.cluster.name, directory / "logs")
+        except Exception as exc:  # logs are a bonus: never hide the test's own failure
+            where += f" (component logs not exported: {exc})"
+        return f"{head}; {where}" + (f"\n{detail}" if detail else "")

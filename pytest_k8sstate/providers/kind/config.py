@@ -1,0 +1,196 @@
+"""kind's cluster config and command lines, built from a :class:`~pytest_k8sstate.providers.base.ClusterSpec`
+plus :class:`KindOptions` (pure: no Docker, no kind binary).
+
+:func:`kind_config` is kind's ``kind.x-k8s.io/v1alpha4`` Cluster (one control-plane, ``spec.nodes`` workers,
+``kubeProxyMode``, ``disableDefaultCNI``, pod/service subnets, node image, kubeadm patches);
+:func:`create_argv` is the ``kind create cluster`` command line; :func:`node_image` picks the node image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pytest_k8sstate.errors import ConfigError
+from pytest_k8sstate.providers.base import PROXY_MODES, ClusterSpec
+
+__all__ = [
+    "CGROUP_V1_PATCH",
+    "CLUSTER_LABEL",
+    "DEFAULT_WAIT",
+    "IMAGE_ENV",
+    "ROLE_LABEL",
+    "KindOptions",
+    "create_argv",
+    "host_cgroup_v1",
+    "kind_config",
+    "kind_error_summary",
+    "kind_node_names",
+    "node_image",
+    "render_config",
+]
+
+CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+ROLE_LABEL = "io.x-k8s.kind.role"
+KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
+IMAGE_ENV = "K8SSTATE_KIND_IMAGE"
+DEFAULT_WAIT = 300.0
+CGROUP_V1_PATCH = "kind: KubeletConfiguration\nfailCgroupV1: false\n"
+_CIDR_RE = re.compile(r"^[0-9a-fA-F:.]+/\d{1,3}$")
+
+
+@dataclass(frozen=True)
+class KindOptions:
+    """kind-specific options besides :class:`~pytest_k8sstate.providers.base.ClusterSpec`."""
+
+    image: str | None = None
+    """Node image (``kindest/node:v1.37.1`` or a locally built one); default ``$K8SSTATE_KIND_IMAGE``, then
+    ``kindest/node:<spec.version>`` when a version is given, else kind's own default."""
+    disable_default_cni: bool = False
+    pod_subnet: str | None = None
+    service_subnet: str | None = None
+    kubeadm_config_patches: tuple[str, ...] = ()
+    """Cluster-wide kubeadm patches (YAML strategic-merge documents, as in kind's config)."""
+    control_plane_patches: tuple[str, ...] = ()
+    """kubeadm patches of the control-plane node only."""
+    allow_cgroup_v1: bool | None = None
+    """Add ``failCgroupV1: false`` to every kubelet's config (kubelet >= 1.35 refuses cgroup v1 hosts
+    otherwise). None = when this host has cgroup v1 (:func:`host_cgroup_v1`)."""
+    wait: float = DEFAULT_WAIT
+    """``kind create cluster --wait`` (control-plane Ready) in seconds; 0 = don't wait."""
+    kind_binary: str | None = None
+    kind_version: str | None = None
+    docker_host: str | None = None
+    """``DOCKER_HOST`` for docker and kind; default ``$DOCKER_HOST``, else the project's engine if running."""
+    docker_netns: str | None = None
+    """Network namespace of the engine's containers (auto: the project engine's ``k8ss-docker``)."""
+    artifacts_dir: Path | None = None
+    """Where ``kind export logs`` goes when create fails (default ``<cache>/kind-logs``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("pod_subnet", "service_subnet"):
+            v = getattr(self, name)
+            if v is not None and not _CIDR_RE.match(v):
+                raise ConfigError(f"kind option {name}={v!r}: expected a CIDR like 10.244.0.0/16")
+        for i, patch in enumerate((*self.kubeadm_config_patches, *self.control_plane_patches)):
+            try:
+                doc = yaml.safe_load(patch)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"kind kubeadm patch #{i + 1} is not valid YAML: {exc}") from exc
+            if not isinstance(doc, dict) or "kind" not in doc:
+                raise ConfigError(
+                    f"kind kubeadm patch #{i + 1} must be a YAML mapping with a 'kind' "
+                    "(e.g. 'kind: ClusterConfiguration'), got {patch[:60]!r}"
+                )
+        if self.wait < 0:
+            raise ConfigError(f"kind option wait={self.wait!r}: expected seconds >= 0")
+
+
+def node_image(spec: ClusterSpec, opts: KindOptions, env: Mapping[str, str] | None = None) -> str | None:
+    """The node image to use (None: kind's default)."""
+    environ = os.environ if env is None else env
+    if opts.image:
+        return opts.image
+    from_env = environ.get(IMAGE_ENV, "").strip()
+    if from_env:
+        return from_env
+    if spec.version:
+        return f"kindest/node:v{spec.version.removeprefix('v')}"
+    return None
+
+
+def kind_config(spec: ClusterSpec, opts: KindOptions, image: str | None = None) -> dict[str, Any]:
+    """kind's Cluster config for ``spec`` (one control-plane + ``spec.nodes`` workers)."""
+    if spec.proxy_mode not in PROXY_MODES:  # pragma: no cover - ClusterSpec validates
+        raise ConfigError(f"proxy mode {spec.proxy_mode!r}")
+    cp: dict[str, Any] = {"role": "control-plane"}
+    if opts.control_plane_patches:
+        cp["kubeadmConfigPatches"] = list(opts.control_plane_patches)
+    nodes = [cp] + [{"role": "worker"} for _ in range(spec.nodes)]
+    if image:
+        for n in nodes:
+            n["image"] = image
+    networking: dict[str, Any] = {"kubeProxyMode": spec.proxy_mode}
+    if opts.disable_default_cni:
+        networking["disableDefaultCNI"] = True
+    if opts.pod_subnet:
+        networking["podSubnet"] = opts.pod_subnet
+    if opts.service_subnet:
+        networking["serviceSubnet"] = opts.service_subnet
+    cfg: dict[str, Any] = {
+        "kind": "Cluster",
+        "apiVersion": KIND_API_VERSION,
+        "name": spec.name,
+        "networking": networking,
+        "nodes": nodes,
+    }
+    patches = list(opts.kubeadm_config_patches)
+    if opts.allow_cgroup_v1:
+        patches.append(CGROUP_V1_PATCH)
+    if patches:
+        cfg["kubeadmConfigPatches"] = patches
+    return cfg
+
+
+def host_cgroup_v1(cgroup_root: Path = Path("/sys/fs/cgroup")) -> bool:
+    """True when ``cgroup_root`` is not a unified (v2) hierarchy."""
+    return not (cgroup_root / "cgroup.controllers").exists()
+
+
+def render_config(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def create_argv(
+    kind: str,
+    name: str,
+    config: Path,
+    kubeconfig: Path,
+    *,
+    image: str | None = None,
+    wait: float = DEFAULT_WAIT,
+    retain: bool = True,
+) -> list[str]:
+    """``kind create cluster`` for ``name`` (``--retain``: keep failed nodes so logs can be exported)."""
+    argv = [
+        kind,
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--config",
+        str(config),
+        "--kubeconfig",
+        str(kubeconfig),
+    ]
+    if image:
+        argv += ["--image", image]
+    if wait > 0:
+        argv += ["--wait", f"{round(wait)}s"]
+    if retain:
+        argv.append("--retain")
+    return argv
+
+
+def kind_error_summary(stderr: str, limit: int = 3) -> str:
+    """The useful lines of a failed kind command (``ERROR: ...``, ``Command Output: ...``), not its stack."""
+    keep = [ln.strip() for ln in stderr.splitlines() if ln.startswith(("ERROR:", "Command Output:"))]
+    if not keep:
+        keep = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("\t", " "))][
+            -1:
+        ]
+    text = " | ".join(keep[:limit]) or "(no output)"
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def kind_node_names(cluster: str, workers: int) -> list[str]:
+    """Container names kind gives the nodes: ``C-control-plane``, ``C-worker``, ``C-worker2``, ..."""
+    return [f"{cluster}-control-plane"] + [
+        f"{cluster}-worker" + ("" if i == 1 else str(i)) for i in range(1, workers + 1)
+    ]

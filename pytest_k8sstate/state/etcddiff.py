@@ -1,0 +1,160 @@
+"""The etcd half of a diff: keys added / removed / modified between two :class:`EtcdState` captures.
+
+A key counts as modified when its ``mod_revision`` or content hash changed. Where both values decode,
+:attr:`KeyChange.changed_fields` lists the object-level differences of ``Decoded.fields`` (computed with
+``deepdiff``) as dotted paths such as ``metadata.labels.app`` or ``spec.ports[0].port``;
+``metadata.managedFields…`` is summarised as ``metadata.managedFields``. It is ``None`` when a value does
+not decode (encrypted, binary, secrets without ``include_secrets``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from pytest_k8sstate.etcd.capture import EtcdEntry, EtcdState
+
+__all__ = ["EtcdDiff", "KeyChange", "changed_field_paths", "diff_etcd"]
+
+
+@dataclass
+class KeyChange:
+    """One etcd key that was added, removed or modified."""
+
+    key: str
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    changed_fields: list[str] | None = None
+    """Modified keys: dotted paths that differ (``[]`` = same content rewritten; ``None`` = not decodable)."""
+
+    @property
+    def identity(self) -> str:
+        """``Service default/web`` (or just the key when not decoded)."""
+        if not self.kind and not self.name:
+            return self.key
+        who = f"{self.namespace}/{self.name}" if self.namespace else (self.name or "?")
+        return f"{self.kind or '?'} {who}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "changed_fields": None if self.changed_fields is None else list(self.changed_fields),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Self:
+        cf = d.get("changed_fields")
+        return cls(
+            key=str(d["key"]),
+            kind=d.get("kind"),
+            namespace=d.get("namespace"),
+            name=d.get("name"),
+            changed_fields=None if cf is None else [str(x) for x in cf],
+        )
+
+
+@dataclass
+class EtcdDiff:
+    added: list[KeyChange] = field(default_factory=list)
+    removed: list[KeyChange] = field(default_factory=list)
+    modified: list[KeyChange] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.modified)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": [c.key for c in self.added],
+            "removed": [c.key for c in self.removed],
+            "modified": [c.key for c in self.modified],
+            "details": {
+                c.key: {"change": what, **{k: v for k, v in c.to_json().items() if k != "key"}}
+                for what, changes in (
+                    ("added", self.added),
+                    ("removed", self.removed),
+                    ("modified", self.modified),
+                )
+                for c in changes
+            },
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Self:
+        details: Mapping[str, Any] = d.get("details") or {}
+
+        def build(what: str) -> list[KeyChange]:
+            out = []
+            for key in d.get(what) or []:
+                det = details.get(key) or {}
+                out.append(KeyChange.from_json({**det, "key": key}))
+            return out
+
+        return cls(added=build("added"), removed=build("removed"), modified=build("modified"))
+
+
+def _field_path(parts: Sequence[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and re.fullmatch(r"[A-Za-z0-9_#-]+", p):
+            out += ("." if out else "") + p
+        else:
+            out += f"[{json.dumps(str(p))}]"
+    return out or "(value)"
+
+
+_COLLAPSE = ("metadata.managedFields",)
+
+
+def changed_field_paths(before: Any, after: Any) -> list[str]:
+    """Dotted paths where two JSON-able trees differ (deepdiff), ``metadata.managedFields…`` collapsed."""
+    from deepdiff import DeepDiff
+
+    if before == after:
+        return []
+    tree = DeepDiff(before, after, view="tree", verbose_level=0)
+    paths: set[str] = set()
+    for items in tree.values():
+        for item in items:
+            p = _field_path(item.path(output_format="list"))
+            for c in _COLLAPSE:
+                if p == c or p.startswith((c + ".", c + "[")):
+                    p = c
+            paths.add(p)
+    return sorted(paths)
+
+
+def _key_change(key: str, entry: EtcdEntry) -> KeyChange:
+    d = entry.decoded
+    return KeyChange(key=key, kind=d.kind, namespace=d.namespace, name=d.name)
+
+
+def diff_etcd(before: EtcdState | None, after: EtcdState | None) -> EtcdDiff:
+    b = before.entries if before is not None else {}
+    a = after.entries if after is not None else {}
+    out = EtcdDiff()
+    for key in sorted(a.keys() - b.keys()):
+        out.added.append(_key_change(key, a[key]))
+    for key in sorted(b.keys() - a.keys()):
+        out.removed.append(_key_change(key, b[key]))
+    for key in sorted(a.keys() & b.keys()):
+        eb, ea = b[key], a[key]
+        if eb.mod_revision == ea.mod_revision and eb.sha256 == ea.sha256:
+            continue
+        ch = _key_change(key, ea)
+        fb, fa = eb.decoded.fields, ea.decoded.fields
+        if fb is not None and fa is not None:
+            ch.changed_fields = changed_field_paths(fb, fa)
+        elif eb.sha256 == ea.sha256:
+            ch.changed_fields = []
+        out.modified.append(ch)
+    return out

@@ -7,8 +7,9 @@ verbosity that the pytest plugin sets from ``-v`` via :func:`set_verbosity` (ini
 ``K8SSTATE_VERBOSITY`` environment variable, default 0).
 
 ``keys`` (etcd keys of a diff), ``netfilter`` (chains, rule counts, a service's rules), ``services``
-(service ports from kube-proxy rules and etcd), ``dataplane`` (DNAT / masquerade by tracing packets).
-The plugin registers this package for assertion rewriting.
+(service ports from kube-proxy rules and etcd), ``dataplane`` (DNAT / masquerade by tracing packets),
+``links`` (links, addresses and routes added or removed: a CNI's footprint). The plugin registers this
+package for assertion rewriting.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from pytest_k8sstate.assertions.keys import (
     assert_new_keys,
     assert_no_new_keys,
     assert_removed_keys,
+)
+from pytest_k8sstate.assertions.links import (
+    assert_new_addresses,
+    assert_new_links,
+    assert_new_routes,
+    assert_removed_addresses,
+    assert_removed_links,
+    assert_removed_routes,
 )
 from pytest_k8sstate.assertions.netfilter import (
     assert_new_chains,
@@ -34,11 +43,17 @@ __all__ = [
     "assert_dnat_to",
     "assert_masquerade",
     "assert_modified_keys",
+    "assert_new_addresses",
     "assert_new_chains",
     "assert_new_keys",
+    "assert_new_links",
+    "assert_new_routes",
     "assert_no_netfilter_change",
     "assert_no_new_keys",
+    "assert_removed_addresses",
     "assert_removed_keys",
+    "assert_removed_links",
+    "assert_removed_routes",
     "count_rules",
     "find_services",
     "get_verbosity",

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from pytest_k8sstate.state.labels import addr_label, link_label, route_label
+
 if TYPE_CHECKING:
     from pytest_k8sstate.node.capture import NodeState
 
@@ -318,46 +320,6 @@ def _label(item: Any, fmt: Callable[[Mapping[str, Any]], str | None]) -> str:
     return str(item)
 
 
-def _link_label(m: Mapping[str, Any]) -> str | None:
-    name = m.get("ifname") or m.get("name")
-    if not name:
-        return None
-    kind = m.get("kind") or (m.get("linkinfo") or {}).get("info_kind")
-    s = f"{name} ({kind})" if kind else str(name)
-    if m.get("mtu") is not None:
-        s += f" mtu {m['mtu']}"
-    if m.get("operstate"):
-        s += f" {m['operstate']}"
-    return s
-
-
-def _addr_label(m: Mapping[str, Any]) -> str | None:
-    local = m.get("local") or m.get("address") or m.get("addr")
-    if not local:
-        return None
-    plen = m.get("prefixlen")
-    dev = m.get("ifname") or m.get("dev") or m.get("label")
-    s = f"{local}/{plen}" if plen is not None and "/" not in str(local) else str(local)
-    return f"{s} dev {dev}" if dev else s
-
-
-def _route_label(m: Mapping[str, Any]) -> str | None:
-    dst = m.get("dst")
-    if not dst:
-        return None
-    s = str(dst)
-    typ, gw, dev, table = m.get("type"), m.get("gateway"), m.get("dev"), m.get("table")
-    if typ and typ != "unicast":
-        s = f"{typ} {s}"
-    if gw:
-        s += f" via {gw}"
-    if dev:
-        s += f" dev {dev}"
-    if table not in (None, "", "main", 254, "254"):
-        s += f" table {table}"
-    return s
-
-
 def _ipvs_labels(ns: NodeState | None) -> Iterator[str]:
     if ns is None or not ns.ipvs:
         return
@@ -442,7 +404,7 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
         )
     if comparable("ipvs", lambda ns: ns.ipvs is not None):
         nd.ipvs_added, nd.ipvs_removed = _set_diff(_ipvs_labels(before), _ipvs_labels(after))
-    for part, fmt in (("links", _link_label), ("addrs", _addr_label), ("routes", _route_label)):
+    for part, fmt in (("links", link_label), ("addrs", addr_label), ("routes", route_label)):
         if comparable(part, lambda ns: True):
             lb = [_label(x, fmt) for x in (getattr(before, part) or [] if before else [])]
             la = [_label(x, fmt) for x in (getattr(after, part) or [] if after else [])]

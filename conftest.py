@@ -7,6 +7,8 @@ A safety net for the hard rule "clean up everything you start": at the end of th
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from pytest_k8sstate.node import netns
@@ -26,3 +28,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if leaked and not config.getoption("--k8s-keep-cluster", default=False):
         terminalreporter.write_sep("=", "k8sstate: leaked network namespaces", red=True)
         terminalreporter.write_line("tests left these namespaces behind: " + ", ".join(leaked))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Ctrl-C tests need SIGINT to reach the processes they start. A shell that starts a job in the
+    background without job control (``cmd &`` in a script, ``nohup``) makes it ignore SIGINT, and
+    ignored signals are inherited across exec: Python children then never raise KeyboardInterrupt.
+    Catching it here again (Python's own handler) gives every child the default disposition back."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,6 +6,25 @@ The CLI and the pytest plugin print ``str(exc)`` for these and never a traceback
 
 from __future__ import annotations
 
+MAX_ERROR_LINE = 300
+"""ParseError/TraceError messages are cut to this many characters per line (the middle is elided):
+a 10 MB chain name must not make a 10 MB error line."""
+
+
+def bound_message(msg: str, limit: int = MAX_ERROR_LINE) -> str:
+    """``msg`` with every line longer than ``limit`` cut in the middle (head and tail kept)."""
+    if len(msg) <= limit and "\n" not in msg:
+        return msg
+    out = []
+    for line in msg.split("\n"):
+        if len(line) > limit:
+            keep = limit - 40  # room for the marker below (a length of up to 30 digits)
+            cut = f" …[{len(line) - keep} chars]… "
+            head = keep * 2 // 3
+            line = line[:head] + cut + line[len(line) - (keep - head) :]
+        out.append(line)
+    return "\n".join(out)
+
 
 class K8sStateError(Exception):
     """Base class of every error pytest-k8sstate raises deliberately."""
@@ -24,7 +43,7 @@ class ParseError(K8sStateError):
         if got is not None:
             shown = got if len(got) <= 80 else got[:77] + "..."
             msg += f", got {shown!r}"
-        super().__init__(msg)
+        super().__init__(bound_message(msg))
 
 
 class CommandError(K8sStateError):
@@ -45,6 +64,9 @@ class CaptureError(K8sStateError):
 
 class TraceError(K8sStateError):
     """The packet tracer reached a rule it cannot evaluate."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(bound_message(msg))
 
 
 class BinaryError(K8sStateError):

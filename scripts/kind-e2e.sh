@@ -78,7 +78,7 @@ export K8SSTATE_KIND_IMAGE
 
 echo "[kind-e2e] provider contract + kind provider tests on kind ($K8SSTATE_KIND_IMAGE)"
 K8SSTATE_CONTRACT_PROVIDERS=kind "$PY" -m pytest -p no:cacheprovider -q \
-    tests/test_provider_contract.py tests/test_provider_kind.py "$@"
+    tests/test_provider_contract.py tests/test_provider_kind.py tests/test_traffic_image.py "$@"
 
 echo "[kind-e2e] findings on kind"
 "$PY" -m pytest -p no:cacheprovider -q tests/findings --k8s-provider kind "$@"

@@ -504,14 +504,14 @@ def test_cli_install_path_and_list(cache: Path, capsys: pytest.CaptureFixture[st
     assert "1 binaries ready in" in out
     assert run_cli(["binaries", "path", "kwok"]) == 0
     assert capsys.readouterr().out.strip() == str(path)
-    assert run_cli(["binaries", "path", "kind"]) == 1
+    assert run_cli(["binaries", "path", "kind"]) == 2  # README: a missing binary exits 2
     assert "k8sstate binaries install --components kind" in capsys.readouterr().err
     assert run_cli(["binaries", "list"]) == 0
     out = capsys.readouterr().out
     assert "kwok" in out
     assert "pinned" in out
     assert "missing" in out  # kube-apiserver etc. are not in this temporary cache
-    assert run_cli(["binaries", "install", "--components", "kind", "--no-build", "--no-download"]) == 1
+    assert run_cli(["binaries", "install", "--components", "kind", "--no-build", "--no-download"]) == 2
     assert "k8sstate: error:" in capsys.readouterr().err
 
 
@@ -537,4 +537,4 @@ def test_the_k8sstate_command_has_the_binaries_group(cache: Path, capsys: pytest
     b.ensure_binaries(["kind"], progress=lambda _: None, download=False, build=False)
     assert main(["binaries", "path", "kind"]) == 0
     assert capsys.readouterr().out.strip() == str(path)
-    assert main(["binaries", "path", "kwok"]) == 1
+    assert main(["binaries", "path", "kwok"]) == 2

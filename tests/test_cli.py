@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,6 +198,58 @@ def test_snapshot_show_diff_from_network_namespace(
     assert rc == 0
     assert out.startswith("diff before → after\n")
     assert f"+ chain nat {svcs[1].svc_chain}" in out
+
+
+def _path_dir(tmp_path: Path, names: list[str]) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir()
+    for n in names:
+        real = shutil.which(n)
+        assert real is not None, n
+        (d / n).symlink_to(real)
+    return d
+
+
+def _cli_process(argv: list[str], path: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = str(path)
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "pytest_k8sstate.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_snapshot_with_missing_tools_warns_per_part_and_with_none_captured_fails(
+    ns: NetnsExec, tmp_path: Path
+) -> None:
+    """iptables-save / nft / ipset missing on PATH: the rest is captured (exit 0, one warning per part);
+    not even `ip` (no part at all): one error naming the node, exit 2, no file."""
+    out = tmp_path / "partial.json"
+    proc = _cli_process(
+        ["snapshot", "-o", str(out), "--netns", ns.netns, "--no-ipvs"],
+        _path_dir(tmp_path, ["ip", "sh", "test"]),
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = proc.stderr.splitlines()
+    assert sorted(w.split(":")[1].strip() for w in warnings) == [f"node {ns.netns}"] * 3
+    assert sorted(w.split(": ")[2].split()[0] for w in warnings) == ["ipsets", "iptables", "nft"]
+    snap = Snapshot.load(out)
+    assert snap.nodes[ns.netns].links
+    assert set(snap.nodes[ns.netns].errors) == {"iptables", "nft", "ipsets"}
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = tmp_path / "none.json"
+    proc = _cli_process(["snapshot", "-o", str(none), "--netns", ns.netns], empty)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"k8sstate: error: node {ns.netns}: nothing captured (every part failed)")
+    assert "Traceback" not in proc.stderr
+    assert not none.exists()
 
 
 def test_snapshot_from_etcd_endpoint_with_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -245,3 +245,56 @@ def test_a_timeout_is_known_by_its_type_and_not_retried() -> None:
     assert slow.calls == 1  # the batched capture timed out: no second try command by command
     assert set(s.errors) == {"nft", "routes"}
     assert "gave up after 2s" in s.errors["nft"]
+
+
+def test_a_parser_failure_of_one_part_is_recorded_and_the_rest_kept(
+    nodes: list[NetnsExec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part whose output no parser survives (too deep, or a parser bug) loses that part only."""
+    from pytest_k8sstate.node import capture
+
+    d = _bin_dir(tmp_path, ["sh", "ip", "test", "iptables-save", "ipset"])
+    # FAKE nft standing in for a hostile node: JSON nested 100,000 deep (RecursionError in json.loads)
+    (d / "nft").write_text("#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' '['\n")
+    (d / "nft").chmod(0o755)
+    d.joinpath("head").symlink_to(shutil.which("head") or "/usr/bin/head")
+    d.joinpath("tr").symlink_to(shutil.which("tr") or "/usr/bin/tr")
+
+    def parser_bug(
+        data: bytes, source: str
+    ) -> object:  # FAULT INJECTION: a parser raising a non-K8sStateError
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(capture._PARSERS, "ipsets", parser_bug)
+    s = collect_node(_PathExec(nodes[0].netns, d))
+    assert set(s.errors) == {"nft", "ipsets"}
+    assert s.errors["nft"].startswith("could not parse `nft -j list ruleset` output from node node-x:")
+    assert s.errors["ipsets"] == (
+        "could not parse `ipset save` output from node node-x: ZeroDivisionError: division by zero "
+        "(a pytest-k8sstate parser bug: please report it with the output)"
+    )
+    assert s.iptables is not None
+    assert s.links
+    assert s.routes
+    assert not s.captured_nothing()
+
+
+def test_error_lines_are_bounded(nodes: list[NetnsExec], tmp_path: Path) -> None:
+    d = _bin_dir(tmp_path, ["sh", "ip", "test", "head", "tr"])
+    # FAKE nft failing with a 10 MB error line
+    (d / "nft").write_text("#!/bin/sh\nhead -c 10000000 /dev/zero | tr '\\0' 'x' >&2\nexit 1\n")
+    (d / "nft").chmod(0o755)
+    s = collect_node(_PathExec(nodes[0].netns, d), parts=["nft", "links"])
+    assert s.errors["nft"].startswith("`nft -j list ruleset` exited 1 on node node-x: xxx")
+    assert len(s.errors["nft"]) <= 2000
+    assert s.errors["nft"].endswith("...")
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_captured_nothing_when_every_part_failed(batch: bool) -> None:
+    missing = _FailingExec(CommandNotFound("node node-f: no such program"))
+    s = collect_node(missing, batch=batch)
+    assert set(s.errors) >= set(ALL_PARTS) - {"ipvs"}
+    assert s.captured_nothing()
+    assert not NodeState("n").captured_nothing()  # nothing failed: an empty node is not an error
+    assert not NodeState("n", errors={"nft": "x"}).captured_nothing()

@@ -28,9 +28,23 @@ ALLOWED: dict[str, frozenset[str]] = {
     "k8s": frozenset({"errors", "util"}),
     "providers": frozenset({"errors", "util", "node", "pki", "binaries", "etcd", "k8s"}),
     "testing": frozenset({"errors", "parse"}),
+    "traffic": frozenset({"errors", "util", "node", "k8s", "trace", "state", "providers"}),
     "plugin": frozenset({"errors", "util", "state", "assertions", "k8s", "providers"}),
     "cli": frozenset(
-        {"errors", "util", "parse", "trace", "node", "etcd", "state", "binaries", "providers", "k8s", "pki"}
+        {
+            "errors",
+            "util",
+            "parse",
+            "trace",
+            "node",
+            "etcd",
+            "state",
+            "binaries",
+            "providers",
+            "k8s",
+            "pki",
+            "traffic",
+        }
     ),
     "__init__": frozenset({"errors"}),
 }

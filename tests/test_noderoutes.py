@@ -147,3 +147,21 @@ def test_agent_writes_cni_config_and_routes_only_when_switched_on(cluster: Clust
     assert again.returncode == 0
     assert conf.stat().st_mtime_ns == mtime
     assert routes()[cidr[worker.name]] == worker.ip
+
+    # the bridge mode (minikube's default CNI): cni0 as the pods' gateway, masquerade, same routes
+    _kubectl(cluster, "apply", "-f", "-", stdin=noderoutes.manifest("bridge").encode())
+    bridged = run_command(argv, env=env, timeout=60, check=False)
+    assert bridged.returncode == 0, bridged.stderr.decode()
+    main = json.loads(conf.read_text())["plugins"][0]
+    assert (main["type"], main["bridge"], main["isGateway"], main["ipMasq"]) == ("bridge", "cni0", True, True)
+    assert main["ipam"]["ranges"] == [[{"subnet": cidr[cluster.control_plane.name]}]]
+    assert routes()[cidr[worker.name]] == worker.ip
+
+
+def test_manifest_modes() -> None:
+    for mode in noderoutes.MODES:
+        [cm] = [d for d in yaml.safe_load_all(noderoutes.manifest(mode)) if d["kind"] == "ConfigMap"]
+        assert cm["data"]["mode"] == mode
+    assert noderoutes.manifest() == noderoutes.MANIFEST
+    with pytest.raises(ValueError, match="expected one of ptp, bridge"):
+        noderoutes.manifest("flannel")

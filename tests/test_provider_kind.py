@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import pytest_k8sstate.providers.docker.engine as docker_engine
-from pytest_k8sstate.errors import ConfigError
+from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.providers.base import ClusterSpec
 from pytest_k8sstate.providers.docker.cli import parse_inspect_lines
 from pytest_k8sstate.providers.kind.config import (
@@ -39,7 +39,7 @@ from pytest_k8sstate.providers.kind.config import (
     node_image,
     render_config,
 )
-from pytest_k8sstate.providers.kind.provider import capabilities_for
+from pytest_k8sstate.providers.kind.provider import KindProvider, capabilities_for
 from pytest_k8sstate.providers.kubeadm import proxy_mode_from_kubeadm_conf
 from pytest_k8sstate.providers.kubeconfig import rewrite_kubeconfig_server
 
@@ -828,3 +828,77 @@ def test_ipvs_in_kernel_and_node_capabilities(tmp_path: Path) -> None:
     assert ipvs_in_kernel(proc, sysmod)
     assert node_capabilities("iptables", ipvs_kernel=True) == BASE_CAPABILITIES
     assert node_capabilities("ipvs", ipvs_kernel=True, extra={"cni"}) == BASE_CAPABILITIES | {"cni", "ipvs"}
+
+
+# --------------------------------------------------------------------------------------------------
+# choosing the CNI (ClusterSpec.cni): what is installed after `kind create`, and what is refused
+# --------------------------------------------------------------------------------------------------
+class _ImageLabel(KindProvider):
+    """Fake boundary: the node image's default-CNI label, as `docker image inspect` would read it (no
+    engine runs in this unit test; the real path runs in the kind stage: tests/findings/test_f26_*.py)."""
+
+    def __init__(self, default: str) -> None:
+        super().__init__(docker_host="unix:///tmp/k8sstate-test-engine.sock")
+        self.default = default
+
+    def _image_default_cni(self, image: str | None) -> str:
+        return self.default
+
+
+@pytest.mark.parametrize(
+    ("image_default", "want", "installed"),
+    [
+        ("ptp", None, None),  # the image's own default: kind applies it
+        ("ptp", "ptp", None),
+        ("ptp", "bridge", "bridge"),  # the agent is there: switched to bridge after create
+        ("kindnet", "kindnet", None),
+        ("kindnet", None, None),
+    ],
+)
+def test_the_cni_is_installed_only_when_it_is_not_the_image_default(
+    image_default: str, want: str | None, installed: str | None
+) -> None:
+    prov = _ImageLabel(image_default)
+    spec = ClusterSpec(name="c1", nodes=0, cni=want)
+    assert prov._cni_to_install(spec, prov.options, "k8sstate/node:x") == installed
+
+
+def test_a_cni_the_image_cannot_run_is_refused_with_the_fix() -> None:
+    with pytest.raises(ProviderError, match=r"CNI 'kindnet' is not available: .*--kindnetd PATH"):
+        _ImageLabel("ptp")._cni_to_install(ClusterSpec(name="c1", cni="kindnet"), KindOptions(), "img")
+    with pytest.raises(ProviderError, match="k8sstate image build --default-cni k8sstate-node-routes"):
+        _ImageLabel("kindnet")._cni_to_install(ClusterSpec(name="c1", cni="bridge"), KindOptions(), "img")
+    with pytest.raises(ConfigError, match="the kind provider cannot use CNI 'flannel'"):
+        _ImageLabel("ptp")._cni_to_install(ClusterSpec(name="c1", cni="flannel"), KindOptions(), "img")
+
+
+def test_cni_capabilities_and_names() -> None:
+    from pytest_k8sstate.providers.kind.provider import cni_name
+
+    assert cni_name("k8sstate-node-routes") == "ptp"
+    assert cni_name("bridge") == "bridge"
+    caps = capabilities_for("iptables", default_cni=True, ipvs_kernel=False, kindnet=False, cni="bridge")
+    assert {"cni", "cni-bridge"} <= caps
+    assert "kindnet" not in caps
+    assert "cni-bridge" not in capabilities_for(
+        "iptables", default_cni=False, ipvs_kernel=False, cni="bridge"
+    )
+
+
+def test_the_oci_runtime_wrapper_is_found_in_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's runtime wrapper lives in scripts/ at the repository root (a path relative to the
+    engine module: it broke once when the module moved one package deeper)."""
+    monkeypatch.delenv("K8SSTATE_OCI_WRAPPER", raising=False)
+    wrapper = docker_engine.find_wrapper()
+    assert wrapper == Path(__file__).resolve().parent.parent / "scripts" / "oci-runtime-wrapper"
+    assert wrapper.is_file()
+    assert os.access(wrapper, os.X_OK)
+
+
+def test_static_capabilities_name_every_cni_so_needs_markers_reach_the_cluster() -> None:
+    """A test marked ``needs("cni-bridge")`` on kind must not be skipped before its cluster exists."""
+    assert {f"cni-{c}" for c in KindProvider.cnis} <= KindProvider.capabilities
+    reason = KindProvider.precheck_capability(
+        "cni-bridge", proxy_mode="iptables", static=frozenset(KindProvider.capabilities)
+    )
+    assert reason is None

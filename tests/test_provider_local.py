@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -424,11 +425,13 @@ def test_reaper_removes_clusters_whose_owner_died(tmp_path: Path, monkeypatch: p
     st.netns = [ns_name]
     st.save()
     netns.create(ns_name)
-    sleeper = subprocess.Popen(["ip", "netns", "exec", ns_name, "sleep", "300"], start_new_session=True)  # noqa: S603
-    st.processes.append(
-        local_state.ProcRecord("sleeper", sleeper.pid, host.proc_start_time(sleeper.pid), ns_name)
-    )
-    st.save()
+    procs = Procs(st)  # recorded (pid, start time, executable) and marked as the provider does
+    rec = procs.start("sleeper", ["sleep", "300"], ns_name)
+    sleeper = procs.popen["sleeper"]
+    loaded = local_state.load_state(st.name)
+    assert loaded is not None
+    assert loaded.processes[0].pid == rec.pid > 0
+    assert loaded.processes[0].exe == os.path.realpath(shutil.which("sleep") or "sleep")
     # a cluster whose owner lives (this process) is kept
     keep = local_state.claim(
         f"rk{os.getpid() % 100000}",

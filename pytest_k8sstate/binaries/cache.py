@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.binaries.versions import COMPONENT_BINARIES, Versions, component_of
-from pytest_k8sstate.errors import BinaryError
+from pytest_k8sstate.errors import BinaryError, ConfigError
 from pytest_k8sstate.util.files import atomic_write_json, cache_dir
+from pytest_k8sstate.util.inputs import read_input
 from pytest_k8sstate.util.poll import wait_until
 
 __all__ = [
@@ -88,16 +89,29 @@ class Manifest:
         self.changed = False
 
     def _read(self) -> dict[str, Any]:
+        """The manifest, checked; an unreadable or malformed one is ignored with one warning naming it
+        (its entries are recomputed from the files). Bounded: at most :data:`MANIFEST_MAX_BYTES`, a regular
+        file, and only the schema's flat entries are kept (a deeply nested file cannot crash a later save)."""
         try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
+            raw = read_input(str(self.path), "binaries manifest", limit=MANIFEST_MAX_BYTES)
+        except ConfigError as exc:
+            if not self.path.exists() and not self.path.is_symlink():
+                return {"binaries": {}}
+            log.warning("ignoring %s; entries will be recomputed", exc)
             return {"binaries": {}}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s (%s); entries will be recomputed", self.path, exc)
+        problem: str | None
+        try:
+            data = json.loads(raw)
+        except RecursionError:
+            problem = "JSON nested too deeply"
+        except ValueError as exc:
+            problem = f"not valid JSON: {str(exc)[:100]}"
+        else:
+            problem = _manifest_problem(data)
+        if problem is not None:
+            log.warning("ignoring %s (%s); entries will be recomputed", self.path, problem)
             return {"binaries": {}}
-        if not isinstance(data, dict) or not isinstance(data.get("binaries"), dict):
-            return {"binaries": {}}
-        return data
+        return {"binaries": dict(data["binaries"])}
 
     def entry(self, name: str) -> dict[str, Any] | None:
         entry = self.data["binaries"].get(name)
@@ -158,6 +172,36 @@ class Manifest:
         if self.changed:
             atomic_write_json(self.path, self.data, indent=2)
             self.changed = False
+
+
+MANIFEST_MAX_BYTES = 16 << 20
+# manifest entry field → accepted types (every field optional; anything else makes the manifest malformed)
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "source": (str,),
+    "detail": (str,),
+    "sha256": (str,),
+    "size": (int,),
+    "installed_at": (str,),
+    "seconds": (int, float),
+}
+
+
+def _manifest_problem(data: Any) -> str | None:
+    """Why ``data`` is not a manifest (``{"binaries": {name: {field: scalar}}}``), or None."""
+    if not isinstance(data, dict) or not isinstance(data.get("binaries"), dict):
+        return 'expected an object with "binaries": {name: entry}'
+    for name, entry in data["binaries"].items():
+        if not isinstance(entry, dict):
+            return f"binaries.{name}: expected an object"
+        for key, value in entry.items():
+            types = _ENTRY_FIELDS.get(key)
+            if types is None:
+                return f"binaries.{name}.{key}: unknown field"
+            if not isinstance(value, types) or isinstance(value, bool):
+                return f"binaries.{name}.{key}: expected {types[0].__name__}, got {type(value).__name__}"
+            if isinstance(value, int | float) and not 0 <= value < 2**63:
+                return f"binaries.{name}.{key}: expected a non-negative number below 2**63"
+    return None
 
 
 # --- lookups ---

@@ -22,8 +22,10 @@ from typing import IO
 
 from pytest_k8sstate.binaries.cache import build_dir, log_path, temp_path, version_dir
 from pytest_k8sstate.binaries.gomod import (
+    AGNHOST_PACKAGE,
     ETCD_MAIN_GO,
     ETCD_TOOLS_GO,
+    agnhost_wrapper_files,
     crictl_wrapper_files,
     etcd_wrapper_gomod,
     kubernetes_ldflags,
@@ -358,8 +360,11 @@ class _Build:
         what = f"{self.component} {self.version}"
         _prepare_wrapper(self.bdir, files, go=self.go, log_path=self.log, what=what)
 
-    def go_build(self, name: str, pkg: str, origin: str, ldflags: str = "-s -w") -> None:
-        """``go build -trimpath PKG`` in the wrapper module, installed as ``name``."""
+    def go_build(
+        self, name: str, pkg: str, origin: str, ldflags: str = "-s -w", env: Mapping[str, str] | None = None
+    ) -> None:
+        """``go build -trimpath PKG`` in the wrapper module, installed as ``name`` (``env`` added to
+        :func:`go_env`)."""
 
         def make(tmp: Path) -> None:
             run_logged(
@@ -367,6 +372,7 @@ class _Build:
                 cwd=self.bdir,
                 log_path=self.log,
                 what=f"{name} {self.version}",
+                env={**go_env(), **(env or {})},
             )
 
         self.timed(name, f"go build {pkg} ({origin})", make)
@@ -402,6 +408,16 @@ class _Build:
         for name in names:
             self.go_build(name, pkgs[name], f"etcd {self.version}")
 
+    def agnhost(self) -> None:
+        """agnhost from the k8s.io/kubernetes module, static (``CGO_ENABLED=0``, as upstream's image build):
+        it runs FROM scratch in the workload image and is copied into kind nodes."""
+        self.say("agnhost", "preparing the wrapper module (go mod download + tidy)…")
+        info = module_info("k8s.io/kubernetes", self.version, go=self.go, cache=self.cache)
+        source = f"{info.gomod} (k8s.io/kubernetes@{self.version} go.mod)"
+        self.prepare(agnhost_wrapper_files(info.gomod.read_text(errors="replace"), self.version, source))
+        origin = f"k8s.io/kubernetes {self.version}, CGO_ENABLED=0"
+        self.go_build("agnhost", AGNHOST_PACKAGE, origin, env={"CGO_ENABLED": "0"})
+
     def crictl(self) -> None:
         self.say("crictl", "preparing the wrapper module (go mod tidy)…")
         self.prepare(crictl_wrapper_files(self.version))
@@ -428,5 +444,7 @@ def build_component(
         build.etcd(names)
     elif component == "crictl":
         build.crictl()
+    elif component == "agnhost":
+        build.agnhost()
     else:
         build.go_install(names[0], _GO_INSTALL_PACKAGES[component])

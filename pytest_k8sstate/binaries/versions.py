@@ -25,6 +25,9 @@ DEFAULT_KIND_VERSION = "v0.33.0"
 # (v1.37.0 answers 403 "This module version is not available", checked 2026-11-22).
 DEFAULT_COREDNS_VERSION = "v1.14.6"
 DEFAULT_CRICTL_VERSION = "v1.36.0"
+# agnhost (upstream's e2e test workload, k8s.io/kubernetes/test/images/agnhost): built from the same
+# k8s.io/kubernetes module version as the cluster, on demand only (the traffic package's workload image).
+DEFAULT_AGNHOST_VERSION = DEFAULT_KUBERNETES_VERSION
 
 KUBERNETES_BINARIES: tuple[str, ...] = (
     "kube-apiserver",
@@ -42,12 +45,13 @@ COMPONENT_BINARIES: dict[str, tuple[str, ...]] = {
     "kind": ("kind",),
     "coredns": ("coredns",),
     "crictl": ("crictl",),
+    "agnhost": ("agnhost",),
 }
 BINARY_COMPONENT: dict[str, str] = {b: c for c, bs in COMPONENT_BINARIES.items() for b in bs}
 DEFAULT_BINARIES: tuple[str, ...] = (*KUBERNETES_BINARIES, "etcd", "etcdctl", "kwok", "kind")
 ALL_BINARIES: tuple[str, ...] = tuple(BINARY_COMPONENT)
 # Small first: the local provider needs etcd and kwok long before a cold Kubernetes build finishes.
-INSTALL_ORDER = ("etcd", "kwok", "kind", "crictl", "coredns", "kubernetes")
+INSTALL_ORDER = ("etcd", "kwok", "kind", "crictl", "coredns", "kubernetes", "agnhost")
 
 _VERSION_RE = re.compile(
     r"v?(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})(-[0-9A-Za-z][0-9A-Za-z.-]{0,40})?"
@@ -87,6 +91,7 @@ class Versions:
     kind: str = DEFAULT_KIND_VERSION
     coredns: str = DEFAULT_COREDNS_VERSION
     crictl: str = DEFAULT_CRICTL_VERSION
+    agnhost: str = DEFAULT_AGNHOST_VERSION
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -108,6 +113,7 @@ class Versions:
         kind: str | None = None,
         coredns: str | None = None,
         crictl: str | None = None,
+        agnhost: str | None = None,
     ) -> Versions:
         """Defaults, overridden by ``K8SSTATE_<COMPONENT>_VERSION`` in ``env``, overridden by arguments."""
         environ = os.environ if env is None else env
@@ -118,6 +124,7 @@ class Versions:
             "kind": kind,
             "coredns": coredns,
             "crictl": crictl,
+            "agnhost": agnhost,
         }
         chosen: dict[str, str] = {}
         for f in fields(cls):

@@ -1,7 +1,8 @@
 """``k8sstate binaries install|list|path``: the pinned binaries from the command line.
 
 The CLI module calls :func:`add_cli(subparsers)`; every subcommand sets ``func(args) -> int``. Errors print
-one line ``k8sstate: error: …`` and exit 2 for bad input (:class:`ConfigError`), 1 otherwise.
+one line ``k8sstate: error: …`` and exit 2 (bad input, or a binary that is missing and could not be
+installed — as the README promises).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pytest_k8sstate.binaries import (
     list_cached,
     normalize_version,
 )
+from pytest_k8sstate.cli.main import print_error
 from pytest_k8sstate.errors import BinaryError, ConfigError
 from pytest_k8sstate.util.files import cache_dir
 
@@ -51,8 +53,8 @@ def _versions_from(args: argparse.Namespace) -> Versions:
 
 
 def _fail(exc: Exception) -> int:
-    print(f"k8sstate: error: {exc}", file=sys.stderr)
-    return 2 if isinstance(exc, ConfigError) else 1
+    print_error(exc)
+    return 2
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
@@ -107,7 +109,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
             f"run `k8sstate binaries install --components {args.name}`",
             file=sys.stderr,
         )
-        return 1
+        return 2
     print(found)
     return 0
 
@@ -141,7 +143,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     _add_version_args(lst)
     lst.set_defaults(func=_cmd_list)
 
-    path = sub.add_parser("path", help="print the cached path of a binary (exit 1 when not installed)")
+    path = sub.add_parser("path", help="print the cached path of a binary (exit 2 when not installed)")
     path.add_argument("name", choices=ALL_BINARIES, metavar="NAME", help=", ".join(ALL_BINARIES))
     _add_version_args(path)
     path.set_defaults(func=_cmd_path)

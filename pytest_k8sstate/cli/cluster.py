@@ -4,13 +4,15 @@ The CLI module calls :func:`add_cli(subparsers)`; every subcommand sets ``func(a
 Contract spellings::
 
     k8sstate cluster create --provider local --name N [--nodes K] [--proxy-mode iptables|nftables|ipvs]
+        [--cni ptp|bridge|kindnet]
                             [--kubeconfig PATH] [--version V]
     k8sstate cluster delete --name N [--provider P]
     k8sstate cluster list [--provider P]
     k8sstate node exec --cluster N --node NODE [--provider P] -- CMD...
     k8sstate snapshot --cluster N -o FILE        (the ``snapshot`` command calls snapshot_cluster(args))
 
-Errors the user can fix print one line (``k8sstate: error: …``) and exit 2 for bad input, 1 otherwise.
+Errors print one line (``k8sstate: error: …``) and exit 2 for bad input (a malformed file, a bad option)
+or a snapshot that captured nothing, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
-from pytest_k8sstate.providers.base import PROXY_MODES, Cluster, ClusterSpec, Provider
+from pytest_k8sstate.cli.main import print_error
+from pytest_k8sstate.errors import CaptureError, ConfigError, K8sStateError, ParseError, ProviderError
+from pytest_k8sstate.providers.base import CNIS, PROXY_MODES, Cluster, ClusterSpec, Provider
 from pytest_k8sstate.providers.registry import get_provider
 
 __all__ = ["add_cli", "find_cluster", "snapshot_cluster"]
@@ -37,11 +40,11 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except ConfigError as exc:
-            print(f"k8sstate: error: {exc}", file=sys.stderr)
+        except (ConfigError, ParseError, CaptureError) as exc:  # bad input / nothing captured
+            print_error(exc)
             return 2
         except K8sStateError as exc:
-            print(f"k8sstate: error: {exc}", file=sys.stderr)
+            print_error(exc)
             return 1
 
     run.__name__ = fn.__name__
@@ -83,11 +86,13 @@ def cluster_create(args: argparse.Namespace) -> int:
         name=args.name,
         nodes=args.nodes,
         proxy_mode=args.proxy_mode,
+        cni=args.cni,
         version=args.version,
         kubeconfig_out=Path(args.kubeconfig) if args.kubeconfig else None,
         persistent=True,
     )
     prov = get_provider(args.provider)
+    prov.check_cni(spec.cni)
     cluster = prov.create(spec)
     kubeconfig = spec.kubeconfig_out or cluster.kubeconfig
     print(
@@ -151,6 +156,8 @@ def node_exec(args: argparse.Namespace) -> int:
 def snapshot_cluster(args: argparse.Namespace) -> int:
     """``k8sstate snapshot --cluster N -o FILE [--label L] [--include-secrets] [--provider P]``."""
 
+    from pytest_k8sstate.cli.state import check_captured, warn_partial
+
     @_guard
     def run(a: argparse.Namespace) -> int:
         out = getattr(a, "output", None) or getattr(a, "o", None)
@@ -162,7 +169,9 @@ def snapshot_cluster(args: argparse.Namespace) -> int:
             getattr(a, "label", None) or "snapshot",
             include_secrets=bool(getattr(a, "include_secrets", False)),
         )
+        check_captured(snap)
         snap.save(Path(out))
+        warn_partial(snap)
         keys = len(snap.etcd.entries) if snap.etcd is not None else 0
         print(
             f"snapshot of {cluster.name!r}: {keys} etcd keys, {len(snap.nodes)} nodes "
@@ -184,6 +193,12 @@ def add_cli(subparsers: Any) -> None:
     c.add_argument("--name", required=True, help="cluster name (1-32 of a-z, 0-9, '-')")
     c.add_argument("--nodes", type=int, default=2, help="worker nodes besides the control plane (default 2)")
     c.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables", help="kube-proxy mode")
+    c.add_argument(
+        "--cni",
+        choices=CNIS,
+        default=None,
+        help="pod network (kind: ptp, bridge or kindnet; default: the node image's own; local has none)",
+    )
     c.add_argument("--kubeconfig", help="also write the admin kubeconfig to PATH")
     c.add_argument("--version", help="Kubernetes version (default: the pinned one)")
     c.set_defaults(func=cluster_create)

@@ -16,14 +16,19 @@ from collections.abc import Callable, Sequence
 
 from pytest_k8sstate.errors import K8sStateError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "one_line", "print_error"]
 
 PROG = "k8sstate"
 
 # the command groups of this package, in help order
 CORE = ("pytest_k8sstate.cli.trace", "pytest_k8sstate.cli.state")
 # modules that add their own sub-command groups: ``add_cli(subparsers)``
-EXTENSIONS = ("pytest_k8sstate.cli.binaries", "pytest_k8sstate.cli.cluster", "pytest_k8sstate.cli.image")
+EXTENSIONS = (
+    "pytest_k8sstate.cli.binaries",
+    "pytest_k8sstate.cli.cluster",
+    "pytest_k8sstate.cli.image",
+    "pytest_k8sstate.cli.probe",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,8 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+MAX_ERROR_LINE = 1000
+"""Characters of an error message printed (a 10 MB chain name must not make a 10 MB error line)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one bounded line (whitespace runs folded, at most :data:`MAX_ERROR_LINE` characters)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_ERROR_LINE:
+        text = text[: MAX_ERROR_LINE - 40] + f"... ({len(text)} characters)"
+    return text
+
+
+def print_error(exc: BaseException) -> None:
+    """The one line every command prints for an error: ``k8sstate: error: <message>``."""
+    print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Handler = args.func
         return int(func(args))
     except K8sStateError as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print_error(exc)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -10,11 +10,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_k8sstate.errors import ConfigError
+from pytest_k8sstate.errors import CaptureError, ConfigError
 
-__all__ = ["add_cli"]
+if TYPE_CHECKING:
+    from pytest_k8sstate.state import Snapshot
+
+__all__ = ["add_cli", "check_captured", "warn_partial"]
+
+_NETNS_DIR = Path("/run/netns")
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -62,6 +67,11 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
             cert=Path(args.etcd_cert) if args.etcd_cert else None,
             key=Path(args.etcd_key) if args.etcd_key else None,
         )
+    for name in args.netns or ():
+        if not _netns_exists(name):
+            raise ConfigError(
+                f"--netns {name}: no such network namespace (not in {_NETNS_DIR}); `ip netns list` shows them"
+            )
     nodes: list[NodeExec] = [NetnsExec(name) for name in args.netns or ()]
     if args.local_node:
         nodes.append(LocalExec())
@@ -78,13 +88,43 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
         include_secrets=args.include_secrets,
         ipvs=not args.no_ipvs,
     )
+    check_captured(snap)
     path = snap.save(args.output)
     n_keys = len(snap.etcd.entries) if snap.etcd is not None else 0
     print(f"wrote {path}: {n_keys} etcd keys, {len(snap.nodes)} node(s)")
+    warn_partial(snap)
+    return 0
+
+
+def _netns_exists(name: str) -> bool:
+    """``ip netns add NAME`` made ``/run/netns/NAME`` (a plain file name: no ``/``, at most 255 bytes)."""
+    if (
+        not name
+        or "/" in name
+        or name in (".", "..")
+        or "\0" in name
+        or len(name.encode(errors="replace")) > 255
+    ):
+        return False
+    try:
+        return (_NETNS_DIR / name).exists()
+    except OSError:
+        return False
+
+
+def check_captured(snap: Snapshot) -> None:
+    """A node of which every part failed is an error (nothing is written): one line naming the node."""
+    for name, ns in snap.nodes.items():
+        if ns.captured_nothing():
+            first = next(iter(ns.errors.values()))
+            raise CaptureError(f"node {name}: nothing captured (every part failed); first error: {first}")
+
+
+def warn_partial(snap: Snapshot) -> None:
+    """One warning line per part that failed on a node whose other parts were captured."""
     for name, ns in snap.nodes.items():
         for part, err in (ns.errors or {}).items():
             print(f"warning: node {name}: {part} not captured: {err}", file=sys.stderr)
-    return 0
 
 
 def add_cli(subparsers: Any) -> None:

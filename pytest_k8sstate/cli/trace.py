@@ -5,24 +5,42 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import sys
+import re
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, cast
 
-from pytest_k8sstate.errors import ConfigError, ParseError
+from pytest_k8sstate.errors import ParseError, TraceError
+from pytest_k8sstate.util.inputs import read_input
 
 __all__ = ["add_cli"]
 
 
-def read_text(path: str) -> str:
-    """The text of ``path`` (``-``: stdin); an unreadable file is a :class:`ConfigError` naming it."""
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+def read_text(path: str, what: str = "rule dump") -> str:
+    """The text of ``path`` (``-``: stdin), bounded (:func:`~pytest_k8sstate.util.inputs.read_input`:
+    a regular file or ``-``, at most ``$K8SSTATE_MAX_INPUT_BYTES``); a ConfigError naming it otherwise."""
+    return read_input(path, what).decode("utf-8", errors="replace")
+
+
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _dst(text: str) -> tuple[str, int]:
+    """``--dst IPv4:PORT``, strictly: ASCII digits only, port 1–65535 (no sign, space or ``_``)."""
+    from pytest_k8sstate.trace import parse_hostport
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
+        raise ParseError("--dst", None, "IPv4:PORT such as 10.96.0.10:53", text)
+    return parse_hostport(f"{_ipv4(host, '--dst')}:{int(port)}", what="--dst")
+
+
+def _check_family(dnat: str | None, packet_dst: str, source: str) -> None:
+    """An IPv4 packet DNATed to an IPv6 address is a rule set error, not an outcome."""
+    if dnat is not None and (dnat.startswith("[") or dnat.count(":") > 1):
+        raise TraceError(
+            f"{source}: the IPv4 packet to {packet_dst} is DNATed to the IPv6 destination {dnat!r}; "
+            "a DNAT cannot change the address family (check the rule's --to-destination / dnat to)"
+        )
 
 
 def _ipv4(text: str, option: str) -> str:
@@ -40,10 +58,10 @@ def _fmt_prob(p: Fraction) -> str:
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from pytest_k8sstate.trace import Packet, Proto, parse_hostport, trace
+    from pytest_k8sstate.trace import Packet, Proto, trace
 
     # validate the cheap arguments before reading (maybe large) dumps
-    host, port = parse_hostport(args.dst, what="--dst")
+    host, port = _dst(args.dst)
     kwargs: dict[str, Any] = {"local_ips": frozenset(_ipv4(ip, "--local-ip") for ip in args.local_ip or ())}
     if args.src is not None:
         kwargs["src"] = _ipv4(args.src, "--src")
@@ -52,14 +70,21 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         from pytest_k8sstate.parse.iptables import parse_iptables_save
 
         src = "<stdin>" if args.iptables_save == "-" else args.iptables_save
-        ruleset = parse_iptables_save(read_text(args.iptables_save), source=src)
+        ruleset = parse_iptables_save(read_text(args.iptables_save, "iptables-save dump"), source=src)
     else:
         from pytest_k8sstate.parse.nft import parse_nft_json
 
         src = "<stdin>" if args.nft_json == "-" else args.nft_json
-        ruleset = parse_nft_json(read_text(args.nft_json), source=src)
+        ruleset = parse_nft_json(read_text(args.nft_json, "`nft -j list ruleset` dump"), source=src)
     packet = Packet(host, port, cast(Proto, args.proto), **kwargs)
-    result = trace(ruleset, packet)
+    try:
+        result = trace(ruleset, packet)
+    except TraceError as exc:  # every trace error names the dump it came from
+        if src in str(exc):
+            raise
+        raise TraceError(f"{src}: {exc}") from exc
+    for o in result.outcomes:
+        _check_family(o.dnat, f"{packet.dst}:{packet.dport}", src)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

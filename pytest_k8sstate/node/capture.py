@@ -75,6 +75,11 @@ class NodeState:
     routes: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
+    def captured_nothing(self) -> bool:
+        """True when every part that was tried failed (IPVS may be absent): the node state is empty."""
+        tried = [p for p in ALL_PARTS if p != "ipvs"]
+        return bool(self.errors) and all(p in self.errors for p in tried)
+
     @property
     def local_ips(self) -> frozenset[str]:
         """The node's IPv4 addresses (for ``Packet(local_ips=...)``)."""
@@ -113,6 +118,12 @@ class NodeState:
             raise ParseError(
                 "node state JSON", None, "a NodeState object (to_json output)", repr(exc)
             ) from exc
+
+
+def _clip(msg: str, limit: int = 2000) -> str:
+    """One bounded line (a 10 MB chain name in an error must not make a 10 MB message)."""
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 @dataclass
@@ -244,7 +255,7 @@ def collect_node(
             continue
         if r.rc != 0:
             tail = r.stderr.decode("utf-8", "replace").strip().splitlines()
-            state.errors[p] = (
+            state.errors[p] = _clip(
                 f"`{cmd}` exited {r.rc} on node {node}: {tail[-1] if tail else '(no stderr)'}; "
                 f"check that {argv[0]} works there (root / CAP_NET_ADMIN, kernel modules)"
             )
@@ -253,7 +264,19 @@ def collect_node(
         try:
             value = _PARSERS[p](r.stdout, src)
         except K8sStateError as exc:
-            state.errors[p] = f"could not parse `{cmd}` output from node {node}: {exc}"
+            state.errors[p] = _clip(f"could not parse `{cmd}` output from node {node}: {exc}")
+            continue
+        except (RecursionError, MemoryError) as exc:
+            state.errors[p] = (
+                f"could not parse `{cmd}` output from node {node}: {type(exc).__name__} "
+                "(the output is nested too deeply or too large to parse)"
+            )
+            continue
+        except Exception as exc:
+            state.errors[p] = _clip(
+                f"could not parse `{cmd}` output from node {node}: {type(exc).__name__}: {exc} "
+                "(a pytest-k8sstate parser bug: please report it with the output)"
+            )
             continue
         setattr(state, p, value)
     return state

@@ -246,6 +246,8 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
                     raise err(f"no value after {name}", spec)
             elif len(values) != 1:
                 raise err(f"one value after {name}", spec)
+            elif not values[0].isascii():
+                raise err(f"an ASCII value after {name} (addresses and names are ASCII)", values[0])
             basic.append(Opt(short, tuple(values), neg))
         elif cur is not None:
             cur.append(Opt(name, tuple(values), neg))
@@ -544,7 +546,14 @@ class IptablesRuleset:
                     source=source,
                 )
                 rules = ch.rules
-                for item in c["rules"]:
+                for k, item in enumerate(c["rules"]):
+                    if (
+                        not isinstance(item, list)
+                        or len(item) not in (2, 4)
+                        or not isinstance(item[1], str)
+                        or not all(type(x) is int and x >= 0 for x in item[:1] + item[2:])
+                    ):
+                        raise TypeError(f"tables.{tname}.{cname}.rules[{k}]: [line, spec(, packets, bytes)]")
                     counters = (int(item[2]), int(item[3])) if len(item) == 4 else None
                     rules.append(Rule(ch.name, str(item[1]), int(item[0]), counters, source))
                 t.chains[ch.name] = ch
@@ -628,11 +637,9 @@ _DECL_RE = re.compile(r"^:([^\s\[]+) (ACCEPT|DROP|QUEUE|RETURN|-) \[([0-9]{1,20}
 # A run of consecutive rule lines of one chain ("[P:B] -A NAME ..." or "-A NAME ..."), matched in C.
 _RULE_START = r"(?:\[[0-9]{1,20}:[0-9]{1,20}\] )?-A "
 _BLOCK = _RULE_START + r"(\S+)(?: .*)?\n(?:" + _RULE_START + r"\{n}(?: .*)?\n)*"
-# Other lines, then a block: the lookahead is exactly "this line starts a block", so every line is
-# either in a gap or in a block and findall's matches are contiguous (only the tail is left over).
-_SECTION_RE = re.compile(
-    r"^((?:(?!" + _RULE_START + r"\S+[ \n]).*\n)*)(" + _BLOCK.replace("{n}", "3") + ")", re.M
-)
+# A block starts only at a line start: finditer tries each position once and fails at once unless the
+# line starts with "-A " or "[", so finding every block is linear; the text between blocks is other lines.
+_BLOCK_RE = re.compile(r"^" + _BLOCK.replace("{n}", "1"), re.M)
 
 
 class _Reader:
@@ -756,21 +763,23 @@ def parse_iptables_save(text: str | bytes, source: str = "iptables-save") -> Ipt
 def _read(text: str, source: str) -> IptablesRuleset:
     rd = _Reader(source)
     lineno = 1
-    done = 0  # characters consumed: findall's matches are contiguous from 0 (see _SECTION_RE)
+    done = 0  # characters consumed: the gap before each block, then the block
     chains = rd.chains
-    for gap, block, cname in _SECTION_RE.findall(text):
-        if gap:
+    for m in _BLOCK_RE.finditer(text):
+        start = m.start()
+        if start > done:
+            gap = text[done:start]
             rd.other_lines(gap[:-1], lineno)
             lineno += gap.count("\n")
-            done += len(gap)
             chains = rd.chains
+        block, cname = m.group(0), m.group(1)
         ch = chains.get(cname)
         if ch is None:
             rd.add_block(cname, block, lineno, block[: block.find("\n")])  # raises the right error
         else:
             ch._blocks.append((block, lineno))
         lineno += block.count("\n")
-        done += len(block)
+        done = m.end()
     if done < len(text):
         tail = text[done:-1]
         rd.other_lines(tail, lineno)

@@ -22,7 +22,7 @@ _PROTO_FLAG.update({"--sctp-service": "SCTP", "-f": "FWM", "--fwmark-service": "
 _FWD_FLAG = {"-m": "Masq", "--masquerading": "Masq", "-g": "Route", "--gatewaying": "Route"}
 _FWD_FLAG.update({"-i": "Tunnel", "--ipip": "Tunnel"})
 _FORWARDS = frozenset({"Masq", "Route", "Tunnel", "Local"})
-_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d{1,5})$")
+_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})$")
 
 
 @dataclass
@@ -89,8 +89,8 @@ def _hostport(text: str, source: str, lineno: int) -> tuple[str, int]:
 
 
 def _int(tok: str, what: str, source: str, lineno: int) -> int:
-    if not tok.isdigit():
-        raise ParseError(source, lineno, f"a number for {what}", tok)
+    if not (tok.isascii() and tok.isdigit() and len(tok) <= 20):
+        raise ParseError(source, lineno, f"an ASCII decimal number for {what}", tok)
     return int(tok)
 
 

@@ -10,7 +10,9 @@ concatenated part, e.g. ``("172.30.0.10", "tcp", "80")``; ``value``: the map's d
 ``"goto service-…"``) so that lookups and diffs don't depend on nft's JSON shape for elements.
 
 Malformed input raises :class:`~pytest_k8sstate.errors.ParseError` naming the JSON path
-(``nftables[12].rule.expr[3]``).
+(``nftables[12].rule.expr[3]``); so does JSON nested deeper than :data:`MAX_NESTING` (64) levels in a
+rule, a set/map type or an element (raise the constant to lift the cap). :meth:`NftRuleset.from_json`
+checks every field's type and names its path (``tables[0].sets[1].elements[3].key``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import ParseError
+from pytest_k8sstate.parse.nftcheck import MAX_NESTING, JsonContext, check_ruleset_json
 
 __all__ = [
+    "MAX_NESTING",
     "NftChain",
     "NftElement",
     "NftRule",
@@ -244,14 +248,14 @@ class NftRuleset:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Self:
-        try:
-            rs = cls(source=str(d["source"]), other=list(d["other"]))
-            for td in d["tables"]:
-                t = NftTable.from_json(td)
-                rs.tables[(t.family, t.name)] = t
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ParseError("nft JSON", None, "an NftRuleset object (to_json output)", repr(exc)) from exc
+    def from_json(cls, d: dict[str, Any], *, source: str = "nft JSON") -> Self:
+        """Load :meth:`to_json` output; every field's type is checked here (ParseError naming its
+        path, e.g. ``tables[0].sets[1].elements[3].key[0]``), so a bad file never fails later."""
+        check_ruleset_json(d, source)
+        rs = cls(source=d["source"], other=list(d["other"]))
+        for td in d["tables"]:
+            t = NftTable.from_json(td)
+            rs.tables[(t.family, t.name)] = t
         return rs
 
 
@@ -455,14 +459,7 @@ def _parse_element(raw: Any, is_map: bool) -> NftElement:
     return NftElement(_elem_key_parts(key), value, comment)
 
 
-class _Ctx:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def err(self, path: str, expected: str, got: Any = None) -> ParseError:
-        shown = None if got is None else (got if isinstance(got, str) else _s(got))
-        return ParseError(self.source, None, f"{expected} at {path}", shown)
-
+class _Ctx(JsonContext):
     def str_field(self, d: dict[str, Any], key: str, path: str) -> str:
         v = d.get(key)
         if not isinstance(v, str):
@@ -546,11 +543,9 @@ def parse_nft_json(
             for j, x in enumerate(expr):
                 if not isinstance(x, dict) or len(x) != 1:
                     raise ctx.err(f"{path}.expr[{j}]", "an object with exactly one key", x)
+            ctx.check_depth(expr, f"{path}.expr")
             comment = ctx.opt_str(body, "comment", path)
-            try:
-                text = render_rule(expr, comment)
-            except RecursionError as exc:
-                raise ctx.err(f"{path}.expr", "expressions nested less deeply") from exc
+            text = render_rule(expr, comment)
             ch.rules.append(NftRule(cname, ctx.opt_int(body, "handle", path), expr, comment, text))
         elif kind in ("set", "map"):
             t = _table_of(rs, ctx, body, path)
@@ -559,6 +554,7 @@ def parse_nft_json(
             if not (isinstance(typ, str) or (isinstance(typ, list) and all(isinstance(x, str) for x in typ))):
                 raise ctx.err(f"{path}.type", "a type name or a list of type names", typ)
             mtype = body.get("map")
+            ctx.check_depth(mtype, f"{path}.map")
             if kind == "map" and mtype is None:
                 raise ctx.err(f"{path}.map", "the map's data type")
             mstr = None if mtype is None else (mtype if isinstance(mtype, str) else render_expr(mtype))
@@ -586,6 +582,7 @@ def parse_nft_json(
             st2.elements.extend(_elements(ctx, body.get("elem", []), st2.is_map, f"{path}.elem"))
             st2.invalidate()
         else:
+            ctx.check_depth(item, path)
             rs.other.append(item)
     return rs
 
@@ -595,12 +592,11 @@ def _elements(ctx: _Ctx, raw: Any, is_map: bool, path: str) -> list[NftElement]:
         raise ctx.err(path, "a list of elements", raw)
     out = []
     for k, e in enumerate(raw):
+        ctx.check_depth(e, f"{path}[{k}]")
         try:
             out.append(_parse_element(e, is_map))
         except ValueError as exc:
             raise ctx.err(f"{path}[{k}]", str(exc), e) from exc
-        except RecursionError as exc:
-            raise ctx.err(f"{path}[{k}]", "an element nested less deeply") from exc
     return out
 
 

@@ -81,6 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput else "main"
     config.stash[POOL_KEY] = ClusterPool(settings, worker=worker, log=_terminal_logger(config))
+    # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
+    from pytest_k8sstate.providers.host import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
 
 
 def _set_assertion_verbosity(level: int) -> None:

@@ -16,8 +16,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from pytest_k8sstate.providers.base import CNIS as CNIS
+
+_D = TypeVar("_D", str, None)
 
 PROVIDERS = ("local", "kind", "minikube", "existing")
 PROXY_MODES = ("iptables", "nftables", "ipvs")
@@ -38,6 +43,10 @@ HELP_PROVIDER = (
 )
 HELP_NODES = f"number of worker nodes besides the control-plane node (default {DEFAULT_NODES})"
 HELP_PROXY_MODE = f"kube-proxy mode: {', '.join(PROXY_MODES)} (default {DEFAULT_PROXY_MODE})"
+HELP_CNI = (
+    f"pod network (CNI) of the cluster: {', '.join(CNIS)} (default: the provider's own; kind: the node "
+    "image's default CNI; local has none: kwok assigns pod IPs)"
+)
 HELP_VERSION = "Kubernetes version of the cluster, e.g. 1.37.0 (default: the provider's pinned version)"
 HELP_KEEP_CLUSTER = "keep the clusters at the end of the session (prints how to reuse and delete them)"
 HELP_REUSE_CLUSTER = (
@@ -86,6 +95,7 @@ class _Option:
 OPT_PROVIDER = _Option("k8s-provider", "K8SSTATE_PROVIDER", HELP_PROVIDER, "NAME")
 OPT_NODES = _Option("k8s-nodes", "K8SSTATE_NODES", HELP_NODES, "N")
 OPT_PROXY_MODE = _Option("k8s-proxy-mode", "K8SSTATE_PROXY_MODE", HELP_PROXY_MODE, "MODE")
+OPT_CNI = _Option("k8s-cni", "K8SSTATE_CNI", HELP_CNI, "NAME")
 OPT_VERSION = _Option("k8s-version", "K8SSTATE_KUBERNETES_VERSION", HELP_VERSION, "VERSION")
 OPT_KEEP_CLUSTER = _Option("k8s-keep-cluster", "K8SSTATE_KEEP_CLUSTER", HELP_KEEP_CLUSTER)
 OPT_REUSE_CLUSTER = _Option("k8s-reuse-cluster", "K8SSTATE_REUSE_CLUSTER", HELP_REUSE_CLUSTER, "NAME")
@@ -97,6 +107,7 @@ OPTIONS = (
     OPT_PROVIDER,
     OPT_NODES,
     OPT_PROXY_MODE,
+    OPT_CNI,
     OPT_VERSION,
     OPT_KEEP_CLUSTER,
     OPT_REUSE_CLUSTER,
@@ -114,6 +125,7 @@ class Settings:
     provider: str = DEFAULT_PROVIDER
     nodes: int = DEFAULT_NODES
     proxy_mode: str = DEFAULT_PROXY_MODE
+    cni: str | None = None
     version: str | None = None
     keep_cluster: bool = False
     reuse_cluster: str | None = None
@@ -171,8 +183,8 @@ def _bad(opt: _Option, raw: _Raw, expected: str) -> pytest.UsageError:
 
 
 def _choice(
-    config: pytest.Config, opt: _Option, env: Mapping[str, str], choices: tuple[str, ...], default: str
-) -> str:
+    config: pytest.Config, opt: _Option, env: Mapping[str, str], choices: tuple[str, ...], default: _D
+) -> str | _D:
     raw = _lookup(config, opt, env)
     if raw is None:
         return default
@@ -209,6 +221,7 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
     env = os.environ if env is None else env
     provider = _choice(config, OPT_PROVIDER, env, PROVIDERS, DEFAULT_PROVIDER)
     proxy_mode = _choice(config, OPT_PROXY_MODE, env, PROXY_MODES, DEFAULT_PROXY_MODE)
+    cni = _choice(config, OPT_CNI, env, CNIS, None)
 
     nodes = DEFAULT_NODES
     raw = _lookup(config, OPT_NODES, env)
@@ -264,6 +277,7 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
         provider=provider,
         nodes=nodes,
         proxy_mode=proxy_mode,
+        cni=cni,
         version=version,
         keep_cluster=_bool(config, OPT_KEEP_CLUSTER, env),
         reuse_cluster=reuse,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MARKER_ARGS", "ClusterKey", "ClusterPool", "k8s_config_error"]
 
-MARKER_ARGS = ("provider", "nodes", "proxy_mode", "version", "fresh")
+MARKER_ARGS = ("provider", "nodes", "proxy_mode", "cni", "version", "fresh")
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,16 @@ class ClusterKey:
     nodes: int
     proxy_mode: str
     version: str | None
+    cni: str | None = None
+    """None: the provider's default pod network."""
 
     def describe(self) -> str:
         version = f", Kubernetes {self.version}" if self.version else ""
-        return f"{self.provider}, 1 control plane + {self.nodes} workers, {self.proxy_mode}{version}"
+        cni = f", CNI {self.cni}" if self.cni else ""
+        return f"{self.provider}, 1 control plane + {self.nodes} workers, {self.proxy_mode}{cni}{version}"
 
     def param_id(self) -> str:
-        parts = [self.provider, f"{self.nodes}w", self.proxy_mode]
+        parts = [self.provider, f"{self.nodes}w", self.proxy_mode, *([self.cni] if self.cni else [])]
         if self.version:
             parts.append(self.version)
         return "k8s-" + "-".join(parts)
@@ -89,7 +92,7 @@ class ClusterPool:
     # keys ------------------------------------------------------------------------------------------------
     def default_key(self) -> ClusterKey:
         s = self.settings
-        return ClusterKey(s.provider, s.nodes, s.proxy_mode, s.version)
+        return ClusterKey(s.provider, s.nodes, s.proxy_mode, s.version, s.cni)
 
     def key_for(self, kwargs: Mapping[str, Any], where: str = "@pytest.mark.k8sstate") -> ClusterKey:
         """The key for a ``k8sstate`` marker's keyword arguments (missing ones from the options)."""
@@ -115,7 +118,10 @@ class ClusterPool:
         version = kwargs.get("version", base.version)
         if version is not None and not isinstance(version, str):
             raise k8s_config_error(where, f"invalid version={version!r}", "a string like '1.37.0'")
-        return ClusterKey(provider, nodes, proxy_mode, version.removeprefix("v") if version else None)
+        cni = kwargs.get("cni", base.cni)
+        if cni is not None and cni not in k8s_config.CNIS:
+            raise k8s_config_error(where, f"invalid cni={cni!r}", "one of " + ", ".join(k8s_config.CNIS))
+        return ClusterKey(provider, nodes, proxy_mode, version.removeprefix("v") if version else None, cni)
 
     # providers and clusters ------------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -188,10 +194,12 @@ class ClusterPool:
             else:
                 self.log(f"reusing {key.provider} cluster {name} (--k8s-reuse-cluster)")
                 return cluster
+        provider.check_cni(key.cni)
         spec = ClusterSpec(
             name=name,
             nodes=key.nodes,
             proxy_mode=key.proxy_mode,
+            cni=key.cni,
             version=key.version,
             kubeconfig_out=settings.kubeconfig if key == self.default_key() else None,
             persistent=reuse or settings.keep_cluster,

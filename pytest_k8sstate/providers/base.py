@@ -50,6 +50,8 @@ CAPABILITIES = frozenset(
     {"container-runtime", "kubelet", "ipvs", "cni", "kindnet", "nftables", "iptables", "etcd"}
 )
 PROXY_MODES = ("iptables", "nftables", "ipvs")
+CNIS = ("ptp", "bridge", "kindnet")
+"""Pod networks a provider may offer (each says which: :attr:`Provider.cnis`)."""
 ProxyMode = Literal["iptables", "nftables", "ipvs"]
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
@@ -73,6 +75,9 @@ class ClusterSpec:
     proxy_mode: str = "iptables"
     version: str | None = None
     kubeconfig_out: Path | None = None
+    cni: str | None = None
+    """The pod network; None: the provider's default. A provider refuses one it cannot set up
+    (``Provider.cnis``)."""
     persistent: bool = False
     """Survive the creating process (``k8sstate cluster create``, ``--k8s-keep-cluster``); otherwise the
     reaper removes the cluster once its creator has exited."""
@@ -184,6 +189,17 @@ class Provider(ABC):
     """Capability -> why this provider lacks it (the alternative from :data:`ALTERNATIVES` is appended)."""
     shares_host_kernel: ClassVar[bool] = False
     """The nodes run on this machine's kernel: kernel features (IPVS) can be checked here, before create."""
+    cnis: ClassVar[tuple[str, ...]] = ()
+    """The pod networks ``ClusterSpec.cni`` may name for this provider (besides None: its default)."""
+
+    @classmethod
+    def check_cni(cls, cni: str | None) -> None:
+        """ConfigError unless this provider can set up ``cni`` (None: its default pod network)."""
+        if cni is None or cni in cls.cnis:
+            return
+        offered = f"it offers {', '.join(cls.cnis)}" if cls.cnis else "it sets up no pod network"
+        hint = "" if cls.cnis else "; use --k8s-provider kind"
+        raise ConfigError(f"the {cls.name} provider cannot use CNI {cni!r}: {offered}{hint}")
 
     @classmethod
     def missing_reason(cls, capability: str, *, proxy_mode: str, cluster: Cluster | None = None) -> str:

@@ -29,7 +29,9 @@ from pytest_k8sstate.state.etcddiff import EtcdDiff, diff_etcd
 from pytest_k8sstate.state.keys import DEFAULT_IGNORE, DEFAULT_IGNORE_MODIFIED
 from pytest_k8sstate.state.nodediff import diff_nodes
 from pytest_k8sstate.state.render import snapshot_summary
+from pytest_k8sstate.state.schema import MAX_DEPTH, validate_snapshot
 from pytest_k8sstate.util.files import atomic_write_bytes
+from pytest_k8sstate.util.inputs import gunzip_bounded, read_input
 
 if TYPE_CHECKING:
     from pytest_k8sstate.etcd.target import EtcdTarget
@@ -121,34 +123,21 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, d: Any, source: str = "snapshot") -> Self:
-        """Build from :meth:`to_json` output; ParseError naming ``source`` and the JSON path otherwise."""
+        """Build from :meth:`to_json` output; ParseError naming ``source`` and the JSON path otherwise.
+
+        The whole tree is checked first (:func:`~pytest_k8sstate.state.schema.validate_snapshot`: types,
+        ranges, finite numbers, nesting depth), so a snapshot that loads can be shown and diffed."""
+        validate_snapshot(d, source, SCHEMA)
 
         def bad(path: str, expected: str, got: Any = None) -> ParseError:
             shown = None if got is None else (got if isinstance(got, str) else type(got).__name__)
             return ParseError(f"{source} at {path}", None, expected, shown)
 
-        if not isinstance(d, dict):
-            raise bad("$", "a JSON object (a snapshot written by Snapshot.save / k8sstate snapshot)", d)
-        schema = d.get("schema")
-        if schema != SCHEMA:
-            raise bad("$.schema", f"schema {SCHEMA} (written by this pytest-k8sstate version)", repr(schema))
-        for name, typ, what in (
-            ("label", str, "a string"),
-            ("taken_at", int | float, "seconds since the epoch (a number)"),
-            ("cluster", dict, "an object"),
-            ("nodes", dict, "an object mapping node name → node state"),
-        ):
-            if name not in d:
-                raise bad(f"$.{name}", f"field {name!r} ({what})", "nothing")
-            if not isinstance(d[name], typ) or isinstance(d[name], bool):
-                raise bad(f"$.{name}", what, d[name])
         etcd: EtcdState | None = None
         if d.get("etcd") is not None:
             etcd = _wrap(lambda: EtcdState.from_json(d["etcd"]), bad, "$.etcd", "an etcd state object")
         nodes: dict[str, NodeState] = {}
         for name, nd in d["nodes"].items():
-            if not isinstance(nd, dict):
-                raise bad(f"$.nodes.{name}", "a node state object", nd)
             nodes[name] = _wrap(
                 partial(NodeState.from_json, nd), bad, f"$.nodes.{name}", "a node state object"
             )
@@ -158,7 +147,7 @@ class Snapshot:
             cluster=d["cluster"],
             etcd=etcd,
             nodes=nodes,
-            schema=schema,
+            schema=d["schema"],
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -175,26 +164,26 @@ class Snapshot:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
-        """Read a snapshot; ParseError naming the file and the line / JSON path on bad input."""
+        """Read a snapshot; ParseError naming the file and the line / JSON path on bad input.
+
+        Bounded: only a regular file, at most ``$K8SSTATE_MAX_INPUT_BYTES`` (default 1 GiB) read and, for
+        gzip, decompressed (:mod:`pytest_k8sstate.util.inputs`); ConfigError naming the file otherwise."""
         p = Path(path)
-        try:
-            raw = p.read_bytes()
-        except OSError as exc:
-            raise K8sStateError(f"{p}: cannot read snapshot: {exc.strerror or exc}") from exc
+        raw = read_input(str(p), "snapshot")
         if raw[:2] == b"\x1f\x8b":
-            try:
-                raw = gzip.decompress(raw)
-            except (OSError, EOFError) as exc:
-                raise ParseError(str(p), None, "a complete gzip file", str(exc)) from exc
+            raw = gunzip_bounded(raw, str(p))
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ParseError(str(p), None, "UTF-8 JSON text", f"byte {exc.start}: {exc.reason}") from exc
+        del raw
         try:
             obj = json.loads(text)
         except RecursionError as exc:
             raise ParseError(
-                str(p), None, "JSON nested less deeply (a snapshot written by k8sstate snapshot)"
+                str(p),
+                None,
+                f"JSON nested at most {MAX_DEPTH} deep (a snapshot written by k8sstate snapshot)",
             ) from exc
         except json.JSONDecodeError as exc:
             raise ParseError(
@@ -203,6 +192,8 @@ class Snapshot:
                 f"valid JSON (a snapshot written by k8sstate snapshot) at column {exc.colno}",
                 exc.msg,
             ) from exc
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise ParseError(str(p), None, "numbers of at most 4300 digits", str(exc)[:80]) from exc
         return cls.from_json(obj, source=str(p))
 
     def summary(self) -> str:
@@ -219,5 +210,5 @@ def _wrap(fn: Callable[[], Any], bad: Callable[..., ParseError], path: str, expe
         raise bad(path, f"{expected} with field {exc.args[0]!r}", "nothing") from exc
     except RecursionError as exc:
         raise bad(path, f"{expected} nested less deeply") from exc
-    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise bad(path, f"{expected}: {exc}") from exc

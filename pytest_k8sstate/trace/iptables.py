@@ -10,8 +10,17 @@ built-in chains are traversed too when they exist):
   ``filter INPUT`` when the destination is local.
 
 Every ``-m statistic --mode random --probability p`` rule is followed both ways with the exact
-probability ``Fraction(str(p))`` (``1-p`` for the fall-through), so the result is the exact
-distribution of (DNAT destination, masquerade, verdict). The packet mark is tracked
+decimal value of ``p`` (``1-p`` for the fall-through; ``p`` has at most 64 ASCII digits and an
+exponent within ±64, see :mod:`pytest_k8sstate.parse.numbers`), so the result is the exact
+distribution of (DNAT destination, masquerade, verdict) — up to
+:data:`pytest_k8sstate.trace.EXACT_BITS` bits of denominator (Services of ~60 endpoints; beyond,
+each hit branch is rounded to 2^−2048 and results still sum to exactly 1).
+
+The walk is iterative (an explicit stack; a statistic rule's miss branch runs before its hit
+branch), so a Service of 10,000 endpoints or 10,000 jumps in a row need no deeper Python stack.
+Calls nest at most :data:`MAX_DEPTH` deep; a jump to a chain already on the call path is a
+TraceError naming the loop (the kernel refuses such rulesets); at most :data:`MAX_BRANCHES`
+probabilistic branches per trace. The packet mark is tracked
 (``MARK --set-xmark/--set-mark/--or-mark/--xor-mark/--and-mark``, ``-m mark``); ``MASQUERADE`` and
 ``SNAT`` set ``masquerade``.
 
@@ -38,7 +47,8 @@ from functools import lru_cache
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Match, Opt, Rule
-from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
+from pytest_k8sstate.parse.numbers import parse_port, parse_probability, parse_uint
+from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes, split_probability
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
 
@@ -65,18 +75,30 @@ class _St:
     path: tuple[str, ...]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=False)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
 
 
 def _int(text: str) -> int:
-    return int(text, 0)
+    v = parse_uint(text)
+    if v is None:
+        raise ValueError(f"not an ASCII decimal or 0x hex number: {text!r}")
+    return v
+
+
+_Frame = tuple[Chain, "list[int] | range", int, "_Frame | None", tuple[str, ...]]
+_Item = tuple[Chain, "list[int] | range", int, _St, "_Frame | None", tuple[str, ...], bool]
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """Rule text in an error message: long rules keep their start (the error names the line)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Unsupported(Exception):
@@ -105,7 +127,7 @@ class _Tracer:
 
     def fail(self, table: str, chain: str, rule: Rule, why: str) -> TraceError:
         return TraceError(
-            f"cannot evaluate rule '{rule.spec}' in {table}/{chain} at line {rule.line}: {why} "
+            f"cannot evaluate rule '{_short(rule.spec)}' in {table}/{chain} at line {rule.line}: {why} "
             f"(source: {rule.source})"
         )
 
@@ -193,12 +215,11 @@ class _Tracer:
 
     def _port_in(self, spec: str, port: int) -> bool:
         lo, sep, hi = spec.partition(":")
-        try:
-            if not sep:
-                return port == int(lo)
-            return (int(lo) if lo else 0) <= port <= (int(hi) if hi else 65535)
-        except ValueError as exc:
-            raise _Unsupported(f"cannot read port {spec!r}") from exc
+        a = parse_port(lo) if lo or not sep else 0
+        b = parse_port(hi) if hi else 65535
+        if a is None or b is None:
+            raise _Unsupported(f"cannot read port {spec!r} (ASCII decimal 0-65535, or LO:HI)")
+        return port == a if not sep else a <= port <= b
 
     def ports(self, m: Match, st: _St) -> bool:
         if m.module != self.pkt.proto:
@@ -245,11 +266,9 @@ class _Tracer:
         if mode is None or mode.value != "random" or prob is None or len(m.opts) != 2:
             raise _Unsupported("unsupported statistic match (only --mode random --probability P)")
         try:
-            p = Fraction(prob.value or "")
-        except (ValueError, ZeroDivisionError) as exc:
-            raise _Unsupported(f"cannot read probability {prob.value!r}") from exc
-        if not 0 <= p <= 1:
-            raise _Unsupported(f"probability {prob.value} outside [0, 1]")
+            p = parse_probability(prob.value or "")
+        except ValueError as exc:
+            raise _Unsupported(f"cannot read probability: {exc}") from None
         return 1 - p if prob.negated else p
 
     def mark(self, m: Match, st: _St) -> bool:
@@ -304,87 +323,121 @@ class _Tracer:
         return True
 
     # ---- chains ------------------------------------------------------------------------------
-    def run_chain(
-        self, table: str, chain: str, hook: str, st: _St, depth: int
-    ) -> list[tuple[_St, str | None]]:
-        if depth > MAX_DEPTH:
-            raise TraceError(
-                f"jump depth over {MAX_DEPTH} at {table}/{chain} in {self.rs.source}: a loop between chains?"
-            )
-        ch = self.rs.chain(table, chain)
-        if ch is None:
+    def run_chain(self, table: str, chain: str, hook: str, st: _St) -> list[tuple[_St, str | None]]:
+        """Walk ``chain`` (and every chain it jumps to) for ``st``: ``(state, verdict)`` pairs, ``None``
+        for "fell off the end / RETURN". Iterative: an explicit stack of work items, each
+        ``(chain, rule order, position, state, caller frame, chains on the call path, apply-target)``;
+        a caller frame is ``(chain, order, position, its caller frame, its call path)``, shared by
+        branches. The miss branch of a statistic rule runs before the hit branch (the outcome order
+        the recursive walk had), and the depth is bounded by MAX_DEPTH, not by the rule count."""
+        ch0 = self.rs.chain(table, chain)
+        if ch0 is None:
             raise TraceError(f"{self.rs.source}: chain {chain} of table {table} does not exist (jump target)")
-        return self.run_rules(table, ch, hook, self.order(table, ch, st.dst), 0, st, depth)
-
-    def run_rules(
-        self,
-        table: str,
-        ch: Chain,
-        hook: str,
-        order: list[int] | range,
-        pos: int,
-        st: _St,
-        depth: int,
-    ) -> list[tuple[_St, str | None]]:
         out: list[tuple[_St, str | None]] = []
-        rules = ch.rules
-        n = len(order)
-        while pos < n:
-            r = rules[order[pos]]
-            pos += 1
-            try:
-                m = self.match(table, ch.name, hook, r, st)
-            except _Unsupported as exc:
-                raise self.fail(table, ch.name, r, str(exc)) from None
-            if m is False:
-                continue
-            if m is not True:
-                self.branches += 1
-                if self.branches > MAX_BRANCHES:
-                    raise TraceError(f"{self.rs.source}: more than {MAX_BRANCHES} probabilistic branches")
-                p = Fraction(m)
-                if p != 1:
-                    miss = replace(st, prob=st.prob * (1 - p))
-                    out += self.run_rules(table, ch, hook, order, pos, miss, depth)
-                    st = replace(st, prob=st.prob * p)
-            tgt = r.target
-            if tgt is None:
-                continue
-            st = replace(st, path=(*st.path, f"{table}/{ch.name}#{r.line}"))
-            if tgt in _TERMINAL:
-                out.append((st, tgt))
-                return out
-            if tgt == "RETURN":
-                out.append((st, None))
-                return out
-            if tgt in _CONTINUE_TARGETS:
-                continue
-            if tgt == "MARK":
-                try:
-                    st = replace(st, mark=_mark_target(r, st.mark))
-                except _Unsupported as exc:
-                    raise self.fail(table, ch.name, r, str(exc)) from None
-                continue
-            if tgt == "DNAT":
-                if table != "nat":
-                    raise self.fail(table, ch.name, r, "DNAT outside the nat table")
-                st = self.dnat(table, ch.name, r, st)
-                out.append((st, "ACCEPT"))
-                return out
-            if tgt in ("MASQUERADE", "SNAT"):
-                if table != "nat":
-                    raise self.fail(table, ch.name, r, f"{tgt} outside the nat table")
-                out.append((replace(st, masq=True), "ACCEPT"))
-                return out
-            if tgt in self.rs.tables[table].chains:
-                for s2, v in self.run_chain(table, tgt, hook, st, depth + 1):
-                    if v is not None or r.goto:
-                        out.append((s2, v))  # verdict, or RETURN from a goto: back to our caller
-                    else:
-                        out += self.run_rules(table, ch, hook, order, pos, s2, depth)
-                return out
-            raise self.fail(table, ch.name, r, f"unsupported target -j {tgt}")
-        out.append((st, None))
+        chains = self.rs.tables[table].chains
+        stack: list[_Item] = [(ch0, self.order(table, ch0, st.dst), 0, st, None, (chain,), False)]
+        while stack:
+            ch, order, pos, st, parent, calls, do_target = stack.pop()
+            rules = ch.rules
+            n = len(order)
+            while True:
+                if do_target:
+                    r = rules[order[pos - 1]]
+                    do_target = False
+                else:
+                    if pos >= n:  # end of chain: back to the caller
+                        if parent is None:
+                            out.append((st, None))
+                            break
+                        ch, order, pos, parent, calls = parent
+                        rules = ch.rules
+                        n = len(order)
+                        continue
+                    r = rules[order[pos]]
+                    pos += 1
+                    try:
+                        m = self.match(table, ch.name, hook, r, st)
+                    except _Unsupported as exc:
+                        raise self.fail(table, ch.name, r, str(exc)) from None
+                    if m is False:
+                        continue
+                    if m is not True:
+                        self.branches += 1
+                        if self.branches > MAX_BRANCHES:
+                            raise TraceError(
+                                f"{self.rs.source}: more than {MAX_BRANCHES} probabilistic branches"
+                            )
+                        hit, miss = split_probability(st.prob, m)
+                        if miss:
+                            stack.append(
+                                (
+                                    ch,
+                                    order,
+                                    pos,
+                                    _St(hit, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path),
+                                    parent,
+                                    calls,
+                                    True,
+                                )
+                            )
+                            st = _St(miss, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path)
+                            continue  # the miss branch goes on now, the hit branch after it
+                tgt = r.target
+                if tgt is None:
+                    continue
+                st = _St(
+                    st.prob,
+                    st.dst,
+                    st.dport,
+                    st.mark,
+                    st.dnat,
+                    st.masq,
+                    (*st.path, f"{table}/{ch.name}#{r.line}"),
+                )
+                if tgt in _TERMINAL:
+                    out.append((st, tgt))
+                    break
+                if tgt == "RETURN":
+                    pos = n  # back to the caller
+                    continue
+                if tgt in _CONTINUE_TARGETS:
+                    continue
+                if tgt == "MARK":
+                    try:
+                        st = replace(st, mark=_mark_target(r, st.mark))
+                    except _Unsupported as exc:
+                        raise self.fail(table, ch.name, r, str(exc)) from None
+                    continue
+                if tgt == "DNAT":
+                    if table != "nat":
+                        raise self.fail(table, ch.name, r, "DNAT outside the nat table")
+                    out.append((self.dnat(table, ch.name, r, st), "ACCEPT"))
+                    break
+                if tgt in ("MASQUERADE", "SNAT"):
+                    if table != "nat":
+                        raise self.fail(table, ch.name, r, f"{tgt} outside the nat table")
+                    out.append((replace(st, masq=True), "ACCEPT"))
+                    break
+                sub = chains.get(tgt)
+                if sub is None:
+                    raise self.fail(table, ch.name, r, f"unsupported target -j {tgt}")
+                if tgt in calls:
+                    loop = " -> ".join((*calls[calls.index(tgt) :], tgt))
+                    raise TraceError(
+                        f"{self.rs.source}: jump loop {loop} in table {table} at line {r.line} (the kernel "
+                        "refuses loops between chains; the jump depth would be unbounded)"
+                    )
+                if len(calls) > MAX_DEPTH:
+                    raise TraceError(
+                        f"jump depth over {MAX_DEPTH} at {table}/{tgt} in {self.rs.source}: "
+                        "a loop between chains?"
+                    )
+                if not r.goto:  # a goto's RETURN goes back to our caller: no frame for us
+                    parent = (ch, order, pos, parent, calls)
+                calls = (*calls, tgt)
+                ch, order, pos = sub, self.order(table, sub, st.dst), 0
+                rules = ch.rules
+                n = len(order)
         return out
 
     def dnat(self, table: str, chain: str, r: Rule, st: _St) -> _St:
@@ -402,10 +455,15 @@ class _Tracer:
         if "-" in host or "-" in port:
             raise self.fail(table, chain, r, f"DNAT to a range {text!r} is not supported")
         try:
-            _addr(host)
-            dport = int(port) if port else st.dport
+            family: int = _addr(host).version
         except ValueError:
-            raise self.fail(table, chain, r, f"cannot read --to-destination {text!r}") from None
+            family = 0
+        dport = parse_port(port) if port else st.dport
+        if not family or dport is None:
+            raise self.fail(table, chain, r, f"cannot read --to-destination {text!r}")
+        pkt_family = 6 if ":" in self.pkt.dst else 4
+        if family != pkt_family:
+            raise self.fail(table, chain, r, f"DNAT of an IPv{pkt_family} packet to {text!r}")
         return replace(st, dst=host, dport=dport, dnat=f"{host}:{dport}")
 
     def hook(self, table: str, hook: str, states: list[_St]) -> tuple[list[_St], list[tuple[_St, str]]]:
@@ -417,7 +475,7 @@ class _Tracer:
         go: list[_St] = []
         done: list[tuple[_St, str]] = []
         for st in states:
-            for s2, v in self.run_chain(table, hook, hook, st, 0):
+            for s2, v in self.run_chain(table, hook, hook, st):
                 if v is None:
                     if policy not in _TERMINAL:
                         raise TraceError(
@@ -522,7 +580,9 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
 
 def _is_ipv4(text: str) -> bool:
     parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
+    return len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts
+    )
 
 
 def trace_iptables(ruleset: IptablesRuleset, packet: Packet) -> TraceResult:

@@ -11,11 +11,14 @@ Evaluated: ``ip saddr``/``ip daddr`` (address, prefix, range, anonymous and name
 ``tcp|udp|sctp|th dport/sport``, ``meta l4proto``, ``meta mark`` (with ``&``/``|``/``^``),
 ``ct state`` (the packet is NEW), ``fib saddr|daddr type`` (``Packet.local_ips``), concatenated set
 lookups and verdict maps (``ip daddr . meta l4proto . th dport vmap @service-ips``), ``numgen random
-mod N vmap {...}`` (each value exactly 1/N; ``inc`` mode is treated the same, as its long-run share),
+mod N vmap {...}`` (each value exactly 1/N; ``inc`` mode is treated the same, as its long-run share;
+computed over the map's entries, so ``mod 10**12`` costs what its entries cost; at most
+:data:`MAX_BRANCHES` numgen branches per trace),
 ``jump``/``goto``/``return``/``continue``, ``accept``/``drop``/``reject``, ``dnat to IP[:PORT]``,
 ``dnat ip to numgen random mod N map { n : IP . PORT }`` (1/N each), ``ct status dnat``,
 ``masquerade``, ``meta mark set ...``, counters, logs and set updates (no effect on the verdict).
-Anything else the packet reaches raises :class:`TraceError` naming the rule — never a silent guess.
+Anything else the packet reaches raises :class:`TraceError` naming the rule and the ruleset's source —
+never a silent guess. A jump/goto to a chain already on the call path is a TraceError naming the loop.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from typing import Any
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
+from pytest_k8sstate.parse.numbers import parse_uint
 from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
 
-__all__ = ["DEFAULT_TABLES", "trace_nft"]
+__all__ = ["DEFAULT_TABLES", "MAX_BRANCHES", "trace_nft"]
 
 DEFAULT_TABLES: tuple[tuple[str, str], ...] = (("ip", "kube-proxy"),)
 _MAX_DEPTH = 64
+MAX_BRANCHES = 100_000
 _PROTO_NUM = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 _FINAL = {"accept": "ACCEPT", "drop": "DROP", "reject": "REJECT"}
@@ -61,6 +66,8 @@ class _Tracer:
     def __init__(self, ruleset: NftRuleset, tables: Sequence[tuple[str, str]], packet: Packet) -> None:
         self.packet = packet
         self.ruleset = ruleset
+        self.branches = 0
+        self.calls: list[str] = []  # chains on the current jump path (loop detection)
         self.tables: list[NftTable] = []
         for fam, name in tables:
             t = ruleset.table(fam, name)
@@ -124,10 +131,25 @@ class _Tracer:
 
     # ------------------------------------------------------------------ chains and rules
     def _run_chain(self, table: NftTable, chain: NftChain, st: _St, depth: int) -> list[tuple[_St, str]]:
+        src = self.ruleset.source
         if depth > _MAX_DEPTH:
             raise TraceError(
-                f"chain calls nested deeper than {_MAX_DEPTH} at {table.family} {table.name}/{chain.name}"
+                f"chain calls nested deeper than {_MAX_DEPTH} at {table.family} {table.name}/{chain.name} "
+                f"(source: {src})"
             )
+        if chain.name in self.calls:
+            loop = " -> ".join((*self.calls[self.calls.index(chain.name) :], chain.name))
+            raise TraceError(
+                f"jump loop {loop} in {table.family} {table.name}: chain calls would be nested deeper "
+                f"than any limit (source: {src})"
+            )
+        self.calls.append(chain.name)
+        try:
+            return self._run_rules(table, chain, st, depth)
+        finally:
+            self.calls.pop()
+
+    def _run_rules(self, table: NftTable, chain: NftChain, st: _St, depth: int) -> list[tuple[_St, str]]:
         active = [st]
         done: list[tuple[_St, str]] = []
         for rule in chain.rules:
@@ -137,8 +159,8 @@ class _Tracer:
                     res = self._run_exprs(table, chain, rule, 0, s, depth)
                 except _Unsupported as exc:
                     raise TraceError(
-                        f"cannot evaluate rule '{rule.text}' in {table.family} {table.name}/chain "
-                        f"{chain.name} (handle {rule.handle}): {exc}"
+                        f"cannot evaluate rule '{_short(rule.text)}' in {table.family} {table.name}/chain "
+                        f"{chain.name} (handle {rule.handle}): {exc} (source: {self.ruleset.source})"
                     ) from None
                 for s2, ctl in res:
                     (nxt.append(s2) if ctl == "next" else done.append((s2, ctl)))
@@ -271,23 +293,25 @@ class _Tracer:
         ng, data = m.get("key"), m.get("data")
         if not (isinstance(ng, dict) and isinstance(ng.get("numgen"), dict)):
             raise _Unsupported(f"dnat through a map keyed by {ng!r} (only numgen is supported)")
-        gen = ng["numgen"]
-        mod, offset = gen.get("mod"), gen.get("offset", 0) or 0
-        if gen.get("mode") not in ("random", "inc") or not isinstance(mod, int) or mod <= 0:
-            raise _Unsupported(f"numgen {gen!r}")
+        mod, offset = _numgen_args(ng["numgen"])
         if not (isinstance(data, dict) and isinstance(data.get("set"), list)):
             raise _Unsupported("dnat map data is not an anonymous map")
         targets: dict[int, Any] = {}
         for it in data["set"]:
-            if not (isinstance(it, list) and len(it) == 2 and isinstance(it[0], int)):
+            if not (isinstance(it, list) and len(it) == 2 and _is_int(it[0])):
                 raise _Unsupported(f"dnat map element {it!r}")
             targets[it[0]] = it[1]
+        in_range = sorted(n for n in targets if offset <= n < offset + mod)
+        if len(in_range) < mod:  # every value must have a target: name the first that has none
+            n = offset
+            while n in targets:
+                n += 1
+            raise _Unsupported(f"numgen value {n} has no dnat target")
+        self._count_branches(mod)
         share = Fraction(1, mod)
         out: list[_St] = []
-        for n in range(offset, offset + mod):
-            target = targets.get(n)
-            if target is None:
-                raise _Unsupported(f"numgen value {n} has no dnat target")
+        for n in in_range:
+            target = targets[n]
             if (
                 isinstance(target, dict)
                 and isinstance(target.get("concat"), list)
@@ -339,36 +363,41 @@ class _Tracer:
     def _numgen_vmap(
         self, table: NftTable, chain: NftChain, rule: NftRule, ng: Any, data: Any, st: _St, depth: int
     ) -> list[tuple[_St, str]]:
-        if not isinstance(ng, dict) or ng.get("mode") not in ("random", "inc"):
-            raise _Unsupported(f"numgen {ng!r}")
-        mod, offset = ng.get("mod"), ng.get("offset", 0) or 0
-        if not isinstance(mod, int) or mod <= 0 or not isinstance(offset, int):
-            raise _Unsupported(f"numgen modulus {mod!r}")
+        mod, offset = _numgen_args(ng)
+        # Arithmetic over the map's entries, never one step per value (mod may be 10^12): each
+        # value with a verdict gets 1/mod, the values without one continue as one state.
+        entries: dict[int, str | None] = {}
         if isinstance(data, dict) and isinstance(data.get("set"), list):
-            table_map: dict[int, Any] = {}
             for it in data["set"]:
-                if not (isinstance(it, list) and len(it) == 2 and isinstance(it[0], int)):
+                if not (isinstance(it, list) and len(it) == 2 and _is_int(it[0])):
                     raise _Unsupported(f"numgen map element {it!r}")
-                table_map[it[0]] = it[1]
-            lookup = {n: _verdict_of(table_map.get(n)) for n in range(offset, offset + mod)}
+                if offset <= it[0] < offset + mod:
+                    entries[it[0]] = _verdict_of(it[1])
         elif isinstance(data, str) and data.startswith("@"):
-            s = self._named(table, data[1:])
-            idx = s.exact_index()
-            lookup = {
-                n: (idx[(str(n),)].value if (str(n),) in idx else None) for n in range(offset, offset + mod)
-            }
+            for key, e in self._named(table, data[1:]).exact_index().items():
+                n = parse_uint(key[0], hex_ok=False) if len(key) == 1 else None
+                if n is not None and str(n) == key[0] and offset <= n < offset + mod:
+                    entries[n] = e.value
         else:
             raise _Unsupported("numgen vmap data")
+        hits = sorted(n for n, v in entries.items() if v is not None)
+        self._count_branches(len(hits) + 1)
         share = Fraction(1, mod)
         out: list[tuple[_St, str]] = []
-        for n in range(offset, offset + mod):
-            s2 = replace(st, prob=st.prob * share)
-            verdict = lookup[n]
-            if verdict is None:
-                out.append((s2, "next"))
-            else:
-                out.extend(self._verdict_text(table, chain, rule, verdict, s2, depth))
+        for n in hits:
+            verdict = entries[n]
+            assert verdict is not None
+            out.extend(
+                self._verdict_text(table, chain, rule, verdict, replace(st, prob=st.prob * share), depth)
+            )
+        if len(hits) < mod:
+            out.append((replace(st, prob=st.prob * Fraction(mod - len(hits), mod)), "next"))
         return out
+
+    def _count_branches(self, n: int) -> None:
+        self.branches += n
+        if self.branches > MAX_BRANCHES:
+            raise TraceError(f"{self.ruleset.source}: more than {MAX_BRANCHES} numgen branches in one trace")
 
     def _named(self, table: NftTable, name: str) -> NftSet:
         s = table.lookup_set(name)
@@ -474,6 +503,34 @@ class _Tracer:
         return all(_part_matches(v, k) for v, k in zip(values, key, strict=True))
 
 
+def _uint(text: str) -> int:
+    """ASCII decimal or 0x hex (what nft prints); ValueError otherwise (no "+80", "8_0", "٨٠")."""
+    v = parse_uint(text)
+    if v is None:
+        raise ValueError(text)
+    return v
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _numgen_args(ng: Any) -> tuple[int, int]:
+    """``(mod, offset)`` of a numgen expression: integers, mod ≥ 1, offset ≥ 0."""
+    if not isinstance(ng, dict) or ng.get("mode") not in ("random", "inc"):
+        raise _Unsupported(f"numgen {ng!r} (only modes random and inc)")
+    mod: Any = ng.get("mod")
+    offset: Any = ng.get("offset", 0)
+    offset = 0 if offset is None else offset
+    if not (_is_int(mod) and _is_int(offset) and mod > 0 and offset >= 0):
+        raise _Unsupported(f"numgen mod {mod!r} offset {offset!r} (integers, mod at least 1)")
+    return int(mod), int(offset)
+
+
 def _verdict_of(x: Any) -> str | None:
     if x is None:
         return None
@@ -498,10 +555,9 @@ def _part_matches(v: tuple[str, Any], text: str) -> bool:
                 return ipaddress.IPv4Address(lo) <= ip <= ipaddress.IPv4Address(hi)
             return ip == ipaddress.IPv4Address(text)
         if kind in ("port", "int"):
-            if "-" in text[1:]:
-                lo, hi = text.split("-", 1)
-                return bool(int(lo, 0) <= val <= int(hi, 0))
-            return bool(val == int(text, 0))
+            lo, sep, hi = text.partition("-")
+            a, b = _uint(lo), (_uint(hi) if sep else None)
+            return bool(a <= val <= b) if b is not None else bool(val == a)
         if kind == "proto":
             return bool(text == val or text == str(_PROTO_NUM.get(val, -1)))
         if kind in ("ctstate", "fibtype"):

@@ -104,8 +104,9 @@ def test_marker_with_another_spec_parametrizes_k8s_cluster(plugin: PluginRunner)
     [
         (
             "k8sstate(node=3)",
-            "unknown argument(s) node; expected provider, nodes, proxy_mode, version, fresh",
+            "unknown argument(s) node; expected provider, nodes, proxy_mode, cni, version, fresh",
         ),
+        ("k8sstate(cni='calico')", "invalid cni='calico'; expected one of ptp, bridge, kindnet"),
         (
             "k8sstate(proxy_mode='userspace')",
             "invalid proxy_mode='userspace'; expected one of iptables, nftables, ipvs",

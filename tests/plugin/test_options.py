@@ -18,6 +18,7 @@ def test_help_lists_every_option_in_the_k8sstate_group(plugin: PluginRunner) -> 
             "*--k8s-provider=NAME*",
             "*--k8s-nodes=N*",
             "*--k8s-proxy-mode=MODE*",
+            "*--k8s-cni=NAME*",
             "*--k8s-version=VERSION*",
             "*--k8s-keep-cluster*",
             "*--k8s-reuse-cluster=NAME*",
@@ -34,6 +35,7 @@ def test_help_lists_every_option_in_the_k8sstate_group(plugin: PluginRunner) -> 
 def test_defaults(plugin: PluginRunner) -> None:
     s = plugin.settings()
     assert (s.provider, s.nodes, s.proxy_mode, s.version) == ("local", 2, "iptables", None)
+    assert s.cni is None  # the provider's default pod network
     assert not s.keep_cluster
     assert not s.include_secrets
     assert s.reuse_cluster is None
@@ -47,6 +49,7 @@ def test_cli_values(plugin: PluginRunner) -> None:
         "--k8s-provider=kind",
         "--k8s-nodes=3",
         "--k8s-proxy-mode=NFTABLES",
+        "--k8s-cni=bridge",
         "--k8s-version=v1.37.1",
         "--k8s-keep-cluster",
         "--k8s-reuse-cluster=dev",
@@ -55,6 +58,7 @@ def test_cli_values(plugin: PluginRunner) -> None:
         "--k8s-ignore=leases/**",
     )
     assert (s.provider, s.nodes, s.proxy_mode, s.version) == ("kind", 3, "nftables", "1.37.1")
+    assert s.cni == "bridge"
     assert s.keep_cluster
     assert s.include_secrets
     assert s.reuse_cluster == "dev"
@@ -131,6 +135,10 @@ def test_cli_artifacts_relative_to_invocation_dir(plugin: PluginRunner) -> None:
             "--k8s-proxy-mode); expected one of iptables, nftables, ipvs",
         ),
         (["--k8s-version=latest"], "--k8s-version: invalid value 'latest'"),
+        (
+            ["--k8s-cni=calico"],
+            "--k8s-cni: invalid value 'calico' (from command line --k8s-cni); expected one of ptp",
+        ),
         (["--k8s-reuse-cluster=My_Cluster"], "--k8s-reuse-cluster: invalid value 'My_Cluster'"),
         (["--k8s-ignore="], "--k8s-ignore: empty pattern"),
     ],

@@ -75,3 +75,21 @@ def test_provider_is_made_once_with_the_progress_callback(monkeypatch: pytest.Mo
     with pytest.raises(TypeError, match="a bug inside"):
         pool.provider("local")
     assert calls == [{"name": "local", "progress": log}]
+
+
+def test_a_cni_the_provider_lacks_fails_before_anything_is_created(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """local sets up no pod network (kwok assigns pod IPs): cni='bridge' is refused, naming the fix, and
+    nothing is created (no cluster state directory)."""
+    monkeypatch.setenv("K8SSTATE_CACHE_DIR", str(tmp_path))
+    pool = ClusterPool(Settings(provider="local"))
+    key = pool.key_for({"cni": "bridge"})
+    assert (key.cni, key.param_id()) == ("bridge", "k8s-local-2w-iptables-bridge")
+    assert "CNI bridge" in key.describe()
+    with pytest.raises(
+        ConfigError, match=r"the local provider cannot use CNI 'bridge'.*use --k8s-provider kind"
+    ):
+        pool.get(key)
+    assert pool.close() == []
+    assert pool.key_for({}).cni is None

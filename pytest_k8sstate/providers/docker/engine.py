@@ -92,7 +92,7 @@ def find_wrapper() -> Path:
     env = os.environ.get("K8SSTATE_OCI_WRAPPER", "").strip()
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "scripts" / "oci-runtime-wrapper"
+    return Path(__file__).resolve().parents[3] / "scripts" / "oci-runtime-wrapper"
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,11 @@ __all__ = [
     "CONFIGMAP",
     "IMAGE_LABEL",
     "MANIFEST",
+    "MODES",
     "UNIT",
     "UNIT_NAME",
     "data_files",
+    "manifest",
 ]
 
 IMAGE_LABEL = "io.k8sstate.default-cni"
@@ -49,6 +51,9 @@ CONFIGMAP = "k8sstate-node-routes"
 AGENT_PATH = "/usr/local/bin/k8sstate-node-routes"
 UNIT_NAME = "k8sstate-node-routes.service"
 DATA_FILES = ("node-routes.sh", "node-routes.service", "node-routes.yaml")
+MODES = ("ptp", "bridge")
+"""What the agent sets up (the ConfigMap's ``data.mode``): ``ptp`` (kindnet's layout: a veth and a /32 route
+per pod) or ``bridge`` (minikube's default: every pod's veth on ``cni0``, ``ipMasq``)."""
 
 
 def _data(name: str) -> str:
@@ -67,5 +72,15 @@ AGENT_SCRIPT = _data("node-routes.sh")
 UNIT = _data("node-routes.service")
 """Its systemd unit :data:`UNIT_NAME` (``ExecStart`` = :data:`AGENT_PATH`)."""
 MANIFEST = _data("node-routes.yaml")
-"""kind's default CNI manifest (``/kind/manifests/default-cni.yaml``): the ConfigMap :data:`CONFIGMAP` and
-the RBAC that lets ``system:nodes`` read it and list Nodes."""
+"""kind's default CNI manifest (``/kind/manifests/default-cni.yaml``): the ConfigMap :data:`CONFIGMAP` (mode
+``ptp``) and the RBAC that lets ``system:nodes`` read it and list Nodes."""
+
+
+def manifest(mode: str = "ptp") -> str:
+    """:data:`MANIFEST` with the agent switched to ``mode`` (one of :data:`MODES`)."""
+    if mode not in MODES:
+        raise ValueError(f"k8sstate-node-routes mode {mode!r}: expected one of {', '.join(MODES)}")
+    line = "  mode: ptp\n"
+    if line not in MANIFEST:  # pragma: no cover - the package data and this module go together
+        raise ValueError(f"package data node-routes.yaml lost its {line.strip()!r} line")
+    return MANIFEST.replace(line, f"  mode: {mode}\n", 1)

@@ -61,7 +61,7 @@ from pytest_k8sstate.providers.kubeadm import (
 from pytest_k8sstate.providers.kubeconfig import copy_kubeconfig
 from pytest_k8sstate.providers.statefile import StateFile
 
-__all__ = ["KindProvider", "capabilities_for", "missing_capability_notes", "provider"]
+__all__ = ["KindProvider", "capabilities_for", "cni_name", "missing_capability_notes", "provider"]
 
 
 def provider(**options: Any) -> KindProvider:
@@ -69,16 +69,27 @@ def provider(**options: Any) -> KindProvider:
 
 
 def capabilities_for(
-    proxy_mode: str, *, default_cni: bool, ipvs_kernel: bool, kindnet: bool = True
+    proxy_mode: str, *, default_cni: bool, ipvs_kernel: bool, kindnet: bool = True, cni: str | None = None
 ) -> frozenset[str]:
-    """``kindnet=False``: the default CNI is :mod:`.noderoutes` (node images built without kindnetd)."""
-    cni = ({"cni", "kindnet"} if kindnet else {"cni"}) if default_cni else set()
-    return node_capabilities(proxy_mode, ipvs_kernel=ipvs_kernel, extra=cni)
+    """``kindnet=False``: the default CNI is :mod:`.noderoutes` (node images built without kindnetd); ``cni``
+    (``ptp``, ``bridge``, ``kindnet``) adds the capability ``cni-<name>``."""
+    caps = ({"cni", "kindnet"} if kindnet else {"cni"}) if default_cni else set()
+    if default_cni and cni:
+        caps.add(f"cni-{cni}")
+    return node_capabilities(proxy_mode, ipvs_kernel=ipvs_kernel, extra=caps)
+
+
+def cni_name(installed: str | None) -> str | None:
+    """The user-facing CNI name of what a cluster runs: ``kindnet``, ``ptp`` (the node-routes agent's
+    default, also as recorded by earlier versions: ``k8sstate-node-routes``) or ``bridge``."""
+    if installed == noderoutes.CONFIGMAP:
+        return "ptp"
+    return installed
 
 
 def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, str]:
     """Why a cluster lacks a capability its provider usually has (``cluster.details``, for skip messages)."""
-    if default_cni == noderoutes.CONFIGMAP:
+    if cni_name(default_cni) in noderoutes.MODES:
         return {
             "kindnet": f"{image} has {noderoutes.CONFIGMAP} as its default CNI, not kindnetd (it was built "
             "without a kindnetd binary, which cannot be built from the Go module proxy); build the image "
@@ -89,7 +100,11 @@ def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, s
 
 class KindProvider(DockerNodesProvider):
     name = "kind"
-    capabilities = capabilities_for("iptables", default_cni=True, ipvs_kernel=False)
+    cnis = ("ptp", "bridge", "kindnet")
+    # what a kind cluster can offer at most (the plugin skips a test needing anything else before create)
+    capabilities = capabilities_for("iptables", default_cni=True, ipvs_kernel=False) | {
+        f"cni-{c}" for c in cnis
+    }
 
     def __init__(
         self,
@@ -149,6 +164,10 @@ class KindProvider(DockerNodesProvider):
                 f"kind node image {image!r} is not in the Docker engine at {self.docker.where}; no registry "
                 "is assumed: `docker load -i IMAGE.tar` it or build one (docs/kind-on-restricted-machines.md)"
             )
+        install_cni = self._cni_to_install(spec, opts, image)
+        if install_cni is not None:
+            # kind's --wait would wait for a Ready control plane, which needs the CNI installed below
+            opts = replace(opts, disable_default_cni=True, wait=0.0)
         st = StateFile.fresh(spec.name, self.root)  # leftovers of an earlier cluster of this name go
         cfg_path = st.dir / "config.yaml"
         cfg_path.write_text(render_config(kind_config(spec, opts, image)))
@@ -156,7 +175,8 @@ class KindProvider(DockerNodesProvider):
             "name": spec.name,
             "proxy_mode": spec.proxy_mode,
             "image": image,
-            "default_cni": not opts.disable_default_cni,
+            "default_cni": install_cni is not None or not opts.disable_default_cni,
+            **({"cni": install_cni} if install_cni is not None else {}),
             "docker_host": self.docker.host,
             "netns": self.netns,
             "persistent": spec.persistent,
@@ -186,8 +206,10 @@ class KindProvider(DockerNodesProvider):
                     f"{kind_error_summary(res.stderr.decode(errors='replace'))}; logs: {logs}"
                 )
             cluster = self._cluster(st)
+            if install_cni is not None:
+                self._install_node_routes(cluster, install_cni)
             # kind --wait covers control-plane nodes only: wait for every node and CoreDNS as well
-            wait_ready(cluster, timeout=max(opts.wait, 60.0))
+            wait_ready(cluster, timeout=max(self.options.wait, 60.0))
             st.data["phase"] = "ready"
             if spec.persistent:
                 st.data["owner_pid"] = st.data["owner_start"] = None
@@ -237,6 +259,43 @@ class KindProvider(DockerNodesProvider):
         return dest
 
     # --- internals -------------------------------------------------------------------------------
+    def _image_default_cni(self, image: str | None) -> str:
+        """``kindnet`` or ``ptp``: what ``image`` runs by default (:data:`~.noderoutes.IMAGE_LABEL`)."""
+        if not image:
+            return "kindnet"  # kind's own node image
+        fmt = '{{index .Config.Labels "' + noderoutes.IMAGE_LABEL + '"}}'
+        res = self.docker.run("image", "inspect", "--format", fmt, image, timeout=30, check=False)
+        label = res.text.strip() if res.returncode == 0 else ""
+        return cni_name(label if label and label != "<no value>" else "kindnet") or "kindnet"
+
+    def _cni_to_install(self, spec: ClusterSpec, opts: KindOptions, image: str | None) -> str | None:
+        """The node-routes mode to install after create (None: the image's default CNI, or none at all)."""
+        self.check_cni(spec.cni)
+        if spec.cni is None or opts.disable_default_cni:
+            return None
+        default = self._image_default_cni(image)
+        if spec.cni == default:
+            return None
+        if spec.cni == "kindnet":
+            note = missing_capability_notes(image or "the node image", noderoutes.CONFIGMAP)["kindnet"]
+            raise ProviderError(f"kind cluster {spec.name!r}: CNI 'kindnet' is not available: {note}")
+        if default != "ptp":
+            raise ProviderError(
+                f"kind cluster {spec.name!r}: CNI {spec.cni!r} needs the {noderoutes.CONFIGMAP} agent, which "
+                f"node image {image or 'kind default'} does not have (its default CNI is kindnet); build one "
+                "with `k8sstate image build --default-cni k8sstate-node-routes`"
+            )
+        return spec.cni
+
+    def _install_node_routes(self, cluster: Cluster, mode: str) -> None:
+        """Switch every node's agent on in ``mode`` (the manifest kind would have applied, in that mode)."""
+        self.progress(f"kind: installing CNI {mode} ({noderoutes.CONFIGMAP} agent)")
+        cluster.control_plane.exec.run(
+            ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "apply", "-f", "-"],
+            input=noderoutes.manifest(mode).encode(),
+            timeout=120,
+        )
+
     def _default_cni_of(self, container: str) -> str:
         """``kindnet``, or what the node image's :data:`~.noderoutes.IMAGE_LABEL` names (images built by
         :mod:`.image`); kind's own images have no such label and run kindnet."""
@@ -318,7 +377,8 @@ class KindProvider(DockerNodesProvider):
                 str(mode),
                 default_cni=cni is not None,
                 ipvs_kernel=ipvs_in_kernel(),
-                kindnet=cni != noderoutes.CONFIGMAP,
+                kindnet=cni_name(cni) == "kindnet",
+                cni=cni_name(cni),
             ),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),

@@ -116,7 +116,7 @@ def not_ready_yet(cluster: Cluster) -> str | None:
 def wait_ready(cluster: Cluster, timeout: float) -> None:
     """Wait until :func:`not_ready_yet` is None; ProviderError naming what is missing after ``timeout``."""
     hint = f"see `kind export logs --name {cluster.name}`"
-    if cluster.details.get("default_cni") == noderoutes.CONFIGMAP:
+    if cluster.details.get("default_cni") in (noderoutes.CONFIGMAP, *noderoutes.MODES):
         hint += f" and `journalctl -u {noderoutes.UNIT_NAME}` in a node"
     wait_until(
         f"kind cluster {cluster.name!r} to be ready",

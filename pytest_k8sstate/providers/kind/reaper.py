@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.providers.host import alive, proc_start_time
-from pytest_k8sstate.providers.statefile import StateFile
+from pytest_k8sstate.providers.statefile import StateFile, valid_name
 
 __all__ = ["kind_create_running", "orphaned", "orphans", "owner"]
 
@@ -41,10 +41,19 @@ def kind_create_running(name: str, proc: Path = Path("/proc")) -> bool:
 
 
 def orphaned(root: Path, name: str, docker_host: str | None) -> bool:
-    """True when cluster ``name`` (of the engine at ``docker_host``) has an owner that is gone."""
+    """True when cluster ``name`` (of the engine at ``docker_host``) has an owner that is gone.
+
+    The record is not trusted: a name a create would refuse, a directory that is a symlink, a record naming
+    another cluster or an owner without a start time is never an orphan (never deleted by the reaper).
+    """
+    d = root / name
+    if not valid_name(name) or d.is_symlink() or not d.is_dir():
+        return False
     st = StateFile.load(name, root)
     pid = st.data.get("owner_pid")
-    if not isinstance(pid, int) or st.data.get("docker_host") != docker_host:
+    if not isinstance(pid, int) or isinstance(pid, bool) or st.data.get("docker_host") != docker_host:
+        return False
+    if st.data.get("name", name) != name or not isinstance(st.data.get("owner_start"), int):
         return False
     start = st.data.get("owner_start")
     if alive(pid, start if isinstance(start, int) else None):

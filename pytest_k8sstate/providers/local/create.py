@@ -27,7 +27,7 @@ from pytest_k8sstate.providers.base import Cluster, ClusterSpec, Progress
 from pytest_k8sstate.providers.local.binaries import kwok_stages
 from pytest_k8sstate.providers.local.procs import Procs
 from pytest_k8sstate.providers.local.rest import RestClient
-from pytest_k8sstate.providers.local.state import ClusterState, NodeRecord
+from pytest_k8sstate.providers.local.state import ClusterState, NodeRecord, checkpoint
 from pytest_k8sstate.util.poll import wait_until
 
 __all__ = ["EARLY_CONTROLLERS_ENV", "Creation", "early_controllers"]
@@ -160,7 +160,9 @@ class Creation:
             )
         st.netns = [n.netns for n in st.nodes] + [net.bridge_netns(spec.name)]
         st.save()
+        checkpoint("netns-recorded")
         net.create_network(spec.name, st.subnet, [(n.netns, n.ip) for n in st.nodes])
+        checkpoint("network")
         self.done(f"network: {len(st.nodes)} node namespaces on {st.subnet}")
         return st.nodes[0]
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,10 +43,10 @@ import pytest_k8sstate.providers.local.state as state_mod
 from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
-from pytest_k8sstate.providers.host import alive, check_ipvs_support, proc_start_time
+from pytest_k8sstate.providers.host import alive, check_ipvs_support, proc_start_time, sigterm_as_interrupt
 from pytest_k8sstate.providers.local.binaries import kube_version, resolve_binaries
 from pytest_k8sstate.providers.local.create import Creation
-from pytest_k8sstate.providers.local.procs import Procs
+from pytest_k8sstate.providers.local.procs import Procs, kill_processes
 from pytest_k8sstate.providers.local.state import ClusterState
 
 __all__ = ["LocalProvider", "check_kubeconfig_out", "provider"]
@@ -78,6 +79,16 @@ class LocalProvider(Provider):
         from pytest_k8sstate.node.netns import require_root
 
         require_root(f"creating local cluster {spec.name!r}")
+        # SIGTERM (a CI timeout, `kill`) cleans up like Ctrl-C while the create runs (unless the caller
+        # handles SIGTERM itself, as the pytest plugin does for the whole session)
+        sigterm = sigterm_as_interrupt()
+        try:
+            return self._create(spec)
+        finally:
+            if sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _create(self, spec: ClusterSpec) -> Cluster:
         from pytest_k8sstate.providers.local.reaper import reap
 
         reap()
@@ -97,6 +108,7 @@ class LocalProvider(Provider):
             owner_pid=os.getpid(),
             owner_start=proc_start_time(os.getpid()),
         )
+        state_mod.checkpoint("claimed")
         procs = Procs(st)
         try:
             cluster = Creation(
@@ -195,11 +207,12 @@ class LocalProvider(Provider):
         with contextlib.suppress(Exception):
             st.phase = "deleting"
             st.save()
-        left = state_mod.kill_processes(st.processes, timeout=10)
+        left = kill_processes(st, timeout=10)
         if procs is not None:
             with contextlib.suppress(Exception):
                 procs.reap()
-        ns_left = net.delete_netns(list(st.netns))
+        # a process left running keeps its namespaces (`ip netns pids NS` finds it)
+        ns_left = list(st.netns) if left else net.delete_netns(list(st.netns))
         if st.extra_kubeconfig:
             with contextlib.suppress(OSError):
                 out = Path(st.extra_kubeconfig)

@@ -1,8 +1,15 @@
-"""Bookkeeping of ``local`` clusters: the cluster directory, ``state.json``, subnet index, processes.
+"""Bookkeeping of ``local`` clusters: the cluster directory, ``state.json``, subnet index.
 
-Everything a cluster owns is recorded in ``<cache>/clusters/<name>/state.json`` *before* it is
-created (network namespaces) or right after it is started (processes: pid + kernel start time, so a
-recycled pid is never killed). Teardown and the reaper work only from this record.
+Everything a cluster owns is recorded in ``<cache>/clusters/<name>/state.json`` *before* it is created
+(network namespaces; a process's entry before it is started, its pid + kernel start time + executable right
+after). Teardown and the reaper work only from this record and from the marker every process of the cluster
+carries in its environment (:mod:`.procs`).
+
+The record is not trusted: another user of the cache directory, a bug or a half-written disk may have
+changed it. :func:`read_state` checks every field (types, the cluster name with the regex used at create,
+namespace names derived from that name, paths inside the cluster's directory) and refuses the file with
+the field's path; :func:`all_states` skips such a file with one warning naming it. Files are written 0600 in
+0700 directories.
 """
 
 from __future__ import annotations
@@ -11,35 +18,48 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import ProviderError
+from pytest_k8sstate.node.netns import PREFIX as NETNS_PREFIX
 from pytest_k8sstate.providers.host import alive
+from pytest_k8sstate.providers.statefile import valid_name, write_error
 from pytest_k8sstate.util.files import atomic_write_json, cache_dir
 from pytest_k8sstate.util.poll import wait_until
 
 __all__ = [
+    "DIE_AT_ENV",
     "ClusterState",
     "NodeRecord",
     "ProcRecord",
     "all_states",
+    "checkpoint",
     "claim",
     "cluster_dir",
     "clusters_dir",
     "global_lock",
-    "kill_processes",
     "load_state",
+    "read_state",
     "remove_dir",
+    "valid_name",
 ]
 
 STATE_FILE = "state.json"
 MAX_INDEX = 256
+MAX_STATE_BYTES = 1 << 20  # a real state.json is a few KiB
+MAX_STRING = 4096
+#: test hook: ``K8SSTATE_TEST_DIE_AT=<step>`` makes the creating process SIGKILL itself at that step
+DIE_AT_ENV = "K8SSTATE_TEST_DIE_AT"
+
+_warned: set[str] = set()
 
 
 def clusters_dir() -> Path:
@@ -47,16 +67,48 @@ def clusters_dir() -> Path:
 
 
 def cluster_dir(name: str) -> Path:
+    """``<cache>/clusters/<name>``; a name a create would refuse is refused here too."""
+    if not valid_name(name):
+        raise ProviderError(f"{name!r} is not a cluster name (1-32 lowercase letters, digits and '-')")
     return clusters_dir() / name
+
+
+def inside_clusters_dir(path: Path) -> bool:
+    """``path`` is a real directory (not a symlink) directly inside the resolved clusters directory."""
+    try:
+        return not path.is_symlink() and path.resolve().parent == clusters_dir().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or make an existing one 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+
+
+def netns_names(name: str, nodes: int) -> list[str]:
+    """The namespaces a cluster ``name`` with ``nodes`` workers may own (node ones first, then the wire)."""
+    workers = [f"{name}-worker{'' if k == 1 else k}" for k in range(1, nodes + 1)]
+    return [f"{NETNS_PREFIX}{n}" for n in [f"{name}-control-plane", *workers]] + [f"{NETNS_PREFIX}{name}-net"]
+
+
+def _netns_of(name: str, ns: str) -> bool:
+    pat = rf"{re.escape(NETNS_PREFIX + name)}-(net|control-plane|worker([2-9]|[1-9][0-9]{{1,3}})?)"
+    return re.fullmatch(pat, ns) is not None
 
 
 @dataclass
 class ProcRecord:
+    """One process of the cluster. ``pid`` 0: recorded before its start (the intent), not started yet."""
+
     name: str
     pid: int
     start: int | None
     netns: str | None = None
     log: str | None = None
+    exe: str | None = None  # what /proc/<pid>/exe shows once it runs (resolved path)
 
 
 @dataclass
@@ -90,18 +142,26 @@ class ClusterState:
     def dir(self) -> Path:
         return cluster_dir(self.name)
 
+    @property
+    def marker(self) -> str:
+        """The value of every cluster process's ``K8SSTATE_CLUSTER``: the resolved cluster directory."""
+        return str(self.dir.resolve())
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ClusterState:
-        d = dict(d)
-        d["nodes"] = [NodeRecord(**n) for n in d.get("nodes", [])]
-        d["processes"] = [ProcRecord(**p) for p in d.get("processes", [])]
-        return cls(**d)
+    def from_json(cls, d: object) -> ClusterState:
+        """The state in ``d``, every field checked; ValueError naming the field otherwise."""
+        return _parse_state(d)
 
     def save(self) -> None:
-        atomic_write_json(self.dir / STATE_FILE, self.to_json())
+        path = self.dir / STATE_FILE
+        try:
+            _private_dir(self.dir)
+            atomic_write_json(path, self.to_json(), mode=0o600)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
 
     def owner_alive(self) -> bool:
         """A cluster without an owner (``k8sstate cluster create``) lives until deleted."""
@@ -110,30 +170,181 @@ class ClusterState:
         return alive(self.owner_pid, self.owner_start)
 
 
-def load_state(name: str) -> ClusterState | None:
-    path = cluster_dir(name) / STATE_FILE
+# ------------------------------------------------------------------------------------------- validation
+def _str(v: object, where: str, *, empty: bool = True) -> str:
+    if not isinstance(v, str) or len(v) > MAX_STRING or "\0" in v or (not empty and not v):
+        raise ValueError(f"{where}: expected a string (at most {MAX_STRING} characters)")
+    return v
+
+
+def _int(v: object, where: str, lo: int = 0, hi: int = 1 << 62) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"{where}: expected an integer in [{lo}, {hi}]")
+    return v
+
+
+def _opt(v: object, where: str, kind: type) -> Any:
+    if v is None:
+        return None
+    return _int(v, where) if kind is int else _str(v, where)
+
+
+def _fields(d: object, where: str, cls: type, required: set[str]) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected an object")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0][:80]!r}")
+    missing = sorted(required - set(d))
+    if missing:
+        raise ValueError(f"{where}: missing field {missing[0]!r}")
+    return dict(d)
+
+
+def _inside(path: str, base: Path, where: str) -> str:
     try:
-        return ClusterState.from_json(json.loads(path.read_text()))
+        ok = Path(path).resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}: {path[:200]!r} is not inside {base}")
+    return path
+
+
+def _list(v: object, where: str, limit: int = 1024) -> list[Any]:
+    if not isinstance(v, list) or len(v) > limit:
+        raise ValueError(f"{where}: expected a list (at most {limit} entries)")
+    return v
+
+
+def _parse_state(d: object) -> ClusterState:
+    raw = _fields(d, "", ClusterState, {"name", "index", "subnet", "proxy_mode", "version"})
+    name = raw["name"]
+    if not valid_name(name):
+        raise ValueError(f"name: {str(name)[:80]!r} is not a cluster name")
+    base = clusters_dir() / name
+    netns = [_str(ns, f"netns[{i}]") for i, ns in enumerate(_list(raw.get("netns", []), "netns"))]
+    for i, ns in enumerate(netns):
+        if not _netns_of(name, ns):
+            raise ValueError(f"netns[{i}]: {ns[:80]!r} is not a namespace of cluster {name!r}")
+    nodes = []
+    for i, n in enumerate(_list(raw.get("nodes", []), "nodes")):
+        nd = _fields(n, f"nodes[{i}]", NodeRecord, {f.name for f in fields(NodeRecord)})
+        rec = NodeRecord(**{k: _str(v, f"nodes[{i}].{k}") for k, v in nd.items()})
+        if not _netns_of(name, rec.netns):
+            raise ValueError(f"nodes[{i}].netns: {rec.netns[:80]!r} is not a namespace of cluster {name!r}")
+        nodes.append(rec)
+    procs = []
+    for i, p in enumerate(_list(raw.get("processes", []), "processes")):
+        w = f"processes[{i}]"
+        pd = _fields(p, w, ProcRecord, {"name", "pid", "start"})
+        log = _opt(pd.get("log"), f"{w}.log", str)
+        ns = _opt(pd.get("netns"), f"{w}.netns", str)
+        if ns is not None and not _netns_of(name, ns):
+            raise ValueError(f"{w}.netns: {ns[:80]!r} is not a namespace of cluster {name!r}")
+        procs.append(
+            ProcRecord(
+                name=_str(pd["name"], f"{w}.name"),
+                pid=_int(pd["pid"], f"{w}.pid", 0, 1 << 22),
+                start=_opt(pd["start"], f"{w}.start", int),
+                netns=ns,
+                log=None if log is None else _inside(log, base / "logs", f"{w}.log"),
+                exe=_opt(pd.get("exe"), f"{w}.exe", str),
+            )
+        )
+    ports = raw.get("ports", {})
+    if not isinstance(ports, dict) or len(ports) > 16:
+        raise ValueError("ports: expected an object of at most 16 ports")
+    kubeconfig = _str(raw.get("kubeconfig", ""), "kubeconfig")
+    created = raw.get("created_at", 0.0)
+    if not isinstance(created, int | float) or isinstance(created, bool) or not 0 <= created < 1e11:
+        raise ValueError("created_at: expected a time in seconds since 1970")
+    phase = _str(raw.get("phase", "creating"), "phase")
+    if phase not in ("creating", "ready", "deleting"):
+        raise ValueError(f"phase: expected creating, ready or deleting, got {phase[:40]!r}")
+    return ClusterState(
+        name=name,
+        index=_int(raw["index"], "index", 0, MAX_INDEX - 1),
+        subnet=_str(raw["subnet"], "subnet"),
+        proxy_mode=_str(raw["proxy_mode"], "proxy_mode"),
+        version=_str(raw["version"], "version"),
+        owner_pid=_opt(raw.get("owner_pid"), "owner_pid", int),
+        owner_start=_opt(raw.get("owner_start"), "owner_start", int),
+        phase=phase,
+        netns=netns,
+        nodes=nodes,
+        processes=procs,
+        ports={_str(k, "ports"): _int(v, f"ports.{k}", 0, 65535) for k, v in ports.items()},
+        kubeconfig=kubeconfig and _inside(kubeconfig, base, "kubeconfig"),
+        extra_kubeconfig=_opt(raw.get("extra_kubeconfig"), "extra_kubeconfig", str),
+        created_at=float(created),
+    )
+
+
+def read_state(d: Path) -> ClusterState:
+    """The state in directory ``d`` (inside the clusters directory, named like its cluster).
+
+    FileNotFoundError when there is none; ProviderError naming the file and the field when it is refused.
+    """
+    path = d / STATE_FILE
+    if not inside_clusters_dir(d):
+        raise ProviderError(f"{d}: not a directory inside {clusters_dir()} (a symlink?); ignored")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_STATE_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ProviderError(f"{path}: unreadable cluster state ({exc.strerror or exc})") from exc
+    try:
+        if len(data) > MAX_STATE_BYTES:
+            raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+        st = _parse_state(json.loads(data))
+        if st.name != d.name:
+            raise ValueError(f"name: {st.name!r} is not the directory's name {d.name!r}")
+    except RecursionError:
+        raise ProviderError(f"{path}: refused cluster state: nested too deeply") from None
+    except ValueError as exc:  # json's errors are ValueErrors too
+        msg = str(exc)[:300]
+        raise ProviderError(
+            f"{path}: refused cluster state: {msg}; remove the directory {d} if it is not yours "
+            "(processes and network namespaces it lists are left alone)"
+        ) from None
+    return st
+
+
+def _warn(message: str) -> None:
+    """One warning per message and process (``cluster list`` may read the same file more than once)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"[k8sstate] warning: {message}", file=sys.stderr)
+
+
+def load_state(name: str) -> ClusterState | None:
+    try:
+        return read_state(cluster_dir(name))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ProviderError(
-            f"{path}: unreadable cluster state ({exc}); remove the directory {path.parent} "
-            "(its processes and network namespaces may need manual cleanup: see `ip netns list`)"
-        ) from exc
 
 
 def all_states() -> list[ClusterState]:
+    """Every readable state; a refused one is skipped with one warning naming its file."""
     out: list[ClusterState] = []
     base = clusters_dir()
-    if not base.is_dir():
+    try:
+        entries = sorted(base.iterdir())
+    except OSError:
         return out
-    for d in sorted(base.iterdir()):
-        if d.is_dir() and (d / STATE_FILE).is_file():
-            with contextlib.suppress(ProviderError):
-                st = load_state(d.name)
-                if st is not None:
-                    out.append(st)
+    for d in entries:
+        if d.name.startswith(".") or not (d.is_dir() or d.is_symlink()):
+            continue
+        try:
+            out.append(read_state(d))
+        except FileNotFoundError:
+            continue
+        except ProviderError as exc:
+            _warn(str(exc))
     return out
 
 
@@ -141,8 +352,11 @@ def all_states() -> list[ClusterState]:
 def global_lock(timeout: float = 30.0) -> Iterator[None]:
     """Serialise claims of names and subnet indexes across processes (pytest-xdist workers)."""
     base = clusters_dir()
-    base.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _private_dir(base)
+        fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise write_error(base / ".lock", exc) from exc
 
     def locked() -> str | None:
         try:
@@ -164,7 +378,7 @@ def claim(
     """Create the cluster directory and state with the lowest free subnet index (under the lock)."""
     with global_lock():
         d = cluster_dir(name)
-        if (d / STATE_FILE).exists():
+        if (d / STATE_FILE).exists() or d.is_symlink():
             raise ProviderError(
                 f"cluster {name!r} already exists ({d}); delete it with "
                 f"`k8sstate cluster delete --name {name}` or pick another name"
@@ -174,7 +388,6 @@ def claim(
         if not free:
             raise ProviderError(f"all {MAX_INDEX} local cluster slots are in use; delete some clusters")
         idx = free[0]
-        d.mkdir(parents=True, exist_ok=True)
         st = ClusterState(
             name=name,
             index=idx,
@@ -185,53 +398,22 @@ def claim(
             owner_start=owner_start,
             created_at=time.time(),
         )
-        st.save()
+        try:
+            st.save()
+        except BaseException:
+            remove_dir(d)
+            raise
         return st
 
 
-def kill_processes(procs: list[ProcRecord], *, term_grace: float = 0.0, timeout: float = 10.0) -> list[str]:
-    """Stop recorded processes (whole process groups). SIGTERM first when ``term_grace`` > 0, then SIGKILL.
-
-    Returns the names of processes still alive after ``timeout`` (normally none).
-    """
-    live = [p for p in procs if alive(p.pid, p.start)]
-    if not live:
-        return []
-
-    def signal_all(sig: int) -> None:
-        for p in live:
-            if not alive(p.pid, p.start):
-                continue
-            try:
-                os.killpg(p.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(p.pid, sig)
-
-    def reap_children() -> None:
-        for p in live:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(p.pid, os.WNOHANG)
-
-    def wait(until: float) -> bool:
-        delay = 0.005
-        while True:
-            reap_children()
-            if not any(alive(p.pid, p.start) for p in live):
-                return True
-            if time.monotonic() >= until:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
-    if term_grace > 0:
-        signal_all(signal.SIGTERM)
-        if wait(time.monotonic() + term_grace):
-            return []
-    signal_all(signal.SIGKILL)
-    wait(time.monotonic() + timeout)
-    return [p.name for p in live if alive(p.pid, p.start)]
-
-
 def remove_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a cluster directory: only a real directory directly inside the clusters directory."""
+    if inside_clusters_dir(path) and valid_name(path.name):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def checkpoint(step: str) -> None:
+    """Test hook: when ``$K8SSTATE_TEST_DIE_AT`` is ``step``, this process SIGKILLs itself here (an owner
+    killed at that step of a create: tests/test_reaper_hostile.py). Read at call time; unset in normal use."""
+    if os.environ.get(DIE_AT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)

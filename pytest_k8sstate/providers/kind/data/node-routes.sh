@@ -10,15 +10,23 @@ conf="$conf_dir/10-k8sstate.conflist"
 
 kc() { timeout 20 kubectl --kubeconfig="$kubeconfig" "$@"; }
 
+# $1: this node's pod CIDR, $2: the mode the ConfigMap names (data.mode: ptp, the default, or bridge)
 conflist() {
+  local main
+  if [ "$2" = "bridge" ]; then
+    # minikube's default bridge CNI: every pod's veth on cni0 (the gateway), masquerade off-subnet traffic
+    main='"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,'
+  else
+    # kindnet's layout: a veth and a /32 route per pod, no bridge, no rules
+    main='"type": "ptp", "ipMasq": false,'
+  fi
   cat <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "k8sstate-node-routes",
   "plugins": [
     {
-      "type": "ptp",
-      "ipMasq": false,
+      $main
       "mtu": 1500,
       "ipam": {
         "type": "host-local",
@@ -42,8 +50,9 @@ proxy_ready() {
 sync_once() {
   [ -r "$kubeconfig" ] || return 1
   # --raw: no API discovery, half the time of `kubectl get` (the agent shares the node's CPU)
-  kc get --raw /api/v1/namespaces/kube-system/configmaps/k8sstate-node-routes >/dev/null 2>&1 || return 1
-  local nodes name cidr ip
+  local cm mode nodes name cidr ip
+  cm=$(kc get --raw /api/v1/namespaces/kube-system/configmaps/k8sstate-node-routes 2>/dev/null) || return 1
+  mode=$(jq -r '.data.mode // "ptp"' <<<"$cm")
   nodes=$(kc get --raw /api/v1/nodes) || return 1
   # name, podCIDR, first IPv4 InternalIP ("-" when not known yet)
   while IFS=$'\t' read -r name cidr ip; do
@@ -56,7 +65,7 @@ sync_once() {
         [ $((SECONDS - first_seen)) -lt 30 ] && continue
       fi
       mkdir -p "$conf_dir"
-      conflist "$cidr" > "$conf.tmp"
+      conflist "$cidr" "$mode" > "$conf.tmp"
       if cmp -s "$conf.tmp" "$conf"; then rm -f "$conf.tmp"; else mv -f "$conf.tmp" "$conf"; fi
     elif [ "$ip" != "-" ]; then
       ip route replace "$cidr" via "$ip" || echo "k8sstate-node-routes: no route $cidr via $ip" >&2

@@ -58,7 +58,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "runc",
     "containernetworking-plugins",
 )
-CNI_PLUGINS = ("host-local", "loopback", "ptp", "portmap")
+CNI_PLUGINS = ("host-local", "loopback", "ptp", "bridge", "portmap")
 DEBOOTSTRAP_TIMEOUT = 3600.0
 
 

@@ -15,6 +15,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -198,7 +199,7 @@ def test_cache_hit_adopts_a_binary_and_records_its_manifest(cache: Path) -> None
     got = b.ensure_binaries(["kwok"], progress=lines.append, download=False, build=False)
     assert got["kwok"] == path
     assert got.sources == {"kwok": "cache"}
-    assert lines == ["[k8sstate] kwok v0.8.0: cache hit (0.0s)"]
+    assert lines == ["kwok v0.8.0: cache hit (0.0s)"]
     manifest = json.loads((path.parent / "manifest.json").read_text())
     entry = manifest["binaries"]["kwok"]
     assert entry["source"] == "adopted"
@@ -213,6 +214,18 @@ def test_cache_hit_adopts_a_binary_and_records_its_manifest(cache: Path) -> None
     }
     with pytest.raises(BinaryError, match="was not requested"):
         _ = got["kind"]
+
+
+def test_progress_lines_carry_the_prefix_once(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_k8sstate.providers.base import stderr_progress
+
+    put_binary(cache, "kwok", "v0.8.0", "kwok")
+    b.ensure_binaries(["kwok"], download=False, build=False)  # the default progress: stderr
+    b.ensure_binaries(["kwok"], progress=stderr_progress, download=False, build=False)  # the providers'
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["[k8sstate] kwok v0.8.0: cache hit (0.0s)"] * 2
+    assert run_cli(["binaries", "install", "--components", "kwok", "--no-build", "--no-download"]) == 0
+    assert "[k8sstate] kwok v0.8.0: cache hit (0.0s)\n" in capsys.readouterr().out
 
 
 def test_a_binary_whose_size_changed_is_not_a_cache_hit(cache: Path) -> None:
@@ -244,7 +257,7 @@ def test_download_is_tried_for_real_and_falls_back_to_building(
         return
     # no internet here: the download fails fast, then the build is tried
     assert any(
-        ln.startswith("[k8sstate] kind v0.33.0: download unavailable (")
+        ln.startswith("kind v0.33.0: download unavailable (")
         and ln.endswith("building from the Go module proxy")
         for ln in lines
     ), lines
@@ -296,7 +309,7 @@ def test_official_download_with_a_verified_checksum(cache: Path, mirror: Path) -
     got = b.ensure_binaries(["kubectl"], progress=lines.append, build=False)
     assert got.sources == {"kubectl": "download"}
     assert got["kubectl"].read_bytes() == data
-    assert lines[-1].startswith("[k8sstate] kubectl v1.37.1: downloaded (")
+    assert lines[-1].startswith("kubectl v1.37.1: downloaded (")
     entry = json.loads((got["kubectl"].parent / "manifest.json").read_text())["binaries"]["kubectl"]
     assert entry["source"] == "download"
     assert entry["detail"].endswith(f"/k8s/v1.37.1/bin/linux/{arch}/kubectl")
@@ -435,7 +448,7 @@ def test_a_second_installer_waits_for_the_lock_and_then_hits_the_cache(cache: Pa
         got = b.ensure_binaries(["kwok"], progress=lines.append, download=False, build=False)
         assert got["kwok"] == vdir / "kwok"
         assert "waiting for another process installing it" in lines[0]
-        assert lines[-1].startswith("[k8sstate] kwok v0.8.0: cache hit")
+        assert lines[-1].startswith("kwok v0.8.0: cache hit")
     finally:
         holder.wait(timeout=30)
 
@@ -475,7 +488,7 @@ def test_build_kwok_with_go_install_into_an_empty_cache(cache: Path) -> None:
     lines: list[str] = []
     got = b.ensure_binaries(["kwok"], progress=lines.append, download=False)
     assert got.sources == {"kwok": "build"}
-    assert lines[-1].startswith("[k8sstate] kwok v0.8.0: building from the Go module proxy… done (")
+    assert lines[-1].startswith("kwok v0.8.0: building from the Go module proxy… done (")
     out = subprocess.run(  # noqa: S603 - argv list, no shell
         [str(got["kwok"]), "--version"], capture_output=True, text=True, timeout=30, check=True
     )
@@ -538,3 +551,85 @@ def test_the_k8sstate_command_has_the_binaries_group(cache: Path, capsys: pytest
     assert main(["binaries", "path", "kind"]) == 0
     assert capsys.readouterr().out.strip() == str(path)
     assert main(["binaries", "path", "kwok"]) == 2
+
+
+# --- a full cache disk: a real 256 KiB tmpfs in a private mount namespace ---
+_ENOSPC_SCRIPT = """
+import os, subprocess, sys
+from pathlib import Path
+d, mirror = Path(sys.argv[1]), Path(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], check=True, timeout=10)
+os.environ["K8SSTATE_CACHE_DIR"] = str(d)
+os.environ["K8SSTATE_KUBERNETES_RELEASE_URL"] = mirror.as_uri()
+import pytest_k8sstate.binaries as b
+from pytest_k8sstate.errors import BinaryError
+
+def attempt(what, names, **kw):
+    try:
+        b.ensure_binaries(names, progress=lambda _line: None, **kw)
+        print(what, "no error")
+    except BinaryError as exc:
+        print(what, "ERROR", exc)
+
+attempt("download", ["kubectl"], build=False)  # 512 KiB into 256 KiB
+print("FILES", sorted(os.listdir(d / "bin" / "kubernetes-v1.37.1")))
+kwok = d / "bin" / "kwok-v0.8.0" / "kwok"
+kwok.parent.mkdir(parents=True)
+kwok.write_text("#!/bin/sh\\n")
+kwok.chmod(0o755)
+try:
+    (d / "filler").write_bytes(bytes(1 << 20))  # 1 MiB into what is left of 256 KiB: fills it
+except OSError:
+    pass
+attempt("manifest", ["kwok"], download=False, build=False)  # adopting it writes manifest.json
+print("FILES", sorted(os.listdir(kwok.parent)))
+from pytest_k8sstate.binaries import gobuild
+try:  # a build step whose output does not fit (its log lives outside the full disk)
+    gobuild.run_logged(["cp", sys.executable, d / "out"], cwd=d, log_path=mirror / "build.log",
+                       what="kwok v0.8.0: building", timeout=30)
+except BinaryError as exc:
+    print("build ERROR", exc)
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+@pytest.mark.skipif(sys.platform != "linux" or not hasattr(os, "geteuid") or os.geteuid() != 0, reason="root")
+def test_a_full_cache_disk_is_one_message_naming_the_file_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = os.urandom(512 << 10)
+    exe = tmp_path / "mirror" / "v1.37.1" / "bin" / "linux" / download.goarch() / "kubectl"
+    exe.parent.mkdir(parents=True)
+    exe.with_name("kubectl.sha256").write_text(publish(exe, data) + "\n")
+    res = subprocess.run(  # noqa: S603 - a private mount namespace: the tmpfs is invisible outside
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-c",
+            _ENOSPC_SCRIPT,
+            str(mnt),
+            str(tmp_path / "mirror"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = res.stdout.splitlines()
+    fix = "free space there or point K8SSTATE_CACHE_DIR at a directory on a disk with room"
+    vdir = mnt / "bin" / "kubernetes-v1.37.1"
+    assert lines[0].startswith(f"download ERROR {vdir}/.tmp-kubectl-"), res.stdout
+    assert f": no space left on device; {fix}" in lines[0], res.stdout
+    assert len(lines[0].splitlines()) == 1
+    assert lines[1] == "FILES ['.lock']", res.stdout  # no temp file, nothing installed
+    manifest = mnt / "bin" / "kwok-v0.8.0" / "manifest.json"
+    assert lines[2].startswith(f"manifest ERROR {manifest}: no space left on device; {fix}"), res.stdout
+    assert lines[3] == "FILES ['.lock', 'kwok']", res.stdout  # no manifest temp file
+    assert lines[4].startswith(f"build ERROR kwok v0.8.0: building: {mnt}: no space left on device; {fix}")
+    assert lines[4].endswith(f"; see {tmp_path / 'mirror' / 'build.log'}"), res.stdout
+    assert len(lines) == 5, res.stdout
+    assert not list(mnt.iterdir())  # the tmpfs was private to that process

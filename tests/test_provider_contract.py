@@ -274,6 +274,29 @@ def _start_create(provider: Provider, name: str, tmp_path: Path) -> tuple[subpro
         raise
 
 
+def test_a_stopped_node_fails_the_next_snapshot(provider: Provider) -> None:
+    """kind: a node container that stopped mid-test is named at the next snapshot (liveness), instead of
+    a diff that silently shows no change there; the broken cluster can still be deleted.
+    (local: tests/test_liveness.py kills kube-proxy, the apiserver and etcd.)"""
+    if provider.name != "kind":
+        pytest.skip("kind's node containers; the local provider's components: tests/test_liveness.py")
+    from pytest_k8sstate.providers.kind.provider import KindProvider
+
+    assert isinstance(provider, KindProvider)
+    name = f"cl{os.getpid() % 100000}"
+    c = provider.create(ClusterSpec(name=name, nodes=0, proxy_mode="iptables"))
+    try:
+        c.snapshot("alive")
+        provider.docker.run("stop", "-t", "1", c.control_plane.name, timeout=60)
+        with pytest.raises(
+            ProviderError, match=rf"node container\(s\) not running: {name}-control-plane \(exited\)"
+        ):
+            c.snapshot("dead")
+    finally:
+        provider.delete(name)
+    assert leftovers(provider.name, name) == []
+
+
 def test_ctrl_c_during_create_leaves_nothing(provider: Provider, tmp_path: Path) -> None:
     name = f"cc{os.getpid() % 100000}"
     proc, pids = _start_create(provider, name, tmp_path)

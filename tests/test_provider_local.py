@@ -6,6 +6,7 @@ the cluster tests need root and the Kubernetes binaries (skipped with the reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -470,16 +471,24 @@ def test_ipvs_mode_is_refused_with_one_clear_message(tmp_path: Path, monkeypatch
 # ------------------------------------------------------------------------------------------------
 # real clusters
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def local_cluster(prefix: str, nodes: int = 1) -> Iterator[Cluster]:
+    """A real local cluster, deleted at the end: nothing of it may be left (even with components dead)."""
     _skip_without_cluster()
     prov = LocalProvider()
-    name = f"lt{os.getpid() % 100000}"
-    c = prov.create(ClusterSpec(name=name, nodes=1))
+    name = f"{prefix}{os.getpid() % 100000}"
+    c = prov.create(ClusterSpec(name=name, nodes=nodes))
     try:
         yield c
     finally:
         prov.delete(name)
+        assert leftovers("local", name) == []
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with local_cluster("lt") as c:
+        yield c
 
 
 def _api(cluster: Cluster) -> object:

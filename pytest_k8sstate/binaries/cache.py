@@ -12,6 +12,7 @@ Layout under :func:`~pytest_k8sstate.util.files.cache_dir` (``$K8SSTATE_CACHE_DI
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,7 +25,7 @@ from typing import Any
 
 from pytest_k8sstate.binaries.versions import COMPONENT_BINARIES, Versions, component_of
 from pytest_k8sstate.errors import BinaryError, ConfigError
-from pytest_k8sstate.util.files import atomic_write_json, cache_dir
+from pytest_k8sstate.util.files import CACHE_ENV, atomic_write_json, cache_dir
 from pytest_k8sstate.util.inputs import read_input
 from pytest_k8sstate.util.poll import wait_until
 
@@ -32,9 +33,12 @@ __all__ = [
     "LOCK_TIMEOUT",
     "Manifest",
     "build_dir",
+    "cache_os_error",
     "find_binary",
+    "is_no_space",
     "list_cached",
     "log_path",
+    "no_space_error",
     "sha256_file",
     "temp_path",
     "version_dir",
@@ -49,6 +53,30 @@ _LOCK_POLL = 0.25
 
 
 # --- layout ---
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk or an exhausted quota."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_error(path: Path | str) -> BinaryError:
+    """The one message for a full cache disk while writing ``path``."""
+    return BinaryError(
+        f"{path}: no space left on device; free space there or point {CACHE_ENV} at a directory on a "
+        f"disk with room (the Kubernetes binaries and their build need a few GB)"
+    )
+
+
+def cache_os_error(exc: OSError, where: Path, *, file: Path | None = None) -> BinaryError:
+    """An OSError writing the binaries cache at ``where`` as one message naming the file (``file``, else
+    the error's own file name, else ``where``)."""
+    path = file or exc.filename or where
+    if is_no_space(exc):
+        return no_space_error(path)
+    return BinaryError(
+        f"{path}: {exc.strerror or exc}; check the binaries cache {where} (or point {CACHE_ENV} elsewhere)"
+    )
+
+
 def version_dir(component: str, version: str, cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "bin" / f"{component}-{version}"
 
@@ -170,7 +198,10 @@ class Manifest:
 
     def save(self) -> None:
         if self.changed:
-            atomic_write_json(self.path, self.data, indent=2)
+            try:
+                atomic_write_json(self.path, self.data, indent=2)  # removes its temp file on failure
+            except OSError as exc:
+                raise cache_os_error(exc, self.vdir, file=self.path) from None
             self.changed = False
 
 
@@ -248,9 +279,7 @@ def version_lock(
                 return None
             except BlockingIOError:
                 if not announced:
-                    progress(
-                        f"[k8sstate] {what}: waiting for another process installing it (lock {lock_path})"
-                    )
+                    progress(f"{what}: waiting for another process installing it (lock {lock_path})")
                     announced = True
                 return (
                     f"another process held {lock_path} for more than {timeout:g}s; "

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pytest_k8sstate.binaries.cache import temp_path
+from pytest_k8sstate.binaries.cache import is_no_space, no_space_error, temp_path
 
 __all__ = [
     "DOWNLOADABLE",
@@ -88,6 +88,8 @@ def _fetch_file(url: str, dest: Path, timeout: float) -> str:
                 h.update(chunk)
                 out.write(chunk)
         except (OSError, http.client.HTTPException) as exc:
+            if is_no_space(exc):
+                raise no_space_error(dest) from None
             raise DownloadUnavailable(f"{url}: {exc}") from exc
     return h.hexdigest()
 
@@ -178,6 +180,8 @@ def _etcd(
                     tmp.unlink(missing_ok=True)
                 say(name, f"downloaded ({time.monotonic() - t0:.1f}s)")
     except (tarfile.TarError, OSError) as exc:
+        if is_no_space(exc):
+            raise no_space_error(getattr(exc, "filename", None) or vdir) from None
         raise DownloadUnavailable(f"{url}: {exc}") from exc
     finally:
         tarball.unlink(missing_ok=True)

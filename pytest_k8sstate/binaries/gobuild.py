@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from pytest_k8sstate.binaries.cache import build_dir, log_path, temp_path, version_dir
+from pytest_k8sstate.binaries.cache import build_dir, log_path, no_space_error, temp_path, version_dir
 from pytest_k8sstate.binaries.gomod import (
     AGNHOST_PACKAGE,
     ETCD_MAIN_GO,
@@ -175,7 +175,10 @@ def run_logged(
             kill_group(proc)
             raise
     if rc != 0:
-        raise BinaryError(f"{what}: `{cmd}` exited {rc}; last lines of {log_path}:\n{_tail(log_path)}")
+        tail = _tail(log_path)
+        if "no space left on device" in tail.lower():  # go's and coreutils' ENOSPC text
+            raise BinaryError(f"{what}: {no_space_error(cwd)}; see {log_path}")
+        raise BinaryError(f"{what}: `{cmd}` exited {rc}; last lines of {log_path}:\n{tail}")
 
 
 # --- modules from the proxy ---

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_k8sstate.binaries.cache import Manifest, version_dir, version_lock
+from pytest_k8sstate.binaries.cache import Manifest, cache_os_error, version_dir, version_lock
 from pytest_k8sstate.binaries.download import (
     DOWNLOAD_TIMEOUT,
     DOWNLOADABLE,
@@ -70,7 +70,7 @@ class BinarySet:
 
 
 def _stderr_progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -120,7 +120,7 @@ class _Installer:
 
     def _say(self, version: str) -> Callable[[str, str], None]:
         def say(name: str, text: str) -> None:
-            self.progress(f"[k8sstate] {name} {version}: {text}")
+            self.progress(f"{name} {version}: {text}")
 
         return say
 
@@ -204,7 +204,10 @@ def ensure_binaries(
     for component in INSTALL_ORDER:
         names = [n for n in wanted if BINARY_COMPONENT[n] == component]
         if names:
-            inst.install(component, names)
+            try:
+                inst.install(component, names)
+            except OSError as exc:  # writing the cache (ENOSPC, EACCES, ...): one message, no traceback
+                raise cache_os_error(exc, version_dir(component, v.of(component), inst.cache)) from None
     paths = {n: inst.paths[n] for n in wanted}
     sources = {n: inst.sources[n] for n in wanted}
     return BinarySet(versions=v, paths=paths, sources=sources, seconds=time.monotonic() - t0)

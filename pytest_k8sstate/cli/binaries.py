@@ -63,7 +63,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
         result = ensure_binaries(
             args.components,
             _versions_from(args),
-            progress=lambda line: print(line, flush=True),
+            progress=lambda line: print(f"[k8sstate] {line}", flush=True),
             download=not args.no_download,
             build=not args.no_build,
         )

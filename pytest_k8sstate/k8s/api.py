@@ -7,14 +7,17 @@ bad object, a bug) is not caught and surfaces as what it is.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pytest_k8sstate.errors import K8sStateError
 
-__all__ = ["api_error", "api_failures", "is_not_found", "to_dict"]
+__all__ = ["api_error", "api_failures", "is_not_found", "scrub", "secret_values", "to_dict"]
 
 
 @functools.cache
@@ -34,8 +37,40 @@ def api_failures() -> tuple[type[BaseException], ...]:
     return (ApiException, *_connection_errors())
 
 
-def api_error(exc: BaseException, what: str) -> K8sStateError:
-    """The one-line error for one of :func:`api_failures` while doing ``what``."""
+def secret_values(doc: Mapping[str, Any]) -> list[str]:
+    """A Secret's ``data``/``stringData`` values (as sent, and base64 / decoded): never to be shown."""
+    if doc.get("kind") != "Secret":
+        return []
+    values: list[str] = []
+    for field in ("data", "stringData"):
+        entries = doc.get(field)
+        if not isinstance(entries, Mapping):
+            continue
+        for value in entries.values():
+            text = str(value)
+            values.append(text)
+            if field == "stringData":
+                values.append(base64.b64encode(text.encode()).decode())
+            else:
+                with contextlib.suppress(binascii.Error, ValueError):
+                    values.append(base64.b64decode(text, validate=True).decode("utf-8", "replace"))
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``<redacted>``."""
+    for value in secrets:
+        text = text.replace(value, "<redacted>")
+    return text
+
+
+def api_error(exc: BaseException, what: str, secrets: Iterable[str] = ()) -> K8sStateError:
+    """The one-line error for one of :func:`api_failures` while doing ``what`` (``secrets`` scrubbed)."""
+    secrets = list(secrets)
+    return K8sStateError(scrub(str(_api_error(exc, what)), secrets))
+
+
+def _api_error(exc: BaseException, what: str) -> K8sStateError:
     status = getattr(exc, "status", None)
     body = getattr(exc, "body", None)
     message = ""

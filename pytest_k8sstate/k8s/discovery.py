@@ -23,7 +23,7 @@ def find_resource(dynamic: Any, api_version: str, kind: str) -> Any:
             f"the API server has no resource {kind} in {api_version}; is the CRD installed?"
         ) from None
     except api_failures() as exc:
-        raise api_error(exc, f"discovering {api_version} {kind}") from exc
+        raise api_error(exc, f"discovering {api_version} {kind}") from None
 
 
 def discover_kind(dynamic: Any, kind: str) -> tuple[str, str]:
@@ -44,6 +44,6 @@ def discover_kind(dynamic: Any, kind: str) -> tuple[str, str]:
                 if lowered in names:
                     return str(res.group_version), str(res.kind)
     except api_failures() as exc:
-        raise api_error(exc, f"discovering kind {kind!r}") from exc
+        raise api_error(exc, f"discovering kind {kind!r}") from None
     known = ", ".join(sorted({k for k, _ in BUILTIN_KINDS.values()}))
     raise K8sStateError(f"unknown kind {kind!r}; known kinds include {known}")

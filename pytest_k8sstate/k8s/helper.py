@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import K8sStateError
-from pytest_k8sstate.k8s.api import api_error, api_failures, is_not_found, to_dict
+from pytest_k8sstate.k8s.api import api_error, api_failures, is_not_found, secret_values, to_dict
 from pytest_k8sstate.k8s.discovery import discover_kind, find_resource
 from pytest_k8sstate.k8s.manifests import BUILTIN_KINDS, ObjectRef, load_manifests, looks_like_ref, parse_ref
 from pytest_k8sstate.k8s.readiness import ready, ready_addresses
@@ -108,7 +108,7 @@ class K8sHelper:
                     self.api_client, cache_file=str(Path(self._cache_dir) / "discovery.json")
                 )
             except api_failures() as exc:
-                raise api_error(exc, f"connecting to {self._host()}") from exc
+                raise api_error(exc, f"connecting to {self._host()}") from None
         return self._dynamic
 
     def _host(self) -> str:
@@ -134,11 +134,19 @@ class K8sHelper:
         return (namespace or self.namespace) if resource.namespaced else None
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(...)``; an API failure becomes one K8sStateError without the client's frames (they hold the
+        body, e.g. a Secret's values) and with any Secret value of the body scrubbed from the message.
+        Hidden from pytest tracebacks, as are the helper calls taking objects: pytest prints the arguments
+        of each frame it shows (``kwargs = {'body': ...}``)."""
+        __tracebackhide__ = True
         kwargs.setdefault("_request_timeout", self.request_timeout)
+        body = kwargs.get("body")
+        secrets = secret_values(body) if isinstance(body, Mapping) else []
         try:
             return fn(*args, **kwargs)
         except api_failures() as exc:
-            raise api_error(exc, what) from exc
+            error = api_error(exc, what, secrets)
+        raise error from None
 
     # manifests --------------------------------------------------------------------------------------------
     def _load(
@@ -157,6 +165,7 @@ class K8sHelper:
         Relative paths are resolved against ``manifests/`` then the current directory. Returns the
         objects as the API server stored them.
         """
+        __tracebackhide__ = True  # its frame shows the objects (a Secret's values)
         results = []
         for doc in self._load(source):
             resource = self._resource(doc["apiVersion"], doc["kind"])
@@ -196,7 +205,7 @@ class K8sHelper:
         except api_failures() as exc:
             if is_not_found(exc):
                 return None
-            raise api_error(exc, f"reading {parsed}") from exc
+            raise api_error(exc, f"reading {parsed}") from None
         return to_dict(obj)
 
     def get(self, ref: str | ObjectRef, *, namespace: str | None = None) -> dict[str, Any]:
@@ -393,6 +402,7 @@ class K8sHelper:
         namespace: str | None = None,
     ) -> dict[str, Any]:
         """Patch ``ref``: ``patch_type`` strategic (default), merge, or json (a JSON-patch list)."""
+        __tracebackhide__ = True  # its frame shows the objects (a Secret's values)
         content_types = {
             "strategic": "application/strategic-merge-patch+json",
             "merge": "application/merge-patch+json",
@@ -428,6 +438,7 @@ class K8sHelper:
 
         With ``wait`` (default) return only once they are gone (bounded by ``timeout``).
         """
+        __tracebackhide__ = True  # its frame shows the objects (a Secret's values)
         refs: builtins.list[tuple[ObjectRef, str | None, tuple[str, str]]] = []
         if isinstance(target, ObjectRef) or (isinstance(target, str) and looks_like_ref(target)):
             parsed = parse_ref(target) if isinstance(target, str) else target
@@ -448,7 +459,7 @@ class K8sHelper:
                 )
             except api_failures() as exc:
                 if not is_not_found(exc):
-                    raise api_error(exc, f"deleting {ref}") from exc
+                    raise api_error(exc, f"deleting {ref}") from None
         if wait:
             deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
             for ref, ns, (api_version, kind) in refs:

@@ -189,7 +189,8 @@ class ClusterPool:
         if reuse:
             try:
                 cluster = provider.get(name)
-            except K8sStateError:
+            except K8sStateError as exc:
+                self._refuse_broken(key.provider, name, exc)
                 self.log(f"cluster {name} not found; creating it (kept for --k8s-reuse-cluster {name})")
             else:
                 self.log(f"reusing {key.provider} cluster {name} (--k8s-reuse-cluster)")
@@ -214,6 +215,23 @@ class ClusterPool:
         else:
             self._owned[cluster.name] = cluster
         return cluster
+
+    def _refuse_broken(self, provider_name: str, name: str, exc: K8sStateError) -> None:
+        """``provider.get(name)`` failed: ProviderError when the cluster exists (broken); None when absent."""
+        try:
+            exists = name in self.provider(provider_name).list()
+        except K8sStateError:
+            exists = False
+        if not exists:
+            return
+        delete = f"k8sstate cluster delete --name {name} --provider {provider_name}"
+        recover = f"\nto recover: `{delete}`, then rerun"
+        if "cluster delete" in str(exc):
+            recover = ""
+        raise ProviderError(
+            f"--k8s-reuse-cluster {name}: the {provider_name} cluster {name} exists but cannot be reused: "
+            f"{exc}{recover}"
+        ) from exc
 
     def reset(self, cluster: Cluster) -> None:
         """Bring ``cluster`` back to its pristine state (``fresh=True``)."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_k8sstate.errors import K8sStateError
-from pytest_k8sstate.util.files import atomic_write_json
+from pytest_k8sstate.util.files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from pytest_k8sstate.providers.base import Cluster
@@ -47,20 +47,45 @@ def write_artifacts(
     after: Snapshot | None,
     diff: StateDiff | None,
     extra: Mapping[str, Snapshot] | None = None,
+    errors: Sequence[str] = (),
 ) -> list[Path]:
-    """Save ``before.json``, ``after.json``, ``diff.json`` (+ intermediate snapshots) under ``directory``."""
+    """Save ``before.json``, ``after.json``, ``diff.json`` (+ intermediate snapshots) under ``directory``.
+
+    Each file is written on its own: one that cannot be written (a full disk, a value that does not
+    serialise) does not stop the others, and what went wrong — with ``errors`` from earlier steps (the
+    capture at failure) — goes into ``errors.txt``. Raises only when nothing at all could be written.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    problems = list(errors)
     for label, snap in (("before", before), ("after", after), *sorted((extra or {}).items())):
         if snap is None:
             continue
         path = directory / f"{sanitize_nodeid(label, 60)}.json"
-        snap.save(path)
-        written.append(path)
+        try:
+            snap.save(path)
+        except (K8sStateError, OSError, ValueError, TypeError) as exc:
+            problems.append(f"{path.name}: not written: {exc}")
+        else:
+            written.append(path)
     if diff is not None:
         path = directory / "diff.json"
-        atomic_write_json(path, diff.to_json())
-        written.append(path)
+        try:
+            atomic_write_json(path, diff.to_json())
+        except (OSError, ValueError, TypeError) as exc:
+            problems.append(f"{path.name}: not written: {exc}")
+        else:
+            written.append(path)
+    if problems:
+        path = directory / "errors.txt"
+        try:
+            atomic_write_text(path, "\n".join(problems) + "\n")
+        except OSError:
+            pass
+        else:
+            written.append(path)
+    if not written and problems:
+        raise K8sStateError("; ".join(problems))
     return written
 
 
@@ -148,21 +173,29 @@ class ClusterState:
 
     def save_failure(self, directory: Path, *, detail_lines: int = 15) -> str:
         """Snapshot the state at failure, write the artifacts, return the report section text."""
+        # what was captured before the failure is kept whatever fails from here on
+        after: Snapshot | None = None
+        diff: StateDiff | None = None
+        detail = ""
+        errors: list[str] = []
         try:
             after = self._take("after")
         except Exception as exc:
-            return f"k8sstate: capturing the cluster state at failure failed: {exc}"
-        diff: StateDiff | None = None
-        try:
-            diff = self.diff_between(self.before, after)
-        except Exception as exc:
-            head = f"k8sstate: diff before → failure failed: {exc}"
-            detail = ""
+            head = f"k8sstate: capturing the cluster state at failure failed: {exc}"
+            errors.append(f"after.json: not captured: {type(exc).__name__}: {exc}")
         else:
-            head = f"k8sstate: {summarize_diff(diff)}"
-            detail = diff.summary(limit=detail_lines)
+            try:
+                diff = self.diff_between(self.before, after)
+            except Exception as exc:
+                head = f"k8sstate: diff before → failure failed: {exc}"
+                errors.append(f"diff.json: not computed: {type(exc).__name__}: {exc}")
+            else:
+                head = f"k8sstate: {summarize_diff(diff)}"
+                detail = diff.summary(limit=detail_lines)
         try:
-            write_artifacts(directory, before=self.before, after=after, diff=diff, extra=self.snapshots)
+            write_artifacts(
+                directory, before=self.before, after=after, diff=diff, extra=self.snapshots, errors=errors
+            )
         except Exception as exc:
             where = f"writing artifacts to {directory} failed: {exc}"
         else:

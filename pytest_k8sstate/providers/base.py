@@ -116,6 +116,10 @@ class Cluster:
     version: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     """Provider specifics (state dir, ports, ...); JSON-able."""
+    check_alive: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    """Set by the provider: raises ProviderError naming each dead component (with its last log lines);
+    called by :meth:`snapshot` before capturing, so a dead component fails the snapshot instead of
+    showing up as "no change". Cheap (no API call)."""
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -151,9 +155,12 @@ class Cluster:
         }
 
     def snapshot(self, label: str = "snapshot", *, include_secrets: bool = False) -> Snapshot:
-        """Capture etcd (if reachable) and every node concurrently."""
+        """Capture etcd (if reachable) and every node concurrently, after checking that every component of
+        the cluster runs (:attr:`check_alive`)."""
         from pytest_k8sstate.state import Snapshot
 
+        if self.check_alive is not None:
+            self.check_alive()
         ipvs = "ipvs" in self.capabilities or self.proxy_mode == "ipvs"
         return Snapshot.capture(
             label,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +181,41 @@ def test_assertion_helpers_are_rewritten_and_reexported(plugin: PluginRunner) ->
     verbose.assert_outcomes(failed=1)
     verbose.stdout.fnmatch_lines(["*did you mean /registry/pods/default/web*", "*diff before → after*"])
     assert "run pytest -v for the full diff" not in verbose.stdout.str()
+
+
+def test_a_failed_capture_at_failure_keeps_what_was_captured(tmp_path: Any) -> None:
+    """etcd dies during the test: the capture at failure raises (a real gRPC connect to a closed port), yet
+    the before snapshot and the intermediate ones are written, with the reason in errors.txt."""
+    import dataclasses
+    import socket
+
+    from pytest_k8sstate.etcd.target import EtcdTarget
+    from pytest_k8sstate.node.exec import NetnsExec
+    from pytest_k8sstate.plugin.state import ClusterState
+    from pytest_k8sstate.providers.base import Cluster, NodeInfo
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with netns.temporary("h7cap") as ns:
+        cluster = Cluster(
+            name="netns-only",
+            provider="local",
+            kubeconfig=Path("/nonexistent"),
+            api_server="",
+            nodes=[NodeInfo("node-1", "worker", NetnsExec(ns.netns, node="node-1"), "")],
+            etcd=None,
+            capabilities=frozenset({"iptables"}),
+            proxy_mode="iptables",
+        )
+        state = ClusterState(cluster)
+        state.snapshot("middle")
+        state.cluster = dataclasses.replace(cluster, etcd=EtcdTarget((dead,)))
+        text = state.save_failure(tmp_path / "art")
+    assert "capturing the cluster state at failure failed" in text
+    names = sorted(p.name for p in (tmp_path / "art").iterdir())
+    assert "before.json" in names
+    assert "middle.json" in names
+    assert "after.json" not in names
+    assert Snapshot.load(tmp_path / "art" / "before.json") == state.before
+    assert "after.json: not captured:" in (tmp_path / "art" / "errors.txt").read_text()

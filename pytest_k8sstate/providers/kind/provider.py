@@ -29,6 +29,7 @@ import builtins
 import contextlib
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,23 @@ class KindProvider(DockerNodesProvider):
             timeout=120,
         )
 
+    def _check_nodes_running(self, name: str, nodes: Sequence[NodeInfo]) -> None:
+        """Every node container is running (one ``docker inspect`` for all): ProviderError naming the rest."""
+        res = self.docker.run(
+            "inspect", "--format", "{{.Name}}\t{{.State.Status}}", *[n.name for n in nodes], check=False
+        )
+        status = {}
+        for line in res.text.splitlines():
+            cname, _, state = line.partition("\t")
+            status[cname.strip().lstrip("/")] = state.strip()
+        dead = [f"{n.name} ({status.get(n.name, 'gone')})" for n in nodes if status.get(n.name) != "running"]
+        if dead:
+            raise ProviderError(
+                f"kind cluster {name!r} is broken: node container(s) not running: {', '.join(dead)}; "
+                f"to recover, delete it with `k8sstate cluster delete --name {name} --provider kind` and run "
+                "again"
+            )
+
     def _default_cni_of(self, container: str) -> str:
         """``kindnet``, or what the node image's :data:`~.noderoutes.IMAGE_LABEL` names (images built by
         :mod:`.image`); kind's own images have no such label and run kindnet."""
@@ -382,6 +400,7 @@ class KindProvider(DockerNodesProvider):
             ),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),
+            check_alive=lambda: self._check_nodes_running(st.name, nodes),
             details={
                 "dir": str(st.dir),
                 "docker_host": self.docker.host,

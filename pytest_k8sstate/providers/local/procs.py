@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pytest_k8sstate.errors import ProviderError
 from pytest_k8sstate.providers.host import alive, proc_environ, proc_start_time, same_process
+from pytest_k8sstate.providers.local.liveness import remember
 from pytest_k8sstate.providers.local.state import ClusterState, ProcRecord, checkpoint
 from pytest_k8sstate.util.procs import kill_group
 
@@ -212,6 +213,7 @@ class Procs:
         self.popen[name] = p
         checkpoint(f"popen:{name}")
         rec.pid, rec.start = p.pid, proc_start_time(p.pid)
+        remember(rec, p)
         self.st.save()
         checkpoint(f"started:{name}")
         return rec

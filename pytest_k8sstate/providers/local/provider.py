@@ -43,9 +43,10 @@ import pytest_k8sstate.providers.local.state as state_mod
 from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
-from pytest_k8sstate.providers.host import alive, check_ipvs_support, proc_start_time, sigterm_as_interrupt
+from pytest_k8sstate.providers.host import check_ipvs_support, proc_start_time, sigterm_as_interrupt
 from pytest_k8sstate.providers.local.binaries import kube_version, resolve_binaries
 from pytest_k8sstate.providers.local.create import Creation
+from pytest_k8sstate.providers.local.liveness import check_alive, forget
 from pytest_k8sstate.providers.local.procs import Procs, kill_processes
 from pytest_k8sstate.providers.local.state import ClusterState
 
@@ -158,12 +159,7 @@ class LocalProvider(Provider):
             raise ProviderError(
                 f"local cluster {name!r} is {st.phase}, not ready; delete and create it again"
             )
-        dead = [p.name for p in st.processes if not alive(p.pid, p.start)]
-        if dead:
-            raise ProviderError(
-                f"local cluster {name!r} is broken: {', '.join(dead)} not running; "
-                f"delete it with `k8sstate cluster delete --name {name}`"
-            )
+        check_alive(st)
         return self.cluster(st)
 
     def reset(self, cluster: Cluster) -> None:
@@ -200,6 +196,7 @@ class LocalProvider(Provider):
             proxy_mode=st.proxy_mode,
             version=st.version,
             details={"dir": str(st.dir), "subnet": st.subnet, "ports": dict(st.ports), "index": st.index},
+            check_alive=lambda: check_alive(st),
         )
 
     def _teardown(self, st: ClusterState, procs: Procs | None) -> None:
@@ -223,6 +220,7 @@ class LocalProvider(Provider):
                 f"cluster {st.name!r}: could not remove processes {left} / network namespaces {ns_left}; "
                 f"state kept in {st.dir}"
             )
+        forget(st)
         state_mod.remove_dir(st.dir)
 
 

@@ -150,9 +150,9 @@ def ensure_agnhost_image(
     t0 = time.monotonic()
     inputs = image_inputs(agnhost, busybox)
     if _label(docker, tag) == inputs:
-        progress(f"[k8sstate] {tag}: cached (inputs {inputs[:12]})")
+        progress(f"{tag}: cached (inputs {inputs[:12]})")
         return AgnhostImage(tag, inputs, _image_id(docker, tag), False, time.monotonic() - t0)
-    progress(f"[k8sstate] {tag}: building FROM scratch (agnhost {agnhost}, busybox {busybox})")
+    progress(f"{tag}: building FROM scratch (agnhost {agnhost}, busybox {busybox})")
     context = build_context(agnhost, busybox, inputs, version)
     res = run_command(
         docker.argv("build", "-q", "-t", tag, "-"),
@@ -165,7 +165,7 @@ def ensure_agnhost_image(
         err = res.stderr.decode(errors="replace").strip()
         raise ProviderError(f"building {tag}: docker build exited {res.returncode}: {err[-500:]}")
     seconds = time.monotonic() - t0
-    progress(f"[k8sstate] {tag}: built in {seconds:.1f}s")
+    progress(f"{tag}: built in {seconds:.1f}s")
     return AgnhostImage(tag, inputs, _image_id(docker, tag), True, seconds)
 
 
@@ -205,6 +205,6 @@ def load_into_nodes(
         )
         if not _node_image_id(node, tag):
             raise ProviderError(f"{tag} imported into {node.node} but crictl does not list it there")
-        progress(f"[k8sstate] {tag}: loaded into {node.node} ({time.monotonic() - t0:.1f}s)")
+        progress(f"{tag}: loaded into {node.node} ({time.monotonic() - t0:.1f}s)")
         done[node.node] = "loaded"
     return done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh Debian machine (idempotent; a second run takes seconds):
-#   1. system packages (iptables, nftables, ipset, conntrack, iproute2, ipvsadm, jq)
+#   1. system packages (iptables, nftables, ipset, conntrack, iproute2, ipvsadm, jq, busybox-static)
 #   2. a virtualenv in .venv with the plugin and its test extras
 #   3. the pinned Kubernetes/etcd/kwok binaries (cache, else download, else build from the Go module proxy)
 set -euo pipefail

@@ -868,6 +868,9 @@ def test_a_cni_the_image_cannot_run_is_refused_with_the_fix() -> None:
         _ImageLabel("ptp")._cni_to_install(ClusterSpec(name="c1", cni="kindnet"), KindOptions(), "img")
     with pytest.raises(ProviderError, match="k8sstate image build --default-cni k8sstate-node-routes"):
         _ImageLabel("kindnet")._cni_to_install(ClusterSpec(name="c1", cni="bridge"), KindOptions(), "img")
+    off = KindOptions(disable_default_cni=True)
+    with pytest.raises(ConfigError, match="cni='bridge' and disable_default_cni ask for opposite things"):
+        _ImageLabel("ptp")._cni_to_install(ClusterSpec(name="c1", cni="bridge"), off, "img")
     with pytest.raises(ConfigError, match="the kind provider cannot use CNI 'flannel'"):
         _ImageLabel("ptp")._cni_to_install(ClusterSpec(name="c1", cni="flannel"), KindOptions(), "img")
 

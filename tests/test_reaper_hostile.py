@@ -152,6 +152,29 @@ def test_symlinked_cluster_dir_is_not_followed(cache: Path, tmp_path: Path) -> N
     assert (cache / "clusters" / "logs").exists()  # refused: its kubeconfig is outside the cluster dir
 
 
+def test_clusters_dir_others_can_write_is_not_trusted(cache: Path, tmp_path: Path) -> None:
+    """A clusters dir that someone else could swap under us (group/other-writable, or a symlink) is not
+    reaped at all: the dead cluster's directory stays."""
+    dead = _plant(cache, "dead1", _state("dead1")).parent
+    clusters = cache / "clusters"
+    os.chmod(clusters, 0o777)
+    try:
+        assert not local_state.trusted_dir(clusters)
+        reap()
+        assert dead.exists()
+    finally:
+        os.chmod(clusters, 0o700)
+    assert local_state.trusted_dir(clusters)
+    reap()
+    assert not dead.exists()  # the same dead cluster, now in a trusted dir, is reaped
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    link = tmp_path / "linked-clusters"
+    link.symlink_to(elsewhere)
+    assert not local_state.trusted_dir(link)
+
+
 @needs_root
 def test_netns_of_another_cluster_or_in_use_is_kept(cache: Path, sleeper: subprocess.Popen[bytes]) -> None:
     tag = os.getpid() % 100000

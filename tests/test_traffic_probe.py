@@ -125,10 +125,24 @@ def test_cli_probe_bad_input_is_one_line(capsys):
     assert main(["probe", "--cluster", "nope", "--to", "default/web", "--count", "0"]) == 2
 
 
+class _OwnFilesystem(LocalExec):
+    """Stands in for a node with a filesystem of its own (a kind container): here it is this machine's, so
+    the copy can be checked where the test can see it."""
+
+
+@needs_busybox
+def test_a_node_sharing_this_filesystem_runs_the_host_busybox_and_nothing_is_written(tmp_path):
+    target = tmp_path / "opt" / "busybox"
+    assert install_busybox(LocalExec("local"), path=str(target)) == HOST_BUSYBOX
+    assert not target.exists()
+    with pytest.raises(ConfigError, match="busybox-static"):
+        install_busybox(LocalExec("local"), Path(tmp_path / "missing"), path=str(target))
+
+
 @needs_busybox
 def test_install_busybox_copies_once(tmp_path):
     target = str(tmp_path / "opt" / "busybox")
-    local = LocalExec("local")
+    local = _OwnFilesystem("local")
     assert install_busybox(local, path=target) == target
     assert local.run([target, "echo", "hi"]).text == "hi\n"  # runs as busybox: the applet from argv[1]
     mtime = os.stat(target).st_mtime_ns

@@ -84,7 +84,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
     from pytest_k8sstate.providers.host import sigterm_as_interrupt
 
-    sigterm_as_interrupt()
+    if sigterm_as_interrupt():
+        config.add_cleanup(_restore_sigterm)
+
+
+def _restore_sigterm() -> None:
+    """Give SIGTERM its default action back at the end of the session (we installed ours over it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _set_assertion_verbosity(level: int) -> None:

@@ -58,7 +58,7 @@ _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 def validate_cluster_name(name: str) -> str:
     """Cluster names become node names, namespace and file names: a short DNS label."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ConfigError(
             f"cluster name {name!r} is invalid: use 1-32 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'k8ss' or 'test-1')"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import ConfigError, K8sStateError
-from pytest_k8sstate.node.exec import DEFAULT_TIMEOUT, LocalExec, NodeExec
+from pytest_k8sstate.node.exec import DEFAULT_TIMEOUT, LocalExec, NetnsExec, NodeExec
 
 __all__ = [
     "HOST_BUSYBOX",
@@ -271,7 +271,17 @@ def run_probe(
 
 
 def install_busybox(exec: NodeExec, local: Path = Path(HOST_BUSYBOX), path: str = NODE_BUSYBOX) -> str:
-    """Copy this machine's static busybox to ``path`` on the node unless a same-sized one is there."""
+    """Copy this machine's static busybox to ``path`` on the node unless a same-sized one is there.
+
+    A node that shares this machine's filesystem (``local``'s network namespaces) runs ``local`` itself:
+    nothing is written outside the project's own directories."""
+    if type(exec) is LocalExec or isinstance(exec, NetnsExec):
+        if not local.is_file():
+            raise ConfigError(
+                f"{local}: not found; the probe client is Debian's static busybox: "
+                "apt-get install busybox-static"
+            )
+        return str(local)
     try:
         data = local.read_bytes()
     except OSError as exc:

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from pytest_k8sstate.errors import ProviderError
-from pytest_k8sstate.providers.base import ClusterSpec, Progress, Provider, stderr_progress
+from pytest_k8sstate.providers.base import (
+    ClusterSpec,
+    Progress,
+    Provider,
+    stderr_progress,
+    validate_cluster_name,
+)
 from pytest_k8sstate.providers.docker.cli import DockerCli, connect
 from pytest_k8sstate.providers.kubeadm import ipvs_in_kernel
 from pytest_k8sstate.providers.statefile import state_root
@@ -36,6 +42,7 @@ class DockerNodesProvider(Provider):
         self.root = state_root(self.name)
 
     def delete(self, name: str) -> None:
+        validate_cluster_name(name)  # a state dir below root, never a path that leaves it
         self._delete(name, self.root / name)
 
     @abstractmethod

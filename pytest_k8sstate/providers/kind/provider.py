@@ -34,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pytest_k8sstate.errors import BinaryError, CommandError, K8sStateError, ProviderError
+from pytest_k8sstate.errors import BinaryError, CommandError, ConfigError, K8sStateError, ProviderError
 from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress
 from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
@@ -272,7 +272,12 @@ class KindProvider(DockerNodesProvider):
     def _cni_to_install(self, spec: ClusterSpec, opts: KindOptions, image: str | None) -> str | None:
         """The node-routes mode to install after create (None: the image's default CNI, or none at all)."""
         self.check_cni(spec.cni)
-        if spec.cni is None or opts.disable_default_cni:
+        if spec.cni is not None and opts.disable_default_cni:
+            raise ConfigError(
+                f"kind cluster {spec.name!r}: cni={spec.cni!r} and disable_default_cni ask for opposite "
+                "things; drop one (disable_default_cni leaves the pod network to you)"
+            )
+        if spec.cni is None:
             return None
         default = self._image_default_cni(image)
         if spec.cni == default:

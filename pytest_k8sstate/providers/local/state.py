@@ -73,10 +73,31 @@ def cluster_dir(name: str) -> Path:
     return clusters_dir() / name
 
 
-def inside_clusters_dir(path: Path) -> bool:
-    """``path`` is a real directory (not a symlink) directly inside the resolved clusters directory."""
+def trusted_dir(path: Path) -> bool:
+    """``path`` and every directory above it are not symlinks (``path`` itself), owned by us or root, and not
+    writable by group or others — so nobody else can swap what lies below it between a check and a delete
+    (e.g. a cache dir in another user's home kept by ``sudo -E``)."""
     try:
-        return not path.is_symlink() and path.resolve().parent == clusters_dir().resolve()
+        if path.is_symlink():
+            return False
+        uid = os.geteuid()
+        for d in [path, *path.resolve().parents]:
+            st = os.lstat(d)
+            if st.st_uid not in (uid, 0):
+                return False
+            if st.st_mode & 0o022 and not (st.st_mode & 0o1000):  # group/other-writable without sticky bit
+                return False
+        return True
+    except OSError:
+        return False
+
+
+def inside_clusters_dir(path: Path) -> bool:
+    """``path`` is a real directory (not a symlink) directly inside the clusters directory, which must be
+    a trusted directory (:func:`trusted_dir`): the reaper deletes only there."""
+    try:
+        root = clusters_dir()
+        return not path.is_symlink() and trusted_dir(root) and path.resolve().parent == root.resolve()
     except (OSError, RuntimeError, ValueError):
         return False
 

@@ -126,15 +126,8 @@ class _PathExec(NetnsExec):
         super().__init__(netns_name, node="node-x")
         self.path_dir = path_dir
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        input: bytes | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        return super().run(["env", f"PATH={self.path_dir}", *argv], timeout=timeout, input=input, check=check)
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return super().command(["env", f"PATH={self.path_dir}", *argv])
 
 
 def _bin_dir(tmp_path: Path, names: list[str]) -> Path:

@@ -31,6 +31,8 @@ __all__ = [
     "Packet",
     "TraceError",
     "TraceResult",
+    "format_hostport",
+    "ip_family",
     "parse_hostport",
     "split_probability",
     "trace",
@@ -38,52 +40,110 @@ __all__ = [
 
 
 def parse_hostport(text: str, *, what: str = "destination") -> tuple[str, int]:
-    """``"10.96.0.1:443"`` → ``("10.96.0.1", 443)``; raises ParseError naming ``what``."""
-    host, sep, port = text.rpartition(":")
+    """``"10.96.0.1:443"`` → ``("10.96.0.1", 443)``; ``"[fd00::1]:443"`` → ``("fd00::1", 443)``.
+
+    The host comes back in its canonical (compressed) form; raises ParseError naming ``what``."""
     try:
-        if not sep:
-            raise ValueError(text)
-        ipaddress.IPv4Address(host)
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            if not sep:
+                raise ValueError(text)
+            addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host)
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep:
+                raise ValueError(text)
+            addr = ipaddress.IPv4Address(host)
         p = parse_port(port) or 0  # ASCII digits only: not "+80", " 80", "8_0" or "٨٠"
         if not 0 < p < 65536:
             raise ValueError(port)
     except ValueError as exc:
-        raise ParseError(what, None, "IPv4:PORT such as 10.96.0.10:53", text) from exc
-    return host, p
+        raise ParseError(
+            what, None, "IPv4:PORT such as 10.96.0.10:53 or [IPv6]:PORT such as [fd00::a]:53", text
+        ) from exc
+    return addr.compressed, p
+
+
+def format_hostport(host: str, port: int) -> str:
+    """``("10.0.0.1", 80)`` → ``"10.0.0.1:80"``; an IPv6 host is bracketed: ``"[fd00::1]:80"``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ip_family(text: str, *, what: str = "address") -> int:
+    """4 or 6 for an IP address; TraceError naming ``what`` otherwise."""
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        raise TraceError(f"{what} {text!r} is not an IPv4 or IPv6 address") from None
+
+
+CtState = Literal["NEW", "ESTABLISHED"]
 
 
 @dataclass(frozen=True)
 class Packet:
-    """A new connection's first packet (conntrack state NEW)."""
+    """A connection's first packet (``ctstate="NEW"``) or a later one (``"ESTABLISHED"``).
+
+    Addresses are IPv4 or IPv6 (``dst``, ``src`` and ``local_ips`` of one family per trace; an
+    IPv6 ``dst`` with the default ``src`` uses the IPv6 documentation client ``2001:db8::10``).
+    ``in_iface``/``out_iface``: the interfaces the packet arrives on / leaves by, when known; else
+    rules with ``-i``/``-o`` are followed both ways and each outcome lists what it assumed
+    (:attr:`Outcome.assumes`)."""
 
     dst: str
     dport: int
     proto: Proto = "tcp"
-    src: str = "203.0.113.10"  # an "outside" client by default (TEST-NET-3, never sent anywhere)
+    src: str = ""  # "" = an "outside" client: 203.0.113.10 (TEST-NET-3) or 2001:db8::10, never sent anywhere
     sport: int = 40000
     local_ips: frozenset[str] = field(default_factory=frozenset)
     """The node's own addresses (for ``addrtype LOCAL`` / ``fib daddr type local``).
     When ``src`` is one of them the packet starts in nat OUTPUT, else in nat PREROUTING."""
+    in_iface: str | None = None
+    out_iface: str | None = None
+    ctstate: CtState = "NEW"
+
+    def __post_init__(self) -> None:
+        if not self.src:
+            object.__setattr__(self, "src", "2001:db8::10" if ":" in self.dst else "203.0.113.10")
 
     @property
     def from_local(self) -> bool:
         return self.src in self.local_ips
 
+    @property
+    def family(self) -> int:
+        """4 or 6; TraceError when ``dst``, ``src`` and ``local_ips`` are not all of one family."""
+        fam = ip_family(self.dst, what="packet destination")
+        for what, ip in (("packet source", self.src), *(("local IP", a) for a in sorted(self.local_ips))):
+            if ip_family(ip, what=what) != fam:
+                raise TraceError(
+                    f"{what} {ip} is IPv{6 if fam == 4 else 4} but the destination {self.dst} is IPv{fam}: "
+                    "a packet has one address family (trace each family separately)"
+                )
+        return fam
+
 
 @dataclass(frozen=True)
 class Outcome:
     probability: Fraction
-    dnat: str | None  # "IP:PORT" after DNAT, or None
+    dnat: str | None  # "IP:PORT" ("[IPv6]:PORT") after DNAT, or None
     masquerade: bool
     verdict: Verdict
+    assumes: tuple[str, ...] = ()
+    """What this outcome depends on that the packet did not say, e.g. ``("-o docker0", "! -i docker0")``
+    when the interfaces were not given: ``probability`` is then the probability among packets for
+    which these hold (outcomes with different assumptions are alternatives, not shares of one whole)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "probability": float(self.probability),
             "dnat": self.dnat,
             "masquerade": self.masquerade,
             "verdict": self.verdict,
         }
+        if self.assumes:
+            d["assumes"] = list(self.assumes)
+        return d
 
 
 @dataclass(frozen=True)
@@ -107,21 +167,25 @@ class TraceResult:
 
 def merge_outcomes(
     items: Iterable[tuple[Outcome, tuple[str, ...]]],
+    weights: Iterable[Fraction] | None = None,
 ) -> tuple[tuple[Outcome, ...], tuple[tuple[str, ...], ...]]:
-    """Merge identical (dnat, masquerade, verdict) outcomes; keep the first path seen; check sum == 1."""
-    acc: dict[tuple[str | None, bool, str], tuple[Fraction, tuple[str, ...]]] = {}
+    """Merge identical (dnat, masquerade, verdict, assumes) outcomes; keep the first path seen.
+
+    Checks that the probabilities sum to 1 — or, when outcomes carry assumptions, that ``weights``
+    (each item's probability halved per two-way assumption it made) do."""
+    acc: dict[tuple[str | None, bool, str, tuple[str, ...]], tuple[Fraction, tuple[str, ...]]] = {}
     for o, path in items:
-        k = (o.dnat, o.masquerade, o.verdict)
+        k = (o.dnat, o.masquerade, o.verdict, o.assumes)
         if k in acc:
             acc[k] = (acc[k][0] + o.probability, acc[k][1])
         else:
             acc[k] = (o.probability, path)
-    probs = [v[0] for v in acc.values()]
+    probs = list(weights) if weights is not None else [v[0] for v in acc.values()]
     if not _sums_to_one(probs):
         total = math.fsum(float(p) for p in probs)
         raise TraceError(f"internal error: outcome probabilities sum to {total!r}, not 1")
-    keys = sorted(acc, key=lambda k: _ProbKey(acc[k][0], (k[0] or "", k[1], k[2])))
-    outcomes = tuple(Outcome(acc[k][0], k[0], k[1], k[2]) for k in keys)  # type: ignore[arg-type]
+    keys = sorted(acc, key=lambda k: _ProbKey(acc[k][0], (k[0] or "", k[1], k[2], k[3])))
+    outcomes = tuple(Outcome(acc[k][0], k[0], k[1], k[2], k[3]) for k in keys)  # type: ignore[arg-type]
     return outcomes, tuple(acc[k][1] for k in keys)
 
 
@@ -178,7 +242,7 @@ class _ProbKey:
 
     __slots__ = ("approx", "prob", "rest")
 
-    def __init__(self, prob: Fraction, rest: tuple[str, bool, str]) -> None:
+    def __init__(self, prob: Fraction, rest: tuple[str, bool, str, tuple[str, ...]]) -> None:
         self.prob = prob
         self.approx = float(prob)
         self.rest = rest

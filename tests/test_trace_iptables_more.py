@@ -61,7 +61,8 @@ def test_parse_hostport_ipv4_and_bracketed_ipv6() -> None:
     for bad in ("fd00::1:80", "[fd00::1]80", "[10.0.0.1]:80", "10.0.0.1", "[fd00::1]:0", "[zz::1]:80"):
         with pytest.raises(ParseError) as ei:
             parse_hostport(bad, what="--dst")
-        assert "[IPv6]:PORT" in str(ei.value) and "--dst" in str(ei.value)
+        assert "[IPv6]:PORT" in str(ei.value)
+        assert "--dst" in str(ei.value)
 
 
 def test_ipv6_dump_traces_with_bracketed_dnat() -> None:
@@ -231,7 +232,8 @@ def test_established_packets_follow_the_connections_nat_through_filter() -> None
 
 
 def _one(rule: str) -> str:
-    return f"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD {rule}\nCOMMIT\n"
+    head = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    return f"{head}-A FORWARD {rule}\nCOMMIT\n"
 
 
 def test_physdev_is_evaluated_for_a_routed_packet_and_says_so() -> None:
@@ -260,7 +262,9 @@ def test_what_cannot_be_evaluated_says_rule_and_line(rule: str, why: str) -> Non
     with pytest.raises(TraceError) as ei:
         trace_iptables(parse_iptables_save(_one(rule), source="dump"), Packet("10.1.1.1", 80))
     msg = str(ei.value)
-    assert "cannot evaluate rule" in msg and "at line 5" in msg and why in msg
+    assert "cannot evaluate rule" in msg
+    assert "at line 5" in msg
+    assert why in msg
 
 
 def test_stray_token_is_a_parse_error_naming_line_and_token() -> None:
@@ -271,7 +275,9 @@ def test_stray_token_is_a_parse_error_naming_line_and_token() -> None:
     )
     with pytest.raises(ParseError) as ei:
         parse_iptables_save(text, source="dump").validate()
-    assert ei.value.line == 3 and "'garbage'" in str(ei.value) and "stray token" in str(ei.value)
+    assert ei.value.line == 3
+    assert "'garbage'" in str(ei.value)
+    assert "stray token" in str(ei.value)
     for spec in (
         "-j DNAT --to-destination 10.0.0.2:80 10.0.0.3:80",  # a target option's extra value
         "-m set --match-set KUBE-CLUSTER-IP dst,dst x -j ACCEPT",
@@ -319,7 +325,8 @@ REAL_WORLD = [
     "-j DNAT --to-destination [fd00::1]:80 --random --persistent",
     "-j REJECT --reject-with icmp6-port-unreachable",
     "-m statistic --mode nth --every 2 --packet 0 -j ACCEPT",
-    "-m hashlimit --hashlimit-upto 5/sec --hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name f -j ACCEPT",
+    "-m hashlimit --hashlimit-upto 5/sec --hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name f "
+    "-j ACCEPT",
     "-m policy --dir in --pol ipsec -j ACCEPT",
     "-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT",
 ]

@@ -93,7 +93,8 @@ MATCH_ARITY: dict[str, dict[str, int]] = {
         "--ctexpire=1 --ctdir=1",
         "state": "--state=1",
         "addrtype": "--src-type=1 --dst-type=1 --limit-iface-in=0 --limit-iface-out=0",
-        "physdev": "--physdev-in=1 --physdev-out=1 --physdev-is-in=0 --physdev-is-out=0 --physdev-is-bridged=0",
+        "physdev": "--physdev-in=1 --physdev-out=1 --physdev-is-in=0 --physdev-is-out=0 "
+        "--physdev-is-bridged=0",
         "socket": "--transparent=0 --nowildcard=0 --restore-skmark=0",
         "rpfilter": "--loose=0 --validmark=0 --accept-local=0 --invert=0",
         "set": "--match-set=2 --return-nomatch=0 --update-counters=0 --update-subcounters=0 "
@@ -316,8 +317,8 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
         elif cur is not None:
             arity = MATCH_ARITY.get(mods[-1][0], _NO_ARITY).get(name)
         else:
-            proto = next((o.values[0] for o in basic if o.name == "-p"), "")
-            arity = MATCH_ARITY.get(proto, _NO_ARITY).get(name)
+            implicit = next((o.values[0] for o in basic if o.name == "-p"), "")
+            arity = MATCH_ARITY.get(implicit, _NO_ARITY).get(name)
         if arity is not None:
             # a known option takes exactly its values (like getopt: even one starting with '-')
             if i + arity > n or "!" in toks[i : i + arity]:

@@ -335,3 +335,33 @@ REAL_WORLD = [
 @pytest.mark.parametrize("spec", REAL_WORLD)
 def test_real_world_rules_parse_strictly(spec: str) -> None:
     parse_iptables_save(_one(spec)).validate()
+
+
+def test_endpoint_shares_are_not_summed_across_interface_alternatives() -> None:
+    dump = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -o cni0 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -d 10.96.0.1/32 -m statistic --mode random --probability 0.5 -j DNAT --to-destination 10.244.1.2
+-A PREROUTING -d 10.96.0.1/32 -p tcp -j DNAT --to-destination 10.244.2.2:8080
+COMMIT
+"""
+    res = trace_iptables(parse_iptables_save(dump), Packet("10.96.0.1", 80))
+    assert {(o.dnat, o.verdict, o.assumes, o.probability) for o in res.outcomes} == {
+        ("10.244.1.2:80", "ACCEPT", ("-o cni0",), Fraction(1, 2)),
+        ("10.244.1.2:80", "DROP", ("! -o cni0",), Fraction(1, 2)),
+        ("10.244.2.2:8080", "ACCEPT", ("-o cni0",), Fraction(1, 2)),
+        ("10.244.2.2:8080", "DROP", ("! -o cni0",), Fraction(1, 2)),
+    }
+    assert res.endpoints == {"10.244.1.2:80": Fraction(1, 2), "10.244.2.2:8080": Fraction(1, 2)}
+    assert sum(res.weights) == 1
+    known = trace_iptables(parse_iptables_save(dump), Packet("10.96.0.1", 80, out_iface="cni0"))
+    assert known.endpoints == res.endpoints
+    assert {o.verdict for o in known.outcomes} == {"ACCEPT"}

@@ -33,6 +33,8 @@ __all__ = [
     "TraceResult",
     "format_hostport",
     "ip_family",
+    "merge_outcomes",
+    "merge_weighted",
     "parse_hostport",
     "split_probability",
     "trace",
@@ -152,16 +154,25 @@ class TraceResult:
     outcomes: tuple[Outcome, ...]
     path_examples: tuple[tuple[str, ...], ...] = ()
     """For each outcome (same order), one path of ``table/chain#rule-line`` steps that led to it."""
+    weights: tuple[Fraction, ...] = ()
+    """For each outcome (same order), its share when every unknown interface of ``Outcome.assumes`` is
+    taken as a fair coin: these sum to 1 (empty: the probabilities themselves)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"outcomes": [o.to_json() for o in self.outcomes]}
 
     @property
     def endpoints(self) -> dict[str | None, Fraction]:
-        """DNAT destination → total probability."""
+        """DNAT destination → total probability (by :attr:`weights` when outcomes carry assumptions, so
+        alternatives under different assumptions are not added up as if they were shares)."""
+        ws = (
+            self.weights
+            if len(self.weights) == len(self.outcomes)
+            else [o.probability for o in self.outcomes]
+        )
         acc: dict[str | None, Fraction] = {}
-        for o in self.outcomes:
-            acc[o.dnat] = acc.get(o.dnat, Fraction(0)) + o.probability
+        for o, w in zip(self.outcomes, ws, strict=True):
+            acc[o.dnat] = acc.get(o.dnat, Fraction(0)) + w
         return acc
 
 
@@ -173,20 +184,31 @@ def merge_outcomes(
 
     Checks that the probabilities sum to 1 — or, when outcomes carry assumptions, that ``weights``
     (each item's probability halved per two-way assumption it made) do."""
-    acc: dict[tuple[str | None, bool, str, tuple[str, ...]], tuple[Fraction, tuple[str, ...]]] = {}
-    for o, path in items:
+    outcomes, paths, _ = merge_weighted(items, weights)
+    return outcomes, paths
+
+
+def merge_weighted(
+    items: Iterable[tuple[Outcome, tuple[str, ...]]],
+    weights: Iterable[Fraction] | None = None,
+) -> tuple[tuple[Outcome, ...], tuple[tuple[str, ...], ...], tuple[Fraction, ...]]:
+    """:func:`merge_outcomes` plus each merged outcome's weight (see :attr:`TraceResult.weights`)."""
+    items = list(items)
+    ws = [o.probability for o, _ in items] if weights is None else list(weights)
+    acc: dict[tuple[str | None, bool, str, tuple[str, ...]], tuple[Fraction, tuple[str, ...], Fraction]] = {}
+    for (o, path), w in zip(items, ws, strict=True):
         k = (o.dnat, o.masquerade, o.verdict, o.assumes)
         if k in acc:
-            acc[k] = (acc[k][0] + o.probability, acc[k][1])
+            p0, path0, w0 = acc[k]
+            acc[k] = (p0 + o.probability, path0, w0 + w)
         else:
-            acc[k] = (o.probability, path)
-    probs = list(weights) if weights is not None else [v[0] for v in acc.values()]
-    if not _sums_to_one(probs):
-        total = math.fsum(float(p) for p in probs)
+            acc[k] = (o.probability, path, w)
+    if not _sums_to_one(ws):
+        total = math.fsum(float(p) for p in ws)
         raise TraceError(f"internal error: outcome probabilities sum to {total!r}, not 1")
     keys = sorted(acc, key=lambda k: _ProbKey(acc[k][0], (k[0] or "", k[1], k[2], k[3])))
     outcomes = tuple(Outcome(acc[k][0], k[0], k[1], k[2], k[3]) for k in keys)  # type: ignore[arg-type]
-    return outcomes, tuple(acc[k][1] for k in keys)
+    return outcomes, tuple(acc[k][1] for k in keys), tuple(acc[k][2] for k in keys)
 
 
 EXACT_BITS = 2048

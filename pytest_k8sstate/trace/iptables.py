@@ -57,7 +57,7 @@ from pytest_k8sstate.trace import (
     Packet,
     TraceResult,
     format_hostport,
-    merge_outcomes,
+    merge_weighted,
     split_probability,
 )
 from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, iface_text, to_int
@@ -529,5 +529,5 @@ def trace_iptables(ruleset: IptablesRuleset, packet: Packet) -> TraceResult:
         )
         for st, v in finished
     ]
-    outcomes, paths = merge_outcomes(items, [w / scale for w in weights])
-    return TraceResult(packet, outcomes, paths)
+    outcomes, paths, shares = merge_weighted(items, [w / scale for w in weights])
+    return TraceResult(packet, outcomes, paths, shares)

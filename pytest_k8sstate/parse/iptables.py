@@ -311,14 +311,14 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
             i += 1
         short = BASIC_OPTS.get(name)
         if in_target:
-            arity = TARGET_ARITY.get(target or "", _NO_ARITY).get(name)
+            arity = _ARITY.get(("-j", target, name))
         elif short is not None:
             arity = None  # checked below, with its own message
         elif cur is not None:
-            arity = MATCH_ARITY.get(mods[-1][0], _NO_ARITY).get(name)
+            arity = _ARITY.get((mods[-1][0], name))
         else:
             implicit = next((o.values[0] for o in basic if o.name == "-p"), "")
-            arity = MATCH_ARITY.get(implicit, _NO_ARITY).get(name)
+            arity = _ARITY.get((implicit, name))
         if arity is not None:
             # a known option takes exactly its values (like getopt: even one starting with '-')
             if i + arity > n or "!" in toks[i : i + arity]:
@@ -369,7 +369,10 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
     return _Parsed(tuple(matches), target, tuple(targs), goto)
 
 
-_NO_ARITY: dict[str, int] = {}
+_ARITY: dict[tuple[str | None, ...], int] = {
+    **{(m, o): n for m, opts in MATCH_ARITY.items() for o, n in opts.items()},
+    **{("-j", t, o): n for t, opts in TARGET_ARITY.items() for o, n in opts.items()},
+}
 
 
 def _is_number(t: str) -> bool:

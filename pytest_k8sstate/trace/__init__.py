@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, Literal
 
 from pytest_k8sstate.errors import ParseError, TraceError
@@ -73,10 +74,18 @@ def format_hostport(host: str, port: int) -> str:
 
 def ip_family(text: str, *, what: str = "address") -> int:
     """4 or 6 for an IP address; TraceError naming ``what`` otherwise."""
+    v = _version(text)
+    if not v:
+        raise TraceError(f"{what} {text!r} is not an IPv4 or IPv6 address")
+    return v
+
+
+@lru_cache(maxsize=65536)
+def _version(text: str) -> int:
     try:
         return ipaddress.ip_address(text).version
     except ValueError:
-        raise TraceError(f"{what} {text!r} is not an IPv4 or IPv6 address") from None
+        return 0
 
 
 CtState = Literal["NEW", "ESTABLISHED"]

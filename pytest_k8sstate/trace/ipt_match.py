@@ -25,7 +25,7 @@ from pytest_k8sstate.parse.iptables import Match, Opt
 from pytest_k8sstate.parse.numbers import parse_port, parse_probability, parse_uint
 from pytest_k8sstate.trace import Packet
 
-__all__ = ["Choice", "Matchers", "St", "Unsupported", "iface_text"]
+__all__ = ["Choice", "Matchers", "St", "Unsupported", "addr", "canon", "iface_text", "net", "to_int"]
 
 _PROTO_NUM = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
 _CT_STATES = frozenset({"NEW", "INVALID", "ESTABLISHED", "RELATED", "UNTRACKED", "DNAT", "SNAT"})
@@ -71,6 +71,12 @@ def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 @lru_cache(maxsize=65536)
 def addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
+
+
+@lru_cache(maxsize=65536)
+def canon(text: str) -> str:
+    """An address in its canonical (compressed) text; ValueError if it is none."""
+    return ipaddress.ip_address(text).compressed
 
 
 def to_int(text: str) -> int:

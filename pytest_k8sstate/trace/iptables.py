@@ -60,7 +60,7 @@ from pytest_k8sstate.trace import (
     merge_weighted,
     split_probability,
 )
-from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, iface_text, to_int
+from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, to_int
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
 
@@ -158,7 +158,8 @@ class _Tracer(Matchers):
                     if not self.basic(hook, o, st):
                         return False
             elif mod == "comment":
-                self.comment(m)
+                if len(m.opts) != 1 or m.opts[0].name != "--comment":
+                    self.comment(m)
             elif mod in _IGNORED_MODULES:
                 continue
             elif mod in _PORT_MODULES:
@@ -350,7 +351,7 @@ class _Tracer(Matchers):
             raise self.fail(table, chain, r, f"cannot read --to-destination {text!r}")
         if a.version != self.family:
             raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {text!r}")
-        host = a.compressed
+        host = canon(host)
         return replace(st, dst=host, dport=dport, dnat=format_hostport(host, dport))
 
     def hook(self, table: str, hook: str, states: list[_St]) -> tuple[list[_St], list[tuple[_St, str]]]:
@@ -379,7 +380,7 @@ class _Tracer(Matchers):
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
-        start = _St(Fraction(1), addr(pkt.dst).compressed, pkt.dport, 0, None, False, ())
+        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, ())
         finished = self.walk([start], nat=True)
         if pkt.ctstate == "NEW":
             return finished

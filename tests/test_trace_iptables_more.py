@@ -87,6 +87,14 @@ def test_family_mismatch_is_a_clear_trace_error() -> None:
         trace_iptables(rs, Packet("10.96.0.10", 80))
     with pytest.raises(TraceError, match="one address family"):
         trace_iptables(rs, Packet("fd00:10:96::a", 80, src="10.0.0.1"))
+    # a dual-stack node's addresses: the other family's are simply not this packet's
+    local = frozenset({"fd00:10:96::a", "10.0.0.5", "fe80::1"})
+    res = trace_iptables(rs, Packet("fd00:10:96::a", 80, local_ips=local))
+    assert res.packet.from_local is False
+    # a local source spelled differently is still local (nat OUTPUT, not PREROUTING)
+    res = trace_iptables(rs, Packet("fd00:20::1", 443, src="FD00:10:96:0::A", local_ips=local))
+    assert res.path_examples[0][0].startswith("nat/OUTPUT")
+    assert {o.verdict for o in res.outcomes} == {"ACCEPT"}
     with pytest.raises(TraceError, match="not an IPv4 or IPv6 address"):
         trace_iptables(rs, Packet("fd00:10:96::zz", 80))
 

@@ -95,7 +95,7 @@ CtState = Literal["NEW", "ESTABLISHED"]
 class Packet:
     """A connection's first packet (``ctstate="NEW"``) or a later one (``"ESTABLISHED"``).
 
-    Addresses are IPv4 or IPv6 (``dst``, ``src`` and ``local_ips`` of one family per trace; an
+    Addresses are IPv4 or IPv6 (``dst`` and ``src`` of one family; an
     IPv6 ``dst`` with the default ``src`` uses the IPv6 documentation client ``2001:db8::10``).
     ``in_iface``/``out_iface``: the interfaces the packet arrives on / leaves by, when known; else
     rules with ``-i``/``-o`` are followed both ways and each outcome lists what it assumed
@@ -123,14 +123,14 @@ class Packet:
 
     @property
     def family(self) -> int:
-        """4 or 6; TraceError when ``dst``, ``src`` and ``local_ips`` are not all of one family."""
+        """4 or 6; TraceError when ``dst`` and ``src`` are not of one family (``local_ips`` may hold both
+        families: a dual-stack node's addresses; those of the other family never match)."""
         fam = ip_family(self.dst, what="packet destination")
-        for what, ip in (("packet source", self.src), *(("local IP", a) for a in sorted(self.local_ips))):
-            if ip_family(ip, what=what) != fam:
-                raise TraceError(
-                    f"{what} {ip} is IPv{6 if fam == 4 else 4} but the destination {self.dst} is IPv{fam}: "
-                    "a packet has one address family (trace each family separately)"
-                )
+        if ip_family(self.src, what="packet source") != fam:
+            raise TraceError(
+                f"packet source {self.src} is IPv{6 if fam == 4 else 4} but the destination {self.dst} is "
+                f"IPv{fam}: a packet has one address family (trace each family separately)"
+            )
         return fam
 
 

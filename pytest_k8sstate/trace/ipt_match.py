@@ -135,7 +135,8 @@ class Matchers:
 
     pkt: Packet
     ctstate: str
-    local: frozenset[str]
+    local: frozenset[str]  # canonical addresses
+    from_local: bool
 
     def is_local(self, ip: str) -> bool:
         if ip in self.local:
@@ -177,7 +178,7 @@ class Matchers:
         if direction == "-i":
             if hook in ("OUTPUT", "POSTROUTING"):
                 return False  # no in-interface there (iptables refuses -i in these chains)
-            if hook == "INPUT" and self.pkt.from_local:
+            if hook == "INPUT" and self.from_local:
                 return _name_matches(pattern, "lo")
             known = self.pkt.in_iface
         else:

@@ -97,7 +97,8 @@ class _Tracer(Matchers):
     def __init__(self, rs: IptablesRuleset, pkt: Packet) -> None:
         self.rs = rs
         self.pkt = pkt
-        self.local = frozenset(pkt.local_ips)
+        self.local = frozenset(_canon_or_same(a) for a in pkt.local_ips)
+        self.from_local = _canon_or_same(pkt.src) in self.local
         self.ctstate = "NEW"
         self.notes: set[str] = set()
         if pkt.ctstate not in ("NEW", "ESTABLISHED"):
@@ -412,7 +413,7 @@ class _Tracer(Matchers):
                 sts = go
             return sts
 
-        if self.pkt.from_local:
+        if self.from_local:
             sts = stage(("raw", "mangle", "nat", "filter"), "OUTPUT", sts)
             sts = stage(("mangle", "nat"), "POSTROUTING", sts)
             local = stage(("mangle", "filter", "nat"), "INPUT", [s for s in sts if self.is_local(s.dst)])
@@ -474,6 +475,13 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
         else:
             by_dst.setdefault(ip, []).append(i)
     return by_dst, generic
+
+
+def _canon_or_same(text: str) -> str:
+    try:
+        return canon(text)
+    except ValueError:
+        return text
 
 
 def _index_key(text: str) -> str | None:

@@ -373,3 +373,22 @@ COMMIT
     known = trace_iptables(parse_iptables_save(dump), Packet("10.96.0.1", 80, out_iface="cni0"))
     assert known.endpoints == res.endpoints
     assert {o.verdict for o in known.outcomes} == {"ACCEPT"}
+
+
+def _many_ifaces(n: int) -> str:
+    rules = "\n".join(f"-A FORWARD -o eth{k} -j MARK --set-xmark 0x{k:x}/0xffffffff" for k in range(n))
+    return f"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{rules}\nCOMMIT\n"
+
+
+def test_many_unknown_interfaces_are_bounded() -> None:
+    res = trace_iptables(parse_iptables_save(_many_ifaces(200)), Packet("10.0.0.1", 80))
+    assert len(res.outcomes) == 201  # one per "-o ethK" plus "none of them"
+    assert sum(res.weights) == 1
+    assert (
+        trace_iptables(parse_iptables_save(_many_ifaces(200)), Packet("10.0.0.1", 80, out_iface="eth7"))
+        .outcomes[0]
+        .assumes
+        == ()
+    )
+    with pytest.raises(TraceError, match=r"more than 256 interface assumptions on one path; give the packet"):
+        trace_iptables(parse_iptables_save(_many_ifaces(300)), Packet("10.0.0.1", 80))

@@ -25,10 +25,24 @@ from pytest_k8sstate.parse.iptables import Match, Opt
 from pytest_k8sstate.parse.numbers import parse_port, parse_probability, parse_uint
 from pytest_k8sstate.trace import Packet
 
-__all__ = ["Choice", "Matchers", "St", "Unsupported", "addr", "canon", "iface_text", "net", "to_int"]
+__all__ = [
+    "MAX_ASSUMPTIONS",
+    "Choice",
+    "Matchers",
+    "St",
+    "Unsupported",
+    "addr",
+    "canon",
+    "iface_text",
+    "net",
+    "to_int",
+]
 
 _PROTO_NUM = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
 _CT_STATES = frozenset({"NEW", "INVALID", "ESTABLISHED", "RELATED", "UNTRACKED", "DNAT", "SNAT"})
+
+MAX_ASSUMPTIONS = 256
+"""Interface constraints one path may take (each a two-way branch) before the trace gives up."""
 
 # An interface constraint: (direction "-i"/"-o", pattern as written, whether the interface matches it)
 Iface = tuple[str, str, bool]
@@ -117,7 +131,7 @@ def decide_iface(constraints: tuple[Iface, ...], direction: str, pattern: str) -
     """Whether an unknown interface (never ``lo``) matches ``pattern`` given the constraints taken."""
     if pattern == "lo":
         return False
-    for d, p, hit in constraints:
+    for d, p, hit in reversed(constraints):  # newest first: a deciding "-o X" is usually the last taken
         if d != direction:
             continue
         if hit:
@@ -137,6 +151,7 @@ class Matchers:
     ctstate: str
     local: frozenset[str]  # canonical addresses
     from_local: bool
+    iface_memo: dict[tuple[int, str, str], tuple[tuple[Iface, ...], bool | None]]
 
     def is_local(self, ip: str) -> bool:
         if ip in self.local:
@@ -189,8 +204,25 @@ class Matchers:
             known = self.pkt.out_iface
         if known is not None:
             return _name_matches(pattern, known)
-        got = decide_iface(st.ifc, direction, pattern)
+        ifc = st.ifc
+        if not ifc:
+            got = decide_iface(ifc, direction, pattern)
+        else:
+            # memo by the constraint tuple's identity (kept alive in the value): paths share their
+            # tuples, and rescanning a long one at every rule would make long chains cubic
+            key = (id(ifc), direction, pattern)
+            hit = self.iface_memo.get(key)
+            if hit is not None and hit[0] is ifc:
+                got = hit[1]
+            else:
+                got = decide_iface(ifc, direction, pattern)
+                self.iface_memo[key] = (ifc, got)
         if got is None:
+            if len(ifc) >= MAX_ASSUMPTIONS:
+                raise Unsupported(
+                    f"more than {MAX_ASSUMPTIONS} interface assumptions on one path; give the packet's "
+                    "interfaces (Packet(in_iface=..., out_iface=...), --in-iface/--out-iface)"
+                )
             raise Choice(direction, pattern)
         return got
 

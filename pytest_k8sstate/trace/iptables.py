@@ -99,6 +99,7 @@ class _Tracer(Matchers):
         self.pkt = pkt
         self.local = frozenset(_canon_or_same(a) for a in pkt.local_ips)
         self.from_local = _canon_or_same(pkt.src) in self.local
+        self.iface_memo = {}
         self.ctstate = "NEW"
         self.notes: set[str] = set()
         if pkt.ctstate not in ("NEW", "ESTABLISHED"):

@@ -7,7 +7,12 @@
 Probabilities are exact (:class:`fractions.Fraction`) up to :data:`EXACT_BITS` bits of denominator
 (beyond, a statistic rule's hit probability is rounded to 2^−EXACT_BITS: see
 :func:`split_probability`); identical outcomes are merged and the probabilities of a result always
-sum to exactly 1.
+sum to exactly 1 — or, when an outcome depends on an interface the packet did not name
+(``Outcome.assumes``, iptables), each outcome's probability is conditional on its assumptions and
+``TraceResult.weights`` (each two-way assumption counted as ½) sum to exactly 1.
+
+Addresses are IPv4 or IPv6; ``parse_hostport``/``format_hostport`` read and print ``a.b.c.d:port``
+and ``[v6addr]:port``.
 """
 
 from __future__ import annotations

@@ -370,6 +370,7 @@ COMMIT
     }
     assert res.endpoints == {"10.244.1.2:80": Fraction(1, 2), "10.244.2.2:8080": Fraction(1, 2)}
     assert sum(res.weights) == 1
+    assert res.shares == res.weights
     known = trace_iptables(parse_iptables_save(dump), Packet("10.96.0.1", 80, out_iface="cni0"))
     assert known.endpoints == res.endpoints
     assert {o.verdict for o in known.outcomes} == {"ACCEPT"}

@@ -176,16 +176,19 @@ class TraceResult:
         return {"outcomes": [o.to_json() for o in self.outcomes]}
 
     @property
+    def shares(self) -> tuple[Fraction, ...]:
+        """Each outcome's share of all packets, summing to 1: :attr:`weights` when the outcomes carry
+        interface assumptions, else their probabilities. Add these, not ``probability``, across outcomes."""
+        if len(self.weights) == len(self.outcomes):
+            return self.weights
+        return tuple(o.probability for o in self.outcomes)
+
+    @property
     def endpoints(self) -> dict[str | None, Fraction]:
-        """DNAT destination → total probability (by :attr:`weights` when outcomes carry assumptions, so
-        alternatives under different assumptions are not added up as if they were shares)."""
-        ws = (
-            self.weights
-            if len(self.weights) == len(self.outcomes)
-            else [o.probability for o in self.outcomes]
-        )
+        """DNAT destination → total share (:attr:`shares`: alternatives under different interface
+        assumptions are not added up as if they were parts of one whole)."""
         acc: dict[str | None, Fraction] = {}
-        for o, w in zip(self.outcomes, ws, strict=True):
+        for o, w in zip(self.outcomes, self.shares, strict=True):
             acc[o.dnat] = acc.get(o.dnat, Fraction(0)) + w
         return acc
 

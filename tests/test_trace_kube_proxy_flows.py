@@ -182,6 +182,7 @@ def _flows(records: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any],
             yield f"{rec['test']}/{f['name']} (line {rec['line']})", rec, f
 
 
+@pytest.mark.slow
 def test_every_kube_proxy_flow(harvested: list[dict[str, Any]]) -> None:
     failures: list[str] = []
     total = v6 = 0

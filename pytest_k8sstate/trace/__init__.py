@@ -54,7 +54,7 @@ def parse_hostport(text: str, *, what: str = "destination") -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Packet:
-    """A new connection's first packet (conntrack state NEW)."""
+    """A packet to trace: by default a new connection's first packet (conntrack state NEW)."""
 
     dst: str
     dport: int
@@ -64,6 +64,16 @@ class Packet:
     local_ips: frozenset[str] = field(default_factory=frozenset)
     """The node's own addresses (for ``addrtype LOCAL`` / ``fib daddr type local``).
     When ``src`` is one of them the packet starts in nat OUTPUT, else in nat PREROUTING."""
+    ctstate: str = "NEW"
+    """Conntrack state of the packet: ``NEW`` (a connection's first packet), ``ESTABLISHED``,
+    ``RELATED``, ``INVALID`` or ``UNTRACKED``. Only a NEW packet runs the nat chains."""
+    affinity: Literal["new", "returning"] = "new"
+    """Session affinity: ``new`` — the client has no affinity entry yet; ``returning`` — the client's
+    first connection already went through the same rules (and recorded its backend)."""
+    iif: str | None = None
+    """The interface the packet arrives on (None: unknown — a trace that depends on it says so)."""
+    oif: str | None = None
+    """The interface the packet leaves by (None: unknown, or ``lo`` for a local destination)."""
 
     @property
     def from_local(self) -> bool:

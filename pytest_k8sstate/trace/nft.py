@@ -556,7 +556,7 @@ class _Tracer:
                 if key in ("iifname", "oifname", "iif", "oif"):
                     which = key[:3]
                     name = self._iface(which, st)
-                    return _NOMATCH if name is None else ("iface", name, which)
+                    return _NOMATCH if name is None else ("iface", name)
             elif k == "ct" and isinstance(v, dict) and v.get("key") == "state" and "dir" not in v:
                 return ("ctstate", self.ctstate)
             elif k == "ct" and isinstance(v, dict) and v.get("key") == "status" and "dir" not in v:
@@ -762,6 +762,7 @@ def _check_packet(packet: Packet) -> bool:
 
 
 _MAX_WORLDS = 64
+_MAX_LISTED = 16
 
 
 def _describe(outcomes: tuple[Outcome, ...]) -> str:
@@ -820,17 +821,18 @@ def trace_nft(
     first = next(iter(merged.values()))
     if len(distinct) > 1:
         lines = []
-        for (i, o), (outs, _) in list(merged.items())[:8]:
+        for (i, o), (outs, _) in list(merged.items())[:_MAX_LISTED]:
             cond = " and ".join(
                 f"{w} {describe_iface(n)}"
                 for w, n in (("iif", i), ("oif", o))
                 if w in unknown and n is not None
             )
             lines.append(f"{cond}: {_describe(outs)}")
+        if len(merged) > _MAX_LISTED:
+            lines.append(f"... ({len(merged) - _MAX_LISTED} more)")
         raise TraceError(
             f"the answer depends on the packet's {'/'.join(unknown)} interface, which it does not give "
-            f"(rules in {ruleset.source} match interface names): "
-            + " | ".join(lines)
-            + "; trace with Packet(iif=..., oif=...)"
+            f"(rules in {ruleset.source} match interface names); trace with Packet(iif=..., oif=...):\n  "
+            + "\n  ".join(lines)
         )
     return TraceResult(packet, first[0], first[1])

@@ -128,7 +128,19 @@ def test_unsupported_expression_reached_is_an_error_naming_the_rule() -> None:
 
 def test_a_limit_that_only_gates_a_log_or_counter_has_no_effect() -> None:
     text = render_ruleset(_services()[:1], nodeport_ips=[NODE_IP])
-    log = ["nft", "insert", "rule", "ip", "kube-proxy", "services", "limit", "rate", "5/second", "log", "counter"]
+    log = [
+        "nft",
+        "insert",
+        "rule",
+        "ip",
+        "kube-proxy",
+        "services",
+        "limit",
+        "rate",
+        "5/second",
+        "log",
+        "counter",
+    ]
     bare = ["nft", "insert", "rule", "ip", "kube-proxy", "services", "limit", "rate", "5/second"]
     rs = _load(text, [log, bare])
     r = trace_nft(rs, Packet("172.30.0.10", 80, src=POD_SRC, local_ips=LOCAL))

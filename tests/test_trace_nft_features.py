@@ -1,4 +1,4 @@
-"""nft tracer: IPv6 and dual-stack tables, inet tables, interfaces, conntrack state, affinity, snat, limit, xt.
+"""nft tracer: IPv6 and dual-stack, inet tables, interfaces, conntrack state, affinity, snat, limit, xt.
 
 Rulesets are loaded with ``nft -f`` into a network namespace of our own and read back with ``nft -j``
 (real kernel-validated JSON); the ``xt`` cases are JSON written by hand (``nft -f`` cannot create them).
@@ -157,7 +157,8 @@ def test_a_returning_client_keeps_its_backend(dual: NftRuleset) -> None:
     back = trace(dual, Packet(VIP6, 80, src="fd00:10:1::5", affinity="returning"))
     assert back.endpoints == {EP6[0]: Fraction(1, 2), EP6[1]: Fraction(1, 2)}
     for outcome, path in zip(back.outcomes, back.path_examples, strict=True):
-        assert numgen_step not in path and affinity_steps & set(path)
+        assert numgen_step not in path
+        assert affinity_steps & set(path)
         # the affinity rule it took leads to the endpoint it was DNATed to the first time
         ep_chain = "ep-a" if outcome.dnat == EP6[0] else "ep-b"
         assert any(s.startswith(f"kube-proxy/{ep_chain}#") for s in path)
@@ -193,7 +194,8 @@ def test_a_path_never_takes_contradictory_interfaces(ifaces: NftRuleset) -> None
     r = trace_nft(ifaces, Packet("10.9.0.1", 80, src="172.17.0.2", iif="docker0", oif="eth0"), tables="all")
     assert [o.verdict for o in r.outcomes] == ["ACCEPT"]
     with pytest.raises(
-        TraceError, match=r"(?s)depends on the packet's oif interface.*oif another interface matching br-\*: DROP"
+        TraceError,
+        match=r"(?s)depends on the packet's oif interface.*oif another interface matching br-\*: DROP",
     ):
         trace_nft(ifaces, Packet("10.9.0.1", 80, src="172.17.0.2", iif="docker0"), tables="all")
 
@@ -202,7 +204,8 @@ def test_unknown_interfaces_are_reported_when_they_matter(ifaces: NftRuleset) ->
     with pytest.raises(TraceError) as exc:
         trace_nft(ifaces, Packet("10.9.0.1", 80, src="172.17.0.2"), tables="all")
     msg = str(exc.value)
-    assert "depends on the packet's iif/oif interface" in msg and "Packet(iif=..., oif=...)" in msg
+    assert "depends on the packet's iif/oif interface" in msg
+    assert "Packet(iif=..., oif=...)" in msg
     assert "iif docker0 and oif another interface matching br-*: DROP" in msg
     assert "iif any other interface and oif any other interface: ACCEPT" in msg
     dropped = trace_nft(

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from kube_proxy_flows import Flow, FlowGroup, upstream_flows
 
 from pytest_k8sstate.node import netns
 from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
@@ -62,3 +63,66 @@ def test_kube_dns_udp_two_endpoints(ruleset: NftRuleset) -> None:
 def test_wrong_port_of_a_cluster_ip_is_rejected(ruleset: NftRuleset) -> None:
     res = trace(ruleset, Packet(dst=WEB, dport=81))
     assert [(o.probability, o.verdict) for o in res.outcomes] == [(Fraction(1), "REJECT")]
+
+
+# --------------------------------------------------------------------------- kube-proxy's own flow tests
+# Every packetFlowTest of kube-proxy v1.37.1's nftables unit tests (IPv4 and IPv6), against the very
+# ruleset its fake held when the flow was checked (see tests/kube_proxy_flows.py; nothing committed).
+
+
+@pytest.fixture(scope="module")
+def upstream() -> list[tuple[FlowGroup, NftRuleset]]:
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("needs root (network namespaces) and the nft binary (apt-get install nftables)")
+    try:
+        groups = upstream_flows()
+    except FileNotFoundError as exc:
+        pytest.skip(f"kube-proxy's flow tests are generated from the Go module cache: {exc}")
+    out = []
+    with netns.temporary("kpflows") as ns:
+        for g in groups:
+            ns.run(["nft", "flush", "ruleset"], timeout=30)
+            ns.run(["nft", "-f", "-"], input=g.dump.encode(), timeout=60)
+            text = ns.run(["nft", "-j", "list", "ruleset"], timeout=60).text
+            out.append((g, parse_nft_json(text, source=f"kube-proxy {g.test} ({g.line.strip()})")))
+    return out
+
+
+def _expected(flow: Flow) -> tuple[frozenset[str], str]:
+    """kube-proxy's expected output as (DNAT destinations, verdict): "" means accepted untouched."""
+    if flow.output in ("", "ACCEPT"):
+        return frozenset(), "ACCEPT"
+    if flow.output in ("DROP", "REJECT"):
+        return frozenset(), flow.output
+    return frozenset(flow.output.split(", ")), "ACCEPT"
+
+
+def _check(g: FlowGroup, rs: NftRuleset, flow: Flow) -> str | None:
+    pkt = Packet(flow.dst, flow.port, proto=flow.proto, src=flow.src, local_ips=frozenset(g.node_ips))  # type: ignore[arg-type]
+    res = trace(rs, pkt)
+    dnats = frozenset(o.dnat for o in res.outcomes if o.dnat is not None)
+    verdicts = {o.verdict for o in res.outcomes}
+    want_dnat, want_verdict = _expected(flow)
+    got = (dnats, verdicts, {o.masquerade for o in res.outcomes})
+    if got != (want_dnat, {want_verdict}, {flow.masq}):
+        where = f"{g.test} {flow.name!r}: {flow.src} -> {flow.dst}:{flow.port}/{flow.proto}"
+        return f"{where}: want {flow.output!r} masq={flow.masq}, got {res.outcomes}"
+    n = len(want_dnat)
+    if n and any(o.probability != Fraction(1, n) for o in res.outcomes):
+        return f"{g.test} {flow.name!r}: endpoints not evenly split: {res.outcomes}"
+    return None
+
+
+def test_every_kube_proxy_nftables_flow(upstream: list[tuple[FlowGroup, NftRuleset]]) -> None:
+    failures = []
+    counts = {4: 0, 6: 0}
+    for g, rs in upstream:
+        for flow in g.flows:
+            counts[6 if ":" in flow.dst else 4] += 1
+            err = _check(g, rs, flow)
+            if err:
+                failures.append(err)
+    # the upstream suite as of v1.37.1: 207 IPv4 and 11 IPv6 flows
+    assert counts[4] >= 150, counts
+    assert counts[6] >= 10, counts
+    assert not failures, f"{len(failures)} of {sum(counts.values())} flows differ:\n" + "\n".join(failures)

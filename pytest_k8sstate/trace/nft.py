@@ -87,6 +87,8 @@ class _Tracer:
         self.tables = tables
         self.src = packet.src
         self.v6 = ipaddress.ip_address(packet.src).version == 6
+        # a loopback source can only be this node's own (kube-proxy's localhost NodePorts)
+        self.from_local = packet.from_local or ipaddress.ip_address(packet.src).is_loopback
         self.ctstate = packet.ctstate.lower()
         self.ifaces = ifaces  # "iif"/"oif" → the name this run assumes (None: the packet gave none)
         self.seen: dict[str, set[str]] = {
@@ -118,7 +120,7 @@ class _Tracer:
         p = self.packet
         st = _St(Fraction(1), p.dst, p.dport)
         finals: list[_Final] = []
-        if p.from_local:
+        if self.from_local:
             active = self._hook("output", [st], finals)
             active = self._hook("postrouting", active, finals)
             local = [s for s in active if self._is_local(s.daddr)]
@@ -138,7 +140,7 @@ class _Tracer:
 
     def _iface(self, which: str, st: _St) -> str | None:
         """The interface name ``meta iifname``/``oifname`` sees in the current hook (None: no device)."""
-        local_src = self.packet.from_local
+        local_src = self.from_local
         if which == "iif":
             if self.hook in ("output",) or (local_src and self.hook == "postrouting"):
                 return None  # a locally generated packet has no input device before it loops back

@@ -26,6 +26,8 @@ from pytest_k8sstate.util.files import atomic_write_text, cache_dir
 VERSION = "v1.37.1"
 PACKAGE = "pkg/proxy/nftables"
 _ANCHOR = "testCases []packetFlowTest) {\n"
+_STATE_ANCHOR = "func assertNFTablesTransactionEqual(t *testing.T, line string, expected, result string) {\n"
+_FORMAT = 2  # of the cached JSON lines: bump when the recorder changes
 
 _RECORDER = """package nftables
 
@@ -36,6 +38,14 @@ import (
 
 	"sigs.k8s.io/knftables"
 )
+
+// k8sstateRecordState appends an expected ruleset (the text a test compares the fake's dump with).
+func k8sstateRecordState(t *testing.T, line string, expected string) {
+	k8sstateWrite(t, map[string]any{
+		"test": t.Name(), "line": line, "dump": expected,
+		"node_ips": []string{}, "flows": []any{}, "kind": "expected",
+	})
+}
 
 // k8sstateRecord appends the fake's ruleset and the flow cases checked against it to $K8SSTATE_FLOW_OUT.
 func k8sstateRecord(t *testing.T, line string, nft *knftables.Fake, nodeIPs []string, tcs []packetFlowTest) {
@@ -54,9 +64,18 @@ func k8sstateRecord(t *testing.T, line string, nft *knftables.Fake, nodeIPs []st
 			tc.name, tc.sourceIP, string(tc.protocol), tc.destIP, tc.output, tc.destPort, tc.masq,
 		})
 	}
-	b, err := json.Marshal(map[string]any{
-		"test": t.Name(), "line": line, "dump": nft.Dump(), "node_ips": nodeIPs, "flows": flows,
+	k8sstateWrite(t, map[string]any{
+		"test": t.Name(), "line": line, "dump": nft.Dump(),
+		"node_ips": nodeIPs, "flows": flows, "kind": "flows",
 	})
+}
+
+func k8sstateWrite(t *testing.T, record map[string]any) {
+	out := os.Getenv("K8SSTATE_FLOW_OUT")
+	if out == "" {
+		return
+	}
+	b, err := json.Marshal(record)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +110,7 @@ class FlowGroup:
     dump: str
     node_ips: tuple[str, ...]
     flows: tuple[Flow, ...]
+    kind: str  # "flows": a fake's dump and its flow cases; "expected": a test's expected ruleset text
 
 
 def module_dir(version: str = VERSION) -> Path | None:
@@ -119,7 +139,7 @@ def _load(path: Path) -> list[FlowGroup]:
             )
             for f in d["flows"]
         )
-        groups.append(FlowGroup(d["test"], d["line"], d["dump"], tuple(d["node_ips"]), flows))
+        groups.append(FlowGroup(d["test"], d["line"], d["dump"], tuple(d["node_ips"]), flows, d["kind"]))
     return groups
 
 
@@ -132,7 +152,7 @@ def upstream_flows(version: str = VERSION, *, timeout: float = 3600) -> list[Flo
     go = shutil.which("go") or (shutil.which("go", path="/usr/local/go/bin"))
     if src is None:
         raise FileNotFoundError(f"k8s.io/kubernetes@{version} is not in the Go module cache")
-    cached = cache_dir() / "test-data" / f"kube-proxy-nftables-flows-{version}.jsonl"
+    cached = cache_dir() / "test-data" / f"kube-proxy-nftables-flows-{version}-{_FORMAT}.jsonl"
     if cached.is_file():
         return _load(cached)
     if go is None:
@@ -147,6 +167,11 @@ def upstream_flows(version: str = VERSION, *, timeout: float = 3600) -> list[Flo
             if text.count(_ANCHOR) != 1:
                 raise RuntimeError(f"{f}: runPacketFlowTests not found (kube-proxy's test helpers changed)")
             text = text.replace(_ANCHOR, _ANCHOR + "\tk8sstateRecord(t, line, nft, nodeIPs, testCases)\n")
+            if text.count(_STATE_ANCHOR) != 1:
+                raise RuntimeError(
+                    f"{f}: assertNFTablesTransactionEqual not found (kube-proxy's helpers changed)"
+                )
+            text = text.replace(_STATE_ANCHOR, _STATE_ANCHOR + "\tk8sstateRecordState(t, line, expected)\n")
         (pkg / f.name).write_text(text)
     (pkg / "zz_k8sstate_record_test.go").write_text(_RECORDER)
     (work / "go.mod").write_text(kubernetes_wrapper_gomod((src / "go.mod").read_text(), version))

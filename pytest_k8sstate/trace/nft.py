@@ -23,7 +23,6 @@ never a silent guess. A jump/goto to a chain already on the call path is a Trace
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -39,6 +38,7 @@ from pytest_k8sstate.trace.nftvalues import (
     fib_type,
     hostport,
     iface_witnesses,
+    ip,
     part_matches,
 )
 from pytest_k8sstate.trace.nftvalues import Unsupported as _Unsupported
@@ -86,9 +86,10 @@ class _Tracer:
         self.ruleset = ruleset
         self.tables = tables
         self.src = packet.src
-        self.v6 = ipaddress.ip_address(packet.src).version == 6
+        self.v6 = ip(packet.src).version == 6
+        self.local = packet.local_ips
         # a loopback source can only be this node's own (kube-proxy's localhost NodePorts)
-        self.from_local = packet.from_local or ipaddress.ip_address(packet.src).is_loopback
+        self.from_local = packet.from_local or ip(packet.src).is_loopback
         self.ctstate = packet.ctstate.lower()
         self.ifaces = ifaces  # "iif"/"oif" → the name this run assumes (None: the packet gave none)
         self.seen: dict[str, set[str]] = {
@@ -99,6 +100,7 @@ class _Tracer:
         self.calls: list[str] = []  # chains on the current jump path (loop detection)
         self.hook = ""
         self.prior: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
+        self.dynamic: dict[int, frozenset[str]] = {}  # id(table) → its dynamic sets (see _dynamic_sets)
 
     # ------------------------------------------------------------------ flow
     def run(self) -> list[_Final]:
@@ -135,8 +137,8 @@ class _Tracer:
             finals.append((Outcome(s.prob, s.dnat, s.masq, "ACCEPT"), s.path, s.updates))
         return finals
 
-    def _is_local(self, ip: str) -> bool:
-        return ip in self.packet.local_ips or ipaddress.ip_address(ip).is_loopback
+    def _is_local(self, addr: str) -> bool:
+        return addr in self.local or ip(addr).is_loopback
 
     def _iface(self, which: str, st: _St) -> str | None:
         """The interface name ``meta iifname``/``oifname`` sees in the current hook (None: no device)."""
@@ -189,6 +191,9 @@ class _Tracer:
         """Sets the ruleset itself fills (``update``/``add @set``, or flag ``dynamic``): their captured
         elements belong to other clients, so only this packet's own updates (and, for a returning
         client, its first connection's) are members."""
+        mine = self.dynamic.get(id(table))
+        if mine is not None:
+            return mine
         key = repr(("trace.nft.dynamic", table.family, table.name))
         cached: frozenset[str] | None = self.ruleset.cache.get(key)
         if cached is None:
@@ -201,6 +206,7 @@ class _Tracer:
                             names.add(v["set"].lstrip("@"))
             cached = frozenset(names)
             self.ruleset.cache[key] = cached
+        self.dynamic[id(table)] = cached
         return cached
 
     # ------------------------------------------------------------------ chains and rules
@@ -245,7 +251,9 @@ class _Tracer:
         return done
 
     def _step(self, table: NftTable, chain: NftChain, rule: NftRule, st: _St) -> _St:
-        return replace(st, path=(*st.path, f"{table.name}/{chain.name}#{rule.handle}"))
+        # the hottest copy of a state: built directly (dataclasses.replace costs twice as much)
+        step = f"{table.name}/{chain.name}#{rule.handle}"
+        return _St(st.prob, st.daddr, st.dport, st.mark, st.dnat, st.masq, (*st.path, step), st.updates)
 
     def _run_exprs(
         self, table: NftTable, chain: NftChain, rule: NftRule, i: int, st: _St, depth: int
@@ -363,10 +371,10 @@ class _Tracer:
         if not isinstance(addr, str):
             raise _Unsupported(f"dnat to non-literal address {addr!r}")
         try:
-            ip = ipaddress.ip_address(addr)
+            a = ip(addr)
         except ValueError:
             raise _Unsupported(f"dnat to {addr!r}, which is not an IP address") from None
-        if (ip.version == 6) != self.v6:
+        if (a.version == 6) != self.v6:
             raise _Unsupported(f"dnat of an IPv{6 if self.v6 else 4} packet to {addr}")
         if port is None:
             new_port = st.dport
@@ -376,9 +384,9 @@ class _Tracer:
             raise _Unsupported(f"dnat to computed port {port!r}")
         return replace(
             st,
-            daddr=str(ip),
+            daddr=str(a),
             dport=new_port,
-            dnat=hostport(str(ip), new_port),
+            dnat=hostport(str(a), new_port),
             prob=st.prob if prob is None else prob,
         )
 
@@ -699,8 +707,9 @@ def _key(value: Any) -> tuple[str, ...]:
 
 
 def _has_iface(value: Any) -> bool:
-    values = value if isinstance(value, list) else [value]
-    return any(v[0] == "iface" for v in values)
+    if type(value) is tuple:
+        return bool(value[0] == "iface")
+    return any(v[0] == "iface" for v in value)
 
 
 def _xt_kind(v: Any) -> str:
@@ -744,10 +753,11 @@ def _select_tables(
     return out
 
 
-def _check_packet(packet: Packet) -> bool:
-    """Validate the packet's fields; True for IPv6."""
+def _check_packet(packet: Packet) -> Packet:
+    """Validate the packet's fields; its addresses in canonical form (as nft prints them)."""
     try:
-        src, dst = ipaddress.ip_address(packet.src), ipaddress.ip_address(packet.dst)
+        src, dst = ip(packet.src), ip(packet.dst)
+        local = frozenset(str(ip(x)) for x in packet.local_ips)
     except ValueError as exc:
         raise TraceError(f"packet: {exc}") from None
     if src.version != dst.version:
@@ -760,7 +770,9 @@ def _check_packet(packet: Packet) -> bool:
         )
     if packet.affinity not in ("new", "returning"):
         raise TraceError(f"packet: affinity {packet.affinity!r} is not 'new' or 'returning'")
-    return src.version == 6
+    if str(src) == packet.src and str(dst) == packet.dst and local == packet.local_ips:
+        return packet
+    return replace(packet, src=str(src), dst=str(dst), local_ips=local)
 
 
 _MAX_WORLDS = 64
@@ -790,8 +802,8 @@ def trace_nft(
     trace is repeated for each distinguishable interface (each name the rules mention, another name
     matching each wildcard, any other name); if the answers differ, a TraceError lists them.
     """
-    v6 = _check_packet(packet)
-    tabs = _select_tables(ruleset, tables, v6)
+    given, packet = packet, _check_packet(packet)
+    tabs = _select_tables(ruleset, tables, ip(packet.src).version == 6)
     unknown = [w for w in ("iif", "oif") if getattr(packet, w) is None]
     patterns: dict[str, set[str]] = {"iif": set(), "oif": set()}
     results: dict[tuple[str | None, str | None], list[_Final]] = {}
@@ -837,4 +849,4 @@ def trace_nft(
             f"(rules in {ruleset.source} match interface names); trace with Packet(iif=..., oif=...):\n  "
             + "\n  ".join(lines)
         )
-    return TraceResult(packet, first[0], first[1])
+    return TraceResult(given, first[0], first[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from pytest_k8sstate.parse.numbers import parse_uint
@@ -22,6 +23,7 @@ __all__ = [
     "hostport",
     "iface_matches",
     "iface_witnesses",
+    "ip",
     "part_matches",
 ]
 
@@ -49,19 +51,36 @@ def _uint(text: str) -> int:
     return v
 
 
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=1 << 16)
+def ip(text: str) -> Addr:
+    """``ipaddress.ip_address``, memoised (the same few addresses are parsed again for every rule)."""
+    return ipaddress.ip_address(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _net(text: str) -> Net:
+    return ipaddress.ip_network(text, strict=False)
+
+
 def _addr_matches(val: str, text: str) -> bool:
-    ip = ipaddress.ip_address(val)
     if "/" in text:
-        net = ipaddress.ip_network(text, strict=False)
-        return net.version == ip.version and ip in net
+        a, net = ip(val), _net(text)
+        return net.version == a.version and a in net
     if "-" in text:
+        a = ip(val)
         lo_t, hi_t = text.split("-", 1)
-        lo, hi = ipaddress.ip_address(lo_t), ipaddress.ip_address(hi_t)
-        if not (lo.version == hi.version == ip.version):
+        lo, hi = ip(lo_t), ip(hi_t)
+        if not (lo.version == hi.version == a.version):
             return False
-        return lo <= ip <= hi  # type: ignore[operator]
-    other = ipaddress.ip_address(text)
-    return other.version == ip.version and other == ip
+        return lo <= a <= hi  # type: ignore[operator]
+    if val == text:
+        return True
+    a, other = ip(val), ip(text)
+    return other.version == a.version and other == a
 
 
 def part_matches(v: tuple[str, Any], text: str) -> bool:
@@ -119,9 +138,9 @@ def fib_type(addr: str, local: bool) -> str:
     """The route type ``fib ... type`` reports for ``addr``: local, multicast, broadcast or unicast."""
     if local:
         return "local"
-    ip = ipaddress.ip_address(addr)
-    if ip.is_multicast:
+    a = ip(addr)
+    if a.is_multicast:
         return "multicast"
-    if ip.version == 4 and addr == "255.255.255.255":
+    if a.version == 4 and addr == "255.255.255.255":
         return "broadcast"
     return "unicast"

@@ -189,3 +189,15 @@ def upstream_flows(version: str = VERSION, *, timeout: float = 3600) -> list[Flo
     atomic_write_text(cached, out.read_text())
     shutil.rmtree(work, ignore_errors=True)
     return _load(cached)
+
+
+_ORDER = {"table": 0, "chain": 1, "set": 1, "map": 1, "counter": 1, "flowtable": 1, "rule": 2, "element": 3}
+
+
+def nft_script(dump: str) -> str:
+    """``nft -f`` input for a dump: declarations, then rules, then elements (a test's expected text is
+    grouped per Service, so a rule may name a chain or set declared further down — the fake accepts
+    that, the kernel does not). Comment lines are dropped; the order within each kind is kept."""
+    lines = [ln.strip() for ln in dump.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    return "\n".join(sorted(lines, key=lambda ln: _ORDER.get(ln.split(" ", 2)[1], 4))) + "\n"

@@ -100,6 +100,10 @@ def part_matches(v: tuple[str, Any], text: str) -> bool:
         if kind == "ctstatus":
             return text in val
         if kind == "iface":
+            if text.isascii() and text.isdigit():
+                raise Unsupported(
+                    f"interface index {text}: the rules name no interface, the trace knows names only"
+                )
             return iface_matches(val, text)
     except ValueError:
         raise Unsupported(f"cannot compare {kind} {val!r} with {text!r}") from None

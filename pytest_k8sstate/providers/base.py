@@ -57,11 +57,12 @@ CNIS = ("ptp", "bridge", "flannel", "flannel-host-gw", "kindnet", "cilium")
 gets the reason it cannot run (:data:`UNAVAILABLE_CNIS`), not "unknown"."""
 UNAVAILABLE_CNIS: dict[str, str] = {
     "cilium": (
-        "not wired up: cilium v1.20.2 builds from the Go module proxy only with two local replacements "
-        "(github.com/osrg/gobgp/v4 pinned at a refused pseudo-version, sigs.k8s.io/mcs-api/controllers refused "
-        "at every version; ~35 min cold on 2 cores), and running it needs locally built agent/operator images "
-        "with clang >= 18 and its BPF sources; on hosts whose kind nodes share the host's cgroup2 root its "
-        "socket load balancer would attach to the host. See docs/cnis.md"
+        "not wired up: cilium v1.20.2 builds from the Go module proxy only with two local "
+        "replacements (github.com/osrg/gobgp/v4 pinned at a refused pseudo-version, "
+        "sigs.k8s.io/mcs-api/controllers refused at every version; ~35 min cold on 2 cores), and running "
+        "it needs locally built agent/operator images with clang >= 18 and its BPF sources; on hosts whose "
+        "kind nodes share the host's cgroup2 root its socket load balancer would attach to the host. "
+        "See docs/cnis.md"
     ),
 }
 ProxyMode = Literal["iptables", "nftables", "ipvs"]

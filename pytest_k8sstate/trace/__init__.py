@@ -93,7 +93,7 @@ def _version(text: str) -> int:
         return 0
 
 
-CtState = Literal["NEW", "ESTABLISHED"]
+CtState = Literal["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"]
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,15 @@ class Packet:
     """The node's own addresses (for ``addrtype LOCAL`` / ``fib daddr type local``).
     When ``src`` is one of them the packet starts in nat OUTPUT, else in nat PREROUTING."""
     in_iface: str | None = None
+    """The interface the packet arrives on (None: unknown — a trace that depends on it says so)."""
     out_iface: str | None = None
+    """The interface the packet leaves by (None: unknown, or ``lo`` for a local destination)."""
     ctstate: CtState = "NEW"
+    """Conntrack state: ``NEW`` (a connection's first packet; only it runs the nat chains) or
+    ``ESTABLISHED``; the nft tracer also takes ``RELATED``, ``INVALID`` and ``UNTRACKED``."""
+    affinity: Literal["new", "returning"] = "new"
+    """Session affinity: ``new`` — the client has no affinity entry yet; ``returning`` — the client's
+    first connection already went through the same rules (and recorded its backend)."""
 
     def __post_init__(self) -> None:
         if not self.src:

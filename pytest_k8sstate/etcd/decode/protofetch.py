@@ -73,7 +73,12 @@ def _wanted(names: list[str]) -> list[str]:
         n
         for n in names
         if n.endswith("/generated.proto")
-        or (n.endswith(".go") and not n.endswith("_test.go") and n.rsplit("/", 1)[0] in dirs)
+        or (
+            n.endswith(".go")
+            and not n.endswith(("_test.go", ".pb.go", "_generated.go"))
+            and not n.rsplit("/", 1)[-1].startswith("zz_generated")
+            and n.rsplit("/", 1)[0] in dirs
+        )
     ]
 
 

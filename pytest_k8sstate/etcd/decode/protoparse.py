@@ -245,16 +245,18 @@ def parse_proto(text: str, source: str) -> ProtoFile:
 
 @dataclass(frozen=True)
 class GoField:
-    json_name: str
+    json_name: str  # "" with ``inline``: the fields are the parent's
     omitempty: bool
     pointer: bool
+    omitzero: bool = False
+    inline: bool = False
 
 
 _STRUCT = re.compile(r"^type\s+(\w+)\s+struct\s*\{", re.MULTILINE)
-_FIELD = re.compile(r"^\s*(?:\w+\s+)?(\S+)\s+`([^`]*)`", re.MULTILINE)
+_FIELD = re.compile(r"^\s*(?:(\w+)\s+)?([^\s`]+)\s+`([^`]*)`", re.MULTILINE)
 _JSON_TAG = re.compile(r'json:"([^"]*)"')
 _PROTO_TAG = re.compile(r'protobuf:"\w+,(\d+),')
-_GROUP = re.compile(r"^//\s*\+groupName=([\w.-]*)\s*$", re.MULTILINE)
+_GROUP = re.compile(r"^//\s*\+groupName=([\w.-]*)\s*$|^const\s+GroupName\s*=\s*\"([\w.-]*)\"", re.MULTILINE)
 
 
 def scan_go_tags(text: str) -> dict[str, dict[int, GoField]]:
@@ -270,19 +272,26 @@ def scan_go_tags(text: str) -> dict[str, dict[int, GoField]]:
             fm = _FIELD.match(line)
             if fm is None:
                 continue
-            jm, pm = _JSON_TAG.search(fm[2]), _PROTO_TAG.search(fm[2])
+            jm, pm = _JSON_TAG.search(fm[3]), _PROTO_TAG.search(fm[3])
             if jm is None or pm is None:
                 continue
             name, _, opts = jm[1].partition(",")
             if name == "-":
                 continue
-            fields[int(pm[1])] = GoField(name, "omitempty" in opts.split(","), fm[1].startswith("*"))
+            o = opts.split(",")
+            embedded = fm[1] is None  # an anonymous field without a JSON name is inlined by encoding/json
+            fields[int(pm[1])] = GoField(
+                name, "omitempty" in o, fm[2].startswith("*"), "omitzero" in o, not name and ("inline" in o or embedded)
+            )
         if fields:
             out[m[1]] = fields
     return out
 
 
 def group_name(text: str) -> str | None:
-    """The ``// +groupName=`` of a Go package's doc.go (``""`` for the core group), or None."""
+    """The ``// +groupName=`` (doc.go) or ``const GroupName = "…"`` (register.go) of a Go package (``""`` for
+    the core group), or None."""
     m = _GROUP.search(text)
-    return m[1] if m else None
+    if m is None:
+        return None
+    return m[1] if m[1] is not None else m[2]

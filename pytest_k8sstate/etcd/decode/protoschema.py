@@ -3,15 +3,17 @@
 :func:`build_schema` parses the ``generated.proto`` files of ``k8s.io/apimachinery``, ``k8s.io/api``,
 ``k8s.io/apiextensions-apiserver`` and ``k8s.io/kube-aggregator`` (:mod:`.protofetch` finds them: module
 cache or module proxy) with :mod:`.protoparse`, resolves every type reference, and joins each field with the
-Go struct tag beside it: the JSON name (``json:"$ref"`` where the proto says ``ref``), ``omitempty`` and
-whether the Go field is a pointer — what decides if the apiserver's JSON shows a zero value.
-``doc.go``'s ``+groupName`` maps each API group/version to its proto package.
+Go struct tag beside it: the JSON name (``json:"$ref"`` where the proto says ``ref``; ``""`` for an
+embedded ``inline`` struct), ``omitempty`` / ``omitzero`` and whether the Go field is a pointer — what decides if the apiserver's JSON shows a zero value.
+``doc.go``'s ``+groupName`` (or ``register.go``'s ``GroupName``) maps each API group/version to its proto package.
 
-The result is a JSON document cached per module version under ``<cache>/decode/``
+The result is a JSON document cached per module version (and per version of this generator's code) under
+``<cache>/decode/``
 (:func:`load_schema`: generated on first use, then read back). Nothing upstream is committed.
 
 Schema document: ``{"format", "version", "sources", "groups": {apiVersion: proto package},
-"messages": {full name: {"f": [[number, json name, type, repeated, omitempty, pointer, map key type]],
+"messages": {full name: {"f": [[number, json name, type, repeated, omitempty, pointer, map key type,
+omitzero]],
 "slice": bool}}, "enums": {full name: {number: name}}}``; ``type`` is a scalar name or a full message /
 enum name (no leading dot).
 """
@@ -19,6 +21,7 @@ enum name (no leading dot).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import Any
 from pytest_k8sstate.binaries.versions import Versions, staging_version
 from pytest_k8sstate.errors import BinaryError, K8sStateError
 from pytest_k8sstate.etcd.decode.protofetch import API_MODULES, module_files
+from pytest_k8sstate.etcd.decode import protoparse
 from pytest_k8sstate.etcd.decode.protoparse import GoField, ProtoFile, group_name, parse_proto, scan_go_tags
 from pytest_k8sstate.util.files import atomic_write_json, cache_dir
 
@@ -39,7 +43,7 @@ __all__ = [
     "schema_path",
 ]
 
-FORMAT = 1
+FORMAT = 2
 SCALARS = frozenset(
     {
         "string",
@@ -66,8 +70,17 @@ def default_version() -> str:
     return staging_version(Versions.resolve().kubernetes)
 
 
+def _generator_id() -> str:
+    """A digest of this generator's own code: a cached schema made by other code is regenerated."""
+    h = hashlib.sha256(str(FORMAT).encode())
+    for mod in (__file__, protoparse.__file__):
+        with contextlib.suppress(OSError):
+            h.update(Path(mod).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def schema_path(version: str, env: dict[str, str] | None = None) -> Path:
-    return cache_dir(env) / "decode" / f"k8s-proto-{version}-f{FORMAT}.json"
+    return cache_dir(env) / "decode" / f"k8s-proto-{version}-{_generator_id()}.json"
 
 
 def _resolve(ref: str, scope: str, known: set[str]) -> str | None:
@@ -128,10 +141,12 @@ def build_schema(version: str, env: dict[str, str] | None = None) -> dict[str, A
                         "defined in any generated.proto of the API modules"
                     )
                 go = tags.get(f.number)
-                json_name = go.json_name if go is not None and go.json_name else f.name
-                omitempty = go.omitempty if go is not None else True
-                pointer = go.pointer if go is not None else False
-                rows.append([f.number, json_name, typ, f.repeated, omitempty, pointer, f.map_key])
+                if go is None:
+                    json_name, omitempty, pointer, omitzero = f.name, True, False, False
+                else:
+                    json_name = "" if go.inline else go.json_name or f.name
+                    omitempty, pointer, omitzero = go.omitempty, go.pointer, go.omitzero
+                rows.append([f.number, json_name, typ, f.repeated, omitempty, pointer, f.map_key, omitzero])
             messages[full] = {"f": rows, "slice": msg.slice_type}
     enums = {name: {str(k): v for k, v in vals.items()} for pf in files for name, vals in pf.enums.items()}
     return {

@@ -71,14 +71,16 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class _Msg:
-    __slots__ = ("fields", "name", "slice", "special")
+    __slots__ = ("fields", "name", "nulls", "slice", "special")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # number -> (json name, kind, wire type, sub message | enum names | None, repeated, keep zero, map key)
-        self.fields: dict[int, tuple[str, int, int, Any, bool, bool, Any]] = {}
+        # number -> (json name, kind, wire type, sub message | enum names | None, repeated, keep zero, map key,
+        # omitzero); json name "" = an embedded inline struct
+        self.fields: dict[int, tuple[str, int, int, Any, bool, bool, Any, bool]] = {}
         self.special = SPECIAL.get(name)
         self.slice = False
+        self.nulls: tuple[str, ...] = ()  # JSON null when absent: nil slices/maps/pointers without omitempty
 
 
 class Compiled:
@@ -102,18 +104,23 @@ class Compiled:
         m = _Msg(name)
         self._msgs[name] = m  # before the fields: recursive types
         m.slice = bool(raw.get("slice"))
-        for num, jname, typ, repeated, omitempty, pointer, map_key in raw["f"]:
-            m.fields[num] = self._field(jname, typ, repeated, bool(pointer or not omitempty), map_key)
+        nulls = []
+        for num, jname, typ, repeated, omitempty, pointer, map_key, omitzero in raw["f"]:
+            keep = bool(pointer or not (omitempty or omitzero))
+            m.fields[num] = self._field(jname, typ, repeated, keep, map_key, bool(omitzero and not pointer))
+            if jname and not omitempty and not omitzero and (repeated or pointer) and not m.slice:
+                nulls.append(jname)
+        m.nulls = tuple(nulls)
         return m
 
-    def _field(self, jname: str, typ: str, repeated: bool, keep: bool, map_key: str | None) -> Any:
+    def _field(self, jname: str, typ: str, repeated: bool, keep: bool, map_key: str | None, oz: bool) -> Any:
         key = _SCALAR_KIND.get(map_key) if map_key else None
         if typ in _SCALAR_KIND:
             kind, wt = _SCALAR_KIND[typ]
-            return (jname, kind, wt, None, repeated, keep, key)
+            return (jname, kind, wt, None, repeated, keep, key, oz)
         if typ in self._enums:
-            return (jname, _ENUM, 0, {int(k): v for k, v in self._enums[typ].items()}, repeated, keep, key)
-        return (jname, _MSG, 2, typ, repeated, keep, key)
+            return (jname, _ENUM, 0, {int(k): v for k, v in self._enums[typ].items()}, repeated, keep, key, oz)
+        return (jname, _MSG, 2, typ, repeated, keep, key, oz)
 
     def lookup(self, api_version: str | None, kind: str | None) -> _Msg | None:
         """The message of a stored object: ``apps/v1`` + ``Deployment`` → ``k8s.io.api.apps.v1.Deployment``."""
@@ -334,7 +341,7 @@ def _message(c: Compiled, m: _Msg, buf: bytes, i: int, end: int, depth: int) -> 
             else:
                 out[k] = gv
             continue
-        name, kind, fwt, sub, repeated, keep, map_key = f
+        name, kind, fwt, sub, repeated, keep, map_key, omitzero = f
         if map_key is not None:
             key, val = _map_entry(c, kind, sub, map_key, buf, s, e, depth)
             d = out.get(name)
@@ -366,10 +373,18 @@ def _message(c: Compiled, m: _Msg, buf: bytes, i: int, end: int, depth: int) -> 
                 out[name] = [val]
             else:
                 lst.append(val)
+        elif not name and isinstance(val, dict):  # an embedded struct: its fields are ours
+            out.update(val)
+        elif omitzero and (val is None or val == {} or val in _ZERO):
+            out.pop(name, None)
         elif keep or kind == _MSG or val not in _ZERO:
             out[name] = val
         else:
             out.pop(name, None)  # a later zero overrides an earlier value (last one wins)
+    if m.nulls:
+        for name in m.nulls:
+            if name not in out:
+                out[name] = None
     return out
 
 

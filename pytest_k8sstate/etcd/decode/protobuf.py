@@ -161,6 +161,21 @@ def decode_protobuf(key: str, value: bytes, schema: Compiled | None = _DEFAULT) 
 
 
 def _identity(key: str, api_version: str | None, kind: str | None, raw: bytes, fields: dict[str, Any]) -> Decoded:
+    meta_json = fields.get("metadata")
+    if isinstance(meta_json, dict) and not any(k.startswith("#") for k in meta_json):
+        labels = meta_json.get("labels")
+        owners = meta_json.get("ownerReferences")
+        return Decoded(
+            "protobuf",
+            api_version=api_version,
+            kind=kind,
+            namespace=nonempty(meta_json.get("namespace")),
+            name=nonempty(meta_json.get("name")),
+            uid=nonempty(meta_json.get("uid")),
+            owner_references=[dict(o) for o in owners if isinstance(o, dict)] if isinstance(owners, list) else [],
+            labels=dict(labels) if isinstance(labels, dict) else {},
+            fields=fields,
+        )
     obj: Any = ObjectPB()
     err: str | None = None
     try:

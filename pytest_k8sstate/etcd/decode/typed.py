@@ -32,7 +32,10 @@ from pytest_k8sstate.etcd.decode.wire import MAX_DEPTH, WireError, span_value
 __all__ = ["Compiled", "decode_typed", "go_duration"]
 
 # field kinds
-_STR, _BYTES, _INT, _UINT, _SINT, _BOOL, _DOUBLE, _FLOAT, _FIX32, _FIX64, _SFIX32, _SFIX64, _MSG, _ENUM = range(14)
+# length-delimited kinds first (_MAP: a map field, whatever its value kind), then varints, then fixed sizes
+_STR, _BYTES, _MSG, _MAP, _INT, _BOOL, _UINT, _SINT, _ENUM, _DOUBLE, _FLOAT, _FIX32, _FIX64, _SFIX32, _SFIX64 = range(
+    15
+)
 _SCALAR_KIND = {
     "string": (_STR, 2),
     "bytes": (_BYTES, 2),
@@ -71,7 +74,7 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class _Msg:
-    __slots__ = ("fields", "name", "nulls", "slice", "special")
+    __slots__ = ("fields", "name", "nulls", "plain", "slice", "special", "tags")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -80,7 +83,10 @@ class _Msg:
         self.fields: dict[int, tuple[str, int, int, Any, bool, bool, Any, bool]] = {}
         self.special = SPECIAL.get(name)
         self.slice = False
+        self.plain = False  # neither special nor a slice: decoded field by field
         self.nulls: tuple[str, ...] = ()  # JSON null when absent: nil slices/maps/pointers without omitempty
+        # wire tag (number << 3 | wire type) -> (json name, kind, sub, repeated, keep zero, omitzero): the fast path
+        self.tags: dict[int, tuple[str, int, Any, bool, bool, bool]] = {}
 
 
 class Compiled:
@@ -104,6 +110,7 @@ class Compiled:
         m = _Msg(name)
         self._msgs[name] = m  # before the fields: recursive types
         m.slice = bool(raw.get("slice"))
+        m.plain = m.special is None and not m.slice
         nulls = []
         for num, jname, typ, repeated, omitempty, pointer, map_key, omitzero in raw["f"]:
             keep = bool(pointer or not (omitempty or omitzero))
@@ -111,6 +118,11 @@ class Compiled:
             if jname and not omitempty and not omitzero and (repeated or pointer) and not m.slice:
                 nulls.append(jname)
         m.nulls = tuple(nulls)
+        for num, (jname, kind, wt, sub, repeated, keep, key, oz) in m.fields.items():
+            if key is not None:
+                m.tags[num << 3 | 2] = (jname, _MAP, (kind, sub, key), repeated, keep, oz)
+            else:
+                m.tags[num << 3 | wt] = (jname, kind, sub, repeated, keep, oz)
         return m
 
     def _field(self, jname: str, typ: str, repeated: bool, keep: bool, map_key: str | None, oz: bool) -> Any:
@@ -168,7 +180,21 @@ def go_duration(ns: int) -> str:
     return sign + out
 
 
+_TIMES: dict[tuple[int, int, bool], str] = {}
+
+
 def _time(secs: int, nanos: int, micro: bool) -> str:
+    key = (secs, nanos // 1000 if micro else 0, micro)
+    got = _TIMES.get(key)
+    if got is None:
+        got = _format_time(secs, nanos, micro)
+        if len(_TIMES) >= 4096:
+            _TIMES.clear()
+        _TIMES[key] = got
+    return got
+
+
+def _format_time(secs: int, nanos: int, micro: bool) -> str:
     try:
         dt = _EPOCH + datetime.timedelta(seconds=secs, microseconds=nanos // 1000)
     except OverflowError:
@@ -279,105 +305,106 @@ def _scalar(kind: int, v: Any, buf: bytes, s: int, e: int) -> Any:
     return v  # fixed32 / fixed64
 
 
-_ZERO = ("", 0, False, None)
+def _submessage(c: Compiled, sub: str, buf: bytes, s: int, e: int, depth: int) -> Any:
+    sm = c._msgs.get(sub) or c.message(sub)
+    if sm is None or depth >= MAX_DEPTH:
+        return span_value(buf, s, e) if e > s else {}
+    if sm.special is not None:
+        return _special(c, sm, buf, s, e, depth + 1)
+    if sm.slice:
+        return _message(c, sm, buf, s, e, depth + 1).get(next(iter(sm.fields.values()))[0], [])
+    return _message(c, sm, buf, s, e, depth + 1)
 
 
 def _message(c: Compiled, m: _Msg, buf: bytes, i: int, end: int, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    fields = m.fields
-    generic: set[str] | None = None
+    tags = m.tags
+    msgs = c._msgs
     while i < end:
         tag_at = i
-        t = buf[i]
-        if t < 0x80:
-            tag = t
+        tag = buf[i]
+        if tag < 0x80:
             i += 1
+        elif i + 1 < end and buf[i + 1] < 0x80:  # field numbers 16..2047
+            tag = (tag & 0x7F) | buf[i + 1] << 7
+            i += 2
         else:
             tag, i = _varint(buf, i, end)
-        num = tag >> 3
-        wt = tag & 7
-        v: Any = 0
-        s = e = i
-        if wt == 0:
+        f = tags.get(tag)
+        if f is None:  # unknown field, unexpected wire type, packed repeated scalars
+            i = _other(c, m, out, buf, tag, tag_at, i, end)
+            continue
+        name, kind, sub, repeated, keep, omitzero = f
+        val: Any
+        if kind <= _MAP:  # length-delimited
+            if i >= end:
+                raise WireError(tag_at, f"truncated length of field {tag >> 3}")
+            n = buf[i]
+            if n < 0x80:
+                i += 1
+            elif i + 1 < end and buf[i + 1] < 0x80:
+                n = (n & 0x7F) | buf[i + 1] << 7
+                i += 2
+            else:
+                n, i = _varint(buf, i, end)
+            s = i
+            i += n
+            if i > end:
+                raise WireError(tag_at, f"length {n} of field {tag >> 3} runs past the end ({end - s} bytes left)")
+            if kind == _STR:
+                try:
+                    val = buf[s:i].decode("utf-8")
+                except UnicodeDecodeError:
+                    val = buf[s:i].decode("utf-8", "replace")
+            elif kind == _MSG:
+                sm = msgs.get(sub)
+                if sm is not None and sm.plain and depth < MAX_DEPTH:
+                    val = _message(c, sm, buf, s, i, depth + 1)
+                else:
+                    val = _submessage(c, sub, buf, s, i, depth)
+            elif kind == _MAP:
+                key, val = _map_entry(c, sub[0], sub[1], sub[2], buf, s, i, depth)
+                d = out.get(name)
+                if d is None:
+                    out[name] = d = {}
+                d[key] = val
+                continue
+            else:
+                val = base64.b64encode(buf[s:i]).decode("ascii")
+        elif kind < _DOUBLE:  # varint
             if i < end and buf[i] < 0x80:
                 v = buf[i]
                 i += 1
             else:
                 v, i = _varint(buf, i, end)
-        elif wt == 2:
-            if i < end and buf[i] < 0x80:
-                n = buf[i]
-                i += 1
+            if kind == _INT:
+                val = v - (1 << 64) if v >= 1 << 63 else v
+            elif kind == _BOOL:
+                val = v != 0
+            elif kind == _ENUM:
+                val = sub.get(_signed(v), _signed(v))
             else:
-                n, i = _varint(buf, i, end)
-            if n > end - i:
-                raise WireError(tag_at, f"length {n} of field {num} runs past the end ({end - i} bytes left)")
-            s = i
-            i += n
-            e = i
-        elif wt == 1 or wt == 5:
-            size = 8 if wt == 1 else 4
+                val = _scalar(kind, v, buf, 0, 0)
+        else:
+            size = 8 if tag & 7 == 1 else 4
             if i + size > end:
-                raise WireError(i, f"truncated fixed{size * 8} of field {num}")
-            v = int.from_bytes(buf[i : i + size], "little")
+                raise WireError(i, f"truncated fixed{size * 8} of field {tag >> 3}")
+            val = _scalar(kind, int.from_bytes(buf[i : i + size], "little"), buf, 0, 0)
             i += size
-        else:
-            raise WireError(tag_at, f"unsupported wire type {wt} (field {num})")
-        if num == 0:
-            raise WireError(tag_at, "invalid field number 0")
-        f = fields.get(num)
-        if f is not None and f[2] != wt and not (wt == 2 and f[4] and f[1] not in (_STR, _BYTES, _MSG)):
-            f = None
-        if f is None:  # unknown here: the generic value under "#N"
-            k = f"#{num}"
-            gv = (span_value(buf, s, e) if e > s else "") if wt == 2 else v
-            if k in out:
-                if generic is not None and k in generic:
-                    out[k].append(gv)
-                else:
-                    out[k] = [out[k], gv]
-                    generic = generic or set()
-                    generic.add(k)
-            else:
-                out[k] = gv
-            continue
-        name, kind, fwt, sub, repeated, keep, map_key, omitzero = f
-        if map_key is not None:
-            key, val = _map_entry(c, kind, sub, map_key, buf, s, e, depth)
-            d = out.get(name)
-            if d is None:
-                out[name] = d = {}
-            d[key] = val
-            continue
-        if kind == _MSG:
-            sm = c.message(sub)
-            if sm is None or depth >= MAX_DEPTH:
-                val = span_value(buf, s, e) if e > s else {}
-            elif sm.special is not None:
-                val = _special(c, sm, buf, s, e, depth + 1)
-            elif sm.slice:
-                val = _message(c, sm, buf, s, e, depth + 1).get(next(iter(sm.fields.values()))[0], [])
-            else:
-                val = _message(c, sm, buf, s, e, depth + 1)
-        elif kind == _ENUM:
-            val = sub.get(_signed(v), _signed(v))
-        elif wt == 2 and fwt != 2:  # packed repeated scalars
-            for pv in _packed(kind, buf, s, e):
-                out.setdefault(name, []).append(pv)
-            continue
-        else:
-            val = _scalar(kind, v, buf, s, e)
         if repeated:
             lst = out.get(name)
             if lst is None:
                 out[name] = [val]
             else:
                 lst.append(val)
-        elif not name and isinstance(val, dict):  # an embedded struct: its fields are ours
-            out.update(val)
-        elif omitzero and (val is None or val == {} or val in _ZERO):
-            out.pop(name, None)
-        elif keep or kind == _MSG or val not in _ZERO:
+        elif kind == _MSG:  # Go never omits a struct, but omitzero does
+            if not name and isinstance(val, dict):  # an embedded struct: its fields are ours
+                out.update(val)
+            elif omitzero and (val is None or val == {}):
+                out.pop(name, None)
+            else:
+                out[name] = val
+        elif keep or val:  # scalars: "" / 0 / False / 0.0 are the falsy ones
             out[name] = val
         else:
             out.pop(name, None)  # a later zero overrides an earlier value (last one wins)
@@ -386,6 +413,48 @@ def _message(c: Compiled, m: _Msg, buf: bytes, i: int, end: int, depth: int) -> 
             if name not in out:
                 out[name] = None
     return out
+
+
+def _other(c: Compiled, m: _Msg, out: dict[str, Any], buf: bytes, tag: int, tag_at: int, i: int, end: int) -> int:
+    """A field off the fast path: packed repeated scalars, or the generic value under ``"#N"``."""
+    num = tag >> 3
+    wt = tag & 7
+    if num == 0:
+        raise WireError(tag_at, "invalid field number 0")
+    v: Any = 0
+    s = e = i
+    if wt == 0:
+        v, i = _varint(buf, i, end)
+    elif wt == 2:
+        n, i = _varint(buf, i, end)
+        if n > end - i:
+            raise WireError(tag_at, f"length {n} of field {num} runs past the end ({end - i} bytes left)")
+        s = i
+        i += n
+        e = i
+    elif wt == 1 or wt == 5:
+        size = 8 if wt == 1 else 4
+        if i + size > end:
+            raise WireError(i, f"truncated fixed{size * 8} of field {num}")
+        v = int.from_bytes(buf[i : i + size], "little")
+        i += size
+    else:
+        raise WireError(tag_at, f"unsupported wire type {wt} (field {num})")
+    f = m.fields.get(num)
+    if f is not None and wt == 2 and f[4] and f[1] >= _INT and f[6] is None:  # packed repeated scalars
+        out.setdefault(f[0], []).extend(_packed(f[1], buf, s, e))
+        return i
+    k = f"#{num}"
+    gv = (span_value(buf, s, e) if e > s else "") if wt == 2 else (v - (1 << 64) if v >= 1 << 63 else v)
+    if k in out:  # seen before: a list (a generic value itself is never a list)
+        prev = out[k]
+        if isinstance(prev, list):
+            prev.append(gv)
+        else:
+            out[k] = [prev, gv]
+    else:
+        out[k] = gv
+    return i
 
 
 def _packed(kind: int, buf: bytes, i: int, end: int) -> list[Any]:
@@ -431,17 +500,9 @@ def _map_entry(
         else:
             raise WireError(i, f"unexpected wire type {wt} in a map entry")
     if kind == _MSG:
-        sm = c.message(sub)
         if vs < 0:
             vs = ve = 0
-        if sm is None or depth >= MAX_DEPTH:
-            val = span_value(buf, vs, ve) if ve > vs else {}
-        elif sm.special is not None:
-            val = _special(c, sm, buf, vs, ve, depth + 1)
-        elif sm.slice:
-            val = _message(c, sm, buf, vs, ve, depth + 1).get(next(iter(sm.fields.values()))[0], [])
-        else:
-            val = _message(c, sm, buf, vs, ve, depth + 1)
+        val = _submessage(c, sub, buf, vs, ve, depth)
     elif kind in (_STR, _BYTES):
         val = _scalar(kind, 0, buf, vs, ve) if vs >= 0 else ""
     elif kind == _ENUM:

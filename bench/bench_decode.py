@@ -40,9 +40,13 @@ def _mix(n: int) -> list[tuple[str, bytes]]:
         ns = f"ns-{i % 7}"
         k = i % 5
         if k == 0:
-            out.append((f"/registry/pods/{ns}/web-{i}", k8s_value("v1", "Pod", pod(ns, f"web-{i}", containers=2))))
+            out.append(
+                (f"/registry/pods/{ns}/web-{i}", k8s_value("v1", "Pod", pod(ns, f"web-{i}", containers=2)))
+            )
         elif k == 1:
-            out.append((f"/registry/pods/{ns}/db-{i}", k8s_value("v1", "Pod", pod(ns, f"db-{i}", containers=5))))
+            out.append(
+                (f"/registry/pods/{ns}/db-{i}", k8s_value("v1", "Pod", pod(ns, f"db-{i}", containers=5)))
+            )
         elif k == 2:
             svc = service(ns, f"svc-{i}", uid=f"u-{i}", cluster_ip=f"10.96.{i % 250}.{i % 200 + 1}")
             out.append((f"/registry/services/specs/{ns}/svc-{i}", k8s_value("v1", "Service", svc)))
@@ -106,18 +110,27 @@ def main() -> None:
     named_generic = [_leaves(decode_protobuf(k, v, None).fields) for k, v in values]
     share_full = sum(n for _, n in named_full) / sum(t for t, _ in named_full)
     share_generic = sum(n for _, n in named_generic) / sum(t for t, _ in named_generic)
-    print(f"fixture mix: {len(values)} values (pods, services, endpointslices), {size / len(values):.0f} B average")
+    print(
+        f"fixture mix: {len(values)} values (pods, services, endpointslices), "
+        f"{size / len(values):.0f} B average"
+    )
     print(f"descriptors: k8s.io/api {schema.version}")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall time suffers; CPU time less)")
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall time suffers; CPU time less)"
+    )
     print(
         f"full decoding      median {per_full:7.1f} µs/value wall, {cpu_full:7.1f} µs CPU over {a.runs} runs"
         f"   ({share_full:.1%} leaves named)"
     )
     print(
-        f"generic (before)   median {per_generic:7.1f} µs/value wall, {cpu_generic:7.1f} µs CPU over {a.runs} runs"
+        f"generic (before)   median {per_generic:7.1f} µs/value wall, {cpu_generic:7.1f} µs CPU "
+        f"over {a.runs} runs"
         f"   ({share_generic:.1%} leaves named)"
     )
-    print(f"full / generic = {per_full / per_generic:.2f} wall, {cpu_full / cpu_generic:.2f} CPU   (goal: full ≤ 100 µs/value)")
+    print(
+        f"full / generic = {per_full / per_generic:.2f} wall, {cpu_full / cpu_generic:.2f} CPU"
+        "   (goal: full ≤ 100 µs/value)"
+    )
     sample = decode_value(*values[0]).fields
     print("first value:", json.dumps(sample)[:160], "...")
 

@@ -245,7 +245,10 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
                 "jobTemplate": {
                     "spec": {
                         "template": {
-                            "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "b"}]}
+                            "spec": {
+                                "restartPolicy": "OnFailure",
+                                "containers": [{"name": "c", "image": "b"}],
+                            }
                         }
                     }
                 },
@@ -267,7 +270,11 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
                 "nodeAffinity": {
                     "required": {
                         "nodeSelectorTerms": [
-                            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}
+                                ]
+                            }
                         ]
                     }
                 },
@@ -290,7 +297,10 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
     ),
     (
         "/api/v1/namespaces/dec/endpoints",
-        {"metadata": {"name": "svc"}, "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]},
+        {
+            "metadata": {"name": "svc"},
+            "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}],
+        },
         None,
     ),
     (
@@ -309,7 +319,11 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
         },
         None,
     ),
-    ("/api/v1/namespaces/dec/serviceaccounts", {"metadata": {"name": "sa"}, "automountServiceAccountToken": False}, None),
+    (
+        "/api/v1/namespaces/dec/serviceaccounts",
+        {"metadata": {"name": "sa"}, "automountServiceAccountToken": False},
+        None,
+    ),
     (
         "/api/v1/namespaces/dec/limitranges",
         {
@@ -318,7 +332,11 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
         },
         None,
     ),
-    ("/api/v1/namespaces/dec/resourcequotas", {"metadata": {"name": "rq"}, "spec": {"hard": {"pods": "10"}}}, None),
+    (
+        "/api/v1/namespaces/dec/resourcequotas",
+        {"metadata": {"name": "rq"}, "spec": {"hard": {"pods": "10"}}},
+        None,
+    ),
     (
         "/api/v1/namespaces/dec/events",
         {
@@ -385,7 +403,12 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
                 "failurePolicy": "Fail",
                 "matchConstraints": {
                     "resourceRules": [
-                        {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["deployments"]}
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["deployments"],
+                        }
                     ]
                 },
                 "validations": [{"expression": "object.spec.replicas <= 5", "message": "too many"}],
@@ -407,8 +430,13 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
                         "served": True,
                         "storage": True,
                         "schema": {"openAPIV3Schema": CRD_SCHEMA},
-                        "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.size", "statusReplicasPath": ".status.size"}},
-                        "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
+                        "subresources": {
+                            "status": {},
+                            "scale": {"specReplicasPath": ".spec.size", "statusReplicasPath": ".status.size"},
+                        },
+                        "additionalPrinterColumns": [
+                            {"name": "Size", "type": "integer", "jsonPath": ".spec.size"}
+                        ],
                     }
                 ],
             },
@@ -449,7 +477,12 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
         "/apis/coordination.k8s.io/v1/namespaces/dec/leases",
         {
             "metadata": {"name": "l"},
-            "spec": {"holderIdentity": "h", "leaseDurationSeconds": 15, "acquireTime": MICRO, "renewTime": MICRO},
+            "spec": {
+                "holderIdentity": "h",
+                "leaseDurationSeconds": 15,
+                "acquireTime": MICRO,
+                "renewTime": MICRO,
+            },
         },
         None,
     ),
@@ -468,7 +501,12 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
         "/apis/storage.k8s.io/v1/csidrivers",
         {
             "metadata": {"name": "csi.example.com"},
-            "spec": {"attachRequired": False, "podInfoOnMount": True, "volumeLifecycleModes": ["Persistent"], "fsGroupPolicy": "File"},
+            "spec": {
+                "attachRequired": False,
+                "podInfoOnMount": True,
+                "volumeLifecycleModes": ["Persistent"],
+                "fsGroupPolicy": "File",
+            },
         },
         None,
     ),
@@ -496,9 +534,20 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
                 "minReplicas": 1,
                 "maxReplicas": 4,
                 "metrics": [
-                    {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 60},
+                        },
+                    }
                 ],
-                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]}},
+                "behavior": {
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": 60,
+                        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}],
+                    }
+                },
             },
         },
         None,
@@ -510,7 +559,12 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
             "spec": {
                 "podSelector": {},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}], "ports": [{"port": 80}]}],
+                "ingress": [
+                    {
+                        "from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                        "ports": [{"port": 80}],
+                    }
+                ],
                 "egress": [{"ports": [{"protocol": "UDP", "port": 53, "endPort": 54}]}],
             },
         },
@@ -528,7 +582,11 @@ OBJECTS: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
                         "host": "a.example.com",
                         "http": {
                             "paths": [
-                                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"number": 80}}}}
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "svc", "port": {"number": 80}}},
+                                }
                             ]
                         },
                     }
@@ -604,7 +662,11 @@ def compare(decoded: dict[str, Any], served: dict[str, Any]) -> tuple[int, int, 
     served = {**served, "metadata": {k: v for k, v in served["metadata"].items() if k != "resourceVersion"}}
     s, d = _leaves(served), _leaves(decoded)
     good = sum(1 for p, v in s.items() if p in d and _equal(d[p], v))
-    problems = [f"{p}: decoded {d.get(p, '<missing>')!r} != served {v!r}" for p, v in s.items() if not (p in d and _equal(d[p], v))]
+    problems = [
+        f"{p}: decoded {d.get(p, '<missing>')!r} != served {v!r}"
+        for p, v in s.items()
+        if not (p in d and _equal(d[p], v))
+    ]
     problems += [f"{p}: decoded {v!r}, not served" for p, v in d.items() if p not in s]
     return len(s) + sum(1 for p in d if p not in s), good, problems
 
@@ -650,7 +712,9 @@ def test_every_stored_object_decodes_to_the_json_the_apiserver_serves(apiserver:
             obj = {**obj, "spec": {**obj["spec"], "request": _csr()}}
         created = apiserver.request("POST", collection, obj)
         if status is not None:
-            apiserver.request("PATCH", f"{collection}/{created['metadata']['name']}/status", {"status": status})
+            apiserver.request(
+                "PATCH", f"{collection}/{created['metadata']['name']}/status", {"status": status}
+            )
     _wait_crd(apiserver)
     apiserver.request(
         "POST",
@@ -681,11 +745,19 @@ def test_every_stored_object_decodes_to_the_json_the_apiserver_serves(apiserver:
         kinds.add(f"{d.api_version} {d.kind}")
         problems += [f"{key} {p}" for p in probs]
     ratio = good / total
-    print(f"\nfull decoding: {good}/{total} leaf fields named and equal ({ratio:.4%}) over {len(kinds)} kinds")
+    print(
+        f"\nfull decoding: {good}/{total} leaf fields named and equal ({ratio:.4%}) over {len(kinds)} kinds"
+    )
     print("\n".join(problems[:60]))
     if os.environ.get("K8SSTATE_DECODE_DUMP"):
         with open(os.environ["K8SSTATE_DECODE_DUMP"], "w") as fh:
-            json.dump({k: [e.decoded.fields, served.get(f"{e.decoded.uid} {e.decoded.api_version}")] for k, e in state.entries.items()}, fh)
+            json.dump(
+                {
+                    k: [e.decoded.fields, served.get(f"{e.decoded.uid} {e.decoded.api_version}")]
+                    for k, e in state.entries.items()
+                },
+                fh,
+            )
     for kind in (
         "apps/v1 Deployment",
         "apps/v1 StatefulSet",
@@ -708,12 +780,19 @@ def test_every_stored_object_decodes_to_the_json_the_apiserver_serves(apiserver:
         assert kind in kinds, sorted(kinds)
     assert ratio >= 0.99, "\n".join(problems)
     # CRDs are stored as apiextensions.k8s.io/v1beta1 but served as v1 only: compare the parts both share
-    crd = state.entries["/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com"].decoded
-    served_crd = apiserver.request("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
+    crd = state.entries[
+        "/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com"
+    ].decoded
+    served_crd = apiserver.request(
+        "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com"
+    )
     assert crd.api_version == "apiextensions.k8s.io/v1beta1"
     assert crd.fields is not None
     spec = crd.fields["spec"]
-    assert spec["validation"]["openAPIV3Schema"] == served_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert (
+        spec["validation"]["openAPIV3Schema"]
+        == served_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    )
     assert spec["names"] == served_crd["spec"]["names"]
     assert spec["subresources"] == served_crd["spec"]["versions"][0]["subresources"]
     assert crd.fields["status"]["conditions"] == served_crd["status"]["conditions"]
@@ -725,7 +804,9 @@ def _wait_crd(apiserver: _Apiserver) -> None:
     from pytest_k8sstate.util.poll import wait_until
 
     def established() -> str | None:
-        crd = apiserver.request("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
+        crd = apiserver.request(
+            "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com"
+        )
         conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
         if conds.get("Established") != "True":
             return f"conditions {conds}"

@@ -1,4 +1,4 @@
-"""Descriptor generation: the .proto parser, the Go tag scanner, and the sources (module cache, module proxy)."""
+"""Descriptor generation: the .proto parser, the Go tag scanner, the sources (module cache, module proxy)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,12 @@ const GroupName = "example.k8s.io"
 def test_scan_go_tags() -> None:
     tags = scan_go_tags(GO)["Widget"]
     assert sorted(tags) == [1, 2, 3, 4, 5, 6]
-    assert (tags[1].json_name, tags[1].omitempty, tags[1].pointer, tags[1].inline) == ("metadata", True, False, False)
+    assert (tags[1].json_name, tags[1].omitempty, tags[1].pointer, tags[1].inline) == (
+        "metadata",
+        True,
+        False,
+        False,
+    )
     assert (tags[2].pointer, tags[2].omitempty) == (True, True)
     assert (tags[3].json_name, tags[3].omitempty) == ("port", False)
     assert tags[4].json_name == "$ref"
@@ -193,8 +198,11 @@ def test_descriptors_from_the_module_proxy_without_a_module_cache(
     url, zips, asked = proxy
     for module in API_MODULES:
         zips[f"/{module}/@v/{version}.zip"] = _module_zip(module, version)
-    env = {"GOMODCACHE": str(tmp_path / "empty"), "K8SSTATE_CACHE_DIR": str(tmp_path / "cache"),
-           "GOPROXY": f"{url}/missing,{url},direct"}
+    env = {
+        "GOMODCACHE": str(tmp_path / "empty"),
+        "K8SSTATE_CACHE_DIR": str(tmp_path / "cache"),
+        "GOPROXY": f"{url}/missing,{url},direct",
+    }
     doc = build_schema(version, env)
     assert all(src.startswith(url + "/k8s.io/") for src in doc["sources"].values()), doc["sources"]
     assert f"/missing/k8s.io/api/@v/{version}.zip" in asked  # the first proxy answered 404: the next one

@@ -75,7 +75,8 @@ def test_deployment_pointer_zero_kept_and_template_time_null() -> None:
 
 
 def test_service_zero_ports_omitted_int_or_string_and_bools() -> None:
-    # ServicePort{1 name, 2 protocol, 3 port, 4 targetPort IntOrString{1 type, 2 intVal, 3 strVal}, 5 nodePort}
+    # ServicePort{1 name, 2 protocol, 3 port, 4 targetPort IntOrString{1 type, 2 intVal, 3 strVal},
+    # 5 nodePort}
     p1 = f(1, "http") + f(2, "TCP") + f(3, 80) + f(4, f(1, 1) + f(3, "web")) + f(5, 0)
     p2 = f(1, "") + f(2, "UDP") + f(3, 53) + f(4, f(1, 0) + f(2, 5353)) + f(5, 30053)
     # ServiceSpec{1 ports, 3 clusterIP, 4 type, 13 publishNotReadyAddresses bool, 20 allocate... *bool}
@@ -94,7 +95,8 @@ def test_service_zero_ports_omitted_int_or_string_and_bools() -> None:
 
 
 def test_secret_bytes_base64_and_configmap_binary_data() -> None:
-    # Secret{2 data map<string, bytes>, 3 type}; ConfigMap{2 data, 3 binaryData map<string, bytes>, 4 immutable *bool}
+    # Secret{2 data map<string, bytes>, 3 type}
+    # ConfigMap{2 data, 3 binaryData map<string, bytes>, 4 immutable *bool}
     s = decode("v1", "Secret", f(2, f(1, "pw") + f(2, b"\x00s3cret\xff")) + f(3, "Opaque"))
     assert s["data"] == {"pw": base64.b64encode(b"\x00s3cret\xff").decode()}
     assert s["type"] == "Opaque"
@@ -156,14 +158,7 @@ def test_crd_schema_names_and_or_bool() -> None:
     # 38 x-kubernetes-preserve-unknown-fields *bool}
     import struct
 
-    props = (
-        f(3, "#/d")
-        + f(5, "object")
-        + _v(9 << 3 | 1)
-        + struct.pack("<d", 2.5)
-        + f(30, f(1, 0))
-        + f(38, 1)
-    )
+    props = f(3, "#/d") + f(5, "object") + _v(9 << 3 | 1) + struct.pack("<d", 2.5) + f(30, f(1, 0)) + f(38, 1)
     # CRD{2 spec{1 group, 4 scope, 7 versions[{1 name, 2 served, 3 storage, 4 schema{1 openAPIV3Schema}}]}}
     ver = f(1, "v1") + f(2, 1) + f(3, 1) + f(4, f(1, props))
     spec = f(1, "example.com") + f(4, "Namespaced") + f(7, ver)

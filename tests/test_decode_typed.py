@@ -84,9 +84,13 @@ class _Gen:
         if kind == "raw":
             doc = {"f": num, "name": name}
             return _len(1, json.dumps(doc).encode()), doc
-        sub, sub_json = self.message(
-            "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps", stack, top=False
-        ) if len(stack) < 3 else (b"", {})
+        sub, sub_json = (
+            self.message(
+                "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps", stack, top=False
+            )
+            if len(stack) < 3
+            else (b"", {})
+        )
         if kind == "orbool":
             return (_len(2, sub), sub_json) if num % 2 and len(stack) < 3 else (_int(1, 1), True)
         if len(stack) < 3:
@@ -95,7 +99,9 @@ class _Gen:
             return _len(2, b"a") + _len(2, b"b"), ["a", "b"]
         return b"", []
 
-    def value(self, typ: str, num: int, name: str, seq: int, stack: tuple[str, ...]) -> tuple[bytes, Any] | None:
+    def value(
+        self, typ: str, num: int, name: str, seq: int, stack: tuple[str, ...]
+    ) -> tuple[bytes, Any] | None:
         """The encoded *contents* of a length-delimited value of message ``typ`` (None: recursion cut)."""
         if typ in SPECIAL:
             return self.special(typ, name, num + seq, stack)
@@ -197,11 +203,20 @@ def test_lookup_by_group_version_kind(schema: Compiled) -> None:
             "CustomResourceDefinition",
             "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
         ),
-        ("apiregistration.k8s.io/v1", "APIService", "k8s.io.kube_aggregator.pkg.apis.apiregistration.v1.APIService"),
-        ("internal.apiserver.k8s.io/v1alpha1", "StorageVersion", "k8s.io.api.apiserverinternal.v1alpha1.StorageVersion"),
+        (
+            "apiregistration.k8s.io/v1",
+            "APIService",
+            "k8s.io.kube_aggregator.pkg.apis.apiregistration.v1.APIService",
+        ),
+        (
+            "internal.apiserver.k8s.io/v1alpha1",
+            "StorageVersion",
+            "k8s.io.api.apiserverinternal.v1alpha1.StorageVersion",
+        ),
     ]:
         m = schema.lookup(api_version, kind)
-        assert m is not None and m.name == message, (api_version, kind)
+        assert m is not None, (api_version, kind)
+        assert m.name == message
     assert schema.lookup("apps/v1", "NoSuchKind") is None
     assert schema.lookup("example.com/v1", "Widget") is None
     assert schema.lookup("apps/v2", "Deployment") is None  # the version counts

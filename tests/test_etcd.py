@@ -1264,7 +1264,10 @@ def _compare_meta(decoded: dict[str, Any], served: dict[str, Any], path: str, pr
         if name == "resourceVersion":
             continue
         if name == "managedFields" and isinstance(d, list):
-            d = [{**e, "fieldsV1": json.loads(e["fieldsV1"])} if isinstance(e.get("fieldsV1"), str) else e for e in d]
+            d = [
+                {**e, "fieldsV1": json.loads(e["fieldsV1"])} if isinstance(e.get("fieldsV1"), str) else e
+                for e in d
+            ]
         if isinstance(s, list) and isinstance(d, list) and len(s) == len(d):
             if all(_same_scalar(x, y) for x, y in zip(d, s, strict=True)):
                 continue

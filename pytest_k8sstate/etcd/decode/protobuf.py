@@ -96,10 +96,11 @@ def decode_protobuf(key: str, value: bytes, schema: Compiled | None = _DEFAULT) 
         )
     if schema is _DEFAULT:
         schema = active_schema()
-    msg = schema.lookup(api_version, kind) if schema is not None else None
-    if msg is not None:
+    compiled: Compiled | None = schema
+    msg = compiled.lookup(api_version, kind) if compiled is not None else None
+    if compiled is not None and msg is not None:
         try:
-            typed = decode_typed(schema, msg, raw)  # type: ignore[union-attr]
+            typed = decode_typed(compiled, msg, raw)
         except WireError:
             pass  # the generic path below names the offset
         else:
@@ -124,8 +125,8 @@ def decode_protobuf(key: str, value: bytes, schema: Compiled | None = _DEFAULT) 
     meta = obj.metadata
     top_names = TOP_LEVEL_NAMES.get(kind or "", DEFAULT_TOP)
     fields: dict[str, Any] = {}
-    schema = SCHEMAS[kind] if kind in NAMED_KINDS else {}
-    named_fields = named({k: v for k, v in tree.items() if k != "#1"}, kind) if schema and kind else {}
+    table = SCHEMAS[kind] if kind in NAMED_KINDS else {}
+    named_fields = named({k: v for k, v in tree.items() if k != "#1"}, kind) if table and kind else {}
     for k, v in tree.items():
         num = int(k[1:])
         if num == 1:
@@ -139,8 +140,8 @@ def decode_protobuf(key: str, value: bytes, schema: Compiled | None = _DEFAULT) 
                 spans = v if isinstance(v, list) else [v]
                 vals = [span_value(raw, x.start, x.end) if isinstance(x, Span) else x for x in spans]
                 fields["#1"] = vals if isinstance(v, list) else vals[0]
-        elif k in schema:
-            name = schema[k][0]
+        elif k in table:
+            name = table[k][0]
             fields[name] = named_fields[name]
         elif num in top_names:
             fields[top_names[num]] = v
@@ -160,7 +161,9 @@ def decode_protobuf(key: str, value: bytes, schema: Compiled | None = _DEFAULT) 
     )
 
 
-def _identity(key: str, api_version: str | None, kind: str | None, raw: bytes, fields: dict[str, Any]) -> Decoded:
+def _identity(
+    key: str, api_version: str | None, kind: str | None, raw: bytes, fields: dict[str, Any]
+) -> Decoded:
     meta_json = fields.get("metadata")
     if isinstance(meta_json, dict) and not any(k.startswith("#") for k in meta_json):
         labels = meta_json.get("labels")
@@ -172,7 +175,9 @@ def _identity(key: str, api_version: str | None, kind: str | None, raw: bytes, f
             namespace=nonempty(meta_json.get("namespace")),
             name=nonempty(meta_json.get("name")),
             uid=nonempty(meta_json.get("uid")),
-            owner_references=[dict(o) for o in owners if isinstance(o, dict)] if isinstance(owners, list) else [],
+            owner_references=[dict(o) for o in owners if isinstance(o, dict)]
+            if isinstance(owners, list)
+            else [],
             labels=dict(labels) if isinstance(labels, dict) else {},
             fields=fields,
         )

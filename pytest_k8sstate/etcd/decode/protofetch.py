@@ -105,7 +105,9 @@ def _download(url: str) -> bytes:
     return data
 
 
-def module_files(module: str, version: str, env: dict[str, str] | None = None) -> tuple[dict[str, bytes], str]:
+def module_files(
+    module: str, version: str, env: dict[str, str] | None = None
+) -> tuple[dict[str, bytes], str]:
     """``(relative path → content, where it came from)`` of ``module@version`` (see module doc)."""
     prefix = f"{module}@{version}/"
     tried: list[str] = []

@@ -1,4 +1,4 @@
-"""A small ``.proto`` (proto2/proto3) parser and a scanner of Go struct tags: what the descriptors are built of.
+"""A small ``.proto`` (proto2/proto3) parser and a Go struct tag scanner: what the descriptors are built of.
 
 :func:`parse_proto` reads packages, imports, (nested) messages, enums, fields with ``optional`` /
 ``repeated`` / ``required`` / no label, ``map<K, V>``, ``oneof`` members; options, ``reserved`` and
@@ -281,7 +281,11 @@ def scan_go_tags(text: str) -> dict[str, dict[int, GoField]]:
             o = opts.split(",")
             embedded = fm[1] is None  # an anonymous field without a JSON name is inlined by encoding/json
             fields[int(pm[1])] = GoField(
-                name, "omitempty" in o, fm[2].startswith("*"), "omitzero" in o, not name and ("inline" in o or embedded)
+                name,
+                "omitempty" in o,
+                fm[2].startswith("*"),
+                "omitzero" in o,
+                not name and ("inline" in o or embedded),
             )
         if fields:
             out[m[1]] = fields

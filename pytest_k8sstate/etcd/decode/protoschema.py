@@ -4,8 +4,9 @@
 ``k8s.io/apiextensions-apiserver`` and ``k8s.io/kube-aggregator`` (:mod:`.protofetch` finds them: module
 cache or module proxy) with :mod:`.protoparse`, resolves every type reference, and joins each field with the
 Go struct tag beside it: the JSON name (``json:"$ref"`` where the proto says ``ref``; ``""`` for an
-embedded ``inline`` struct), ``omitempty`` / ``omitzero`` and whether the Go field is a pointer — what decides if the apiserver's JSON shows a zero value.
-``doc.go``'s ``+groupName`` (or ``register.go``'s ``GroupName``) maps each API group/version to its proto package.
+embedded ``inline`` struct), ``omitempty`` / ``omitzero`` and whether the Go field is a pointer — what
+decides if the apiserver's JSON shows a zero value. ``doc.go``'s ``+groupName`` (or ``register.go``'s
+``GroupName``) maps each API group/version to its proto package.
 
 The result is a JSON document cached per module version (and per version of this generator's code) under
 ``<cache>/decode/``
@@ -29,8 +30,8 @@ from typing import Any
 
 from pytest_k8sstate.binaries.versions import Versions, staging_version
 from pytest_k8sstate.errors import BinaryError, K8sStateError
-from pytest_k8sstate.etcd.decode.protofetch import API_MODULES, module_files
 from pytest_k8sstate.etcd.decode import protoparse
+from pytest_k8sstate.etcd.decode.protofetch import API_MODULES, module_files
 from pytest_k8sstate.etcd.decode.protoparse import GoField, ProtoFile, group_name, parse_proto, scan_go_tags
 from pytest_k8sstate.util.files import atomic_write_json, cache_dir
 
@@ -66,7 +67,8 @@ SCALARS = frozenset(
 
 
 def default_version() -> str:
-    """The staging module version (``v0.37.1``) of the resolved Kubernetes version (``K8SSTATE_KUBERNETES_VERSION``)."""
+    """The staging module version (``v0.37.1``) of the resolved Kubernetes version
+    (``$K8SSTATE_KUBERNETES_VERSION``, else the pinned one)."""
     return staging_version(Versions.resolve().kubernetes)
 
 
@@ -112,7 +114,9 @@ def build_schema(version: str, env: dict[str, str] | None = None) -> dict[str, A
             proto_name = f"{d}/generated.proto"
             if proto_name not in content:
                 continue
-            pf = parse_proto(content[proto_name].decode("utf-8", "replace"), f"{module}@{version}/{proto_name}")
+            pf = parse_proto(
+                content[proto_name].decode("utf-8", "replace"), f"{module}@{version}/{proto_name}"
+            )
             files.append(pf)
             tags = go_tags.setdefault(pf.package, {})
             group: str | None = None
@@ -131,7 +135,7 @@ def build_schema(version: str, env: dict[str, str] | None = None) -> dict[str, A
     for pf in files:
         for full, msg in pf.messages.items():
             struct = full[len(pf.package) + 1 :] if pf.package else full
-            tags = go_tags.get(pf.package, {}).get(struct, {})
+            struct_tags = go_tags.get(pf.package, {}).get(struct, {})
             rows: list[list[Any]] = []
             for f in msg.fields:
                 typ = f.type if f.type in SCALARS else _resolve(f.type, full, known)
@@ -140,7 +144,7 @@ def build_schema(version: str, env: dict[str, str] | None = None) -> dict[str, A
                         f"{pf.path}: message {full} field {f.name} = {f.number}: type {f.type!r} is not "
                         "defined in any generated.proto of the API modules"
                     )
-                go = tags.get(f.number)
+                go = struct_tags.get(f.number)
                 if go is None:
                     json_name, omitempty, pointer, omitzero = f.name, True, False, False
                 else:
@@ -178,7 +182,11 @@ def load_schema(version: str | None = None, env: dict[str, str] | None = None) -
         doc: dict[str, Any] | None = None
         with contextlib.suppress(OSError, ValueError):
             loaded = json.loads(path.read_text())
-            if isinstance(loaded, dict) and loaded.get("format") == FORMAT and loaded.get("version") == version:
+            if (
+                isinstance(loaded, dict)
+                and loaded.get("format") == FORMAT
+                and loaded.get("version") == version
+            ):
                 doc = loaded
         if doc is None:
             try:

@@ -186,3 +186,14 @@ def test_malformed_object_reports_offset() -> None:
     assert d.error is not None
     assert "/registry/deployments/ns/x" in d.error
     assert "byte offset" in d.error
+
+
+def test_non_finite_doubles_stay_strict_json() -> None:
+    import struct
+
+    # JSONSchemaProps{9 maximum double}: NaN is not JSON (Go never stores it); kept as text
+    props = _v(9 << 3 | 1) + struct.pack("<d", float("nan"))
+    spec = f(7, f(1, "v1") + f(4, f(1, props)))
+    fields = decode("apiextensions.k8s.io/v1", "CustomResourceDefinition", f(2, spec))
+    assert fields["spec"] == {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"maximum": "nan"}}}]}
+    json.dumps(fields, allow_nan=False)

@@ -14,6 +14,8 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_k8sstate.etcd.decode.protobuf import active_schema
 from pytest_k8sstate.etcd.decode.typed import SPECIAL, Compiled, decode_typed, go_duration
@@ -248,3 +250,48 @@ def test_json_names_come_from_go_tags(schema: Compiled) -> None:
 )
 def test_go_duration(ns: int, text: str) -> None:
     assert go_duration(ns) == text
+
+
+_KINDS = [
+    ("apps/v1", "Deployment", "k8s.io.api.apps.v1.Deployment"),
+    ("v1", "Pod", "k8s.io.api.core.v1.Pod"),
+    (
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
+    ),
+    (
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "k8s.io.api.certificates.v1.CertificateSigningRequest",
+    ),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(range(len(_KINDS))), st.data())
+def test_fuzz_mutated_values_of_every_shape(which: int, data: st.DataObject) -> None:
+    """Mutated values of fully described kinds: never raises, always strict JSON, errors name the key."""
+    from pytest_k8sstate.etcd.decode import decode_value
+
+    c = active_schema()
+    if c is None:
+        pytest.skip("descriptors unavailable")
+    api_version, kind, message = _KINDS[which]
+    body, _ = _Gen(c).message(message)
+    b = bytearray(
+        b"k8s\x00" + _len(1, _len(1, api_version.encode()) + _len(2, kind.encode())) + _len(2, body)
+    )
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(0, len(b) - 1))
+        op = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+        if op == "flip":
+            b[i] = data.draw(st.integers(0, 255))
+        elif op == "truncate":
+            del b[max(i, 1) :]
+        else:
+            b[i:i] = data.draw(st.binary(min_size=1, max_size=9))
+    d = decode_value("/registry/fuzz/x", bytes(b))
+    assert d.error is None or "internal decoder error" not in d.error, d.error
+    assert d.error is None or d.error.startswith("/registry/fuzz/x")
+    json.dumps(d.to_json(), allow_nan=False)

@@ -102,7 +102,6 @@ class Compiled:
         if raw is None:
             return None
         m = Msg(name)
-        self._msgs[name] = m  # before the fields: recursive types
         m.slice = bool(raw.get("slice"))
         m.plain = m.special is None and not m.slice
         nulls = []
@@ -117,6 +116,9 @@ class Compiled:
                 m.tags[num << 3 | 2] = (jname, _MAP, (kind, sub, key), repeated, keep, oz)
             else:
                 m.tags[num << 3 | wt] = (jname, kind, sub, repeated, keep, oz)
+        # published only when complete: decoding threads read _msgs without a lock (fields name their
+        # message types by name, so compiling one message never needs another)
+        self._msgs[name] = m
         return m
 
     def _field(self, jname: str, typ: str, repeated: bool, keep: bool, map_key: str | None, oz: bool) -> Any:

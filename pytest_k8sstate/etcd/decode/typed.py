@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
 import struct
 from typing import Any
 
@@ -118,11 +119,15 @@ def _format_time(secs: int, nanos: int, micro: bool) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _raw_json(b: bytes) -> Any:
     if not b:
         return None
     try:
-        return json.loads(b)
+        return json.loads(b, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return base64.b64encode(b).decode("ascii")
 
@@ -193,6 +198,11 @@ def _fields_of(buf: bytes, i: int, end: int) -> dict[int, Any]:
     return out
 
 
+def _f32(v: int) -> float:
+    x: float = struct.unpack("<f", v.to_bytes(4, "little"))[0]
+    return x
+
+
 def _scalar(kind: int, v: Any, buf: bytes, s: int, e: int) -> Any:
     if kind == _STR:
         try:
@@ -209,10 +219,9 @@ def _scalar(kind: int, v: Any, buf: bytes, s: int, e: int) -> Any:
         return v
     if kind == _SINT:
         return (v >> 1) ^ -(v & 1)
-    if kind == _DOUBLE:
-        return struct.unpack("<d", v.to_bytes(8, "little"))[0]
-    if kind == _FLOAT:
-        return struct.unpack("<f", v.to_bytes(4, "little"))[0]
+    if kind == _DOUBLE or kind == _FLOAT:
+        x = struct.unpack("<d", v.to_bytes(8, "little"))[0] if kind == _DOUBLE else _f32(v)
+        return x if math.isfinite(x) else str(x)  # Go's JSON has no NaN/Inf: never stored; kept JSON-safe
     if kind == _SFIX32:
         return v - (1 << 32) if v >= 1 << 31 else v
     if kind == _SFIX64:

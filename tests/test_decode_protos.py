@@ -237,3 +237,34 @@ def test_a_broken_zip_names_itself(tmp_path: Path, proxy: tuple[str, dict[str, b
     with pytest.raises(BinaryError) as exc:
         module_files("k8s.io/api", "v0.1.0", env)
     assert "not a readable module zip" in str(exc.value)
+
+
+def test_without_any_source_values_still_decode_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pytest_k8sstate.etcd.decode import decode_value
+    from pytest_k8sstate.etcd.decode.protobuf import active_schema, schema_problem
+
+    try:
+        from etcd_fixtures import k8s_value, pod
+    except ImportError:  # tests/ is a package
+        from tests.etcd_fixtures import k8s_value, pod
+
+    monkeypatch.setenv("K8SSTATE_KUBERNETES_VERSION", "1.30.98")  # in no module cache
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "m"))
+    monkeypatch.setenv("K8SSTATE_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("GOPROXY", "off")
+    with pytest.warns(RuntimeWarning, match=r"k8s\.io/apimachinery v0\.30\.98.*GOPROXY"):
+        assert active_schema() is None
+    problem = schema_problem()
+    assert problem is not None
+    assert "v0.30.98" in problem
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process, not once per value
+        d = decode_value("/registry/pods/ns/p", k8s_value("v1", "Pod", pod("ns", "p", uid="u")))
+    assert d.error is None
+    assert d.fields is not None
+    assert d.fields["spec"]["nodeName"] == "node-1"  # the generic decoder with its small schema
+    assert "apiVersion" not in d.fields

@@ -40,6 +40,7 @@ __all__ = [
     "SCALARS",
     "build_schema",
     "default_version",
+    "ensure_descriptors",
     "load_schema",
     "schema_path",
 ]
@@ -206,3 +207,29 @@ def forget_loaded() -> None:
     """Drop the per-process memory of loaded schemas and failures (tests; after fixing a source)."""
     with _LOCK:
         _LOADED.clear()
+
+
+def ensure_descriptors(version: str | None = None) -> Path:
+    """Generate (or find) the cached descriptors of ``version`` now — e.g. right after installing binaries —
+    and return the cache file. Raises :class:`BinaryError` with the sources tried when none answers."""
+    version = version or default_version()
+    load_schema(version)
+    return schema_path(version)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pytest_k8sstate.etcd.decode.protoschema [v0.37.1]``: pre-generate the descriptors."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        path = ensure_descriptors(args[0] if args else None)
+    except K8sStateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -137,6 +137,13 @@ def _special(c: Compiled, m: Msg, buf: bytes, s: int, e: int, depth: int) -> Any
     if sp == "time" or sp == "microtime":
         if s == e:
             return None
+        if buf[s] == 0x08:  # the usual {1: seconds[, 2: nanos]}: no dict
+            secs, i = _varint(buf, s + 1, e)
+            nanos = 0
+            if i < e and buf[i] == 0x10:
+                nanos, i = _varint(buf, i + 1, e)
+            if i == e:
+                return _time(_signed(secs), _signed(nanos), sp == "microtime")
         f = _fields_of(buf, s, e)
         return _time(_signed(f.get(1, 0)), _signed(f.get(2, 0)), sp == "microtime")
     if sp == "duration":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -268,3 +269,22 @@ def test_without_any_source_values_still_decode_with_one_warning(
     assert d.fields is not None
     assert d.fields["spec"]["nodeName"] == "node-1"  # the generic decoder with its small schema
     assert "apiVersion" not in d.fields
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"format": 2}', "[]", '{"format": 2, "version": "v0.37.1", "groups": [], "messages": {}}'],
+)
+def test_a_damaged_cache_file_is_regenerated(tmp_path: Path, content: str) -> None:
+    from pytest_k8sstate.etcd.decode.protoschema import load_schema, schema_path
+
+    version = default_version()
+    if not (gomodcache() / f"k8s.io/api@{version}").is_dir():
+        pytest.skip(f"k8s.io/api@{version} not in the module cache")
+    env = {"K8SSTATE_CACHE_DIR": str(tmp_path), "GOPROXY": "off"}
+    path = schema_path(version, env)
+    path.parent.mkdir(parents=True)
+    path.write_text(content.replace('"format": 2', f'"format": {2}'))
+    doc = load_schema(version, env)
+    assert doc["groups"]["apps/v1"] == "k8s.io.api.apps.v1"
+    assert json.loads(path.read_text())["version"] == version  # rewritten

@@ -164,6 +164,23 @@ def build_schema(version: str, env: dict[str, str] | None = None) -> dict[str, A
     }
 
 
+def _looks_valid(doc: Any, version: str) -> bool:
+    """A cached document of this format and version with the expected shape (else it is regenerated)."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != version:
+        return False
+    groups, messages = doc.get("groups"), doc.get("messages")
+    if not isinstance(groups, dict) or not all(isinstance(v, str) for v in groups.values()):
+        return False
+    if not isinstance(messages, dict) or not isinstance(doc.get("enums", {}), dict):
+        return False
+    return all(
+        isinstance(m, dict)
+        and isinstance(m.get("f"), list)
+        and all(isinstance(r, list) and len(r) == 8 and isinstance(r[0], int) for r in m["f"])
+        for m in messages.values()
+    )
+
+
 _LOCK = threading.Lock()
 _LOADED: dict[str, dict[str, Any] | BinaryError | K8sStateError] = {}
 
@@ -183,11 +200,7 @@ def load_schema(version: str | None = None, env: dict[str, str] | None = None) -
         doc: dict[str, Any] | None = None
         with contextlib.suppress(OSError, ValueError):
             loaded = json.loads(path.read_text())
-            if (
-                isinstance(loaded, dict)
-                and loaded.get("format") == FORMAT
-                and loaded.get("version") == version
-            ):
+            if _looks_valid(loaded, version):
                 doc = loaded
         if doc is None:
             try:

@@ -93,6 +93,30 @@ def key_line(sign: str, c: KeyChange) -> str:
     return s
 
 
+MAX_VALUE_LINES = 8
+"""Field changes shown under one modified key (the rest are counted)."""
+
+
+def value_lines(c: KeyChange, max_lines: int | None = MAX_VALUE_LINES) -> list[str]:
+    """``spec.replicas: 2 → 3`` per changed field of a modified key (bounded, then ``… and N more``)."""
+    from pytest_k8sstate.state.values import format_change
+
+    vals = c.values or []
+    shown = vals if max_lines is None else vals[:max_lines]
+    out = [format_change(v) for v in shown]
+    if len(vals) > len(shown):
+        out.append(f"… and {len(vals) - len(shown)} more fields")
+    return out
+
+
+def key_block(sign: str, c: KeyChange, *, values: bool = True) -> list[str]:
+    """:func:`key_line` and, for a modified key with values, one indented line per changed field."""
+    head = key_line(sign, c)
+    if sign != "~" or not values or not c.values:
+        return [head]
+    return [head, *("    " + v for v in value_lines(c))]
+
+
 def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) -> str:
     """:meth:`StateDiff.summary`: ``full`` includes ignored keys; ``limit`` caps lines per section."""
     lines: list[str] = []
@@ -110,8 +134,11 @@ def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) ->
         head += f" ({parts} hidden by ignore patterns; show with --all / full=True)"
     lines.append(head)
     for sign, items in (("+", added), ("-", removed), ("~", modified)):
-        shown = cap([key_line(sign, c) for c in items], limit)
-        lines.extend("  " + s for s in shown)
+        blocks = [key_block(sign, c) for c in items]
+        shown = blocks if limit is None or len(blocks) <= limit else blocks[:limit]
+        lines.extend("  " + s for b in shown for s in b)
+        if len(blocks) > len(shown):
+            lines.append(f"  ... and {len(blocks) - len(shown)} more")
     for name in diff.nodes_added:
         lines.append(f"node {name}: added")
     for name in diff.nodes_removed:

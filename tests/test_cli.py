@@ -197,6 +197,9 @@ def test_snapshot_show_diff_from_network_namespace(
     rc, out, _ = run(capsys, "diff", str(before), str(after))
     assert rc == 0
     assert out.startswith("diff before → after\n")
+    assert f"  service {svcs[1].port_id}: added {svcs[1].cluster_ip}:{svcs[1].port}/tcp; endpoints 0 → 2" in out
+    rc, out, _ = run(capsys, "diff", str(before), str(after), "--rules")
+    assert rc == 0
     assert f"+ chain nat {svcs[1].svc_chain}" in out
 
 

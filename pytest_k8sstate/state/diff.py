@@ -134,9 +134,10 @@ class StateDiff:
         )
 
     # -- text -------------------------------------------------------------------------------------
-    def summary(self, full: bool = False, limit: int | None = 40) -> str:
-        """Short plain text. ``full`` includes ignored keys; ``limit`` caps lines per section (None = all)."""
-        return diff_summary(self, full=full, limit=limit)
+    def summary(self, full: bool = False, limit: int | None = 40, *, raw_rules: bool = False) -> str:
+        """Short plain text. ``full`` includes ignored keys; ``limit`` caps lines per section (None = all);
+        ``raw_rules``: node changes one per line (not summarised per Service nor paired)."""
+        return diff_summary(self, full=full, limit=limit, raw_rules=raw_rules)
 
     def __str__(self) -> str:
         return self.summary()

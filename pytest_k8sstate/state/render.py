@@ -13,7 +13,9 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from pytest_k8sstate.state.keys import resource_counts
+from pytest_k8sstate.state.kubeproxy import ServiceIndex
 from pytest_k8sstate.state.nodediff import NETFILTER_PARTS, NODE_FIELDS, NodeField, nft_table_name
+from pytest_k8sstate.state.pairing import pair_rules, paired_text
 
 if TYPE_CHECKING:
     from pytest_k8sstate.state.diff import StateDiff
@@ -21,7 +23,15 @@ if TYPE_CHECKING:
     from pytest_k8sstate.state.nodediff import NodeDiff
     from pytest_k8sstate.state.snapshot import Snapshot
 
-__all__ = ["diff_summary", "node_diff_lines", "snapshot_summary", "summarize_diff"]
+__all__ = [
+    "diff_summary",
+    "key_block",
+    "node_diff_lines",
+    "node_summary_lines",
+    "snapshot_summary",
+    "summarize_diff",
+    "value_lines",
+]
 
 # NodeField.kind → (line after the sign, index of the item part that ``ignore_names`` globs match)
 _ITEM_FORMATS: dict[str, tuple[str, int]] = {
@@ -66,6 +76,37 @@ def node_diff_lines(
             if ignore_names and any(fnmatchcase(name, p) for p in ignore_names):
                 continue
             out.append(text)
+    return out
+
+
+_PAIRED = {"rules": "~ rule {0} -A {1} {2}", "nft_rules": "~ nft rule {0} {1}: {2}"}
+
+
+def node_summary_lines(nd: NodeDiff, *, raw: bool = False) -> list[str]:
+    """The node part of :func:`diff_summary`: one line per Service port whose kube-proxy rules changed
+    (``service default/web:http: endpoints 3 → 2, removed 10.244.1.4:8080 (iptables, 4 changes)``),
+    then the changes no summary stands for, a removed rule and the added rule that replaced it paired
+    on one ``~`` line. ``raw``: every change as its own line after the summaries (nothing folded)."""
+    out = [f"service {sc.text()}" for sc in nd.services]
+    if raw:
+        return out + node_diff_lines(nd)
+    index = ServiceIndex(nd.services)
+
+    def left(f: NodeField) -> list[Any]:
+        items: list[Any] = getattr(nd, f.name)
+        return [i for i in items if index.owner(f.kind, i) is None] if index else items
+
+    unpaired: dict[str, list[Any]] = {}
+    for f in NODE_FIELDS:
+        if f.kind in _PAIRED and f.change == "added":
+            removed_f = next(g for g in NODE_FIELDS if g.kind == f.kind and g.change == "removed")
+            pairs, rest_removed, rest_added = pair_rules(left(removed_f), left(f))
+            out.extend(_PAIRED[f.kind].format(b[0], b[1], paired_text(b[2], a[2])) for b, a in pairs)
+            unpaired[removed_f.name] = rest_removed
+            items = rest_added
+        else:
+            items = unpaired.pop(f.name) if f.name in unpaired else left(f)
+        out.extend(_item_line(f, item)[0] for item in items)
     return out
 
 
@@ -117,8 +158,11 @@ def key_block(sign: str, c: KeyChange, *, values: bool = True) -> list[str]:
     return [head, *("    " + v for v in value_lines(c))]
 
 
-def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) -> str:
-    """:meth:`StateDiff.summary`: ``full`` includes ignored keys; ``limit`` caps lines per section."""
+def diff_summary(
+    diff: StateDiff, full: bool = False, limit: int | None = 40, *, raw_rules: bool = False
+) -> str:
+    """:meth:`StateDiff.summary`: ``full`` includes ignored keys; ``limit`` caps lines per section;
+    ``raw_rules``: node changes one per line, not folded into per-Service summaries and pairs."""
     lines: list[str] = []
     rev = ""
     if diff.before_revision is not None or diff.after_revision is not None:
@@ -148,7 +192,7 @@ def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) ->
             continue
         lines.append(f"node {name}:" + ("" if nd else " no changes"))
         lines.extend(f"  note: {n}" for n in nd.notes)
-        lines.extend("  " + s for s in cap(node_diff_lines(nd), limit))
+        lines.extend("  " + s for s in cap(node_summary_lines(nd, raw=raw_rules), limit))
     lines.extend(f"note: {n}" for n in diff.notes)
     if len(lines) == 2 and not added and not removed and not modified:
         lines.append("no changes")

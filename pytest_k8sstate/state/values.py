@@ -148,6 +148,10 @@ def field_changes(before: Any, after: Any) -> list[FieldChange]:
                 continue
             b = ABSENT if isinstance(item.t1, NotPresent) else item.t1
             a = ABSENT if isinstance(item.t2, NotPresent) else item.t2
+            if isinstance(b, str) and isinstance(a, str) and max(len(b), len(a)) > MAX_VALUE_JSON // 2:
+                db, da = _differing(b, a)  # two big texts: keep the part that differs
+                out[path] = FieldChange(path, db, da, truncated=True)
+                continue
             kb, tb = _keep(b)
             ka, ta = _keep(a)
             out[path] = FieldChange(path, kb, ka, truncated=tb or ta)
@@ -185,7 +189,8 @@ def _differing(a: str, b: str) -> tuple[str, str]:
         body = _compact(s[start:end])[1:-1]
         return ("…" if start else "") + _cut(body, WIDTH) + ("…" if end < len(s) else "")
 
-    return f'"{piece(a)}"', f'"{piece(b)}"'
+    where = f" (line {a.count(chr(10), 0, pre) + 1})" if "\n" in a else f" (at character {pre})"
+    return f'"{piece(a)}"{where}', f'"{piece(b)}"'
 
 
 def format_change(c: FieldChange, width: int = WIDTH) -> str:
@@ -196,8 +201,8 @@ def format_change(c: FieldChange, width: int = WIDTH) -> str:
     if isinstance(b, str) and isinstance(a, str) and not c.truncated and max(len(b), len(a)) > width:
         rb, ra = _differing(b, a)
     elif c.truncated:  # already bounded texts
-        rb = "(none)" if b is ABSENT else _cut(str(b), width)
-        ra = "(none)" if a is ABSENT else _cut(str(a), width)
+        rb = "(none)" if b is ABSENT else str(b)
+        ra = "(none)" if a is ABSENT else str(a)
     else:
         rb, ra = render_value(b, width), render_value(a, width)
     return f"{c.path}: {rb} → {ra}"

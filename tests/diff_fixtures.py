@@ -55,14 +55,18 @@ def svc(ns: str, name: str, ip: str) -> dict[str, Any]:
 
 
 def lease(renew: str) -> dict[str, Any]:
-    return {"kind": "Lease", "metadata": _meta("kube-node-lease", "node-1"), "spec": {"renewTime": renew}}
+    return {
+        "kind": "Lease",
+        "metadata": _meta("kube-node-lease", "kind-worker"),
+        "spec": {"renewTime": renew},
+    }
 
 
 K_DEPLOY = "/registry/deployments/default/web"
 K_BIG = "/registry/configmaps/default/big"
 K_GONE = "/registry/configmaps/kube-system/gone"
 K_SVC = "/registry/services/specs/other/api"
-K_LEASE = "/registry/leases/kube-node-lease/node-1"
+K_LEASE = "/registry/leases/kube-node-lease/kind-worker"
 
 
 def etcd_states() -> tuple[EtcdState, EtcdState]:
@@ -96,9 +100,9 @@ def iptables_node(name: str, endpoints: tuple[str, ...] = WEB_ENDPOINTS) -> Node
 
 def snapshots() -> tuple[Snapshot, Snapshot]:
     eb, ea = etcd_states()
-    before = Snapshot("before", 1.0, etcd=eb, nodes={"node-1": iptables_node("node-1")})
-    scaled = iptables_node("node-1", WEB_ENDPOINTS[:2])
-    after = Snapshot("after", 2.0, etcd=ea, nodes={"node-1": scaled})
+    before = Snapshot("before", 1.0, etcd=eb, nodes={"kind-worker": iptables_node("kind-worker")})
+    scaled = iptables_node("kind-worker", WEB_ENDPOINTS[:2])
+    after = Snapshot("after", 2.0, etcd=ea, nodes={"kind-worker": scaled})
     return before, after
 
 

@@ -94,7 +94,7 @@ def test_modified_keys_in_the_summary_show_values_and_round_trip() -> None:
 
 def test_scaled_service_is_one_line_per_service_not_unpaired_rules() -> None:
     before, after = snapshots()
-    nd = before.diff(after).nodes["node-1"]
+    nd = before.diff(after).nodes["kind-worker"]
     assert nd.rules_removed
     assert nd.chains_removed
     (sc,) = nd.services

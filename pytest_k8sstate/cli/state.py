@@ -197,7 +197,7 @@ def filtered_summary(snap: Snapshot, scope: Scope, limit: int | None) -> str:
     etcd = snap.etcd
     keys: list[str] = []
     if etcd is not None and scope.etcd:
-        keys = select_keys(etcd.entries, scope)
+        keys = sorted(select_keys(etcd.entries, scope))
         etcd = dataclasses.replace(etcd, entries={k: etcd.entries[k] for k in keys})
     elif not scope.etcd:
         etcd = None
@@ -303,18 +303,18 @@ def warn_partial(snap: Snapshot) -> None:
 DIFF_EXAMPLES = """examples:
   k8sstate diff before.json after.json
   k8sstate diff before.json after.json --namespace default --kind Deployment,Service
-  k8sstate diff before.json after.json --key 'services/**' --nodes-only --node kind-worker
+  k8sstate diff before.json after.json --key 'services/**' --node kind-worker
   k8sstate diff before.json after.json --exit-code > /dev/null || echo "state changed"
   k8sstate diff before.json after.json --all --limit 0 --rules   # everything, leases and raw rules too
   k8sstate diff before.json after.json --json | jq '.etcd.modified'
 """
 
 SHOW_EXAMPLES = """examples:
-  k8sstate show snap.json
-  k8sstate show snap.json --namespace kube-system --kind ConfigMap
-  k8sstate show snap.json --key services/specs/default/web        # one decoded object as JSON
-  k8sstate show snap.json --chain nat/KUBE-SERVICES --node kind-worker
-  k8sstate show snap.json --chain kube-proxy/services --node node-1   # nft table kube-proxy
+  k8sstate show after.json
+  k8sstate show after.json --namespace default --kind ConfigMap,Deployment
+  k8sstate show after.json --key deployments/default/web          # one decoded object as JSON
+  k8sstate show after.json --chain nat/KUBE-SERVICES --node kind-worker
+  k8sstate show after.json --chain kube-proxy/services --node node-1   # nft table kube-proxy
 """
 
 SNAPSHOT_EXAMPLES = """examples:

@@ -39,10 +39,10 @@ def _check_family(dnat: str | None, packet_dst: str, source: str) -> None:
     """A packet DNATed to the other address family is a rule set error, not an outcome."""
     if dnat is None:
         return
-    want = _family(packet_dst)
-    if _family(dnat) != want:
+    want, got = _family(packet_dst), _family(dnat)
+    if got != want:
         raise TraceError(
-            f"{source}: the IPv{want} packet to {packet_dst} is DNATed to {dnat!r}, another address family; "
+            f"{source}: the IPv{want} packet to {packet_dst} is DNATed to the IPv{got} destination {dnat!r}; "
             "a DNAT cannot change the address family (check the rule's --to-destination / dnat to)"
         )
 
@@ -160,10 +160,10 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 EXAMPLES = """examples:
   k8sstate trace --snapshot after.json --node kind-worker --service default/web:http
-  k8sstate trace --snapshot after.json --node kind-worker --dst 10.96.0.10:53 --proto udp
-  k8sstate trace --iptables-save dump.txt --dst 10.96.0.10:53 --proto udp --paths
-  iptables-save | k8sstate trace --iptables-save - --dst 10.96.0.1:443 --src 10.244.1.5
-  k8sstate trace --nft-json ruleset.json --dst [fd00:10:96::a]:53 --proto udp
+  k8sstate trace --snapshot after.json --node kind-worker --dst 10.96.0.10:80 --json
+  k8sstate trace --iptables-save dump.txt --dst 10.96.0.10:80 --paths
+  k8sstate trace --iptables-save dump.txt --dst 10.96.0.20:80 --src 10.244.1.2
+  iptables-save | k8sstate trace --iptables-save - --dst 10.96.0.1:443
 """
 
 

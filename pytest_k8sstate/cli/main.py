@@ -48,16 +48,18 @@ EXAMPLES = """examples:
 
 
 def version() -> str:
-    """The installed distribution's version (the package's own when not installed, e.g. from a checkout)."""
+    """The version of the code that runs: the package's ``__version__`` (a checkout on ``PYTHONPATH``
+    included), else the installed distribution's."""
+    own = getattr(sys.modules.get("pytest_k8sstate"), "__version__", None)
+    if isinstance(own, str):
+        return own
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
     try:
         return dist_version("pytest-k8sstate")
     except PackageNotFoundError:
-        from pytest_k8sstate import __version__
-
-        return __version__
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

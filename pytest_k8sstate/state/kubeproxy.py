@@ -55,6 +55,7 @@ _NFT_CHAIN = re.compile(
     r"^(?P<kind>service|external|firewall|endpoint)-[A-Z0-9]+-(?P<ns>[^/]+)/(?P<name>[^/]+)/"
     r"(?P<proto>[a-z]+)/(?P<port>[^_/]*)(?:__(?P<ep>.+))?$"
 )
+_NFT_PREFIXES = ("service-", "external-", "firewall-", "endpoint-")
 _NFT_DNAT_MAP = re.compile(r"dnat (?:ip6? )?to numgen [^{]*\{([^}]*)\}")
 _NFT_MAP_ENTRY = re.compile(r"\d+ : (\S+) \. (\d+)")
 _NFT_DNAT = re.compile(r"dnat (?:ip6? )?to (\S+)")
@@ -94,40 +95,76 @@ def _host(d: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def iptables_services(groups: Groups) -> dict[str, ServiceState]:
-    """Per Service port: endpoints, addresses and chains, from ``(table, chain) -> [Rule.spec]``."""
+def _own_chain(
+    chain: str, specs: list[str], out: dict[str, ServiceState], only: set[str] | None
+) -> list[str]:
+    """Record a ``KUBE-SVC/SVL/EXT/FW/SEP-`` chain's Service, endpoints; return the service chains it
+    jumps to."""
+    jumps: list[str] = []
+    for spec in specs:
+        j = _JUMP.search(spec)
+        if j is not None and j.group(1).startswith(_IPT_SERVICE_CHAINS):
+            jumps.append(j.group(1))
+        svc = _comment_service(spec)
+        if svc is None or (only is not None and svc not in only):
+            continue
+        st = out.setdefault(svc, ServiceState())
+        st.chains.add(chain)
+        if chain.startswith("KUBE-SEP-"):
+            to = _TO_DEST.search(spec)
+            if to is not None:
+                st.endpoints.add(to.group(1))
+    return jumps
+
+
+def _entry_rule(chain: str, spec: str, st: ServiceState) -> str | None:
+    """A ``KUBE-SERVICES`` / ``KUBE-NODEPORTS`` rule: record its address; the service chain it jumps to."""
+    jump = _JUMP.search(spec)
+    if jump is None or not jump.group(1).startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-FW-")):
+        return None
+    port = _DPORT.search(spec)
+    proto = _PROTO.search(spec)
+    p = f"/{proto.group(1)}" if proto else ""
+    if chain == "KUBE-NODEPORTS":
+        if port:
+            st.vips.add(f"nodePort {port.group(1)}{p}")
+    else:
+        dest = _DEST.search(spec)
+        if dest and port:
+            st.vips.add(f"{_host(dest.group(1))}:{port.group(1)}{p}")
+    return jump.group(1)
+
+
+def iptables_services(
+    groups: Groups, only: set[str] | None = None, chains: Iterable[str] = ()
+) -> dict[str, ServiceState]:
+    """Per Service port: endpoints, addresses and chains, from ``(table, chain) -> [Rule.spec]`` (nat).
+
+    ``only``: just these Service ports, found from their ``KUBE-SERVICES`` / ``KUBE-NODEPORTS`` rules and
+    the service chains reachable from there or named in ``chains`` (the chains of the changed rules) —
+    the rest of a 100,000-rule dump is not read."""
     out: dict[str, ServiceState] = {}
-    for (table, chain), specs in groups.items():
-        if table != "nat":
-            continue
-        own = chain.startswith(_IPT_SERVICE_CHAINS)
-        if not own and chain not in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
-            continue
-        for spec in specs:
+    todo: list[str] = [c for c in chains if c.startswith(_IPT_SERVICE_CHAINS)]
+    prefilter = only is not None and len(only) <= 16
+    for entry in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
+        for spec in groups.get(("nat", entry), ()):
+            if prefilter and not any(n in spec for n in only or ()):
+                continue
             svc = _comment_service(spec)
-            if svc is None:
+            if svc is None or (only is not None and svc not in only):
                 continue
-            st = out.setdefault(svc, ServiceState())
-            if own:
-                st.chains.add(chain)
-                if chain.startswith("KUBE-SEP-"):
-                    to = _TO_DEST.search(spec)
-                    if to is not None:
-                        st.endpoints.add(to.group(1))
-                continue
-            jump = _JUMP.search(spec)
-            if jump is None or not jump.group(1).startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-FW-")):
-                continue
-            port = _DPORT.search(spec)
-            proto = _PROTO.search(spec)
-            p = f"/{proto.group(1)}" if proto else ""
-            if chain == "KUBE-NODEPORTS":
-                if port:
-                    st.vips.add(f"nodePort {port.group(1)}{p}")
-                continue
-            dest = _DEST.search(spec)
-            if dest and port:
-                st.vips.add(f"{_host(dest.group(1))}:{port.group(1)}{p}")
+            target = _entry_rule(entry, spec, out.setdefault(svc, ServiceState()))
+            if target is not None:
+                todo.append(target)
+    if only is None:
+        todo = [c for t, c in groups if t == "nat" and c.startswith(_IPT_SERVICE_CHAINS)]
+    seen: set[str] = set()
+    while todo:
+        chain = todo.pop()
+        if chain in seen:
+            continue
+        seen.add(chain)
+        todo.extend(_own_chain(chain, groups.get(("nat", chain), []), out, only))
     return out
 
 
@@ -141,15 +178,22 @@ def _nft_endpoint(ep: str) -> str:
     return endpoint_text(ip, port) if ip else ep
 
 
-def nft_services(groups: Groups, elements: Iterable[Triple]) -> dict[tuple[str, str], ServiceState]:
-    """Per (nft table, Service port): endpoints, addresses and chains of kube-proxy's nft tables."""
+def nft_services(
+    groups: Groups, elements: Iterable[Triple], only: set[tuple[str, str]] | None = None
+) -> dict[tuple[str, str], ServiceState]:
+    """Per (nft table, Service port): endpoints, addresses and chains of kube-proxy's nft tables;
+    ``only``: just these (table, Service port)."""
     out: dict[tuple[str, str], ServiceState] = {}
     chain_svc: dict[Pair, str] = {}
     for (table, chain), texts in groups.items():
+        if not chain.startswith(_NFT_PREFIXES):
+            continue
         m = _NFT_CHAIN.match(chain)
         if m is None:
             continue
         svc = _nft_service(m)
+        if only is not None and (table, svc) not in only:
+            continue
         chain_svc[(table, chain)] = svc
         st = out.setdefault((table, svc), ServiceState())
         st.chains.add(chain)
@@ -381,14 +425,37 @@ def summarize_services(
     before and after (as :mod:`~pytest_k8sstate.state.nodediff` builds them)."""
     out: list[ServiceChange] = []
     if ipt is not None and any(getattr(nd, k) for k in RAW_KINDS[IPTABLES]):
-        sb, sa = iptables_services(ipt[0]), iptables_services(ipt[1])
+        changed = (*nd.rules_added, *nd.rules_removed)
+        touched = {svc for _t, _c, spec in changed if (svc := _comment_service(spec))}
+        chains = {c for t, c, _s in changed if t == "nat"} | {
+            c for t, c in nd.chains_added + nd.chains_removed
+        }
+        sb = iptables_services(ipt[0], touched, chains)
+        sa = iptables_services(ipt[1], touched, chains)
         cands = [_change(svc, IPTABLES, sb.get(svc), sa.get(svc)) for svc in sorted(sb.keys() | sa.keys())]
         out.extend(_count(cands, nd, IPTABLES))
     if nft is not None and any(getattr(nd, k) for k in RAW_KINDS["nft"]):
-        nb, na = nft_services(nft[0], nft[2]), nft_services(nft[1], nft[3])
+        ntouched = _nft_touched(nd)
+        nb, na = nft_services(nft[0], nft[2], ntouched), nft_services(nft[1], nft[3], ntouched)
         cands = [
             _change(svc, table, nb.get((table, svc)), na.get((table, svc)))
             for table, svc in sorted(nb.keys() | na.keys())
         ]
         out.extend(_count(cands, nd, "nft"))
+    return out
+
+
+def _nft_touched(nd: NodeDiff) -> set[tuple[str, str]]:
+    """(table, Service port) of every service chain a changed nft rule, chain or map element names."""
+    chains: set[Pair] = {(t, c) for t, c, _x in (*nd.nft_rules_added, *nd.nft_rules_removed)}
+    chains |= {(t, c) for t, c in (*nd.nft_chains_added, *nd.nft_chains_removed)}
+    for t, _s, text in (*nd.nft_elements_added, *nd.nft_elements_removed):
+        g = _NFT_GOTO.search(text)
+        if g is not None:
+            chains.add((t, g.group(1)))
+    out: set[tuple[str, str]] = set()
+    for t, c in chains:
+        m = _NFT_CHAIN.match(c) if c.startswith(_NFT_PREFIXES) else None
+        if m is not None:
+            out.add((t, _nft_service(m)))
     return out

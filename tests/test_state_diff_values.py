@@ -3,6 +3,7 @@ summarised per Service port, and the remaining rule changes paired."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -189,3 +190,30 @@ def test_nft_endpoint_chains_and_maps_summarised(load_nft: object) -> None:
     assert len(sc.endpoints_after) == 3
     assert "nodePort 30002/tcp" in sc.vips_after
     assert node_summary_lines(nd) == [f"service {sc.text()}"]  # map elements and chains all folded in
+
+
+def test_secret_values_are_never_in_a_diff() -> None:
+    from pytest_k8sstate.etcd.capture import EtcdEntry, EtcdState
+    from pytest_k8sstate.state import Snapshot
+
+    key = "/registry/secrets/default/db"
+
+    def state(password: str, rev: int) -> EtcdState:
+        obj = {"kind": "Secret", "metadata": {"name": "db", "namespace": "default"}, "data": {"pw": password}}
+        value = json.dumps(obj).encode()
+        return EtcdState(rev, "/registry", {key: EtcdEntry(key, rev, rev, 1, len(value), value=value)})
+
+    before = Snapshot("b", 1.0, etcd=state("czNjcmV0MQ==", 5))
+    after = Snapshot("a", 2.0, etcd=state("czNjcmV0Mg==", 6))
+    # the entries keep the value only with include_secrets; decode them as such a capture would
+    for snap in (before, after):
+        assert snap.etcd is not None
+        e = snap.etcd.entries[key]
+        assert e.decoded.fields is not None, "JSON values decode; capture drops them unless include_secrets"
+    d = before.diff(after)
+    (mod,) = d.etcd.modified
+    assert mod.changed_fields == ["data.pw"]
+    assert mod.values == [FieldChange("data.pw", "(redacted)", "(redacted)", truncated=True)]
+    text = d.summary() + json.dumps(d.to_json())
+    assert "czNjcmV0" not in text
+    assert "data.pw: (redacted) → (redacted)" in text

@@ -123,7 +123,9 @@ def decoded_object(snap: Snapshot, key: str) -> dict[str, Any]:
     if entry is None:
         import difflib
 
-        near = difflib.get_close_matches(full, list(snap.etcd.entries), n=3, cutoff=0.6)
+        near = []
+        if len(full) <= 512:  # a near key is worth a look; a 1 MB argument is not compared with every key
+            near = difflib.get_close_matches(full, list(snap.etcd.entries), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(near)}?" if near else "; list keys with --key 'GLOB*'"
         raise ConfigError(f"--key {key}: no such key in the snapshot{hint}")
     d = entry.decoded

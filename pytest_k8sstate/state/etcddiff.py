@@ -116,6 +116,11 @@ def changed_field_paths(before: Any, after: Any) -> list[str]:
     return [c.path for c in field_changes(before, after)]
 
 
+SECRETS_PREFIX = "/registry/secrets/"
+REDACTED = "(redacted)"
+"""What a diff shows as the old and new value of a Secret's field (its paths are shown)."""
+
+
 def _key_change(key: str, entry: EtcdEntry) -> KeyChange:
     d = entry.decoded
     return KeyChange(key=key, kind=d.kind, namespace=d.namespace, name=d.name)
@@ -138,6 +143,8 @@ def diff_etcd(before: EtcdState | None, after: EtcdState | None) -> EtcdDiff:
         if fb is not None and fa is not None:
             ch.values = field_changes(fb, fa)
             ch.changed_fields = [c.path for c in ch.values]
+            if key.startswith(SECRETS_PREFIX):  # captured with include_secrets: still never print values
+                ch.values = [FieldChange(c.path, REDACTED, REDACTED, truncated=True) for c in ch.values]
         elif eb.sha256 == ea.sha256:
             ch.changed_fields = []
         out.modified.append(ch)

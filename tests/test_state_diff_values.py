@@ -217,3 +217,57 @@ def test_secret_values_are_never_in_a_diff() -> None:
     text = d.summary() + json.dumps(d.to_json())
     assert "czNjcmV0" not in text
     assert "data.pw: (redacted) → (redacted)" in text
+
+
+def _lb_rules(endpoints: list[str]) -> str:
+    """A LoadBalancer Service with externalTrafficPolicy Local, written the way kube-proxy ≥ 1.28 does
+    (our own text: KUBE-EXT/FW/SVL chains whose comments do not start with the Service's name)."""
+    lines = [
+        "*nat",
+        ":KUBE-SERVICES - [0:0]",
+        ":KUBE-NODEPORTS - [0:0]",
+        ":KUBE-EXT-LB - [0:0]",
+        ":KUBE-FW-LB - [0:0]",
+        ":KUBE-SVC-LB - [0:0]",
+        ":KUBE-SVL-LB - [0:0]",
+        *(f":KUBE-SEP-E{i} - [0:0]" for i in range(len(endpoints))),
+        '-A KUBE-SERVICES -m comment --comment "shop/lb:web cluster IP" -m tcp -p tcp -d 172.30.1.5 '
+        "--dport 80 -j KUBE-SVC-LB",
+        '-A KUBE-SERVICES -m comment --comment "shop/lb:web loadbalancer IP" -m tcp -p tcp -d 198.51.100.7 '
+        "--dport 80 -j KUBE-FW-LB",
+        "-A KUBE-NODEPORTS -m comment --comment shop/lb:web -m tcp -p tcp --dport 31080 -j KUBE-EXT-LB",
+        '-A KUBE-FW-LB -m comment --comment "shop/lb:web loadbalancer IP" -s 203.0.113.0/25 -j KUBE-EXT-LB',
+        '-A KUBE-FW-LB -m comment --comment "other traffic to hop/lb:web will be dropped by '
+        'KUBE-PROXY-FIREWALL"',
+        '-A KUBE-EXT-LB -m comment --comment "pod traffic for shop/lb:web external destinations" '
+        "-s 10.0.0.0/8 -j KUBE-SVC-LB",
+        '-A KUBE-EXT-LB -m comment --comment "masquerade LOCAL traffic for shop/lb:web external '
+        'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+        "-A KUBE-EXT-LB -j KUBE-SVL-LB",
+    ]
+    for i, ep in enumerate(endpoints):
+        lines.append(f'-A KUBE-SVC-LB -m comment --comment "shop/lb:web -> {ep}" -j KUBE-SEP-E{i}')
+        lines.append(f'-A KUBE-SVL-LB -m comment --comment "shop/lb:web -> {ep}" -j KUBE-SEP-E{i}')
+        lines.append(
+            f"-A KUBE-SEP-E{i} -m comment --comment shop/lb:web -m tcp -p tcp -j DNAT --to-destination {ep}"
+        )
+    if not endpoints:
+        lines.append(
+            '-A KUBE-SVL-LB -m comment --comment "shop/lb:web has no local endpoints" -j KUBE-MARK-DROP'
+        )
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+def test_load_balancer_with_local_policy_is_one_service_and_its_ext_chain_is_folded_in() -> None:
+    before = NodeState("n", iptables=parse_iptables_save(_lb_rules(["10.180.0.1:80", "10.180.0.2:80"])))
+    after = NodeState("n", iptables=parse_iptables_save(_lb_rules([])))
+    nd = diff_nodes(before, after)
+    (sc,) = nd.services  # no "hop/lb:web" from the comment that is not a Service's name
+    assert sc.service == "shop/lb:web"
+    assert sc.vips_after == ["172.30.1.5:80/tcp", "198.51.100.7:80/tcp", "nodePort 31080/tcp"]
+    assert sc.endpoints_removed == ["10.180.0.1:80", "10.180.0.2:80"]
+    assert set(sc.chains) >= {"KUBE-SVC-LB", "KUBE-SVL-LB", "KUBE-EXT-LB", "KUBE-FW-LB", "KUBE-SEP-E0"}
+    assert node_summary_lines(nd) == [f"service {sc.text()}"]
+    assert sc.text().startswith(
+        "shop/lb:web: endpoints 2 → 0, removed 10.180.0.1:80, 10.180.0.2:80 (iptables"
+    )

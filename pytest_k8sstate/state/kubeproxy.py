@@ -96,25 +96,28 @@ def _host(d: str) -> str:
 
 
 def _own_chain(
-    chain: str, specs: list[str], out: dict[str, ServiceState], only: set[str] | None
-) -> list[str]:
-    """Record a ``KUBE-SVC/SVL/EXT/FW/SEP-`` chain's Service, endpoints; return the service chains it
-    jumps to."""
-    jumps: list[str] = []
-    for spec in specs:
-        j = _JUMP.search(spec)
-        if j is not None and j.group(1).startswith(_IPT_SERVICE_CHAINS):
-            jumps.append(j.group(1))
-        svc = _comment_service(spec)
-        if svc is None or (only is not None and svc not in only):
-            continue
-        st = out.setdefault(svc, ServiceState())
-        st.chains.add(chain)
-        if chain.startswith("KUBE-SEP-"):
+    chain: str, specs: list[str], out: dict[str, ServiceState], only: set[str] | None, inherited: str | None
+) -> tuple[str | None, list[str]]:
+    """Record a ``KUBE-SVC/SVL/EXT/FW/SEP-`` chain: its owner is the Service its rules' comments start with
+    (``inherited``, the Service of the chain that jumps here, when none does — ``KUBE-EXT-`` chains say
+    "masquerade LOCAL traffic for ns/svc:p LB IP"); endpoints from its DNATs. Returns (owner, the
+    service chains it jumps to)."""
+    owner = next((svc for spec in specs if (svc := _comment_service(spec)) is not None), inherited)
+    jumps = [
+        j.group(1)
+        for spec in specs
+        if (j := _JUMP.search(spec)) and j.group(1).startswith(_IPT_SERVICE_CHAINS)
+    ]
+    if owner is None or (only is not None and owner not in only):
+        return owner, jumps
+    st = out.setdefault(owner, ServiceState())
+    st.chains.add(chain)
+    if chain.startswith("KUBE-SEP-"):
+        for spec in specs:
             to = _TO_DEST.search(spec)
             if to is not None:
                 st.endpoints.add(to.group(1))
-    return jumps
+    return owner, jumps
 
 
 def _entry_rule(chain: str, spec: str, st: ServiceState) -> str | None:
@@ -144,7 +147,7 @@ def iptables_services(
     the service chains reachable from there or named in ``chains`` (the chains of the changed rules) —
     the rest of a 100,000-rule dump is not read."""
     out: dict[str, ServiceState] = {}
-    todo: list[str] = [c for c in chains if c.startswith(_IPT_SERVICE_CHAINS)]
+    todo: list[tuple[str, str | None]] = [(c, None) for c in chains if c.startswith(_IPT_SERVICE_CHAINS)]
     prefilter = only is not None and len(only) <= 16
     for entry in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
         for spec in groups.get(("nat", entry), ()):
@@ -155,16 +158,17 @@ def iptables_services(
                 continue
             target = _entry_rule(entry, spec, out.setdefault(svc, ServiceState()))
             if target is not None:
-                todo.append(target)
-    if only is None:
-        todo = [c for t, c in groups if t == "nat" and c.startswith(_IPT_SERVICE_CHAINS)]
+                todo.append((target, svc))
+    if only is None:  # every service chain; those reached from an entry rule first (they inherit)
+        todo = [(c, None) for t, c in groups if t == "nat" and c.startswith(_IPT_SERVICE_CHAINS)] + todo
     seen: set[str] = set()
     while todo:
-        chain = todo.pop()
+        chain, inherited = todo.pop()
         if chain in seen:
             continue
         seen.add(chain)
-        todo.extend(_own_chain(chain, groups.get(("nat", chain), []), out, only))
+        owner, jumps = _own_chain(chain, groups.get(("nat", chain), []), out, only, inherited)
+        todo.extend((j, owner) for j in jumps)
     return out
 
 

@@ -368,6 +368,15 @@ def test_bare_invocation_prints_help_and_version() -> None:
     assert version() in (pytest_k8sstate.__version__, dist_version("pytest-k8sstate"))
 
 
+def test_a_command_group_alone_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "cluster")
+    assert (rc, err) == (0, "")
+    assert out.startswith("usage: k8sstate cluster [-h] {create,delete,list} ...")
+    rc, out, _ = run(capsys, "node")
+    assert rc == 0
+    assert "exec" in out
+
+
 def test_every_command_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in (
         ["trace"],

@@ -33,6 +33,9 @@ EXTENSIONS = (
 
 Handler = Callable[[argparse.Namespace], int]
 
+GROUPS = ("cluster", "node", "binaries", "image")
+"""Commands that only group sub-commands: alone, they print their help."""
+
 
 EXAMPLES = """examples:
   k8sstate cluster create --name dev                 # a local cluster (root), or --provider kind
@@ -96,11 +99,14 @@ def print_error(exc: BaseException) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
-        if not (sys.argv[1:] if argv is None else list(argv)):  # a bare `k8sstate`: the help
+        given = sys.argv[1:] if argv is None else list(argv)
+        if not given:  # a bare `k8sstate`: the help
             parser.print_help()
             return 0
+        if len(given) == 1 and given[0] in GROUPS:  # `k8sstate cluster`: that group's help
+            given = [given[0], "--help"]
         try:
-            args = parser.parse_args(argv)
+            args = parser.parse_args(given)
         except SystemExit as exc:  # --help, usage errors (argparse already printed)
             return exc.code if isinstance(exc.code, int) else 2
         func: Handler = args.func

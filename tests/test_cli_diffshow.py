@@ -127,7 +127,7 @@ def test_diff_filters(snaps: tuple[Path, Path], capsys: pytest.CaptureFixture[st
     keyed = lines("--key", "configmaps/**")
     assert keyed[1] == "etcd: 0 added, 1 removed, 1 modified"
     nodes_only = lines("--nodes-only")
-    assert nodes_only[1] == "etcd: 0 added, 0 removed, 0 modified"
+    assert nodes_only[1] == "etcd: not compared (not captured, or left out of this view)"
     assert nodes_only[-1] == SCALED
     assert "node kind-worker:" not in lines("--node", "other-node")
     assert SCALED in lines("--node", "kind-*")

@@ -114,6 +114,7 @@ def filter_diff(diff: StateDiff, scope: Scope) -> StateDiff:
         )
     else:
         etcd = EtcdDiff()
+        diff = dataclasses.replace(diff, before_revision=None, after_revision=None)
     if scope.node_state:
         nodes = {n: _filter_node(scope, nd) for n, nd in diff.nodes.items() if scope.node_ok(n)}
         added = [n for n in diff.nodes_added if scope.node_ok(n)]

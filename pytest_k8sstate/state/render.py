@@ -172,6 +172,8 @@ def diff_summary(
     removed = diff.etcd_removed(full)
     modified = diff.etcd_modified(full)
     head = f"etcd: {len(added)} added, {len(removed)} removed, {len(modified)} modified"
+    if diff.before_revision is None and diff.after_revision is None and not diff.etcd:
+        head = "etcd: not compared (not captured, or left out of this view)"
     hidden = diff.hidden_counts()
     if not full and any(hidden.values()):
         parts = ", ".join(f"{n} {w}" for w, n in hidden.items() if n)

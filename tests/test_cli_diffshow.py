@@ -133,6 +133,7 @@ def test_diff_filters(snaps: tuple[Path, Path], capsys: pytest.CaptureFixture[st
     assert SCALED in lines("--node", "kind-*")
     doc = json.loads(run(capsys, "diff", "before.json", "after.json", "--json", "-n", "default")[1])
     assert doc["etcd"]["modified"] == ["/registry/configmaps/default/big", K_DEPLOY]
+    assert {"path": "spec.replicas", "before": 2, "after": 3} in doc["etcd"]["details"][K_DEPLOY]["values"]
     assert doc["nodes"]["kind-worker"]["services"][0]["endpoints_after"] == [
         "10.244.1.2:8080",
         "10.244.1.3:8080",

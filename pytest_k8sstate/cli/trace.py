@@ -78,7 +78,8 @@ def _from_snapshot(
     name, ns = node_state(snap, [args.node] if args.node else None)
     source = f"{args.snapshot} node {name}"
     ruleset: Any
-    if ns.nft is not None and ns.nft.table(*KUBE_PROXY_NFT) is not None:
+    if ns.nft is not None and any(name == KUBE_PROXY_NFT[1] for _fam, name in ns.nft.tables):
+        # kube-proxy's nftables mode: `ip kube-proxy`, `ip6 kube-proxy` or both (dual-stack)
         ruleset = ns.nft
     elif ns.iptables is not None:
         ruleset = ns.iptables

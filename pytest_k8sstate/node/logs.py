@@ -39,6 +39,9 @@ _UNIT_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,256}$")
 MAX_BYTES = 256 * 1024
 MAX_LINES = 2000
 _LINE_CHARS = 2000
+_HEAD = 64  # bytes whose checksum identifies a file besides its inode
+_REPLACED = "@@k8ss-log-replaced"
+_HEAD_RE = re.compile(r"^[0-9]{1,3}:[0-9]{1,10}$")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class LogCursor:
     unit: str | None = None
     cursor: str | None = None
     """The journal cursor of the unit's last entry (None: no entry yet)."""
+    head: str | None = None
+    """``LEN:CKSUM``: POSIX ``cksum`` of the file's first LEN (≤ 64) bytes (a reused inode is not the same
+    file when its first bytes differ)."""
 
     @property
     def key(self) -> str:
@@ -97,7 +103,7 @@ class LogCursor:
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"component": self.component}
         if self.path is not None:
-            d.update(path=self.path, inode=self.inode, size=self.size)
+            d.update(path=self.path, inode=self.inode, size=self.size, head=self.head)
         else:
             d.update(unit=self.unit, cursor=self.cursor)
         return d
@@ -112,7 +118,10 @@ class LogCursor:
             for name, v in (("inode", inode), ("size", size)):
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                     raise ParseError(f"log cursor {path}", None, f"a non-negative integer {name}", repr(v))
-            return cls(component=d["component"], path=path, inode=inode, size=size)
+            head = d.get("head")
+            if head is not None and not (isinstance(head, str) and _HEAD_RE.match(head)):
+                raise ParseError(f"log cursor {path}", None, "'head': null or 'LEN:CKSUM'", repr(head)[:80])
+            return cls(component=d["component"], path=path, inode=inode, size=size, head=head)
         cur = d.get("cursor")
         if isinstance(unit, str) and path is None and (cur is None or isinstance(cur, str)):
             return cls(component=d["component"], unit=unit, cursor=cur)
@@ -209,8 +218,10 @@ def capture_cursors(exec: NodeExec, sources: Sequence[LogSource], *, timeout: fl
     for i, s in enumerate(sources):
         lines.append(f"echo '{marker} {i}'")
         if s.path is not None:
+            # inode, size, a checksum of the first bytes (an inode reused by a new file is told apart)
             lines.append(
-                f'for f in {s.path}; do [ -f "$f" ] && stat -L -c \'%i %s %n\' -- "$f"; done 2>/dev/null'
+                f'for f in {s.path}; do [ -f "$f" ] && s=$(stat -L -c "%i %s" -- "$f") && '
+                f'h=$(head -c {_HEAD} -- "$f" | cksum) && echo "$s ${{h%% *}} $f"; done 2>/dev/null'
             )
         else:
             unit = shlex.quote(s.unit or "")
@@ -231,11 +242,16 @@ def capture_cursors(exec: NodeExec, sources: Sequence[LogSource], *, timeout: fl
         text = raw.decode("utf-8", "replace")
         if s.path is not None:
             for ln in text.splitlines():
-                parts = ln.split(" ", 2)
-                if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                parts = ln.split(" ", 3)
+                if len(parts) == 4 and all(x.isdigit() for x in parts[:3]):
+                    size = int(parts[1])
                     out.cursors.append(
                         LogCursor(
-                            s.name_for(parts[2]), path=parts[2], inode=int(parts[0]), size=int(parts[1])
+                            s.name_for(parts[3]),
+                            path=parts[3],
+                            inode=int(parts[0]),
+                            size=size,
+                            head=f"{min(size, _HEAD)}:{parts[2]}",
                         )
                     )
             continue
@@ -301,7 +317,16 @@ def read_between(
             if length > max_bytes:
                 chunk.note = f"cut: first {max_bytes} of {length} bytes"
                 length = max_bytes
-            jobs.append((chunk, f"tail -c +{start + 1} -- {shlex.quote(cur.path)} | head -c {length}", None))
+            q = shlex.quote(cur.path)
+            cmd = f"tail -c +{start + 1} -- {q} | head -c {length}"
+            if start and prev is not None and prev.head is not None:
+                # same inode, but is it the same file? its first bytes must still be the ones seen before
+                n, ck = prev.head.split(":")
+                cmd = (
+                    f'if [ "$(head -c {n} -- {q} | cksum)" = "{ck} {n}" ]; then {cmd}; '
+                    f"else echo {_REPLACED}; head -c {min(cur.size or 0, max_bytes)} -- {q}; fi"
+                )
+            jobs.append((chunk, cmd, None))
         else:
             if cur.cursor is None or (prev is not None and prev.cursor == cur.cursor):
                 continue
@@ -328,6 +353,9 @@ def read_between(
             continue
         raw = got.get(str(i), b"")[:-1]  # the trailing echo
         if end_cursor is None:
+            if raw.startswith(_REPLACED.encode() + b"\n"):
+                raw = raw[len(_REPLACED) + 1 :]
+                chunk.note = "replaced since the first snapshot (same inode, other file): read from its start"
             chunk.lines, more = _cut_lines(raw, max_lines)
             if more:
                 chunk.note = f"cut: first {max_lines} lines, {more} more"

@@ -1,0 +1,238 @@
+"""Per-step logs: cursors at each snapshot, the lines between two of them in ``diff.logs``.
+
+Real files and a real ``sh`` (through :class:`LocalExec`); the ``local`` provider's component logs at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from pytest_k8sstate.assertions import assert_logs_contain
+from pytest_k8sstate.errors import CommandError, K8sStateError, ParseError
+from pytest_k8sstate.node.exec import CommandResult, LocalExec
+from pytest_k8sstate.node.logs import (
+    KIND_SOURCES,
+    LogSource,
+    _journal_lines,
+    capture_cursors,
+    read_between,
+)
+from pytest_k8sstate.state import Snapshot
+from pytest_k8sstate.state.diff import StateDiff
+from pytest_k8sstate.state.logs import LogDiff
+
+
+def _write(p: Path, *lines: str) -> None:
+    with open(p, "a") as fh:
+        fh.writelines(ln + "\n" for ln in lines)
+
+
+def _sources(d: Path) -> list[LogSource]:
+    return [LogSource("{stem}", path=f"{d}/*.log"), LogSource("pod-{dir}", path=f"{d}/pods/*/*.log")]
+
+
+def test_source_validation_names_the_problem() -> None:
+    with pytest.raises(K8sStateError, match="exactly one of path= or unit="):
+        LogSource("x")
+    with pytest.raises(K8sStateError, match="no spaces or shell characters"):
+        LogSource("x", path="/var/log/$(reboot).log")
+    with pytest.raises(K8sStateError, match="absolute"):
+        LogSource("x", path="relative/*.log")
+    with pytest.raises(K8sStateError, match="not a unit name"):
+        LogSource("x", unit="a; b")
+    assert LogSource("{dir}", path="/a/*/*.log").name_for("/a/kube-proxy/0.log") == "kube-proxy"
+    assert KIND_SOURCES[0].name_for("/var/log/pods/kube-system_etcd-x_1/etcd/0.log") == "etcd"
+
+
+def test_only_the_lines_written_between_two_snapshots(tmp_path: Path) -> None:
+    (tmp_path / "pods" / "kube-proxy").mkdir(parents=True)
+    api, proxy = tmp_path / "kube-apiserver.log", tmp_path / "pods" / "kube-proxy" / "0.log"
+    _write(api, "old line 1", "old line 2")
+    _write(proxy, "proxy started")
+    ex = LocalExec("n1")
+    before = capture_cursors(ex, _sources(tmp_path))
+    assert {c.component for c in before.cursors} == {"kube-apiserver", "pod-kube-proxy"}
+    assert before.errors == {}
+    _write(api, "new: created Service default/web", "new: second line")
+    _write(tmp_path / "kube-scheduler.log", "scheduler came up")  # a new source since before
+    after = capture_cursors(ex, _sources(tmp_path))
+    _write(api, "written after the after-snapshot: not in the diff")
+    chunks = {c.component: c for c in read_between(ex, before, after)}
+    assert chunks["kube-apiserver"].lines == ["new: created Service default/web", "new: second line"]
+    assert chunks["kube-apiserver"].note is None
+    assert chunks["kube-scheduler"].lines == ["scheduler came up"]
+    assert chunks["pod-kube-proxy"].lines == []
+
+
+def test_cut_rotated_and_gone_sources_are_said(tmp_path: Path) -> None:
+    big, rot, gone = tmp_path / "big.log", tmp_path / "rot.log", tmp_path / "gone.log"
+    renamed = tmp_path / "renamed.log"
+    for p in (big, rot, gone, renamed):
+        _write(p, "start")
+    ex = LocalExec("n1")
+    before = capture_cursors(ex, _sources(tmp_path))
+    _write(big, *(f"line {i:04d}" for i in range(1000)))
+    rot.unlink()
+    _write(rot, "after rotation")  # a new file; the kernel may give it the old inode
+    renamed.rename(tmp_path / "renamed.log.1")
+    _write(renamed, "new file")  # as kubelet / logrotate rotate: the old one kept, a new inode
+    gone.unlink()
+    after = capture_cursors(ex, _sources(tmp_path))
+    chunks = {c.component: c for c in read_between(ex, before, after, max_bytes=100_000, max_lines=10)}
+    assert chunks["big"].lines == [f"line {i:04d}" for i in range(10)]
+    assert chunks["big"].note == "cut: first 10 lines, 990 more"
+    small = {c.component: c for c in read_between(ex, before, after, max_bytes=20)}
+    assert small["big"].lines == ["line 0000", "line 0001"]  # 20 bytes: two lines
+    assert small["big"].note is not None and small["big"].note.startswith("cut: first 20 of 10000 bytes")
+    assert chunks["rot"].lines == ["after rotation"]
+    assert chunks["rot"].note is not None and "read from its start" in chunks["rot"].note
+    assert chunks["renamed"].lines == ["new file"]
+    assert chunks["renamed"].note == "rotated or truncated since the first snapshot: read from its start"
+    assert "renamed.log" not in chunks  # renamed.log.1 does not match *.log: not a source
+    assert chunks["gone"].note == "gone since before"
+
+
+class _Broken(LocalExec):
+    def run(self, argv: Sequence[str], **_: object) -> CommandResult:  # type: ignore[override]
+        raise CommandError(f"node {self.node}: docker exec failed: no such container")
+
+
+def test_an_unreadable_node_is_recorded_not_raised(tmp_path: Path) -> None:
+    _write(tmp_path / "a.log", "x")
+    cur = capture_cursors(_Broken("n2"), _sources(tmp_path))
+    assert cur.cursors == [] and "no such container" in cur.errors["*"]
+    ok = capture_cursors(LocalExec("n2"), _sources(tmp_path))
+    _write(tmp_path / "a.log", "y")
+    after = capture_cursors(LocalExec("n2"), _sources(tmp_path))
+    chunks = read_between(_Broken("n2"), ok, after)
+    assert chunks[0].lines == [] and chunks[0].note is not None and "no such container" in chunks[0].note
+
+
+def test_journal_lines_stop_at_the_after_cursor() -> None:
+    entries = [
+        {"__CURSOR": "s=1;i=1", "MESSAGE": "route 10.244.1.0/24 via 172.18.0.3 added"},
+        {"__CURSOR": "s=1;i=2", "MESSAGE": [104, 105]},  # journald's form of a non-UTF-8 message
+        {"__CURSOR": "s=1;i=3", "MESSAGE": "after the snapshot"},
+    ]
+    raw = "\n".join(json.dumps(e) for e in entries).encode()
+    lines, note = _journal_lines(raw, "s=1;i=2", 100)
+    assert lines == ["route 10.244.1.0/24 via 172.18.0.3 added", "hi"] and note is None
+    lines, note = _journal_lines(raw, "s=1;i=9", 1)
+    assert len(lines) == 1 and note == "cut: first 1 lines"
+    _, note = _journal_lines(b"Failed to get journal\n", "x", 5)
+    assert note is not None and "unreadable journal output" in note
+
+
+def test_a_unit_without_journal_entries_has_an_empty_cursor() -> None:
+    cur = capture_cursors(LocalExec("n1"), [LogSource("agent", unit="k8ss-no-such-unit-xyz.service")])
+    assert cur.errors == {}
+    assert [(c.unit, c.cursor) for c in cur.cursors] == [("k8ss-no-such-unit-xyz.service", None)]
+
+
+def test_snapshot_logs_round_trip_diff_and_filters(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    _write(logdir / "kube-proxy.log", "I1203 syncing iptables rules")
+    ex = LocalExec("node-a")
+    src = {"node-a": [LogSource("{stem}", path=f"{logdir}/*.log")]}
+    before = Snapshot.capture("before", nodes=[ex], logs=src)
+    _write(logdir / "kube-proxy.log", "I1203 Syncing nftables rules", "E1203 failed to sync: boom")
+    _write(logdir / "etcd.log", "etcd: compacted")
+    after = Snapshot.capture("after", nodes=[ex], logs=src)
+    # saved and loaded: the cursors survive; the diff reads the nodes for the lines between
+    before2 = Snapshot.load(before.save(tmp_path / "b.json.gz"))
+    after2 = Snapshot.load(after.save(tmp_path / "a.json"))
+    assert before2.logs == before.logs and after2.logs == after.logs
+    diff = before2.diff(after2, logs_from=[ex])
+    assert diff.logs is not None
+    assert diff.logs["node-a/kube-proxy"] == ["I1203 Syncing nftables rules", "E1203 failed to sync: boom"]
+    assert diff.logs["node-a/etcd"] == ["etcd: compacted"]
+    with pytest.raises(KeyError, match="logs: node-a/etcd, node-a/kube-proxy"):
+        diff.logs["node-b/kube-proxy"]
+    assert diff.logs.grep(r"^E\d{4}") == [("node-a/kube-proxy", "E1203 failed to sync: boom")]
+    assert diff.logs.filter(component="kube-*").keys() == ["node-a/kube-proxy"]
+    assert diff.logs.filter(node="node-b").keys() == []
+    assert diff.logs.filter(pattern="compacted").keys() == ["node-a/etcd"]
+    with pytest.raises(K8sStateError, match="not a regular expression"):
+        diff.logs.filter(pattern="(")
+    assert_logs_contain(diff, "Syncing", component="kube-proxy")
+    with pytest.raises(AssertionError, match=r"0 log line\(s\) match 'Syncing'.*node-a/etcd \(1 lines\)"):
+        assert_logs_contain(diff, "Syncing", component="etcd")
+    # in the diff's JSON (diff.json artifact) and its text
+    again = StateDiff.from_json(json.loads(json.dumps(diff.to_json())))
+    assert again.logs is not None and again.logs["node-a/kube-proxy"] == diff.logs["node-a/kube-proxy"]
+    text = diff.summary()
+    assert "logs (3 new line(s)):" in text and "    E1203 failed to sync: boom" in text
+    # without node access: cursors kept, a note says the lines were not read
+    offline = before2.diff(after2)
+    assert offline.logs is None and any("not read" in n for n in offline.notes)
+
+
+def test_old_snapshots_without_logs_still_load(tmp_path: Path) -> None:
+    snap = Snapshot.capture("old", nodes=[])
+    d = snap.to_json()
+    assert "logs" not in d and "pods" not in d  # nothing new written when not captured
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps(d))
+    assert Snapshot.load(p).logs == {}
+    d["logs"] = {"n1": {"node": "n1", "cursors": [{"component": "x", "path": "/a.log", "size": -1}]}}
+    p.write_text(json.dumps(d))
+    with pytest.raises(ParseError, match=r"at \$\.logs\.n1.*non-negative integer inode"):
+        Snapshot.load(p)
+
+
+def test_log_diff_json_rejects_bad_shapes() -> None:
+    with pytest.raises(ParseError, match="'chunks': an object of lists"):
+        LogDiff.from_json({"chunks": {"a/b": "x"}})
+    with pytest.raises(ParseError, match="'lines': a list of strings"):
+        LogDiff.from_json({"chunks": {"a/b": [{"lines": [1]}]}})
+
+
+# ------------------------------------------------------------------------------------------------
+# a real local cluster: its component logs between two snapshots
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+def test_local_cluster_component_logs_between_snapshots() -> None:
+    from kubernetes import client
+
+    from pytest_k8sstate.providers.base import ClusterSpec
+    from pytest_k8sstate.providers.local.provider import LocalProvider
+    from pytest_k8sstate.providers.logsources import log_sources
+    from pytest_k8sstate.providers.registry import unavailable
+
+    why = unavailable("local")
+    if why:
+        pytest.skip(why)
+    prov = LocalProvider()
+    name = f"lg{os.getpid() % 100000}"
+    cluster = prov.create(ClusterSpec(name=name, nodes=2))
+    try:
+        srcs = log_sources(cluster)
+        cp, worker = cluster.nodes[0].name, cluster.nodes[1].name
+        assert {s.component for s in srcs[cp]} >= {"kube-apiserver", "etcd", "kube-proxy"}
+        assert [s.component for s in srcs[worker]] == ["kube-proxy"]
+        before = cluster.snapshot("before", logs=True)
+        assert {c.component for c in before.logs[worker].cursors} == {"kube-proxy"}
+        api = client.CoreV1Api(cluster.kube_api())
+        api.create_namespaced_service(
+            "default",
+            {
+                "metadata": {"name": "logs-web"},
+                "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]},
+            },
+        )
+        after = cluster.snapshot("after", logs=True)
+        diff = before.diff(after, logs_from=[n.exec for n in cluster.nodes])
+        assert diff.logs is not None and diff.logs.errors == {}
+        assert set(diff.logs.keys()) <= {f"{n.name}/{c}" for n in cluster.nodes for c in ("kube-proxy",)} | {
+            f"{cp}/{c}" for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        }
+        # nothing before the first cursor leaks in: the startup banner of every component is older
+        assert not diff.logs.grep(r"^--- \d\d:\d\d:\d\d ")
+    finally:
+        prov.delete(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,9 +89,11 @@ def test_cut_rotated_and_gone_sources_are_said(tmp_path: Path) -> None:
     assert chunks["big"].note == "cut: first 10 lines, 990 more"
     small = {c.component: c for c in read_between(ex, before, after, max_bytes=20)}
     assert small["big"].lines == ["line 0000", "line 0001"]  # 20 bytes: two lines
-    assert small["big"].note is not None and small["big"].note.startswith("cut: first 20 of 10000 bytes")
+    assert small["big"].note is not None
+    assert small["big"].note.startswith("cut: first 20 of 10000 bytes")
     assert chunks["rot"].lines == ["after rotation"]
-    assert chunks["rot"].note is not None and "read from its start" in chunks["rot"].note
+    assert chunks["rot"].note is not None
+    assert "read from its start" in chunks["rot"].note
     assert chunks["renamed"].lines == ["new file"]
     assert chunks["renamed"].note == "rotated or truncated since the first snapshot: read from its start"
     assert "renamed.log" not in chunks  # renamed.log.1 does not match *.log: not a source
@@ -105,12 +108,15 @@ class _Broken(LocalExec):
 def test_an_unreadable_node_is_recorded_not_raised(tmp_path: Path) -> None:
     _write(tmp_path / "a.log", "x")
     cur = capture_cursors(_Broken("n2"), _sources(tmp_path))
-    assert cur.cursors == [] and "no such container" in cur.errors["*"]
+    assert cur.cursors == []
+    assert "no such container" in cur.errors["*"]
     ok = capture_cursors(LocalExec("n2"), _sources(tmp_path))
     _write(tmp_path / "a.log", "y")
     after = capture_cursors(LocalExec("n2"), _sources(tmp_path))
     chunks = read_between(_Broken("n2"), ok, after)
-    assert chunks[0].lines == [] and chunks[0].note is not None and "no such container" in chunks[0].note
+    assert chunks[0].lines == []
+    assert chunks[0].note is not None
+    assert "no such container" in chunks[0].note
 
 
 def test_journal_lines_stop_at_the_after_cursor() -> None:
@@ -121,11 +127,14 @@ def test_journal_lines_stop_at_the_after_cursor() -> None:
     ]
     raw = "\n".join(json.dumps(e) for e in entries).encode()
     lines, note = _journal_lines(raw, "s=1;i=2", 100)
-    assert lines == ["route 10.244.1.0/24 via 172.18.0.3 added", "hi"] and note is None
+    assert lines == ["route 10.244.1.0/24 via 172.18.0.3 added", "hi"]
+    assert note is None
     lines, note = _journal_lines(raw, "s=1;i=9", 1)
-    assert len(lines) == 1 and note == "cut: first 1 lines"
+    assert len(lines) == 1
+    assert note == "cut: first 1 lines"
     _, note = _journal_lines(b"Failed to get journal\n", "x", 5)
-    assert note is not None and "unreadable journal output" in note
+    assert note is not None
+    assert "unreadable journal output" in note
 
 
 def test_a_unit_without_journal_entries_has_an_empty_cursor() -> None:
@@ -147,7 +156,8 @@ def test_snapshot_logs_round_trip_diff_and_filters(tmp_path: Path) -> None:
     # saved and loaded: the cursors survive; the diff reads the nodes for the lines between
     before2 = Snapshot.load(before.save(tmp_path / "b.json.gz"))
     after2 = Snapshot.load(after.save(tmp_path / "a.json"))
-    assert before2.logs == before.logs and after2.logs == after.logs
+    assert before2.logs == before.logs
+    assert after2.logs == after.logs
     diff = before2.diff(after2, logs_from=[ex])
     assert diff.logs is not None
     assert diff.logs["node-a/kube-proxy"] == ["I1203 Syncing nftables rules", "E1203 failed to sync: boom"]
@@ -165,18 +175,22 @@ def test_snapshot_logs_round_trip_diff_and_filters(tmp_path: Path) -> None:
         assert_logs_contain(diff, "Syncing", component="etcd")
     # in the diff's JSON (diff.json artifact) and its text
     again = StateDiff.from_json(json.loads(json.dumps(diff.to_json())))
-    assert again.logs is not None and again.logs["node-a/kube-proxy"] == diff.logs["node-a/kube-proxy"]
+    assert again.logs is not None
+    assert again.logs["node-a/kube-proxy"] == diff.logs["node-a/kube-proxy"]
     text = diff.summary()
-    assert "logs (3 new line(s)):" in text and "    E1203 failed to sync: boom" in text
+    assert "logs (3 new line(s)):" in text
+    assert "    E1203 failed to sync: boom" in text
     # without node access: cursors kept, a note says the lines were not read
     offline = before2.diff(after2)
-    assert offline.logs is None and any("not read" in n for n in offline.notes)
+    assert offline.logs is None
+    assert any("not read" in n for n in offline.notes)
 
 
 def test_old_snapshots_without_logs_still_load(tmp_path: Path) -> None:
     snap = Snapshot.capture("old", nodes=[])
     d = snap.to_json()
-    assert "logs" not in d and "pods" not in d  # nothing new written when not captured
+    assert "logs" not in d
+    assert "pods" not in d
     p = tmp_path / "old.json"
     p.write_text(json.dumps(d))
     assert Snapshot.load(p).logs == {}
@@ -199,11 +213,11 @@ def test_log_diff_json_rejects_bad_shapes() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_local_cluster_component_logs_between_snapshots() -> None:
     from kubernetes import client
+    from test_provider_contract import unavailable  # tests/ is on sys.path (rootdir-less layout)
 
     from pytest_k8sstate.providers.base import ClusterSpec
     from pytest_k8sstate.providers.local.provider import LocalProvider
     from pytest_k8sstate.providers.logsources import log_sources
-    from pytest_k8sstate.providers.registry import unavailable
 
     why = unavailable("local")
     if why:
@@ -226,13 +240,29 @@ def test_local_cluster_component_logs_between_snapshots() -> None:
                 "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]},
             },
         )
-        after = cluster.snapshot("after", logs=True)
-        diff = before.diff(after, logs_from=[n.exec for n in cluster.nodes])
-        assert diff.logs is not None and diff.logs.errors == {}
-        assert set(diff.logs.keys()) <= {f"{n.name}/{c}" for n in cluster.nodes for c in ("kube-proxy",)} | {
-            f"{cp}/{c}" for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        deadline = time.monotonic() + 30
+        while True:  # kube-proxy syncs within a second or so of the Service
+            after = cluster.snapshot("after", logs=True)
+            diff = before.diff(after, logs_from=[n.exec for n in cluster.nodes])
+            assert diff.logs is not None
+            assert diff.logs.errors == {}
+            if len(diff.logs.grep("Syncing iptables rules", component="kube-proxy")) >= 1 + len(
+                cluster.workers
+            ):
+                break
+            assert time.monotonic() < deadline, "\n".join(diff.logs.render())
+            time.sleep(0.5)
+        # the API server allocated the Service's ClusterIP, logged between the two snapshots only
+        (hit,) = assert_logs_contain(diff, r'"allocated clusterIPs" service="default/logs-web"')
+        assert hit[0] == f"{cp}/kube-apiserver"
+        for n in cluster.nodes:  # every node's own kube-proxy resynced
+            assert_logs_contain(diff, "Syncing iptables rules", component="kube-proxy", node=n.name)
+        assert set(diff.logs.keys()) <= {f"{n.name}/kube-proxy" for n in cluster.nodes} | {
+            f"{cp}/{c}"
+            for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
         }
-        # nothing before the first cursor leaks in: the startup banner of every component is older
+        # nothing before the first cursor leaks in: each component's start line is older
         assert not diff.logs.grep(r"^--- \d\d:\d\d:\d\d ")
+        assert not before.diff(before, logs_from=[n.exec for n in cluster.nodes]).logs
     finally:
         prov.delete(name)

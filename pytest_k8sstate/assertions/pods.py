@@ -10,7 +10,7 @@ import ipaddress
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from pytest_k8sstate.assertions._common import did_you_mean, fail, short
+from pytest_k8sstate.assertions._common import did_you_mean, fail
 from pytest_k8sstate.errors import K8sStateError
 from pytest_k8sstate.state.pods import route_text
 
@@ -46,6 +46,11 @@ def find_pod(snapshot: Snapshot, pod: str, node: str | None = None) -> tuple[str
         + (f"; did you mean {', '.join(hint)}?" if hint else "")
         + (f"; capture errors: {'; '.join(errs)[:500]}" if errs else "")
     )
+
+
+def short(items: list[str], n: int = 8) -> str:
+    """``a, b, c`` — at most ``n`` items, then how many more (one line, for a failure message)."""
+    return ", ".join(items[:n]) + (f", … ({len(items) - n} more)" if len(items) > n else "")
 
 
 def _addr_ok(want: str, have: str) -> bool:

@@ -266,3 +266,25 @@ def test_local_cluster_component_logs_between_snapshots() -> None:
         assert not before.diff(before, logs_from=[n.exec for n in cluster.nodes]).logs
     finally:
         prov.delete(name)
+
+
+def test_failure_artifacts_get_logs_txt_only_when_there_is_something(tmp_path: Path) -> None:
+    from pytest_k8sstate.node.logs import LogChunk
+    from pytest_k8sstate.plugin.state import write_artifacts
+
+    quiet = StateDiff(logs=LogDiff(chunks={"n1/kube-proxy": [LogChunk("kube-proxy", "/x.log")]}))
+    assert [p.name for p in write_artifacts(tmp_path / "a", before=None, after=None, diff=quiet)] == [
+        "diff.json"
+    ]
+    chunk = LogChunk("kube-proxy", "/x.log", ["I1203 Syncing iptables rules"], "cut: first 1 lines, 4 more")
+    loud = StateDiff(logs=LogDiff(chunks={"n1/kube-proxy": [chunk]}))
+    written = write_artifacts(tmp_path / "b", before=None, after=None, diff=loud)
+    assert [p.name for p in written] == ["diff.json", "logs.txt"]
+    assert (tmp_path / "b" / "logs.txt").read_text().splitlines() == [
+        "  n1/kube-proxy: 1 line(s)",
+        "    I1203 Syncing iptables rules",
+        "    (/x.log: cut: first 1 lines, 4 more)",
+    ]
+    assert json.loads((tmp_path / "b" / "diff.json").read_text())["logs"]["chunks"]["n1/kube-proxy"][0][
+        "lines"
+    ]

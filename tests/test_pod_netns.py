@@ -210,3 +210,24 @@ def test_snapshot_pods_part_is_checked_at_load(tmp_path: Path) -> None:
     p.write_text(json.dumps(d))
     with pytest.raises(ParseError, match=r"at \$\.pods\.n1.*'addrs': a list of objects"):
         Snapshot.load(p)
+
+
+@needs_root
+def test_conntrack_entries_of_the_pod_bounded(node_with_pod: tuple[NetnsExec, str]) -> None:
+    import sys
+
+    node, pod_ns = node_with_pod
+    pod = NetnsExec(pod_ns)
+    # conntrack tracks a namespace once a rule there needs it (only the pod's own namespace is touched)
+    pod.run(["nft", "add table inet k8ss; add chain inet k8ss out { type filter hook output priority 0; }"])
+    pod.run(["nft", "add rule inet k8ss out ct state new accept"])
+    send = "import socket\nfor p in (5301, 5302):\n    socket.socket(2, 2).sendto(b'x', ('10.244.1.1', p))\n"
+    pod.run([sys.executable, "-c", send])
+    pods, _ = collect_pods(node, {"default/web-1": pod_ns}, conntrack=True)
+    ct = pods["default/web-1"].conntrack
+    assert ct is not None
+    assert sorted(ln.split("dport=")[1].split()[0] for ln in ct) == ["5301", "5302"]
+    assert all("src=10.244.1.5 dst=10.244.1.1" in ln for ln in ct)
+    cut, _ = collect_pods(node, {"default/web-1": pod_ns}, conntrack=True, max_conntrack=1)
+    assert len(cut["default/web-1"].conntrack or []) == 1
+    assert cut["default/web-1"].errors == {"conntrack": "cut: first 1 entries"}

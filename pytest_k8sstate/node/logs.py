@@ -72,10 +72,11 @@ class LogSource:
         return self.component.replace("{dir}", p.parent.name).replace("{stem}", stem)
 
 
-#: A kind node: kube-system pod logs (control plane, kube-proxy, coredns, CNI DaemonSets), the flanneld
-#: log and the node-routes agent's journal.
+#: A kind node: kube-system (and kube-flannel) pod logs (control plane, kube-proxy, coredns, CNI
+#: DaemonSets), the flanneld log and the node-routes agent's journal.
 KIND_SOURCES: tuple[LogSource, ...] = (
     LogSource("{dir}", path="/var/log/pods/kube-system_*/*/*.log"),
+    LogSource("{dir}", path="/var/log/pods/kube-flannel_*/*/*.log"),  # flannel's own manifest's namespace
     LogSource("flanneld", path="/var/log/k8sstate-flanneld.log"),
     LogSource("node-routes", unit="k8sstate-node-routes.service"),
 )

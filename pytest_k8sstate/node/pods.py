@@ -204,7 +204,7 @@ def collect_pods(
         if conntrack:
             lines.append(
                 f"echo '{marker} {i} ct'; if command -v conntrack >/dev/null; then ip netns exec {q} "
-                f"conntrack -L -o extended 2>/dev/null | head -n {int(max_conntrack)}; "
+                f"conntrack -L -o extended 2>/dev/null | head -n {int(max_conntrack) + 1}; "
                 "else echo '@@no-conntrack'; fi"
             )
     try:
@@ -233,5 +233,8 @@ def collect_pods(
                 pn.errors["conntrack"] = f"conntrack not found on node {exec.node}; install conntrack"
             else:
                 pn.conntrack = [ln for ln in ct if ln.strip()]
+                if len(pn.conntrack) > max_conntrack:
+                    pn.conntrack = pn.conntrack[:max_conntrack]
+                    pn.errors["conntrack"] = f"cut: first {max_conntrack} entries"
         out[key] = pn
     return out, errors

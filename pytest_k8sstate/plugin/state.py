@@ -76,7 +76,7 @@ def write_artifacts(
             problems.append(f"{path.name}: not written: {exc}")
         else:
             written.append(path)
-    if diff is not None and diff.logs is not None:  # the log lines between the snapshots, as text
+    if diff is not None and diff.logs is not None and diff.logs.render(limit=0):  # log lines between, as text
         try:
             atomic_write_text(directory / "logs.txt", "\n".join(diff.logs.render(limit=None)) + "\n")
         except OSError as exc:

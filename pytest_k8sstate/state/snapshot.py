@@ -86,7 +86,7 @@ class Snapshot:
         from pytest_k8sstate.node.capture import collect_node
 
         taken_at = time.time()
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes) + 1))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(9, len(nodes) + 2))) as pool:
             etcd_f = (
                 pool.submit(collect_etcd, etcd, keep_raw=keep_raw, include_secrets=include_secrets)
                 if etcd is not None

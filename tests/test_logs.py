@@ -288,3 +288,28 @@ def test_failure_artifacts_get_logs_txt_only_when_there_is_something(tmp_path: P
     assert json.loads((tmp_path / "b" / "diff.json").read_text())["logs"]["chunks"]["n1/kube-proxy"][0][
         "lines"
     ]
+
+
+@pytest.mark.parametrize("data", [b"", b"a", b"start\n", bytes(range(256)) * 3, b"x" * 64])
+def test_posix_cksum_matches_the_cksum_command(data: bytes) -> None:
+    from pytest_k8sstate.node.exec import run_command
+    from pytest_k8sstate.node.logs import posix_cksum
+
+    out = run_command(["cksum"], input=data, timeout=10).text.split()
+    assert (posix_cksum(data), len(data)) == (int(out[0]), int(out[1]))
+
+
+def test_cursor_heads_of_many_files_in_one_read(tmp_path: Path) -> None:
+    from pytest_k8sstate.node.logs import posix_cksum
+
+    (tmp_path / "d.log").mkdir()  # a directory matching the glob is not a log
+    _write(tmp_path / "a.log", "short")
+    _write(tmp_path / "b.log", "y" * 100)
+    (tmp_path / "c.log").write_bytes(b"")
+    cur = capture_cursors(LocalExec("n"), [LogSource("{stem}", path=f"{tmp_path}/*.log")])
+    got = {c.component: (c.size, c.head) for c in cur.cursors}
+    assert got == {
+        "a": (6, "6:" + str(posix_cksum(b"short\n"))),
+        "b": (101, f"64:{posix_cksum(b'y' * 64)}"),
+        "c": (0, f"0:{posix_cksum(b'')}"),
+    }

@@ -217,12 +217,13 @@ def capture_cursors(exec: NodeExec, sources: Sequence[LogSource], *, timeout: fl
     marker = "@@k8ss-log-" + secrets.token_hex(6)
     lines = []
     for i, s in enumerate(sources):
-        lines.append(f"echo '{marker} {i}'")
+        lines.append(f"printf '\\n%s\\n' '{marker} {i}'")  # each section ends with one extra newline
         if s.path is not None:
-            # inode, size, a checksum of the first bytes (an inode reused by a new file is told apart)
+            # inode, size, mode, name; then the first bytes of all files (a reused inode is told apart by
+            # them): two processes per source, whatever the number of files
             lines.append(
-                f'for f in {s.path}; do [ -f "$f" ] && s=$(stat -L -c "%i %s" -- "$f") && '
-                f'h=$(head -c {_HEAD} -- "$f" | cksum) && echo "$s ${{h%% *}} $f"; done 2>/dev/null'
+                f'set -- {s.path}; if [ -e "$1" ]; then stat -L -c "%i %s %f %n" -- "$@"; '
+                f"printf '\\n%s\\n' '{marker} {i} head'; head -q -c {_HEAD} -- \"$@\"; fi 2>/dev/null"
             )
         else:
             unit = shlex.quote(s.unit or "")
@@ -230,10 +231,11 @@ def capture_cursors(exec: NodeExec, sources: Sequence[LogSource], *, timeout: fl
                 f"if command -v journalctl >/dev/null; then journalctl -q -u {unit} -n 1 -o json --no-pager "
                 "2>&1 | tail -n 1; else echo 'no journalctl'; fi"
             )
-    got = _run_script(exec, "\n".join(lines) + "\n", marker, timeout)
+    got = _run_script(exec, "\n".join(lines) + "\necho\n", marker, timeout)
     if isinstance(got, str):
         out.errors["*"] = got
         return out
+    got = {k: v[:-1] if v.endswith(b"\n") else v for k, v in got.items()}
     for i, s in enumerate(sources):
         raw = got.get(str(i))
         where = s.path or s.unit or ""
@@ -242,19 +244,7 @@ def capture_cursors(exec: NodeExec, sources: Sequence[LogSource], *, timeout: fl
             continue
         text = raw.decode("utf-8", "replace")
         if s.path is not None:
-            for ln in text.splitlines():
-                parts = ln.split(" ", 3)
-                if len(parts) == 4 and all(x.isdigit() for x in parts[:3]):
-                    size = int(parts[1])
-                    out.cursors.append(
-                        LogCursor(
-                            s.name_for(parts[3]),
-                            path=parts[3],
-                            inode=int(parts[0]),
-                            size=size,
-                            head=f"{min(size, _HEAD)}:{parts[2]}",
-                        )
-                    )
+            out.cursors += _file_cursors(s, text, got.get(f"{i} head", b""))
             continue
         text = text.strip()
         if not text:
@@ -276,6 +266,52 @@ def capture_cursors(exec: NodeExec, sources: Sequence[LogSource], *, timeout: fl
             continue
         out.cursors.append(LogCursor(s.name_for(s.unit or ""), unit=s.unit, cursor=cur))
     return out
+
+
+def _file_cursors(s: LogSource, stat_out: str, heads: bytes) -> list[LogCursor]:
+    files: list[tuple[int, int, str]] = []
+    for ln in stat_out.splitlines():
+        parts = ln.split(" ", 3)
+        if len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit():
+            try:
+                regular = int(parts[2], 16) & 0o170000 == 0o100000
+            except ValueError:
+                continue
+            files.append((int(parts[0]), int(parts[1]) if regular else -1, parts[3]))
+    lens = [min(size, _HEAD) if size >= 0 else 0 for _, size, _ in files]
+    exact = sum(lens) == len(heads)  # else a file grew or went unreadable meanwhile: inode only
+    out, pos = [], 0
+    for (inode, size, path), n in zip(files, lens, strict=True):
+        if size >= 0:
+            head = f"{n}:{posix_cksum(heads[pos : pos + n])}" if exact else None
+            out.append(LogCursor(s.name_for(path), path=path, inode=inode, size=size, head=head))
+        pos += n
+    return out
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i << 24
+        for _ in range(8):
+            c = ((c << 1) ^ 0x04C11DB7) if c & 0x80000000 else (c << 1)
+        table.append(c & 0xFFFFFFFF)
+    return table
+
+
+_CRC = _crc_table()
+
+
+def posix_cksum(data: bytes) -> int:
+    """The CRC POSIX ``cksum`` prints for ``data`` (so the node's ``cksum`` can check it later)."""
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC[((crc >> 24) ^ b) & 0xFF]
+    n = len(data)
+    while n:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC[((crc >> 24) ^ n) & 0xFF]
+        n >>= 8
+    return ~crc & 0xFFFFFFFF
 
 
 def _cut_lines(data: bytes, max_lines: int) -> tuple[list[str], int]:

@@ -167,9 +167,18 @@ class Cluster:
             "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in self.nodes],
         }
 
-    def snapshot(self, label: str = "snapshot", *, include_secrets: bool = False) -> Snapshot:
+    def snapshot(
+        self,
+        label: str = "snapshot",
+        *,
+        include_secrets: bool = False,
+        logs: bool = False,
+        pods: bool = False,
+    ) -> Snapshot:
         """Capture etcd (if reachable) and every node concurrently, after checking that every component of
-        the cluster runs (:attr:`check_alive`)."""
+        the cluster runs (:attr:`check_alive`). ``logs``: also each component log's cursor
+        (:mod:`pytest_k8sstate.providers.logsources`); ``pods``: each pod's network namespace (crictl)."""
+        from pytest_k8sstate.providers.logsources import log_sources
         from pytest_k8sstate.state import Snapshot
 
         if self.check_alive is not None:
@@ -182,6 +191,8 @@ class Cluster:
             cluster=self.describe(),
             include_secrets=include_secrets,
             ipvs=ipvs,
+            logs=log_sources(self) if logs else False,  # h-logs: optional log cursors / pod netns
+            pods=pods,
         )
 
     def kube_api(self) -> Any:

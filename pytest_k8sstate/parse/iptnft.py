@@ -239,6 +239,8 @@ def netlink_to_iptables_save(data: bytes, *, counters: bool = True) -> str:
     gc.disable()  # 100k+ small objects: the cyclic GC would rescan them over and over (4x slower)
     try:
         return _translate_dump(data, counters)
+    except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
     finally:
         if was:
             gc.enable()

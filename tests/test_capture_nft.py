@@ -8,6 +8,7 @@ line-for-line identical text from the translator itself.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -179,14 +180,16 @@ COMMIT
 -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
 -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
 -A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
--A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE \
+--random-fully
 -A KUBE-SERVICES -d fd00:10:96::1/128 -p tcp -m comment --comment "default/kubernetes:https cluster IP" \
 -m tcp --dport 443 -j KUBE-SVC-A
 -A KUBE-SERVICES -m comment --comment "nodeports" -m addrtype --dst-type LOCAL -j RETURN
 -A KUBE-SVC-A ! -s fd00:10:244::/56 -d fd00:10:96::1/128 -p tcp -m comment \
 --comment "default/kubernetes:https cluster IP" -m tcp --dport 443 -j KUBE-MARK-MASQ
 -A KUBE-SVC-A -m comment --comment "default/kubernetes:https -> [fd00:10:244::2]:6443" -m recent --rcheck \
---seconds 10800 --reap --name KUBE-SEP-A --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource -j KUBE-SEP-A
+--seconds 10800 --reap --name KUBE-SEP-A --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource \
+-j KUBE-SEP-A
 -A KUBE-SVC-A -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-A
 -A KUBE-SEP-A -s fd00:10:244::2/128 -m comment --comment "default/kubernetes:https" -j KUBE-MARK-MASQ
 -A KUBE-SEP-A -p tcp -m comment --comment "default/kubernetes:https" -m recent --set --name KUBE-SEP-A \
@@ -237,7 +240,9 @@ def test_counters_are_the_same(ns: NetnsExec) -> None:
     assert fast.iptables == slow.iptables
     assert fast.iptables is not None
     out = fast.iptables.chain("filter", "OUTPUT")
-    assert out is not None and out.rules[0].counters is not None and out.rules[0].counters[0] == 7
+    assert out is not None
+    assert out.rules[0].counters is not None
+    assert out.rules[0].counters[0] == 7
     assert out.packets > 0
 
 
@@ -248,7 +253,8 @@ def test_ip6tables_are_captured_through_the_fast_path_too(ns: NetnsExec) -> None
     fast, slow = _both(ns, "ip6tables")
     assert fast.methods == {"ip6tables": "nf_tables netlink"}
     assert fast.ip6tables == slow.ip6tables
-    assert fast.ip6tables is not None and "KUBE-SVC-A" in fast.ip6tables.tables["nat"].chains
+    assert fast.ip6tables is not None
+    assert "KUBE-SVC-A" in fast.ip6tables.tables["nat"].chains
     assert fast.iptables is None  # only the part asked for
     _text_matches(ns, 10)
     whole = collect_node(ns, ipvs=False)
@@ -310,8 +316,6 @@ def test_old_snapshots_without_ip6tables_still_load(tmp_path: Path) -> None:
     st = NodeState("n")
     snap = Snapshot(label="x", taken_at=1.0, cluster={}, etcd=None, nodes={"n": st})
     p = snap.save(tmp_path / "old.json")
-    import json
-
     d = json.loads(p.read_text())
     for k in ("ip6tables", "methods"):
         del d["nodes"]["n"][k]

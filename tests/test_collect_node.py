@@ -178,7 +178,8 @@ def test_no_sh_on_the_node_falls_back_to_one_command_per_part(nodes: list[NetnsE
     assert s.nft is not None
     assert s.links
     assert s.routes
-    assert set(s.errors) == {"iptables", "ip6tables", "ipsets"}  # and ipvs: no `test` binary → treated as absent
+    # and ipvs: no `test` binary → treated as absent
+    assert set(s.errors) == {"iptables", "ip6tables", "ipsets"}
 
 
 def test_failing_and_garbled_parts(nodes: list[NetnsExec], tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_k8sstate.node import netns
+from pytest_k8sstate.node import iptfast, netns
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.parse.iptnft import HEADER, Untranslatable, netlink_to_iptables_save
@@ -43,7 +43,8 @@ needs_nft = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 
 @pytest.fixture
-def ns() -> Iterator[NetnsExec]:
+def ns(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetnsExec]:
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", 0)  # the fast path even for small rulesets
     with netns.temporary("capnft") as n:
         yield n
 
@@ -342,3 +343,16 @@ def test_bad_dumps_are_untranslatable_not_crashes(data: bytes) -> None:
 
 def test_an_empty_dump_is_an_empty_ruleset() -> None:
     assert netlink_to_iptables_save(HEADER + b"2\n") == ""
+
+
+@needs_nft
+def test_small_rulesets_are_left_to_iptables_save(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load(ns, ZOO)
+    chains = sum(1 for line in ZOO.splitlines() if line.startswith(":"))
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", chains + 1)
+    for batch in (True, False):
+        st = collect_node(ns, parts=["iptables"], batch=batch)
+        assert st.methods == {}
+        assert st.iptables == collect_node(ns, parts=["iptables"], nft_fast=False).iptables
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", chains)
+    assert collect_node(ns, parts=["iptables"]).methods == {"iptables": "nf_tables netlink"}

@@ -61,6 +61,8 @@ class _Rule:
 
 
 def _addr_text(fam: int, field: str, data: bytes, mask: bytes, inv: bool) -> str:
+    if len(data) == 4 and fam == _AF_INET and mask == b"\xff\xff\xff\xff":  # the common -d IP/32
+        return (" !" if inv else "") + f" -{field} {socket.inet_ntoa(data)}/32"
     size = 4 if fam == _AF_INET else 16
     full = data + b"\0" * (size - len(data))
     m = mask + b"\0" * (size - len(mask))
@@ -87,15 +89,6 @@ def _translate(ops: list[Op], fam: int) -> tuple[str, tuple[int, int]]:
     addr_len = 4 if fam == _AF_INET else 16
     for op in ops:
         kind = op[0]
-        if kind == "load":
-            regs[op[1]] = (op[2], None)
-            continue
-        if kind == "bitwise":
-            src = regs.get(op[1])
-            if src is None or src[1] is not None:
-                raise Untranslatable("a bitwise on an unknown register")
-            regs[op[2]] = (src[0], op[3])
-            continue
         if kind == "counter":
             counters = (op[1], op[2])
             continue
@@ -106,6 +99,15 @@ def _translate(ops: list[Op], fam: int) -> tuple[str, tuple[int, int]]:
             continue
         if kind == "xtmatch":
             r.matches.append([op[1], op[2]])
+            continue
+        if kind == "load":
+            regs[op[1]] = (op[2], None)
+            continue
+        if kind == "bitwise":
+            src = regs.get(op[1])
+            if src is None or src[1] is not None:
+                raise Untranslatable("a bitwise on an unknown register")
+            regs[op[2]] = (src[0], op[3])
             continue
         if kind not in ("cmp", "range"):
             raise Untranslatable(f"operation {kind}")

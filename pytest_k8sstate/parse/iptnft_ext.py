@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import struct
 from collections.abc import Callable
 
@@ -132,7 +133,7 @@ def _m_recent(info: bytes, fam: int, rev: int) -> tuple[str, str]:
     if rev == 1:
         mask = info[212:228]
         s += " --mask " + (
-            str(ipaddress.IPv4Address(mask[:4])) if fam == _AF_INET else ip6_text(mask, "recent --mask")
+            socket.inet_ntoa(mask[:4]) if fam == _AF_INET else ip6_text(mask, "recent --mask")
         )
     if side == 0:
         s += " --rsource"
@@ -263,8 +264,8 @@ def _nat_range(info: bytes, fam: int, rev: int, name: str) -> tuple[int, str]:
     s = ""
     v6 = fam == _AF_INET6
     if flags & _MAP_IPS:
-        lo = str(ipaddress.IPv4Address(amin[:4])) if not v6 else ip6_text(amin, name)
-        hi = str(ipaddress.IPv4Address(amax[:4])) if not v6 else ip6_text(amax, name)
+        lo = socket.inet_ntoa(amin[:4]) if not v6 else ip6_text(amin, name)
+        hi = socket.inet_ntoa(amax[:4]) if not v6 else ip6_text(amax, name)
         if v6 and flags & _PROTO_SPEC:
             s += f"[{lo}]" if lo == hi else f"[{lo}-{hi}]"
         else:

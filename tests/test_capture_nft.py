@@ -356,3 +356,23 @@ def test_small_rulesets_are_left_to_iptables_save(ns: NetnsExec, monkeypatch: py
         assert st.iptables == collect_node(ns, parts=["iptables"], nft_fast=False).iptables
     monkeypatch.setattr(iptfast, "MIN_CHAINS", chains)
     assert collect_node(ns, parts=["iptables"]).methods == {"iptables": "nf_tables netlink"}
+
+
+@needs_nft
+def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(ns: NetnsExec) -> None:
+    rules = (
+        "table ip6 kube-proxy {\n chain services {\n  ip6 daddr fd00:10:96::1 tcp dport 443 accept\n }\n}\n"
+        "table inet filt {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
+        "  meta l4proto tcp ip6 saddr fe80::/10 counter accept\n }\n}\n"
+    )
+    ns.run(["nft", "-f", "-"], input=rules.encode(), timeout=30)
+    _load(ns, ZOO6, v6=True)
+    st = collect_node(ns, parts=["nft", "ip6tables"])
+    assert not st.errors, st.errors
+    assert st.nft is not None
+    assert {("ip6", "kube-proxy"), ("inet", "filt"), ("ip6", "nat")} <= set(st.nft.tables)
+    assert st.ip6tables is not None
+    d = Snapshot(label="x", taken_at=1.0, cluster={}, etcd=None, nodes={"n": st}).to_json()["nodes"]["n"]
+    fams = {(t["family"], t["name"]) for t in d["nft"]["tables"]}
+    assert {("ip6", "kube-proxy"), ("inet", "filt")} <= fams
+    assert "KUBE-SEP-A" in d["ip6tables"]["tables"]["nat"]

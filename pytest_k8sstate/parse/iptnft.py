@@ -32,6 +32,9 @@ HEADER = b"K8SS-NFTNL 1 "
 
 _AF_INET, _AF_INET6 = 2, 10
 _MSG_NEWTABLE, _MSG_NEWCHAIN, _MSG_NEWRULE = 0, 3, 6
+_HDR = struct.Struct("=IH")
+_ATTR = struct.Struct("=HH")
+_U16 = struct.Struct("=H")
 _TABLE_ORDER = ("mangle", "security", "raw", "filter", "nat")  # iptables-nft-save's order
 _BUILTIN: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -260,10 +263,13 @@ def _translate_dump(data: bytes, counters: bool) -> str:
     cache: dict[bytes, Op] = {}
     names: dict[bytes, str] = {}
     pos, end = nl + 1, len(data)
-    unpack = struct.unpack_from
+    hdr = _HDR.unpack_from
+    attr = _ATTR.unpack_from
+    u16 = _U16.unpack_from
     get = cache.get
+    cnt_head = CNT_HEAD
     while pos + 20 <= end:
-        length, mtype = unpack("=IH", data, pos)
+        length, mtype = hdr(data, pos)
         if length < 20 or pos + length > end:
             raise Untranslatable(f"a truncated netlink message at offset {pos}")
         mpos, mend = pos, pos + length
@@ -284,7 +290,7 @@ def _translate_dump(data: bytes, counters: bool) -> str:
         epos = eend = 0
         other = False
         while p + 4 <= mend:
-            n, k = unpack("=HH", data, p)
+            n, k = attr(data, p)
             if n < 4 or p + n > mend:
                 raise Untranslatable(f"a malformed rule message at offset {pos}")
             k &= 0x3FFF
@@ -306,14 +312,16 @@ def _translate_dump(data: bytes, counters: bool) -> str:
             raise Untranslatable(f"{_where(data, mpos, length)}: the rule carries user data")
         ops = []
         while epos + 4 <= eend:
-            n = unpack("=H", data, epos)[0]
+            n = u16(data, epos)[0]
             if n < 4 or epos + n > eend:
                 raise Untranslatable(f"{_where(data, mpos, length)}: a malformed expression")
-            raw = data[epos + 4 : epos + n]
+            e0 = epos + 4
             epos += (n + 3) & ~3
-            if n == 44 and raw.startswith(CNT_HEAD) and raw[28:32] == b"\x0c\x00\x02\x00":
-                ops.append(("counter", int.from_bytes(raw[32:40], "big"), int.from_bytes(raw[20:28], "big")))
+            if n == 44 and data.startswith(cnt_head, e0) and data[e0 + 28 : e0 + 32] == b"\x0c\x00\x02\x00":
+                pk = int.from_bytes(data[e0 + 32 : e0 + 40], "big")
+                ops.append(("counter", pk, int.from_bytes(data[e0 + 20 : e0 + 28], "big")))
                 continue
+            raw = data[e0 : e0 + n - 4]
             op = get(raw)
             if op is None:
                 try:

@@ -132,9 +132,7 @@ def _m_recent(info: bytes, fam: int, rev: int) -> tuple[str, str]:
     s += f" --name {name}"
     if rev == 1:
         mask = info[212:228]
-        s += " --mask " + (
-            socket.inet_ntoa(mask[:4]) if fam == _AF_INET else ip6_text(mask, "recent --mask")
-        )
+        s += " --mask " + (socket.inet_ntoa(mask[:4]) if fam == _AF_INET else ip6_text(mask, "recent --mask"))
     if side == 0:
         s += " --rsource"
     elif side == 1:

@@ -25,7 +25,7 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_k8sstate.node import netns
+from pytest_k8sstate.node import iptfast, netns
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.testing import kube_proxy_iptables, make_services
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900, help="per capture, seconds")
     a = ap.parse_args(argv)
     netns.require_root("bench_capture_nft (loads rules into a network namespace)")
+    iptfast.MIN_CHAINS = 0  # the fast path at every size (captures leave small ones to iptables-save)
     signal.signal(signal.SIGTERM, _sigterm)
     rows = []
     for n in (int(x) for x in a.services.split(",")):

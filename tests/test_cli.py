@@ -226,7 +226,8 @@ def _cli_process(argv: list[str], path: Path) -> subprocess.CompletedProcess[str
 def test_snapshot_with_missing_tools_warns_per_part_and_with_none_captured_fails(
     ns: NetnsExec, tmp_path: Path
 ) -> None:
-    """iptables-save / ip6tables-save / nft / ipset missing on PATH: the rest is captured (exit 0, one warning per part);
+    """iptables-save / ip6tables-save / nft / ipset missing on PATH: the rest is captured (exit 0, one
+    warning per part);
     not even `ip` (no part at all): one error naming the node, exit 2, no file."""
     out = tmp_path / "partial.json"
     proc = _cli_process(

@@ -131,7 +131,10 @@ def test_malformed_dumps_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
 
     rc, _, err = run(capsys, "trace", "--nft-json", str(bad_nft), "--dst", "10.0.0.1")
     assert rc == 2
-    assert err == "k8sstate: error: --dst: expected IPv4:PORT such as 10.96.0.10:53, got '10.0.0.1'\n"
+    assert err == (
+        "k8sstate: error: --dst: expected IPv4:PORT such as 10.96.0.10:53 or [IPv6]:PORT such as "
+        "[fd00::a]:53, got '10.0.0.1'\n"
+    )
     rc, _, err = run(capsys, "trace", "--nft-json", str(tmp_path / "missing.json"), "--dst", "10.0.0.1:80")
     assert rc == 2
     assert err.startswith(f"k8sstate: error: {tmp_path / 'missing.json'}: cannot read")

@@ -6,7 +6,7 @@ setup:
 	bash scripts/setup.sh
 
 findings: setup
-	.venv/bin/pytest tests/findings --k8s-provider local -p no:cacheprovider
+	.venv/bin/pytest tests/findings --k8sstate-provider local -p no:cacheprovider
 
 test: setup lint
 	.venv/bin/pytest -p no:cacheprovider

@@ -81,4 +81,4 @@ K8SSTATE_CONTRACT_PROVIDERS=kind "$PY" -m pytest -p no:cacheprovider -q \
     tests/test_provider_contract.py tests/test_provider_kind.py tests/test_traffic_image.py "$@"
 
 echo "[kind-e2e] findings on kind"
-"$PY" -m pytest -p no:cacheprovider -q tests/findings --k8s-provider kind "$@"
+"$PY" -m pytest -p no:cacheprovider -q tests/findings --k8sstate-provider kind "$@"

@@ -191,9 +191,9 @@ class ClusterPool:
                 cluster = provider.get(name)
             except K8sStateError as exc:
                 self._refuse_broken(key.provider, name, exc)
-                self.log(f"cluster {name} not found; creating it (kept for --k8s-reuse-cluster {name})")
+                self.log(f"cluster {name} not found; creating it (kept for --k8sstate-reuse-cluster {name})")
             else:
-                self.log(f"reusing {key.provider} cluster {name} (--k8s-reuse-cluster)")
+                self.log(f"reusing {key.provider} cluster {name} (--k8sstate-reuse-cluster)")
                 return cluster
         provider.check_cni(key.cni)
         spec = ClusterSpec(
@@ -229,8 +229,8 @@ class ClusterPool:
         if "cluster delete" in str(exc):
             recover = ""
         raise ProviderError(
-            f"--k8s-reuse-cluster {name}: the {provider_name} cluster {name} exists but cannot be reused: "
-            f"{exc}{recover}"
+            f"--k8sstate-reuse-cluster {name}: the {provider_name} cluster {name} exists but cannot be "
+            f"reused: {exc}{recover}"
         ) from exc
 
     def reset(self, cluster: Cluster) -> None:

@@ -25,18 +25,18 @@ from pytest_k8sstate.k8s import pod_ip
 from .helpers import manifest
 
 
-def _create_pod(cluster_state: Any, k8s: Any) -> tuple[Any, str, str]:
-    k8s.apply(manifest("26-pod.yaml"))
-    k8s.wait_ready("pod/f26-pod")
-    node = k8s.get("pod/f26-pod")["spec"]["nodeName"]
-    return cluster_state.diff(), node, pod_ip(k8s, "f26-pod")
+def _create_pod(cluster_state: Any, k8s_api: Any) -> tuple[Any, str, str]:
+    k8s_api.apply(manifest("26-pod.yaml"))
+    k8s_api.wait_ready("pod/f26-pod")
+    node = k8s_api.get("pod/f26-pod")["spec"]["nodeName"]
+    return cluster_state.diff(), node, pod_ip(k8s_api, "f26-pod")
 
 
-@pytest.mark.finding(26, "CNI footprint of a Pod: ptp adds a veth and a /32 route, no rule")
+@pytest.mark.k8sstate_finding(26, "CNI footprint of a Pod: ptp adds a veth and a /32 route, no rule")
 @pytest.mark.k8sstate(cni="ptp", nodes=1)
-@pytest.mark.needs("container-runtime", "cni-ptp")
-def test_finding_26_ptp_routes_each_pod(k8s_cluster, cluster_state, k8s):
-    diff, node, ip = _create_pod(cluster_state, k8s)
+@pytest.mark.k8sstate_needs("container-runtime", "cni-ptp")
+def test_finding_26_ptp_routes_each_pod(k8s_cluster, cluster_state, k8s_api):
+    diff, node, ip = _create_pod(cluster_state, k8s_api)
     [(_, veth)] = assert_new_links(diff, "veth*", kind="veth", node=node, count=1)
     # the pod's IP is routed to its own veth: one /32 route per pod, no bridge in between
     assert_new_routes(diff, ip, dev=veth.name, node=node, count=1)
@@ -44,11 +44,11 @@ def test_finding_26_ptp_routes_each_pod(k8s_cluster, cluster_state, k8s):
     assert_no_netfilter_change(diff, node=node)
 
 
-@pytest.mark.finding(26, "CNI footprint of a Pod: bridge adds a port on cni0 and a masquerade chain")
+@pytest.mark.k8sstate_finding(26, "CNI footprint of a Pod: bridge adds a port on cni0 and a masquerade chain")
 @pytest.mark.k8sstate(cni="bridge", nodes=1)
-@pytest.mark.needs("container-runtime", "cni-bridge")
-def test_finding_26_bridge_masquerades_each_pod(k8s_cluster, cluster_state, k8s):
-    diff, node, ip = _create_pod(cluster_state, k8s)
+@pytest.mark.k8sstate_needs("container-runtime", "cni-bridge")
+def test_finding_26_bridge_masquerades_each_pod(k8s_cluster, cluster_state, k8s_api):
+    diff, node, ip = _create_pod(cluster_state, k8s_api)
     assert_new_links(diff, "veth*", kind="veth", node=node, count=1)
     # the pod sits on the bridge's subnet: no route of its own
     assert not [r for r in diff.nodes[node].routes_added if r.split()[0] in (ip, f"{ip}/32")]

@@ -27,25 +27,25 @@ from pytest_k8sstate.assertions import assert_new_keys
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-cm"}, "data": {"a": "1"}}
 
 
-def test_configmap_adds_one_key(k8s, cluster_state):
-    k8s.apply(CM)
+def test_configmap_adds_one_key(k8s_api, cluster_state):
+    k8s_api.apply(CM)
     diff = cluster_state.diff()
     assert_new_keys(diff, "/registry/configmaps/default/pt-cm", exact=True)
 
 
-def test_failure_has_a_section(k8s, cluster_state):
-    k8s.apply({**CM, "metadata": {"name": "pt-cm-2"}})
+def test_failure_has_a_section(k8s_api, cluster_state):
+    k8s_api.apply({**CM, "metadata": {"name": "pt-cm-2"}})
     assert False, "on purpose"
 
 
 @pytest.mark.k8sstate(nodes=0)
-def test_own_cluster_for_another_spec(k8s_cluster, k8s_clusters, k8s):
+def test_own_cluster_for_another_spec(k8s_cluster, k8s_clusters, k8s_api):
     assert [n.role for n in k8s_cluster.nodes] == ["control-plane"]
     assert k8s_cluster.name != k8s_clusters.get().name
-    assert k8s.nodes() == [k8s_cluster.nodes[0].name]
+    assert k8s_api.nodes() == [k8s_cluster.nodes[0].name]
 
 
-@pytest.mark.needs("etcd", "iptables")
+@pytest.mark.k8sstate_needs("etcd", "iptables")
 @pytest.mark.k8sstate(fresh=True)
 def test_fresh_cluster(k8s_cluster, cluster_state):
     keys = cluster_state.before.etcd.entries
@@ -67,9 +67,9 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
     name = None
     kept: list[str] = []
     try:
-        result = plugin.run_subprocess("--k8s-nodes=1", "--k8s-keep-cluster", "-p", "no:randomly")
+        result = plugin.run_subprocess("--k8sstate-nodes=1", "--k8sstate-keep-cluster", "-p", "no:randomly")
         out = result.stdout.str()
-        kept = re.findall(r"kept local cluster (\S+): reuse it with --k8s-reuse-cluster \1;", out)
+        kept = re.findall(r"kept local cluster (\S+): reuse it with --k8sstate-reuse-cluster \1;", out)
         assert len(kept) == 2, out
         name, other = kept
         result.assert_outcomes(passed=3, failed=1)
@@ -83,7 +83,7 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
                 "*/.k8sstate/test_session.py__test_failure_has_a_section",
                 "*+ /registry/configmaps/default/pt-cm-2*",
                 "*= k8sstate: kept clusters =*",
-                f"kept local cluster {name}: reuse it with --k8s-reuse-cluster {name}; "
+                f"kept local cluster {name}: reuse it with --k8sstate-reuse-cluster {name}; "
                 f"delete it with: k8sstate cluster delete --provider local --name {name}",
             ]
         )
@@ -99,9 +99,11 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
         assert any(n.startswith("kube-proxy-") for n in logs), logs
 
         plugin.pytester.makepyfile(test_reuse="def test_reused(k8s_cluster):\n    assert k8s_cluster.nodes\n")
-        again = plugin.run_subprocess("test_reuse.py", f"--k8s-reuse-cluster={name}")
+        again = plugin.run_subprocess("test_reuse.py", f"--k8sstate-reuse-cluster={name}")
         again.assert_outcomes(passed=1)
-        again.stdout.fnmatch_lines([f"[[]k8sstate[]] reusing local cluster {name} (--k8s-reuse-cluster)"])
+        again.stdout.fnmatch_lines(
+            [f"[[]k8sstate[]] reusing local cluster {name} (--k8sstate-reuse-cluster)"]
+        )
         assert "creating local cluster" not in again.stdout.str()
         assert any(ns.startswith(f"k8ss-{name}-") for ns in netns.list_ours())  # still there: reused, kept
 
@@ -110,14 +112,14 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
         kubeconfig = local_state.cluster_dir(name) / "kubeconfig" / "admin.conf"
         plugin.pytester.makepyfile(
             test_existing="""
-            def test_attached(k8s_cluster, k8s):
+            def test_attached(k8s_cluster, k8s_api):
                 assert k8s_cluster.provider == "existing"
-                k8s.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-existing"}})
-                assert k8s.get("cm/pt-existing")["metadata"]["name"] == "pt-existing"
+                k8s_api.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-existing"}})
+                assert k8s_api.get("cm/pt-existing")["metadata"]["name"] == "pt-existing"
             """
         )
         attached = plugin.run_subprocess(
-            "test_existing.py", "--k8s-provider=existing", f"--k8s-kubeconfig={kubeconfig}"
+            "test_existing.py", "--k8sstate-provider=existing", f"--k8sstate-kubeconfig={kubeconfig}"
         )
         attached.assert_outcomes(passed=1)
         attached.stdout.fnmatch_lines([f"[[]k8sstate[]] attached to cluster *@{name} of {kubeconfig}"])

@@ -33,5 +33,5 @@ def test_readme_example_is_a_test() -> None:
 def test_readme_example_passes_on_a_local_cluster(plugin: Any) -> None:
     shutil.copytree(ROOT / "manifests", plugin.pytester.path / "manifests")
     plugin.pytester.makepyfile(test_readme=readme_example())
-    result = plugin.run_subprocess("-q", "--k8s-nodes", "1", timeout=600)
+    result = plugin.run_subprocess("-q", "--k8sstate-nodes", "1", timeout=600)
     result.assert_outcomes(passed=1)

@@ -120,7 +120,7 @@ def test_diff_and_pass(k8s_cluster, cluster_state):
 def test_failure_writes_artifacts_and_a_report_section(plugin: PluginRunner) -> None:
     plugin.pytester.makeconftest(NETNS_CLUSTER_CONFTEST)
     plugin.pytester.makepyfile(test_netns=NETNS_CLUSTER_TESTS)
-    result = plugin.run("--k8s-artifacts=arts")
+    result = plugin.run("--k8sstate-artifacts=arts")
     result.assert_outcomes(passed=1, failed=1)
     artifacts = plugin.pytester.path / "arts" / "test_netns.py__test_adds_a_chain_then_fails"
     result.stdout.fnmatch_lines(

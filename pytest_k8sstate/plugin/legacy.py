@@ -56,8 +56,13 @@ def marker_args(item: pytest.Item, name: str, kwargs: bool = False) -> Iterator[
 def legacy_fixture_plugin(session: pytest.Session) -> object | None:
     """The module defining the deprecated ``k8s`` fixture, or None when a plugin already defines ``k8s``."""
     manager = getattr(session, "_fixturemanager", None)
-    defined = getattr(manager, "_arg2fixturedefs", None)
-    if manager is None or defined is None or defined.get("k8s"):
+    if manager is None:
+        return None
+    try:
+        defined = manager.getfixturedefs("k8s", session)
+    except TypeError:  # pytest 8.0 took the node id
+        defined = manager.getfixturedefs("k8s", session.nodeid)
+    if defined:
         return None
     import pytest_k8sstate.plugin.legacy_fixture as module
 

@@ -97,7 +97,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(collector, "k8sstate-findings")
     workerinput = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput else "main"
-    config.stash[POOL_KEY] = ClusterPool(settings, worker=worker, log=_terminal_logger(config))
+    shared = str(workerinput["k8sstate_shared_name"]) if workerinput and settings.share_cluster else None
+    config.stash[POOL_KEY] = ClusterPool(
+        settings, worker=worker, log=_terminal_logger(config), shared_name=shared
+    )
     # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
     from pytest_k8sstate.providers.host import sigterm_as_interrupt
 
@@ -430,15 +433,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # xdist worker: the controller prints the kept clusters
         workeroutput["k8sstate_kept"] = [list(k) for k in pool.kept]
+        workeroutput["k8sstate_shared"] = [list(k) for k in pool.shared]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect the clusters a worker kept (``--k8sstate-keep-cluster``)."""
     pool = node.config.stash.get(POOL_KEY, None)
-    kept = (getattr(node, "workeroutput", None) or {}).get("k8sstate_kept") or []
+    output = getattr(node, "workeroutput", None) or {}
     if pool is not None:
-        pool.kept.extend((str(provider), str(name)) for provider, name in kept)
+        pool.kept.extend((str(provider), str(name)) for provider, name in output.get("k8sstate_kept") or [])
+        pool.shared.extend(
+            (str(provider), str(name)) for provider, name in output.get("k8sstate_shared") or []
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: the name of the cluster the workers share (``--k8sstate-share-cluster``)."""
+    import os
+
+    node.workerinput["k8sstate_shared_name"] = f"pt{os.getpid() % 100000}sh"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -27,15 +28,46 @@ from pytest_k8sstate.assertions import assert_new_keys
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pt-cm"}, "data": {"a": "1"}}
 
 
-def test_configmap_adds_one_key(k8s_api, cluster_state):
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "pt-pod", "labels": {"app": "pt"}},
+    "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10.1"}]},
+}
+NAMESPACES = []
+
+
+def test_configmap_adds_one_key(k8s_api, cluster_state, k8sstate_namespace):
+    # the test's own namespace (and its default ServiceAccount / root CA) exists before `before`
+    assert k8sstate_namespace.startswith("kst-test-configmap-adds-one-key-")
+    assert cluster_state.namespace == k8sstate_namespace == k8s_api.namespace
+    NAMESPACES.append(k8sstate_namespace)
     k8s_api.apply(CM)
     diff = cluster_state.diff()
-    assert_new_keys(diff, "/registry/configmaps/default/pt-cm", exact=True)
+    assert_new_keys(diff, f"/registry/configmaps/{k8sstate_namespace}/pt-cm", exact=True)
+    scoped = cluster_state.diff(namespace=k8sstate_namespace)
+    assert [c.key for c in scoped.etcd_added()] == [f"/registry/configmaps/{k8sstate_namespace}/pt-cm"]
+    assert cluster_state.diff(namespace="default").etcd_added() == []
 
 
-def test_failure_has_a_section(k8s_api, cluster_state):
+def test_failure_has_a_section(k8s_api, cluster_state, k8sstate_namespace):
+    NAMESPACES.append(k8sstate_namespace)
     k8s_api.apply({**CM, "metadata": {"name": "pt-cm-2"}})
+    k8s_api.apply(POD)
+    k8s_api.wait_ready("pod/pt-pod")
     assert False, "on purpose"
+
+
+@pytest.mark.k8sstate(namespace="default")
+def test_opt_out(k8s_api, k8sstate_namespace):
+    assert k8sstate_namespace == k8s_api.namespace == "default"
+
+
+def test_zz_namespaces_are_deleted_after_their_tests(k8s_api):
+    assert len(NAMESPACES) == 2
+    left = {ns["metadata"]["name"] for ns in k8s_api.list("namespace")}
+    assert k8s_api.namespace in left
+    assert not left & set(NAMESPACES), left
 
 
 @pytest.mark.k8sstate(nodes=0)
@@ -67,33 +99,63 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
     name = None
     kept: list[str] = []
     try:
-        result = plugin.run_subprocess("--k8sstate-nodes=1", "--k8sstate-keep-cluster", "-p", "no:randomly")
+        result = plugin.run_subprocess(
+            "--k8sstate-nodes=1",
+            "--k8sstate-keep-cluster",
+            "--k8sstate-component-logs=always",
+            "--junitxml=junit.xml",
+            "-o",
+            "junit_logging=system-out",
+            "-p",
+            "no:randomly",
+        )
         out = result.stdout.str()
         kept = re.findall(r"kept local cluster (\S+): reuse it with --k8sstate-reuse-cluster \1;", out)
         assert len(kept) == 2, out
         name, other = kept
-        result.assert_outcomes(passed=3, failed=1)
+        result.assert_outcomes(passed=5, failed=1)
         result.stdout.fnmatch_lines(
             [
                 f"[[]k8sstate[]] creating local cluster {name} (local, 1 control plane + 1 workers*",
                 f"[[]k8sstate[]] creating local cluster {other} (local, 1 control plane + 0 workers*",
                 f"[[]k8sstate[]] reset cluster {name} in *s",
                 "*- k8sstate -*",
-                "k8sstate: 1 etcd key added*; no node state changed; artifacts: "
-                "*/.k8sstate/test_session.py__test_failure_has_a_section",
-                "*+ /registry/configmaps/default/pt-cm-2*",
+                "k8sstate: * etcd keys added*(namespace kst-test-failure-has-a-section-*: "
+                "* etcd keys added*); artifacts: */.k8sstate/test_session.py__test_failure_has_a_section",
+                "*+ /registry/configmaps/kst-test-failure-has-a-section-*/pt-cm-2*",
                 "*= k8sstate: kept clusters =*",
                 f"kept local cluster {name}: reuse it with --k8sstate-reuse-cluster {name}; "
                 f"delete it with: k8sstate cluster delete --provider local --name {name}",
+            ]
+        )
+        result.stdout.fnmatch_lines(
+            [
+                "*- k8sstate diagnostics -*",
+                "namespace kst-test-failure-has-a-section-*:",
+                "events (*):",
+                "*Scheduled pod/pt-pod: Successfully assigned kst-test-failure-has-a-section-*/pt-pod to *",
+                "pods:",
+                "  pod/pt-pod Running Ready on *, IP *",
+                "    container web: running since *, image registry.k8s.io/pause:3.10.1",
             ]
         )
         artifacts = plugin.pytester.path / ".k8sstate" / "test_session.py__test_failure_has_a_section"
         assert sorted(p.name for p in artifacts.iterdir()) == [
             "after.json",
             "before.json",
+            "diagnostics.txt",
             "diff.json",
             "logs",
         ]
+        assert "pod/pt-pod Running Ready" in (artifacts / "diagnostics.txt").read_text()
+        junit = ElementTree.parse(plugin.pytester.path / "junit.xml").getroot()
+        case = next(c for c in junit.iter("testcase") if c.get("name") == "test_failure_has_a_section")
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props["k8sstate_artifacts"] == str(artifacts)
+        assert props["k8sstate_file_diff.json"] == str(artifacts / "diff.json")
+        assert props["k8sstate_file_diagnostics.txt"] == str(artifacts / "diagnostics.txt")
+        system_out = "".join(e.text or "" for e in case.iter("system-out"))
+        assert f"[[ATTACHMENT|{artifacts / 'diff.json'}]]" in system_out
         logs = sorted(p.name for p in (artifacts / "logs").iterdir())  # every component's log
         assert {"etcd.log", "kube-apiserver.log", "kwok.log"} <= set(logs), logs
         assert any(n.startswith("kube-proxy-") for n in logs), logs

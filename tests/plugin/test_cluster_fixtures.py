@@ -239,3 +239,40 @@ def test_ctrl_c_during_cluster_create_leaves_nothing(plugin: PluginRunner, local
     assert [ns for ns in netns.list_ours() if ns.startswith(f"k8ss-{name}-")] == []
     assert _our_processes(f"/clusters/{name}/") == []
     assert not local_state.cluster_dir(name).exists()
+
+
+SHARED_TESTS = """
+import os
+from pathlib import Path
+
+
+def test_in_a_shared_cluster(k8s_cluster, k8s_api, k8sstate_namespace):
+    k8s_api.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same-name"}})
+    assert k8s_api.get("cm/same-name")["metadata"]["namespace"] == k8sstate_namespace
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    Path(f"seen-{worker}").write_text(f"{k8s_cluster.name} {k8sstate_namespace}")
+"""
+
+
+@pytest.mark.usefixtures("local_provider_ok")
+def test_xdist_workers_share_one_cluster(plugin: PluginRunner) -> None:
+    """``--k8sstate-share-cluster -n 2``: one cluster, created once, each worker in its own namespaces
+    (the same object name in both), deleted by the controller at the end."""
+    from pytest_k8sstate.providers.registry import get_provider
+
+    plugin.pytester.makepyfile(test_shared=SHARED_TESTS)
+    result = plugin.run_subprocess(
+        "-n", "2", "--dist", "each", "--k8sstate-share-cluster", "--k8sstate-nodes=0", "-p", "no:randomly"
+    )
+    seen = {p.name: p.read_text().split() for p in plugin.pytester.path.glob("seen-gw*")}
+    names = {cluster for cluster, _ in seen.values()}
+    try:
+        result.assert_outcomes(passed=2)
+        assert sorted(seen) == ["seen-gw0", "seen-gw1"], result.stdout.str()
+        assert len(names) == 1, seen
+        assert next(iter(names)).endswith("sh")
+        assert len({ns for _, ns in seen.values()}) == 2, seen
+        assert not names & set(get_provider("local", progress=lambda _l: None).list())  # deleted at the end
+    finally:
+        for name in names:
+            _provider_delete(name)

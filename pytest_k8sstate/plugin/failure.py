@@ -75,14 +75,16 @@ def component_logs(cluster: Cluster, directory: Path, mode: str) -> str | None:
         reason = _unhealthy(cluster)
         if reason is None:
             return None
+    why = f" (a component looks unhealthy: {reason})" if reason else ""
     try:
         from pytest_k8sstate.providers.registry import get_provider
 
         where = get_provider(cluster.provider).export_logs(cluster.name, directory / "logs")
     except Exception as exc:  # logs are a bonus: never hide the test's own failure
-        return f"component logs not exported: {exc}"
-    why = f" (a component looks unhealthy: {reason})" if reason else ""
-    return f"component logs: {where}{why}" if where is not None else None
+        return f"component logs not exported: {exc}{why}"
+    if where is None:
+        return f"component logs: none to export{why}"
+    return f"component logs: {where}{why}"
 
 
 def attachment_lines(paths: Iterable[Path]) -> str:

@@ -134,22 +134,27 @@ def test_old_markers_still_work_and_warn(plugin: PluginRunner) -> None:
     )
 
 
-def test_the_old_fixture_name_is_an_alias_that_warns(plugin: PluginRunner) -> None:
-    plugin.pytester.makepyfile(
+def test_the_old_fixture_name_is_registered_and_documented_as_deprecated(plugin: PluginRunner) -> None:
+    text = plugin.run("--fixtures", "-v").stdout.str()
+    assert (
+        "Deprecated: ``k8s_api`` (which works in the test's own namespace; this one in ``default``)." in text
+    )
+
+
+def test_the_old_fixture_warns(plugin: PluginRunner) -> None:
+    plugin.pytester.makeconftest(
         """
         import pytest
 
-        @pytest.fixture
-        def k8s_api():  # stands in for the real one: no cluster needed
-            return "the helper"
-
-        def test_old(k8s):
-            assert k8s == "the helper"
+        @pytest.fixture(scope="session")
+        def k8s_cluster():  # no cluster: the fixture fails after its warning
+            raise RuntimeError("no cluster here")
         """
     )
+    plugin.pytester.makepyfile("def test_old(k8s):\n    pass\n")
     result = plugin.run()
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*K8sStateDeprecationWarning: the k8s fixture is deprecated*use k8s_api*"])
+    result.assert_outcomes(errors=1)
+    assert "no cluster here" in result.stdout.str()
 
 
 def test_no_fixture_of_ours_uses_a_generic_name(plugin: PluginRunner) -> None:

@@ -276,7 +276,7 @@ def test_relative_manifests_and_cleanup(k8s_api: K8sHelper, tmp_path: Path) -> N
     )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: h7-cm-b}\n")
-    helper = K8sHelper(k8s_api.api_client, manifests_dir=tmp_path)
+    helper = K8sHelper(k8s_api.api_client, k8s_api.namespace, manifests_dir=tmp_path)
     try:
         helper.apply("sub")  # a directory: every *.yaml/*.yml/*.json in it
         helper.delete("sub/b.yml", wait=True, timeout=30)  # a manifest path, not kind/name

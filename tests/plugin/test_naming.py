@@ -242,3 +242,40 @@ def test_a_session_with_pytest_kubernetes_installed_beside(
     assert "--k8sstate-provider=NAME" in help_text  # ours
     assert "deprecated: use --k8sstate-provider" not in help_text  # their --k8s-provider, not our alias
     assert "deprecated: use --k8sstate-nodes" in help_text  # a 0.1 name nobody else uses
+
+
+def test_the_rename_script_rewrites_a_01_test_file(tmp_path: Path) -> None:
+    old = tmp_path / "test_old.py"
+    old.write_text(
+        "import pytest\n"
+        "from kubernetes import client as k8s\n\n\n"
+        '@pytest.mark.finding(4, "svc")\n'
+        '@pytest.mark.needs("ipvs")\n'
+        "def test_x(k8s_cluster, k8s, cluster_state):\n"
+        '    k8s.apply("a.yaml")\n'
+        '    other = request.getfixturevalue("k8s")\n'
+        '    assert "k8s.io/api" and k8s_cluster\n'
+        '    args = ["--k8s-provider", "kind", "--k8s-proxy-mode=ipvs", "--k8s-cluster-name=theirs"]\n'
+        '    ini = "[pytest]\\nk8s_nodes = 3\\n"\n'
+    )
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, str(ROOT / "scripts" / "rename-0.1-names.py"), "--fixture", str(old)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert old.read_text() == (
+        "import pytest\n"
+        "from kubernetes import client as k8s\n\n\n"
+        '@pytest.mark.k8sstate_finding(4, "svc")\n'
+        '@pytest.mark.k8sstate_needs("ipvs")\n'
+        "def test_x(k8s_cluster, k8s_api, cluster_state):\n"
+        '    k8s_api.apply("a.yaml")\n'
+        '    other = request.getfixturevalue("k8s_api")\n'
+        '    assert "k8s.io/api" and k8s_cluster\n'
+        '    args = ["--k8sstate-provider", "kind", "--k8sstate-proxy-mode=ipvs", '
+        '"--k8s-cluster-name=theirs"]\n'
+        '    ini = "[pytest]\\nk8sstate_nodes = 3\\n"\n'
+    )

@@ -30,6 +30,7 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "pytest-k8sstate")
 TEST_LABEL = "k8sstate.io/test"
 MAX_NAME = 63  # a DNS-1123 label
 REQUEST_TIMEOUT = 15.0
+CREATE_ATTEMPTS = 3
 READY_TIMEOUT = 15.0
 """How long creation waits for the controllers' objects in a new namespace (its ``default``
 ServiceAccount and ``kube-root-ca.crt`` ConfigMap), so they are not part of the test's diff."""
@@ -79,10 +80,18 @@ def create_namespace(
     if test_id:
         labels[TEST_LABEL] = _test_hash(test_id)
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
-    try:
-        core.create_namespace(body=body, _request_timeout=REQUEST_TIMEOUT)
-    except api_failures() as exc:
-        raise api_error(exc, f"creating namespace {name}") from None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            core.create_namespace(body=body, _request_timeout=REQUEST_TIMEOUT)
+        except api_failures() as exc:
+            if getattr(exc, "status", None) == 409 and attempt:  # our earlier attempt got through
+                break
+            # a dropped connection (a POST is not retried by the client) is worth another try
+            if getattr(exc, "status", None) is not None or attempt == CREATE_ATTEMPTS - 1:
+                raise api_error(exc, f"creating namespace {name}") from None
+            time.sleep(0.5 * (attempt + 1))
+        else:
+            break
     deadline = time.monotonic() + ready_timeout
     pending = [
         (core.read_namespaced_service_account, "default"),

@@ -65,9 +65,11 @@ def test_opt_out(k8s_api, k8sstate_namespace):
 
 def test_zz_namespaces_are_deleted_after_their_tests(k8s_api):
     assert len(NAMESPACES) == 2
-    left = {ns["metadata"]["name"] for ns in k8s_api.list("namespace")}
-    assert k8s_api.namespace in left
-    assert not left & set(NAMESPACES), left
+    namespaces = {ns["metadata"]["name"]: ns for ns in k8s_api.list("namespace")}
+    assert k8s_api.namespace in namespaces
+    # gone, or (a loaded machine: the namespace controller is slow; the plugin warned) being deleted
+    for name in NAMESPACES:
+        assert name not in namespaces or namespaces[name]["metadata"].get("deletionTimestamp"), name
 
 
 @pytest.mark.k8sstate(nodes=0)

@@ -58,10 +58,10 @@ def legacy_fixture_plugin(session: pytest.Session) -> object | None:
     manager = getattr(session, "_fixturemanager", None)
     if manager is None:
         return None
-    try:
-        defined = manager.getfixturedefs("k8s", session)
-    except TypeError:  # pytest 8.0 took the node id
-        defined = manager.getfixturedefs("k8s", session.nodeid)
+    import inspect
+
+    takes_node = "node" in inspect.signature(manager.getfixturedefs).parameters  # pytest < 8.1: "nodeid"
+    defined = manager.getfixturedefs("k8s", session if takes_node else session.nodeid)
     if defined:
         return None
     import pytest_k8sstate.plugin.legacy_fixture as module

@@ -268,7 +268,7 @@ def test_local_cluster_component_logs_between_snapshots() -> None:
         prov.delete(name)
 
 
-def test_failure_artifacts_get_logs_txt_only_when_there_is_something(tmp_path: Path) -> None:
+def test_failure_artifacts_get_step_logs_only_when_there_is_something(tmp_path: Path) -> None:
     from pytest_k8sstate.node.logs import LogChunk
     from pytest_k8sstate.plugin.state import write_artifacts
 
@@ -279,8 +279,8 @@ def test_failure_artifacts_get_logs_txt_only_when_there_is_something(tmp_path: P
     chunk = LogChunk("kube-proxy", "/x.log", ["I1203 Syncing iptables rules"], "cut: first 1 lines, 4 more")
     loud = StateDiff(logs=LogDiff(chunks={"n1/kube-proxy": [chunk]}))
     written = write_artifacts(tmp_path / "b", before=None, after=None, diff=loud)
-    assert [p.name for p in written] == ["diff.json", "logs.txt"]
-    assert (tmp_path / "b" / "logs.txt").read_text().splitlines() == [
+    assert [p.name for p in written] == ["diff.json", "step-logs.txt"]
+    assert (tmp_path / "b" / "step-logs.txt").read_text().splitlines() == [
         "  n1/kube-proxy: 1 line(s)",
         "    I1203 Syncing iptables rules",
         "    (/x.log: cut: first 1 lines, 4 more)",

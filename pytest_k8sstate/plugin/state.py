@@ -104,11 +104,11 @@ def write_artifacts(
             written.append(path)
     if diff is not None and diff.logs is not None and diff.logs.render(limit=0):  # log lines between, as text
         try:
-            atomic_write_text(directory / "logs.txt", "\n".join(diff.logs.render(limit=None)) + "\n")
+            atomic_write_text(directory / "step-logs.txt", "\n".join(diff.logs.render(limit=None)) + "\n")
         except OSError as exc:
-            problems.append(f"logs.txt: not written: {exc}")
+            problems.append(f"step-logs.txt: not written: {exc}")
         else:
-            written.append(directory / "logs.txt")
+            written.append(directory / "step-logs.txt")
     if problems:
         path = directory / "errors.txt"
         try:

@@ -17,10 +17,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_k8sstate.errors import ParseError, TraceError
 from pytest_k8sstate.parse.numbers import parse_port
+
+if TYPE_CHECKING:
+    from pytest_k8sstate.parse.ipset import IpSet
+    from pytest_k8sstate.parse.ipvs import VirtualServer
+    from pytest_k8sstate.trace.ipsets import SetIndex
 
 Verdict = Literal["ACCEPT", "DROP", "REJECT"]
 Proto = Literal["tcp", "udp", "sctp"]
@@ -65,6 +70,13 @@ class Packet:
     """The node's own addresses (for ``addrtype LOCAL`` / ``fib daddr type local``).
     When ``src`` is one of them the packet starts in nat OUTPUT, else in nat PREROUTING."""
 
+    affinity: Literal["new", "returning"] = "new"
+    """Session affinity (``-m recent``, IPVS persistence): the client's first connection (``"new"``) or
+    a follow-up one within the affinity timeout (``"returning"``); see :mod:`.affinity`."""
+    first_backend: str | None = None
+    """With ``affinity="returning"``: the first connection's DNAT ``IP:PORT``; the result is then the
+    follow-up's outcomes given that backend (None: averaged over every first backend)."""
+
     @property
     def from_local(self) -> bool:
         return self.src in self.local_ips
@@ -92,9 +104,14 @@ class TraceResult:
     outcomes: tuple[Outcome, ...]
     path_examples: tuple[tuple[str, ...], ...] = ()
     """For each outcome (same order), one path of ``table/chain#rule-line`` steps that led to it."""
+    notes: tuple[str, ...] = ()
+    """What the outcomes depend on beyond the rules (an IPVS scheduler's load or hash, persistence)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"outcomes": [o.to_json() for o in self.outcomes]}
+        out: dict[str, Any] = {"outcomes": [o.to_json() for o in self.outcomes]}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
     @property
     def endpoints(self) -> dict[str | None, Fraction]:
@@ -191,15 +208,27 @@ class _ProbKey:
         return self.rest < other.rest
 
 
-def trace(ruleset: object, packet: Packet) -> TraceResult:
-    """Trace ``packet`` through an iptables or nftables ruleset (see module doc)."""
+def trace(
+    ruleset: object,
+    packet: Packet,
+    *,
+    ipsets: Iterable[IpSet] | SetIndex | None = None,
+    ipvs: Iterable[VirtualServer] | None = None,
+) -> TraceResult:
+    """Trace ``packet`` through an iptables or nftables ruleset (see module doc). ``ipsets``: the node's
+    captured sets (for ``-m set``); ``ipvs``: its IPVS virtual servers — when given (even empty) with an
+    iptables ruleset, the trace follows kube-proxy's IPVS mode (:mod:`.ipvs`)."""
     from pytest_k8sstate.parse.iptables import IptablesRuleset
     from pytest_k8sstate.parse.nft import NftRuleset
 
     if isinstance(ruleset, IptablesRuleset):
+        if ipvs is not None:
+            from pytest_k8sstate.trace.ipvs import trace_ipvs
+
+            return trace_ipvs(ruleset, packet, ipsets=ipsets, ipvs=ipvs)
         from pytest_k8sstate.trace.iptables import trace_iptables
 
-        return trace_iptables(ruleset, packet)
+        return trace_iptables(ruleset, packet, ipsets=ipsets)
     if isinstance(ruleset, NftRuleset):
         from pytest_k8sstate.trace.nft import trace_nft
 

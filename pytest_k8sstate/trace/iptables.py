@@ -41,14 +41,19 @@ Big chains (``KUBE-SERVICES``, ``KUBE-NODEPORTS``, …) are indexed on first use
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 
 from pytest_k8sstate.errors import TraceError
+from pytest_k8sstate.parse.ipset import IpSet
 from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Match, Opt, Rule
 from pytest_k8sstate.parse.numbers import parse_port, parse_probability, parse_uint
-from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes, split_probability
+from pytest_k8sstate.trace import Packet, TraceResult, split_probability
+from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
+from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
+from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
 
@@ -73,6 +78,7 @@ class _St:
     dnat: str | None
     masq: bool
     path: tuple[str, ...]
+    recent: frozenset[Entry] = frozenset()  # -m recent lists holding the client (trace/recent.py)
 
 
 @lru_cache(maxsize=65536)
@@ -106,9 +112,18 @@ class _Unsupported(Exception):
 
 
 class _Tracer:
-    def __init__(self, rs: IptablesRuleset, pkt: Packet) -> None:
+    def __init__(
+        self,
+        rs: IptablesRuleset,
+        pkt: Packet,
+        sets: SetIndex | None = None,
+        held: frozenset[Entry] = frozenset(),
+    ) -> None:
         self.rs = rs
         self.pkt = pkt
+        self.sets = sets  # -m set (trace/ipsets.py)
+        self.held = held  # -m recent entries at the start (trace/recent.py, trace/affinity.py)
+        self.recent_after: frozenset[Entry] | None = None  # set by a -m recent --set/--remove match
         self.local = frozenset(pkt.local_ips)
         self.branches = 0
         idx = rs.cache.get(_CACHE_KEY)
@@ -180,6 +195,21 @@ class _Tracer:
                     return False
             elif mod == "addrtype":
                 if not self.addrtype(m, st):
+                    return False
+            elif mod in ("set", "recent"):  # evaluated by trace/ipsets.py and trace/recent.py
+                try:
+                    if mod == "set":
+                        pv = PacketView(self.pkt.src, st.dst, self.pkt.sport, st.dport, self.pkt.proto)
+                        hit = match_set_module(m, self.sets, pv)
+                    else:
+                        hit, after = match_recent(m, self.pkt.src, st.dst, st.recent)
+                        if after is not None:
+                            if prob is not None:
+                                raise _Unsupported("-m recent --set/--remove after -m statistic in one rule")
+                            self.recent_after = after  # applied by run_chain, even if a later match fails
+                except CannotEvaluate as exc:
+                    raise _Unsupported(str(exc)) from None
+                if not hit:
                     return False
             else:
                 raise _Unsupported(f"unsupported match -m {mod}")
@@ -359,6 +389,9 @@ class _Tracer:
                         m = self.match(table, ch.name, hook, r, st)
                     except _Unsupported as exc:
                         raise self.fail(table, ch.name, r, str(exc)) from None
+                    if self.recent_after is not None:
+                        st = replace(st, recent=self.recent_after)
+                        self.recent_after = None
                     if m is False:
                         continue
                     if m is not True:
@@ -374,13 +407,13 @@ class _Tracer:
                                     ch,
                                     order,
                                     pos,
-                                    _St(hit, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path),
+                                    _St(hit, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path, st.recent),
                                     parent,
                                     calls,
                                     True,
                                 )
                             )
-                            st = _St(miss, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path)
+                            st = _St(miss, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path, st.recent)
                             continue  # the miss branch goes on now, the hit branch after it
                 tgt = r.target
                 if tgt is None:
@@ -393,6 +426,7 @@ class _Tracer:
                     st.dnat,
                     st.masq,
                     (*st.path, f"{table}/{ch.name}#{r.line}"),
+                    st.recent,
                 )
                 if tgt in _TERMINAL:
                     out.append((st, tgt))
@@ -492,7 +526,7 @@ class _Tracer:
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
-        start = _St(Fraction(1), pkt.dst, pkt.dport, 0, None, False, ())
+        start = _St(Fraction(1), pkt.dst, pkt.dport, 0, None, False, (), self.held)
         finished: list[tuple[_St, str]] = []
 
         def stage(table: str, hook: str, sts: list[_St]) -> list[_St]:
@@ -585,14 +619,16 @@ def _is_ipv4(text: str) -> bool:
     )
 
 
-def trace_iptables(ruleset: IptablesRuleset, packet: Packet) -> TraceResult:
-    """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc)."""
-    tracer = _Tracer(ruleset, packet)
-    finished = tracer.run()
-    items = [
-        (Outcome(st.prob, st.dnat, st.masq, verdict), st.path)  # type: ignore[arg-type]
-        for st, verdict in finished
-        if st.prob != 0
-    ]
-    outcomes, paths = merge_outcomes(items)
-    return TraceResult(packet, outcomes, paths)
+def trace_iptables(
+    ruleset: IptablesRuleset, packet: Packet, *, ipsets: Iterable[IpSet] | SetIndex | None = None
+) -> TraceResult:
+    """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc); ``ipsets``:
+    the node's captured sets, for ``-m set``; ``packet.affinity``: see :mod:`.affinity`."""
+    sets = SetIndex.of(ipsets)
+
+    def run(pkt: Packet, held: frozenset[Entry]) -> list[Branch]:
+        return [
+            (s.prob, s.dnat, s.masq, v, s.path, s.recent) for s, v in _Tracer(ruleset, pkt, sets, held).run()
+        ]
+
+    return run_with_affinity(packet, run)

@@ -192,8 +192,8 @@ def kube_proxy_ipvs(
     for name, table, src, dst, flags, proto in _SET_RULES:
         if not members[name]:
             continue
-        p = f"-p {proto} " if proto else ""
-        line = f'-A {src} {p}-m comment --comment "{_COMMENT[name]}" -m set --match-set {n(name)} {flags} -j {dst}'  # noqa: E501
+        pm = f"-p {proto} " if proto else ""
+        line = f'-A {src} {pm}-m comment --comment "{_COMMENT[name]}" -m set --match-set {n(name)} {flags} -j {dst}'  # noqa: E501
         (nat if table == "nat" else filt).append(line)
     if members["KUBE-CLUSTER-IP"]:
         head = f'-A KUBE-SERVICES -m comment --comment "{_COMMENT["KUBE-CLUSTER-IP"]}" -m set --match-set {n("KUBE-CLUSTER-IP")}'  # noqa: E501

@@ -60,7 +60,9 @@ add MACS 10.0.0.1,02:42:ac:11:00:02
 """
 
 
-def pv(src: str = "203.0.113.10", dst: str = "10.0.0.1", sport: int = 40000, dport: int = 80, proto: str = "tcp"):
+def pv(
+    src: str = "203.0.113.10", dst: str = "10.0.0.1", sport: int = 40000, dport: int = 80, proto: str = "tcp"
+):
     return PacketView(src, dst, sport, dport, proto)
 
 
@@ -164,9 +166,9 @@ def test_tracer_set_and_negation() -> None:
     # in IPPORT, source not in NETS → accepted
     assert {o.verdict for o in trace(rs, Packet("10.96.0.1", 443), ipsets=sets).outcomes} == {"ACCEPT"}
     # from 10.200.0.1 (in NETS) → CHECK; port 30080 is not the destination port: accepted
-    assert {o.verdict for o in trace(rs, Packet("10.96.0.1", 443, src="10.200.0.1"), ipsets=sets).outcomes} == {
-        "ACCEPT"
-    }
+    assert {
+        o.verdict for o in trace(rs, Packet("10.96.0.1", 443, src="10.200.0.1"), ipsets=sets).outcomes
+    } == {"ACCEPT"}
     rs2 = parse_iptables_save(RULES.replace("--match-set PORTS dst", "--match-set PORTS src"))
     res = trace(rs2, Packet("10.96.0.1", 443, src="10.200.0.1", sport=30080), ipsets=sets)
     assert {o.verdict for o in res.outcomes} == {"REJECT"}
@@ -266,7 +268,13 @@ def test_kernel_rules_round_trip(ns: NetnsExec) -> None:
     assert res.returncode == 0, res.stderr
     saved = parse_iptables_save(ns.run(["iptables-save"], timeout=60).text, source="iptables-save")
     sets = parse_ipset_save(ns.run(["ipset", "save"], timeout=60).text)
-    for pkt in [Packet("10.96.0.1", 80), Packet("10.96.0.1", 443), Packet("10.96.0.1", 30080, src="10.200.0.1")]:
+    for pkt in [
+        Packet("10.96.0.1", 80),
+        Packet("10.96.0.1", 443),
+        Packet("10.96.0.1", 30080, src="10.200.0.1"),
+    ]:
         a = trace(saved, pkt, ipsets=sets)
         b = trace(parse_iptables_save(RULES), pkt, ipsets=sets)
-        assert [(o.verdict, o.probability) for o in a.outcomes] == [(o.verdict, o.probability) for o in b.outcomes]
+        assert [(o.verdict, o.probability) for o in a.outcomes] == [
+            (o.verdict, o.probability) for o in b.outcomes
+        ]

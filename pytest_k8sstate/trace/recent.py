@@ -61,10 +61,7 @@ def match_recent(
         elif o.name == "--mask":
             mask = o.value
         elif o.name == "--hitcount":
-            raise CannotEvaluate(
-                f"cannot evaluate -m recent --hitcount {o.value} (list {name}): it counts earlier packets "
-                "of the client, which a trace of one connection does not know"
-            )
+            raise CannotEvaluate(f"cannot evaluate -m recent --hitcount {o.value}: it counts earlier packets")
         elif o.name not in _IGNORED:
             raise CannotEvaluate(f"cannot evaluate -m recent option {o.name} (list {name})")
     if command is None:

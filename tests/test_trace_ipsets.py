@@ -1,5 +1,6 @@
-"""trace/ipsets.py: ``-m set`` membership, checked against the kernel's own ``ipset test`` in a test netns,
-and the ``-m set`` hook of the iptables tracer on rules that iptables-restore loads and iptables-save prints."""
+"""trace/ipsets.py: ``-m set`` membership, checked against the kernel's own ``ipset test`` in a test
+netns, and the ``-m set`` hook of the iptables tracer on rules that iptables-restore loads and
+iptables-save prints."""
 
 from __future__ import annotations
 

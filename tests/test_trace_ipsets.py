@@ -63,7 +63,7 @@ add MACS 10.0.0.1,02:42:ac:11:00:02
 
 def pv(
     src: str = "203.0.113.10", dst: str = "10.0.0.1", sport: int = 40000, dport: int = 80, proto: str = "tcp"
-):
+) -> PacketView:
     return PacketView(src, dst, sport, dport, proto)
 
 

@@ -372,3 +372,35 @@ def test_assert_dnat_to_on_ipvs_state() -> None:
     assert_masquerade(ns, dst="10.96.0.10:53", src=POD, expected=False)
     with pytest.raises(AssertionError, match=r"missing 10\.244\.9\.9:53"):
         assert_dnat_to(ns, dst="10.96.0.10:53", endpoints=["10.244.1.2:53", "10.244.9.9:53"])
+
+
+def test_load_balancer_source_ranges() -> None:
+    fw = IpvsService(
+        "10.96.9.9",
+        80,
+        ("10.244.2.9:80",),
+        load_balancer_ips=("198.51.100.9",),
+        source_ranges=("203.0.113.0/25",),
+    )
+    gen = kube_proxy_ipvs([fw], node_ips=(NODE_IP,))
+    assert "add KUBE-LOAD-BALANCER-SOURCE-CIDR 198.51.100.9,tcp:80,203.0.113.0/25" in gen.ipsets
+    rs, sets, vss = parse_iptables_save(gen.iptables), parse_ipset_save(gen.ipsets), parse_ipvsadm(gen.ipvs)
+    allowed = trace(
+        rs, Packet("198.51.100.9", 80, src="203.0.113.10", local_ips=LOCAL), ipsets=sets, ipvs=vss
+    )
+    assert dist(allowed) == {("10.244.2.9:80", True, "ACCEPT"): Fraction(1)}
+    denied = trace(
+        rs, Packet("198.51.100.9", 80, src="203.0.113.200", local_ips=LOCAL), ipsets=sets, ipvs=vss
+    )
+    assert dist(denied) == {(None, False, "DROP"): Fraction(1)}  # dropped in filter INPUT, before IPVS
+    assert denied.path_examples[0][-1].startswith("filter/KUBE-SOURCE-RANGES-FIREWALL#")
+    # the ClusterIP is not behind the source ranges
+    assert trace(
+        rs, Packet("10.96.9.9", 80, src="203.0.113.200", local_ips=LOCAL), ipsets=sets, ipvs=vss
+    ).endpoints == {"10.244.2.9:80": 1}
+    # the node is outside the ranges: kube-proxy also writes a -m ipvs rule, which only a packet from the
+    # LB IP itself reaches — and the tracer cannot evaluate (it names the rule, never guesses)
+    assert "-A KUBE-IPVS-OUT-FILTER -s 198.51.100.9 -m ipvs --vaddr 198.51.100.9" in gen.iptables
+    from_lb = Packet("198.51.100.9", 80, src="198.51.100.9", local_ips=LOCAL | {"198.51.100.9"})
+    with pytest.raises(TraceError, match=r"KUBE-IPVS-OUT-FILTER at line \d+: unsupported match -m ipvs"):
+        trace(rs, from_lb, ipsets=sets, ipvs=vss)

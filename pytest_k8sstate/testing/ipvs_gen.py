@@ -16,6 +16,7 @@ Virtual servers: one per ClusterIP, LoadBalancer IP and node IP × NodePort, ``-
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 __all__ = ["IpvsNode", "IpvsService", "kube_proxy_ipvs"]
@@ -74,6 +75,7 @@ class IpvsService:
     affinity_timeout: int | None = None  # sessionAffinity: ClientIP → IPVS persistence
     local_endpoints: tuple[str, ...] = ()  # endpoints on this node ("IP:PORT", a subset of endpoints)
     external_local: bool = False  # externalTrafficPolicy: Local
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges (CIDRs)
     weights: dict[str, int] = field(default_factory=dict, compare=False)  # endpoint → weight (default 1)
 
 
@@ -112,6 +114,7 @@ def kube_proxy_ipvs(
     members: dict[str, list[str]] = {name: [] for name, _, _ in _SETS}
     vs_lines: list[str] = []
     bound: list[str] = []
+    no_node_access: list[tuple[str, str, int]] = []
 
     def add_vs(ip: str, port: int, svc: IpvsService, eps: tuple[str, ...]) -> None:
         flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}[svc.protocol]
@@ -137,6 +140,18 @@ def kube_proxy_ipvs(
             members["KUBE-LOAD-BALANCER"].append(f"{lb},{proto}:{svc.port}")
             if svc.external_local:
                 members["KUBE-LOAD-BALANCER-LOCAL"].append(f"{lb},{proto}:{svc.port}")
+            if svc.source_ranges:
+                members["KUBE-LOAD-BALANCER-FW"].append(f"{lb},{proto}:{svc.port}")
+                for cidr in svc.source_ranges:
+                    members["KUBE-LOAD-BALANCER-SOURCE-CIDR"].append(f"{lb},{proto}:{svc.port},{cidr}")
+                if any(
+                    ipaddress.ip_address(ip) in ipaddress.ip_network(c)
+                    for c in svc.source_ranges
+                    for ip in node_ips[:1]
+                ):
+                    members["KUBE-LOAD-BALANCER-SOURCE-IP"].append(f"{lb},{proto}:{svc.port},{lb}")
+                else:  # kube-proxy then blocks the node's own access to the LB IP (-m ipvs)
+                    no_node_access.append((lb, proto, svc.port))
             add_vs(lb, svc.port, svc, ext_eps)
             if lb not in bound and lb not in node_ips:
                 bound.append(lb)
@@ -206,6 +221,10 @@ def kube_proxy_ipvs(
     nat.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
     nat.append("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ")
     filt.append("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP")
+    for lb, proto, port in no_node_access:
+        filt.append(
+            f"-A KUBE-IPVS-OUT-FILTER -s {lb} -m ipvs --vaddr {lb} --vproto {proto} --vport {port} -j DROP"
+        )
     for name in ("KUBE-CLUSTER-IP", "KUBE-LOAD-BALANCER"):
         if members[name]:
             nat.append(f"-A KUBE-SERVICES -m set --match-set {n(name)} dst,dst -j ACCEPT")

@@ -230,6 +230,11 @@ def trace(
 
         return trace_iptables(ruleset, packet, ipsets=ipsets)
     if isinstance(ruleset, NftRuleset):
+        if packet.affinity != "new":  # never a silent answer: the nft tracer has no affinity state yet
+            raise TraceError(
+                f"affinity={packet.affinity!r} is traced through iptables and IPVS rulesets; the nftables "
+                "tracer evaluates a first connection only (affinity='new')"
+            )
         from pytest_k8sstate.trace.nft import trace_nft
 
         return trace_nft(ruleset, packet)

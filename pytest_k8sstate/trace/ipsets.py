@@ -45,6 +45,9 @@ MAX_RANGE = 65536
 """A member written as a range (``80-90``, ``10.0.0.1-10.0.0.9``) is expanded up to this many items."""
 
 
+_LAST: tuple[tuple[tuple[int, int], ...], list[IpSet], SetIndex] | None = None
+
+
 class CannotEvaluate(Exception):
     """A match the tracer cannot decide (message names the set/module); the tracer names the rule."""
 
@@ -208,12 +211,24 @@ class SetIndex:
     def __init__(self, ipsets: Iterable[IpSet]) -> None:
         self.sets = {s.name: s for s in ipsets}
         self._compiled: dict[str, _Compiled] = {}
+        self.memo: dict[str, object] = {}  # derived data other tracers keep with the sets
 
     @classmethod
     def of(cls, ipsets: Iterable[IpSet] | SetIndex | None) -> SetIndex | None:
+        """``ipsets`` as an index. The index of the last list of sets is reused while the list holds
+        the same set objects with the same member counts (a node traced packet after packet compiles
+        its 10,000-member sets once); pass a SetIndex to control reuse yourself."""
+        global _LAST
         if ipsets is None or isinstance(ipsets, SetIndex):
             return ipsets
-        return cls(ipsets)
+        sets = list(ipsets)
+        key = tuple((id(x), len(x.members)) for x in sets)
+        last = _LAST
+        if last is not None and last[0] == key:
+            return last[2]
+        idx = cls(sets)
+        _LAST = (key, sets, idx)  # the list keeps the objects alive: their ids stay theirs
+        return idx
 
     def compiled(self, name: str) -> _Compiled:
         c = self._compiled.get(name)

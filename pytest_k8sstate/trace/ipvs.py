@@ -45,6 +45,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
+from functools import lru_cache
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
@@ -67,6 +68,14 @@ _PERSIST = "ipvs-persistent "  # recent-entry prefix of an IPVS persistence temp
 
 
 def _canon(ip: str) -> str:
+    """IPv6 in its compressed form (ipvsadm, ipset and users may spell it differently); IPv4 as is."""
+    if ":" not in ip:
+        return ip
+    return _canon6(ip)
+
+
+@lru_cache(maxsize=65536)
+def _canon6(ip: str) -> str:
     try:
         return str(ipaddress.ip_address(ip))
     except ValueError:
@@ -106,17 +115,14 @@ def schedule(vs: VirtualServer) -> tuple[list[tuple[RealServer, Fraction]], str 
     return shares, note
 
 
-class _IpvsTrace:
-    def __init__(
-        self,
-        rs: IptablesRuleset,
-        packet: Packet,
-        sets: SetIndex | None,
-        vss: list[VirtualServer],
-        bound: frozenset[str],
-    ) -> None:
-        self.rs = rs
-        self.sets = sets
+class _VsIndex:
+    """Virtual servers by (protocol, address, port) and by firewall mark. The index of the last list is
+    reused while it holds the same objects (weights and real servers are read from them live)."""
+
+    last: tuple[tuple[int, ...], list[VirtualServer], _VsIndex, object] | None = None
+    local: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None  # (node IPs, bound, union)
+
+    def __init__(self, vss: list[VirtualServer]) -> None:
         self.by_key: dict[tuple[str, str, int], VirtualServer] = {}
         self.by_mark: dict[int, VirtualServer] = {}
         for vs in vss:
@@ -124,7 +130,42 @@ class _IpvsTrace:
                 self.by_mark[int(vs.address)] = vs
             elif vs.port is not None:
                 self.by_key[(vs.protocol.lower(), _canon(vs.address), vs.port)] = vs
-        self.local = frozenset(packet.local_ips) | bound
+
+    @classmethod
+    def of(cls, ipvs: Iterable[VirtualServer]) -> _VsIndex:
+        last = cls.last
+        if last is not None and isinstance(ipvs, list) and last[3] is ipvs and len(ipvs) == len(last[1]):
+            if all(a is b for a, b in zip(ipvs, last[1], strict=True)):
+                return last[2]
+        vss = list(ipvs)
+        key = tuple(map(id, vss))
+        last = cls.last
+        if last is not None and last[0] == key:
+            return last[2]
+        idx = cls(vss)
+        cls.last = (key, vss, idx, ipvs)  # the list keeps the objects alive: their ids stay theirs
+        return idx
+
+
+class _IpvsTrace:
+    def __init__(
+        self,
+        rs: IptablesRuleset,
+        packet: Packet,
+        sets: SetIndex | None,
+        index: _VsIndex,
+        bound: frozenset[str],
+    ) -> None:
+        self.rs = rs
+        self.sets = sets
+        self.by_key = index.by_key
+        self.by_mark = index.by_mark
+        lc = index.local
+        if lc is not None and lc[1] is bound and lc[0] == packet.local_ips:
+            self.local = lc[2]
+        else:
+            self.local = frozenset(packet.local_ips) | bound
+            index.local = (frozenset(packet.local_ips), bound, self.local)
         self.notes: list[str] = []
 
     def lookup(self, st: _St, proto: str) -> VirtualServer | None:
@@ -238,12 +279,16 @@ class _IpvsTrace:
 def _bound(sets: SetIndex | None) -> frozenset[str]:
     if sets is None:
         return frozenset()
+    got = sets.memo.get("ipvs.bound")
+    if isinstance(got, frozenset):
+        return got
     out: set[str] = set()
     for name in BOUND_SETS:
         s = sets.sets.get(name)
         if s is not None:
             out.update(_canon(m.split()[0]) for m in s.members)
-    return frozenset(out)
+    sets.memo["ipvs.bound"] = res = frozenset(out)
+    return res
 
 
 def trace_ipvs(
@@ -259,6 +304,6 @@ def trace_ipvs(
     ``bound``: the addresses on ``kube-ipvs0`` (default: the ``KUBE-IPVS-IPS`` set's members)."""
     sets = SetIndex.of(ipsets)
     b = frozenset(_canon(a) for a in bound) if bound is not None else _bound(sets)
-    tracer = _IpvsTrace(iptables, packet, sets, list(ipvs), b)
+    tracer = _IpvsTrace(iptables, packet, sets, _VsIndex.of(ipvs), b)
     result = run_with_affinity(packet, tracer.run)
     return replace(result, notes=(*result.notes, *tracer.notes))

@@ -155,6 +155,14 @@ class _Compiled:
 
     def _addrs(self, part: str, member: str) -> list[_AddrKey]:
         nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+        if "/" not in part and "-" not in part and (self.netmask is None or self.dims[0] != "ip"):
+            try:  # one address: the common case, without building a network object
+                a1 = ipaddress.ip_address(part)
+            except ValueError as exc:
+                raise self.error(f"cannot read address {part!r} of member {member!r}") from exc
+            if a1.version != self.family:
+                raise self.error(f"member {member!r} is not an IPv{self.family} address")
+            return [(a1.max_prefixlen, int(a1))]
         try:
             if "-" in part:
                 first, _, last = part.partition("-")

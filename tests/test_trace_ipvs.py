@@ -404,3 +404,18 @@ def test_load_balancer_source_ranges() -> None:
     from_lb = Packet("198.51.100.9", 80, src="198.51.100.9", local_ips=LOCAL | {"198.51.100.9"})
     with pytest.raises(TraceError, match=r"KUBE-IPVS-OUT-FILTER at line \d+: unsupported match -m ipvs"):
         trace(rs, from_lb, ipsets=sets, ipvs=vss)
+
+
+def test_without_virtual_servers_the_walk_is_the_iptables_one() -> None:
+    """An iptables-mode node traced through the IPVS walk (no virtual server) gives the same outcomes
+    and paths as the iptables tracer: the stages around the IPVS hook are the kernel's order."""
+    from pytest_k8sstate.testing import kube_proxy_iptables, make_services
+
+    svcs = make_services(6, [1, 2, 3, 0, 2, 3], node_ports=3)
+    rs = parse_iptables_save(kube_proxy_iptables(svcs))
+    pkts = [
+        Packet(s.cluster_ip, 80, src=src, local_ips=LOCAL) for s in svcs for src in (OUTSIDE, POD, NODE_IP)
+    ]
+    pkts += [Packet(NODE_IP, s.node_port, local_ips=LOCAL) for s in svcs if s.node_port]
+    for pkt in pkts:
+        assert trace(rs, pkt, ipvs=[]) == trace(rs, pkt), pkt

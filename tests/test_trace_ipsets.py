@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -240,7 +241,7 @@ def test_membership_agrees_with_kernel(ns: NetnsExec) -> None:
     idx = SetIndex(parse_ipset_save(SETS_TEXT))
     rnd = random.Random(12)
     checked = 0
-    for _ in range(60):
+    for _ in range(30):
         a = f"10.{rnd.choice([0, 1, 2, 5])}.{rnd.choice([0, 2, 9])}.{rnd.choice([1, 7, 9])}"
         assert idx.contains("NETS", "dst", pv(dst=a)) == _kernel_test(ns, "NETS", a), a
         assert idx.contains("IPS", "dst", pv(dst=a)) == _kernel_test(ns, "IPS", a), a
@@ -258,7 +259,7 @@ def test_membership_agrees_with_kernel(ns: NetnsExec) -> None:
         v6 = rnd.choice(["fd00::1", "fd00::2", "fd00:1::1"])
         assert idx.contains("V6NETS", "dst", pv(src="fd00::9", dst=v6)) == _kernel_test(ns, "V6NETS", v6), v6
         checked += 6
-    assert checked == 360
+    assert checked == 180
 
 
 @pytest.mark.needs_root
@@ -279,3 +280,21 @@ def test_kernel_rules_round_trip(ns: NetnsExec) -> None:
         assert [(o.verdict, o.probability) for o in a.outcomes] == [
             (o.verdict, o.probability) for o in b.outcomes
         ]
+
+
+def test_hostile_sets_are_named_not_expanded_forever() -> None:
+    members = [f"10.0.{i // 250}.{i % 250},tcp:0-65535" for i in range(40)]
+    idx = SetIndex([IpSet("HUGE", "hash:ip,port", {"family": "inet"}, members)])
+    with pytest.raises(CannotEvaluate, match=r"set HUGE \(type hash:ip,port\): more than 1000000 entries"):
+        idx.contains("HUGE", "dst,dst", pv())
+    for bad, why in [
+        ("10.0.0.0/33", "cannot read address '10.0.0.0/33'"),
+        ("fd00::1", "is not an IPv4 address"),
+        ("10.0.0.1-fd00::1", "cannot read address"),
+        ("10.0.0.1,tcp:1", "does not have 1 parts"),
+    ]:
+        idx = SetIndex([IpSet("S", "hash:net", {"family": "inet"}, [bad])])
+        with pytest.raises(CannotEvaluate, match=re.escape(why)):
+            idx.contains("S", "dst", pv())
+    with pytest.raises(CannotEvaluate, match="unknown family 'inet7'"):
+        SetIndex([IpSet("F", "hash:ip", {"family": "inet7"}, [])]).contains("F", "dst", pv())

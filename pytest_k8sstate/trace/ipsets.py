@@ -43,6 +43,8 @@ _PROTO_NUM = {"6": "tcp", "17": "udp", "132": "sctp", "136": "udplite"}
 _NEUTRAL_OPTS = frozenset({"--update-counters", "--update-subcounters"})
 MAX_RANGE = 65536
 """A member written as a range (``80-90``, ``10.0.0.1-10.0.0.9``) is expanded up to this many items."""
+MAX_ENTRIES = 1_000_000
+"""At most this many lookup entries per set (ipset's own default maxelem is 65536)."""
 
 
 _LAST: tuple[tuple[tuple[int, int], ...], list[IpSet], SetIndex] | None = None
@@ -116,6 +118,7 @@ class _Compiled:
             if not (nm.isascii() and nm.isdigit() and int(nm) <= (128 if self.family == 6 else 32)):
                 raise self.error(f"cannot read netmask {nm!r}")
             self.netmask = int(nm)
+        self._check_size(s.members)
         seen: list[set[int]] = [set() for _ in self.dims]
         for member in s.members:
             text, _, flag = member.partition(" ")
@@ -132,9 +135,28 @@ class _Compiled:
                     for k in keys:
                         seen[i].add(k[0])
                     choices.append(list(keys))
+            n = 1
+            for c in choices:
+                n *= len(c)
+            if len(self.entries) + n > MAX_ENTRIES:
+                raise self.error(f"more than {MAX_ENTRIES} entries once ranges are expanded (at {member!r})")
             for key in itertools.product(*choices):
                 self.entries[key] = nomatch
         self.prefixes = [sorted(p, reverse=True) for p in seen]
+
+    def _check_size(self, members: list[str]) -> None:
+        """Port ranges are expanded into entries: refuse before building more than MAX_ENTRIES."""
+        total = 0
+        for member in members:
+            n = 1
+            for part, kind in zip(member.partition(" ")[0].split(","), self.dims, strict=False):
+                if kind == "port":
+                    lo, dash, hi = part.rpartition(":")[2].partition("-")
+                    if dash and lo.isascii() and lo.isdigit() and hi.isascii() and hi.isdigit():
+                        n *= max(1, int(hi[:6]) - int(lo[:6]) + 1)
+            total += n
+            if total > MAX_ENTRIES:
+                raise self.error(f"more than {MAX_ENTRIES} entries once ranges are expanded (at {member!r})")
 
     def error(self, why: str) -> CannotEvaluate:
         return CannotEvaluate(f"cannot evaluate -m set: set {self.name} (type {self.type}): {why}")

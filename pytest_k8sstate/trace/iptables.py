@@ -22,7 +22,8 @@ Calls nest at most :data:`MAX_DEPTH` deep; a jump to a chain already on the call
 TraceError naming the loop (the kernel refuses such rulesets); at most :data:`MAX_BRANCHES`
 probabilistic branches per trace. The packet mark is tracked
 (``MARK --set-xmark/--set-mark/--or-mark/--xor-mark/--and-mark``, ``-m mark``); ``MASQUERADE`` and
-``SNAT`` set ``masquerade``.
+``SNAT`` set ``masquerade``. ``-m set`` is decided by the node's captured ipsets (``ipsets=``,
+:mod:`.ipsets`); ``-m recent`` by the lists the client is in (``Packet.affinity``, :mod:`.recent`).
 
 Interfaces: a packet has no interface, so ``-i``/``-o`` are decided only for ``lo`` (in-interface
 ``lo`` ⇔ locally originated and local destination; out-interface ``lo`` ⇔ local destination);

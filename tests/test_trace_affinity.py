@@ -250,3 +250,8 @@ def test_saved_spelling(saved: IptablesRuleset) -> None:
     assert is_sticky(cases)
     assert sum(c.first_probability for c in cases.values()) == 1
     assert set(cases) == set(EPS)
+
+
+def test_no_backend_is_not_sticky() -> None:
+    assert trace_affinity(RULES, Packet("172.30.0.99", PORT)) == {}
+    assert not is_sticky({})

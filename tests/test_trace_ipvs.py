@@ -419,3 +419,54 @@ def test_without_virtual_servers_the_walk_is_the_iptables_one() -> None:
     pkts += [Packet(NODE_IP, s.node_port, local_ips=LOCAL) for s in svcs if s.node_port]
     for pkt in pkts:
         assert trace(rs, pkt, ipvs=[]) == trace(rs, pkt), pkt
+
+
+def _jumps(rs: IptablesRuleset, table: str, chain: str) -> list[tuple[str | None, str]]:
+    """(target, matched set or source) per rule, the shape kube-proxy's own IPVS tests compare."""
+    ch = rs.chain(table, chain)
+    assert ch is not None, chain
+    out: list[tuple[str | None, str]] = []
+    for r in ch.rules:
+        ms = r.spec.split("--match-set ", 1)
+        src = r.basic("-s")
+        out.append((r.target, ms[1].split()[0] if len(ms) > 1 else (src.value or "") if src else ""))
+    return out
+
+
+def test_rule_order_is_kube_proxys() -> None:
+    """The chains in the order pkg/proxy/ipvs's tests expect for a LoadBalancer with source ranges and
+    an externalTrafficPolicy=Local NodePort (written from reading those expectations)."""
+    fw = IpvsService(
+        "10.96.9.9", 80, ("10.244.2.9:80",), load_balancer_ips=("1.2.3.4",), source_ranges=("203.0.113.0/25",)
+    )
+    rs = parse_iptables_save(kube_proxy_ipvs([fw]).iptables)
+    assert _jumps(rs, "nat", "KUBE-SERVICES") == [
+        ("RETURN", "127.0.0.0/8"),
+        ("KUBE-LOAD-BALANCER", "KUBE-LOAD-BALANCER"),
+        ("KUBE-MARK-MASQ", "KUBE-CLUSTER-IP"),
+        ("KUBE-NODE-PORT", ""),
+        ("ACCEPT", "KUBE-CLUSTER-IP"),
+        ("ACCEPT", "KUBE-LOAD-BALANCER"),
+    ]
+    assert _jumps(rs, "filter", "KUBE-PROXY-FIREWALL") == [
+        ("KUBE-SOURCE-RANGES-FIREWALL", "KUBE-LOAD-BALANCER-FW")
+    ]
+    assert _jumps(rs, "filter", "KUBE-SOURCE-RANGES-FIREWALL") == [
+        ("RETURN", "KUBE-LOAD-BALANCER-SOURCE-CIDR"),
+        ("DROP", ""),
+    ]
+    loc = IpvsService(
+        "10.96.7.7",
+        80,
+        ("10.244.1.9:80",),
+        node_port=30077,
+        local_endpoints=("10.244.1.9:80",),
+        external_local=True,
+    )
+    rs = parse_iptables_save(kube_proxy_ipvs([loc]).iptables)
+    assert _jumps(rs, "nat", "KUBE-NODE-PORT") == [
+        ("RETURN", "KUBE-NODE-PORT-LOCAL-TCP"),
+        ("KUBE-MARK-MASQ", "KUBE-NODE-PORT-TCP"),
+    ]
+    assert _jumps(rs, "filter", "KUBE-NODE-PORT") == [("ACCEPT", "KUBE-HEALTH-CHECK-NODE-PORT")]
+    assert _jumps(rs, "nat", "KUBE-POSTROUTING")[0] == ("MASQUERADE", "KUBE-LOOP-BACK")

@@ -123,5 +123,6 @@ def trace_affinity(ruleset: object, packet: Packet, **kwargs: Any) -> dict[str |
 
 
 def is_sticky(cases: dict[str | None, AffinityCase]) -> bool:
-    """Whether every follow-up connection lands on its first connection's backend (probability 1)."""
-    return all(c.returning.endpoints == {dnat: Fraction(1)} for dnat, c in cases.items())
+    """Whether every follow-up connection lands on its first connection's backend (probability 1);
+    False when no first connection is DNATed at all (nothing to stick to)."""
+    return bool(cases) and all(c.returning.endpoints == {dnat: Fraction(1)} for dnat, c in cases.items())

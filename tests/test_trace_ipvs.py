@@ -470,3 +470,18 @@ def test_rule_order_is_kube_proxys() -> None:
     ]
     assert _jumps(rs, "filter", "KUBE-NODE-PORT") == [("ACCEPT", "KUBE-HEALTH-CHECK-NODE-PORT")]
     assert _jumps(rs, "nat", "KUBE-POSTROUTING")[0] == ("MASQUERADE", "KUBE-LOOP-BACK")
+
+
+def test_real_server_on_the_node_itself() -> None:
+    """The kubernetes Service's endpoint is the node's own apiserver: IPVS hands the packet to the local
+    stack (no POSTROUTING, so no masquerade even though KUBE-MARK-MASQ marked it)."""
+    api = IpvsService("10.96.0.1", 443, (f"{NODE_IP}:6443",))
+    gen = kube_proxy_ipvs([api], node_ips=(NODE_IP,))
+    rs, sets, vss = parse_iptables_save(gen.iptables), parse_ipset_save(gen.ipsets), parse_ipvsadm(gen.ipvs)
+    for src in (POD, OUTSIDE):
+        res = trace(rs, Packet("10.96.0.1", 443, src=src, local_ips=LOCAL), ipsets=sets, ipvs=vss)
+        assert dist(res) == {(f"{NODE_IP}:6443", False, "ACCEPT"): Fraction(1)}
+        assert not any(s.startswith("nat/POSTROUTING") for s in res.path_examples[0])
+        assert res.path_examples[0][-1].startswith("ipvs/") or res.path_examples[0][-1].startswith(
+            "nat/INPUT"
+        )

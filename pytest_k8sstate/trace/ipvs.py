@@ -248,8 +248,10 @@ class _IpvsTrace:
                 for s2, verdict in self.ipvs(vs, st):
                     if verdict is not None:
                         finished.append((s2, verdict))
-                    elif t.is_local(s2.dst):
-                        finished.append((s2, "ACCEPT"))  # a real server on this node: delivered here
+                    elif t.is_local(s2.dst):  # a real server on this node: delivered here, and the
+                        # LOCAL_IN hooks after IPVS (nat INPUT) still see a connection not yet SNAT-checked
+                        done = [s2] if nat_done else stage("nat", "INPUT", [s2])
+                        finished.extend((s, "ACCEPT") for s in done)
                     else:
                         out = stages(
                             (("mangle", "OUTPUT"), ("filter", "OUTPUT"), ("mangle", "POSTROUTING")), [s2]

@@ -48,7 +48,9 @@ def test_pod_identity_and_fields() -> None:
     assert meta["name"] == "web-7d4b9c-abcde"
     assert meta["creationTimestamp"] == "2023-11-14T22:13:20Z"
     assert meta["managedFields"][1]["manager"] == "kubelet"
-    assert json.loads(meta["managedFields"][1]["fieldsV1"])["f:status"]["f:podIP"] == {}
+    assert meta["managedFields"][1]["fieldsV1"]["f:status"]["f:podIP"] == {}  # FieldsV1: the JSON itself
+    assert meta["managedFields"][1]["time"] == "2023-11-14T22:13:20Z"
+    assert (d.fields["apiVersion"], d.fields["kind"]) == ("v1", "Pod")
     # Pod is a named kind: spec/status with Kubernetes' JSON names
     spec, status = d.fields["spec"], d.fields["status"]
     assert [c["name"] for c in spec["containers"]] == ["app-0", "app-1"]
@@ -128,15 +130,31 @@ def test_service_and_endpointslice() -> None:
     assert eps.fields["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080}]  # a list even with one
 
 
-def test_kind_without_schema_stays_generic_below_the_top() -> None:
-    raw = proto("Pod", pod("default", "db-0", uid="sts-pod"))
-    d = decode_value("/registry/statefulsets/default/db", envelope("apps/v1", "StatefulSet", raw))
+def test_kind_without_descriptors_stays_generic_below_the_top() -> None:
+    raw = proto("Pod", pod("default", "w-0", uid="w-uid"))
+    d = decode_value("/registry/example.com/widgets/default/w-0", envelope("example.com/v1", "Widget", raw))
     assert d.error is None
+    assert (d.kind, d.name, d.uid) == ("Widget", "w-0", "w-uid")
     assert d.fields is not None
     assert set(d.fields) == {"metadata", "spec", "status"}
     assert d.fields["spec"]["#10"] == "node-1"  # unknown schema: field numbers
     assert [c["#1"] for c in d.fields["spec"]["#2"]] == ["app-0", "app-1"]
     assert d.fields["status"]["#1"] == "Running"
+
+
+def test_without_descriptors_the_generic_decoder_answers() -> None:
+    """decode_protobuf(schema=None): what decode_value does when no descriptors can be had."""
+    from pytest_k8sstate.etcd.decode.protobuf import decode_protobuf
+
+    raw = proto("Pod", pod("default", "db-0", uid="sts-pod"))
+    d = decode_protobuf("/registry/statefulsets/default/db", envelope("apps/v1", "StatefulSet", raw), None)
+    assert d.error is None
+    assert d.fields is not None
+    assert set(d.fields) == {"metadata", "spec", "status"}
+    assert d.fields["spec"]["#10"] == "node-1"
+    p = decode_protobuf("k", k8s_value("v1", "Pod", pod("default", "p", uid="u")), None)
+    assert p.fields is not None
+    assert p.fields["spec"]["nodeName"] == "node-1"  # the hand-written schema of the common kinds
 
 
 def test_unknown_fields_of_a_named_kind_keep_their_number() -> None:
@@ -152,7 +170,11 @@ def test_unknown_object_meta_field_is_kept() -> None:
     raw = b"\x0a" + bytes([len(meta)]) + meta
     d = decode_value("/registry/configmaps/ns/cm", envelope("v1", "ConfigMap", raw))
     assert d.error is None
-    assert d.fields == {"metadata": {"name": "cm", "namespace": "ns", "uid": "u", "#99": "hi"}}
+    assert d.fields == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cm", "namespace": "ns", "uid": "u", "#99": "hi"},
+    }
     assert (d.name, d.namespace, d.uid) == ("cm", "ns", "u")
 
 

@@ -44,6 +44,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "k8s",
             "pki",
             "traffic",
+            "assertions",
         }
     ),
     "__init__": frozenset({"errors"}),

@@ -163,5 +163,25 @@ def test_manifest_modes() -> None:
         [cm] = [d for d in yaml.safe_load_all(noderoutes.manifest(mode)) if d["kind"] == "ConfigMap"]
         assert cm["data"]["mode"] == mode
     assert noderoutes.manifest() == noderoutes.MANIFEST
-    with pytest.raises(ValueError, match="expected one of ptp, bridge"):
-        noderoutes.manifest("flannel")
+    with pytest.raises(ValueError, match="expected one of ptp, bridge, flannel"):
+        noderoutes.manifest("calico")
+
+
+def test_manifest_flannel_settings() -> None:
+    def data(text: str) -> dict[str, str]:
+        [cm] = [d for d in yaml.safe_load_all(text) if d["kind"] == "ConfigMap"]
+        return dict(cm["data"])
+
+    got = data(noderoutes.manifest("flannel"))
+    assert (got["mode"], got["backend"], got["network"]) == ("flannel", "vxlan", "10.244.0.0/16")
+    got = data(noderoutes.manifest("flannel", backend="host-gw", network="10.100.0.0/16"))
+    assert (got["backend"], got["network"]) == ("host-gw", "10.100.0.0/16")
+    with pytest.raises(ValueError, match="expected one of vxlan, host-gw"):
+        noderoutes.manifest("flannel", backend="udp")
+    with pytest.raises(ValueError):
+        noderoutes.manifest("flannel", network="10.244.0.0/16; rm -rf /")
+    with pytest.raises(ValueError, match="settings of mode flannel"):
+        noderoutes.manifest("ptp", backend="vxlan")
+    # the agent may watch Nodes (flanneld's informer), nothing more
+    [role] = [d for d in yaml.safe_load_all(noderoutes.MANIFEST) if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}]

@@ -187,7 +187,7 @@ def test_malformed_dump(text: str, line: int, expected: str) -> None:
         ("! ! -s 1.2.3.4", "one '!'"),
         ("-m", "module name after -m"),
         ("--dport 80", "-m MODULE before --dport"),
-        ("-m tcp --dport 80 stray -j ACCEPT stray", "value without option"),
+        ("-m tcp --dport 80 stray -j ACCEPT stray", "stray token"),
         ("-j ACCEPT -m tcp", "matches before -j/-g"),
         ("-s 1.2.3.4 !", "option after '!'"),
         ('-m comment --comment "a\\', "closed double quote"),

@@ -57,7 +57,7 @@ def test_iptables_diff_identity_ignores_position_and_counters(ns: NetnsExec) -> 
     assert nd.nft_chains_added == []
     assert nd.netfilter_changed
     assert d.netfilter_changed
-    text = d.summary()
+    text = d.summary(raw_rules=True)  # every rule, not the per-Service summary
     assert f"+ chain nat {new.svc_chain}" in text
     assert "+ rule nat -A KUBE-SERVICES -s 192.0.2.1/32 -j RETURN" in text
 
@@ -134,7 +134,7 @@ def test_nft_ipset_link_addr_route_diff(ns: NetnsExec) -> None:
     assert any(r.startswith("local 192.0.2.10 dev eth0 table local") for r in nd.routes_added)
     assert nd.links_removed == []
     assert nd.addrs_removed == []
-    text = d.summary(limit=None)
+    text = d.summary(limit=None, raw_rules=True)
     assert "+ ipset KUBE-CLUSTER-IP member 172.30.0.11,tcp:80" in text
     assert f"+ nft chain ip kube-proxy {svc1.service_chain}" in text
 

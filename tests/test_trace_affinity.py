@@ -255,3 +255,35 @@ def test_saved_spelling(saved: IptablesRuleset) -> None:
 def test_no_backend_is_not_sticky() -> None:
     assert trace_affinity(RULES, Packet("172.30.0.99", PORT)) == {}
     assert not is_sticky({})
+
+
+def test_recent_with_unknown_interfaces_and_established() -> None:
+    """-m recent on main's interface branching: the rcheck rule guarded by ``-i eth0`` is followed both
+    ways, each branch keeps its own recent entries, and the weights still sum to 1."""
+    svc = svc_chain(PORT_ID, "tcp")
+    text = affinity_rules().replace(
+        f'-A {svc} -m comment --comment "{PORT_ID} -> {EPS[0]}" -m recent',
+        f'-A {svc} -i eth0 -m comment --comment "{PORT_ID} -> {EPS[0]}" -m recent',
+    )
+    rs = parse_iptables_save(text)
+    res = trace(rs, Packet(VIP, PORT, affinity="returning", first_backend=EPS[0]))
+    assert sum(res.shares) == 1
+    by = {(o.dnat, o.assumes) for o in res.outcomes}
+    # arriving on eth0 the rcheck rule sends the client back to EPS[0]; otherwise it is balanced anew
+    assert (EPS[0], ("-i eth0",)) in by
+    assert {d for d, a in by if a == ("! -i eth0",)} == set(EPS)
+    assert res.endpoints[EPS[0]] == Fraction(1, 2) + Fraction(1, 2) * FIRST[EPS[0]]
+    # ESTABLISHED: the follow-up connection's later packets keep its NAT
+    est = trace(RULES, Packet(VIP, PORT, affinity="returning", first_backend=EPS[1], ctstate="ESTABLISHED"))
+    assert est.endpoints == {EPS[1]: 1}
+    assert est.to_json()["notes"] == [f"returning client whose first connection went to {EPS[1]}"]
+    assert "notes" not in trace(RULES, Packet(VIP, PORT)).to_json()
+
+
+def test_nft_refuses_first_backend_only() -> None:
+    from pytest_k8sstate.parse.nft import parse_nft_json
+
+    rs = parse_nft_json({"nftables": [{"table": {"family": "ip", "name": "kube-proxy"}}]}, source="empty")
+    assert trace(rs, Packet(VIP, PORT, affinity="returning")).endpoints == {None: 1}
+    with pytest.raises(TraceError, match=r"first_backend='10\.180\.0\.3:80' is traced through iptables"):
+        trace(rs, Packet(VIP, PORT, affinity="returning", first_backend=EPS[0]))

@@ -485,3 +485,16 @@ def test_real_server_on_the_node_itself() -> None:
         assert res.path_examples[0][-1].startswith("ipvs/") or res.path_examples[0][-1].startswith(
             "nat/INPUT"
         )
+
+
+def test_established_is_refused_and_interfaces_are_assumed() -> None:
+    """IPVS keeps its own connection table: only a NEW packet is traced. Interfaces the rules name and
+    the packet leaves unknown are followed both ways (the iptables tracer's branching), weights sum to 1."""
+    with pytest.raises(TraceError, match="IPVS-mode tracing follows a connection's first packet"):
+        GENERATED.trace(Packet("10.96.0.10", 53, src=OUTSIDE, local_ips=LOCAL, ctstate="ESTABLISHED"))
+    res = GENERATED.trace(Packet("10.96.0.10", 53, src=OUTSIDE, local_ips=LOCAL))
+    assert sum(res.shares) == 1
+    known = GENERATED.trace(Packet("10.96.0.10", 53, src=OUTSIDE, local_ips=LOCAL, in_iface="eth0"))
+    assert (
+        known.endpoints == res.endpoints == {"10.244.1.2:53": Fraction(1, 2), "10.244.2.3:53": Fraction(1, 2)}
+    )

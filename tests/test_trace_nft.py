@@ -118,11 +118,33 @@ def test_from_the_node_itself_goes_through_output(ruleset: NftRuleset) -> None:
 
 def test_unsupported_expression_reached_is_an_error_naming_the_rule() -> None:
     text = render_ruleset(_services()[:1], nodeport_ips=[NODE_IP])
-    rs = _load(text, [["nft", "insert", "rule", "ip", "kube-proxy", "services", "limit", "rate", "5/second"]])
+    limit = ["nft", "insert", "rule", "ip", "kube-proxy", "services", "limit", "rate", "5/second", "drop"]
+    rs = _load(text, [limit])
     with pytest.raises(
         TraceError, match=r"cannot evaluate rule 'limit .*' in ip kube-proxy/chain services \(handle \d+\)"
     ):
         trace_nft(rs, Packet("172.30.0.10", 80, src=POD_SRC, local_ips=LOCAL))
+
+
+def test_a_limit_that_only_gates_a_log_or_counter_has_no_effect() -> None:
+    text = render_ruleset(_services()[:1], nodeport_ips=[NODE_IP])
+    log = [
+        "nft",
+        "insert",
+        "rule",
+        "ip",
+        "kube-proxy",
+        "services",
+        "limit",
+        "rate",
+        "5/second",
+        "log",
+        "counter",
+    ]
+    bare = ["nft", "insert", "rule", "ip", "kube-proxy", "services", "limit", "rate", "5/second"]
+    rs = _load(text, [log, bare])
+    r = trace_nft(rs, Packet("172.30.0.10", 80, src=POD_SRC, local_ips=LOCAL))
+    assert r.endpoints == {"10.180.0.1:8080": 1}
 
 
 def test_unsupported_expression_not_reached_is_fine() -> None:

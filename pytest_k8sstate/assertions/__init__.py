@@ -36,11 +36,13 @@ from pytest_k8sstate.assertions.netfilter import (
     count_rules,
     service_rules,
 )
+from pytest_k8sstate.assertions.pods import assert_logs_contain, assert_pod_interface, find_pod
 from pytest_k8sstate.assertions.services import ServiceVip, find_services
 
 __all__ = [
     "ServiceVip",
     "assert_dnat_to",
+    "assert_logs_contain",
     "assert_masquerade",
     "assert_modified_keys",
     "assert_new_addresses",
@@ -50,11 +52,13 @@ __all__ = [
     "assert_new_routes",
     "assert_no_netfilter_change",
     "assert_no_new_keys",
+    "assert_pod_interface",
     "assert_removed_addresses",
     "assert_removed_keys",
     "assert_removed_links",
     "assert_removed_routes",
     "count_rules",
+    "find_pod",
     "find_services",
     "get_verbosity",
     "local_ips",

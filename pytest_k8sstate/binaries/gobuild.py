@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from pytest_k8sstate.binaries.cache import build_dir, log_path, no_space_error, temp_path, version_dir
+from pytest_k8sstate.binaries.flannel import FLANNEL_MODULE, flannel_ldflags, flannel_wrapper_files
 from pytest_k8sstate.binaries.gomod import (
     AGNHOST_PACKAGE,
     ETCD_MAIN_GO,
@@ -285,6 +286,7 @@ def _prepare_wrapper(bdir: Path, files: Mapping[str, str], *, go: Path, log_path
         if old.name not in files:
             old.unlink()
     for name, text in files.items():
+        (bdir / name).parent.mkdir(parents=True, exist_ok=True)
         (bdir / name).write_text(text)
     (bdir / "go.sum").unlink(missing_ok=True)
     stamp_path.unlink(missing_ok=True)
@@ -421,6 +423,15 @@ class _Build:
         origin = f"k8s.io/kubernetes {self.version}, CGO_ENABLED=0"
         self.go_build("agnhost", AGNHOST_PACKAGE, origin, env={"CGO_ENABLED": "0"})
 
+    def flannel(self) -> None:
+        """flanneld with a local stand-in for the refused Tencent VPC SDK (:mod:`.flannel`), cgo, static."""
+        self.say("flanneld", "preparing the wrapper module (go mod tidy)…")
+        self.prepare(flannel_wrapper_files(self.version))
+        origin = f"flannel {self.version}, CGO_ENABLED=1, static; tencent-vpc SDK replaced by a stub"
+        self.go_build(
+            "flanneld", FLANNEL_MODULE, origin, flannel_ldflags(self.version), env={"CGO_ENABLED": "1"}
+        )
+
     def crictl(self) -> None:
         self.say("crictl", "preparing the wrapper module (go mod tidy)…")
         self.prepare(crictl_wrapper_files(self.version))
@@ -449,5 +460,7 @@ def build_component(
         build.crictl()
     elif component == "agnhost":
         build.agnhost()
+    elif component == "flannel":
+        build.flannel()
     else:
         build.go_install(names[0], _GO_INSTALL_PACKAGES[component])

@@ -28,6 +28,9 @@ DEFAULT_CRICTL_VERSION = "v1.36.0"
 # agnhost (upstream's e2e test workload, k8s.io/kubernetes/test/images/agnhost): built from the same
 # k8s.io/kubernetes module version as the cluster, on demand only (the traffic package's workload image).
 DEFAULT_AGNHOST_VERSION = DEFAULT_KUBERNETES_VERSION
+# flanneld (github.com/flannel-io/flannel, the kind provider's ``cni=flannel``): built on demand only, with a
+# local stand-in for the one dependency the proxy refuses (see binaries/flannel.py).
+DEFAULT_FLANNEL_VERSION = "v0.28.10"
 
 KUBERNETES_BINARIES: tuple[str, ...] = (
     "kube-apiserver",
@@ -46,12 +49,13 @@ COMPONENT_BINARIES: dict[str, tuple[str, ...]] = {
     "coredns": ("coredns",),
     "crictl": ("crictl",),
     "agnhost": ("agnhost",),
+    "flannel": ("flanneld",),
 }
 BINARY_COMPONENT: dict[str, str] = {b: c for c, bs in COMPONENT_BINARIES.items() for b in bs}
 DEFAULT_BINARIES: tuple[str, ...] = (*KUBERNETES_BINARIES, "etcd", "etcdctl", "kwok", "kind")
 ALL_BINARIES: tuple[str, ...] = tuple(BINARY_COMPONENT)
 # Small first: the local provider needs etcd and kwok long before a cold Kubernetes build finishes.
-INSTALL_ORDER = ("etcd", "kwok", "kind", "crictl", "coredns", "kubernetes", "agnhost")
+INSTALL_ORDER = ("etcd", "kwok", "kind", "crictl", "coredns", "kubernetes", "agnhost", "flannel")
 
 _VERSION_RE = re.compile(
     r"v?(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})\.(0|[1-9]\d{0,3})(-[0-9A-Za-z][0-9A-Za-z.-]{0,40})?"
@@ -92,6 +96,7 @@ class Versions:
     coredns: str = DEFAULT_COREDNS_VERSION
     crictl: str = DEFAULT_CRICTL_VERSION
     agnhost: str = DEFAULT_AGNHOST_VERSION
+    flannel: str = DEFAULT_FLANNEL_VERSION
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -114,6 +119,7 @@ class Versions:
         coredns: str | None = None,
         crictl: str | None = None,
         agnhost: str | None = None,
+        flannel: str | None = None,
     ) -> Versions:
         """Defaults, overridden by ``K8SSTATE_<COMPONENT>_VERSION`` in ``env``, overridden by arguments."""
         environ = os.environ if env is None else env
@@ -125,6 +131,7 @@ class Versions:
             "coredns": coredns,
             "crictl": crictl,
             "agnhost": agnhost,
+            "flannel": flannel,
         }
         chosen: dict[str, str] = {}
         for f in fields(cls):

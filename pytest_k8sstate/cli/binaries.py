@@ -74,6 +74,16 @@ def _cmd_install(args: argparse.Namespace) -> int:
         return _fail(exc)
     for name, path in result.paths.items():
         print(f"{name:<24} {path}")
+    if "kube-apiserver" in result.paths:  # descriptors for full decoding of etcd values (issue 12)
+        from pytest_k8sstate.binaries.versions import staging_version
+        from pytest_k8sstate.errors import K8sStateError
+        from pytest_k8sstate.etcd.decode.protoschema import ensure_descriptors
+
+        try:
+            found = ensure_descriptors(staging_version(_versions_from(args).kubernetes))
+            print(f"{'etcd value descriptors':<24} {found}")
+        except K8sStateError as exc:
+            print(f"[k8sstate] etcd values will be decoded with field numbers: {exc}", flush=True)
     print(f"[k8sstate] {len(result.paths)} binaries ready in {time.monotonic() - t0:.1f}s")
     return 0
 

@@ -7,7 +7,7 @@ Contract spellings::
         [--cni ptp|bridge|kindnet]
                             [--kubeconfig PATH] [--version V]
     k8sstate cluster delete --name N [--provider P]
-    k8sstate cluster list [--provider P]
+    k8sstate cluster list [--provider P] [--reap]
     k8sstate node exec --cluster N --node NODE [--provider P] -- CMD...
     k8sstate snapshot --cluster N -o FILE        (the ``snapshot`` command calls snapshot_cluster(args))
 
@@ -120,17 +120,47 @@ def cluster_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(p: Provider) -> list[str]:
+    """The provider's clusters, without side effects: ``local``'s ``list()`` reaps leftovers of dead
+    sessions first, so its state directory is read directly."""
+    if p.name == "local":
+        from pytest_k8sstate.providers.local import state as local_state
+
+        return [st.name for st in local_state.all_states()]
+    return p.list()
+
+
+def _reap(p: Provider) -> list[str]:
+    """Delete the clusters of ``p`` left behind by test sessions that are gone; their names."""
+    if p.name == "local":
+        from pytest_k8sstate.providers.local.reaper import reap
+
+        return reap()
+    reap_method = getattr(p, "reap", None)
+    return list(reap_method()) if callable(reap_method) else []
+
+
 @_guard
 def cluster_list(args: argparse.Namespace) -> int:
+    rows: list[tuple[str, str]] = []
     for p in _providers(args.provider):
         try:
-            names = p.list()
+            if args.reap:
+                for name in _reap(p):
+                    print(f"reaped {name!r} ({p.name}): its test session is gone", file=sys.stderr)
+            names = _names(p)
         except K8sStateError as exc:
             if args.provider:  # asked for explicitly: say why it cannot list
                 print(f"k8sstate: {p.name}: {exc}", file=sys.stderr)
             continue
-        for n in names:
-            print(f"{n}\t{p.name}")
+        rows.extend((n, p.name) for n in names)
+    if not rows:
+        where = args.provider or ", ".join(PROVIDER_CHOICES)
+        print(f"no clusters ({where})")
+        return 0
+    width = max(len(n) for n, _ in rows)
+    for n, prov in rows:
+        print(f"{n:<{width}}  {prov}")
     return 0
 
 
@@ -188,7 +218,15 @@ def add_cli(subparsers: Any) -> None:
     csub = cl.add_subparsers(dest="cluster_command", metavar="{create,delete,list}")
     csub.required = True
 
-    c = csub.add_parser("create", help="create a cluster and wait until it is ready")
+    c = csub.add_parser(
+        "create",
+        help="create a cluster and wait until it is ready",
+        epilog="examples:\n"
+        "  k8sstate cluster create --name dev                       # local: root, real control plane\n"
+        "  k8sstate cluster create --name dev --nodes 1 --proxy-mode nftables\n"
+        "  k8sstate cluster create --provider kind --name kdev --cni ptp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("--provider", choices=PROVIDER_CHOICES, default=DEFAULT_PROVIDER)
     c.add_argument("--name", required=True, help="cluster name (1-32 of a-z, 0-9, '-')")
     c.add_argument("--nodes", type=int, default=2, help="worker nodes besides the control plane (default 2)")
@@ -203,19 +241,39 @@ def add_cli(subparsers: Any) -> None:
     c.add_argument("--version", help="Kubernetes version (default: the pinned one)")
     c.set_defaults(func=cluster_create)
 
-    d = csub.add_parser("delete", help="delete a cluster and everything it left")
+    d = csub.add_parser(
+        "delete",
+        help="delete a cluster and everything it left",
+        epilog="examples:\n  k8sstate cluster delete --name dev",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument("--name", required=True)
     d.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
     d.set_defaults(func=cluster_delete)
 
-    ls = csub.add_parser("list", help="list clusters (removes leftovers of dead test sessions)")
+    ls = csub.add_parser(
+        "list",
+        help="list clusters",
+        epilog="examples:\n  k8sstate cluster list\n  k8sstate cluster list --provider kind --reap",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ls.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)
+    ls.add_argument(
+        "--reap", action="store_true", help="first delete clusters left behind by test sessions that are gone"
+    )
     ls.set_defaults(func=cluster_list)
 
     nd = subparsers.add_parser("node", help="run commands on a cluster node")
     nsub = nd.add_subparsers(dest="node_command", metavar="{exec}")
     nsub.required = True
-    e = nsub.add_parser("exec", help="run CMD in the node's context (local: its network namespace)")
+    e = nsub.add_parser(
+        "exec",
+        help="run CMD in the node's context (local: its network namespace)",
+        epilog="examples:\n"
+        "  k8sstate node exec --cluster dev --node dev-worker -- iptables-save -t nat\n"
+        "  k8sstate node exec --cluster dev --node dev-control-plane -- ip -br addr",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     e.add_argument("--cluster", required=True)
     e.add_argument("--node", required=True)
     e.add_argument("--provider", choices=PROVIDER_CHOICES, default=None)

@@ -3,7 +3,8 @@
 Each command group lives in its own module with ``add_cli(subparsers)``: :mod:`~pytest_k8sstate.cli.trace`
 (trace), :mod:`~pytest_k8sstate.cli.state` (diff, show, snapshot), then the modules in :data:`EXTENSIONS`
 (binaries, cluster/node, …). Every sub-command sets ``func(args) -> int`` with ``set_defaults``;
-:func:`main` runs it. Any :class:`~pytest_k8sstate.errors.K8sStateError` (malformed input included) exits 2
+:func:`main` runs it. A bare ``k8sstate`` prints the help (with examples); ``--version`` the version.
+Any :class:`~pytest_k8sstate.errors.K8sStateError` (malformed input included) exits 2
 with one line ``k8sstate: error: <message>`` on stderr and no traceback; Ctrl-C exits 130.
 """
 
@@ -32,12 +33,46 @@ EXTENSIONS = (
 
 Handler = Callable[[argparse.Namespace], int]
 
+GROUPS = ("cluster", "node", "binaries", "image")
+"""Commands that only group sub-commands: alone, they print their help."""
+
+
+EXAMPLES = """examples:
+  k8sstate cluster create --name dev                 # a local cluster (root), or --provider kind
+  k8sstate snapshot --cluster dev -o before.json
+  kubectl apply -f web.yaml
+  k8sstate snapshot --cluster dev -o after.json
+  k8sstate diff before.json after.json               # what the apply changed, with old → new values
+  k8sstate trace --snapshot after.json --node dev-worker --service default/web
+  k8sstate show after.json --key deployments/default/web
+
+`k8sstate COMMAND --help` shows each command's options and examples.
+"""
+
+
+def version() -> str:
+    """The version of the code that runs: the package's ``__version__`` (a checkout on ``PYTHONPATH``
+    included), else the installed distribution's."""
+    own = getattr(sys.modules.get("pytest_k8sstate"), "__version__", None)
+    if isinstance(own, str):
+        return own
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pytest-k8sstate")
+    except PackageNotFoundError:
+        return "unknown"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Capture, diff and trace Kubernetes cluster state (etcd + node netfilter).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for modname in (*CORE, *EXTENSIONS):
         importlib.import_module(modname).add_cli(sub)
@@ -64,8 +99,14 @@ def print_error(exc: BaseException) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
+        given = sys.argv[1:] if argv is None else list(argv)
+        if not given:  # a bare `k8sstate`: the help
+            parser.print_help()
+            return 0
+        if len(given) == 1 and given[0] in GROUPS:  # `k8sstate cluster`: that group's help
+            given = [given[0], "--help"]
         try:
-            args = parser.parse_args(argv)
+            args = parser.parse_args(given)
         except SystemExit as exc:  # --help, usage errors (argparse already printed)
             return exc.code if isinstance(exc.code, int) else 2
         func: Handler = args.func

@@ -65,6 +65,86 @@ BASIC_OPTS: dict[str, str] = {
 }
 _BASIC_NO_VALUE = frozenset({"-f"})
 
+
+def _arity(spec: str) -> dict[str, int]:
+    """``"--a=1 --b=0"`` → ``{"--a": 1, "--b": 0}``."""
+    return {k: int(v) for k, _, v in (item.partition("=") for item in spec.split())}
+
+
+_PORTS = "--dport=1 --destination-port=1 --sport=1 --source-port=1"
+# How many values each known option takes (strict parsing: a token past them that is not an option is
+# an error, as in iptables-restore). Options missing here are kept verbatim with every value up to the
+# next option.
+MATCH_ARITY: dict[str, dict[str, int]] = {
+    m: _arity(a)
+    for m, a in {
+        "tcp": _PORTS + " --syn=0 --tcp-flags=2 --tcp-option=1",
+        "udp": _PORTS,
+        "udplite": _PORTS,
+        "sctp": _PORTS,
+        "dccp": _PORTS,
+        "multiport": "--dports=1 --destination-ports=1 --sports=1 --source-ports=1 --ports=1",
+        "comment": "--comment=1",
+        "statistic": "--mode=1 --probability=1 --every=1 --packet=1",
+        "mark": "--mark=1",
+        "connmark": "--mark=1",
+        "conntrack": "--ctstate=1 --ctproto=1 --ctorigsrc=1 --ctorigdst=1 --ctreplsrc=1 --ctrepldst=1 "
+        "--ctorigsrcport=1 --ctorigdstport=1 --ctreplsrcport=1 --ctrepldstport=1 --ctstatus=1 "
+        "--ctexpire=1 --ctdir=1",
+        "state": "--state=1",
+        "addrtype": "--src-type=1 --dst-type=1 --limit-iface-in=0 --limit-iface-out=0",
+        "physdev": "--physdev-in=1 --physdev-out=1 --physdev-is-in=0 --physdev-is-out=0 "
+        "--physdev-is-bridged=0",
+        "socket": "--transparent=0 --nowildcard=0 --restore-skmark=0",
+        "rpfilter": "--loose=0 --validmark=0 --accept-local=0 --invert=0",
+        "set": "--match-set=2 --return-nomatch=0 --update-counters=0 --update-subcounters=0 "
+        "--packets-eq=1 --packets-lt=1 --packets-gt=1 --bytes-eq=1 --bytes-lt=1 --bytes-gt=1",
+        "recent": "--name=1 --set=0 --rcheck=0 --update=0 --remove=0 --seconds=1 --hitcount=1 --reap=0 "
+        "--rttl=0 --rsource=0 --rdest=0 --mask=1",
+        "limit": "--limit=1 --limit-burst=1",
+        "icmp": "--icmp-type=1",
+        "icmp6": "--icmpv6-type=1",
+        "iprange": "--src-range=1 --dst-range=1",
+        "owner": "--uid-owner=1 --gid-owner=1 --socket-exists=0 --suppl-groups=0",
+        "pkttype": "--pkt-type=1",
+        "mac": "--mac-source=1",
+        "length": "--length=1",
+        "connlimit": "--connlimit-upto=1 --connlimit-above=1 --connlimit-mask=1 --connlimit-saddr=0 "
+        "--connlimit-daddr=0",
+        "bpf": "--bytecode=1",
+        "u32": "--u32=1",
+        "cgroup": "--path=1 --cgroup=1",
+        "ipvs": "--ipvs=0 --vproto=1 --vaddr=1 --vport=1 --vdir=1 --vmethod=1 --vportctl=1",
+        "nfacct": "--nfacct-name=1",
+        "helper": "--helper=1",
+        "ttl": "--ttl-eq=1 --ttl-gt=1 --ttl-lt=1",
+        "hl": "--hl-eq=1 --hl-gt=1 --hl-lt=1",
+    }.items()
+}
+TARGET_ARITY: dict[str, dict[str, int]] = {
+    t: _arity(a)
+    for t, a in {
+        "DNAT": "--to-destination=1 --random=0 --persistent=0",
+        "SNAT": "--to-source=1 --random=0 --random-fully=0 --persistent=0",
+        "MASQUERADE": "--to-ports=1 --random=0 --random-fully=0",
+        "REDIRECT": "--to-ports=1 --random=0",
+        "MARK": "--set-xmark=1 --set-mark=1 --and-mark=1 --or-mark=1 --xor-mark=1",
+        "CONNMARK": "--set-xmark=1 --set-mark=1 --and-mark=1 --or-mark=1 --xor-mark=1 --save-mark=0 "
+        "--restore-mark=0 --nfmask=1 --ctmask=1 --mask=1",
+        "REJECT": "--reject-with=1",
+        "LOG": "--log-prefix=1 --log-level=1 --log-tcp-sequence=0 --log-tcp-options=0 --log-ip-options=0 "
+        "--log-uid=0 --log-macdecode=0",
+        "NFLOG": "--nflog-group=1 --nflog-prefix=1 --nflog-range=1 --nflog-size=1 --nflog-threshold=1",
+        "CT": "--notrack=0 --zone=1 --zone-orig=1 --zone-reply=1 --helper=1 --ctevents=1 --expevents=1 "
+        "--timeout=1",
+        "TPROXY": "--on-port=1 --on-ip=1 --tproxy-mark=1",
+        "TCPMSS": "--set-mss=1 --clamp-mss-to-pmtu=0",
+        "CHECKSUM": "--checksum-fill=0",
+        "SET": "--add-set=2 --del-set=2 --map-set=2 --exist=0 --timeout=1",
+        "NFQUEUE": "--queue-num=1 --queue-balance=1 --queue-bypass=0 --fail-open=0 --queue-cpu-fanout=0",
+    }.items()
+}
+
 # One token: a double-quoted string with backslash escapes, or a run of non-blanks (which may
 # contain quoted parts, e.g. --log-prefix="a b"). Anything else (an unterminated quote) is an error.
 _TOKEN_RE = re.compile(r'\s*(?:((?:[^\s"\\]|\\.|"(?:[^"\\]|\\.)*")+)|(\S))', re.S)
@@ -193,7 +273,7 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
             negate = True
             continue
         if raw[0] != "-" or len(raw) < 2:
-            raise err("an option starting with '-' (value without option?)", raw)
+            raise err("an option starting with '-' (value without option? a stray token)", raw)
         name = raw
         if name in ("-m", "--match"):
             if negate:
@@ -229,13 +309,34 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
                 raise err("one '!' per option", spec)
             neg = True
             i += 1
-        while i < n:
+        short = BASIC_OPTS.get(name)
+        if in_target:
+            arity = _ARITY.get(("-j", target, name))
+        elif short is not None:
+            arity = None  # checked below, with its own message
+        elif cur is not None:
+            arity = _ARITY.get((mods[-1][0], name))
+        else:
+            implicit = next((o.values[0] for o in basic if o.name == "-p"), "")
+            arity = _ARITY.get((implicit, name))
+        if arity is not None:
+            # a known option takes exactly its values (like getopt: even one starting with '-')
+            if i + arity > n or "!" in toks[i : i + arity]:
+                raise err(f"{arity} value(s) after {name}", spec)
+            values = [_unquote(t) for t in toks[i : i + arity]]
+            i += arity
+            if i < n and toks[i] != "!" and not (toks[i][0] == "-" and len(toks[i]) > 1):
+                raise err(
+                    f"an option after {name}{''.join(' ' + v for v in values)} (a stray token; "
+                    "iptables-restore rejects it)",
+                    toks[i],
+                )
+        while arity is None and i < n:
             t = toks[i]
             if t == "!" or (t[0] == "-" and len(t) > 1 and not _is_number(t)):
                 break
             values.append(_unquote(t))
             i += 1
-        short = BASIC_OPTS.get(name)
         if in_target:
             if neg:
                 raise err("no '!' in target options", spec)
@@ -266,6 +367,12 @@ def _parse_spec(spec: str, source: str, line: int | None) -> _Parsed:
         matches.append(Match("", tuple(basic)))
     matches.extend(Match(m, tuple(o)) for m, o in mods)
     return _Parsed(tuple(matches), target, tuple(targs), goto)
+
+
+_ARITY: dict[tuple[str | None, ...], int] = {
+    **{(m, o): n for m, opts in MATCH_ARITY.items() for o, n in opts.items()},
+    **{("-j", t, o): n for t, opts in TARGET_ARITY.items() for o, n in opts.items()},
+}
 
 
 def _is_number(t: str) -> bool:

@@ -22,6 +22,7 @@ Markers
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import warnings
@@ -271,7 +272,14 @@ def cluster_state(request: pytest.FixtureRequest, k8s_cluster: Cluster) -> Itera
     """Snapshot before the test; ``.diff()`` after; artifacts + report section on failure."""
     settings = request.config.stash[SETTINGS_KEY]
     try:
-        state = ClusterState(k8s_cluster, ignore=settings.ignore, include_secrets=settings.include_secrets)
+        state = ClusterState(
+            k8s_cluster,
+            ignore=settings.ignore,
+            include_secrets=settings.include_secrets,
+            # h-logs: per-step logs (default on; K8SSTATE_LOGS=0 turns off), pod netns (K8SSTATE_POD_NETNS=1)
+            logs=os.environ.get("K8SSTATE_LOGS", "1") not in ("0", "false", "no", ""),
+            pods=os.environ.get("K8SSTATE_POD_NETNS", "0") not in ("0", "false", "no", ""),
+        )
     except K8sStateError as exc:
         raise pytest.fail.Exception(
             f"k8sstate: snapshot of cluster {k8s_cluster.name} before the test failed: {exc}", pytrace=False

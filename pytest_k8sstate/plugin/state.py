@@ -76,6 +76,13 @@ def write_artifacts(
             problems.append(f"{path.name}: not written: {exc}")
         else:
             written.append(path)
+    if diff is not None and diff.logs is not None and diff.logs.render(limit=0):  # log lines between, as text
+        try:
+            atomic_write_text(directory / "logs.txt", "\n".join(diff.logs.render(limit=None)) + "\n")
+        except OSError as exc:
+            problems.append(f"logs.txt: not written: {exc}")
+        else:
+            written.append(directory / "logs.txt")
     if problems:
         path = directory / "errors.txt"
         try:
@@ -98,16 +105,22 @@ class ClusterState:
         *,
         ignore: tuple[str, ...] = (),
         include_secrets: bool = False,
+        logs: bool = False,
+        pods: bool = False,
     ) -> None:
         self.cluster = cluster
         self.extra_ignore = ignore
         self.include_secrets = include_secrets
+        self.logs = logs  # component log lines between snapshots → diff.logs
+        self.pods = pods  # pods' network namespaces → snapshot.pods / diff.pods
         self.before: Snapshot = self._take("before")
         self.after: Snapshot | None = None
         self.snapshots: dict[str, Snapshot] = {}
 
     def _take(self, label: str) -> Snapshot:
-        return self.cluster.snapshot(label, include_secrets=self.include_secrets)
+        return self.cluster.snapshot(
+            label, include_secrets=self.include_secrets, logs=self.logs, pods=self.pods
+        )
 
     @property
     def ignore(self) -> tuple[str, ...]:
@@ -160,7 +173,8 @@ class ClusterState:
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     def diff_between(self, a: Snapshot, b: Snapshot) -> StateDiff:
-        return a.diff(b, ignore=self.ignore)
+        execs = [n.exec for n in self.cluster.nodes] if self.logs else []
+        return a.diff(b, ignore=self.ignore, logs_from=execs)
 
     def _resolve(self, ref: Snapshot | str) -> Snapshot:
         if not isinstance(ref, str):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPABILITIES",
     "PROXY_MODES",
+    "UNAVAILABLE_CNIS",
     "Cluster",
     "ClusterSpec",
     "NodeInfo",
@@ -50,8 +51,20 @@ CAPABILITIES = frozenset(
     {"container-runtime", "kubelet", "ipvs", "cni", "kindnet", "nftables", "iptables", "etcd"}
 )
 PROXY_MODES = ("iptables", "nftables", "ipvs")
-CNIS = ("ptp", "bridge", "kindnet")
-"""Pod networks a provider may offer (each says which: :attr:`Provider.cnis`)."""
+CNIS = ("ptp", "bridge", "flannel", "flannel-host-gw", "kindnet", "cilium")
+"""Pod networks a provider may offer (each says which: :attr:`Provider.cnis`). ``flannel`` is flannel's
+``vxlan`` backend, ``flannel-host-gw`` its ``host-gw`` backend. ``cilium`` is named so that asking for it
+gets the reason it cannot run (:data:`UNAVAILABLE_CNIS`), not "unknown"."""
+UNAVAILABLE_CNIS: dict[str, str] = {
+    "cilium": (
+        "not wired up: cilium v1.20.2 builds from the Go module proxy only with two local "
+        "replacements (github.com/osrg/gobgp/v4 pinned at a refused pseudo-version, "
+        "sigs.k8s.io/mcs-api/controllers refused at every version; ~35 min cold on 2 cores), and running "
+        "it needs locally built agent/operator images with clang >= 18 and its BPF sources; on hosts whose "
+        "kind nodes share the host's cgroup2 root its socket load balancer would attach to the host. "
+        "See docs/cnis.md"
+    ),
+}
 ProxyMode = Literal["iptables", "nftables", "ipvs"]
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
@@ -154,9 +167,18 @@ class Cluster:
             "nodes": [{"name": n.name, "role": n.role, "ip": n.ip} for n in self.nodes],
         }
 
-    def snapshot(self, label: str = "snapshot", *, include_secrets: bool = False) -> Snapshot:
+    def snapshot(
+        self,
+        label: str = "snapshot",
+        *,
+        include_secrets: bool = False,
+        logs: bool = False,
+        pods: bool = False,
+    ) -> Snapshot:
         """Capture etcd (if reachable) and every node concurrently, after checking that every component of
-        the cluster runs (:attr:`check_alive`)."""
+        the cluster runs (:attr:`check_alive`). ``logs``: also each component log's cursor
+        (:mod:`pytest_k8sstate.providers.logsources`); ``pods``: each pod's network namespace (crictl)."""
+        from pytest_k8sstate.providers.logsources import log_sources
         from pytest_k8sstate.state import Snapshot
 
         if self.check_alive is not None:
@@ -169,6 +191,8 @@ class Cluster:
             cluster=self.describe(),
             include_secrets=include_secrets,
             ipvs=ipvs,
+            logs=log_sources(self) if logs else False,  # h-logs: optional log cursors / pod netns
+            pods=pods,
         )
 
     def kube_api(self) -> Any:
@@ -204,6 +228,8 @@ class Provider(ABC):
         """ConfigError unless this provider can set up ``cni`` (None: its default pod network)."""
         if cni is None or cni in cls.cnis:
             return
+        if cni in UNAVAILABLE_CNIS:
+            raise ConfigError(f"the {cls.name} provider cannot use CNI {cni!r}: {UNAVAILABLE_CNIS[cni]}")
         offered = f"it offers {', '.join(cls.cnis)}" if cls.cnis else "it sets up no pod network"
         hint = "" if cls.cnis else "; use --k8s-provider kind"
         raise ConfigError(f"the {cls.name} provider cannot use CNI {cni!r}: {offered}{hint}")

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.state.etcddiff import EtcdDiff, KeyChange
+from pytest_k8sstate.state.extras import render_extras
 from pytest_k8sstate.state.keys import DEFAULT_IGNORE, DEFAULT_IGNORE_MODIFIED, matches_any
+from pytest_k8sstate.state.logs import LogDiff
 from pytest_k8sstate.state.nodediff import NodeDiff
+from pytest_k8sstate.state.pods import PodsDiff
 from pytest_k8sstate.state.render import diff_summary
 
 __all__ = ["SCHEMA", "StateDiff"]
@@ -43,6 +46,11 @@ class StateDiff:
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     ignore_modified: tuple[str, ...] = DEFAULT_IGNORE_MODIFIED
     notes: list[str] = field(default_factory=list)
+    # -- optional parts (state/extras.py): None when not captured --
+    logs: LogDiff | None = None
+    """Component log lines written between the two snapshots, ``"<node>/<component>"`` → lines."""
+    pods: PodsDiff | None = None
+    """Pods' network namespaces: pods added / removed, their links, addresses and routes."""
 
     # -- ignore-aware helpers ---------------------------------------------------------------------
     def is_ignored(self, change: str, key: str) -> bool:
@@ -88,7 +96,9 @@ class StateDiff:
         )
 
     def __bool__(self) -> bool:
-        return bool(self.etcd or any(self.nodes.values()) or self.nodes_added or self.nodes_removed)
+        return bool(
+            self.etcd or any(self.nodes.values()) or self.nodes_added or self.nodes_removed or self.pods
+        )
 
     @property
     def netfilter_changed(self) -> bool:
@@ -113,6 +123,8 @@ class StateDiff:
             "nodes_added": list(self.nodes_added),
             "nodes_removed": list(self.nodes_removed),
             "notes": list(self.notes),
+            **({"logs": self.logs.to_json()} if self.logs is not None else {}),
+            **({"pods": self.pods.to_json()} if self.pods is not None else {}),
         }
 
     @classmethod
@@ -131,12 +143,15 @@ class StateDiff:
             ignore=tuple(d.get("ignore", DEFAULT_IGNORE)),
             ignore_modified=tuple(d.get("ignore_modified", DEFAULT_IGNORE_MODIFIED)),
             notes=[str(x) for x in d.get("notes") or []],
+            logs=LogDiff.from_json(d["logs"]) if d.get("logs") is not None else None,
+            pods=PodsDiff.from_json(d["pods"]) if d.get("pods") is not None else None,
         )
 
     # -- text -------------------------------------------------------------------------------------
-    def summary(self, full: bool = False, limit: int | None = 40) -> str:
-        """Short plain text. ``full`` includes ignored keys; ``limit`` caps lines per section (None = all)."""
-        return diff_summary(self, full=full, limit=limit)
+    def summary(self, full: bool = False, limit: int | None = 40, *, raw_rules: bool = False) -> str:
+        """Short plain text. ``full`` includes ignored keys; ``limit`` caps lines per section (None = all);
+        ``raw_rules``: node changes one per line (not summarised per Service nor paired)."""
+        return diff_summary(self, full=full, limit=limit, raw_rules=raw_rules) + render_extras(self, limit)
 
     def __str__(self) -> str:
         return self.summary()

@@ -4,21 +4,23 @@ A key counts as modified when its ``mod_revision`` or content hash changed. Wher
 :attr:`KeyChange.changed_fields` lists the object-level differences of ``Decoded.fields`` (computed with
 ``deepdiff``) as dotted paths such as ``metadata.labels.app`` or ``spec.ports[0].port``;
 ``metadata.managedFields…`` is summarised as ``metadata.managedFields``. It is ``None`` when a value does
-not decode (encrypted, binary, secrets without ``include_secrets``).
+not decode (encrypted, binary, secrets without ``include_secrets``). :attr:`KeyChange.values` holds the same
+changes with their old and new values (:class:`~pytest_k8sstate.state.values.FieldChange`), which the text
+rendering shows as ``spec.replicas: 2 → 3``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
+
+from pytest_k8sstate.state.values import FieldChange, field_changes
 
 if TYPE_CHECKING:
     from pytest_k8sstate.etcd.capture import EtcdEntry, EtcdState
 
-__all__ = ["EtcdDiff", "KeyChange", "changed_field_paths", "diff_etcd"]
+__all__ = ["EtcdDiff", "FieldChange", "KeyChange", "changed_field_paths", "diff_etcd"]
 
 
 @dataclass
@@ -31,6 +33,12 @@ class KeyChange:
     name: str | None = None
     changed_fields: list[str] | None = None
     """Modified keys: dotted paths that differ (``[]`` = same content rewritten; ``None`` = not decodable)."""
+    values: list[FieldChange] | None = None
+    """Modified keys: the changed fields with their old and new values (``None``: not computed/decodable)."""
+
+    def change_of(self, path: str) -> FieldChange | None:
+        """The change of field ``path`` (``spec.replicas``), or None when it did not change."""
+        return next((c for c in self.values or () if c.path == path), None)
 
     @property
     def identity(self) -> str:
@@ -47,17 +55,20 @@ class KeyChange:
             "namespace": self.namespace,
             "name": self.name,
             "changed_fields": None if self.changed_fields is None else list(self.changed_fields),
+            "values": None if self.values is None else [c.to_json() for c in self.values],
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
         cf = d.get("changed_fields")
+        vals = d.get("values")
         return cls(
             key=str(d["key"]),
             kind=d.get("kind"),
             namespace=d.get("namespace"),
             name=d.get("name"),
             changed_fields=None if cf is None else [str(x) for x in cf],
+            values=None if vals is None else [FieldChange.from_json(v) for v in vals],
         )
 
 
@@ -100,37 +111,14 @@ class EtcdDiff:
         return cls(added=build("added"), removed=build("removed"), modified=build("modified"))
 
 
-def _field_path(parts: Sequence[Any]) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif isinstance(p, str) and re.fullmatch(r"[A-Za-z0-9_#-]+", p):
-            out += ("." if out else "") + p
-        else:
-            out += f"[{json.dumps(str(p))}]"
-    return out or "(value)"
-
-
-_COLLAPSE = ("metadata.managedFields",)
-
-
 def changed_field_paths(before: Any, after: Any) -> list[str]:
     """Dotted paths where two JSON-able trees differ (deepdiff), ``metadata.managedFields…`` collapsed."""
-    from deepdiff import DeepDiff
+    return [c.path for c in field_changes(before, after)]
 
-    if before == after:
-        return []
-    tree = DeepDiff(before, after, view="tree", verbose_level=0)
-    paths: set[str] = set()
-    for items in tree.values():
-        for item in items:
-            p = _field_path(item.path(output_format="list"))
-            for c in _COLLAPSE:
-                if p == c or p.startswith((c + ".", c + "[")):
-                    p = c
-            paths.add(p)
-    return sorted(paths)
+
+SECRETS_PREFIX = "/registry/secrets/"
+REDACTED = "(redacted)"
+"""What a diff shows as the old and new value of a Secret's field (its paths are shown)."""
 
 
 def _key_change(key: str, entry: EtcdEntry) -> KeyChange:
@@ -153,7 +141,10 @@ def diff_etcd(before: EtcdState | None, after: EtcdState | None) -> EtcdDiff:
         ch = _key_change(key, ea)
         fb, fa = eb.decoded.fields, ea.decoded.fields
         if fb is not None and fa is not None:
-            ch.changed_fields = changed_field_paths(fb, fa)
+            ch.values = field_changes(fb, fa)
+            ch.changed_fields = [c.path for c in ch.values]
+            if key.startswith(SECRETS_PREFIX):  # captured with include_secrets: still never print values
+                ch.values = [FieldChange(c.path, REDACTED, REDACTED, truncated=True) for c in ch.values]
         elif eb.sha256 == ea.sha256:
             ch.changed_fields = []
         out.modified.append(ch)

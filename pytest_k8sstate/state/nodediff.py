@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from pytest_k8sstate.state.kubeproxy import ServiceChange, summarize_services
 from pytest_k8sstate.state.labels import addr_label, link_label, route_label
 
 if TYPE_CHECKING:
@@ -119,6 +120,9 @@ class NodeDiff:
     routes_removed: list[str] = field(default_factory=list, metadata=_row(0, "routes", "routes"))
     notes: list[str] = field(default_factory=list)
     """Parts not compared (e.g. iptables failed to capture on one side) and why."""
+    services: list[ServiceChange] = field(default_factory=list)
+    """kube-proxy's rule changes summarised per Service port (:mod:`~pytest_k8sstate.state.kubeproxy`);
+    the raw changes stay in the lists above."""
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in NODE_FIELDS)
@@ -133,6 +137,7 @@ class NodeDiff:
             vals = getattr(self, f.name)
             out[f.name] = [list(v) for v in vals] if f.width else list(vals)
         out["notes"] = list(self.notes)
+        out["services"] = [sc.to_json() for sc in self.services]
         return out
 
     @classmethod
@@ -148,11 +153,14 @@ class NodeDiff:
             else:
                 kwargs[f.name] = [str(v) for v in vals]
         kwargs["notes"] = [str(n) for n in d.get("notes") or []]
+        kwargs["services"] = [ServiceChange.from_json(x) for x in d.get("services") or []]
         return cls(**kwargs)
 
 
 NODE_FIELDS: tuple[NodeField, ...] = tuple(
-    NodeField(f.name, **f.metadata) for f in dataclasses.fields(NodeDiff) if f.name != "notes"
+    NodeField(f.name, **f.metadata)
+    for f in dataclasses.fields(NodeDiff)
+    if f.name not in ("notes", "services")
 )
 """Every change list of :class:`NodeDiff`, in declaration order (the order of JSON and text lines)."""
 
@@ -371,9 +379,9 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
             for (t, c) in ca
             if (t, c) in cb and cb[(t, c)] != ca[(t, c)]
         ]
-        nd.rules_added, nd.rules_removed = _grouped_multiset_diff(
-            _iptables_rule_groups(before), _iptables_rule_groups(after)
-        )
+        ipt = (_iptables_rule_groups(before), _iptables_rule_groups(after))
+        nd.rules_added, nd.rules_removed = _grouped_multiset_diff(*ipt)
+        nd.services.extend(summarize_services(nd, ipt=ipt))
     if comparable("nft", lambda ns: ns.nft is not None):
         # iptables-nft shows iptables' tables in nft too: diff them once, as iptables
         skip: set[str] = set()
@@ -388,12 +396,11 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
         nd.nft_policies_changed = [
             (t, c, pb[(t, c)], p) for (t, c), p in pa.items() if pb.get((t, c), p) != p
         ]
-        nd.nft_rules_added, nd.nft_rules_removed = _grouped_multiset_diff(
-            _nft_rule_groups(before, fskip), _nft_rule_groups(after, fskip)
-        )
-        nd.nft_elements_added, nd.nft_elements_removed = _set_diff(
-            _nft_elements(before, fskip), _nft_elements(after, fskip)
-        )
+        gb, ga = _nft_rule_groups(before, fskip), _nft_rule_groups(after, fskip)
+        nd.nft_rules_added, nd.nft_rules_removed = _grouped_multiset_diff(gb, ga)
+        eb_, ea_ = list(_nft_elements(before, fskip)), list(_nft_elements(after, fskip))
+        nd.nft_elements_added, nd.nft_elements_removed = _set_diff(eb_, ea_)
+        nd.services.extend(summarize_services(nd, nft=(gb, ga, eb_, ea_)))
     if comparable("ipsets", lambda ns: True):
         nd.ipsets_added, nd.ipsets_removed = _set_diff(
             (s.name for s in (before.ipsets if before else [])),

@@ -13,7 +13,9 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from pytest_k8sstate.state.keys import resource_counts
+from pytest_k8sstate.state.kubeproxy import ServiceIndex
 from pytest_k8sstate.state.nodediff import NETFILTER_PARTS, NODE_FIELDS, NodeField, nft_table_name
+from pytest_k8sstate.state.pairing import pair_rules, paired_text
 
 if TYPE_CHECKING:
     from pytest_k8sstate.state.diff import StateDiff
@@ -21,7 +23,15 @@ if TYPE_CHECKING:
     from pytest_k8sstate.state.nodediff import NodeDiff
     from pytest_k8sstate.state.snapshot import Snapshot
 
-__all__ = ["diff_summary", "node_diff_lines", "snapshot_summary", "summarize_diff"]
+__all__ = [
+    "diff_summary",
+    "key_block",
+    "node_diff_lines",
+    "node_summary_lines",
+    "snapshot_summary",
+    "summarize_diff",
+    "value_lines",
+]
 
 # NodeField.kind → (line after the sign, index of the item part that ``ignore_names`` globs match)
 _ITEM_FORMATS: dict[str, tuple[str, int]] = {
@@ -69,6 +79,37 @@ def node_diff_lines(
     return out
 
 
+_PAIRED = {"rules": "~ rule {0} -A {1} {2}", "nft_rules": "~ nft rule {0} {1}: {2}"}
+
+
+def node_summary_lines(nd: NodeDiff, *, raw: bool = False) -> list[str]:
+    """The node part of :func:`diff_summary`: one line per Service port whose kube-proxy rules changed
+    (``service default/web:http: endpoints 3 → 2, removed 10.244.1.4:8080 (iptables, 4 changes)``),
+    then the changes no summary stands for, a removed rule and the added rule that replaced it paired
+    on one ``~`` line. ``raw``: every change as its own line after the summaries (nothing folded)."""
+    out = [f"service {sc.text()}" for sc in nd.services]
+    if raw:
+        return out + node_diff_lines(nd)
+    index = ServiceIndex(nd.services)
+
+    def left(f: NodeField) -> list[Any]:
+        items: list[Any] = getattr(nd, f.name)
+        return [i for i in items if index.owner(f.kind, i) is None] if index else items
+
+    unpaired: dict[str, list[Any]] = {}
+    for f in NODE_FIELDS:
+        if f.kind in _PAIRED and f.change == "added":
+            removed_f = next(g for g in NODE_FIELDS if g.kind == f.kind and g.change == "removed")
+            pairs, rest_removed, rest_added = pair_rules(left(removed_f), left(f))
+            out.extend(_PAIRED[f.kind].format(b[0], b[1], paired_text(b[2], a[2])) for b, a in pairs)
+            unpaired[removed_f.name] = rest_removed
+            items = rest_added
+        else:
+            items = unpaired.pop(f.name) if f.name in unpaired else left(f)
+        out.extend(_item_line(f, item)[0] for item in items)
+    return out
+
+
 def cap(lines: list[str], limit: int | None) -> list[str]:
     """At most ``limit`` lines (None = all), then ``... and N more``."""
     if limit is None or len(lines) <= limit:
@@ -93,8 +134,35 @@ def key_line(sign: str, c: KeyChange) -> str:
     return s
 
 
-def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) -> str:
-    """:meth:`StateDiff.summary`: ``full`` includes ignored keys; ``limit`` caps lines per section."""
+MAX_VALUE_LINES = 8
+"""Field changes shown under one modified key (the rest are counted)."""
+
+
+def value_lines(c: KeyChange, max_lines: int | None = MAX_VALUE_LINES) -> list[str]:
+    """``spec.replicas: 2 → 3`` per changed field of a modified key (bounded, then ``… and N more``)."""
+    from pytest_k8sstate.state.values import format_change
+
+    vals = c.values or []
+    shown = vals if max_lines is None else vals[:max_lines]
+    out = [format_change(v) for v in shown]
+    if len(vals) > len(shown):
+        out.append(f"… and {len(vals) - len(shown)} more fields")
+    return out
+
+
+def key_block(sign: str, c: KeyChange, *, values: bool = True) -> list[str]:
+    """:func:`key_line` and, for a modified key with values, one indented line per changed field."""
+    head = key_line(sign, c)
+    if sign != "~" or not values or not c.values:
+        return [head]
+    return [head, *("    " + v for v in value_lines(c))]
+
+
+def diff_summary(
+    diff: StateDiff, full: bool = False, limit: int | None = 40, *, raw_rules: bool = False
+) -> str:
+    """:meth:`StateDiff.summary`: ``full`` includes ignored keys; ``limit`` caps lines per section;
+    ``raw_rules``: node changes one per line, not folded into per-Service summaries and pairs."""
     lines: list[str] = []
     rev = ""
     if diff.before_revision is not None or diff.after_revision is not None:
@@ -104,14 +172,19 @@ def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) ->
     removed = diff.etcd_removed(full)
     modified = diff.etcd_modified(full)
     head = f"etcd: {len(added)} added, {len(removed)} removed, {len(modified)} modified"
+    if diff.before_revision is None and diff.after_revision is None and not diff.etcd:
+        head = "etcd: not compared (not captured, or left out of this view)"
     hidden = diff.hidden_counts()
     if not full and any(hidden.values()):
         parts = ", ".join(f"{n} {w}" for w, n in hidden.items() if n)
         head += f" ({parts} hidden by ignore patterns; show with --all / full=True)"
     lines.append(head)
     for sign, items in (("+", added), ("-", removed), ("~", modified)):
-        shown = cap([key_line(sign, c) for c in items], limit)
-        lines.extend("  " + s for s in shown)
+        blocks = [key_block(sign, c) for c in items]
+        shown = blocks if limit is None or len(blocks) <= limit else blocks[:limit]
+        lines.extend("  " + s for b in shown for s in b)
+        if len(blocks) > len(shown):
+            lines.append(f"  ... and {len(blocks) - len(shown)} more")
     for name in diff.nodes_added:
         lines.append(f"node {name}: added")
     for name in diff.nodes_removed:
@@ -121,7 +194,7 @@ def diff_summary(diff: StateDiff, full: bool = False, limit: int | None = 40) ->
             continue
         lines.append(f"node {name}:" + ("" if nd else " no changes"))
         lines.extend(f"  note: {n}" for n in nd.notes)
-        lines.extend("  " + s for s in cap(node_diff_lines(nd), limit))
+        lines.extend("  " + s for s in cap(node_summary_lines(nd, raw=raw_rules), limit))
     lines.extend(f"note: {n}" for n in diff.notes)
     if len(lines) == 2 and not added and not removed and not modified:
         lines.append("no changes")

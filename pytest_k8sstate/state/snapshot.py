@@ -26,6 +26,7 @@ from pytest_k8sstate.etcd.capture import EtcdState
 from pytest_k8sstate.node.capture import NodeState
 from pytest_k8sstate.state.diff import SCHEMA, StateDiff
 from pytest_k8sstate.state.etcddiff import EtcdDiff, diff_etcd
+from pytest_k8sstate.state.extras import capture_extras, diff_extras, extras_from_json, extras_to_json
 from pytest_k8sstate.state.keys import DEFAULT_IGNORE, DEFAULT_IGNORE_MODIFIED
 from pytest_k8sstate.state.nodediff import diff_nodes
 from pytest_k8sstate.state.render import snapshot_summary
@@ -36,6 +37,9 @@ from pytest_k8sstate.util.inputs import gunzip_bounded, read_input
 if TYPE_CHECKING:
     from pytest_k8sstate.etcd.target import EtcdTarget
     from pytest_k8sstate.node.exec import NodeExec
+    from pytest_k8sstate.node.logs import NodeLogCursors
+    from pytest_k8sstate.state.extras import LogsOption, PodsOption
+    from pytest_k8sstate.state.pods import NodePods
 
 __all__ = ["Snapshot"]
 
@@ -52,6 +56,9 @@ class Snapshot:
     etcd: EtcdState | None = None
     nodes: dict[str, NodeState] = field(default_factory=dict)
     schema: int = SCHEMA
+    # -- optional parts (state/extras.py): log cursors and pods' network namespaces, per node --
+    logs: dict[str, NodeLogCursors] = field(default_factory=dict)
+    pods: dict[str, NodePods] = field(default_factory=dict)
 
     # -- capture ----------------------------------------------------------------------------------
     @classmethod
@@ -65,22 +72,40 @@ class Snapshot:
         include_secrets: bool = False,
         keep_raw: bool = False,
         ipvs: bool = True,
+        logs: LogsOption = False,
+        pods: PodsOption = False,
+        conntrack: bool = False,
     ) -> Snapshot:
-        """Capture etcd (when given a target) and every node, concurrently (I/O bound)."""
+        """Capture etcd (when given a target) and every node, concurrently (I/O bound).
+
+        ``logs``: also record where each component log ends (``True``: kind's sources; or a list / a
+        node → list mapping of :class:`~pytest_k8sstate.node.logs.LogSource`); ``pods``: also capture each
+        pod's network namespace (``True``: found with crictl; or node → ``{"ns/name": netns}``), with its
+        conntrack entries when ``conntrack``. See :mod:`pytest_k8sstate.state.extras`."""
         from pytest_k8sstate.etcd.capture import collect_etcd
         from pytest_k8sstate.node.capture import collect_node
 
         taken_at = time.time()
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes) + 1))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(9, len(nodes) + 2))) as pool:
             etcd_f = (
                 pool.submit(collect_etcd, etcd, keep_raw=keep_raw, include_secrets=include_secrets)
                 if etcd is not None
                 else None
             )
             node_fs = [(ex.node, pool.submit(collect_node, ex, ipvs=ipvs)) for ex in nodes]
+            extras_f = pool.submit(capture_extras, nodes, logs, pods, conntrack)
             state = etcd_f.result() if etcd_f is not None else None
             node_states = {name: f.result() for name, f in node_fs}
-        return cls(label=label, taken_at=taken_at, cluster=dict(cluster or {}), etcd=state, nodes=node_states)
+            log_cursors, pod_states = extras_f.result()
+        return cls(
+            label=label,
+            taken_at=taken_at,
+            cluster=dict(cluster or {}),
+            etcd=state,
+            nodes=node_states,
+            logs=log_cursors,
+            pods=pod_states,
+        )
 
     # -- diff -------------------------------------------------------------------------------------
     def diff(
@@ -88,8 +113,13 @@ class Snapshot:
         after: Snapshot,
         ignore: Sequence[str] = DEFAULT_IGNORE,
         ignore_modified: Sequence[str] = DEFAULT_IGNORE_MODIFIED,
+        *,
+        logs_from: Sequence[NodeExec] = (),
     ) -> StateDiff:
-        """``self`` → ``after``. ``ignore`` only shapes the default view; the data keeps everything."""
+        """``self`` → ``after``. ``ignore`` only shapes the default view; the data keeps everything.
+
+        ``logs_from``: the nodes' executors, to read the log lines between the two snapshots' cursors
+        into ``diff.logs`` (the only part of a diff that reads from the nodes)."""
         out = StateDiff(
             etcd=diff_etcd(self.etcd, after.etcd),
             before_label=self.label,
@@ -107,6 +137,9 @@ class Snapshot:
             out.nodes[name] = diff_nodes(self.nodes.get(name), after.nodes.get(name))
         out.nodes_added = [n for n in after.nodes if n not in self.nodes]
         out.nodes_removed = [n for n in self.nodes if n not in after.nodes]
+        # optional parts (state/extras.py)
+        out.logs, out.pods, notes = diff_extras(self.logs, after.logs, self.pods, after.pods, logs_from)
+        out.notes += notes
         return out
 
     # -- JSON -------------------------------------------------------------------------------------
@@ -119,6 +152,7 @@ class Snapshot:
             "cluster": self.cluster,
             "etcd": self.etcd.to_json() if self.etcd is not None else None,
             "nodes": {name: ns.to_json() for name, ns in self.nodes.items()},
+            **extras_to_json(self.logs, self.pods),  # optional parts, written only when captured
         }
 
     @classmethod
@@ -141,6 +175,7 @@ class Snapshot:
             nodes[name] = _wrap(
                 partial(NodeState.from_json, nd), bad, f"$.nodes.{name}", "a node state object"
             )
+        logs, pods = extras_from_json(d, source)  # optional parts; absent in older snapshots
         return cls(
             label=d["label"],
             taken_at=float(d["taken_at"]),
@@ -148,6 +183,8 @@ class Snapshot:
             etcd=etcd,
             nodes=nodes,
             schema=d["schema"],
+            logs=logs,
+            pods=pods,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -7,7 +7,12 @@
 Probabilities are exact (:class:`fractions.Fraction`) up to :data:`EXACT_BITS` bits of denominator
 (beyond, a statistic rule's hit probability is rounded to 2^−EXACT_BITS: see
 :func:`split_probability`); identical outcomes are merged and the probabilities of a result always
-sum to exactly 1.
+sum to exactly 1 — or, when an outcome depends on an interface the packet did not name
+(``Outcome.assumes``, iptables), each outcome's probability is conditional on its assumptions and
+``TraceResult.weights`` (each two-way assumption counted as ½) sum to exactly 1.
+
+Addresses are IPv4 or IPv6; ``parse_hostport``/``format_hostport`` read and print ``a.b.c.d:port``
+and ``[v6addr]:port``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_k8sstate.errors import ParseError, TraceError
@@ -36,6 +42,10 @@ __all__ = [
     "Packet",
     "TraceError",
     "TraceResult",
+    "format_hostport",
+    "ip_family",
+    "merge_outcomes",
+    "merge_weighted",
     "parse_hostport",
     "split_probability",
     "trace",
@@ -43,59 +53,131 @@ __all__ = [
 
 
 def parse_hostport(text: str, *, what: str = "destination") -> tuple[str, int]:
-    """``"10.96.0.1:443"`` → ``("10.96.0.1", 443)``; raises ParseError naming ``what``."""
-    host, sep, port = text.rpartition(":")
+    """``"10.96.0.1:443"`` → ``("10.96.0.1", 443)``; ``"[fd00::1]:443"`` → ``("fd00::1", 443)``.
+
+    The host comes back in its canonical (compressed) form; raises ParseError naming ``what``."""
     try:
-        if not sep:
-            raise ValueError(text)
-        ipaddress.IPv4Address(host)
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            if not sep:
+                raise ValueError(text)
+            addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host)
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep:
+                raise ValueError(text)
+            addr = ipaddress.IPv4Address(host)
         p = parse_port(port) or 0  # ASCII digits only: not "+80", " 80", "8_0" or "٨٠"
         if not 0 < p < 65536:
             raise ValueError(port)
     except ValueError as exc:
-        raise ParseError(what, None, "IPv4:PORT such as 10.96.0.10:53", text) from exc
-    return host, p
+        raise ParseError(
+            what, None, "IPv4:PORT such as 10.96.0.10:53 or [IPv6]:PORT such as [fd00::a]:53", text
+        ) from exc
+    return addr.compressed, p
+
+
+def format_hostport(host: str, port: int) -> str:
+    """``("10.0.0.1", 80)`` → ``"10.0.0.1:80"``; an IPv6 host is bracketed: ``"[fd00::1]:80"``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ip_family(text: str, *, what: str = "address") -> int:
+    """4 or 6 for an IP address; TraceError naming ``what`` otherwise."""
+    v = _version(text)
+    if not v:
+        raise TraceError(f"{what} {text!r} is not an IPv4 or IPv6 address")
+    return v
+
+
+@lru_cache(maxsize=65536)
+def _version(text: str) -> int:
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return 0
+
+
+CtState = Literal["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"]
 
 
 @dataclass(frozen=True)
 class Packet:
-    """A new connection's first packet (conntrack state NEW)."""
+    """A connection's first packet (``ctstate="NEW"``) or a later one (``"ESTABLISHED"``).
+
+    Addresses are IPv4 or IPv6 (``dst`` and ``src`` of one family; an
+    IPv6 ``dst`` with the default ``src`` uses the IPv6 documentation client ``2001:db8::10``).
+    ``in_iface``/``out_iface``: the interfaces the packet arrives on / leaves by, when known; else
+    rules with ``-i``/``-o`` are followed both ways and each outcome lists what it assumed
+    (:attr:`Outcome.assumes`)."""
 
     dst: str
     dport: int
     proto: Proto = "tcp"
-    src: str = "203.0.113.10"  # an "outside" client by default (TEST-NET-3, never sent anywhere)
+    src: str = ""  # "" = an "outside" client: 203.0.113.10 (TEST-NET-3) or 2001:db8::10, never sent anywhere
     sport: int = 40000
     local_ips: frozenset[str] = field(default_factory=frozenset)
     """The node's own addresses (for ``addrtype LOCAL`` / ``fib daddr type local``).
     When ``src`` is one of them the packet starts in nat OUTPUT, else in nat PREROUTING."""
-
+    in_iface: str | None = None
+    """The interface the packet arrives on (None: unknown — a trace that depends on it says so)."""
+    out_iface: str | None = None
+    """The interface the packet leaves by (None: unknown, or ``lo`` for a local destination)."""
+    ctstate: CtState = "NEW"
+    """Conntrack state: ``NEW`` (a connection's first packet; only it runs the nat chains) or
+    ``ESTABLISHED``; the nft tracer also takes ``RELATED``, ``INVALID`` and ``UNTRACKED``."""
     affinity: Literal["new", "returning"] = "new"
-    """Session affinity (``-m recent``, IPVS persistence): the client's first connection (``"new"``) or
-    a follow-up one within the affinity timeout (``"returning"``); see :mod:`.affinity`."""
+    """Session affinity (``-m recent``, nft affinity sets, IPVS persistence): ``new`` — the client's
+    first connection, no affinity entry yet; ``returning`` — a follow-up connection within the affinity
+    timeout, after the client's first connection went through the same rules (and recorded its
+    backend); see :mod:`.affinity`."""
     first_backend: str | None = None
-    """With ``affinity="returning"``: the first connection's DNAT ``IP:PORT``; the result is then the
-    follow-up's outcomes given that backend (None: averaged over every first backend)."""
+    """With ``affinity="returning"`` (iptables and IPVS tracers): the first connection's DNAT
+    ``IP:PORT``; the result is then the follow-up's outcomes given that backend (None: averaged over
+    every first backend)."""
+
+    def __post_init__(self) -> None:
+        if not self.src:
+            object.__setattr__(self, "src", "2001:db8::10" if ":" in self.dst else "203.0.113.10")
 
     @property
     def from_local(self) -> bool:
         return self.src in self.local_ips
 
+    @property
+    def family(self) -> int:
+        """4 or 6; TraceError when ``dst`` and ``src`` are not of one family (``local_ips`` may hold both
+        families: a dual-stack node's addresses; those of the other family never match)."""
+        fam = ip_family(self.dst, what="packet destination")
+        if ip_family(self.src, what="packet source") != fam:
+            raise TraceError(
+                f"packet source {self.src} is IPv{6 if fam == 4 else 4} but the destination {self.dst} is "
+                f"IPv{fam}: a packet has one address family (trace each family separately)"
+            )
+        return fam
+
 
 @dataclass(frozen=True)
 class Outcome:
     probability: Fraction
-    dnat: str | None  # "IP:PORT" after DNAT, or None
+    dnat: str | None  # "IP:PORT" ("[IPv6]:PORT") after DNAT, or None
     masquerade: bool
     verdict: Verdict
+    assumes: tuple[str, ...] = ()
+    """What this outcome depends on that the packet did not say, e.g. ``("-o docker0", "! -i docker0")``
+    when the interfaces were not given: ``probability`` is then the probability among packets for
+    which these hold (outcomes with different assumptions are alternatives, not shares of one whole)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "probability": float(self.probability),
             "dnat": self.dnat,
             "masquerade": self.masquerade,
             "verdict": self.verdict,
         }
+        if self.assumes:
+            d["assumes"] = list(self.assumes)
+        return d
 
 
 @dataclass(frozen=True)
@@ -104,6 +186,9 @@ class TraceResult:
     outcomes: tuple[Outcome, ...]
     path_examples: tuple[tuple[str, ...], ...] = ()
     """For each outcome (same order), one path of ``table/chain#rule-line`` steps that led to it."""
+    weights: tuple[Fraction, ...] = ()
+    """For each outcome (same order), its share when every unknown interface of ``Outcome.assumes`` is
+    taken as a fair coin: these sum to 1 (empty: the probabilities themselves)."""
     notes: tuple[str, ...] = ()
     """What the outcomes depend on beyond the rules (an IPVS scheduler's load or hash, persistence)."""
 
@@ -114,32 +199,56 @@ class TraceResult:
         return out
 
     @property
+    def shares(self) -> tuple[Fraction, ...]:
+        """Each outcome's share of all packets, summing to 1: :attr:`weights` when the outcomes carry
+        interface assumptions, else their probabilities. Add these, not ``probability``, across outcomes."""
+        if len(self.weights) == len(self.outcomes):
+            return self.weights
+        return tuple(o.probability for o in self.outcomes)
+
+    @property
     def endpoints(self) -> dict[str | None, Fraction]:
-        """DNAT destination → total probability."""
+        """DNAT destination → total share (:attr:`shares`: alternatives under different interface
+        assumptions are not added up as if they were parts of one whole)."""
         acc: dict[str | None, Fraction] = {}
-        for o in self.outcomes:
-            acc[o.dnat] = acc.get(o.dnat, Fraction(0)) + o.probability
+        for o, w in zip(self.outcomes, self.shares, strict=True):
+            acc[o.dnat] = acc.get(o.dnat, Fraction(0)) + w
         return acc
 
 
 def merge_outcomes(
     items: Iterable[tuple[Outcome, tuple[str, ...]]],
+    weights: Iterable[Fraction] | None = None,
 ) -> tuple[tuple[Outcome, ...], tuple[tuple[str, ...], ...]]:
-    """Merge identical (dnat, masquerade, verdict) outcomes; keep the first path seen; check sum == 1."""
-    acc: dict[tuple[str | None, bool, str], tuple[Fraction, tuple[str, ...]]] = {}
-    for o, path in items:
-        k = (o.dnat, o.masquerade, o.verdict)
+    """Merge identical (dnat, masquerade, verdict, assumes) outcomes; keep the first path seen.
+
+    Checks that the probabilities sum to 1 — or, when outcomes carry assumptions, that ``weights``
+    (each item's probability halved per two-way assumption it made) do."""
+    outcomes, paths, _ = merge_weighted(items, weights)
+    return outcomes, paths
+
+
+def merge_weighted(
+    items: Iterable[tuple[Outcome, tuple[str, ...]]],
+    weights: Iterable[Fraction] | None = None,
+) -> tuple[tuple[Outcome, ...], tuple[tuple[str, ...], ...], tuple[Fraction, ...]]:
+    """:func:`merge_outcomes` plus each merged outcome's weight (see :attr:`TraceResult.weights`)."""
+    items = list(items)
+    ws = [o.probability for o, _ in items] if weights is None else list(weights)
+    acc: dict[tuple[str | None, bool, str, tuple[str, ...]], tuple[Fraction, tuple[str, ...], Fraction]] = {}
+    for (o, path), w in zip(items, ws, strict=True):
+        k = (o.dnat, o.masquerade, o.verdict, o.assumes)
         if k in acc:
-            acc[k] = (acc[k][0] + o.probability, acc[k][1])
+            p0, path0, w0 = acc[k]
+            acc[k] = (p0 + o.probability, path0, w0 + w)
         else:
-            acc[k] = (o.probability, path)
-    probs = [v[0] for v in acc.values()]
-    if not _sums_to_one(probs):
-        total = math.fsum(float(p) for p in probs)
+            acc[k] = (o.probability, path, w)
+    if not _sums_to_one(ws):
+        total = math.fsum(float(p) for p in ws)
         raise TraceError(f"internal error: outcome probabilities sum to {total!r}, not 1")
-    keys = sorted(acc, key=lambda k: _ProbKey(acc[k][0], (k[0] or "", k[1], k[2])))
-    outcomes = tuple(Outcome(acc[k][0], k[0], k[1], k[2]) for k in keys)  # type: ignore[arg-type]
-    return outcomes, tuple(acc[k][1] for k in keys)
+    keys = sorted(acc, key=lambda k: _ProbKey(acc[k][0], (k[0] or "", k[1], k[2], k[3])))
+    outcomes = tuple(Outcome(acc[k][0], k[0], k[1], k[2], k[3]) for k in keys)  # type: ignore[arg-type]
+    return outcomes, tuple(acc[k][1] for k in keys), tuple(acc[k][2] for k in keys)
 
 
 EXACT_BITS = 2048
@@ -195,7 +304,7 @@ class _ProbKey:
 
     __slots__ = ("approx", "prob", "rest")
 
-    def __init__(self, prob: Fraction, rest: tuple[str, bool, str]) -> None:
+    def __init__(self, prob: Fraction, rest: tuple[str, bool, str, tuple[str, ...]]) -> None:
         self.prob = prob
         self.approx = float(prob)
         self.rest = rest
@@ -230,10 +339,11 @@ def trace(
 
         return trace_iptables(ruleset, packet, ipsets=ipsets)
     if isinstance(ruleset, NftRuleset):
-        if packet.affinity != "new":  # never a silent answer: the nft tracer has no affinity state yet
+        if packet.first_backend is not None:  # never a silent answer: nft averages over first backends
             raise TraceError(
-                f"affinity={packet.affinity!r} is traced through iptables and IPVS rulesets; the nftables "
-                "tracer evaluates a first connection only (affinity='new')"
+                f"first_backend={packet.first_backend!r} is traced through iptables and IPVS rulesets; the "
+                "nftables tracer traces a returning client averaged over its first connection's backends "
+                "(leave first_backend=None)"
             )
         from pytest_k8sstate.trace.nft import trace_nft
 

@@ -19,7 +19,8 @@ that every follow-up lands where its first connection did.
 
 The tracers call :func:`run_with_affinity` with a function that traces one connection from given
 recent-list entries and returns its branches (probability, DNAT, masquerade, verdict, path, entries
-at the end).
+at the end, assumptions, weight). A first connection's outcomes are weighed by their weights (shares
+that sum to 1 even when outcomes assume an interface, see :attr:`TraceResult.weights`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from fractions import Fraction
 from typing import Any
 
 from pytest_k8sstate.errors import TraceError
-from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
+from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_weighted
 from pytest_k8sstate.trace.recent import Entry
 
 __all__ = ["AffinityCase", "Branch", "is_sticky", "run_with_affinity", "trace_affinity"]
 
-Branch = tuple[Fraction, "str | None", bool, str, tuple[str, ...], frozenset[Entry]]
-"""One finished path: probability, DNAT "IP:PORT" or None, masquerade, verdict, path, recent entries."""
+Branch = tuple[
+    Fraction, "str | None", bool, str, tuple[str, ...], frozenset[Entry], tuple[str, ...], Fraction
+]
+"""One finished path: probability, DNAT "IP:PORT" or None, masquerade, verdict, path, recent entries,
+assumptions (``Outcome.assumes``), weight (its share of all packets, see :attr:`TraceResult.weights`)."""
 Runner = Callable[[Packet, frozenset[Entry]], list[Branch]]
 
 
@@ -48,14 +52,14 @@ class AffinityCase:
     returning: TraceResult
 
 
-def _result(packet: Packet, items: Iterable[tuple[Fraction, Branch]], notes: tuple[str, ...]) -> TraceResult:
-    outs = [
-        (Outcome(p, b[1], b[2], b[3]), b[4])  # type: ignore[arg-type]
-        for p, b in items
-        if p != 0
-    ]
-    outcomes, paths = merge_outcomes(outs)
-    return TraceResult(packet, outcomes, paths, notes)
+def _result(
+    packet: Packet, items: Iterable[tuple[Fraction, Fraction, Branch]], notes: tuple[str, ...]
+) -> TraceResult:
+    """``items``: (probability, weight, branch)."""
+    kept = [(p, w, b) for p, w, b in items if p != 0]
+    outs = [(Outcome(p, b[1], b[2], b[3], b[6]), b[4]) for p, _, b in kept]  # type: ignore[arg-type]
+    outcomes, paths, weights = merge_weighted(outs, [w for _, w, _ in kept])
+    return TraceResult(packet, outcomes, paths, weights, notes)
 
 
 def _firsts(packet: Packet, run: Runner) -> dict[str | None, dict[frozenset[Entry], Fraction]]:
@@ -64,17 +68,17 @@ def _firsts(packet: Packet, run: Runner) -> dict[str | None, dict[frozenset[Entr
     for b in run(replace(packet, affinity="new", first_backend=None), frozenset()):
         if b[0]:
             by = acc.setdefault(b[1], {})
-            by[b[5]] = by.get(b[5], Fraction(0)) + b[0]
+            by[b[5]] = by.get(b[5], Fraction(0)) + b[7]
     return acc
 
 
 def _follow(
     packet: Packet, run: Runner, weights: dict[frozenset[Entry], Fraction]
-) -> list[tuple[Fraction, Branch]]:
+) -> list[tuple[Fraction, Fraction, Branch]]:
     total = sum(weights.values(), Fraction(0))
-    out: list[tuple[Fraction, Branch]] = []
+    out: list[tuple[Fraction, Fraction, Branch]] = []
     for held, w in weights.items():
-        out.extend((b[0] * w / total, b) for b in run(packet, held))
+        out.extend((b[0] * w / total, b[7] * w / total, b) for b in run(packet, held))
     return out
 
 
@@ -83,7 +87,7 @@ def run_with_affinity(packet: Packet, run: Runner) -> TraceResult:
     if packet.affinity == "new":
         if packet.first_backend is not None:
             raise TraceError("Packet.first_backend is only meaningful with affinity='returning'")
-        return _result(packet, ((b[0], b) for b in run(packet, frozenset())), ())
+        return _result(packet, ((b[0], b[7], b) for b in run(packet, frozenset())), ())
     if packet.affinity != "returning":
         raise TraceError(f"Packet.affinity must be 'new' or 'returning', not {packet.affinity!r}")
     firsts = _firsts(packet, run)

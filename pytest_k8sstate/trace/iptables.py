@@ -22,14 +22,21 @@ Calls nest at most :data:`MAX_DEPTH` deep; a jump to a chain already on the call
 TraceError naming the loop (the kernel refuses such rulesets); at most :data:`MAX_BRANCHES`
 probabilistic branches per trace. The packet mark is tracked
 (``MARK --set-xmark/--set-mark/--or-mark/--xor-mark/--and-mark``, ``-m mark``); ``MASQUERADE`` and
-``SNAT`` set ``masquerade``. ``-m set`` is decided by the node's captured ipsets (``ipsets=``,
-:mod:`.ipsets`); ``-m recent`` by the lists the client is in (``Packet.affinity``, :mod:`.recent`).
+``SNAT`` set ``masquerade``.
 
-Interfaces: a packet has no interface, so ``-i``/``-o`` are decided only for ``lo`` (in-interface
-``lo`` ⇔ locally originated and local destination; out-interface ``lo`` ⇔ local destination);
-any other name (``eth0``, ``cni+``) is treated as a wildcard that matches — negated or not.
-Conntrack state is ``NEW`` (``INVALID``/``ESTABLISHED``/``RELATED``/``UNTRACKED`` never match;
-the virtual ``DNAT`` state matches once the packet was DNATed).
+Addresses are IPv4 or IPv6: an ``ip6tables-save`` dump traces IPv6 packets (a packet of the other
+family than the dump's addresses is a TraceError), and DNAT results print as ``[addr]:port``.
+Interfaces (``-i``/``-o``, ``!``, ``+``) are decided from ``Packet.in_iface``/``out_iface`` or the
+hook, else followed both ways with the constraint recorded in ``Outcome.assumes`` (see
+:mod:`pytest_k8sstate.trace.ipt_match`). ``Packet.ctstate`` is ``NEW`` (the nat table runs;
+``INVALID``/``ESTABLISHED``/``RELATED``/``UNTRACKED`` never match, the virtual ``DNAT`` state matches
+once DNATed) or ``ESTABLISHED``: the NEW packet is traced first, and each accepted outcome is then
+followed through raw/mangle/filter again as ESTABLISHED with that connection's NAT (outcome
+probabilities are then conditional on the connection having been accepted). ``-m physdev`` is
+evaluated for a routed (not bridged) packet and says so in ``Outcome.assumes``; ``-m socket`` and
+``-m rpfilter`` are "cannot evaluate" errors. ``-m set`` is decided by the node's captured ipsets
+(``ipsets=``, :mod:`.ipsets`); ``-m recent`` by the lists the client is in (``Packet.affinity``,
+:mod:`.recent`, :mod:`.affinity`).
 
 A rule the packet reaches that cannot be evaluated (an unknown match module or option, an
 unsupported target) makes the trace fail with :class:`~pytest_k8sstate.errors.TraceError` naming
@@ -41,19 +48,20 @@ Big chains (``KUBE-SERVICES``, ``KUBE-NODEPORTS``, …) are indexed on first use
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
-from functools import lru_cache
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
-from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Match, Opt, Rule
-from pytest_k8sstate.parse.numbers import parse_port, parse_probability, parse_uint
-from pytest_k8sstate.trace import Packet, TraceResult, split_probability
+from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
+from pytest_k8sstate.parse.numbers import parse_port
+from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
+from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, to_int
+from pytest_k8sstate.trace.ipt_match import St as _St
+from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
 from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
@@ -62,41 +70,18 @@ MAX_DEPTH = 64
 MAX_BRANCHES = 20_000
 INDEX_MIN_RULES = 32
 _CACHE_KEY = "trace.iptables.index"
+_FAMILY_KEY = "trace.iptables.family"
 
-_PROTO_NUM = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp"}
 _TERMINAL = frozenset({"ACCEPT", "DROP", "REJECT"})
 _CONTINUE_TARGETS = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "NFACCT"})
-_IGNORED_MODULES = frozenset({"comment", "nfacct"})
+_IGNORED_MODULES = frozenset({"nfacct"})
 _PORT_MODULES = frozenset({"tcp", "udp", "sctp", "udplite", "dccp"})
-
-
-@dataclass(frozen=True, slots=True)
-class _St:
-    prob: Fraction
-    dst: str
-    dport: int
-    mark: int
-    dnat: str | None
-    masq: bool
-    path: tuple[str, ...]
-    recent: frozenset[Entry] = frozenset()  # -m recent lists holding the client (trace/recent.py)
-
-
-@lru_cache(maxsize=65536)
-def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(text, strict=False)
-
-
-@lru_cache(maxsize=65536)
-def _addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.ip_address(text)
-
-
-def _int(text: str) -> int:
-    v = parse_uint(text)
-    if v is None:
-        raise ValueError(f"not an ASCII decimal or 0x hex number: {text!r}")
-    return v
+_CANNOT = {
+    "socket": "-m socket matches when a local socket exists for the packet, which the captured state "
+    "does not hold",
+    "rpfilter": "-m rpfilter checks the source against the routing table (reverse path), which the "
+    "iptables tracer does not model",
+}
 
 
 _Frame = tuple[Chain, "list[int] | range", int, "_Frame | None", tuple[str, ...]]
@@ -108,11 +93,7 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _Unsupported(Exception):
-    """Raised inside matching; turned into a TraceError naming the rule."""
-
-
-class _Tracer:
+class _Tracer(Matchers):
     def __init__(
         self,
         rs: IptablesRuleset,
@@ -125,7 +106,21 @@ class _Tracer:
         self.sets = sets  # -m set (trace/ipsets.py)
         self.held = held  # -m recent entries at the start (trace/recent.py, trace/affinity.py)
         self.recent_after: frozenset[Entry] | None = None  # set by a -m recent --set/--remove match
-        self.local = frozenset(pkt.local_ips)
+        self.local = frozenset(_canon_or_same(a) for a in pkt.local_ips)
+        self.from_local = _canon_or_same(pkt.src) in self.local
+        self.iface_memo = {}
+        self.ctstate = "NEW"
+        self.notes: set[str] = set()
+        if pkt.ctstate not in ("NEW", "ESTABLISHED"):
+            raise TraceError(f"packet ctstate {pkt.ctstate!r}: NEW or ESTABLISHED")
+        self.family = pkt.family
+        fam = ruleset_family(rs)
+        if fam is not None and fam[0] != self.family:
+            raise TraceError(
+                f"the packet to {pkt.dst} is IPv{self.family} but {rs.source} is an IPv{fam[0]} ruleset "
+                f"({fam[1]}); trace IPv{self.family} packets through the "
+                f"{'ip6tables-save' if self.family == 6 else 'iptables-save'} dump"
+            )
         self.branches = 0
         idx = rs.cache.get(_CACHE_KEY)
         if idx is None:
@@ -133,13 +128,12 @@ class _Tracer:
         self.index: dict[tuple[str, str], tuple[dict[str, list[int]], list[int]]] = idx
 
     # ---- helpers -------------------------------------------------------------------------
-    def is_local(self, ip: str) -> bool:
-        if ip in self.local:
-            return True
-        try:
-            return _addr(ip).is_loopback
-        except ValueError:
-            return False
+    def count_branch(self) -> None:
+        self.branches += 1
+        if self.branches > MAX_BRANCHES:
+            raise TraceError(
+                f"{self.rs.source}: more than {MAX_BRANCHES} branches (probabilistic or interface)"
+            )
 
     def fail(self, table: str, chain: str, rule: Rule, why: str) -> TraceError:
         return TraceError(
@@ -174,6 +168,9 @@ class _Tracer:
                 for o in m.opts:
                     if not self.basic(hook, o, st):
                         return False
+            elif mod == "comment":
+                if len(m.opts) != 1 or m.opts[0].name != "--comment":
+                    self.comment(m)
             elif mod in _IGNORED_MODULES:
                 continue
             elif mod in _PORT_MODULES:
@@ -192,10 +189,14 @@ class _Tracer:
                 if not self.mark(m, st):
                     return False
             elif mod in ("conntrack", "state"):
-                if not self.ctstate(m, st):
+                if not self.conntrack(m, st):
                     return False
             elif mod == "addrtype":
                 if not self.addrtype(m, st):
+                    return False
+            elif mod == "physdev":
+                self.notes.add(f"routed, not bridged (-m physdev at line {r.line})")
+                if not self.physdev(m):
                     return False
             elif mod in ("set", "recent"):  # evaluated by trace/ipsets.py and trace/recent.py
                 try:
@@ -212,146 +213,11 @@ class _Tracer:
                     raise _Unsupported(str(exc)) from None
                 if not hit:
                     return False
+            elif mod in _CANNOT:
+                raise _Unsupported(_CANNOT[mod])
             else:
                 raise _Unsupported(f"unsupported match -m {mod}")
         return True if prob is None else prob
-
-    def basic(self, hook: str, o: Opt, st: _St) -> bool:
-        name, v, neg = o.name, o.value, o.negated
-        if name == "-d" or name == "-s":
-            ip = st.dst if name == "-d" else self.pkt.src
-            try:
-                hit = _addr(ip) in _net(v or "")
-            except ValueError as exc:
-                raise _Unsupported(f"cannot read address {v!r} of {name}") from exc
-        elif name == "-p":
-            p = (v or "").lower()
-            p = _PROTO_NUM.get(p, p)
-            hit = p in ("all", "0") or p == self.pkt.proto
-        elif name == "-i":
-            if (v or "") == "lo":
-                hit = hook in ("INPUT",) and self.pkt.from_local and self.is_local(st.dst)
-            else:
-                return True  # interface unknown: wildcard (see module doc)
-        elif name == "-o":
-            if (v or "") == "lo":
-                hit = hook in ("OUTPUT", "POSTROUTING") and self.is_local(st.dst)
-            else:
-                return True
-        elif name == "-f":
-            hit = False  # a first packet is never a non-first fragment
-        else:
-            raise _Unsupported(f"unsupported option {name}")
-        return hit != neg
-
-    def _port_in(self, spec: str, port: int) -> bool:
-        lo, sep, hi = spec.partition(":")
-        a = parse_port(lo) if lo or not sep else 0
-        b = parse_port(hi) if hi else 65535
-        if a is None or b is None:
-            raise _Unsupported(f"cannot read port {spec!r} (ASCII decimal 0-65535, or LO:HI)")
-        return port == a if not sep else a <= port <= b
-
-    def ports(self, m: Match, st: _St) -> bool:
-        if m.module != self.pkt.proto:
-            return False
-        for o in m.opts:
-            if o.name in ("--dport", "--destination-port"):
-                hit = self._port_in(o.value or "", st.dport)
-            elif o.name in ("--sport", "--source-port"):
-                hit = self._port_in(o.value or "", self.pkt.sport)
-            elif o.name == "--syn" and m.module == "tcp":
-                hit = True
-            elif o.name == "--tcp-flags" and m.module == "tcp" and len(o.values) == 2:
-                mask = set(o.values[0].upper().split(","))
-                comp = set(o.values[1].upper().split(","))
-                if "ALL" in mask:
-                    mask = {"SYN", "ACK", "FIN", "RST", "URG", "PSH"}
-                on = {"SYN"} & mask
-                hit = on == (comp & mask) if "NONE" not in comp else not on
-            else:
-                raise _Unsupported(f"unsupported option -m {m.module} {o.name}")
-            if hit == o.negated:
-                return False
-        return True
-
-    def multiport(self, m: Match, st: _St) -> bool:
-        for o in m.opts:
-            if o.name in ("--dports", "--destination-ports"):
-                ports = [st.dport]
-            elif o.name in ("--sports", "--source-ports"):
-                ports = [self.pkt.sport]
-            elif o.name == "--ports":
-                ports = [st.dport, self.pkt.sport]
-            else:
-                raise _Unsupported(f"unsupported option -m multiport {o.name}")
-            items = (o.value or "").split(",")
-            hit = any(self._port_in(it, p) for it in items for p in ports)
-            if hit == o.negated:
-                return False
-        return True
-
-    def statistic(self, m: Match) -> Fraction:
-        mode = m.get("--mode")
-        prob = m.get("--probability")
-        if mode is None or mode.value != "random" or prob is None or len(m.opts) != 2:
-            raise _Unsupported("unsupported statistic match (only --mode random --probability P)")
-        try:
-            p = parse_probability(prob.value or "")
-        except ValueError as exc:
-            raise _Unsupported(f"cannot read probability: {exc}") from None
-        return 1 - p if prob.negated else p
-
-    def mark(self, m: Match, st: _St) -> bool:
-        for o in m.opts:
-            if o.name != "--mark":
-                raise _Unsupported(f"unsupported option -m mark {o.name}")
-            v, _, mask = (o.value or "").partition("/")
-            try:
-                val, msk = _int(v), (_int(mask) if mask else 0xFFFFFFFF)
-            except ValueError as exc:
-                raise _Unsupported(f"cannot read mark {o.value!r}") from exc
-            if ((st.mark & msk) == val) == o.negated:
-                return False
-        return True
-
-    def ctstate(self, m: Match, st: _St) -> bool:
-        """The packet is a connection's first: state NEW, plus the virtual DNAT/SNAT states once NATed."""
-        for o in m.opts:
-            if o.name not in ("--ctstate", "--state"):
-                raise _Unsupported(f"unsupported option -m {m.module} {o.name}")
-            states = {s.strip().upper() for s in (o.value or "").split(",")}
-            unknown = states - {"NEW", "INVALID", "ESTABLISHED", "RELATED", "UNTRACKED", "DNAT", "SNAT"}
-            if unknown:
-                raise _Unsupported(f"unknown conntrack state {','.join(sorted(unknown))}")
-            hit = (
-                "NEW" in states
-                or ("DNAT" in states and st.dnat is not None)
-                or ("SNAT" in states and st.masq)
-            )
-            if hit == o.negated:
-                return False
-        return True
-
-    def addrtype(self, m: Match, st: _St) -> bool:
-        for o in m.opts:
-            if o.name == "--dst-type":
-                ip = st.dst
-            elif o.name == "--src-type":
-                ip = self.pkt.src
-            else:
-                raise _Unsupported(f"unsupported option -m addrtype {o.name}")
-            types = {t.upper() for t in (o.value or "").split(",")}
-            if not types <= {"LOCAL", "UNICAST"}:
-                raise _Unsupported(f"unsupported addrtype {o.value} (only LOCAL, UNICAST)")
-            try:
-                multicast = _addr(ip).is_multicast
-            except ValueError as exc:
-                raise _Unsupported(f"packet address {ip!r} is not an IP address") from exc
-            hit = ("LOCAL" in types and self.is_local(ip)) or ("UNICAST" in types and not multicast)
-            if hit == o.negated:
-                return False
-        return True
 
     # ---- chains ------------------------------------------------------------------------------
     def run_chain(self, table: str, chain: str, hook: str, st: _St) -> list[tuple[_St, str | None]]:
@@ -390,17 +256,21 @@ class _Tracer:
                         m = self.match(table, ch.name, hook, r, st)
                     except _Unsupported as exc:
                         raise self.fail(table, ch.name, r, str(exc)) from None
+                    except Choice as c:  # an unknown interface decides: both ways, each constrained
+                        self.recent_after = None  # the rule is evaluated again on both branches
+                        self.count_branch()
+                        yes = replace(st, ifc=(*st.ifc, (c.direction, c.pattern, True)))
+                        stack.append((ch, order, pos - 1, yes, parent, calls, False))
+                        st = replace(st, ifc=(*st.ifc, (c.direction, c.pattern, False)))
+                        pos -= 1
+                        continue
                     if self.recent_after is not None:
                         st = replace(st, recent=self.recent_after)
                         self.recent_after = None
                     if m is False:
                         continue
                     if m is not True:
-                        self.branches += 1
-                        if self.branches > MAX_BRANCHES:
-                            raise TraceError(
-                                f"{self.rs.source}: more than {MAX_BRANCHES} probabilistic branches"
-                            )
+                        self.count_branch()
                         hit, miss = split_probability(st.prob, m)
                         if miss:
                             stack.append(
@@ -408,13 +278,35 @@ class _Tracer:
                                     ch,
                                     order,
                                     pos,
-                                    _St(hit, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path, st.recent),
+                                    _St(
+                                        hit,
+                                        st.dst,
+                                        st.dport,
+                                        st.mark,
+                                        st.dnat,
+                                        st.masq,
+                                        st.path,
+                                        st.ifc,
+                                        st.notes,
+                                        st.recent,
+                                    ),
                                     parent,
                                     calls,
                                     True,
                                 )
                             )
-                            st = _St(miss, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path, st.recent)
+                            st = _St(
+                                miss,
+                                st.dst,
+                                st.dport,
+                                st.mark,
+                                st.dnat,
+                                st.masq,
+                                st.path,
+                                st.ifc,
+                                st.notes,
+                                st.recent,
+                            )
                             continue  # the miss branch goes on now, the hit branch after it
                 tgt = r.target
                 if tgt is None:
@@ -427,6 +319,8 @@ class _Tracer:
                     st.dnat,
                     st.masq,
                     (*st.path, f"{table}/{ch.name}#{r.line}"),
+                    st.ifc,
+                    st.notes,
                     st.recent,
                 )
                 if tgt in _TERMINAL:
@@ -490,16 +384,16 @@ class _Tracer:
         if "-" in host or "-" in port:
             raise self.fail(table, chain, r, f"DNAT to a range {text!r} is not supported")
         try:
-            family: int = _addr(host).version
+            a = addr(host)
         except ValueError:
-            family = 0
+            a = None
         dport = parse_port(port) if port else st.dport
-        if not family or dport is None:
+        if a is None or dport is None:
             raise self.fail(table, chain, r, f"cannot read --to-destination {text!r}")
-        pkt_family = 6 if ":" in self.pkt.dst else 4
-        if family != pkt_family:
-            raise self.fail(table, chain, r, f"DNAT of an IPv{pkt_family} packet to {text!r}")
-        return replace(st, dst=host, dport=dport, dnat=f"{host}:{dport}")
+        if a.version != self.family:
+            raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {text!r}")
+        host = canon(host)
+        return replace(st, dst=host, dport=dport, dnat=format_hostport(host, dport))
 
     def hook(self, table: str, hook: str, states: list[_St]) -> tuple[list[_St], list[tuple[_St, str]]]:
         """Run one built-in chain; returns (packets that go on, packets finished with a verdict)."""
@@ -527,36 +421,49 @@ class _Tracer:
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
-        start = _St(Fraction(1), pkt.dst, pkt.dport, 0, None, False, (), self.held)
+        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, (), recent=self.held)
+        finished = self.walk([start], nat=True)
+        if pkt.ctstate == "NEW":
+            return finished
+        # A later packet of the connection: conntrack applies the first packet's NAT (the nat table
+        # is not run again) and the packet crosses raw/mangle/filter once more, now ESTABLISHED.
+        accepted = [
+            replace(st, mark=0, path=(*st.path, "conntrack:ESTABLISHED"))
+            for st, v in finished
+            if v == "ACCEPT"
+        ]
+        if not accepted:
+            raise TraceError(
+                f"{self.rs.source}: no NEW connection of this packet is accepted, so it has no "
+                f"{pkt.ctstate} packets (trace it with ctstate='NEW' to see why)"
+            )
+        self.ctstate = pkt.ctstate
+        return self.walk(accepted, nat=False)
+
+    def walk(self, sts: list[_St], *, nat: bool) -> list[tuple[_St, str]]:
+        """The hooks of the module doc for ``sts``; without the nat table when ``nat`` is False."""
         finished: list[tuple[_St, str]] = []
 
-        def stage(table: str, hook: str, sts: list[_St]) -> list[_St]:
-            go, done = self.hook(table, hook, sts)
-            finished.extend(done)
-            return go
+        def stage(tables: tuple[str, ...], hook: str, sts: list[_St]) -> list[_St]:
+            for table in tables:
+                if table == "nat" and not nat:
+                    continue
+                go, done = self.hook(table, hook, sts)
+                finished.extend(done)
+                sts = go
+            return sts
 
-        sts = [start]
-        if pkt.from_local:
-            for table in ("raw", "mangle", "nat", "filter"):
-                sts = stage(table, "OUTPUT", sts)
-            for table in ("mangle", "nat"):
-                sts = stage(table, "POSTROUTING", sts)
-            local = [s for s in sts if self.is_local(s.dst)]
-            for table in ("mangle", "filter", "nat"):
-                local = stage(table, "INPUT", local)
+        if self.from_local:
+            sts = stage(("raw", "mangle", "nat", "filter"), "OUTPUT", sts)
+            sts = stage(("mangle", "nat"), "POSTROUTING", sts)
+            local = stage(("mangle", "filter", "nat"), "INPUT", [s for s in sts if self.is_local(s.dst)])
             finished.extend((s, "ACCEPT") for s in sts if not self.is_local(s.dst))
             finished.extend((s, "ACCEPT") for s in local)
             return finished
-        for table in ("raw", "mangle", "nat"):
-            sts = stage(table, "PREROUTING", sts)
-        local = [s for s in sts if self.is_local(s.dst)]
-        fwd = [s for s in sts if not self.is_local(s.dst)]
-        for table in ("mangle", "filter", "nat"):
-            local = stage(table, "INPUT", local)
-        for table in ("mangle", "filter"):
-            fwd = stage(table, "FORWARD", fwd)
-        for table in ("mangle", "nat"):
-            fwd = stage(table, "POSTROUTING", fwd)
+        sts = stage(("raw", "mangle", "nat"), "PREROUTING", sts)
+        local = stage(("mangle", "filter", "nat"), "INPUT", [s for s in sts if self.is_local(s.dst)])
+        fwd = stage(("mangle", "filter"), "FORWARD", [s for s in sts if not self.is_local(s.dst)])
+        fwd = stage(("mangle", "nat"), "POSTROUTING", fwd)
         finished.extend((s, "ACCEPT") for s in local + fwd)
         return finished
 
@@ -568,8 +475,8 @@ def _mark_target(r: Rule, mark: int) -> int:
     o = args[0]
     v, _, m = (o.value or "").partition("/")
     try:
-        val = _int(v)
-        msk = _int(m) if m else None
+        val = to_int(v)
+        msk = to_int(m) if m else None
     except ValueError as exc:
         raise _Unsupported(f"cannot read MARK value {o.value!r}") from exc
     full = 0xFFFFFFFF
@@ -602,10 +509,7 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
             if d is not None and not d.negated:
                 ip = d.value
         if ip is not None:
-            if ip.endswith("/32"):
-                ip = ip[:-3]
-            if "/" in ip or not _is_ipv4(ip):
-                ip = None
+            ip = _index_key(ip)
         if ip is None:
             generic.append(i)
         else:
@@ -613,11 +517,75 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
     return by_dst, generic
 
 
-def _is_ipv4(text: str) -> bool:
+def _canon_or_same(text: str) -> str:
+    try:
+        return canon(text)
+    except ValueError:
+        return text
+
+
+def _index_key(text: str) -> str | None:
+    """``10.0.0.1``/``10.0.0.1/32`` → itself without /32; ``FD00:0::1/128`` → ``fd00::1``; else None."""
+    if text.endswith("/32"):
+        text = text[:-3]
     parts = text.split(".")
-    return len(parts) == 4 and all(
-        p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts
-    )
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+        return text if all(p == "0" or p[0] != "0" for p in parts) else None
+    if ":" not in text:
+        return None
+    if text.endswith("/128"):
+        text = text[:-4]
+    try:
+        a = addr(text)
+    except ValueError:
+        return None
+    return a.compressed if a.version == 6 else None
+
+
+def ruleset_family(rs: IptablesRuleset) -> tuple[int, str] | None:
+    """(4 or 6, where) from the first rule with an address (``-s``/``-d``); None without any."""
+    if _FAMILY_KEY in rs.cache:
+        got: tuple[int, str] | None = rs.cache[_FAMILY_KEY]
+        return got
+    found: tuple[int, str] | None = None
+    for tname, r in rs.rules():
+        for name in ("-d", "-s"):
+            o = r.basic(name)
+            if o is not None and o.value:
+                try:
+                    v = 6 if ":" in o.value else addr(o.value.partition("/")[0]).version
+                except ValueError:
+                    continue
+                found = (v, f"line {r.line}: {name} {o.value} in {tname}/{r.chain}")
+                break
+        if found:
+            break
+    rs.cache[_FAMILY_KEY] = found
+    return found
+
+
+def branches(tracer: _Tracer, finished: list[tuple[_St, str]], conditional: bool) -> list[Branch]:
+    """The tracer's finished paths as :data:`~pytest_k8sstate.trace.affinity.Branch` es: each with its
+    interface assumptions and the tracer's notes, and its weight (probability halved per two-way
+    interface assumption); ``conditional``: probabilities and weights scaled to sum to 1 over the
+    accepted connections (a non-NEW packet)."""
+    finished = [(st, v) for st, v in finished if st.prob != 0]
+    notes = tuple(sorted(tracer.notes))
+    weights = [st.prob / (1 << len(st.ifc)) for st, _ in finished]
+    scale = sum(weights, Fraction(0)) if conditional else Fraction(1)
+    return [
+        (
+            st.prob / scale,
+            st.dnat,
+            st.masq,
+            v,
+            st.path,
+            st.recent,
+            (*(iface_text(c) for c in st.ifc), *notes),
+            w / scale,
+        )
+        for (st, v), w in zip(finished, weights, strict=True)
+    ]
 
 
 def trace_iptables(
@@ -628,8 +596,7 @@ def trace_iptables(
     sets = SetIndex.of(ipsets)
 
     def run(pkt: Packet, held: frozenset[Entry]) -> list[Branch]:
-        return [
-            (s.prob, s.dnat, s.masq, v, s.path, s.recent) for s, v in _Tracer(ruleset, pkt, sets, held).run()
-        ]
+        tracer = _Tracer(ruleset, pkt, sets, held)
+        return branches(tracer, tracer.run(), pkt.ctstate != "NEW")
 
     return run_with_affinity(packet, run)

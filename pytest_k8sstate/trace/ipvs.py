@@ -54,7 +54,9 @@ from pytest_k8sstate.parse.ipvs import RealServer, VirtualServer
 from pytest_k8sstate.trace import Packet, TraceResult
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import SetIndex
-from pytest_k8sstate.trace.iptables import _St, _Tracer
+from pytest_k8sstate.trace.ipt_match import St as _St
+from pytest_k8sstate.trace.ipt_match import canon
+from pytest_k8sstate.trace.iptables import _Tracer, branches
 from pytest_k8sstate.trace.recent import Entry
 
 __all__ = ["BOUND_SETS", "EXACT_SCHEDULERS", "schedule", "trace_ipvs"]
@@ -211,7 +213,7 @@ class _IpvsTrace:
                     replace(
                         st,
                         prob=st.prob * p,
-                        dst=r.address,
+                        dst=_canon(r.address),
                         dport=r.port,
                         dnat=hp,
                         path=(*st.path, f"{step} -> {hp}"),
@@ -223,6 +225,11 @@ class _IpvsTrace:
         return out
 
     def run(self, packet: Packet, held: frozenset[Entry]) -> list[Branch]:
+        if packet.ctstate != "NEW":
+            raise TraceError(
+                f"IPVS-mode tracing follows a connection's first packet (ctstate='NEW'), not "
+                f"{packet.ctstate!r}: IPVS keeps its own connection table, which the captured state lacks"
+            )
         pkt = replace(packet, local_ips=self.local)
         t = _Tracer(self.rs, pkt, self.sets, held)
         finished: list[tuple[_St, str]] = []
@@ -261,7 +268,7 @@ class _IpvsTrace:
                         finished.extend((s, "ACCEPT") for s in out)
             finished.extend((s, "ACCEPT") for s in stage("nat", "INPUT", plain))
 
-        start = _St(Fraction(1), pkt.dst, pkt.dport, 0, None, False, (), held)
+        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, (), recent=held)
         if pkt.from_local:
             sts = stages(
                 (("raw", "OUTPUT"), ("mangle", "OUTPUT"), ("nat", "OUTPUT"), ("filter", "OUTPUT")), [start]
@@ -275,7 +282,7 @@ class _IpvsTrace:
             local_in([s for s in sts if t.is_local(s.dst)], nat_done=False)
             fwd = stages((("mangle", "FORWARD"), ("filter", "FORWARD"), ("mangle", "POSTROUTING")), fwd)
             finished.extend((s, "ACCEPT") for s in stage("nat", "POSTROUTING", fwd))
-        return [(s.prob, s.dnat, s.masq, v, s.path, s.recent) for s, v in finished]
+        return branches(t, finished, False)
 
 
 def _bound(sets: SetIndex | None) -> frozenset[str]:

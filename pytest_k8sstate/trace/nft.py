@@ -23,7 +23,6 @@ never a silent guess. A jump/goto to a chain already on the call path is a Trace
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -33,15 +32,29 @@ from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
 from pytest_k8sstate.parse.numbers import parse_uint
 from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
+from pytest_k8sstate.trace.nftvalues import (
+    OTHER_IFACE,
+    describe_iface,
+    fib_type,
+    hostport,
+    iface_witnesses,
+    ip,
+    part_matches,
+)
+from pytest_k8sstate.trace.nftvalues import Unsupported as _Unsupported
 
-__all__ = ["DEFAULT_TABLES", "MAX_BRANCHES", "trace_nft"]
+__all__ = ["ALL_TABLES", "DEFAULT_TABLES", "MAX_BRANCHES", "trace_nft"]
 
-DEFAULT_TABLES: tuple[tuple[str, str], ...] = (("ip", "kube-proxy"),)
+DEFAULT_TABLES = None
+"""``tables=None``: kube-proxy's table of the packet's family (``ip kube-proxy`` / ``ip6 kube-proxy``)."""
+ALL_TABLES = "all"
+"""``tables="all"``: every table the kernel runs for the packet (its family's and every ``inet`` table)."""
 _MAX_DEPTH = 64
 MAX_BRANCHES = 100_000
-_PROTO_NUM = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
-_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 _FINAL = {"accept": "ACCEPT", "drop": "DROP", "reject": "REJECT"}
+_CTSTATES = ("new", "established", "related", "invalid", "untracked")
+_NO_EFFECT = ("counter", "log", "limit", "quota")  # statements that never change a verdict
+_IN_HOOKS = ("prerouting", "input", "forward")
 
 
 @dataclass(frozen=True)
@@ -53,38 +66,67 @@ class _St:
     dnat: str | None = None
     masq: bool = False
     path: tuple[str, ...] = ()
-
-
-class _Unsupported(Exception):
-    pass
+    updates: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
+    """``(set name, key)`` added by ``update @set { ... }`` on this path (session affinity)."""
 
 
 _NOMATCH = object()  # e.g. "tcp dport" on a UDP packet: the rule simply doesn't match
+_Final = tuple[Outcome, tuple[str, ...], frozenset[tuple[str, tuple[str, ...]]]]
+
+
+_PACKET_IFACE = {"iif": "in_iface", "oif": "out_iface"}
+"""The nft key (``iif``/``oif``) → the Packet field holding that interface."""
 
 
 class _Tracer:
-    def __init__(self, ruleset: NftRuleset, tables: Sequence[tuple[str, str]], packet: Packet) -> None:
+    def __init__(
+        self,
+        ruleset: NftRuleset,
+        tables: list[NftTable],
+        packet: Packet,
+        ifaces: dict[str, str | None],
+    ) -> None:
         self.packet = packet
         self.ruleset = ruleset
+        self.tables = tables
+        self.src = packet.src
+        self.v6 = ip(packet.src).version == 6
+        self.local = packet.local_ips
+        # a loopback source can only be this node's own (kube-proxy's localhost NodePorts)
+        self.from_local = packet.from_local or ip(packet.src).is_loopback
+        self.ctstate = packet.ctstate.lower()
+        self.ifaces = ifaces  # "iif"/"oif" → the name this run assumes (None: the packet gave none)
+        self.seen: dict[str, set[str]] = {
+            "iif": set(),
+            "oif": set(),
+        }  # patterns compared with an assumed name
         self.branches = 0
         self.calls: list[str] = []  # chains on the current jump path (loop detection)
-        self.tables: list[NftTable] = []
-        for fam, name in tables:
-            t = ruleset.table(fam, name)
-            if t is None:
-                have = ", ".join(f"{f} {n}" for f, n in ruleset.tables) or "none"
-                raise TraceError(
-                    f"no table {fam} {name} in {ruleset.source} (tables: {have}); is kube-proxy running in "
-                    "nftables mode on this node?"
-                )
-            self.tables.append(t)
+        self.hook = ""
+        self.prior: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
+        self.dynamic: dict[int, frozenset[str]] = {}  # id(table) → its dynamic sets (see _dynamic_sets)
 
     # ------------------------------------------------------------------ flow
-    def run(self) -> TraceResult:
+    def run(self) -> list[_Final]:
+        """Every final state of the packet; for a returning client (``affinity="returning"``) the
+        first connection is traced, and the follow-up traced once per set of affinity entries it left."""
+        if self.packet.affinity != "returning":
+            return self._run_once()
+        groups: dict[frozenset[tuple[str, tuple[str, ...]]], Fraction] = {}
+        for o, _, ups in self._run_once():
+            groups[ups] = groups.get(ups, Fraction(0)) + o.probability
+        out: list[_Final] = []
+        for ups, prob in groups.items():
+            self.prior = ups
+            for o, path, ups2 in self._run_once():
+                out.append((Outcome(o.probability * prob, o.dnat, o.masquerade, o.verdict), path, ups2))
+        return out
+
+    def _run_once(self) -> list[_Final]:
         p = self.packet
         st = _St(Fraction(1), p.dst, p.dport)
-        finals: list[tuple[Outcome, tuple[str, ...]]] = []
-        if p.from_local:
+        finals: list[_Final] = []
+        if self.from_local:
             active = self._hook("output", [st], finals)
             active = self._hook("postrouting", active, finals)
             local = [s for s in active if self._is_local(s.daddr)]
@@ -96,19 +138,38 @@ class _Tracer:
             active = self._hook("input", local, finals)
             active += self._hook("postrouting", self._hook("forward", fwd, finals), finals)
         for s in active:
-            finals.append((Outcome(s.prob, s.dnat, s.masq, "ACCEPT"), s.path))
-        outcomes, paths = merge_outcomes(finals)
-        return TraceResult(p, outcomes, paths)
+            finals.append((Outcome(s.prob, s.dnat, s.masq, "ACCEPT"), s.path, s.updates))
+        return finals
 
-    def _is_local(self, ip: str) -> bool:
-        return ip in self.packet.local_ips or ipaddress.IPv4Address(ip) in _LOOPBACK
+    def _is_local(self, addr: str) -> bool:
+        return addr in self.local or ip(addr).is_loopback
 
-    def _hook(self, hook: str, states: list[_St], finals: list[tuple[Outcome, tuple[str, ...]]]) -> list[_St]:
+    def _iface(self, which: str, st: _St) -> str | None:
+        """The interface name ``meta iifname``/``oifname`` sees in the current hook (None: no device)."""
+        local_src = self.from_local
+        if which == "iif":
+            if self.hook in ("output",) or (local_src and self.hook == "postrouting"):
+                return None  # a locally generated packet has no input device before it loops back
+            if local_src:
+                return "lo"  # input hook after the loopback
+            name = self.ifaces["iif"]
+        else:
+            if self.hook in ("prerouting", "input"):
+                return None
+            if self._is_local(st.daddr):
+                return "lo"
+            name = self.ifaces["oif"]
+        return name
+
+    def _hook(self, hook: str, states: list[_St], finals: list[_Final]) -> list[_St]:
         chains = sorted(
             ((c.prio or 0, i, t, c) for i, (t, c) in enumerate(self._base_chains(hook))),
             key=lambda x: (x[0], x[1]),
         )
+        self.hook = hook
         for _, _, table, chain in chains:
+            if chain.type == "nat" and self.ctstate != "new":
+                continue  # only a connection's first packet runs the nat chains
             nxt: list[_St] = []
             for s in states:
                 for s2, ctl in self._run_chain(table, chain, s, 0):
@@ -117,7 +178,8 @@ class _Tracer:
                     if ctl == "accept":
                         nxt.append(s2)
                     else:
-                        finals.append((Outcome(s2.prob, s2.dnat, s2.masq, _FINAL[ctl]), s2.path))  # type: ignore[arg-type]
+                        verdict: Any = _FINAL[ctl]
+                        finals.append((Outcome(s2.prob, s2.dnat, s2.masq, verdict), s2.path, s2.updates))
             states = nxt
         return states
 
@@ -127,6 +189,28 @@ class _Tracer:
         if cached is None:
             cached = [(t, c) for t in self.tables for c in t.chains.values() if c.hook == hook]
             self.ruleset.cache[key] = cached
+        return cached
+
+    def _dynamic_sets(self, table: NftTable) -> frozenset[str]:
+        """Sets the ruleset itself fills (``update``/``add @set``, or flag ``dynamic``): their captured
+        elements belong to other clients, so only this packet's own updates (and, for a returning
+        client, its first connection's) are members."""
+        mine = self.dynamic.get(id(table))
+        if mine is not None:
+            return mine
+        key = repr(("trace.nft.dynamic", table.family, table.name))
+        cached: frozenset[str] | None = self.ruleset.cache.get(key)
+        if cached is None:
+            names = {n for n, s in table.sets.items() if "dynamic" in s.flags}
+            for c in table.chains.values():
+                for r in c.rules:
+                    for x in r.expr:
+                        v = x.get("set")
+                        if isinstance(v, dict) and isinstance(v.get("set"), str):
+                            names.add(v["set"].lstrip("@"))
+            cached = frozenset(names)
+            self.ruleset.cache[key] = cached
+        self.dynamic[id(table)] = cached
         return cached
 
     # ------------------------------------------------------------------ chains and rules
@@ -171,7 +255,9 @@ class _Tracer:
         return done
 
     def _step(self, table: NftTable, chain: NftChain, rule: NftRule, st: _St) -> _St:
-        return replace(st, path=(*st.path, f"{table.name}/{chain.name}#{rule.handle}"))
+        # the hottest copy of a state: built directly (dataclasses.replace costs twice as much)
+        step = f"{table.name}/{chain.name}#{rule.handle}"
+        return _St(st.prob, st.daddr, st.dport, st.mark, st.dnat, st.masq, (*st.path, step), st.updates)
 
     def _run_exprs(
         self, table: NftTable, chain: NftChain, rule: NftRule, i: int, st: _St, depth: int
@@ -185,8 +271,21 @@ class _Tracer:
                     return [(st, "next")]
             elif k in ("counter", "log"):
                 continue
+            elif k in ("limit", "quota"):
+                if all(next(iter(x)) in _NO_EFFECT for x in exprs[i:]):
+                    return [(st, "next")]  # only counts/logs depend on it: no effect on the packet
+                raise _Unsupported(f"'{k}' depends on the packet rate/volume, which a trace does not model")
+            elif k == "xt":
+                if isinstance(v, dict) and v.get("type") == "match" and v.get("name") == "comment":
+                    continue  # iptables-nft's "-m comment": no effect
+                if all(next(iter(x)) in _NO_EFFECT for x in exprs[i:]) and _xt_kind(v) == "match":
+                    return [(st, "next")]
+                raise _Unsupported(
+                    f"iptables-nft translated expression {_xt_text(v)}: 'nft -j' cannot show its arguments; "
+                    "trace this table from iptables-save (trace_iptables) instead"
+                )
             elif k == "set" and isinstance(v, dict) and v.get("op") in ("update", "add"):
-                continue  # dynamic set updates (session affinity) don't change this packet's verdict
+                st = self._set_update(v, st)
             elif k == "mangle":
                 st = self._mangle(v, st)
             elif k in ("accept", "drop", "return", "continue") and v is None:
@@ -199,7 +298,7 @@ class _Tracer:
                 return self._vmap(table, chain, rule, v, st, depth)
             elif k == "dnat":
                 return [(s2, "accept") for s2 in self._dnat(v, self._step(table, chain, rule, st))]
-            elif k == "masquerade":
+            elif k in ("masquerade", "snat"):
                 return [(replace(self._step(table, chain, rule, st), masq=True), "accept")]
             else:
                 raise _Unsupported(f"unsupported statement {k!r}")
@@ -276,9 +375,11 @@ class _Tracer:
         if not isinstance(addr, str):
             raise _Unsupported(f"dnat to non-literal address {addr!r}")
         try:
-            ipaddress.IPv4Address(addr)
+            a = ip(addr)
         except ValueError:
-            raise _Unsupported(f"dnat to non-IPv4 address {addr!r}") from None
+            raise _Unsupported(f"dnat to {addr!r}, which is not an IP address") from None
+        if (a.version == 6) != self.v6:
+            raise _Unsupported(f"dnat of an IPv{6 if self.v6 else 4} packet to {addr}")
         if port is None:
             new_port = st.dport
         elif isinstance(port, int) and not isinstance(port, bool):
@@ -286,7 +387,11 @@ class _Tracer:
         else:
             raise _Unsupported(f"dnat to computed port {port!r}")
         return replace(
-            st, daddr=addr, dport=new_port, dnat=f"{addr}:{new_port}", prob=st.prob if prob is None else prob
+            st,
+            daddr=str(a),
+            dport=new_port,
+            dnat=hostport(str(a), new_port),
+            prob=st.prob if prob is None else prob,
         )
 
     def _dnat_map(self, m: dict[str, Any], port: Any, st: _St) -> list[_St]:
@@ -335,6 +440,8 @@ class _Tracer:
         value = self._value(key, st)
         if value is _NOMATCH:
             return [(st, "next")]
+        if _has_iface(value):
+            self._note_ifaces(key, data, table)
         verdict: str | None
         if isinstance(data, str) and data.startswith("@"):
             s = self._named(table, data[1:])
@@ -414,6 +521,8 @@ class _Tracer:
         if value is _NOMATCH:
             return False
         right = v["right"]
+        if _has_iface(value):
+            self._note_ifaces(v["left"], right, table)
         if op in ("<", ">", "<=", ">="):
             if not (isinstance(value, tuple) and value[0] in ("port", "int") and isinstance(right, int)):
                 raise _Unsupported(f"comparison {op} on {v['left']!r}")
@@ -422,7 +531,11 @@ class _Tracer:
         if op not in ("==", "!=", "in"):
             raise _Unsupported(f"operator {op!r}")
         if isinstance(right, str) and right.startswith("@"):
-            hit = self._lookup(self._named(table, right[1:]), value) is not None
+            if right[1:] in self._dynamic_sets(table):
+                key = (right[1:], _key(value))
+                hit = key in st.updates or key in self.prior
+            else:
+                hit = self._lookup(self._named(table, right[1:]), value) is not None
         else:
             hit = self._rhs_matches(right, value)
         return hit if op != "!=" else not hit
@@ -434,37 +547,98 @@ class _Tracer:
             ((k, v),) = e.items()
             if k == "payload" and isinstance(v, dict):
                 proto, fld = v.get("protocol"), v.get("field")
-                if proto == "ip" and fld == "saddr":
-                    return ("addr", p.src)
-                if proto == "ip" and fld == "daddr":
-                    return ("addr", st.daddr)
+                if proto in ("ip", "ip6") and fld in ("saddr", "daddr", "protocol", "nexthdr"):
+                    if (proto == "ip6") != self.v6:
+                        return _NOMATCH  # an inet table's "ip saddr" on an IPv6 packet, or the reverse
+                    if fld in ("protocol", "nexthdr"):
+                        return ("proto", p.proto)
+                    return ("addr", self.src if fld == "saddr" else st.daddr)
                 if proto in ("tcp", "udp", "sctp", "th") and fld in ("dport", "sport"):
                     if proto != "th" and proto != p.proto:
                         return _NOMATCH
                     return ("port", st.dport if fld == "dport" else p.sport)
             elif k == "meta" and isinstance(v, dict):
-                if v.get("key") == "l4proto":
+                key = v.get("key")
+                if key == "l4proto":
                     return ("proto", p.proto)
-                if v.get("key") == "mark":
+                if key == "mark":
                     return ("int", st.mark)
+                if key == "nfproto":
+                    return ("name", "ipv6" if self.v6 else "ipv4")
+                if key == "protocol":
+                    return ("name", "ip6" if self.v6 else "ip")
+                if key in ("iifname", "oifname", "iif", "oif"):
+                    which = key[:3]
+                    name = self._iface(which, st)
+                    return _NOMATCH if name is None else ("iface", name)
             elif k == "ct" and isinstance(v, dict) and v.get("key") == "state" and "dir" not in v:
-                return ("ctstate", "new")
+                return ("ctstate", self.ctstate)
             elif k == "ct" and isinstance(v, dict) and v.get("key") == "status" and "dir" not in v:
+                if self.ctstate != "new":
+                    raise _Unsupported(
+                        "'ct status' of a non-NEW packet depends on how its connection was NATed; "
+                        "trace the connection's first packet (ctstate NEW) instead"
+                    )
                 # a new connection: its only status bit that matters here is "dnat", set once DNATed
                 return ("ctstatus", frozenset({"dnat"}) if st.dnat is not None else frozenset())
             elif k == "fib" and isinstance(v, dict) and v.get("result") == "type":
                 flags = v.get("flags")
                 flags = [flags] if isinstance(flags, str) else flags
-                if flags == ["daddr"]:
-                    return ("fibtype", "local" if self._is_local(st.daddr) else "unicast")
-                if flags == ["saddr"]:
-                    return ("fibtype", "local" if self._is_local(p.src) else "unicast")
+                if flags in (["daddr"], ["saddr"]):
+                    ip = st.daddr if flags == ["daddr"] else self.src
+                    return ("fibtype", fib_type(ip, self._is_local(ip)))
             elif k in ("&", "|", "^"):
                 return ("int", self._int_value(e, st))
             elif k == "concat" and isinstance(v, list):
                 parts = [self._value(x, st) for x in v]
                 return _NOMATCH if any(x is _NOMATCH for x in parts) else parts
         raise _Unsupported(f"cannot evaluate expression {e!r}")
+
+    def _note_ifaces(self, left: Any, right: Any, table: NftTable) -> None:
+        """Remember the interface names/patterns ``right`` compares an interface with (for the
+        interface worlds of :func:`trace_nft`)."""
+        from pytest_k8sstate.parse.nft import render_expr
+
+        parts = left["concat"] if isinstance(left, dict) and isinstance(left.get("concat"), list) else [left]
+        n = len(parts)
+        for idx, part in enumerate(parts):
+            meta = part.get("meta") if isinstance(part, dict) else None
+            key = meta.get("key") if isinstance(meta, dict) else None
+            if key not in ("iifname", "oifname", "iif", "oif"):
+                continue
+            which = key[:3]
+            if getattr(self.packet, _PACKET_IFACE[which]) is not None:
+                continue
+            texts: list[str] = []
+            if isinstance(right, str) and right.startswith("@"):
+                texts = [e.key[idx] for e in self._named(table, right[1:]).elements if len(e.key) == n]
+            else:
+                items = (
+                    right["set"] if isinstance(right, dict) and isinstance(right.get("set"), list) else right
+                )
+                for it in items if isinstance(items, list) else [items]:
+                    k = it[0] if isinstance(it, list) and len(it) == 2 else it
+                    if isinstance(k, dict) and isinstance(k.get("elem"), dict):
+                        k = k["elem"].get("val")
+                    if n > 1:
+                        ks = k.get("concat") if isinstance(k, dict) else None
+                        if isinstance(ks, list) and len(ks) == n:
+                            texts.append(render_expr(ks[idx]))
+                    else:
+                        texts.append(render_expr(k))
+            self.seen[which].update(texts)
+
+    def _set_update(self, v: dict[str, Any], st: _St) -> _St:
+        """``update @affinity-… { ip saddr }``: remember the key on this path (see :meth:`_dynamic_sets`)."""
+        name, elem = v.get("set"), v.get("elem")
+        if isinstance(elem, dict) and isinstance(elem.get("elem"), dict) and "val" in elem["elem"]:
+            elem = elem["elem"]["val"]  # { ip saddr timeout 3h }
+        if not isinstance(name, str):
+            raise _Unsupported(f"set update of {name!r}")
+        value = self._value(elem, st)
+        if value is _NOMATCH:
+            return st
+        return replace(st, updates=st.updates | {(name.lstrip("@"), _key(value))})
 
     def _rhs_matches(self, right: Any, value: Any) -> bool:
         if isinstance(right, dict) and len(right) == 1 and isinstance(right.get("set"), list):
@@ -482,12 +656,11 @@ class _Tracer:
             raise _Unsupported(f"cannot compare with {right!r}")
         from pytest_k8sstate.parse.nft import render_expr
 
-        return _part_matches(value, render_expr(right))
+        return part_matches(value, render_expr(right))
 
     def _lookup(self, s: NftSet, value: Any) -> Any:
         """The element of ``s`` matching ``value`` (exact index first, then prefixes/ranges), or None."""
-        values = value if isinstance(value, list) else [value]
-        key = tuple(_canon(v) for v in values)
+        key = _key(value)
         idx = s.exact_index()
         if key in idx:
             return idx[key]
@@ -500,15 +673,7 @@ class _Tracer:
         values = value if isinstance(value, list) else [value]
         if len(key) != len(values):
             return False
-        return all(_part_matches(v, k) for v, k in zip(values, key, strict=True))
-
-
-def _uint(text: str) -> int:
-    """ASCII decimal or 0x hex (what nft prints); ValueError otherwise (no "+80", "8_0", "٨٠")."""
-    v = parse_uint(text)
-    if v is None:
-        raise ValueError(text)
-    return v
+        return all(part_matches(v, k) for v, k in zip(values, key, strict=True))
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -539,42 +704,153 @@ def _verdict_of(x: Any) -> str | None:
     return render_expr(x)
 
 
-def _canon(v: tuple[str, Any]) -> str:
-    return str(v[1])
+def _key(value: Any) -> tuple[str, ...]:
+    """A packet value as a set key (the canonical text of each concatenated part)."""
+    values = value if isinstance(value, list) else [value]
+    return tuple(str(v[1]) for v in values)
 
 
-def _part_matches(v: tuple[str, Any], text: str) -> bool:
-    kind, val = v
+def _has_iface(value: Any) -> bool:
+    if type(value) is tuple:
+        return bool(value[0] == "iface")
+    return any(v[0] == "iface" for v in value)
+
+
+def _xt_kind(v: Any) -> str:
+    return str(v.get("type")) if isinstance(v, dict) else "?"
+
+
+def _xt_text(v: Any) -> str:
+    if not isinstance(v, dict):
+        return f"xt {v!r}"
+    return f"xt {v.get('type')} {v.get('name')!r}"
+
+
+def _select_tables(
+    ruleset: NftRuleset, tables: Sequence[tuple[str, str]] | str | None, v6: bool
+) -> list[NftTable]:
+    fam = "ip6" if v6 else "ip"
+    have = ", ".join(f"{f} {n}" for f, n in ruleset.tables) or "none"
+    if tables is None:
+        tables = [(fam, "kube-proxy")]
+    elif tables == ALL_TABLES:
+        out = [t for t in ruleset.tables.values() if t.family in (fam, "inet")]
+        if not out:
+            raise TraceError(f"no {fam} or inet table in {ruleset.source} (tables: {have})")
+        return out
+    elif isinstance(tables, str):
+        raise TraceError(f"tables={tables!r}: give (family, name) pairs, None or {ALL_TABLES!r}")
+    out = []
+    for f, n in tables:
+        t = ruleset.table(f, n)
+        if t is None:
+            hint = " is kube-proxy running in nftables mode on this node?" if n == "kube-proxy" else ""
+            raise TraceError(f"no table {f} {n} in {ruleset.source} (tables: {have});{hint}".rstrip(";"))
+        if f in (fam, "inet"):
+            out.append(t)
+    if not out:
+        given = ", ".join(f"{f} {n}" for f, n in tables)
+        raise TraceError(
+            f"none of the tables {given} sees an IPv{6 if v6 else 4} packet (the kernel runs {fam} and inet "
+            f"tables for it); tables in {ruleset.source}: {have}"
+        )
+    return out
+
+
+def _check_packet(packet: Packet) -> Packet:
+    """Validate the packet's fields; its addresses in canonical form (as nft prints them)."""
     try:
-        if kind == "addr":
-            ip = ipaddress.IPv4Address(val)
-            if "/" in text:
-                return ip in ipaddress.IPv4Network(text, strict=False)
-            if "-" in text:
-                lo, hi = text.split("-", 1)
-                return ipaddress.IPv4Address(lo) <= ip <= ipaddress.IPv4Address(hi)
-            return ip == ipaddress.IPv4Address(text)
-        if kind in ("port", "int"):
-            lo, sep, hi = text.partition("-")
-            a, b = _uint(lo), (_uint(hi) if sep else None)
-            return bool(a <= val <= b) if b is not None else bool(val == a)
-        if kind == "proto":
-            return bool(text == val or text == str(_PROTO_NUM.get(val, -1)))
-        if kind in ("ctstate", "fibtype"):
-            return bool(text == val)
-        if kind == "ctstatus":
-            return text in val
-    except ValueError:
-        raise _Unsupported(f"cannot compare {kind} {val!r} with {text!r}") from None
-    raise _Unsupported(f"cannot compare {kind} with {text!r}")
+        src, dst = ip(packet.src), ip(packet.dst)
+        local = frozenset(str(ip(x)) for x in packet.local_ips)
+    except ValueError as exc:
+        raise TraceError(f"packet: {exc}") from None
+    if src.version != dst.version:
+        raise TraceError(
+            f"packet: source {packet.src} and destination {packet.dst} are of different IP families"
+        )
+    if packet.ctstate.lower() not in _CTSTATES:
+        raise TraceError(
+            f"packet: ctstate {packet.ctstate!r} is not one of {', '.join(s.upper() for s in _CTSTATES)}"
+        )
+    if packet.affinity not in ("new", "returning"):
+        raise TraceError(f"packet: affinity {packet.affinity!r} is not 'new' or 'returning'")
+    if str(src) == packet.src and str(dst) == packet.dst and local == packet.local_ips:
+        return packet
+    return replace(packet, src=str(src), dst=str(dst), local_ips=local)
+
+
+_MAX_WORLDS = 64
+_MAX_LISTED = 16
+
+
+def _describe(outcomes: tuple[Outcome, ...]) -> str:
+    parts = []
+    for o in outcomes:
+        s = o.verdict + (f" to {o.dnat}" if o.dnat else "") + (" masqueraded" if o.masquerade else "")
+        parts.append(s if o.probability == 1 else f"{s} ({o.probability})")
+    return "; ".join(parts)
 
 
 def trace_nft(
-    ruleset: NftRuleset, packet: Packet, *, tables: Sequence[tuple[str, str]] = DEFAULT_TABLES
+    ruleset: NftRuleset, packet: Packet, *, tables: Sequence[tuple[str, str]] | str | None = DEFAULT_TABLES
 ) -> TraceResult:
-    """Trace ``packet`` through the base chains of ``tables`` (default: kube-proxy's ``ip kube-proxy``).
+    """Trace ``packet`` through the base chains of ``tables``.
 
-    Other tables (e.g. iptables-nft's ``ip nat``/``ip filter`` with ``xt`` expressions) are not run:
-    trace those with :func:`pytest_k8sstate.trace.iptables.trace_iptables` on ``iptables-save``.
+    ``tables``: None (default) — kube-proxy's table of the packet's family (``ip kube-proxy`` for
+    IPv4, ``ip6 kube-proxy`` for IPv6); ``"all"`` — every ``ip``/``ip6`` table of the packet's family
+    and every ``inet`` table; or ``(family, name)`` pairs (each must exist; those of the other family
+    are skipped, as the kernel does). iptables-nft's tables hold ``xt`` expressions whose arguments
+    ``nft -j`` cannot show: trace those with :func:`pytest_k8sstate.trace.iptables.trace_iptables`.
+
+    When the packet gives no ``in_iface``/``out_iface`` and a rule it reaches matches on an interface
+    name, the trace is repeated for each distinguishable interface (each name the rules mention, another name
+    matching each wildcard, any other name); if the answers differ, a TraceError lists them.
     """
-    return _Tracer(ruleset, tables, packet).run()
+    given, packet = packet, _check_packet(packet)
+    tabs = _select_tables(ruleset, tables, ip(packet.src).version == 6)
+    unknown = [w for w, v in (("iif", packet.in_iface), ("oif", packet.out_iface)) if v is None]
+    patterns: dict[str, set[str]] = {"iif": set(), "oif": set()}
+    results: dict[tuple[str | None, str | None], list[_Final]] = {}
+    todo: list[tuple[str | None, str | None]] = [
+        (
+            packet.in_iface if packet.in_iface is not None else OTHER_IFACE,
+            packet.out_iface if packet.out_iface is not None else OTHER_IFACE,
+        )
+    ]
+    while todo:
+        world = todo.pop(0)
+        if world in results:
+            continue
+        if len(results) >= _MAX_WORLDS:
+            raise TraceError(
+                f"{ruleset.source}: the rules match more than {_MAX_WORLDS} interface combinations; "
+                "give the packet's interfaces (Packet(in_iface=..., out_iface=...))"
+            )
+        tr = _Tracer(ruleset, tabs, packet, {"iif": world[0], "oif": world[1]})
+        results[world] = tr.run()
+        if any(not tr.seen[w] <= patterns[w] for w in unknown):
+            for w in unknown:
+                patterns[w] |= tr.seen[w]
+            iifs = iface_witnesses(patterns["iif"]) if "iif" in unknown else [packet.in_iface]
+            oifs = iface_witnesses(patterns["oif"]) if "oif" in unknown else [packet.out_iface]
+            todo = [(i, o) for i in iifs for o in oifs if (i, o) not in results]
+    merged = {w: merge_outcomes((o, path) for o, path, _ in finals) for w, finals in results.items()}
+    distinct = {m[0] for m in merged.values()}
+    first = next(iter(merged.values()))
+    if len(distinct) > 1:
+        lines = []
+        for (i, o), (outs, _) in list(merged.items())[:_MAX_LISTED]:
+            cond = " and ".join(
+                f"{w} {describe_iface(n)}"
+                for w, n in (("iif", i), ("oif", o))
+                if w in unknown and n is not None
+            )
+            lines.append(f"{cond}: {_describe(outs)}")
+        if len(merged) > _MAX_LISTED:
+            lines.append(f"... ({len(merged) - _MAX_LISTED} more)")
+        raise TraceError(
+            f"the answer depends on the packet's {'/'.join(unknown)} interface, which it does not give "
+            f"(rules in {ruleset.source} match interface names); "
+            "trace with Packet(in_iface=..., out_iface=...):\n  " + "\n  ".join(lines)
+        )
+    return TraceResult(given, first[0], first[1])

@@ -106,7 +106,10 @@ def test_marker_with_another_spec_parametrizes_k8s_cluster(plugin: PluginRunner)
             "k8sstate(node=3)",
             "unknown argument(s) node; expected provider, nodes, proxy_mode, cni, version, fresh",
         ),
-        ("k8sstate(cni='calico')", "invalid cni='calico'; expected one of ptp, bridge, kindnet"),
+        (
+            "k8sstate(cni='calico')",
+            "invalid cni='calico'; expected one of ptp, bridge, flannel, flannel-host-gw, kindnet, cilium",
+        ),
         (
             "k8sstate(proxy_mode='userspace')",
             "invalid proxy_mode='userspace'; expected one of iptables, nftables, ipvs",

@@ -3,10 +3,11 @@
 Formats recognised (see etcd-io/auger pkg/encoding and k8s.io/apimachinery serializers); one module each:
 
 * ``k8s\\x00`` + protobuf ``runtime.Unknown{1: typeMeta{1: apiVersion, 2: kind}, 2: raw,
-  3: contentEncoding, 4: contentType}`` → ``encoding="protobuf"``. The envelope and the object's
-  ``ObjectMeta`` (field 1 of ``raw``) are decoded with the ``protobuf`` library from descriptors built at
-  import time (:mod:`.meta`; no protoc, no generated code). ``fields`` is a generic tree of ``raw``
-  (:mod:`.wire`) named after :mod:`.schema` where it knows the kind (:mod:`.protobuf` puts them together).
+  3: contentEncoding, 4: contentType}`` → ``encoding="protobuf"``. ``fields`` is the JSON the apiserver
+  serves for the object, from descriptors of every built-in type generated out of the API modules'
+  ``generated.proto`` files (:mod:`.protoschema`, :mod:`.typed`; ``docs/decode.md``). Kinds the
+  descriptors don't describe — or every kind when they cannot be had (one warning) — get the generic tree
+  below (:mod:`.protobuf` puts them together).
 * JSON objects (custom resources, ``--storage-media-type=application/json``) → ``encoding="json"``,
   ``fields`` is the object as stored.
 * CBOR (self-described tag ``0xd9d9f7``, the apiserver's CBOR serializer) → ``encoding="cbor"``; decoded
@@ -19,7 +20,7 @@ Formats recognised (see etcd-io/auger pkg/encoding and k8s.io/apimachinery seria
 Errors never escape: a malformed value yields a :class:`Decoded` whose ``error`` names the key, what failed
 and the byte offset (offsets are into the whole etcd value).
 
-The protobuf field tree (``Decoded.fields`` for protobuf values):
+The generic protobuf field tree (``Decoded.fields`` of protobuf values without descriptors):
 
 * top level: ``metadata`` (field 1, ObjectMeta with Kubernetes' JSON field names: ``name``,
   ``namespace``, ``uid``, ``labels``, ``annotations``, ``ownerReferences``, ``creationTimestamp`` as
@@ -46,12 +47,21 @@ from __future__ import annotations
 import json
 
 from pytest_k8sstate.etcd.decode.cbor import CBOR_PREFIX, decode_cbor
-from pytest_k8sstate.etcd.decode.protobuf import PROTO_PREFIX, decode_protobuf
+from pytest_k8sstate.etcd.decode.protobuf import PROTO_PREFIX, active_schema, decode_protobuf, schema_problem
 from pytest_k8sstate.etcd.decode.result import Decoded, identity_from_mapping
 from pytest_k8sstate.etcd.decode.schema import TOP_LEVEL_NAMES
 from pytest_k8sstate.etcd.decode.wire import MAX_DEPTH, WireError, wire_tree
 
-__all__ = ["MAX_DEPTH", "TOP_LEVEL_NAMES", "Decoded", "WireError", "decode_value", "wire_tree"]
+__all__ = [
+    "MAX_DEPTH",
+    "TOP_LEVEL_NAMES",
+    "Decoded",
+    "WireError",
+    "active_schema",
+    "decode_value",
+    "schema_problem",
+    "wire_tree",
+]
 
 ENC_PREFIX = b"k8s:enc:"
 

@@ -29,12 +29,14 @@ The agent, its systemd unit and the manifest are package data (``data/node-route
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import resources
 
 __all__ = [
     "AGENT_PATH",
     "AGENT_SCRIPT",
     "CONFIGMAP",
+    "FLANNEL_BACKENDS",
     "IMAGE_LABEL",
     "MANIFEST",
     "MODES",
@@ -51,9 +53,12 @@ CONFIGMAP = "k8sstate-node-routes"
 AGENT_PATH = "/usr/local/bin/k8sstate-node-routes"
 UNIT_NAME = "k8sstate-node-routes.service"
 DATA_FILES = ("node-routes.sh", "node-routes.service", "node-routes.yaml")
-MODES = ("ptp", "bridge")
+MODES = ("ptp", "bridge", "flannel")
 """What the agent sets up (the ConfigMap's ``data.mode``): ``ptp`` (kindnet's layout: a veth and a /32 route
-per pod) or ``bridge`` (minikube's default: every pod's veth on ``cni0``, ``ipMasq``)."""
+per pod), ``bridge`` (minikube's default: every pod's veth on ``cni0``, ``ipMasq``) or ``flannel`` (the real
+flanneld, which the kind provider copies into the nodes, with ``data.backend`` ``vxlan`` or ``host-gw`` on
+``data.network``; the agent writes the bridge config flannel's CNI plugin would delegate to)."""
+FLANNEL_BACKENDS = ("vxlan", "host-gw")
 
 
 def _data(name: str) -> str:
@@ -76,11 +81,22 @@ MANIFEST = _data("node-routes.yaml")
 ``ptp``) and the RBAC that lets ``system:nodes`` read it and list Nodes."""
 
 
-def manifest(mode: str = "ptp") -> str:
-    """:data:`MANIFEST` with the agent switched to ``mode`` (one of :data:`MODES`)."""
+def manifest(mode: str = "ptp", *, backend: str | None = None, network: str | None = None) -> str:
+    """:data:`MANIFEST` with the agent switched to ``mode`` (one of :data:`MODES`); mode ``flannel`` also
+    takes ``backend`` (:data:`FLANNEL_BACKENDS`, default ``vxlan``) and ``network`` (the cluster's pod
+    network, default kind's ``10.244.0.0/16``)."""
     if mode not in MODES:
         raise ValueError(f"k8sstate-node-routes mode {mode!r}: expected one of {', '.join(MODES)}")
     line = "  mode: ptp\n"
     if line not in MANIFEST:  # pragma: no cover - the package data and this module go together
         raise ValueError(f"package data node-routes.yaml lost its {line.strip()!r} line")
-    return MANIFEST.replace(line, f"  mode: {mode}\n", 1)
+    data = f"  mode: {mode}\n"
+    if mode == "flannel":
+        backend = backend or "vxlan"
+        if backend not in FLANNEL_BACKENDS:
+            raise ValueError(f"flannel backend {backend!r}: expected one of {', '.join(FLANNEL_BACKENDS)}")
+        net = ipaddress.ip_network(network or "10.244.0.0/16")  # ValueError for anything but a CIDR
+        data += f"  backend: {backend}\n  network: {net}\n"
+    elif backend is not None or network is not None:
+        raise ValueError(f"backend/network are settings of mode flannel, not of {mode!r}")
+    return MANIFEST.replace(line, data, 1)

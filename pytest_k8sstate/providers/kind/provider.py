@@ -62,6 +62,11 @@ from pytest_k8sstate.providers.kubeadm import (
 from pytest_k8sstate.providers.kubeconfig import copy_kubeconfig
 from pytest_k8sstate.providers.statefile import StateFile
 
+FLANNELD_PATH = "/usr/local/bin/flanneld"
+"""Where ``cni=flannel`` puts flanneld in every node (the agent's mode ``flannel`` runs it from there)."""
+DEFAULT_POD_SUBNET = "10.244.0.0/16"
+"""kind's default ``networking.podSubnet`` (flannel's ``Network`` unless ``KindOptions.pod_subnet``)."""
+
 __all__ = ["KindProvider", "capabilities_for", "cni_name", "missing_capability_notes", "provider"]
 
 
@@ -101,7 +106,7 @@ def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, s
 
 class KindProvider(DockerNodesProvider):
     name = "kind"
-    cnis = ("ptp", "bridge", "kindnet")
+    cnis = ("ptp", "bridge", "flannel", "flannel-host-gw", "kindnet")
     # what a kind cluster can offer at most (the plugin skips a test needing anything else before create)
     capabilities = capabilities_for("iptables", default_cni=True, ipvs_kernel=False) | {
         f"cni-{c}" for c in cnis
@@ -285,7 +290,7 @@ class KindProvider(DockerNodesProvider):
         if spec.cni == "kindnet":
             note = missing_capability_notes(image or "the node image", noderoutes.CONFIGMAP)["kindnet"]
             raise ProviderError(f"kind cluster {spec.name!r}: CNI 'kindnet' is not available: {note}")
-        if default != "ptp":
+        if default != "ptp":  # the agent's own default: images with the node-routes agent
             raise ProviderError(
                 f"kind cluster {spec.name!r}: CNI {spec.cni!r} needs the {noderoutes.CONFIGMAP} agent, which "
                 f"node image {image or 'kind default'} does not have (its default CNI is kindnet); build one "
@@ -293,14 +298,35 @@ class KindProvider(DockerNodesProvider):
             )
         return spec.cni
 
-    def _install_node_routes(self, cluster: Cluster, mode: str) -> None:
-        """Switch every node's agent on in ``mode`` (the manifest kind would have applied, in that mode)."""
-        self.progress(f"kind: installing CNI {mode} ({noderoutes.CONFIGMAP} agent)")
+    def _install_node_routes(self, cluster: Cluster, cni: str) -> None:
+        """Switch every node's agent on for ``cni`` (the manifest kind would have applied, in that mode);
+        flannel: copy flanneld (built on demand, cached by version) into every node first."""
+        self.progress(f"kind: installing CNI {cni} ({noderoutes.CONFIGMAP} agent)")
+        if cni.startswith("flannel"):
+            flanneld = self._flanneld()
+            for n in cluster.nodes:
+                self.docker.run("cp", str(flanneld), f"{n.name}:{FLANNELD_PATH}", timeout=120)
+            text = noderoutes.manifest(
+                "flannel",
+                backend="host-gw" if cni == "flannel-host-gw" else "vxlan",
+                network=self.options.pod_subnet or DEFAULT_POD_SUBNET,
+            )
+        else:
+            text = noderoutes.manifest(cni)
         cluster.control_plane.exec.run(
             ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "apply", "-f", "-"],
-            input=noderoutes.manifest(mode).encode(),
+            input=text.encode(),
             timeout=120,
         )
+
+    def _flanneld(self) -> Path:
+        """flanneld from the binaries cache (built from the Go module proxy the first time, ~5 min)."""
+        import pytest_k8sstate.binaries as bins
+
+        try:
+            return bins.ensure_binaries(["flanneld"], progress=self.progress)["flanneld"]
+        except BinaryError as exc:
+            raise ProviderError(f"CNI flannel needs flanneld: {exc}") from exc
 
     def _check_nodes_running(self, name: str, nodes: Sequence[NodeInfo]) -> None:
         """Every node container is running (one ``docker inspect`` for all): ProviderError naming the rest."""

@@ -1,21 +1,33 @@
 #!/bin/bash
 # k8sstate-node-routes: pod networking for kind nodes without kindnetd (providers/kind/noderoutes.py).
 # Every 2-10 s: this node's CNI config from its spec.podCIDR, and a route to every other node's pod CIDR
-# via that node's InternalIP. Acts only while kube-system/k8sstate-node-routes exists.
+# via that node's InternalIP. Acts only while kube-system/k8sstate-node-routes exists. In mode flannel it
+# keeps the real flanneld running instead (which owns the routes) and writes the config flannel's CNI
+# plugin would delegate to.
 set -u
 kubeconfig=${K8SSTATE_KUBECONFIG:-/etc/kubernetes/kubelet.conf}
 conf_dir=${K8SSTATE_CNI_CONF_DIR:-/etc/cni/net.d}
 node=${K8SSTATE_NODE_NAME:-$(cat /proc/sys/kernel/hostname)}
 conf="$conf_dir/10-k8sstate.conflist"
+flannel_bin=${K8SSTATE_FLANNELD:-/usr/local/bin/flanneld}
+flannel_dir=/run/k8sstate-flannel
 
 kc() { timeout 20 kubectl --kubeconfig="$kubeconfig" "$@"; }
 
-# $1: this node's pod CIDR, $2: the mode the ConfigMap names (data.mode: ptp, the default, or bridge)
+# $1: this node's pod CIDR, $2: the mode the ConfigMap names (data.mode: ptp, the default, bridge or
+# flannel; flannel also reads FLANNEL_NETWORK and FLANNEL_MTU from /run/flannel/subnet.env)
 conflist() {
-  local main
+  local main routes='[{"dst": "0.0.0.0/0"}]' mtu=1500
   if [ "$2" = "bridge" ]; then
     # minikube's default bridge CNI: every pod's veth on cni0 (the gateway), masquerade off-subnet traffic
     main='"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,'
+  elif [ "$2" = "flannel" ]; then
+    # what flannel's CNI plugin delegates to (that plugin's module is not on the Go module proxy): the
+    # bridge plugin on cni0 with the subnet flanneld leased; flanneld masquerades (--ip-masq), not the bridge
+    main='"type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,'
+    main="$main \"ipMasq\": false, \"hairpinMode\": true,"
+    routes="[{\"dst\": \"$FLANNEL_NETWORK\"}]"
+    mtu=$FLANNEL_MTU
   else
     # kindnet's layout: a veth and a /32 route per pod, no bridge, no rules
     main='"type": "ptp", "ipMasq": false,'
@@ -27,11 +39,11 @@ conflist() {
   "plugins": [
     {
       $main
-      "mtu": 1500,
+      "mtu": $mtu,
       "ipam": {
         "type": "host-local",
         "dataDir": "/run/cni-ipam-state",
-        "routes": [{"dst": "0.0.0.0/0"}],
+        "routes": $routes,
         "ranges": [[{"subnet": "$1"}]]
       }
     },
@@ -47,26 +59,75 @@ proxy_ready() {
   nft list table ip kube-proxy 2>/dev/null | grep -q 'default/kubernetes:https'
 }
 
+# $1: pod CIDR, $2: mode. Pods started before kube-proxy's first sync cannot reach the API (CoreDNS then
+# stays unready for up to a minute): the first config waits for it, 30 s at most (other proxies, ipvs)
+write_conf() {
+  if [ ! -f "$conf" ] && ! proxy_ready; then
+    first_seen=${first_seen:-$SECONDS}
+    [ $((SECONDS - first_seen)) -lt 30 ] && return 1
+  fi
+  mkdir -p "$conf_dir"
+  conflist "$1" "$2" > "$conf.tmp"
+  if cmp -s "$conf.tmp" "$conf"; then rm -f "$conf.tmp"; else mv -f "$conf.tmp" "$conf"; fi
+}
+
+# mode flannel: keep the real flanneld running (kube subnet manager, this node's own credentials; the
+# kind provider copies the binary in). $1: the cluster's pod network, $2: the backend (vxlan, host-gw)
+flannel_up() {
+  local want pid
+  if [ ! -x "$flannel_bin" ]; then
+    echo "k8sstate-node-routes: mode flannel, but $flannel_bin is missing (the kind provider copies it in)" >&2
+    return 1
+  fi
+  want="{\"Network\": \"$1\", \"Backend\": {\"Type\": \"$2\"}}"
+  mkdir -p "$flannel_dir"
+  pid=$(cat "$flannel_dir/flanneld.pid" 2>/dev/null)
+  if [ "$(cat "$flannel_dir/net-conf.json" 2>/dev/null)" != "$want" ]; then
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+    pid=
+    printf '%s\n' "$want" > "$flannel_dir/net-conf.json"
+  fi
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
+  NODE_NAME=$node "$flannel_bin" --kube-subnet-mgr --kubeconfig-file="$kubeconfig" --ip-masq --iface=eth0 \
+    --net-config-path="$flannel_dir/net-conf.json" --subnet-file=/run/flannel/subnet.env \
+    >> /var/log/k8sstate-flanneld.log 2>&1 &
+  echo $! > "$flannel_dir/flanneld.pid"
+}
+
+# 10.244.1.1/24 -> 10.244.1.0/24 (subnet.env holds flannel's gateway address; host-local wants the network)
+network_of() {
+  local a b c d len=${1#*/} n
+  IFS=. read -r a b c d <<<"${1%/*}"
+  n=$(( ((a << 24) | (b << 16) | (c << 8) | d) & ((0xFFFFFFFF << (32 - len)) & 0xFFFFFFFF) ))
+  echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))/$len"
+}
+
+sync_flannel() {
+  flannel_up "$(jq -r '.data.network // "10.244.0.0/16"' <<<"$1")" "$(jq -r '.data.backend // "vxlan"' <<<"$1")" \
+    || return 1
+  [ -r /run/flannel/subnet.env ] || return 1
+  # FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ: what flanneld leased for this node
+  # shellcheck disable=SC1091
+  . /run/flannel/subnet.env
+  write_conf "$(network_of "$FLANNEL_SUBNET")" flannel
+}
+
 sync_once() {
   [ -r "$kubeconfig" ] || return 1
   # --raw: no API discovery, half the time of `kubectl get` (the agent shares the node's CPU)
   local cm mode nodes name cidr ip
   cm=$(kc get --raw /api/v1/namespaces/kube-system/configmaps/k8sstate-node-routes 2>/dev/null) || return 1
   mode=$(jq -r '.data.mode // "ptp"' <<<"$cm")
+  if [ "$mode" = "flannel" ]; then
+    sync_flannel "$cm"
+    return $?
+  fi
   nodes=$(kc get --raw /api/v1/nodes) || return 1
   # name, podCIDR, first IPv4 InternalIP ("-" when not known yet)
   while IFS=$'\t' read -r name cidr ip; do
     [ "$cidr" = "-" ] && continue
     if [ "$name" = "$node" ]; then
-      # pods started before kube-proxy's first sync cannot reach the API (CoreDNS then stays unready
-      # for up to a minute): the first config waits for it, 30 s at most (other proxies, ipvs)
-      if [ ! -f "$conf" ] && ! proxy_ready; then
-        first_seen=${first_seen:-$SECONDS}
-        [ $((SECONDS - first_seen)) -lt 30 ] && continue
-      fi
-      mkdir -p "$conf_dir"
-      conflist "$cidr" "$mode" > "$conf.tmp"
-      if cmp -s "$conf.tmp" "$conf"; then rm -f "$conf.tmp"; else mv -f "$conf.tmp" "$conf"; fi
+      write_conf "$cidr" "$mode"
     elif [ "$ip" != "-" ]; then
       ip route replace "$cidr" via "$ip" || echo "k8sstate-node-routes: no route $cidr via $ip" >&2
     fi

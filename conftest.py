@@ -2,7 +2,7 @@
 
 A safety net for the hard rule "clean up everything you start": at the end of the session, any
 ``k8ss-*`` network namespace that did not exist when the session started is reported as a leak
-(unless ``--k8s-keep-cluster`` asked to keep clusters).
+(unless ``--k8sstate-keep-cluster`` asked to keep clusters).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     before = config.stash.get(_BEFORE_KEY, set())
     leaked = sorted(set(netns.list_ours()) - before)
-    if leaked and not config.getoption("--k8s-keep-cluster", default=False):
+    if leaked and not config.getoption("--k8sstate-keep-cluster", default=False):
         terminalreporter.write_sep("=", "k8sstate: leaked network namespaces", red=True)
         terminalreporter.write_line("tests left these namespaces behind: " + ", ".join(leaked))
 

@@ -81,7 +81,7 @@ K8SSTATE_CONTRACT_PROVIDERS=kind "$PY" -m pytest -p no:cacheprovider -q \
     tests/test_provider_contract.py tests/test_provider_kind.py tests/test_traffic_image.py "$@"
 
 echo "[kind-e2e] findings on kind"
-"$PY" -m pytest -p no:cacheprovider -q tests/findings --k8s-provider kind "$@"
+"$PY" -m pytest -p no:cacheprovider -q tests/findings --k8sstate-provider kind "$@"
 
 # CNI x kube-proxy mode: the findings whose claims involve the pod network, on two more combinations (ptp x
 # iptables ran above; docs/cnis.md has the full-matrix command)
@@ -90,6 +90,6 @@ matrix_findings=(tests/findings/test_f02_pod.py tests/findings/test_f04_clusteri
 for combo in "bridge nftables" "flannel iptables"; do
     read -r cni mode <<<"$combo"
     echo "[kind-e2e] findings on kind, CNI $cni x kube-proxy $mode"
-    "$PY" -m pytest -p no:cacheprovider -q "${matrix_findings[@]}" --k8s-provider kind --k8s-cni "$cni" \
-        --k8s-proxy-mode "$mode" "$@"
+    "$PY" -m pytest -p no:cacheprovider -q "${matrix_findings[@]}" --k8sstate-provider kind --k8sstate-cni "$cni" \
+        --k8sstate-proxy-mode "$mode" "$@"
 done

@@ -131,7 +131,10 @@ def test_malformed_dumps_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
 
     rc, _, err = run(capsys, "trace", "--nft-json", str(bad_nft), "--dst", "10.0.0.1")
     assert rc == 2
-    assert err == "k8sstate: error: --dst: expected IPv4:PORT such as 10.96.0.10:53, got '10.0.0.1'\n"
+    assert err == (
+        "k8sstate: error: --dst: expected IPv4:PORT such as 10.96.0.10:53 or [IPv6]:PORT such as "
+        "[fd00::a]:53, got '10.0.0.1'\n"
+    )
     rc, _, err = run(capsys, "trace", "--nft-json", str(tmp_path / "missing.json"), "--dst", "10.0.0.1:80")
     assert rc == 2
     assert err.startswith(f"k8sstate: error: {tmp_path / 'missing.json'}: cannot read")
@@ -231,7 +234,8 @@ def _cli_process(argv: list[str], path: Path) -> subprocess.CompletedProcess[str
 def test_snapshot_with_missing_tools_warns_per_part_and_with_none_captured_fails(
     ns: NetnsExec, tmp_path: Path
 ) -> None:
-    """iptables-save / nft / ipset missing on PATH: the rest is captured (exit 0, one warning per part);
+    """iptables-save / ip6tables-save / nft / ipset missing on PATH: the rest is captured (exit 0, one
+    warning per part);
     not even `ip` (no part at all): one error naming the node, exit 2, no file."""
     out = tmp_path / "partial.json"
     proc = _cli_process(
@@ -240,11 +244,11 @@ def test_snapshot_with_missing_tools_warns_per_part_and_with_none_captured_fails
     )
     assert proc.returncode == 0, proc.stderr
     warnings = proc.stderr.splitlines()
-    assert sorted(w.split(":")[1].strip() for w in warnings) == [f"node {ns.netns}"] * 3
-    assert sorted(w.split(": ")[2].split()[0] for w in warnings) == ["ipsets", "iptables", "nft"]
+    assert sorted(w.split(":")[1].strip() for w in warnings) == [f"node {ns.netns}"] * 4
+    assert sorted(w.split(": ")[2].split()[0] for w in warnings) == ["ip6tables", "ipsets", "iptables", "nft"]
     snap = Snapshot.load(out)
     assert snap.nodes[ns.netns].links
-    assert set(snap.nodes[ns.netns].errors) == {"iptables", "nft", "ipsets"}
+    assert set(snap.nodes[ns.netns].errors) == {"iptables", "ip6tables", "nft", "ipsets"}
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from fractions import Fraction
@@ -51,6 +52,17 @@ def _setup_node(ns: NetnsExec, i: int) -> None:
     ns.run(["ip", "link", "set", "eth0", "up"])
     ns.run(["ip", "link", "set", "eth0-peer", "up"])
     ns.run(["ip", "route", "add", f"10.244.{i + 10}.0/24", "via", "192.168.0.100", "dev", "eth0"])
+    # the veth's carrier and IPv6 link-local addresses (and their local routes) come up asynchronously:
+    # wait for them, since tests compare captures of the same node taken one after the other
+    deadline = time.monotonic() + 10
+    while True:
+        routes = ns.run(["ip", "-j", "route", "show", "table", "all"]).stdout
+        local6 = ns.run(["ip", "-6", "route", "show", "table", "local"]).stdout
+        tentative = ns.run(["ip", "-6", "addr", "show", "tentative"]).stdout
+        if b"linkdown" not in routes and local6.count(b"fe80::") >= 2 and not tentative.strip():
+            break
+        assert time.monotonic() < deadline, "veth carrier / IPv6 link-local did not come up within 10 s"
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +128,7 @@ def test_parts_and_ipvs_switch(nodes: list[NetnsExec]) -> None:
     assert s.errors == {}
     with pytest.raises(K8sStateError, match="unknown node state part"):
         collect_node(nodes[0], parts=["bogus"])
-    assert set(ALL_PARTS) == {"iptables", "nft", "ipsets", "ipvs", "links", "addrs", "routes"}
+    assert set(ALL_PARTS) == {"iptables", "ip6tables", "nft", "ipsets", "ipvs", "links", "addrs", "routes"}
 
 
 class _PathExec(NetnsExec):
@@ -146,7 +158,7 @@ def test_missing_binaries_are_recorded_and_the_rest_captured(
 ) -> None:
     d = _bin_dir(tmp_path, ["sh", "ip", "test"])
     s = collect_node(_PathExec(nodes[2].netns, d), batch=batch)
-    assert set(s.errors) == {"iptables", "nft", "ipsets"}
+    assert set(s.errors) == {"iptables", "ip6tables", "nft", "ipsets"}
     assert s.errors["nft"] == "nft not found on node node-x; install nftables in the node (image)"
     assert "iptables-save not found on node node-x" in s.errors["iptables"]
     assert s.iptables is None
@@ -166,7 +178,8 @@ def test_no_sh_on_the_node_falls_back_to_one_command_per_part(nodes: list[NetnsE
     assert s.nft is not None
     assert s.links
     assert s.routes
-    assert set(s.errors) == {"iptables", "ipsets"}  # and ipvs: no `test` binary → treated as absent
+    # and ipvs: no `test` binary → treated as absent
+    assert set(s.errors) == {"iptables", "ip6tables", "ipsets"}
 
 
 def test_failing_and_garbled_parts(nodes: list[NetnsExec], tmp_path: Path) -> None:
@@ -177,7 +190,7 @@ def test_failing_and_garbled_parts(nodes: list[NetnsExec], tmp_path: Path) -> No
     for f in ("nft", "ipset"):
         (d / f).chmod(0o755)
     s = collect_node(_PathExec(nodes[0].netns, d))
-    assert set(s.errors) == {"nft", "ipsets"}
+    assert set(s.errors) == {"nft", "ipsets", "ip6tables"}  # no ip6tables-save in the bin dir
     assert s.errors["nft"].startswith("`nft -j list ruleset` exited 1 on node node-x: Error: boom (netlink)")
     assert s.errors["ipsets"].startswith("could not parse `ipset save` output from node node-x:")
     assert ":1: expected a line starting with 'create' or 'add'" in s.errors["ipsets"]
@@ -260,7 +273,7 @@ def test_a_parser_failure_of_one_part_is_recorded_and_the_rest_kept(
 
     monkeypatch.setitem(capture._PARSERS, "ipsets", parser_bug)
     s = collect_node(_PathExec(nodes[0].netns, d))
-    assert set(s.errors) == {"nft", "ipsets"}
+    assert set(s.errors) == {"nft", "ipsets", "ip6tables"}  # no ip6tables-save in the bin dir
     assert s.errors["nft"].startswith("could not parse `nft -j list ruleset` output from node node-x:")
     assert s.errors["ipsets"] == (
         "could not parse `ipset save` output from node node-x: ZeroDivisionError: division by zero "

@@ -1,6 +1,6 @@
 """``K8sHelper`` against a real cluster (the session's ``local`` cluster), plus its manifest parser.
 
-The cluster tests use the plugin's ``k8s`` fixture; they skip when the local provider cannot run here
+The cluster tests use the plugin's ``k8s_api`` fixture; they skip when the local provider cannot run here
 (not root, binaries not installed). Pods are kwok pods: Running and Ready with an IP, no containers.
 """
 
@@ -188,55 +188,55 @@ def test_other_exceptions_surface_as_what_they_are() -> None:
 
 
 @cluster
-def test_apply_wait_and_read(k8s: K8sHelper) -> None:
-    applied = k8s.apply(POD)
+def test_apply_wait_and_read(k8s_api: K8sHelper) -> None:
+    applied = k8s_api.apply(POD)
     assert [o["kind"] for o in applied] == ["Pod", "Service"]
-    pod = k8s.wait_ready("pod/h7-web", timeout=60)
+    pod = k8s_api.wait_ready("pod/h7-web", timeout=60)
     assert pod["status"]["phase"] == "Running"
-    ip = k8s.pod_ip("h7-web")
-    assert ip == pod_ip(k8s, "h7-web") == pod["status"]["podIP"]
-    assert k8s.pod_ips("app=h7-web") == [ip]
-    assert k8s.pod_ips({"app": "h7-web"}) == [ip]
-    assert k8s.wait_endpoints("svc/h7-web", count=1, timeout=60) == [ip]
-    assert k8s.cluster_ip("svc/h7-web").startswith("10.")
-    assert [p["metadata"]["name"] for p in k8s.list("pods", "app=h7-web")] == ["h7-web"]
-    assert k8s.get("svc/h7-web")["spec"]["ports"][0]["port"] == 80
-    k8s.patch("pod/h7-web", {"metadata": {"labels": {"extra": "yes"}}})
-    assert k8s.get("po/h7-web")["metadata"]["labels"]["extra"] == "yes"
-    assert set(k8s.nodes()) >= {n.name for n in k8s.cluster.nodes}
-    k8s.delete("pod/h7-web", wait=True, timeout=60)
-    assert not k8s.exists("pod/h7-web")
-    k8s.delete("pod/h7-web")  # already gone: fine
-    assert k8s.wait_endpoints("svc/h7-web", count=0, timeout=60) == []
+    ip = k8s_api.pod_ip("h7-web")
+    assert ip == pod_ip(k8s_api, "h7-web") == pod["status"]["podIP"]
+    assert k8s_api.pod_ips("app=h7-web") == [ip]
+    assert k8s_api.pod_ips({"app": "h7-web"}) == [ip]
+    assert k8s_api.wait_endpoints("svc/h7-web", count=1, timeout=60) == [ip]
+    assert k8s_api.cluster_ip("svc/h7-web").startswith("10.")
+    assert [p["metadata"]["name"] for p in k8s_api.list("pods", "app=h7-web")] == ["h7-web"]
+    assert k8s_api.get("svc/h7-web")["spec"]["ports"][0]["port"] == 80
+    k8s_api.patch("pod/h7-web", {"metadata": {"labels": {"extra": "yes"}}})
+    assert k8s_api.get("po/h7-web")["metadata"]["labels"]["extra"] == "yes"
+    assert set(k8s_api.nodes()) >= {n.name for n in k8s_api.cluster.nodes}
+    k8s_api.delete("pod/h7-web", wait=True, timeout=60)
+    assert not k8s_api.exists("pod/h7-web")
+    k8s_api.delete("pod/h7-web")  # already gone: fine
+    assert k8s_api.wait_endpoints("svc/h7-web", count=0, timeout=60) == []
 
 
 @cluster
-def test_deployment_scale_and_watch(k8s: K8sHelper) -> None:
-    k8s.apply(deployment("h7-dep", 2, maxSurge="100%", maxUnavailable=0))
-    k8s.wait_ready("deployment/h7-dep", timeout=90)
-    k8s.scale("deployment/h7-dep", 3)
-    k8s.wait_ready("deploy/h7-dep", timeout=90)
-    assert len(k8s.pod_ips("app=h7-dep")) == 3
+def test_deployment_scale_and_watch(k8s_api: K8sHelper) -> None:
+    k8s_api.apply(deployment("h7-dep", 2, maxSurge="100%", maxUnavailable=0))
+    k8s_api.wait_ready("deployment/h7-dep", timeout=90)
+    k8s_api.scale("deployment/h7-dep", 3)
+    k8s_api.wait_ready("deploy/h7-dep", timeout=90)
+    assert len(k8s_api.pod_ips("app=h7-dep")) == 3
 
     def rollout() -> None:
-        k8s.patch("deployment/h7-dep", {"spec": {"template": {"metadata": {"annotations": {"v": "2"}}}}})
+        k8s_api.patch("deployment/h7-dep", {"spec": {"template": {"metadata": {"annotations": {"v": "2"}}}}})
 
     def old_pods_gone(events: list[Any]) -> bool:
         return sum(1 for e in events if e.type == "DELETED") >= 3
 
-    events = k8s.watch_events("pod", "app=h7-dep", action=rollout, until=old_pods_gone, timeout=120)
+    events = k8s_api.watch_events("pod", "app=h7-dep", action=rollout, until=old_pods_gone, timeout=120)
     added = [e for e in events if e.type == "ADDED"]
     deleted = [e for e in events if e.type == "DELETED"]
     assert len(added) >= 3
     assert len(deleted) >= 3
     # maxSurge 100%: every new pod is created before the first old pod is deleted
     assert max(e.at for e in added[:3]) <= min(e.at for e in deleted)
-    k8s.wait_ready("deployment/h7-dep", timeout=90)
+    k8s_api.wait_ready("deployment/h7-dep", timeout=90)
 
 
 @cluster
-def test_wait_ready_timeout_explains(k8s: K8sHelper) -> None:
-    k8s.apply(
+def test_wait_ready_timeout_explains(k8s_api: K8sHelper) -> None:
+    k8s_api.apply(
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -249,39 +249,41 @@ def test_wait_ready_timeout_explains(k8s: K8sHelper) -> None:
     )
     started = time.monotonic()
     with pytest.raises(K8sStateError) as excinfo:
-        k8s.wait_ready("pod/h7-stuck", timeout=3)
+        k8s_api.wait_ready("pod/h7-stuck", timeout=3)
     assert time.monotonic() - started < 30
     message = str(excinfo.value)
     assert message.startswith("pod/h7-stuck not Ready after 3s: phase=Pending, conditions=")
     with pytest.raises(K8sStateError, match=r"svc/none has 0 ready endpoints after 1s, expected at least 1"):
-        k8s.wait_endpoints("svc/none", timeout=1)
+        k8s_api.wait_endpoints("svc/none", timeout=1)
 
 
 @cluster
-def test_errors_are_clear(k8s: K8sHelper) -> None:
-    with pytest.raises(K8sStateError, match="pod/nope not found in namespace default"):
-        k8s.get("pod/nope")
+def test_errors_are_clear(k8s_api: K8sHelper) -> None:
+    with pytest.raises(K8sStateError, match=r"pod/nope not found in namespace kst-test-errors-are-clear-"):
+        k8s_api.get("pod/nope")
     with pytest.raises(K8sStateError, match="unknown kind 'gizmo'"):
-        k8s.get("gizmo/x")
+        k8s_api.get("gizmo/x")
     with pytest.raises(K8sStateError, match=r"applying service/bad: HTTP 422: .*"):
-        k8s.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad"}, "spec": {"ports": []}})
+        k8s_api.apply(
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad"}, "spec": {"ports": []}}
+        )
 
 
 @cluster
-def test_relative_manifests_and_cleanup(k8s: K8sHelper, tmp_path: Path) -> None:
+def test_relative_manifests_and_cleanup(k8s_api: K8sHelper, tmp_path: Path) -> None:
     (tmp_path / "cm.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: h7-cm}\ndata: {a: '1'}\n"
     )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: h7-cm-b}\n")
-    helper = K8sHelper(k8s.api_client, manifests_dir=tmp_path)
+    helper = K8sHelper(k8s_api.api_client, k8s_api.namespace, manifests_dir=tmp_path)
     try:
         helper.apply("sub")  # a directory: every *.yaml/*.yml/*.json in it
         helper.delete("sub/b.yml", wait=True, timeout=30)  # a manifest path, not kind/name
-        assert not k8s.exists("cm/h7-cm-b")
+        assert not k8s_api.exists("cm/h7-cm-b")
         helper.apply("cm.yaml")
-        assert k8s.get("cm/h7-cm")["data"] == {"a": "1"}
+        assert k8s_api.get("cm/h7-cm")["data"] == {"a": "1"}
         assert helper.cleanup(timeout=30) == []
-        assert not k8s.exists("configmap/h7-cm")
+        assert not k8s_api.exists("configmap/h7-cm")
     finally:
         helper.close()

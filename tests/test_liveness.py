@@ -1,4 +1,5 @@
-"""Liveness of a ``local`` cluster's components: checked at every snapshot and on ``--k8s-reuse-cluster``.
+"""Liveness of a ``local`` cluster's components: checked at every snapshot and on
+``--k8sstate-reuse-cluster``.
 
 Real processes throughout: a recorded ``sleep`` killed for the quick tests (no root), and a real 1-worker
 cluster whose kube-proxy, kube-apiserver and etcd are SIGKILLed for the others (root + binaries; skipped
@@ -122,8 +123,8 @@ def test_reuse_of_a_cluster_whose_etcd_died_says_what_is_broken(cluster: Cluster
         pool.get()
     msg = str(info.value)
     assert (
-        f"--k8s-reuse-cluster {cluster.name}: the local cluster {cluster.name} exists but cannot be reused"
-        in msg
+        f"--k8sstate-reuse-cluster {cluster.name}: the local cluster {cluster.name} exists but cannot "
+        "be reused" in msg
     )
     assert "etcd is not running" in msg
     assert f"k8sstate cluster delete --name {cluster.name}" in msg

@@ -98,19 +98,19 @@ def test_missing_reasons_of_the_local_provider() -> None:
     reason = LocalProvider.missing_reason
     assert reason("container-runtime", proxy_mode="iptables") == (
         "needs container-runtime: the local provider runs pods with kwok (no container runtime); "
-        "use --k8s-provider kind"
+        "use --k8sstate-provider kind"
     )
     assert reason("kubelet", proxy_mode="iptables") == (
-        "needs kubelet: the local provider's nodes are kwok nodes (no kubelet); use --k8s-provider kind"
+        "needs kubelet: the local provider's nodes are kwok nodes (no kubelet); use --k8sstate-provider kind"
     )
     assert reason("cni", proxy_mode="nftables") == (
-        "needs cni: the local provider has no CNI plugin (kwok assigns pod IPs); use --k8s-provider kind"
+        "needs cni: the local provider has no CNI plugin (kwok assigns pod IPs); use --k8sstate-provider kind"
     )
     assert reason("kindnet", proxy_mode="iptables") == (
-        "needs kindnet: kindnet runs only on kind clusters; use --k8s-provider kind"
+        "needs kindnet: kindnet runs only on kind clusters; use --k8sstate-provider kind"
     )
     assert reason("ipvs", proxy_mode="nftables") == (
-        "needs ipvs: the cluster's kube-proxy runs in nftables mode; use --k8s-proxy-mode ipvs "
+        "needs ipvs: the cluster's kube-proxy runs in nftables mode; use --k8sstate-proxy-mode ipvs "
         'or @pytest.mark.k8sstate(proxy_mode="ipvs")'
     )
     # no note of its own: the generic reason, naming the cluster when there is one
@@ -130,11 +130,11 @@ def test_missing_reason_prefers_the_clusters_own_note() -> None:
     assert "kwok" in LocalProvider.missing_reason("kubelet", proxy_mode="iptables", cluster=cluster)
     odd = _cluster_handle(details={"missing_capabilities": {"kindnet": 1}})
     assert LocalProvider.missing_reason("kindnet", proxy_mode="iptables", cluster=odd).endswith(
-        "kindnet runs only on kind clusters; use --k8s-provider kind"
+        "kindnet runs only on kind clusters; use --k8sstate-provider kind"
     )
     # a provider without notes: the generic reason, still with the alternative
     assert _Bare.missing_reason("cni", proxy_mode="iptables") == (
-        "needs cni: the bare provider does not provide it; use --k8s-provider kind"
+        "needs cni: the bare provider does not provide it; use --k8sstate-provider kind"
     )
     assert _Bare.shares_host_kernel is False
 
@@ -161,7 +161,7 @@ def test_precheck_capability_before_any_cluster(monkeypatch: pytest.MonkeyPatch,
         "kubelet", proxy_mode="iptables"
     )
     assert pre("ipvs", proxy_mode="iptables", static=static) == (
-        "needs ipvs: the cluster's kube-proxy runs in iptables mode; use --k8s-proxy-mode ipvs "
+        "needs ipvs: the cluster's kube-proxy runs in iptables mode; use --k8sstate-proxy-mode ipvs "
         'or @pytest.mark.k8sstate(proxy_mode="ipvs")'
     )
     # ipvs mode: the nodes share this kernel, so its IPVS support decides

@@ -435,7 +435,14 @@ def test_sigterm_cleans_up_a_session_like_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(  # noqa: S603
         [
             *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
-            *("--k8s-provider", "local", "--k8s-nodes", "0", "--k8s-artifacts", str(tmp_path / "artifacts")),
+            *(
+                "--k8sstate-provider",
+                "local",
+                "--k8sstate-nodes",
+                "0",
+                "--k8sstate-artifacts",
+                str(tmp_path / "artifacts"),
+            ),
             str(tmp_path / "test_session.py"),
         ],
         cwd=tmp_path,

@@ -40,8 +40,8 @@ TESTS = """
 from pathlib import Path
 
 
-def test_apply_rejected_secret(k8s, cluster_state):
-    k8s.apply(Path(__file__).parent / "secret.yaml")
+def test_apply_rejected_secret(k8s_api, cluster_state):
+    k8s_api.apply(Path(__file__).parent / "secret.yaml")
 """
 
 
@@ -101,14 +101,14 @@ def test_rejected_secret_value_is_in_no_output_or_artifact(
         leaks: list[str] = []
         for run, verbosity in enumerate(((), ("-vv",))):
             arts = pytester.path / f"arts{run}"
-            reuse = () if name is None else (f"--k8s-reuse-cluster={name}",)
+            reuse = () if name is None else (f"--k8sstate-reuse-cluster={name}",)
             result = pytester.runpytest_subprocess(
                 *plugin_args,
                 "-p",
                 "no:cacheprovider",
-                "--k8s-nodes=0",
-                "--k8s-keep-cluster",
-                f"--k8s-artifacts={arts}",
+                "--k8sstate-nodes=0",
+                "--k8sstate-keep-cluster",
+                f"--k8sstate-artifacts={arts}",
                 *verbosity,
                 *reuse,
                 timeout=300,

@@ -1,8 +1,10 @@
-"""The ``k8s`` helper: apply manifests, wait for readiness, read pods and Services.
+"""The ``k8s_api`` fixture's helper: apply manifests, wait for readiness, read pods and Services; a
+namespace per test and the diagnostics of a failed test's namespace.
 
 ``helper`` (K8sHelper), ``manifests`` (parse/load manifests, ``kind/name`` references), ``readiness``
 (when an object is ready), ``discovery`` (resources and kinds the server serves), ``watch`` (watch
-events), ``api`` (what a failed API call is reported as).
+events), ``api`` (what a failed API call is reported as), ``namespaces`` (create / delete a test's
+namespace, bounded), ``diagnostics`` (events, pod states, container log tails).
 """
 
 from __future__ import annotations

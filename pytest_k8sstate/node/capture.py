@@ -5,7 +5,8 @@ Parts (each captured independently; a failure lands in :attr:`NodeState.errors` 
 =========== ================================= ===========================================
 part        command on the node               field
 =========== ================================= ===========================================
-iptables    ``iptables-save -c``              ``iptables`` (IptablesRuleset)
+iptables    ``iptables-save -c`` (see below)  ``iptables`` (IptablesRuleset)
+ip6tables   ``ip6tables-save -c`` (see below) ``ip6tables`` (IptablesRuleset, IPv6)
 nft         ``nft -j list ruleset``           ``nft`` (NftRuleset)
 ipsets      ``ipset save``                    ``ipsets`` (list[IpSet])
 ipvs        ``ipvsadm -Sn``                   ``ipvs`` (list[VirtualServer]); None when the node has no
@@ -14,6 +15,18 @@ links       ``ip -j -d addr show``            ``links`` (one command for links a
 addrs       ``ip -j -d addr show``            ``addrs``
 routes      ``ip -j route show table all``    ``routes`` (IPv4, every table incl. ``local``)
 =========== ================================= ===========================================
+
+``nft -j list ruleset`` holds every family (``ip``, ``ip6``, ``inet``, ``arp``, ``bridge``, ``netdev``).
+
+**nf_tables fast path.** Where ``iptables -V`` says ``(nf_tables)``, ``iptables-save`` is slow (80–140 s
+for 10,000 Services); instead :mod:`~pytest_k8sstate.node.nfdump` runs on the node (``python3 -c``; the
+host's own interpreter for local and netns nodes) and reads the tables over netlink in about a second,
+and :func:`~pytest_k8sstate.parse.iptnft.netlink_to_iptables_save` turns that into the exact
+``iptables-save -c`` text, parsed as before. Whatever it cannot reproduce exactly (a rule with an
+extension it does not know, no Python on the node) falls back to the real ``iptables-save -c``; the
+reason is logged at debug level (logger ``pytest_k8sstate.node.capture``) and in
+:attr:`NodeState.methods`. ``collect_node(..., nft_fast=False)`` or ``K8SSTATE_IPTABLES_FAST=0`` turn
+the fast path off.
 
 Latency: all commands of one node run in **one** ``sh`` invocation (one ``ip netns exec`` / ``docker
 exec`` instead of six); the output is split on per-call random markers. Where the node has no
@@ -30,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
+from pytest_k8sstate.node import iptfast
 from pytest_k8sstate.node.exec import NodeExec
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
@@ -42,6 +56,7 @@ __all__ = ["ALL_PARTS", "NodeState", "collect_node", "collect_nodes"]
 # command id → (argv, package that provides the binary)
 _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "iptables": (("iptables-save", "-c"), "iptables"),
+    "ip6tables": (("ip6tables-save", "-c"), "iptables"),
     "nft": (("nft", "-j", "list", "ruleset"), "nftables"),
     "ipsets": (("ipset", "save"), "ipset"),
     "ipvs": (("ipvsadm", "-Sn"), "ipvsadm"),
@@ -51,6 +66,7 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
 # part → command id
 _PART_CMD: dict[str, str] = {
     "iptables": "iptables",
+    "ip6tables": "ip6tables",
     "nft": "nft",
     "ipsets": "ipsets",
     "ipvs": "ipvs",
@@ -68,16 +84,20 @@ class NodeState:
     node: str
     iptables: IptablesRuleset | None = None
     nft: NftRuleset | None = None
+    ip6tables: IptablesRuleset | None = None
     ipsets: list[IpSet] = field(default_factory=list)
     ipvs: list[VirtualServer] | None = None
     links: list[dict[str, Any]] = field(default_factory=list)
     addrs: list[dict[str, Any]] = field(default_factory=list)
     routes: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)
+    """How a part was read when not by its plain command: ``{"iptables": "nf_tables netlink"}``, or
+    ``"iptables-save (fast path: <why not>)"`` after a fallback."""
 
     def captured_nothing(self) -> bool:
         """True when every part that was tried failed (IPVS may be absent): the node state is empty."""
-        tried = [p for p in ALL_PARTS if p != "ipvs"]
+        tried = [p for p in ALL_PARTS if p not in ("ipvs", "ip6tables")]
         return bool(self.errors) and all(p in self.errors for p in tried)
 
     @property
@@ -89,6 +109,7 @@ class NodeState:
         return {
             "node": self.node,
             "iptables": self.iptables.to_json() if self.iptables is not None else None,
+            "ip6tables": self.ip6tables.to_json() if self.ip6tables is not None else None,
             "nft": self.nft.to_json() if self.nft is not None else None,
             "ipsets": [s.to_json() for s in self.ipsets],
             "ipvs": [v.to_json() for v in self.ipvs] if self.ipvs is not None else None,
@@ -96,6 +117,7 @@ class NodeState:
             "addrs": self.addrs,
             "routes": self.routes,
             "errors": dict(self.errors),
+            "methods": dict(self.methods),
         }
 
     @classmethod
@@ -105,12 +127,16 @@ class NodeState:
                 node=str(d["node"]),
                 iptables=IptablesRuleset.from_json(d["iptables"]) if d.get("iptables") is not None else None,
                 nft=NftRuleset.from_json(d["nft"]) if d.get("nft") is not None else None,
+                ip6tables=(
+                    IptablesRuleset.from_json(d["ip6tables"]) if d.get("ip6tables") is not None else None
+                ),
                 ipsets=[IpSet.from_json(s) for s in d.get("ipsets") or []],
                 ipvs=[VirtualServer.from_json(v) for v in d["ipvs"]] if d.get("ipvs") is not None else None,
                 links=[dict(x) for x in d.get("links") or []],
                 addrs=[dict(x) for x in d.get("addrs") or []],
                 routes=[dict(x) for x in d.get("routes") or []],
                 errors={str(k): str(v) for k, v in (d.get("errors") or {}).items()},
+                methods={str(k): str(v) for k, v in (d.get("methods") or {}).items()},
             )
         except ParseError:
             raise
@@ -133,10 +159,12 @@ class _Raw:
     stderr: bytes
 
 
-def _script(parts: list[str], marker: str) -> str:
+def _script(parts: list[str], marker: str, python: str | None = None) -> str:
     lines = []
     for p in parts:
         argv = " ".join(shlex.quote(a) for a in _COMMANDS[p][0])
+        if python is not None and p in iptfast.FAMILY:
+            argv = f"( {iptfast.shell_command(p, python)} )"
         if p == "ipvs":
             # ipvsadm would try to modprobe ip_vs: don't even start it when the kernel has no IPVS
             argv = f"if [ -e /proc/net/ip_vs ]; then {argv}; else exit {_NO_IPVS_RC}; fi"
@@ -167,11 +195,13 @@ def _split(data: bytes, marker: str, parts: list[str]) -> dict[str, tuple[bytes,
     return out
 
 
-def _run_batched(exec: NodeExec, parts: list[str], timeout: float) -> dict[str, _Raw] | None:
+def _run_batched(
+    exec: NodeExec, parts: list[str], timeout: float, python: str | None = None
+) -> dict[str, _Raw] | None:
     """All parts in one ``sh``; None when the node has no usable ``sh``."""
     marker = "@@k8ss-" + secrets.token_hex(8)
     try:
-        res = exec.run(["sh", "-c", _script(parts, marker)], timeout=timeout, check=False)
+        res = exec.run(["sh", "-c", _script(parts, marker, python)], timeout=timeout, check=False)
     except CommandTimeout as exc:  # running each command again would only double the wait
         return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
     except CommandError:
@@ -190,8 +220,12 @@ def _run_batched(exec: NodeExec, parts: list[str], timeout: float) -> dict[str, 
     return raw
 
 
-def _run_single(exec: NodeExec, part: str, timeout: float) -> _Raw:
+def _run_single(exec: NodeExec, part: str, timeout: float, fast: bool = False) -> _Raw:
     argv = list(_COMMANDS[part][0])
+    if fast and part in iptfast.FAMILY:
+        out = iptfast.single_command(exec, part, timeout)
+        if out is not None:
+            return _Raw(0, out, b"")
     try:
         if part == "ipvs":
             probe = exec.run(["test", "-e", "/proc/net/ip_vs"], timeout=timeout, check=False)
@@ -209,6 +243,7 @@ def _run_single(exec: NodeExec, part: str, timeout: float) -> _Raw:
 
 _PARSERS: dict[str, Callable[[bytes, str], Any]] = {
     "iptables": lambda b, src: parse_iptables_save(b, source=src),
+    "ip6tables": lambda b, src: parse_iptables_save(b, source=src),
     "nft": lambda b, src: parse_nft_json(b, source=src),
     "ipsets": lambda b, src: parse_ipset_save(b, source=src),
     "ipvs": lambda b, src: parse_ipvsadm(b, source=src),
@@ -225,12 +260,15 @@ def collect_node(
     parts: Iterable[str] | None = None,
     timeout: float = 300.0,
     batch: bool = True,
+    nft_fast: bool | None = None,
 ) -> NodeState:
     """Capture ``exec``'s node; never raises for a failing part (see :attr:`NodeState.errors`).
 
     ``parts`` limits what is captured (default: all of :data:`ALL_PARTS`; ``ipvs=False`` drops IPVS).
     ``timeout`` bounds the whole capture of the node (batched) or each command (``batch=False`` or no
     ``sh`` on the node); ``nft -j list ruleset`` of 10,000 services takes tens of seconds.
+    ``nft_fast`` (default: on unless ``$K8SSTATE_IPTABLES_FAST=0``) reads iptables-nft tables over
+    netlink instead of running ``iptables-save`` (same result; see the module doc).
     """
     wanted = list(parts) if parts is not None else list(ALL_PARTS)
     unknown = [p for p in wanted if p not in _PART_CMD]
@@ -241,9 +279,11 @@ def collect_node(
     node = exec.node
     state = NodeState(node)
     cmds = list(dict.fromkeys(_PART_CMD[p] for p in wanted))
-    raw = _run_batched(exec, cmds, timeout) if batch else None
+    fast = iptfast.enabled() if nft_fast is None else nft_fast
+    python = iptfast.node_python(exec) if fast else None
+    raw = _run_batched(exec, cmds, timeout, python) if batch else None
     if raw is None:
-        raw = {c: _run_single(exec, c, timeout) for c in cmds}
+        raw = {c: _run_single(exec, c, timeout, fast) for c in cmds}
     for p in wanted:
         r = raw[_PART_CMD[p]]
         argv, pkg = _COMMANDS[_PART_CMD[p]]
@@ -261,8 +301,17 @@ def collect_node(
             )
             continue
         src = f"{cmd} (node {node})"
+        out = r.stdout
         try:
-            value = _PARSERS[p](r.stdout, src)
+            if p in iptfast.FAMILY:
+                out, method = iptfast.translate_or_fallback(exec, p, out, timeout)
+                if method is not None:
+                    state.methods[p] = method
+        except CommandError as exc:
+            state.errors[p] = _clip(f"`{cmd}` (the fast path's fallback) failed on node {node}: {exc}")
+            continue
+        try:
+            value = _PARSERS[p](out, src)
         except K8sStateError as exc:
             state.errors[p] = _clip(f"could not parse `{cmd}` output from node {node}: {exc}")
             continue

@@ -10,13 +10,17 @@ Fixtures
         marked ``@pytest.mark.k8sstate(nodes=…, proxy_mode=…)`` with another spec, a cluster of that spec
         (one per distinct spec per session; such tests get a ``[k8s-…]`` parameter id).
     ``k8s_clusters`` (session): the pool: ``.get(nodes=3, proxy_mode="nftables")`` for more clusters.
-    ``cluster_state`` (function): snapshot before the test; ``.diff()``, ``.snapshot(label)``; artifacts
-        and a report section on failure.
-    ``k8s`` (function): a :class:`~pytest_k8sstate.k8s.helper.K8sHelper` bound to the test's cluster; what it
-        applied is deleted after the test.
+    ``cluster_state`` (function): snapshot before the test; ``.diff(namespace=…)``, ``.snapshot(label)``;
+        artifacts and a report section on failure.
+    ``k8sstate_namespace`` (function): the test's own namespace, created before it and deleted after it
+        (``default`` with ``--k8sstate-test-namespace no`` or ``@pytest.mark.k8sstate(namespace="default")``).
+    ``k8s_api`` (function): a :class:`~pytest_k8sstate.k8s.helper.K8sHelper` bound to the test's cluster and
+        namespace; what it applied is deleted after the test.
 Markers
-    ``k8sstate(provider=, nodes=, proxy_mode=, version=, fresh=False)``, ``needs(capability, …)``,
-    ``finding(number, title)`` (collected into a table printed at the end of the run).
+    ``k8sstate(provider=, nodes=, proxy_mode=, cni=, version=, fresh=False, namespace=None)``,
+    ``k8sstate_needs(capability, …)``, ``k8sstate_finding(number, title)`` (collected into a table printed
+    at the end of the run). The 0.1 names (fixture ``k8s``, markers ``needs`` / ``finding``, options
+    ``--k8s-*``) still work for one release with a deprecation warning: see :mod:`.legacy`.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ import pytest_k8sstate.plugin.options as k8s_config
 from pytest_k8sstate.errors import K8sStateError
 from pytest_k8sstate.k8s.helper import K8sHelper
 from pytest_k8sstate.plugin.findings import FINDING_PROPERTY, FindingsCollector, format_findings
+from pytest_k8sstate.plugin.legacy import LEGACY_MARKERS, legacy_fixture_plugin, marker_args
 from pytest_k8sstate.plugin.pool import ClusterKey, ClusterPool, k8s_config_error
-from pytest_k8sstate.plugin.state import ClusterState, artifact_dir_for
+from pytest_k8sstate.plugin.reports import NAMESPACE_KEY, STATE_KEY, on_failure
+from pytest_k8sstate.plugin.state import ClusterState
 from pytest_k8sstate.providers.registry import provider_class
 
 pytest.register_assert_rewrite("pytest_k8sstate.assertions")
@@ -47,7 +53,6 @@ if TYPE_CHECKING:
 SETTINGS_KEY = pytest.StashKey[k8s_config.Settings]()
 POOL_KEY = pytest.StashKey["ClusterPool"]()
 FINDINGS_KEY = pytest.StashKey["FindingsCollector"]()
-STATE_KEY = pytest.StashKey["ClusterState"]()
 
 
 # --------------------------------------------------------------------------------------------------- options
@@ -57,31 +62,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     k8s_config.add_options(parser)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser) -> Generator[None]:
+    """Once every plugin and initial conftest has registered its options: the 0.1 option names nobody
+    else took (see :func:`.options.add_legacy_options`)."""
+    result = yield
+    k8s_config.add_legacy_options(early_config, parser)
+    return result
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "k8sstate(provider=None, nodes=None, proxy_mode=None, version=None, fresh=False): run the test on a "
-        "cluster of this spec (one per distinct spec per session); fresh=True resets the cluster to its "
-        "pristine state before the test",
+        "k8sstate(provider=None, nodes=None, proxy_mode=None, cni=None, version=None, fresh=False, "
+        "namespace=None): run the test on a cluster of this spec (one per distinct spec per session); "
+        "fresh=True resets the cluster to its pristine state before the test; namespace='NAME' runs it in "
+        "that existing namespace instead of its own",
     )
-    config.addinivalue_line(
-        "markers",
-        "needs(capability, ...): skip unless the test's cluster has every capability (container-runtime, "
-        "kubelet, ipvs, cni, kindnet, nftables, iptables, etcd)",
+    needs = (
+        "(capability, ...): skip unless the test's cluster has every capability (container-runtime, "
+        "kubelet, ipvs, cni, kindnet, nftables, iptables, etcd)"
     )
-    config.addinivalue_line(
-        "markers",
-        "finding(number, title): the test checks a finding; listed in the k8sstate findings table at the end",
-    )
+    finding = "(number, title): the test checks a finding; listed in the k8sstate findings table at the end"
+    config.addinivalue_line("markers", f"k8sstate_needs{needs}")
+    config.addinivalue_line("markers", f"k8sstate_finding{finding}")
+    for old, new in LEGACY_MARKERS.items():
+        config.addinivalue_line("markers", f"{old}: deprecated spelling of {new} (pytest-k8sstate)")
     _set_assertion_verbosity(config.get_verbosity())
     settings = k8s_config.resolve(config)
+    for message in settings.deprecations:
+        config.issue_config_time_warning(k8s_config.K8sStateDeprecationWarning(message), stacklevel=2)
     config.stash[SETTINGS_KEY] = settings
     collector = FindingsCollector()
     config.stash[FINDINGS_KEY] = collector
     config.pluginmanager.register(collector, "k8sstate-findings")
     workerinput = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput else "main"
-    config.stash[POOL_KEY] = ClusterPool(settings, worker=worker, log=_terminal_logger(config))
+    shared = str(workerinput["k8sstate_shared_name"]) if workerinput and settings.share_cluster else None
+    config.stash[POOL_KEY] = ClusterPool(
+        settings, worker=worker, log=_terminal_logger(config), shared_name=shared
+    )
     # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
     from pytest_k8sstate.providers.host import sigterm_as_interrupt
 
@@ -148,7 +168,7 @@ def _marker_key(pool: ClusterPool, node: pytest.Item | pytest.Function | Any) ->
             f"invalid positional args {marker.args!r}",
             "keyword arguments",
         )
-    kwargs = {k: v for k, v in marker.kwargs.items() if k != "fresh"}
+    kwargs = {k: v for k, v in marker.kwargs.items() if k not in ("fresh", "namespace")}
     return pool.key_for(kwargs, where=f"{node.nodeid}: @pytest.mark.k8sstate")
 
 
@@ -205,15 +225,15 @@ def _precheck_capability(pool: ClusterPool, key: ClusterKey, capability: str) ->
 
 def _needs(item: pytest.Item) -> list[str]:
     caps: list[str] = []
-    for marker in item.iter_markers("needs"):
-        for arg in marker.args:
+    for args in marker_args(item, "k8sstate_needs"):
+        for arg in args:
             caps.extend([arg] if isinstance(arg, str) else list(arg))
     return list(dict.fromkeys(caps))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip tests whose ``needs`` are certainly missing *before* any fixture runs.
+    """Skip tests whose ``k8sstate_needs`` are certainly missing *before* any fixture runs.
 
     Session-scoped fixtures (the test's ``k8s_cluster`` for a ``k8sstate(proxy_mode="ipvs")`` marker) are
     set up before function-scoped autouse ones, so the static check must happen here or an unsatisfiable
@@ -236,7 +256,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(autouse=True)
 def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
-    """Applies ``needs`` (skip) and ``k8sstate(fresh=True)`` (reset) before the test's other fixtures."""
+    """Applies ``k8sstate_needs`` (skip) and ``k8sstate(fresh=True)`` (reset) before the other fixtures."""
     node = request.node
     if not isinstance(node, pytest.Item):
         return
@@ -267,16 +287,79 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
             ) from None
 
 
+def _marker_namespace(node: pytest.Item) -> str | None:
+    for marker in node.iter_markers("k8sstate"):
+        if "namespace" in marker.kwargs:
+            value = marker.kwargs["namespace"]
+            if not isinstance(value, str) or not value:
+                raise pytest.fail.Exception(
+                    f"{node.nodeid}: @pytest.mark.k8sstate: invalid namespace={value!r}; expected a "
+                    "namespace name such as 'default'",
+                    pytrace=False,
+                )
+            return value
+    return None
+
+
+@pytest.fixture
+def k8sstate_namespace(
+    request: pytest.FixtureRequest, k8s_cluster: Cluster, k8s_clusters: ClusterPool
+) -> Iterator[str]:
+    """The test's own namespace: created before the test, deleted after it (bounded wait).
+
+    ``default`` (or the marker's ``namespace=``) when the test opts out with
+    ``@pytest.mark.k8sstate(namespace="default")`` or the session with ``--k8sstate-test-namespace no``;
+    a conftest may override this fixture to return a fixed name for a whole directory.
+    """
+    from pytest_k8sstate.k8s.namespaces import create_namespace, delete_namespace, namespace_name
+
+    settings = request.config.stash[SETTINGS_KEY]
+    fixed = _marker_namespace(request.node)
+    if fixed is None and not settings.test_namespace:
+        fixed = "default"
+    try:
+        api = k8s_clusters.api_client(k8s_cluster)
+        if fixed is None:
+            name = namespace_name(request.node.nodeid)
+            create_namespace(api, name, test_id=request.node.nodeid)
+    except K8sStateError as exc:
+        raise pytest.fail.Exception(
+            f"k8sstate: creating the test's namespace on cluster {k8s_cluster.name} failed: {exc}",
+            pytrace=False,
+        ) from None
+    namespace = fixed if fixed is not None else name
+    request.node.stash[NAMESPACE_KEY] = (api, namespace)
+    yield namespace
+    if fixed is None:
+        problem = delete_namespace(api, namespace, timeout=NAMESPACE_DELETE_TIMEOUT)
+        if problem is not None:
+            warnings.warn(
+                pytest.PytestWarning(f"k8sstate: cleanup after {request.node.nodeid}: {problem}"),
+                stacklevel=1,
+            )
+
+
+NAMESPACE_DELETE_TIMEOUT = 60.0
+
+
 @pytest.fixture
 def cluster_state(request: pytest.FixtureRequest, k8s_cluster: Cluster) -> Iterator[ClusterState]:
-    """Snapshot before the test; ``.diff()`` after; artifacts + report section on failure."""
+    """Snapshot before the test; ``.diff()`` after; artifacts + report section on failure.
+
+    When the test also has its own namespace (it uses ``k8s_api``), the namespace is created first, so
+    it is not part of the diff, and ``cluster_state.namespace`` names it.
+    """
     settings = request.config.stash[SETTINGS_KEY]
+    namespace = None
+    if "k8sstate_namespace" in request.fixturenames:
+        namespace = request.getfixturevalue("k8sstate_namespace")
     try:
         state = ClusterState(
             k8s_cluster,
             ignore=settings.ignore,
             include_secrets=settings.include_secrets,
-            # h-logs: per-step logs (default on; K8SSTATE_LOGS=0 turns off), pod netns (K8SSTATE_POD_NETNS=1)
+            namespace=namespace,
+            # per-step logs (default on; K8SSTATE_LOGS=0 turns off), pod netns (K8SSTATE_POD_NETNS=1)
             logs=os.environ.get("K8SSTATE_LOGS", "1") not in ("0", "false", "no", ""),
             pods=os.environ.get("K8SSTATE_POD_NETNS", "0") not in ("0", "false", "no", ""),
         )
@@ -291,17 +374,18 @@ def cluster_state(request: pytest.FixtureRequest, k8s_cluster: Cluster) -> Itera
 
 
 @pytest.fixture
-def k8s(
-    request: pytest.FixtureRequest, k8s_cluster: Cluster, k8s_clusters: ClusterPool
+def k8s_api(
+    request: pytest.FixtureRequest, k8s_cluster: Cluster, k8s_clusters: ClusterPool, k8sstate_namespace: str
 ) -> Iterator[K8sHelper]:
-    """A :class:`K8sHelper` for the test's cluster; objects it applied are deleted after the test."""
+    """A :class:`K8sHelper` for the test's cluster whose default namespace is the test's own (manifests
+    without a namespace are applied into it); objects it applied are deleted after the test."""
     try:
         dynamic = k8s_clusters.dynamic_client(k8s_cluster)
     except K8sStateError as exc:
         raise pytest.fail.Exception(f"k8sstate: cluster {k8s_cluster.name}: {exc}", pytrace=False) from None
     helper = K8sHelper(
         k8s_clusters.api_client(k8s_cluster),
-        namespace="default",
+        namespace=k8sstate_namespace,
         cluster=k8s_cluster,
         manifests_dir=request.config.rootpath / "manifests",
         dynamic=dynamic,
@@ -321,22 +405,27 @@ def k8s(
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     if report.when == "call" and report.failed:
-        state = item.stash.get(STATE_KEY, None)
-        settings = item.config.stash.get(SETTINGS_KEY, None)
-        if state is not None and settings is not None:
-            directory = artifact_dir_for(settings.artifacts, item.nodeid)
-            report.sections.append(("k8sstate", state.save_failure(directory)))
+        on_failure(item, report, item.config.stash.get(SETTINGS_KEY, None))
     return report
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        marker = item.get_closest_marker("finding")
-        if marker is None:
+        found = next(iter(marker_args(item, "k8sstate_finding", kwargs=True)), None)
+        if found is None:
             continue
-        number = marker.args[0] if marker.args else marker.kwargs.get("number", "?")
-        title = marker.args[1] if len(marker.args) > 1 else marker.kwargs.get("title", item.name)
+        args, kwargs = found
+        number = args[0] if args else kwargs.get("number", "?")
+        title = args[1] if len(args) > 1 else kwargs.get("title", item.name)
         item.user_properties.append((FINDING_PROPERTY, [str(number), str(title)]))
+
+
+@pytest.hookimpl(trylast=True)  # after the fixture manager parsed every plugin
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The deprecated ``k8s`` fixture, only when no other plugin (pytest-kubernetes) defines one."""
+    plugin = legacy_fixture_plugin(session)
+    if plugin is not None:
+        session.config.pluginmanager.register(plugin, "k8sstate-legacy-fixtures")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -348,15 +437,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # xdist worker: the controller prints the kept clusters
         workeroutput["k8sstate_kept"] = [list(k) for k in pool.kept]
+        workeroutput["k8sstate_shared"] = [list(k) for k in pool.shared]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect the clusters a worker kept (``--k8s-keep-cluster``)."""
+    """xdist controller: collect the clusters a worker kept (``--k8sstate-keep-cluster``)."""
     pool = node.config.stash.get(POOL_KEY, None)
-    kept = (getattr(node, "workeroutput", None) or {}).get("k8sstate_kept") or []
+    output = getattr(node, "workeroutput", None) or {}
     if pool is not None:
-        pool.kept.extend((str(provider), str(name)) for provider, name in kept)
+        pool.kept.extend((str(provider), str(name)) for provider, name in output.get("k8sstate_kept") or [])
+        pool.shared.extend(
+            (str(provider), str(name)) for provider, name in output.get("k8sstate_shared") or []
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: the name of the cluster the workers share (``--k8sstate-share-cluster``)."""
+    import os
+
+    node.workerinput["k8sstate_shared_name"] = f"pt{os.getpid() % 100000}sh"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -373,6 +474,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         for provider, name in pool.kept:
             hint = reuse if reuse and re.fullmatch(rf"{re.escape(reuse)}(-gw\d+)?", name) else name
             terminalreporter.write_line(
-                f"kept {provider} cluster {name}: reuse it with --k8s-reuse-cluster {hint}; "
+                f"kept {provider} cluster {name}: reuse it with --k8sstate-reuse-cluster {hint}; "
                 f"delete it with: k8sstate cluster delete --provider {provider} --name {name}"
             )

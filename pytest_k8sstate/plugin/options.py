@@ -2,11 +2,18 @@
 
 Resolved once per session into the frozen :class:`Settings`. Precedence, highest first:
 command line, environment variable (``K8SSTATE_*``), ini file, built-in default. A value given on the
-command line always wins, also a falsy one (``--k8s-nodes 0``): options default to ``None`` so "not
+command line always wins, also a falsy one (``--k8sstate-nodes 0``): options default to ``None`` so "not
 given" is distinguishable from "given as 0/empty".
 
 Bad values raise :class:`pytest.UsageError` naming the option, the value, where it came from and the
 accepted choices.
+
+Names: every option is ``--k8sstate-*`` (ini ``k8sstate_*``, env ``K8SSTATE_*``) so that no other plugin
+can clash with it. The spellings of 0.1 (``--k8s-provider``, ini ``k8s_provider``, ...) still work for one
+release with a :class:`K8sStateDeprecationWarning`, but only where no clash is possible: they are added
+(see :func:`add_legacy_options`) after every plugin and initial conftest registered its own options, and
+only those names nobody else took (pytest-kubernetes registers ``--k8s-provider``, ``--k8s-version`` and
+``--k8s-kubeconfig``: beside it those three old spellings are simply absent).
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ DEFAULT_NODES = 2
 DEFAULT_PROXY_MODE = "iptables"
 DEFAULT_ARTIFACTS = ".k8sstate"
 MAX_NODES = 64
+DEFAULT_LOG_LINES = 50
+MAX_LOG_LINES = 100_000
+COMPONENT_LOGS = ("auto", "always", "never")
+DEFAULT_COMPONENT_LOGS = "auto"
 
 _VERSION_RE = re.compile(r"^v?\d+\.\d+(\.\d+)?([-+][0-9A-Za-z.-]+)?$")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,24}[a-z0-9])?$")  # 26 chars: room for "-gw12" under xdist
@@ -39,7 +50,7 @@ _FALSE = frozenset({"0", "false", "no", "off", "n", ""})
 
 HELP_PROVIDER = (
     "cluster provider: local (real control plane + kube-proxy per node in network namespaces, pods by kwok; "
-    "the default), kind, minikube, existing (attach to --k8s-kubeconfig)"
+    "the default), kind, minikube, existing (attach to --k8sstate-kubeconfig)"
 )
 HELP_NODES = f"number of worker nodes besides the control-plane node (default {DEFAULT_NODES})"
 HELP_PROXY_MODE = f"kube-proxy mode: {', '.join(PROXY_MODES)} (default {DEFAULT_PROXY_MODE})"
@@ -54,7 +65,7 @@ HELP_REUSE_CLUSTER = (
     "for a fast edit-run loop"
 )
 HELP_KUBECONFIG = (
-    "kubeconfig of the cluster to attach to with --k8s-provider existing "
+    "kubeconfig of the cluster to attach to with --k8sstate-provider existing "
     "(default: $KUBECONFIG, then ~/.kube/config); with the other providers the session cluster's "
     "kubeconfig is also written to PATH"
 )
@@ -71,13 +82,33 @@ HELP_IGNORE = (
 )
 
 
+HELP_TEST_NAMESPACE = (
+    "give each test its own namespace (created before it, deleted after it; the k8s_api helper applies "
+    "manifests without a namespace into it): yes (default) or no (everything goes into 'default'); a test "
+    "opts out with @pytest.mark.k8sstate(namespace='default')"
+)
+HELP_SHARE_CLUSTER = (
+    "xdist workers share one cluster (created by the first worker, deleted by the controller at the end) "
+    "instead of one cluster each; always the case for --k8sstate-provider existing"
+)
+HELP_LOG_LINES = (
+    "on failure, the last N log lines of every container in the test's namespace go into the report "
+    f"and the artifacts (default {DEFAULT_LOG_LINES}; 0: none)"
+)
+HELP_COMPONENT_LOGS = (
+    "on failure, export the cluster components' logs (kind: `kind export logs`): auto (default: only when "
+    "a component looks unhealthy), always, never"
+)
+
+
 @dataclass(frozen=True)
 class _Option:
-    name: str  # CLI flag without dashes, e.g. "k8s-nodes"
+    name: str  # CLI flag without dashes, e.g. "k8sstate-nodes"
     env: str
     help: str
     metavar: str | None = None  # the value's name in --help; None for a flag (store_true)
     repeatable: bool = False  # action "append" on the command line, a line list in the ini file
+    legacy: str | None = None  # the deprecated 0.1 spelling (without dashes), e.g. "k8s-nodes"
 
     @property
     def flag(self) -> str:
@@ -91,18 +122,44 @@ class _Option:
     def ini(self) -> str:
         return self.dest
 
+    @property
+    def legacy_flag(self) -> str | None:
+        return f"--{self.legacy}" if self.legacy else None
 
-OPT_PROVIDER = _Option("k8s-provider", "K8SSTATE_PROVIDER", HELP_PROVIDER, "NAME")
-OPT_NODES = _Option("k8s-nodes", "K8SSTATE_NODES", HELP_NODES, "N")
-OPT_PROXY_MODE = _Option("k8s-proxy-mode", "K8SSTATE_PROXY_MODE", HELP_PROXY_MODE, "MODE")
-OPT_CNI = _Option("k8s-cni", "K8SSTATE_CNI", HELP_CNI, "NAME")
-OPT_VERSION = _Option("k8s-version", "K8SSTATE_KUBERNETES_VERSION", HELP_VERSION, "VERSION")
-OPT_KEEP_CLUSTER = _Option("k8s-keep-cluster", "K8SSTATE_KEEP_CLUSTER", HELP_KEEP_CLUSTER)
-OPT_REUSE_CLUSTER = _Option("k8s-reuse-cluster", "K8SSTATE_REUSE_CLUSTER", HELP_REUSE_CLUSTER, "NAME")
-OPT_KUBECONFIG = _Option("k8s-kubeconfig", "K8SSTATE_KUBECONFIG", HELP_KUBECONFIG, "PATH")
-OPT_ARTIFACTS = _Option("k8s-artifacts", "K8SSTATE_ARTIFACTS", HELP_ARTIFACTS, "DIR")
-OPT_INCLUDE_SECRETS = _Option("k8s-include-secrets", "K8SSTATE_INCLUDE_SECRETS", HELP_INCLUDE_SECRETS)
-OPT_IGNORE = _Option("k8s-ignore", "K8SSTATE_IGNORE", HELP_IGNORE, "PATTERN", repeatable=True)
+    @property
+    def legacy_dest(self) -> str:
+        """Never the other plugin's dest: ``k8sstate_legacy_k8s_nodes``."""
+        return "k8sstate_legacy_" + (self.legacy or self.name).replace("-", "_")
+
+    @property
+    def legacy_ini(self) -> str | None:
+        return self.legacy.replace("-", "_") if self.legacy else None
+
+
+def _opt(name: str, env: str, help: str, metavar: str | None = None, repeatable: bool = False) -> _Option:
+    """An option of 0.1 (``--k8s-NAME``), now ``--k8sstate-NAME``."""
+    return _Option(f"k8sstate-{name}", env, help, metavar, repeatable, legacy=f"k8s-{name}")
+
+
+OPT_PROVIDER = _opt("provider", "K8SSTATE_PROVIDER", HELP_PROVIDER, "NAME")
+OPT_NODES = _opt("nodes", "K8SSTATE_NODES", HELP_NODES, "N")
+OPT_PROXY_MODE = _opt("proxy-mode", "K8SSTATE_PROXY_MODE", HELP_PROXY_MODE, "MODE")
+OPT_CNI = _opt("cni", "K8SSTATE_CNI", HELP_CNI, "NAME")
+OPT_VERSION = _opt("version", "K8SSTATE_KUBERNETES_VERSION", HELP_VERSION, "VERSION")
+OPT_KEEP_CLUSTER = _opt("keep-cluster", "K8SSTATE_KEEP_CLUSTER", HELP_KEEP_CLUSTER)
+OPT_REUSE_CLUSTER = _opt("reuse-cluster", "K8SSTATE_REUSE_CLUSTER", HELP_REUSE_CLUSTER, "NAME")
+OPT_KUBECONFIG = _opt("kubeconfig", "K8SSTATE_KUBECONFIG", HELP_KUBECONFIG, "PATH")
+OPT_ARTIFACTS = _opt("artifacts", "K8SSTATE_ARTIFACTS", HELP_ARTIFACTS, "DIR")
+OPT_INCLUDE_SECRETS = _opt("include-secrets", "K8SSTATE_INCLUDE_SECRETS", HELP_INCLUDE_SECRETS)
+OPT_IGNORE = _opt("ignore", "K8SSTATE_IGNORE", HELP_IGNORE, "PATTERN", repeatable=True)
+OPT_TEST_NAMESPACE = _Option(
+    "k8sstate-test-namespace", "K8SSTATE_TEST_NAMESPACE", HELP_TEST_NAMESPACE, "yes|no"
+)
+OPT_SHARE_CLUSTER = _Option("k8sstate-share-cluster", "K8SSTATE_SHARE_CLUSTER", HELP_SHARE_CLUSTER)
+OPT_LOG_LINES = _Option("k8sstate-log-lines", "K8SSTATE_LOG_LINES", HELP_LOG_LINES, "N")
+OPT_COMPONENT_LOGS = _Option(
+    "k8sstate-component-logs", "K8SSTATE_COMPONENT_LOGS", HELP_COMPONENT_LOGS, "WHEN"
+)
 OPTIONS = (
     OPT_PROVIDER,
     OPT_NODES,
@@ -115,7 +172,15 @@ OPTIONS = (
     OPT_ARTIFACTS,
     OPT_INCLUDE_SECRETS,
     OPT_IGNORE,
+    OPT_TEST_NAMESPACE,
+    OPT_SHARE_CLUSTER,
+    OPT_LOG_LINES,
+    OPT_COMPONENT_LOGS,
 )
+
+
+class K8sStateDeprecationWarning(pytest.PytestDeprecationWarning):
+    """A spelling of pytest-k8sstate 0.1 that still works for one release."""
 
 
 @dataclass(frozen=True)
@@ -133,24 +198,68 @@ class Settings:
     artifacts: Path = Path(DEFAULT_ARTIFACTS)
     include_secrets: bool = False
     ignore: tuple[str, ...] = ()
+    test_namespace: bool = True
+    share_cluster: bool = False
+    log_lines: int = DEFAULT_LOG_LINES
+    component_logs: str = DEFAULT_COMPONENT_LOGS
+    deprecations: tuple[str, ...] = ()
+    """Deprecated spellings used (one message each; the plugin issues them as warnings)."""
+
+
+def _add(group: pytest.OptionGroup, flag: str, dest: str, opt: _Option, help: str) -> None:
+    if opt.metavar is None:
+        group.addoption(flag, dest=dest, action="store_true", default=None, help=help)
+    else:
+        action = "append" if opt.repeatable else "store"
+        group.addoption(flag, dest=dest, metavar=opt.metavar, action=action, default=None, help=help)
+
+
+def _addini(parser: pytest.Parser, name: str, opt: _Option, help: str) -> None:
+    if opt.repeatable:
+        parser.addini(name, help, type="linelist", default=[])
+    else:
+        parser.addini(name, help, type="string", default="")
 
 
 def add_options(parser: pytest.Parser) -> None:
     """Register every option in the ``k8sstate`` group plus its ini key."""
     group = parser.getgroup("k8sstate", "Kubernetes cluster state (pytest-k8sstate)")
     for opt in OPTIONS:
-        if opt.metavar is None:
-            group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
-        else:
-            action = "append" if opt.repeatable else "store"
-            group.addoption(
-                opt.flag, dest=opt.dest, metavar=opt.metavar, action=action, default=None, help=opt.help
-            )
+        _add(group, opt.flag, opt.dest, opt, opt.help)
     for opt in OPTIONS:
-        if opt.repeatable:
-            parser.addini(opt.ini, opt.help, type="linelist", default=[])
-        else:
-            parser.addini(opt.ini, opt.help, type="string", default="")
+        _addini(parser, opt.ini, opt, opt.help)
+
+
+LEGACY_KEY = pytest.StashKey[frozenset[str]]()
+"""The deprecated option and ini names this session registered (only those nobody else had taken)."""
+
+
+def _taken_options(parser: pytest.Parser) -> set[str]:
+    groups = list(getattr(parser, "_groups", []))
+    anonymous = getattr(parser, "_anonymous", None)
+    if anonymous is not None and anonymous not in groups:
+        groups.append(anonymous)
+    return {name for group in groups for arg in group.options for name in arg.names()}
+
+
+def add_legacy_options(config: pytest.Config, parser: pytest.Parser) -> None:
+    """Register the 0.1 spellings (``--k8s-nodes``, ini ``k8s_nodes``) that no plugin or conftest took.
+
+    Called once every plugin and initial conftest has added its options: a name another plugin owns
+    (pytest-kubernetes: ``--k8s-provider``, ``--k8s-version``, ``--k8s-kubeconfig``) stays theirs.
+    """
+    taken = _taken_options(parser)
+    inis = set(getattr(parser, "_inidict", {}))
+    group = parser.getgroup("k8sstate", "Kubernetes cluster state (pytest-k8sstate)")
+    registered: set[str] = set()
+    for opt in OPTIONS:
+        if opt.legacy_flag is not None and opt.legacy_flag not in taken:
+            _add(group, opt.legacy_flag, opt.legacy_dest, opt, f"deprecated: use {opt.flag}")
+            registered.add(opt.legacy_flag)
+        if opt.legacy_ini is not None and opt.legacy_ini not in inis:
+            _addini(parser, opt.legacy_ini, opt, f"deprecated: use {opt.ini}")
+            registered.add(opt.legacy_ini)
+    config.stash[LEGACY_KEY] = frozenset(registered)
 
 
 @dataclass(frozen=True)
@@ -162,17 +271,50 @@ class _Raw:
     base: Path  # directory a relative path is resolved against
 
 
+_USED_KEY = pytest.StashKey[dict[str, str]]()  # deprecated name -> its replacement, in order of use
+
+
+def _deprecated(config: pytest.Config, old: str, new: str) -> None:
+    config.stash.setdefault(_USED_KEY, {})[old] = new
+
+
+def _legacy_cli(config: pytest.Config, opt: _Option) -> object:
+    legacy = config.stash.get(LEGACY_KEY, frozenset())
+    if opt.legacy_flag is None or opt.legacy_flag not in legacy:
+        return None
+    value = config.getoption(opt.legacy_dest, default=None)
+    if value is not None:
+        _deprecated(config, opt.legacy_flag, opt.flag)
+    return value
+
+
+def _legacy_ini(config: pytest.Config, opt: _Option) -> object:
+    legacy = config.stash.get(LEGACY_KEY, frozenset())
+    if opt.legacy_ini is None or opt.legacy_ini not in legacy:
+        return None
+    value = config.getini(opt.legacy_ini)
+    if value:
+        _deprecated(config, f"ini option {opt.legacy_ini}", f"ini option {opt.ini}")
+    return value
+
+
 def _lookup(config: pytest.Config, opt: _Option, env: Mapping[str, str]) -> _Raw | None:
     cli = config.getoption(opt.dest, default=None)
     if cli is not None:
         return _Raw(str(cli), f"command line {opt.flag}", config.invocation_params.dir)
+    cli = _legacy_cli(config, opt)
+    if cli is not None:
+        return _Raw(str(cli), f"command line {opt.legacy_flag}", config.invocation_params.dir)
     env_value = env.get(opt.env)
     if env_value is not None and env_value != "":
         return _Raw(env_value, f"environment variable {opt.env}", config.invocation_params.dir)
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
     ini_value = config.getini(opt.ini)
     if isinstance(ini_value, str) and ini_value.strip():
-        base = config.inipath.parent if config.inipath is not None else config.rootpath
         return _Raw(ini_value.strip(), f"ini option {opt.ini}", base)
+    ini_value = _legacy_ini(config, opt)
+    if isinstance(ini_value, str) and ini_value.strip():
+        return _Raw(ini_value.strip(), f"ini option {opt.legacy_ini}", base)
     return None
 
 
@@ -194,10 +336,10 @@ def _choice(
     return value
 
 
-def _bool(config: pytest.Config, opt: _Option, env: Mapping[str, str]) -> bool:
+def _bool(config: pytest.Config, opt: _Option, env: Mapping[str, str], default: bool = False) -> bool:
     raw = _lookup(config, opt, env)
     if raw is None:
-        return False
+        return default
     value = raw.value.strip().lower()
     if value in _TRUE:
         return True
@@ -262,10 +404,12 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
 
     artifacts = _path(config, OPT_ARTIFACTS, env) or config.rootpath / DEFAULT_ARTIFACTS
 
-    ignore: list[str] = [str(p).strip() for p in config.getini(OPT_IGNORE.ini) if str(p).strip()]
+    ini_ignore = list(config.getini(OPT_IGNORE.ini)) + list(_legacy_ini(config, OPT_IGNORE) or [])  # type: ignore[call-overload]
+    ignore: list[str] = [str(p).strip() for p in ini_ignore if str(p).strip()]
     env_ignore = env.get(OPT_IGNORE.env, "")
     ignore.extend(p for p in re.split(r"[,\s]+", env_ignore) if p)
-    cli_ignore = config.getoption(OPT_IGNORE.dest, default=None) or []
+    cli_ignore = list(config.getoption(OPT_IGNORE.dest, default=None) or [])
+    cli_ignore += list(_legacy_cli(config, OPT_IGNORE) or [])  # type: ignore[call-overload]
     for pattern in cli_ignore:
         if not str(pattern).strip():
             raise pytest.UsageError(
@@ -273,6 +417,21 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
             )
         ignore.append(str(pattern).strip())
 
+    log_lines = DEFAULT_LOG_LINES
+    raw = _lookup(config, OPT_LOG_LINES, env)
+    if raw is not None:
+        expected = f"a whole number of log lines from 0 to {MAX_LOG_LINES}"
+        try:
+            log_lines = int(raw.value.strip())
+        except ValueError:
+            raise _bad(OPT_LOG_LINES, raw, expected) from None
+        if not 0 <= log_lines <= MAX_LOG_LINES:
+            raise _bad(OPT_LOG_LINES, raw, expected)
+
+    used = config.stash.get(_USED_KEY, {})
+    deprecations = tuple(
+        f"{old} is deprecated and will be removed in the next release: use {new}" for old, new in used.items()
+    )
     return Settings(
         provider=provider,
         nodes=nodes,
@@ -285,4 +444,9 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
         artifacts=artifacts,
         include_secrets=_bool(config, OPT_INCLUDE_SECRETS, env),
         ignore=tuple(dict.fromkeys(ignore)),
+        test_namespace=_bool(config, OPT_TEST_NAMESPACE, env, default=True),
+        share_cluster=provider == "existing" or _bool(config, OPT_SHARE_CLUSTER, env),
+        log_lines=log_lines,
+        component_logs=_choice(config, OPT_COMPONENT_LOGS, env, COMPONENT_LOGS, DEFAULT_COMPONENT_LOGS),
+        deprecations=deprecations,
     )

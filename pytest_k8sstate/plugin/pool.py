@@ -71,9 +71,13 @@ class ClusterPool:
         worker: str = "main",
         log: Callable[[str], None] = lambda _msg: None,
         provider_factory: Callable[[str], Provider] | None = None,
+        shared_name: str | None = None,
     ) -> None:
         self.settings = settings
         self.worker = worker
+        self.shared_name = shared_name
+        """xdist with ``share_cluster``: the name of the one session cluster every worker uses (from the
+        controller); None otherwise."""
         self.log = log
         self._provider_factory = provider_factory or (
             lambda name: _default_provider_factory(name, self.log, self.settings)
@@ -86,6 +90,8 @@ class ClusterPool:
         self._api_clients: dict[str, Any] = {}
         self._helpers: dict[str, K8sHelper] = {}
         self.kept: list[tuple[str, str]] = []  # (provider, name) kept at close
+        self.shared: list[tuple[str, str]] = []
+        """(provider, name) of shared clusters: workers report them, the controller deletes them at close."""
         self._counter = 0
         self._seq = next(_POOL_SEQ)  # several pools in one process (pytester runs in-process)
 
@@ -131,8 +137,13 @@ class ClusterPool:
             self._provider_reports[name] = getattr(self._providers[name], "progress", None) is not None
         return self._providers[name]
 
+    def _sharing(self, key: ClusterKey) -> bool:
+        return self.shared_name is not None and key == self.default_key()
+
     def _name_for(self, key: ClusterKey) -> str:
         """``pt<pid><worker>[p<pool>][-<n>]``: unique per process, xdist worker, pool and spec."""
+        if self._sharing(key) and not self.settings.reuse_cluster:
+            return str(self.shared_name)
         if key == self.default_key() and self.settings.reuse_cluster:
             reuse = self.settings.reuse_cluster  # one per xdist worker: NAME-gw0, NAME-gw1, ...
             return reuse if self.worker == "main" else f"{reuse}-{self.worker}".lower()
@@ -179,21 +190,26 @@ class ClusterPool:
         name = self._name_for(key)
         settings = self.settings
         reuse = key == self.default_key() and settings.reuse_cluster is not None
+        if self._sharing(key) and key.provider != "existing" and not reuse:
+            return self._start_shared(key, provider, name)
         if key.provider == "existing":
             # attach (the kubeconfig's current context); "delete" at the end removes only the plugin's
             # debug pods from the cluster, never the cluster
             cluster = provider.create(ClusterSpec(name=name, nodes=key.nodes, proxy_mode=key.proxy_mode))
             self.log(f"attached to cluster {cluster.name} of {settings.kubeconfig}")
-            self._owned[cluster.name] = cluster
+            if self.worker != "main":  # xdist: the others still use the debug pods; the controller cleans up
+                self.shared.append((key.provider, cluster.name))
+            else:
+                self._owned[cluster.name] = cluster
             return cluster
         if reuse:
             try:
                 cluster = provider.get(name)
             except K8sStateError as exc:
                 self._refuse_broken(key.provider, name, exc)
-                self.log(f"cluster {name} not found; creating it (kept for --k8s-reuse-cluster {name})")
+                self.log(f"cluster {name} not found; creating it (kept for --k8sstate-reuse-cluster {name})")
             else:
-                self.log(f"reusing {key.provider} cluster {name} (--k8s-reuse-cluster)")
+                self.log(f"reusing {key.provider} cluster {name} (--k8sstate-reuse-cluster)")
                 return cluster
         provider.check_cni(key.cni)
         spec = ClusterSpec(
@@ -216,6 +232,36 @@ class ClusterPool:
             self._owned[cluster.name] = cluster
         return cluster
 
+    def _start_shared(self, key: ClusterKey, provider: Provider, name: str) -> Cluster:
+        """The first worker creates the shared cluster (under a lock), the others attach to it."""
+        import fcntl
+
+        from pytest_k8sstate.providers.base import ClusterSpec
+        from pytest_k8sstate.util.files import cache_dir
+
+        locks = cache_dir() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"share-{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (also if this process dies)
+            if name in provider.list():
+                cluster = provider.get(name)
+                self.log(f"using the shared {key.provider} cluster {name} (--k8sstate-share-cluster)")
+            else:
+                self.log(f"creating the shared {key.provider} cluster {name} ({key.describe()}) ...")
+                provider.check_cni(key.cni)
+                spec = ClusterSpec(
+                    name=name,
+                    nodes=key.nodes,
+                    proxy_mode=key.proxy_mode,
+                    cni=key.cni,
+                    version=key.version,
+                    kubeconfig_out=self.settings.kubeconfig,
+                    persistent=True,  # outlives this worker: the controller deletes it at the end
+                )
+                cluster = provider.create(spec)
+        self.shared.append((key.provider, name))
+        return cluster
+
     def _refuse_broken(self, provider_name: str, name: str, exc: K8sStateError) -> None:
         """``provider.get(name)`` failed: ProviderError when the cluster exists (broken); None when absent."""
         try:
@@ -229,8 +275,8 @@ class ClusterPool:
         if "cluster delete" in str(exc):
             recover = ""
         raise ProviderError(
-            f"--k8s-reuse-cluster {name}: the {provider_name} cluster {name} exists but cannot be reused: "
-            f"{exc}{recover}"
+            f"--k8sstate-reuse-cluster {name}: the {provider_name} cluster {name} exists but cannot be "
+            f"reused: {exc}{recover}"
         ) from exc
 
     def reset(self, cluster: Cluster) -> None:
@@ -275,6 +321,19 @@ class ClusterPool:
                     self.log(f"detached from cluster {name} (removed the plugin's debug pods)")
                 else:
                     self.log(f"deleted cluster {name} in {time.monotonic() - started:.1f}s")
+        for provider_name, name in dict.fromkeys(self.shared) if self.worker == "main" else ():
+            if self.settings.keep_cluster:
+                self.kept.append((provider_name, name))
+                continue
+            try:
+                provider = self.provider(provider_name)
+                if provider_name != "existing" and name not in provider.list():
+                    continue
+                provider.delete(name)
+            except Exception as exc:
+                errors.append(f"deleting shared cluster {name} failed: {exc}")
+            else:
+                self.log(f"deleted the shared {provider_name} cluster {name}")
         self._owned.clear()
         self._clusters.clear()
         return errors

@@ -16,8 +16,16 @@ from pytest_k8sstate.util.files import atomic_write_json, atomic_write_text
 if TYPE_CHECKING:
     from pytest_k8sstate.providers.base import Cluster
     from pytest_k8sstate.state import Snapshot, StateDiff
+    from pytest_k8sstate.state.etcddiff import KeyChange
 
-__all__ = ["ClusterState", "artifact_dir_for", "sanitize_nodeid", "summarize_diff", "write_artifacts"]
+__all__ = [
+    "ClusterState",
+    "artifact_dir_for",
+    "sanitize_nodeid",
+    "scope_to_namespace",
+    "summarize_diff",
+    "write_artifacts",
+]
 
 
 def sanitize_nodeid(nodeid: str, limit: int = 120) -> str:
@@ -38,6 +46,24 @@ def summarize_diff(diff: StateDiff) -> str:
     from pytest_k8sstate.state.render import summarize_diff as summarize
 
     return summarize(diff)
+
+
+def scope_to_namespace(diff: StateDiff, namespace: str) -> StateDiff:
+    """The etcd changes of objects in ``namespace`` only (cluster-scoped objects and other namespaces
+    dropped); node changes are kept as they are (rules are not namespaced)."""
+    import dataclasses
+
+    from pytest_k8sstate.state.etcddiff import EtcdDiff
+
+    def keep(changes: Sequence[KeyChange]) -> list[KeyChange]:
+        return [c for c in changes if c.namespace == namespace]
+
+    etcd = EtcdDiff(
+        added=keep(diff.etcd.added), removed=keep(diff.etcd.removed), modified=keep(diff.etcd.modified)
+    )
+    return dataclasses.replace(
+        diff, etcd=etcd, notes=[*diff.notes, f"etcd changes of namespace {namespace} only"]
+    )
 
 
 def write_artifacts(
@@ -105,10 +131,13 @@ class ClusterState:
         *,
         ignore: tuple[str, ...] = (),
         include_secrets: bool = False,
+        namespace: str | None = None,
         logs: bool = False,
         pods: bool = False,
     ) -> None:
         self.cluster = cluster
+        self.namespace = namespace
+        """The test's own namespace (None when the test runs without one)."""
         self.extra_ignore = ignore
         self.include_secrets = include_secrets
         self.logs = logs  # component log lines between snapshots → diff.logs
@@ -116,6 +145,8 @@ class ClusterState:
         self.before: Snapshot = self._take("before")
         self.after: Snapshot | None = None
         self.snapshots: dict[str, Snapshot] = {}
+        self.artifacts: list[Path] = []
+        """The files :meth:`save_failure` wrote."""
 
     def _take(self, label: str) -> Snapshot:
         return self.cluster.snapshot(
@@ -136,10 +167,15 @@ class ClusterState:
         self.snapshots[label] = snap
         return snap
 
-    def diff(self, since: Snapshot | str | None = None) -> StateDiff:
-        """Snapshot now (``.after``) and return the diff from ``before`` (or ``since``) to now."""
+    def diff(self, since: Snapshot | str | None = None, *, namespace: str | None = None) -> StateDiff:
+        """Snapshot now (``.after``) and return the diff from ``before`` (or ``since``) to now.
+
+        ``namespace``: keep only the etcd changes of that namespace (``cluster_state.namespace`` is the
+        test's own); node changes are kept whole.
+        """
         self.after = self._take("after")
-        return self.diff_between(self._resolve(since) if since is not None else self.before, self.after)
+        diff = self.diff_between(self._resolve(since) if since is not None else self.before, self.after)
+        return scope_to_namespace(diff, namespace) if namespace is not None else diff
 
     def eventually(
         self,
@@ -205,19 +241,16 @@ class ClusterState:
                 errors.append(f"diff.json: not computed: {type(exc).__name__}: {exc}")
             else:
                 head = f"k8sstate: {summarize_diff(diff)}"
+                if self.namespace is not None:
+                    scoped = scope_to_namespace(diff, self.namespace)
+                    head += f" (namespace {self.namespace}: {summarize_diff(scoped).split(';')[0]})"
                 detail = diff.summary(limit=detail_lines)
         try:
-            write_artifacts(
+            self.artifacts = write_artifacts(
                 directory, before=self.before, after=after, diff=diff, extra=self.snapshots, errors=errors
             )
         except Exception as exc:
             where = f"writing artifacts to {directory} failed: {exc}"
         else:
             where = f"artifacts: {directory}"
-        try:
-            from pytest_k8sstate.providers.registry import get_provider
-
-            get_provider(self.cluster.provider).export_logs(self.cluster.name, directory / "logs")
-        except Exception as exc:  # logs are a bonus: never hide the test's own failure
-            where += f" (component logs not exported: {exc})"
         return f"{head}; {where}" + (f"\n{detail}" if detail else "")

@@ -92,7 +92,7 @@ class ClusterSpec:
     """The pod network; None: the provider's default. A provider refuses one it cannot set up
     (``Provider.cnis``)."""
     persistent: bool = False
-    """Survive the creating process (``k8sstate cluster create``, ``--k8s-keep-cluster``); otherwise the
+    """Survive the creating process (``k8sstate cluster create``, ``--k8sstate-keep-cluster``); otherwise the
     reaper removes the cluster once its creator has exited."""
 
     def __post_init__(self) -> None:
@@ -204,10 +204,10 @@ class Cluster:
 
 #: What to use instead of a provider that lacks a capability (the end of a ``needs`` skip reason).
 ALTERNATIVES: Mapping[str, str] = {
-    "container-runtime": "use --k8s-provider kind",
-    "kubelet": "use --k8s-provider kind",
-    "cni": "use --k8s-provider kind",
-    "kindnet": "use --k8s-provider kind",
+    "container-runtime": "use --k8sstate-provider kind",
+    "kubelet": "use --k8sstate-provider kind",
+    "cni": "use --k8sstate-provider kind",
+    "kindnet": "use --k8sstate-provider kind",
 }
 
 
@@ -231,7 +231,7 @@ class Provider(ABC):
         if cni in UNAVAILABLE_CNIS:
             raise ConfigError(f"the {cls.name} provider cannot use CNI {cni!r}: {UNAVAILABLE_CNIS[cni]}")
         offered = f"it offers {', '.join(cls.cnis)}" if cls.cnis else "it sets up no pod network"
-        hint = "" if cls.cnis else "; use --k8s-provider kind"
+        hint = "" if cls.cnis else "; use --k8sstate-provider kind"
         raise ConfigError(f"the {cls.name} provider cannot use CNI {cni!r}: {offered}{hint}")
 
     @classmethod
@@ -246,8 +246,8 @@ class Provider(ABC):
             return f"needs {capability}: {notes[capability]}"
         if capability == "ipvs" and proxy_mode != "ipvs":
             return (
-                f"needs ipvs: the cluster's kube-proxy runs in {proxy_mode} mode; use --k8s-proxy-mode ipvs "
-                'or @pytest.mark.k8sstate(proxy_mode="ipvs")'
+                f"needs ipvs: the cluster's kube-proxy runs in {proxy_mode} mode; "
+                'use --k8sstate-proxy-mode ipvs or @pytest.mark.k8sstate(proxy_mode="ipvs")'
             )
         why = cls.missing_reasons.get(capability)
         if why is None:

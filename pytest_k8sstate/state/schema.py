@@ -295,8 +295,9 @@ _ROUTE_STR = ("dst", "type", "gateway", "dev")
 def _node(c: SchemaChecker, v: Any, path: str) -> None:
     d = c.obj(v, path, "a node state object")
     c.string(c.field(d, "node", path, "the node name"), path + ".node")
-    if d.get("iptables") is not None:
-        _iptables(c, d["iptables"], path + ".iptables")
+    for fam in ("iptables", "ip6tables"):  # ip6tables: snapshots since issue 12 (absent before)
+        if d.get(fam) is not None:
+            _iptables(c, d[fam], f"{path}.{fam}")
     if d.get("nft") is not None:
         _nft(c, d["nft"], path + ".nft")
     for i, s in enumerate(c.arr(d.get("ipsets") or [], path + ".ipsets")):
@@ -321,6 +322,7 @@ def _node(c: SchemaChecker, v: Any, path: str) -> None:
             elif m.get("table") is not None and not isinstance(m["table"], str):
                 c.integer(m["table"], ip + ".table", hi=2**32 - 1, what="a routing table name or number")
     c.str_map(d.get("errors") or {}, path + ".errors")
+    c.str_map(d.get("methods") or {}, path + ".methods")
 
 
 def _iptables(c: SchemaChecker, v: Any, path: str) -> None:

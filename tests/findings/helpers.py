@@ -328,13 +328,13 @@ def leftover_rules(cluster: Any) -> dict[str, list[str]]:
 OUR_PODS = re.compile(r"^f\d\d[a-z]?-")
 
 
-def wait_settled(cluster: Any, k8s: Any, when: str) -> None:
+def wait_settled(cluster: Any, k8s_api: Any, when: str) -> None:
     """Wait until no findings pod is left and no kube-proxy rule on any node mentions a findings object."""
     left: dict[str, list[str]] = {}
 
     def clean() -> bool:
         left.clear()
-        pods = [p["metadata"]["name"] for p in k8s.list("pod") if OUR_PODS.match(p["metadata"]["name"])]
+        pods = [p["metadata"]["name"] for p in k8s_api.list("pod") if OUR_PODS.match(p["metadata"]["name"])]
         if pods:
             left["pods"] = pods
             return False

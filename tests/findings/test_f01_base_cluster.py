@@ -31,10 +31,10 @@ def _endpoint_ips(endpoints: dict) -> list[str]:
     return sorted(a["ip"] for s in endpoints.get("subsets") or [] for a in s.get("addresses") or [])
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     1, "base cluster: namespaces, the kubernetes Service → apiserver, kube-dns at 10.96.0.10"
 )
-def test_finding_01_base_cluster(k8s_cluster, cluster_state, k8s):
+def test_finding_01_base_cluster(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), section 'Resources of the base cluster': "there are many keys ... roles,
     namespaces, certificates/config maps, control-plane pods and the CoreDNS deployment are created".
     Seed 002, section 'ClusterIP': "In every namespace there is a ClusterIP that gives access to the
@@ -65,10 +65,10 @@ def test_finding_01_base_cluster(k8s_cluster, cluster_state, k8s):
     # The endpoint is the apiserver: the IP it registered in /registry/masterleases/.
     lease_ips = sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith("/registry/masterleases/"))
     assert lease_ips, "no /registry/masterleases/<ip> key: the apiserver did not register its address"
-    endpoints = k8s.get("endpoints/kubernetes", namespace="default")
+    endpoints = k8s_api.get("endpoints/kubernetes", namespace="default")
     assert _endpoint_ips(endpoints) == lease_ips
     port = endpoints["subsets"][0]["ports"][0]["port"]
-    svc = k8s.get("service/kubernetes", namespace="default")
+    svc = k8s_api.get("service/kubernetes", namespace="default")
     assert svc["spec"]["clusterIP"] == "10.96.0.1"
     assert_dnat_to(snap, dst="10.96.0.1:443", endpoints=[f"{ip}:{port}" for ip in lease_ips])
     # ... and what answers there, from inside a node, is a kube-apiserver.
@@ -76,6 +76,6 @@ def test_finding_01_base_cluster(k8s_cluster, cluster_state, k8s):
     answer = _get_version_from_node(worker.exec, lease_ips[0], port)
     assert '"gitVersion"' in answer or '"kind": "Status"' in answer, answer[:300]
 
-    dns = k8s.get("service/kube-dns", namespace="kube-system")
+    dns = k8s_api.get("service/kube-dns", namespace="kube-system")
     assert dns["spec"]["clusterIP"] == "10.96.0.10"
     assert "/registry/services/specs/kube-system/kube-dns" in keys

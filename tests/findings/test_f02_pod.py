@@ -9,8 +9,8 @@ from pytest_k8sstate.assertions import assert_new_chains, assert_new_keys, asser
 from .helpers import added_keys, manifest, split_events, without_noise
 
 
-@pytest.mark.finding(2, "a Pod adds only its pod key and event keys; no netfilter rule")
-def test_finding_02_pod_adds_pod_and_event_keys(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_finding(2, "a Pod adds only its pod key and event keys; no netfilter rule")
+def test_finding_02_pod_adds_pod_and_event_keys(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), step 'create the first simple Pod': "etcd keys — only two kinds of keys
     appeared: events about creating the pod and the pod itself"; "iptables — new rules appeared that
     regulate the traffic leaving the created pod".
@@ -26,8 +26,8 @@ def test_finding_02_pod_adds_pod_and_event_keys(k8s_cluster, cluster_state, k8s)
     CNI (the article's own set-up) the article's observation holds and is asserted: the CNI's per-pod
     masquerade chain, and nothing else (finding 26 has the details).
     """
-    k8s.apply(manifest("02-pod.yaml"))
-    k8s.wait_ready("pod/f02-pod")
+    k8s_api.apply(manifest("02-pod.yaml"))
+    k8s_api.wait_ready("pod/f02-pod")
     diff = cluster_state.diff()
 
     assert_new_keys(diff, ["/registry/pods/default/f02-pod"], exact=True)
@@ -38,7 +38,7 @@ def test_finding_02_pod_adds_pod_and_event_keys(k8s_cluster, cluster_state, k8s)
     if "cni-bridge" not in k8s_cluster.capabilities:
         assert_no_netfilter_change(diff)
         return
-    node = k8s.get("pod/f02-pod")["spec"]["nodeName"]
+    node = k8s_api.get("pod/f02-pod")["spec"]["nodeName"]
     assert_new_chains(diff, ["CNI-*"], node=node)
     for other in k8s_cluster.nodes:
         if other.name != node:

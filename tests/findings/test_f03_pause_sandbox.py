@@ -22,11 +22,11 @@ def _netns_path(spec: dict) -> str | None:
     return None
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     3, "a Pod = pause sandbox + containers sharing its network namespace; hosts/resolv.conf mounted"
 )
-@pytest.mark.needs("container-runtime")
-def test_finding_03_pause_sandbox_shares_netns(k8s_cluster, k8s):
+@pytest.mark.k8sstate_needs("container-runtime")
+def test_finding_03_pause_sandbox_shares_netns(k8s_cluster, k8s_api):
     """Seed 000 (article), step 'create the first simple Pod': "two new containers joined in one Pod ...
     the second container is called pause and is needed to reserve the namespace for the Pod"; "by default
     /etc/hosts and /etc/resolv.conf are mounted into the container for DNS".
@@ -42,9 +42,9 @@ def test_finding_03_pause_sandbox_shares_netns(k8s_cluster, k8s):
     ``k8s_POD_…`` docker container; with containerd the sandbox is a CRI pod sandbox and its pause
     process is not listed as a container.
     """
-    k8s.apply(manifest("03-two-containers.yaml"))
-    k8s.wait_ready("pod/f03-pod")
-    pod = k8s.get("pod/f03-pod")
+    k8s_api.apply(manifest("03-two-containers.yaml"))
+    k8s_api.wait_ready("pod/f03-pod")
+    pod = k8s_api.get("pod/f03-pod")
     node = k8s_cluster.node(pod["spec"]["nodeName"]).exec
 
     pods = _crictl_json(node, "pods", "--name", "f03-pod", "--namespace", "default", "--state", "ready")[

@@ -25,9 +25,11 @@ SERVICE = "default/f04-web"
 PORT_ID = "default/f04-web:http"
 
 
-@pytest.mark.finding(4, "ClusterIP Service: specs/endpoints/endpointslices keys; KUBE-SERVICES→SVC→SEP DNAT")
+@pytest.mark.k8sstate_finding(
+    4, "ClusterIP Service: specs/endpoints/endpointslices keys; KUBE-SERVICES→SVC→SEP DNAT"
+)
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_04_clusterip_service(k8s_cluster, cluster_state, k8s):
+def test_finding_04_clusterip_service(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), step 'a Service for the Pod': "etcd keys — new endpointslices, endpoints and
     service specs appeared"; "iptables — new rules appeared that redirect the traffic going to the
     service into the corresponding Pod"; "from which one can conclude that a service is 10 lines in
@@ -55,18 +57,18 @@ def test_finding_04_clusterip_service(k8s_cluster, cluster_state, k8s):
       of ``iptables-save``; the article's minikube Service also had a NodePort (its own chain and rules),
       which makes 12 lines on current kube-proxy (finding 5).
     """
-    k8s.apply(manifest("04-pod.yaml"))
-    k8s.wait_ready("pod/f04-web")
+    k8s_api.apply(manifest("04-pod.yaml"))
+    k8s_api.wait_ready("pod/f04-web")
     pod_only = cluster_state.snapshot("pod-ready")
 
-    k8s.apply(manifest("04-service.yaml"))
-    k8s.wait_endpoints("svc/f04-web", count=1)
+    k8s_api.apply(manifest("04-service.yaml"))
+    k8s_api.wait_endpoints("svc/f04-web", count=1)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 1)
     diff = cluster_state.diff(since="pod-ready")
     after = cluster_state.after
 
-    cluster_ip = k8s.get("svc/f04-web")["spec"]["clusterIP"]
-    pod_ip = k8s.get("pod/f04-web")["status"]["podIP"]
+    cluster_ip = k8s_api.get("svc/f04-web")["spec"]["clusterIP"]
+    pod_ip = k8s_api.get("pod/f04-web")["status"]["podIP"]
     endpoint = f"{pod_ip}:8080"
 
     # etcd

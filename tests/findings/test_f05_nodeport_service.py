@@ -22,11 +22,11 @@ SERVICE = "default/f05-web"
 PORT_ID = "default/f05-web:http"
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     5, "NodePort Service: KUBE-NODEPORTS → KUBE-EXT-… on every node; nodeIP:nodePort → pod, masqueraded"
 )
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s):
+def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), step 'a Service for the Pod': "one can notice that two chains were created,
     one for the cluster IP of the service and another for the NodePort, but both in the end send the
     packet to the single endpoint, namely the created container".
@@ -49,16 +49,16 @@ def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s):
     - the article's "a service is about ten lines in iptables": this one-endpoint NodePort Service adds
       9 rules + 3 chain declarations = 12 lines of ``iptables-save`` on every node.
     """
-    k8s.apply(manifest("05-nodeport.yaml"))
-    k8s.wait_endpoints("svc/f05-web", count=1)
+    k8s_api.apply(manifest("05-nodeport.yaml"))
+    k8s_api.wait_endpoints("svc/f05-web", count=1)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 1)
     diff = cluster_state.diff()
     after = cluster_state.after
 
-    svc = k8s.get("svc/f05-web")
+    svc = k8s_api.get("svc/f05-web")
     node_port = svc["spec"]["ports"][0]["nodePort"]
     cluster_ip = svc["spec"]["clusterIP"]
-    endpoint = f"{k8s.pod_ip('f05-web')}:8080"
+    endpoint = f"{k8s_api.pod_ip('f05-web')}:8080"
     svc_name, ext_name = svc_chain(PORT_ID), svc_chain(PORT_ID, prefix="KUBE-EXT-")
 
     assert_new_chains(diff, [svc_name, ext_name, "KUBE-SEP-*"], table="nat")

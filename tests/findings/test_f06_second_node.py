@@ -46,9 +46,11 @@ def _kube_proxy_rules(snapshot, node: str) -> set[tuple[str, str, str]]:
     }
 
 
-@pytest.mark.finding(6, "a second node: its Node and Lease keys; every node's kube-proxy has the same rules")
+@pytest.mark.k8sstate_finding(
+    6, "a second node: its Node and Lease keys; every node's kube-proxy has the same rules"
+)
 @pytest.mark.k8sstate(nodes=2, proxy_mode="iptables")
-def test_finding_06_second_node(k8s_cluster, k8s_clusters, cluster_state, k8s):
+def test_finding_06_second_node(k8s_cluster, k8s_clusters, cluster_state, k8s_api):
     """Seed 000 (article), step 'a cluster with two nodes' (made, like the article, by creating a cluster
     with one more node and comparing): "etcd keys — ... separate components for joining the worker node
     appeared"; "some resources were duplicated for the second worker node"; "the iptables of the nodes were
@@ -99,8 +101,8 @@ def test_finding_06_second_node(k8s_cluster, k8s_clusters, cluster_state, k8s):
     assert extra == expected, extra
     assert one_keys - two_keys == Counter(), one_keys - two_keys
 
-    k8s.apply(manifest("06-service.yaml"))
-    k8s.wait_endpoints("svc/f06-web", count=1)
+    k8s_api.apply(manifest("06-service.yaml"))
+    k8s_api.wait_endpoints("svc/f06-web", count=1)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 1)
     after = cluster_state.snapshot("service-programmed")
     nodes = [n.name for n in k8s_cluster.nodes]
@@ -112,9 +114,11 @@ def test_finding_06_second_node(k8s_cluster, k8s_clusters, cluster_state, k8s):
     assert any(svc_chain(PORT_ID) in r for r in rules), rules
 
 
-@pytest.mark.finding(6, "kind: the kindnet DaemonSet runs on every node; kind-masq-agent rules on every node")
-@pytest.mark.needs("kindnet")
-def test_finding_06_kindnet_on_every_node(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_finding(
+    6, "kind: the kindnet DaemonSet runs on every node; kind-masq-agent rules on every node"
+)
+@pytest.mark.k8sstate_needs("kindnet")
+def test_finding_06_kindnet_on_every_node(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), step 'a cluster with two nodes': "since traffic now has to be forwarded beyond
     the node, a daemonSet with kindnet pods was deployed"; "iptables — the rules handling the containers'
     outgoing traffic were removed and replaced by similar kind-masq-agent rules".
@@ -126,14 +130,14 @@ def test_finding_06_kindnet_on_every_node(k8s_cluster, cluster_state, k8s):
 
     Real cluster vs article: the article saw this on minikube's multi-node mode, which also uses kindnet.
     """
-    ds = k8s.get("ds/kindnet", namespace="kube-system")
+    ds = k8s_api.get("ds/kindnet", namespace="kube-system")
     nodes = [n.name for n in k8s_cluster.nodes]
     assert len(nodes) >= 2
     assert ds["status"]["desiredNumberScheduled"] == len(nodes)
     assert ds["status"]["numberReady"] == len(nodes)
     snap = cluster_state.before
     assert "/registry/daemonsets/kube-system/kindnet" in snap.etcd.entries
-    pods = [p for p in k8s.list("pod", "app=kindnet", namespace="kube-system")]
+    pods = [p for p in k8s_api.list("pod", "app=kindnet", namespace="kube-system")]
     assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(nodes)
     for node in nodes:
         masq = chain_specs(snap, node, "nat", "KIND-MASQ-AGENT")

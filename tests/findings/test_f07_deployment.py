@@ -11,10 +11,10 @@ from pytest_k8sstate.assertions import assert_new_keys, assert_no_netfilter_chan
 from .helpers import added_keys, manifest, split_events, without_noise
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     7, "a 2-replica Deployment adds deployment, replicaset and 2 pod keys; no netfilter rule"
 )
-def test_finding_07_deployment_keys(k8s_cluster, cluster_state, k8s):
+def test_finding_07_deployment_keys(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), step 'Deployment': "a Deployment with two replicas of one Pod was created ...
     etcd keys — keys of the deployment, the replicaSet and two pods appeared; iptables — no new rules
     appeared".
@@ -29,8 +29,8 @@ def test_finding_07_deployment_keys(k8s_cluster, cluster_state, k8s):
     Real cluster vs article: as in finding 2, the article's per-pod traffic rules came from the CNI and
     are absent here; kube-proxy does not react to Pods without a Service.
     """
-    k8s.apply(manifest("07-deployment.yaml"))
-    k8s.wait_ready("deployment/f07-web")
+    k8s_api.apply(manifest("07-deployment.yaml"))
+    k8s_api.wait_ready("deployment/f07-web")
     diff = cluster_state.diff()
 
     assert_new_keys(

@@ -28,9 +28,11 @@ SERVICE = "default/f08-web"
 PORT_ID = "default/f08-web:http"
 
 
-@pytest.mark.finding(8, "2 endpoints: KUBE-SVC → 2 KUBE-SEP, the first at probability 0.5; traced 1/2–1/2")
+@pytest.mark.k8sstate_finding(
+    8, "2 endpoints: KUBE-SVC → 2 KUBE-SEP, the first at probability 0.5; traced 1/2–1/2"
+)
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_08_two_endpoints_half_each(k8s_cluster, cluster_state, k8s):
+def test_finding_08_two_endpoints_half_each(k8s_cluster, cluster_state, k8s_api):
     """Seed 000 (article), step 'Service for the Deployment': "etcd — everything as when creating a
     service in the single-node cluster; iptables — the new rules are the same, except that the service now
     has two endpoints, so the endpoint rules were duplicated".
@@ -47,15 +49,15 @@ def test_finding_08_two_endpoints_half_each(k8s_cluster, cluster_state, k8s):
     article's ``iptables -S``-style text had 10).
     """
     deployment, _service = load_manifest("08-deployment-service.yaml")
-    k8s.apply(deployment)  # the Deployment first, as in the article
-    k8s.wait_ready("deployment/f08-web")
+    k8s_api.apply(deployment)  # the Deployment first, as in the article
+    k8s_api.wait_ready("deployment/f08-web")
     deployed = cluster_state.snapshot("deployment-ready")
-    k8s.apply(manifest("08-deployment-service.yaml"))
-    ips = k8s.wait_endpoints("svc/f08-web", count=2)
+    k8s_api.apply(manifest("08-deployment-service.yaml"))
+    ips = k8s_api.wait_endpoints("svc/f08-web", count=2)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 2)
     diff = cluster_state.diff(since="deployment-ready")
     after = cluster_state.after
-    cluster_ip = k8s.cluster_ip("svc/f08-web")
+    cluster_ip = k8s_api.cluster_ip("svc/f08-web")
     endpoints = [f"{ip}:8080" for ip in ips]
 
     _events, keys = split_events(without_noise(added_keys(diff)))

@@ -25,11 +25,11 @@ SERVICE = "default/f09-web"
 PORT_ID = "default/f09-web:http"
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     9, "3 endpoints: probabilities 0.33333333349, 0.5, unconditional; traced 1/3 each; hairpin"
 )
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_09_three_endpoints(k8s_cluster, cluster_state, k8s):
+def test_finding_09_three_endpoints(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'Cluster IP': "an example for a service of 3 endpoints ... with 33% it flies on
     along the chain or settles in the pod, and if it flew on, with 50% it settles in one of the next
     pods": ``-A KUBE-SVC-FXIYY6OHUSNBITIX ... --probability 0.33333333349 -j KUBE-SEP-JPAADZTWUNYJQEJV``,
@@ -42,11 +42,11 @@ def test_finding_09_three_endpoints(k8s_cluster, cluster_state, k8s):
     from a pod's own IP confirms) and DNATs to that pod; the traced split is 1/3 per pod (within the
     2⁻³¹ resolution iptables stores probabilities with).
     """
-    k8s.apply(manifest("09-three-endpoints.yaml"))
-    ips = k8s.wait_endpoints("svc/f09-web", count=3)
+    k8s_api.apply(manifest("09-three-endpoints.yaml"))
+    ips = k8s_api.wait_endpoints("svc/f09-web", count=3)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 3)
     after = cluster_state.snapshot("three-endpoints")
-    cluster_ip = k8s.cluster_ip("svc/f09-web")
+    cluster_ip = k8s_api.cluster_ip("svc/f09-web")
     endpoints = [f"{ip}:8080" for ip in ips]
 
     svc = svc_chain(PORT_ID)

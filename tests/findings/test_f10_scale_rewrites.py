@@ -21,11 +21,11 @@ from .helpers import (
 )
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     10, "scaling 2→3 changes every endpoint probability; KUBE-SVC jumps rewritten by position"
 )
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster_state, k8s):
+def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'IPVS vs IPtables' (difference in balancing): "iptables: a sequential chain of
     rules 0.33 * ip pod1 > 0.5 * pod2 > pod3 — these probabilities of choosing a pod change dynamically
     with scaling. A pod was added — all probabilities were changed."
@@ -43,17 +43,17 @@ def test_finding_10_scaling_rewrites_probabilities_iptables(k8s_cluster, cluster
     endpoint's effective probability, which the trace shows.
     """
     service, port_id = "default/f10-web", "default/f10-web:http"
-    k8s.apply(manifest("10-scale.yaml"))
-    old_ips = k8s.wait_endpoints("svc/f10-web", count=2)
+    k8s_api.apply(manifest("10-scale.yaml"))
+    old_ips = k8s_api.wait_endpoints("svc/f10-web", count=2)
     wait_proxy_endpoints(k8s_cluster, service, 2)
     two = cluster_state.snapshot("two-replicas")
 
-    k8s.scale("deployment/f10-web", 3)
-    ips = k8s.wait_endpoints("svc/f10-web", count=3)
+    k8s_api.scale("deployment/f10-web", 3)
+    ips = k8s_api.wait_endpoints("svc/f10-web", count=3)
     wait_proxy_endpoints(k8s_cluster, service, 3)
     diff = cluster_state.diff(since="two-replicas")
     three = cluster_state.after
-    cluster_ip = k8s.cluster_ip("svc/f10-web")
+    cluster_ip = k8s_api.cluster_ip("svc/f10-web")
     svc = svc_chain(port_id)
     (new_ip,) = set(ips) - set(old_ips)
     new_sep = sep_chain(port_id, f"{new_ip}:8080")
@@ -89,10 +89,12 @@ def _numgen_map(rule: str) -> tuple[int, dict[int, str]]:
     return int(m.group(1)), {int(i): f"{ip}:{port}" for i, ip, port in _MAP_ENTRY.findall(m.group(2))}
 
 
-@pytest.mark.finding(10, "scaling 2→3 in nftables mode replaces one numgen map rule (+ a hairpin element)")
+@pytest.mark.k8sstate_finding(
+    10, "scaling 2→3 in nftables mode replaces one numgen map rule (+ a hairpin element)"
+)
 @pytest.mark.k8sstate(proxy_mode="nftables")
-@pytest.mark.needs("nftables")
-def test_finding_10_scaling_changes_only_the_vmap_nftables(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_needs("nftables")
+def test_finding_10_scaling_changes_only_the_vmap_nftables(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'IPVS vs IPtables': "iptables: ... A pod was added — all probabilities were
     changed"; "ipvs: ... it is enough to add the new pod's ip to the address, instead of updating the rules
     entirely each time, changing probabilities".
@@ -111,20 +113,20 @@ def test_finding_10_scaling_changes_only_the_vmap_nftables(k8s_cluster, cluster_
     masquerade``).
     """
     service = "default/f10n-web"
-    k8s.apply(manifest("10-scale-nft.yaml"))
-    old_ips = k8s.wait_endpoints("svc/f10n-web", count=2)
+    k8s_api.apply(manifest("10-scale-nft.yaml"))
+    old_ips = k8s_api.wait_endpoints("svc/f10n-web", count=2)
     wait_proxy_endpoints(k8s_cluster, service, 2)
     two = cluster_state.snapshot("two-replicas")
 
-    k8s.scale("deployment/f10n-web", 3)
-    ips = k8s.wait_endpoints("svc/f10n-web", count=3)
+    k8s_api.scale("deployment/f10n-web", 3)
+    ips = k8s_api.wait_endpoints("svc/f10n-web", count=3)
     wait_proxy_endpoints(k8s_cluster, service, 3)
     diff = cluster_state.diff(since="two-replicas")
     three = cluster_state.after
-    cluster_ip = k8s.cluster_ip("svc/f10n-web")
+    cluster_ip = k8s_api.cluster_ip("svc/f10n-web")
     (new_ip,) = set(ips) - set(old_ips)
     new_pod_node = next(
-        p["spec"]["nodeName"] for p in k8s.list("pod", "app=f10n-web") if p["status"]["podIP"] == new_ip
+        p["spec"]["nodeName"] for p in k8s_api.list("pod", "app=f10n-web") if p["status"]["podIP"] == new_ip
     )
     table = "ip kube-proxy"
 

@@ -26,9 +26,11 @@ def _addresses_in_node(node_exec) -> set[str]:
     return {a["local"] for link in out for a in link.get("addr_info", []) if a.get("local")}
 
 
-@pytest.mark.finding(11, "iptables mode: the ClusterIP is on no interface of any node, only in rules")
+@pytest.mark.k8sstate_finding(
+    11, "iptables mode: the ClusterIP is on no interface of any node, only in rules"
+)
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_11_clusterip_only_in_rules_iptables(k8s_cluster, cluster_state, k8s):
+def test_finding_11_clusterip_only_in_rules_iptables(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'ClusterIP': "ClusterIP allocates an IP for each service from a special range
     (this address is virtual and is not even configured on network interfaces)"; "nowhere in the network,
     outside the node, does the virtual ClusterIP exist"; "so with iptables the ClusterIP address is created
@@ -39,11 +41,11 @@ def test_finding_11_clusterip_only_in_rules_iptables(k8s_cluster, cluster_state,
     addr`` and a fresh ``ip -j addr show`` inside the node), no ``kube-ipvs0`` link exists, and the IP does
     appear in kube-proxy's KUBE-SERVICES rule. The Service exists in etcd.
     """
-    k8s.apply(manifest("11-clusterip.yaml"))
-    k8s.wait_endpoints("svc/f11-web", count=1)
+    k8s_api.apply(manifest("11-clusterip.yaml"))
+    k8s_api.wait_endpoints("svc/f11-web", count=1)
     wait_proxy_endpoints(k8s_cluster, "default/f11-web", 1)
     snap = cluster_state.snapshot("service-programmed")
-    cluster_ip = k8s.cluster_ip("svc/f11-web")
+    cluster_ip = k8s_api.cluster_ip("svc/f11-web")
     assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network("10.96.0.0/12")
     assert "/registry/services/specs/default/f11-web" in snap.etcd.entries
 
@@ -58,9 +60,11 @@ def test_finding_11_clusterip_only_in_rules_iptables(k8s_cluster, cluster_state,
         )
 
 
-@pytest.mark.finding(11, "IPVS mode: ClusterIP on kube-ipvs0, in ipset KUBE-CLUSTER-IP, rr virtual server")
+@pytest.mark.k8sstate_finding(
+    11, "IPVS mode: ClusterIP on kube-ipvs0, in ipset KUBE-CLUSTER-IP, rr virtual server"
+)
 @pytest.mark.k8sstate(proxy_mode="ipvs")
-@pytest.mark.needs("ipvs")
+@pytest.mark.k8sstate_needs("ipvs")
 def test_finding_11_clusterip_on_kube_ipvs0_ipvs(k8s_clusters, request):
     """Seed 002, section 'IPVS vs IPtables': "with ipvs instead of iptables the clusterIP is written onto
     a network interface ... and it can be pinged"; "kube-ipvs0 ... inet 10.102.189.119/32 scope global
@@ -81,13 +85,13 @@ def test_finding_11_clusterip_on_kube_ipvs0_ipvs(k8s_clusters, request):
     """
     cluster = k8s_clusters.get(proxy_mode="ipvs")
     api = k8s_clusters.api_client(cluster)
-    k8s = K8sHelper(api, cluster=cluster, manifests_dir=request.config.rootpath / "manifests")
+    k8s_api = K8sHelper(api, cluster=cluster, manifests_dir=request.config.rootpath / "manifests")
     try:
         before = cluster.snapshot("before")
         rules_before = count_rules(before, "*", table=None)
-        k8s.apply(manifest("11-ipvs.yaml"))
-        ips = k8s.wait_endpoints("svc/f11v-web", count=3)
-        cluster_ip = k8s.cluster_ip("svc/f11v-web")
+        k8s_api.apply(manifest("11-ipvs.yaml"))
+        ips = k8s_api.wait_endpoints("svc/f11v-web", count=3)
+        cluster_ip = k8s_api.cluster_ip("svc/f11v-web")
         wait_until(
             "kube-proxy (ipvs) to add the virtual server on every node",
             lambda: all(cluster_ip in n.exec.run(["ipvsadm", "-Ln"]).text for n in cluster.nodes),
@@ -106,4 +110,4 @@ def test_finding_11_clusterip_on_kube_ipvs0_ipvs(k8s_clusters, request):
             assert {rs.forward for rs in vs.real_servers} == {"Masq"}, (node, vs)
         assert count_rules(snap, "*", table=None) == rules_before
     finally:
-        k8s.cleanup(timeout=30)
+        k8s_api.cleanup(timeout=30)

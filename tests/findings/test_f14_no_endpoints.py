@@ -20,9 +20,11 @@ from .helpers import (
 PORT_ID = "default/f14-none:http"
 
 
-@pytest.mark.finding(14, "Service with no ready endpoints: filter-table REJECT on every node; traced REJECT")
+@pytest.mark.k8sstate_finding(
+    14, "Service with no ready endpoints: filter-table REJECT on every node; traced REJECT"
+)
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_14_no_endpoints_reject(k8s_cluster, cluster_state, k8s):
+def test_finding_14_no_endpoints_reject(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'Readiness and Liveness Probes': "Readiness — is the container ready ... can
     traffic be routed to it. If a pod stops being ready it is automatically removed from the list of the
     lb". Section 'Cluster IP': "when a pod inside the cluster tries to connect to the virtual IP of the
@@ -38,14 +40,14 @@ def test_finding_14_no_endpoints_reject(k8s_cluster, cluster_state, k8s):
     Real cluster vs article: the seeds do not show this rule; it is how kube-proxy (iptables mode) makes
     connections to an empty Service fail fast instead of timing out.
     """
-    k8s.apply(manifest("14-no-endpoints.yaml"))
+    k8s_api.apply(manifest("14-no-endpoints.yaml"))
     wait_proxy_text(
         k8s_cluster, "kube-proxy to reject default/f14-none", lambda d: f"{PORT_ID} has no endpoints" in d
     )
     diff = cluster_state.diff()
     after = cluster_state.after
-    cluster_ip = k8s.cluster_ip("svc/f14-none")
-    assert k8s.ready_endpoints("svc/f14-none") == []
+    cluster_ip = k8s_api.cluster_ip("svc/f14-none")
+    assert k8s_api.ready_endpoints("svc/f14-none") == []
 
     reject = (
         f'-d {cluster_ip}/32 -p tcp -m comment --comment "{PORT_ID} has no endpoints" -m tcp --dport 80 '
@@ -67,10 +69,12 @@ def test_finding_14_no_endpoints_reject(k8s_cluster, cluster_state, k8s):
     assert_dnat_to(after, service=PORT_ID, endpoints=[])
 
 
-@pytest.mark.finding(14, "a Service whose only pod is not Ready: REJECT on every node, like no endpoints")
+@pytest.mark.k8sstate_finding(
+    14, "a Service whose only pod is not Ready: REJECT on every node, like no endpoints"
+)
 @pytest.mark.k8sstate(proxy_mode="iptables")
-@pytest.mark.needs("kubelet")
-def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_needs("kubelet")
+def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s_api):
     """The same claim with an endpoint that exists but is not ready: a pod whose readiness gate
     (``k8sstate.example.com/never``) is never set stays not Ready; its EndpointSlice lists it with
     ``ready: false``; every node rejects connections to the ClusterIP exactly as for an empty Service, and no
@@ -78,11 +82,11 @@ def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s):
 
     Needs a kubelet: kwok (the ``local`` provider) marks every pod Ready, readiness gates included.
     """
-    k8s.apply(manifest("14-unready-pod.yaml"))
+    k8s_api.apply(manifest("14-unready-pod.yaml"))
     port_id = "default/f14-unready:http"
 
     def listed() -> list[dict]:
-        slices = k8s.list("endpointslice", {"kubernetes.io/service-name": "f14-unready"})
+        slices = k8s_api.list("endpointslice", {"kubernetes.io/service-name": "f14-unready"})
         return [ep for s in slices for ep in s.get("endpoints") or []]
 
     # the slice lists the pod only once it has an IP (its sandbox is up); kube-proxy rejects even before
@@ -91,13 +95,13 @@ def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s):
         k8s_cluster, "kube-proxy to reject default/f14-unready", lambda d: f"{port_id} has no endpoints" in d
     )
     after = cluster_state.snapshot("programmed")
-    pod = k8s.get("pod/f14-unready")
+    pod = k8s_api.get("pod/f14-unready")
     ready = [c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"]
     assert ready == ["False"], pod["status"]
     endpoints = listed()
     assert len(endpoints) == 1, endpoints
     assert endpoints[0]["conditions"]["ready"] is False, endpoints
-    cluster_ip = k8s.cluster_ip("svc/f14-unready")
+    cluster_ip = k8s_api.cluster_ip("svc/f14-unready")
     for node in node_names(k8s_cluster):
         assert not [c for c in chain_specs(after, node, "nat", "KUBE-SERVICES") if port_id in c], node
         result = trace_on(after, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC)

@@ -27,9 +27,9 @@ def kube_chains(ruleset) -> set[tuple[str, str]]:
     return {(t, c) for t, table in ruleset.tables.items() for c in table.chains if c.startswith("KUBE-")}
 
 
-@pytest.mark.finding(15, "kube-proxy restores its rules after an iptables-restore of empty tables")
+@pytest.mark.k8sstate_finding(15, "kube-proxy restores its rules after an iptables-restore of empty tables")
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, k8s):
+def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'iptables-restore from a file': "create the file /tmp/iptables.cleanup with
     ``*nat ... COMMIT *filter COMMIT *mangle COMMIT`` ... and all rules are deleted: ``iptables-restore
     /tmp/iptables.cleanup``. After that kube-proxy restores them again, since kube-proxy periodically does a
@@ -44,8 +44,8 @@ def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, 
     emptied completely (the node namespace has no other rules). kube-proxy notices through its
     ``KUBE-PROXY-CANARY`` chains, which it checks once per ``--iptables-sync-period``.
     """
-    k8s.apply(manifest("15-resync.yaml"))
-    k8s.wait_endpoints("svc/f15-web", count=1)
+    k8s_api.apply(manifest("15-resync.yaml"))
+    k8s_api.wait_endpoints("svc/f15-web", count=1)
     wait_proxy_endpoints(k8s_cluster, "default/f15-web", 1)
     node = k8s_cluster.workers[0]
     before_wipe = cluster_state.snapshot("before-wipe")

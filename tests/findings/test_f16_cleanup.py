@@ -30,9 +30,9 @@ def _jumps_to_kube(text: str, source: str) -> list[str]:
     ]
 
 
-@pytest.mark.finding(16, "kube-proxy --cleanup removes its chains")
+@pytest.mark.k8sstate_finding(16, "kube-proxy --cleanup removes its chains")
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s):
+def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s_api):
     """Seed 002, section 'Calling kube-proxy as a binary': "for example you can call cleanup: ``kube-proxy
     --cleanup`` If true cleanup iptables and ipvs rules and exit."
 
@@ -60,8 +60,8 @@ def test_finding_16_kube_proxy_cleanup_removes_chains(k8s_cluster, k8s):
     binary = binaries.find_binary("kube-proxy")
     if binary is None:
         pytest.fail("the kube-proxy binary is not in the binaries cache; run `k8sstate binaries install`")
-    k8s.apply(manifest("16-cleanup.yaml"))
-    k8s.wait_endpoints("svc/f16-web", count=1)
+    k8s_api.apply(manifest("16-cleanup.yaml"))
+    k8s_api.wait_endpoints("svc/f16-web", count=1)
     wait_proxy_endpoints(k8s_cluster, "default/f16-web", 1)
     node = k8s_cluster.workers[0]
     dump = node.exec.run(["iptables-save"]).text

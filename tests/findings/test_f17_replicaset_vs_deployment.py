@@ -16,10 +16,10 @@ def _with_version(doc: dict, version: str) -> dict:
     return doc
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     17, "ReplicaSet template change keeps the pods; Deployment template change replaces them"
 )
-def test_finding_17_replicaset_keeps_deployment_replaces(k8s_cluster, cluster_state, k8s):
+def test_finding_17_replicaset_keeps_deployment_replaces(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'Why did updating the ReplicaSet not update the running pods?': "the replicaset
     controller makes sure that the number of pods ... matches; changing the information in the pods is not
     its responsibility. Since there already were 3 pods and their number did not change, the controller did
@@ -33,15 +33,15 @@ def test_finding_17_replicaset_keeps_deployment_replaces(k8s_cluster, cluster_st
     pod keys (named after the new ReplicaSet) are added, running v2.
     """
     rs_doc = load_manifest("17-replicaset.yaml")[0]
-    k8s.apply(rs_doc)
-    k8s.wait_ready("rs/f17-rs")
+    k8s_api.apply(rs_doc)
+    k8s_api.wait_ready("rs/f17-rs")
     cluster_state.snapshot("rs-v1")
     before_pods = _pod_keys(cluster_state.snapshots["rs-v1"], "f17-rs-")
     assert len(before_pods) == 3
 
-    updated = k8s.apply(_with_version(rs_doc, "v2"))[0]
+    updated = k8s_api.apply(_with_version(rs_doc, "v2"))[0]
     generation = updated["metadata"]["generation"]
-    k8s.wait_for(
+    k8s_api.wait_for(
         "rs/f17-rs",
         lambda o: (
             (o or {}).get("status", {}).get("observedGeneration") == generation,
@@ -53,12 +53,12 @@ def test_finding_17_replicaset_keeps_deployment_replaces(k8s_cluster, cluster_st
     assert "/registry/replicasets/default/f17-rs" in modified_keys(rs_diff)
     assert not [k for k in added_keys(rs_diff) + removed_keys(rs_diff) if k.startswith("/registry/pods/")]
     assert _pod_keys(cluster_state.after, "f17-rs-") == before_pods
-    for pod in k8s.list("pod", "app=f17-rs"):
+    for pod in k8s_api.list("pod", "app=f17-rs"):
         assert pod["spec"]["containers"][0]["env"] == [{"name": "VERSION", "value": "v1"}]
 
     dep_doc = load_manifest("17-deployment.yaml")[0]
-    k8s.apply(dep_doc)
-    k8s.wait_ready("deployment/f17-deploy")
+    k8s_api.apply(dep_doc)
+    k8s_api.wait_ready("deployment/f17-deploy")
     cluster_state.snapshot("deploy-v1")
     old_pods = _pod_keys(cluster_state.snapshots["deploy-v1"], "f17-deploy-")
     old_rs = {
@@ -69,10 +69,10 @@ def test_finding_17_replicaset_keeps_deployment_replaces(k8s_cluster, cluster_st
     assert len(old_pods) == 2
     assert len(old_rs) == 1
 
-    k8s.apply(_with_version(dep_doc, "v2"))
+    k8s_api.apply(_with_version(dep_doc, "v2"))
 
     def rolled_out() -> bool:
-        pods = k8s.list("pod", "app=f17-deploy")
+        pods = k8s_api.list("pod", "app=f17-deploy")
         return len(pods) == 2 and all(
             p["spec"]["containers"][0]["env"][0]["value"] == "v2"
             and not p["metadata"].get("deletionTimestamp")
@@ -80,7 +80,7 @@ def test_finding_17_replicaset_keeps_deployment_replaces(k8s_cluster, cluster_st
         )
 
     wait_until("the Deployment to replace both pods", rolled_out)
-    k8s.wait_ready("deployment/f17-deploy")
+    k8s_api.wait_ready("deployment/f17-deploy")
     dep_diff = cluster_state.diff(since="deploy-v1")
     new_rs = [k for k in added_keys(dep_diff) if k.startswith("/registry/replicasets/default/f17-deploy-")]
     assert len(new_rs) == 1, added_keys(dep_diff)

@@ -30,11 +30,11 @@ def _timeline(events, old_hash: str) -> list[tuple[str, str]]:
     return out
 
 
-def _rollout(k8s, name: str):
+def _rollout(k8s_api, name: str):
     doc = load_manifest(f"18-{name.removeprefix('f18-')}.yaml")[0]
-    k8s.apply(doc)
-    k8s.wait_ready(f"deployment/{name}")
-    pods = k8s.list("pod", f"app={name}")
+    k8s_api.apply(doc)
+    k8s_api.wait_ready(f"deployment/{name}")
+    pods = k8s_api.list("pod", f"app={name}")
     old_hash = pods[0]["metadata"]["labels"]["pod-template-hash"]
     doc["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "VERSION", "value": "v2"}]
 
@@ -42,14 +42,16 @@ def _rollout(k8s, name: str):
         t = _timeline(events, old_hash)
         return sum(1 for k, _ in t if k == "new") == 3 and sum(1 for k, _ in t if k == "old-gone") == 3
 
-    events = k8s.watch_events("pod", f"app={name}", action=lambda: k8s.apply(doc), until=done, timeout=90)
+    events = k8s_api.watch_events(
+        "pod", f"app={name}", action=lambda: k8s_api.apply(doc), until=done, timeout=90
+    )
     return _timeline(events, old_hash)
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     18, "rollout: maxSurge 100%/maxUnavailable 0 adds new pods first; 0/1 removes an old pod first"
 )
-def test_finding_18_rollout_strategies(k8s_cluster, k8s):
+def test_finding_18_rollout_strategies(k8s_cluster, k8s_api):
     """Seed 002, section 'Deployment | task with *': "Blue-green deployment: 1. deploying three new pods;
     2. deleting three old pods" with ``maxSurge: 100%, maxUnavailable: 0``; "Reverse Rolling Update:
     1. deleting one old pod; 2. creating one new pod; 3. …" with ``maxSurge: 0, maxUnavailable: 1``.
@@ -59,11 +61,11 @@ def test_finding_18_rollout_strategies(k8s_cluster, k8s):
     maxSurge 0 / maxUnavailable 1 the first event is an old pod terminating, before any new pod appears,
     and old and new pods alternate so that at most 3 pods are ever alive.
     """
-    surge = _rollout(k8s, "f18-surge")
+    surge = _rollout(k8s_api, "f18-surge")
     first_gone = next(i for i, (kind, _) in enumerate(surge) if kind == "old-gone")
     assert [k for k, _ in surge[:first_gone]] == ["new", "new", "new"], surge
 
-    reverse = _rollout(k8s, "f18-reverse")
+    reverse = _rollout(k8s_api, "f18-reverse")
     assert reverse[0][0] == "old-gone", reverse
     alive = 3
     for kind, _ in reverse:

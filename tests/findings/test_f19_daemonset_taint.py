@@ -7,8 +7,10 @@ import pytest
 from .helpers import added_keys, manifest
 
 
-@pytest.mark.finding(19, "DaemonSet skips the tainted control plane; with the toleration it runs there too")
-def test_finding_19_daemonset_and_control_plane_taint(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_finding(
+    19, "DaemonSet skips the tainted control plane; with the toleration it runs there too"
+)
+def test_finding_19_daemonset_and_control_plane_taint(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'DaemonSet | task with **': "since a taint that restricts pod placement is set on
     the master nodes: ``Taints: node-role.kubernetes.io/control-plane:NoSchedule`` — the pod that we still
     want to place on such a node must get the corresponding toleration, then the pod can be placed"::
@@ -26,23 +28,23 @@ def test_finding_19_daemonset_and_control_plane_taint(k8s_cluster, cluster_state
     """
     cp = k8s_cluster.control_plane.name
     workers = sorted(n.name for n in k8s_cluster.workers)
-    taints = k8s.get(f"node/{cp}")["spec"].get("taints") or []
+    taints = k8s_api.get(f"node/{cp}")["spec"].get("taints") or []
     assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in [
         {"key": t["key"], "effect": t["effect"]} for t in taints
     ]
 
-    k8s.apply(manifest("19-daemonset.yaml"))
-    ds = k8s.wait_ready("ds/f19-ds")
+    k8s_api.apply(manifest("19-daemonset.yaml"))
+    ds = k8s_api.wait_ready("ds/f19-ds")
     assert ds["status"]["desiredNumberScheduled"] == len(workers)
-    pods = k8s.list("pod", "app=f19-ds")
+    pods = k8s_api.list("pod", "app=f19-ds")
     assert sorted(p["spec"]["nodeName"] for p in pods) == workers
     keys = added_keys(cluster_state.diff())
     assert "/registry/daemonsets/default/f19-ds" in keys
     assert [k for k in keys if k.startswith("/registry/controllerrevisions/default/f19-ds-")], keys
     assert len([k for k in keys if k.startswith("/registry/pods/default/f19-ds-")]) == len(workers)
 
-    k8s.apply(manifest("19-daemonset-tolerating.yaml"))
-    ds = k8s.wait_ready("ds/f19-ds-tol")
+    k8s_api.apply(manifest("19-daemonset-tolerating.yaml"))
+    ds = k8s_api.wait_ready("ds/f19-ds-tol")
     assert ds["status"]["desiredNumberScheduled"] == len(workers) + 1
-    pods = k8s.list("pod", "app=f19-ds-tol")
+    pods = k8s_api.list("pod", "app=f19-ds-tol")
     assert sorted(p["spec"]["nodeName"] for p in pods) == sorted([cp, *workers])

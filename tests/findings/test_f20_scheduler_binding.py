@@ -9,8 +9,8 @@ from .helpers import added_keys, manifest, modified_keys, removed_keys, split_ev
 POD_KEY = "/registry/pods/default/f20-pod"
 
 
-@pytest.mark.finding(20, "the scheduler writes spec.nodeName: the pod key is modified, not re-added")
-def test_finding_20_binding_modifies_the_pod_key(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_finding(20, "the scheduler writes spec.nodeName: the pod key is modified, not re-added")
+def test_finding_20_binding_modifies_the_pod_key(k8s_cluster, cluster_state, k8s_api):
     """Seed 001, section 'Scheduler': "The NodeName field is as a rule filled in after the scheduler has
     chosen a suitable node according to the rules. After that Kube-API-server writes this to Etcd."
     Seed 002, section 'Kube-Scheduler': "In the end binding happens — the Pod is bound to a node (and the
@@ -25,14 +25,14 @@ def test_finding_20_binding_modifies_the_pod_key(k8s_cluster, cluster_state, k8s
     Real cluster vs article: scheduling gates (GA in 1.30) postdate the seeds; they only hold the pod back
     so the pre-binding state can be captured deterministically.
     """
-    k8s.apply(manifest("20-gated-pod.yaml"))
-    pod = k8s.get("pod/f20-pod")
+    k8s_api.apply(manifest("20-gated-pod.yaml"))
+    pod = k8s_api.get("pod/f20-pod")
     assert not pod["spec"].get("nodeName")
     gated = cluster_state.snapshot("gated")
     assert POD_KEY in gated.etcd.entries
 
-    k8s.patch("pod/f20-pod", [{"op": "remove", "path": "/spec/schedulingGates"}], patch_type="json")
-    bound = k8s.wait_for(
+    k8s_api.patch("pod/f20-pod", [{"op": "remove", "path": "/spec/schedulingGates"}], patch_type="json")
+    bound = k8s_api.wait_for(
         "pod/f20-pod", lambda o: (bool((o or {}).get("spec", {}).get("nodeName")), "not bound"), what="bound"
     )
     assert bound is not None

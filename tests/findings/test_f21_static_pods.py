@@ -10,11 +10,11 @@ MIRROR_POD_TIMEOUT = 180.0  # seconds: three kubelet sync periods (see the docst
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     21, "static control-plane pods are mirror pods owned by the Node and come back after deletion"
 )
-@pytest.mark.needs("kubelet")
-def test_finding_21_static_pods_are_mirror_pods(k8s_cluster, k8s):
+@pytest.mark.k8sstate_needs("kubelet")
+def test_finding_21_static_pods_are_mirror_pods(k8s_cluster, k8s_api):
     """Seed 002, Homework 2, 'Why did all pods in kube-system come back after deletion': "most components
     are controlled by minikube itself; ``k -n kube-system describe po kube-apiserver-minikube`` shows
     ``Controlled By: Node/minikube`` and the suffix ``-minikube``: etcd-minikube, kube-apiserver-minikube,
@@ -35,20 +35,20 @@ def test_finding_21_static_pods_are_mirror_pods(k8s_cluster, k8s):
     """
     cp = k8s_cluster.control_plane.name
     for component in COMPONENTS:
-        pod = k8s.get(f"pod/{component}-{cp}", namespace="kube-system")
+        pod = k8s_api.get(f"pod/{component}-{cp}", namespace="kube-system")
         meta = pod["metadata"]
         assert "kubernetes.io/config.mirror" in (meta.get("annotations") or {}), component
         owners = meta.get("ownerReferences") or []
         assert [(o["kind"], o["name"], o.get("controller")) for o in owners] == [("Node", cp, True)], owners
-    for proxy in k8s.list("pod", "k8s-app=kube-proxy", namespace="kube-system"):
+    for proxy in k8s_api.list("pod", "k8s-app=kube-proxy", namespace="kube-system"):
         assert [o["kind"] for o in proxy["metadata"]["ownerReferences"]] == ["DaemonSet"]
 
     name = f"kube-scheduler-{cp}"
-    old_uid = k8s.get(f"pod/{name}", namespace="kube-system")["metadata"]["uid"]
-    k8s.delete(f"pod/{name}", namespace="kube-system", wait=False)
+    old_uid = k8s_api.get(f"pod/{name}", namespace="kube-system")["metadata"]["uid"]
+    k8s_api.delete(f"pod/{name}", namespace="kube-system", wait=False)
 
     def recreated() -> bool:
-        pod = k8s.try_get(f"pod/{name}", namespace="kube-system")
+        pod = k8s_api.try_get(f"pod/{name}", namespace="kube-system")
         return pod is not None and pod["metadata"]["uid"] != old_uid
 
     wait_until(f"the kubelet to re-create the mirror pod {name}", recreated, timeout=MIRROR_POD_TIMEOUT)

@@ -9,11 +9,11 @@ import pytest
 from .helpers import manifest
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     22, "a pod's resolv.conf: nameserver 10.96.0.10, <ns>.svc.cluster.local search list, ndots:5"
 )
-@pytest.mark.needs("container-runtime")
-def test_finding_22_pod_resolv_conf(k8s_cluster, k8s):
+@pytest.mark.k8sstate_needs("container-runtime")
+def test_finding_22_pod_resolv_conf(k8s_cluster, k8s_api):
     """Seed 002, section 'Resolv.conf and ndots problem': "by default the option options ndots:5 is added
     to resolv.conf"::
 
@@ -31,8 +31,8 @@ def test_finding_22_pod_resolv_conf(k8s_cluster, k8s):
     Real cluster vs article: the kubelet appends the node's own search domains after the three cluster
     ones, so only the start of the search list is fixed.
     """
-    k8s.apply(manifest("22-dns-pod.yaml"))
-    pod = k8s.wait_ready("pod/f22-dns")
+    k8s_api.apply(manifest("22-dns-pod.yaml"))
+    pod = k8s_api.wait_ready("pod/f22-dns")
     node = k8s_cluster.node(pod["spec"]["nodeName"]).exec
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     inspected = json.loads(node.run(["crictl", "inspect", "-o", "json", cid], timeout=30).text)

@@ -18,11 +18,11 @@ from .helpers import (
 )
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     23, "LoadBalancer Service with TCP+UDP on the same port: accepted, rules for both protocols"
 )
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_23_mixed_protocol_loadbalancer(k8s_cluster, cluster_state, k8s):
+def test_finding_23_mixed_protocol_loadbalancer(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'Task with ⭐ | DNS via MetalLB': "in fact since version 1.24 several protocols can
     be used for LB services ... the feature is enabled by default and there is no need to create 2 services
     joined by the annotation metallb.universe.tf/allow-shared-ip" —
@@ -39,18 +39,18 @@ def test_finding_23_mixed_protocol_loadbalancer(k8s_cluster, cluster_state, k8s)
     ``status.loadBalancer`` empty and no external IP is programmed; everything kube-proxy does for the
     ClusterIP and the NodePorts is checked.
     """
-    k8s.apply(manifest("23-mixed-protocol-lb.yaml"))
-    k8s.wait_endpoints("svc/f23-dns", count=1)
+    k8s_api.apply(manifest("23-mixed-protocol-lb.yaml"))
+    k8s_api.wait_endpoints("svc/f23-dns", count=1)
     wait_proxy_endpoints(k8s_cluster, "default/f23-dns", 2)  # one DNAT per protocol
     after = cluster_state.snapshot("programmed")
-    svc = k8s.get("svc/f23-dns")
+    svc = k8s_api.get("svc/f23-dns")
     ports = {p["protocol"]: p for p in svc["spec"]["ports"]}
     assert sorted(ports) == ["TCP", "UDP"]
     assert {p["port"] for p in ports.values()} == {53}
     assert ports["TCP"]["nodePort"] == ports["UDP"]["nodePort"]
     node_port = ports["TCP"]["nodePort"]
     cluster_ip = svc["spec"]["clusterIP"]
-    endpoint = f"{k8s.pod_ip('f23-dns')}:5353"
+    endpoint = f"{k8s_api.pod_ip('f23-dns')}:5353"
 
     for node in node_names(k8s_cluster):
         node_ip = k8s_cluster.node(node).ip

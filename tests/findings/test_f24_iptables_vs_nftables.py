@@ -45,14 +45,14 @@ def _normalised(result: Any, endpoints: list[str]) -> list[Outcome]:
     return sorted(out, key=lambda t: (t[1] if t[1] is not None else -1, t[2], t[3]))
 
 
-def _run_scenario(mode: str, cluster: Any, snapshot: Callable[[str], Any], k8s: Any) -> ScenarioResult:
+def _run_scenario(mode: str, cluster: Any, snapshot: Callable[[str], Any], k8s_api: Any) -> ScenarioResult:
     """The same 3-replica Deployment + ClusterIP Service, traced on every node from a pod and from outside."""
     assert cluster.proxy_mode == mode
-    k8s.apply(manifest("24-compare.yaml"))
-    ips = k8s.wait_endpoints("svc/f24-web", count=3)
+    k8s_api.apply(manifest("24-compare.yaml"))
+    ips = k8s_api.wait_endpoints("svc/f24-web", count=3)
     wait_proxy_endpoints(cluster, SERVICE, 3)
     snap = snapshot("programmed")
-    cluster_ip = k8s.cluster_ip("svc/f24-web")
+    cluster_ip = k8s_api.cluster_ip("svc/f24-web")
     endpoints = sorted(f"{ip}:8080" for ip in ips)
 
     per_node = {}
@@ -88,19 +88,19 @@ def _scenario_on(mode: str, k8s_clusters: Any, request: pytest.FixtureRequest) -
     autouse fixture gives ``k8s_cluster`` tests."""
     cluster = k8s_clusters.get(proxy_mode=mode)
     api = k8s_clusters.api_client(cluster)
-    k8s = K8sHelper(api, cluster=cluster, manifests_dir=request.config.rootpath / "manifests")
-    wait_settled(cluster, k8s, f"before the {mode} scenario")
+    k8s_api = K8sHelper(api, cluster=cluster, manifests_dir=request.config.rootpath / "manifests")
+    wait_settled(cluster, k8s_api, f"before the {mode} scenario")
     try:
-        return _run_scenario(mode, cluster, lambda label: cluster.snapshot(label), k8s)
+        return _run_scenario(mode, cluster, lambda label: cluster.snapshot(label), k8s_api)
     finally:
-        problems = k8s.cleanup(timeout=30)
+        problems = k8s_api.cleanup(timeout=30)
         assert not problems, f"deleting the {mode} scenario's objects failed: {problems}"
-        wait_settled(cluster, k8s, f"after the {mode} scenario")
+        wait_settled(cluster, k8s_api, f"after the {mode} scenario")
 
 
-@pytest.mark.finding(24, "iptables vs nftables mode: the Service traced in iptables mode")
+@pytest.mark.k8sstate_finding(24, "iptables vs nftables mode: the Service traced in iptables mode")
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s):
+def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s_api):
     """Seed 001, section 'Kube-proxy': "Kube-proxy implements the service abstraction! ... Service — a set
     of rules (ipvs/iptables)"; "in the context of iptables it is a set of rules that balance traffic to the
     pods via mode random probability". Seed 002, section 'IPVS vs IPtables': the same Service realised by
@@ -111,26 +111,26 @@ def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s):
     ClusterIP: every node agrees, and each of the three pods is reached. The Service's rules are iptables
     rules (KUBE-SVC/KUBE-SEP chains), none in nftables. ``test_finding_24_modes_agree`` compares the modes.
     """
-    result = _run_scenario("iptables", k8s_cluster, cluster_state.snapshot, k8s)
+    result = _run_scenario("iptables", k8s_cluster, cluster_state.snapshot, k8s_api)
     _check_rules_of_mode("iptables", result.rules)
 
 
-@pytest.mark.finding(24, "iptables vs nftables mode: the Service traced in nftables mode")
+@pytest.mark.k8sstate_finding(24, "iptables vs nftables mode: the Service traced in nftables mode")
 @pytest.mark.k8sstate(proxy_mode="nftables")
-@pytest.mark.needs("nftables")
-def test_finding_24_scenario_nftables(k8s_cluster, cluster_state, k8s):
+@pytest.mark.k8sstate_needs("nftables")
+def test_finding_24_scenario_nftables(k8s_cluster, cluster_state, k8s_api):
     """The same scenario as ``test_finding_24_scenario_iptables`` on a cluster whose kube-proxy runs in
     nftables mode; its rules are in the ``ip kube-proxy`` table, none in iptables.
 
     Real cluster vs article: kube-proxy's nftables mode (GA in 1.33) postdates the seeds; in it kube-proxy
     writes no iptables rule at all but a ``table ip kube-proxy`` with verdict maps.
     """
-    result = _run_scenario("nftables", k8s_cluster, cluster_state.snapshot, k8s)
+    result = _run_scenario("nftables", k8s_cluster, cluster_state.snapshot, k8s_api)
     _check_rules_of_mode("nftables", result.rules)
 
 
-@pytest.mark.finding(24, "iptables vs nftables mode: same traced outcomes, different rule sets")
-@pytest.mark.needs("iptables", "nftables")
+@pytest.mark.k8sstate_finding(24, "iptables vs nftables mode: same traced outcomes, different rule sets")
+@pytest.mark.k8sstate_needs("iptables", "nftables")
 def test_finding_24_modes_agree(k8s_clusters, request):
     """Runs the scenario on a cluster in each mode (taken from the pool, so this test stands alone) and
     compares: the traced outcome distributions (probability per endpoint, masquerade, verdict — for a pod

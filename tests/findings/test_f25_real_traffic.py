@@ -45,12 +45,12 @@ def _docs(tag: str) -> list[dict[str, Any]]:
     return docs
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     25, "real traffic: 300 connections split over 3 agnhost pods as traced; no endpoints refused"
 )
-@pytest.mark.needs("container-runtime")
+@pytest.mark.k8sstate_needs("container-runtime")
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s):
+def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'Cluster IP': with 3 endpoints "with 33% it flies on along the chain or settles in
     the pod" — so far only traced (findings 8, 9). Here real packets: 3 agnhost ``netexec`` pods behind
     ``f25-web``; 300 TCP connections from a node to the ClusterIP, each asking the pod that answers for its
@@ -62,8 +62,8 @@ def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s):
     endpoints; filter-table REJECT) are refused, as traced.
     """
     tag = _agnhost_on_nodes(k8s_cluster)
-    k8s.apply(_docs(tag))
-    pods = k8s.wait_endpoints("svc/f25-web", count=3, timeout=180)
+    k8s_api.apply(_docs(tag))
+    pods = k8s_api.wait_endpoints("svc/f25-web", count=3, timeout=180)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 3)
     wait_proxy_text(
         k8s_cluster, "kube-proxy to reject default/f25-none", lambda d: "f25-none:http has no" in d

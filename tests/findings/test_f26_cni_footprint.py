@@ -31,18 +31,18 @@ from pytest_k8sstate.k8s import pod_ip
 from .helpers import manifest
 
 
-def _create_pod(cluster_state: Any, k8s: Any) -> tuple[Any, str, str]:
-    k8s.apply(manifest("26-pod.yaml"))
-    k8s.wait_ready("pod/f26-pod")
-    node = k8s.get("pod/f26-pod")["spec"]["nodeName"]
-    return cluster_state.diff(), node, pod_ip(k8s, "f26-pod")
+def _create_pod(cluster_state: Any, k8s_api: Any) -> tuple[Any, str, str]:
+    k8s_api.apply(manifest("26-pod.yaml"))
+    k8s_api.wait_ready("pod/f26-pod")
+    node = k8s_api.get("pod/f26-pod")["spec"]["nodeName"]
+    return cluster_state.diff(), node, pod_ip(k8s_api, "f26-pod")
 
 
-@pytest.mark.finding(26, "CNI footprint of a Pod: ptp adds a veth and a /32 route, no rule")
+@pytest.mark.k8sstate_finding(26, "CNI footprint of a Pod: ptp adds a veth and a /32 route, no rule")
 @pytest.mark.k8sstate(cni="ptp", nodes=1)
-@pytest.mark.needs("container-runtime", "cni-ptp")
-def test_finding_26_ptp_routes_each_pod(k8s_cluster, cluster_state, k8s):
-    diff, node, ip = _create_pod(cluster_state, k8s)
+@pytest.mark.k8sstate_needs("container-runtime", "cni-ptp")
+def test_finding_26_ptp_routes_each_pod(k8s_cluster, cluster_state, k8s_api):
+    diff, node, ip = _create_pod(cluster_state, k8s_api)
     [(_, veth)] = assert_new_links(diff, "veth*", kind="veth", node=node, count=1)
     # the pod's IP is routed to its own veth: one /32 route per pod, no bridge in between
     assert_new_routes(diff, ip, dev=veth.name, node=node, count=1)
@@ -50,11 +50,11 @@ def test_finding_26_ptp_routes_each_pod(k8s_cluster, cluster_state, k8s):
     assert_no_netfilter_change(diff, node=node)
 
 
-@pytest.mark.finding(26, "CNI footprint of a Pod: bridge adds a port on cni0 and a masquerade chain")
+@pytest.mark.k8sstate_finding(26, "CNI footprint of a Pod: bridge adds a port on cni0 and a masquerade chain")
 @pytest.mark.k8sstate(cni="bridge", nodes=1)
-@pytest.mark.needs("container-runtime", "cni-bridge")
-def test_finding_26_bridge_masquerades_each_pod(k8s_cluster, cluster_state, k8s):
-    diff, node, ip = _create_pod(cluster_state, k8s)
+@pytest.mark.k8sstate_needs("container-runtime", "cni-bridge")
+def test_finding_26_bridge_masquerades_each_pod(k8s_cluster, cluster_state, k8s_api):
+    diff, node, ip = _create_pod(cluster_state, k8s_api)
     assert_new_links(diff, "veth*", kind="veth", node=node, count=1)
     # the pod sits on the bridge's subnet: no route of its own
     assert not [r for r in diff.nodes[node].routes_added if r.split()[0] in (ip, f"{ip}/32")]
@@ -68,9 +68,9 @@ def test_finding_26_bridge_masquerades_each_pod(k8s_cluster, cluster_state, k8s)
     assert any("MASQUERADE" in r for r in masq), masq
 
 
-def _flannel_pod(cluster_state: Any, k8s: Any) -> tuple[Any, str, dict[str, tuple[str, str]]]:
+def _flannel_pod(cluster_state: Any, k8s_api: Any) -> tuple[Any, str, dict[str, tuple[str, str]]]:
     """Create the pod; its node, and every other node's (podCIDR, InternalIP)."""
-    diff, node, ip = _create_pod(cluster_state, k8s)
+    diff, node, ip = _create_pod(cluster_state, k8s_api)
     # one veth on cni0, no route and no rule of its own: the pod is on the bridge's subnet
     [(_, veth)] = assert_new_links(diff, "veth*", kind="veth", node=node, count=1)
     assert not [r for r in diff.nodes[node].routes_added if r.split()[0] in (ip, f"{ip}/32")]
@@ -78,7 +78,7 @@ def _flannel_pod(cluster_state: Any, k8s: Any) -> tuple[Any, str, dict[str, tupl
     links = {link.get("ifname"): link for link in cluster_state.after.nodes[node].links}
     assert links[veth.name].get("master") == "cni0", links[veth.name]
     others = {}
-    for n in k8s.list("node"):
+    for n in k8s_api.list("node"):
         if n["metadata"]["name"] != node:
             addr = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
             others[n["metadata"]["name"]] = (n["spec"]["podCIDR"], addr)
@@ -94,13 +94,13 @@ def _routes(state: Any, node: str) -> dict[str, dict[str, Any]]:
     return {r["dst"]: r for r in state.nodes[node].routes if r.get("table") in (None, "main")}
 
 
-@pytest.mark.finding(
+@pytest.mark.k8sstate_finding(
     26, "CNI footprint: flannel vxlan adds a port on cni0; other nodes are reached via flannel.1"
 )
 @pytest.mark.k8sstate(cni="flannel", nodes=1)
-@pytest.mark.needs("container-runtime", "cni-flannel")
-def test_finding_26_flannel_vxlan(k8s_cluster, cluster_state, k8s):
-    _, node, others = _flannel_pod(cluster_state, k8s)
+@pytest.mark.k8sstate_needs("container-runtime", "cni-flannel")
+def test_finding_26_flannel_vxlan(k8s_cluster, cluster_state, k8s_api):
+    _, node, others = _flannel_pod(cluster_state, k8s_api)
     links = {link.get("ifname"): link for link in cluster_state.after.nodes[node].links}
     assert links["flannel.1"].get("kind") == "vxlan", links.get("flannel.1")
     routes = _routes(cluster_state.after, node)
@@ -122,11 +122,13 @@ def test_finding_26_flannel_vxlan(k8s_cluster, cluster_state, k8s):
         assert any(e.get("mac") == mac and e.get("dst") == addr for e in fdb), (other, fdb)
 
 
-@pytest.mark.finding(26, "CNI footprint: flannel host-gw adds a port on cni0; other nodes are plain routes")
+@pytest.mark.k8sstate_finding(
+    26, "CNI footprint: flannel host-gw adds a port on cni0; other nodes are plain routes"
+)
 @pytest.mark.k8sstate(cni="flannel-host-gw", nodes=1)
-@pytest.mark.needs("container-runtime", "cni-flannel-host-gw")
-def test_finding_26_flannel_host_gw(k8s_cluster, cluster_state, k8s):
-    _, node, others = _flannel_pod(cluster_state, k8s)
+@pytest.mark.k8sstate_needs("container-runtime", "cni-flannel-host-gw")
+def test_finding_26_flannel_host_gw(k8s_cluster, cluster_state, k8s_api):
+    _, node, others = _flannel_pod(cluster_state, k8s_api)
     links = {link.get("ifname"): link for link in cluster_state.after.nodes[node].links}
     assert "flannel.1" not in links, "host-gw needs no overlay device"
     routes = _routes(cluster_state.after, node)

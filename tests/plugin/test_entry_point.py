@@ -18,7 +18,14 @@ def _hooks_and_fixtures(module: object) -> set[str]:
 
 def test_the_entry_point_module_exposes_every_hook_and_fixture() -> None:
     defined = _hooks_and_fixtures(hooks)
-    assert {"pytest_configure", "pytest_runtest_setup", "k8s_cluster", "cluster_state", "k8s"} <= defined
+    assert {
+        "pytest_configure",
+        "pytest_runtest_setup",
+        "k8s_cluster",
+        "cluster_state",
+        "k8s_api",
+        "k8sstate_namespace",
+    } <= defined
     assert _hooks_and_fixtures(plugin) == defined
     assert set(plugin.__all__) == defined
 

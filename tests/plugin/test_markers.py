@@ -13,9 +13,10 @@ def test_markers_are_registered(plugin: PluginRunner) -> None:
     result = plugin.run("--markers")
     result.stdout.fnmatch_lines(
         [
-            "@pytest.mark.k8sstate(provider=None, nodes=None, proxy_mode=None, version=None, fresh=False):*",
-            "@pytest.mark.needs(capability, ...):*",
-            "@pytest.mark.finding(number, title):*",
+            "@pytest.mark.k8sstate(provider=None, nodes=None, proxy_mode=None, cni=None, version=None, "
+            "fresh=False, namespace=None):*",
+            "@pytest.mark.k8sstate_needs(capability, ...):*",
+            "@pytest.mark.k8sstate_finding(number, title):*",
         ]
     )
 
@@ -25,7 +26,7 @@ def test_strict_markers_accept_ours(plugin: PluginRunner) -> None:
         """
         import pytest
 
-        @pytest.mark.finding(1, "base cluster")
+        @pytest.mark.k8sstate_finding(1, "base cluster")
         @pytest.mark.k8sstate(nodes=1)
         def test_x():
             pass
@@ -39,15 +40,15 @@ def test_needs_skips_with_the_missing_capability_and_what_to_do(plugin: PluginRu
         """
         import pytest
 
-        @pytest.mark.needs("container-runtime")
+        @pytest.mark.k8sstate_needs("container-runtime")
         def test_resolv_conf():
             raise AssertionError("must not run")
 
-        @pytest.mark.needs("ipvs")
+        @pytest.mark.k8sstate_needs("ipvs")
         def test_ipvs():
             raise AssertionError("must not run")
 
-        @pytest.mark.needs("kindnet")
+        @pytest.mark.k8sstate_needs("kindnet")
         @pytest.mark.k8sstate(nodes=1)
         def test_kindnet():
             raise AssertionError("must not run")
@@ -58,10 +59,11 @@ def test_needs_skips_with_the_missing_capability_and_what_to_do(plugin: PluginRu
     result.stdout.fnmatch_lines_random(
         [
             "SKIPPED [[]1[]] *: needs container-runtime: the local provider runs pods with kwok "
-            "(no container runtime); use --k8s-provider kind",
+            "(no container runtime); use --k8sstate-provider kind",
             "SKIPPED [[]1[]] *: needs ipvs: the cluster's kube-proxy runs in iptables mode; "
-            'use --k8s-proxy-mode ipvs or @pytest.mark.k8sstate(proxy_mode="ipvs")',
-            "SKIPPED [[]1[]] *: needs kindnet: kindnet runs only on kind clusters; use --k8s-provider kind",
+            'use --k8sstate-proxy-mode ipvs or @pytest.mark.k8sstate(proxy_mode="ipvs")',
+            "SKIPPED [[]1[]] *: needs kindnet: kindnet runs only on kind clusters; "
+            "use --k8sstate-provider kind",
         ]
     )
 
@@ -79,7 +81,7 @@ def test_marker_with_another_spec_parametrizes_k8s_cluster(plugin: PluginRunner)
             pass
 
         @pytest.mark.k8sstate(nodes=2, fresh=True)
-        def test_same_spec(k8s):
+        def test_same_spec(k8s_api):
             pass
 
         @pytest.mark.k8sstate(proxy_mode="nftables")
@@ -143,24 +145,24 @@ def test_bad_marker_arguments_fail_collection_clearly(
 FINDINGS = """
 import pytest
 
-@pytest.mark.finding(4, "A ClusterIP Service adds KUBE-SVC and KUBE-SEP chains")
+@pytest.mark.k8sstate_finding(4, "A ClusterIP Service adds KUBE-SVC and KUBE-SEP chains")
 def test_clusterip():
     pass
 
-@pytest.mark.finding(3, "A Pod gets a pause sandbox container")
+@pytest.mark.k8sstate_finding(3, "A Pod gets a pause sandbox container")
 def test_pause():
     pytest.skip("needs container-runtime: no runtime here")
 
-@pytest.mark.finding(10, "Scaling rewrites every probability")
+@pytest.mark.k8sstate_finding(10, "Scaling rewrites every probability")
 def test_scaling():
     assert 1 == 2
 
-@pytest.mark.finding(24, "iptables vs nftables: same outcomes")
+@pytest.mark.k8sstate_finding(24, "iptables vs nftables: same outcomes")
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
 def test_modes(mode):
     pass
 
-@pytest.mark.finding(11, "IPVS: ClusterIP on kube-ipvs0")
+@pytest.mark.k8sstate_finding(11, "IPVS: ClusterIP on kube-ipvs0")
 @pytest.mark.xfail(reason="not in this kernel")
 def test_ipvs():
     assert False
@@ -169,7 +171,7 @@ def test_ipvs():
 def broken():
     raise RuntimeError("setup broke")
 
-@pytest.mark.finding(2, "A Pod adds only its keys")
+@pytest.mark.k8sstate_finding(2, "A Pod adds only its keys")
 def test_setup_error(broken):
     pass
 

@@ -59,7 +59,7 @@ def test_ipvs_marker_with_needs_skips_without_creating_a_cluster(plugin: Any) ->
         import pytest
 
         @pytest.mark.k8sstate(proxy_mode="ipvs")
-        @pytest.mark.needs("ipvs")
+        @pytest.mark.k8sstate_needs("ipvs")
         def test_ipvs(k8s_cluster):
             raise AssertionError("must not run")
         """

@@ -15,20 +15,26 @@ def test_help_lists_every_option_in_the_k8sstate_group(plugin: PluginRunner) -> 
     result.stdout.fnmatch_lines(
         [
             "Kubernetes cluster state (pytest-k8sstate):",
-            "*--k8s-provider=NAME*",
-            "*--k8s-nodes=N*",
-            "*--k8s-proxy-mode=MODE*",
-            "*--k8s-cni=NAME*",
-            "*--k8s-version=VERSION*",
-            "*--k8s-keep-cluster*",
-            "*--k8s-reuse-cluster=NAME*",
-            "*--k8s-kubeconfig=PATH*",
-            "*--k8s-artifacts=DIR*",
-            "*--k8s-include-secrets*",
-            "*--k8s-ignore=PATTERN*",
+            "*--k8sstate-provider=NAME*",
+            "*--k8sstate-nodes=N*",
+            "*--k8sstate-proxy-mode=MODE*",
+            "*--k8sstate-cni=NAME*",
+            "*--k8sstate-version=VERSION*",
+            "*--k8sstate-keep-cluster*",
+            "*--k8sstate-reuse-cluster=NAME*",
+            "*--k8sstate-kubeconfig=PATH*",
+            "*--k8sstate-artifacts=DIR*",
+            "*--k8sstate-include-secrets*",
+            "*--k8sstate-ignore=PATTERN*",
         ]
     )
-    for ini in ("k8s_provider", "k8s_nodes", "k8s_proxy_mode", "k8s_keep_cluster", "k8s_ignore"):
+    for ini in (
+        "k8sstate_provider",
+        "k8sstate_nodes",
+        "k8sstate_proxy_mode",
+        "k8sstate_keep_cluster",
+        "k8sstate_ignore",
+    ):
         assert f"  {ini} " in result.stdout.str()
 
 
@@ -46,16 +52,16 @@ def test_defaults(plugin: PluginRunner) -> None:
 
 def test_cli_values(plugin: PluginRunner) -> None:
     s = plugin.settings(
-        "--k8s-provider=kind",
-        "--k8s-nodes=3",
-        "--k8s-proxy-mode=NFTABLES",
-        "--k8s-cni=bridge",
-        "--k8s-version=v1.37.1",
-        "--k8s-keep-cluster",
-        "--k8s-reuse-cluster=dev",
-        "--k8s-include-secrets",
-        "--k8s-ignore=/registry/events/**",
-        "--k8s-ignore=leases/**",
+        "--k8sstate-provider=kind",
+        "--k8sstate-nodes=3",
+        "--k8sstate-proxy-mode=NFTABLES",
+        "--k8sstate-cni=bridge",
+        "--k8sstate-version=v1.37.1",
+        "--k8sstate-keep-cluster",
+        "--k8sstate-reuse-cluster=dev",
+        "--k8sstate-include-secrets",
+        "--k8sstate-ignore=/registry/events/**",
+        "--k8sstate-ignore=leases/**",
     )
     assert (s.provider, s.nodes, s.proxy_mode, s.version) == ("kind", 3, "nftables", "1.37.1")
     assert s.cni == "bridge"
@@ -69,12 +75,12 @@ def test_ini_values_and_paths_relative_to_the_ini_file(plugin: PluginRunner) -> 
     plugin.pytester.makeini(
         """
         [pytest]
-        k8s_provider = kind
-        k8s_nodes = 3
-        k8s_proxy_mode = nftables
-        k8s_keep_cluster = yes
-        k8s_artifacts = out/artifacts
-        k8s_ignore =
+        k8sstate_provider = kind
+        k8sstate_nodes = 3
+        k8sstate_proxy_mode = nftables
+        k8sstate_keep_cluster = yes
+        k8sstate_artifacts = out/artifacts
+        k8sstate_ignore =
             /registry/events/**
             configmaps/**
         """
@@ -86,32 +92,34 @@ def test_ini_values_and_paths_relative_to_the_ini_file(plugin: PluginRunner) -> 
 
 
 def test_cli_zero_overrides_ini(plugin: PluginRunner) -> None:
-    plugin.pytester.makeini("[pytest]\nk8s_nodes = 3\nk8s_provider = kind\n")
-    s = plugin.settings("--k8s-nodes", "0")
+    plugin.pytester.makeini("[pytest]\nk8sstate_nodes = 3\nk8sstate_provider = kind\n")
+    s = plugin.settings("--k8sstate-nodes", "0")
     assert s.nodes == 0
     assert s.provider == "kind"
 
 
 def test_precedence_cli_over_env_over_ini(plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    plugin.pytester.makeini("[pytest]\nk8s_proxy_mode = nftables\nk8s_nodes = 3\nk8s_keep_cluster = true\n")
+    plugin.pytester.makeini(
+        "[pytest]\nk8sstate_proxy_mode = nftables\nk8sstate_nodes = 3\nk8sstate_keep_cluster = true\n"
+    )
     monkeypatch.setenv("K8SSTATE_PROXY_MODE", "ipvs")
     monkeypatch.setenv("K8SSTATE_NODES", "1")
     monkeypatch.setenv("K8SSTATE_KEEP_CLUSTER", "0")
-    s = plugin.settings("--k8s-nodes=5")
+    s = plugin.settings("--k8sstate-nodes=5")
     assert (s.proxy_mode, s.nodes, s.keep_cluster) == ("ipvs", 5, False)
 
 
 def test_ignore_patterns_are_added_from_ini_env_and_cli(
     plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plugin.pytester.makeini("[pytest]\nk8s_ignore = a/**\n")
+    plugin.pytester.makeini("[pytest]\nk8sstate_ignore = a/**\n")
     monkeypatch.setenv("K8SSTATE_IGNORE", "b/**, c/**")
-    s = plugin.settings("--k8s-ignore", "d/**", "--k8s-ignore", "a/**")
+    s = plugin.settings("--k8sstate-ignore", "d/**", "--k8sstate-ignore", "a/**")
     assert s.ignore == ("a/**", "b/**", "c/**", "d/**")
 
 
 def test_cli_artifacts_relative_to_invocation_dir(plugin: PluginRunner) -> None:
-    s = plugin.settings("--k8s-artifacts=arts")
+    s = plugin.settings("--k8sstate-artifacts=arts")
     assert s.artifacts == Path.cwd() / "arts"
 
 
@@ -119,28 +127,28 @@ def test_cli_artifacts_relative_to_invocation_dir(plugin: PluginRunner) -> None:
     ("args", "expected"),
     [
         (
-            ["--k8s-provider=docker"],
-            "--k8s-provider: invalid value 'docker' (from command line --k8s-provider); "
+            ["--k8sstate-provider=docker"],
+            "--k8sstate-provider: invalid value 'docker' (from command line --k8sstate-provider); "
             "expected one of local, kind, minikube, existing",
         ),
         (
-            ["--k8s-nodes=two"],
-            "--k8s-nodes: invalid value 'two' (from command line --k8s-nodes); "
+            ["--k8sstate-nodes=two"],
+            "--k8sstate-nodes: invalid value 'two' (from command line --k8sstate-nodes); "
             "expected a whole number of worker nodes from 0 to 64",
         ),
-        (["--k8s-nodes=-1"], "--k8s-nodes: invalid value '-1'"),
+        (["--k8sstate-nodes=-1"], "--k8sstate-nodes: invalid value '-1'"),
         (
-            ["--k8s-proxy-mode=userspace"],
-            "--k8s-proxy-mode: invalid value 'userspace' (from command line "
-            "--k8s-proxy-mode); expected one of iptables, nftables, ipvs",
+            ["--k8sstate-proxy-mode=userspace"],
+            "--k8sstate-proxy-mode: invalid value 'userspace' (from command line "
+            "--k8sstate-proxy-mode); expected one of iptables, nftables, ipvs",
         ),
-        (["--k8s-version=latest"], "--k8s-version: invalid value 'latest'"),
+        (["--k8sstate-version=latest"], "--k8sstate-version: invalid value 'latest'"),
         (
-            ["--k8s-cni=calico"],
-            "--k8s-cni: invalid value 'calico' (from command line --k8s-cni); expected one of ptp",
+            ["--k8sstate-cni=calico"],
+            "--k8sstate-cni: invalid value 'calico' (from command line --k8sstate-cni); expected one of ptp",
         ),
-        (["--k8s-reuse-cluster=My_Cluster"], "--k8s-reuse-cluster: invalid value 'My_Cluster'"),
-        (["--k8s-ignore="], "--k8s-ignore: empty pattern"),
+        (["--k8sstate-reuse-cluster=My_Cluster"], "--k8sstate-reuse-cluster: invalid value 'My_Cluster'"),
+        (["--k8sstate-ignore="], "--k8sstate-ignore: empty pattern"),
     ],
 )
 def test_bad_cli_values_are_usage_errors(plugin: PluginRunner, args: list[str], expected: str) -> None:
@@ -152,11 +160,11 @@ def test_bad_cli_values_are_usage_errors(plugin: PluginRunner, args: list[str], 
 def test_bad_ini_and_env_values_name_their_origin(
     plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plugin.pytester.makeini("[pytest]\nk8s_keep_cluster = maybe\n")
+    plugin.pytester.makeini("[pytest]\nk8sstate_keep_cluster = maybe\n")
     with pytest.raises(
         pytest.UsageError,
-        match=r"--k8s-keep-cluster: invalid value 'maybe' \(from ini option "
-        r"k8s_keep_cluster\); expected a boolean",
+        match=r"--k8sstate-keep-cluster: invalid value 'maybe' \(from ini option "
+        r"k8sstate_keep_cluster\); expected a boolean",
     ):
         plugin.configure()
     monkeypatch.setenv("K8SSTATE_PROVIDER", "kube")
@@ -165,34 +173,34 @@ def test_bad_ini_and_env_values_name_their_origin(
         match=r"invalid value 'kube' \(from environment variable "
         r"K8SSTATE_PROVIDER\)",
     ):
-        plugin.configure("--k8s-keep-cluster")
+        plugin.configure("--k8sstate-keep-cluster")
 
 
 def test_existing_provider_needs_a_kubeconfig(plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(plugin.pytester.path))
     with pytest.raises(
         pytest.UsageError,
-        match=r"--k8s-provider existing: kubeconfig .* does not exist; pass --k8s-kubeconfig PATH",
+        match=r"--k8sstate-provider existing: kubeconfig .* does not exist; pass --k8sstate-kubeconfig PATH",
     ):
-        plugin.configure("--k8s-provider=existing")
+        plugin.configure("--k8sstate-provider=existing")
     kubeconfig = plugin.pytester.path / "kc.yaml"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    assert plugin.settings("--k8s-provider=existing").kubeconfig == kubeconfig
+    assert plugin.settings("--k8sstate-provider=existing").kubeconfig == kubeconfig
 
 
 def test_usage_error_exit_code_and_message(plugin: PluginRunner) -> None:
     plugin.pytester.makepyfile("def test_x(): pass")
-    result = plugin.run("--k8s-proxy-mode=bogus")
+    result = plugin.run("--k8sstate-proxy-mode=bogus")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--k8s-proxy-mode: invalid value 'bogus'*expected one of iptables, nftables, ipvs"]
+        ["*--k8sstate-proxy-mode: invalid value 'bogus'*expected one of iptables, nftables, ipvs"]
     )
 
 
 def test_report_header(plugin: PluginRunner) -> None:
     plugin.pytester.makepyfile("def test_x(): pass")
-    result = plugin.run("--k8s-nodes=1")
+    result = plugin.run("--k8sstate-nodes=1")
     result.stdout.fnmatch_lines(
         ["k8sstate: provider local, 1 worker nodes, proxy mode iptables, artifacts *"]
     )

@@ -88,7 +88,7 @@ def test_a_cni_the_provider_lacks_fails_before_anything_is_created(
     assert (key.cni, key.param_id()) == ("bridge", "k8s-local-2w-iptables-bridge")
     assert "CNI bridge" in key.describe()
     with pytest.raises(
-        ConfigError, match=r"the local provider cannot use CNI 'bridge'.*use --k8s-provider kind"
+        ConfigError, match=r"the local provider cannot use CNI 'bridge'.*use --k8sstate-provider kind"
     ):
         pool.get(key)
     assert pool.close() == []

@@ -7,12 +7,18 @@ through a real :class:`~pytest_k8sstate.providers.base.Cluster` handle that has 
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
+from pypi_access import pypi_unreachable
 
 from pytest_k8sstate.node import netns
 from pytest_k8sstate.plugin.state import artifact_dir_for, sanitize_nodeid, summarize_diff, write_artifacts
@@ -116,11 +122,82 @@ def test_diff_and_pass(k8s_cluster, cluster_state):
 """
 
 
+@pytest.fixture(scope="module")
+def pytest_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest-html (and what it needs besides pytest) from PyPI into a directory of its own."""
+    reason = pypi_unreachable()
+    if reason is not None:
+        pytest.skip(reason)
+    target = tmp_path_factory.mktemp("pytest-html")
+    packages = ["pytest-html>=4", "pytest-metadata", "jinja2", "markupsafe"]
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), *packages],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return target
+
+
+@needs_root
+def test_failure_reaches_junit_xml_and_pytest_html(plugin: PluginRunner, pytest_html: Path) -> None:
+    """JUnit: the artifact paths as properties and ``[[ATTACHMENT|…]]`` lines in ``<system-out>``;
+    pytest-html: the ``k8sstate`` section as a text extra of the failed test (and nothing for the passed)."""
+    plugin.pytester.makeconftest(NETNS_CLUSTER_CONFTEST)
+    plugin.pytester.makepyfile(test_netns=NETNS_CLUSTER_TESTS)
+    root = Path(__file__).resolve().parents[2]
+    plugin.pytester._monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(pytest_html), str(root), os.environ.get("PYTHONPATH", "")])
+    )
+    result = plugin.run_subprocess(
+        "--k8sstate-artifacts=arts",
+        "--junitxml=junit.xml",
+        "-o",
+        "junit_logging=system-out",
+        "--html=report.html",
+        "--self-contained-html",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    artifacts = plugin.pytester.path / "arts" / "test_netns.py__test_adds_a_chain_then_fails"
+
+    junit = ElementTree.parse(plugin.pytester.path / "junit.xml").getroot()
+    cases = {c.get("name"): c for c in junit.iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["test_adds_a_chain_then_fails"].iter("property")}
+    assert props == {
+        "k8sstate_artifacts": str(artifacts),
+        **{
+            f"k8sstate_file_{n}": str(artifacts / n)
+            for n in ("before.json", "after.json", "after-rules.json")
+        },
+        "k8sstate_file_diff.json": str(artifacts / "diff.json"),
+    }
+    out = "".join(e.text or "" for e in cases["test_adds_a_chain_then_fails"].iter("system-out"))
+    for name in ("before.json", "after.json", "after-rules.json", "diff.json"):
+        assert f"[[ATTACHMENT|{artifacts / name}]]" in out
+    assert not list(cases["test_diff_and_pass"].iter("property"))
+
+    page = html.unescape((plugin.pytester.path / "report.html").read_text())
+    blob = json.loads(page.split('data-jsonblob="', 1)[1].split('"></div>', 1)[0])
+    extras = {
+        test_id: [e for result in results for e in result.get("extras", [])]
+        for test_id, results in blob["tests"].items()
+    }
+    failed = next(v for k, v in extras.items() if k.endswith("test_adds_a_chain_then_fails"))
+    passed = next(v for k, v in extras.items() if k.endswith("test_diff_and_pass"))
+    assert [e["name"] for e in failed] == ["k8sstate"]
+    text = base64.b64decode(failed[0]["content"].split("base64,", 1)[-1]).decode()
+    assert text.startswith("k8sstate: no etcd key changed; 1 rules added on 1 node, 1 chains added on 1 node")
+    assert "KUBE-SVC-TEST" in text
+    assert passed == []
+
+
 @needs_root
 def test_failure_writes_artifacts_and_a_report_section(plugin: PluginRunner) -> None:
     plugin.pytester.makeconftest(NETNS_CLUSTER_CONFTEST)
     plugin.pytester.makepyfile(test_netns=NETNS_CLUSTER_TESTS)
-    result = plugin.run("--k8s-artifacts=arts")
+    result = plugin.run("--k8sstate-artifacts=arts")
     result.assert_outcomes(passed=1, failed=1)
     artifacts = plugin.pytester.path / "arts" / "test_netns.py__test_adds_a_chain_then_fails"
     result.stdout.fnmatch_lines(

@@ -1,0 +1,417 @@
+"""iptables-nft tables read over netlink → exactly what ``iptables-save -c`` prints for them.
+
+Input: the output of :mod:`pytest_k8sstate.node.nfdump` run on a node (a header line, then the
+kernel's raw ``NEWTABLE``/``NEWCHAIN``/``NEWRULE`` nf_tables messages for one family). Output: the
+``iptables-save -c`` text of iptables 1.8.x (nf_tables) for those tables, line for line — table and
+chain order, fake built-in chains, counters, native expressions (``-s/-d/-i/-o/-p``, tcp/udp ports and
+flags, ``-m mark``) and the ``xt`` compat matches/targets kube-proxy, Docker and CNIs write (comment,
+statistic, recent, multiport, addrtype, conntrack/state, tcp/udp, MARK, CONNMARK, DNAT, SNAT,
+MASQUERADE, REJECT) — so :func:`~pytest_k8sstate.parse.iptables.parse_iptables_save` gives the same
+ruleset as for the real ``iptables-save`` output (``# Generated``/``# Completed`` comment lines are
+written at the same places so even the line numbers agree).
+
+Anything this module cannot reproduce byte for byte (an expression or extension it does not know,
+a revision with another layout, a table iptables itself would call incompatible) raises
+:class:`Untranslatable` naming the table, chain, rule handle and the reason; the caller then runs the
+real ``iptables-save`` instead. Never a guess.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import struct
+from typing import Any
+
+from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS, ip6_text, mark_text, ports_text, tcp_text
+from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u32, u64
+
+__all__ = ["HEADER", "Untranslatable", "netlink_to_iptables_save"]
+
+HEADER = b"K8SS-NFTNL 1 "
+
+_AF_INET, _AF_INET6 = 2, 10
+_MSG_NEWTABLE, _MSG_NEWCHAIN, _MSG_NEWRULE = 0, 3, 6
+_HDR = struct.Struct("=IH")
+_ATTR = struct.Struct("=HH")
+_U16 = struct.Struct("=H")
+_TABLE_ORDER = ("mangle", "security", "raw", "filter", "nat")  # iptables-nft-save's order
+_BUILTIN: dict[str, tuple[str, ...]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}  # same in /etc/protocols and iptables' table
+
+
+# --- one rule ------------------------------------------------------------------------------------
+
+
+class _Rule:
+    """The iptables command state being rebuilt from one rule's expressions."""
+
+    __slots__ = ("addrs", "ifaces", "matches", "proto", "target", "tcpudp")
+
+    def __init__(self) -> None:
+        self.addrs: dict[str, str] = {}  # "s"/"d" → " ! -s 1.2.3.0/24"
+        self.ifaces: dict[str, str] = {}  # "i"/"o" → " -i eth0"
+        self.proto: tuple[int, bool] | None = None
+        self.matches: list[list[str]] = []  # [name, text]
+        self.tcpudp: dict[str, Any] | None = None
+        self.target = ""
+
+
+def _addr_text(fam: int, field: str, data: bytes, mask: bytes, inv: bool) -> str:
+    if len(data) == 4 and fam == _AF_INET and mask == b"\xff\xff\xff\xff":  # the common -d IP/32
+        return (" !" if inv else "") + f" -{field} {socket.inet_ntoa(data)}/32"
+    size = 4 if fam == _AF_INET else 16
+    full = data + b"\0" * (size - len(data))
+    m = mask + b"\0" * (size - len(mask))
+    mi = int.from_bytes(m, "big")
+    bits = bin(mi).count("1")
+    contiguous = mi == ((1 << size * 8) - 1) ^ ((1 << (size * 8 - bits)) - 1)
+    if fam == _AF_INET:
+        a = socket.inet_ntoa(full)
+        suffix = f"/{bits}" if contiguous else "/" + socket.inet_ntoa(m)
+    else:
+        a = ip6_text(full, f"-{field}")
+        if not contiguous:
+            raise Untranslatable(f"-{field} with a non-prefix IPv6 mask")
+        suffix = f"/{bits}"
+    return (" !" if inv else "") + f" -{field} {a}{suffix}"
+
+
+def _translate(ops: list[Op], fam: int) -> tuple[str, tuple[int, int]]:
+    r = _Rule()
+    regs: dict[int, tuple[Any, Any]] = {}
+    counters = (0, 0)
+    pending_gte: tuple[int, int, str] | None = None
+    addr_base = 12 if fam == _AF_INET else 8
+    addr_len = 4 if fam == _AF_INET else 16
+    for op in ops:
+        kind = op[0]
+        if kind == "counter":
+            counters = (op[1], op[2])
+            continue
+        if kind == "verdict":
+            if r.target:
+                raise Untranslatable("two verdicts")
+            r.target = op[1]
+            continue
+        if kind == "xtmatch":
+            r.matches.append([op[1], op[2]])
+            continue
+        if kind == "load":
+            regs[op[1]] = (op[2], None)
+            continue
+        if kind == "bitwise":
+            src = regs.get(op[1])
+            if src is None or src[1] is not None:
+                raise Untranslatable("a bitwise on an unknown register")
+            regs[op[2]] = (src[0], op[3])
+            continue
+        if kind not in ("cmp", "range"):
+            raise Untranslatable(f"operation {kind}")
+        loaded = regs.get(op[1])
+        if loaded is None:
+            raise Untranslatable(f"a {kind} on an unloaded register")
+        what, mask = loaded
+        assert isinstance(what, tuple)
+        if kind == "range":
+            _, _, rop, lo, hi = op
+            if rop not in (0, 1) or mask is not None:
+                raise Untranslatable("a range other than eq/neq")
+            _port(r, what, lo, hi, rop == 1)
+            continue
+        _, _, cop, data = op
+        if cop not in (0, 1):
+            if cop == 5 and pending_gte is None:  # a port range as gte + lte
+                pending_gte = (op[1], int.from_bytes(data, "big"), "")
+                continue
+            if cop == 3 and pending_gte is not None and pending_gte[0] == op[1]:
+                _port(r, what, pending_gte[1].to_bytes(2, "big"), data, False)
+                pending_gte = None
+                continue
+            raise Untranslatable(f"cmp operator {cop}")
+        inv = cop == 1
+        if what[0] == "meta":
+            key = what[1]
+            if key == "l4proto":
+                if mask is not None or len(data) != 1 or r.proto is not None:
+                    raise Untranslatable("an unusual -p")
+                r.proto = (data[0], inv)
+            elif key in ("iifname", "oifname"):
+                if mask is not None or len(data) > 16:
+                    raise Untranslatable("an unusual interface match")
+                name = data[:-1].decode() if data.endswith(b"\0") else data.decode() + "+"
+                if "\0" in name or not name.strip("+"):
+                    raise Untranslatable("an interface name with NUL")
+                f = key[0]
+                r.ifaces[f] = (" !" if inv else "") + f" -{f} {name}"
+            elif key == "mark":
+                if len(data) != 4:
+                    raise Untranslatable("an unusual mark match")
+                m = struct.unpack("=I", mask)[0] if mask is not None else 0xFFFFFFFF
+                r.matches.append(["mark", mark_text(struct.unpack("=I", data)[0], m, inv)])
+            continue
+        _, base, off, ln = what
+        if base == 1 and addr_base <= off < addr_base + 2 * addr_len:
+            field = "s" if off < addr_base + addr_len else "d"
+            start = addr_base if field == "s" else addr_base + addr_len
+            if off != start or ln > addr_len or len(data) != ln or field in r.addrs:
+                raise Untranslatable("an unusual address match")
+            r.addrs[field] = _addr_text(fam, field, data, mask if mask is not None else b"\xff" * ln, inv)
+            continue
+        if base == 2 and off in (0, 2) and ln == 2 and mask is None:
+            _port(r, what, data, data, inv)
+            continue
+        if base == 2 and off == 13 and ln == 1 and mask is not None:
+            t = _tcpudp(r, "tcp")
+            if "flags" in t:
+                raise Untranslatable("two tcp flag matches")
+            t["flags"] = (mask[0], data[0], inv)
+            continue
+        raise Untranslatable(f"a payload match at base {base} offset {off}")
+    if pending_gte is not None:
+        raise Untranslatable("a dangling >= comparison")
+    return _render(r, fam), counters
+
+
+def _tcpudp(r: _Rule, want: str | None = None) -> dict[str, Any]:
+    if r.tcpudp is None:
+        if r.proto is None or r.proto[1] or r.proto[0] not in (6, 17):
+            raise Untranslatable("a port match without -p tcp/udp")
+        name = "tcp" if r.proto[0] == 6 else "udp"
+        r.tcpudp = {"name": name, "slot": len(r.matches)}
+        r.matches.append([name, ""])
+    if want is not None and r.tcpudp["name"] != want:
+        raise Untranslatable(f"a {want} match in a non-{want} rule")
+    return r.tcpudp
+
+
+def _port(r: _Rule, what: tuple[Any, ...], lo: bytes, hi: bytes, inv: bool) -> None:
+    if what[0] != "payload" or what[1] != 2 or what[2] not in (0, 2) or what[3] != 2:
+        raise Untranslatable("a range on something other than a port")
+    t = _tcpudp(r)
+    key = "sport" if what[2] == 0 else "dport"
+    if key in t:
+        raise Untranslatable(f"two --{key} matches")
+    t[key] = (int.from_bytes(lo, "big"), int.from_bytes(hi, "big"), inv)
+
+
+def _render(r: _Rule, fam: int) -> str:
+    if r.tcpudp is not None:
+        t = r.tcpudp
+        sp = t.get("sport", (0, 0xFFFF, False))
+        dp = t.get("dport", (0, 0xFFFF, False))
+        assert isinstance(sp, tuple)
+        assert isinstance(dp, tuple)
+        inv = (1 if sp[2] else 0) | (2 if dp[2] else 0)
+        if t["name"] == "tcp":
+            fl = t.get("flags", (0, 0, False))
+            assert isinstance(fl, tuple)
+            text = tcp_text(sp[:2], dp[:2], 0, fl[0], fl[1], inv | (4 if fl[2] else 0))
+        else:
+            text = ports_text(sp[0], sp[1], bool(inv & 1), "--sport") + ports_text(
+                dp[0], dp[1], bool(inv & 2), "--dport"
+            )
+        slot = t["slot"]
+        assert isinstance(slot, int)
+        r.matches[slot][1] = text
+    s = r.addrs.get("s", "") + r.addrs.get("d", "") + r.ifaces.get("i", "") + r.ifaces.get("o", "")
+    if r.proto is not None:
+        num, inv = r.proto
+        if num not in _PROTO_NAMES:
+            raise Untranslatable(f"-p {num} (its name depends on the node's /etc/protocols)")
+        s += (" !" if inv else "") + f" -p {_PROTO_NAMES[num]}"
+    for name, text in r.matches:
+        s += f" -m {name}{text}"
+    return s + r.target
+
+
+# --- the dump ------------------------------------------------------------------------------------
+
+
+def netlink_to_iptables_save(data: bytes, *, counters: bool = True) -> str:
+    """The ``iptables-save [-c]`` text for a :mod:`~pytest_k8sstate.node.nfdump` output.
+
+    Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
+    would not come out exactly as iptables-save prints it.
+    """
+    was = gc.isenabled()
+    gc.disable()  # 100k+ small objects: the cyclic GC would rescan them over and over (4x slower)
+    try:
+        return _translate_dump(data, counters)
+    except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
+    finally:
+        if was:
+            gc.enable()
+
+
+def _translate_dump(data: bytes, counters: bool) -> str:
+    nl = data.find(b"\n")
+    if not data.startswith(HEADER) or nl < 0:
+        raise Untranslatable("not a K8SS-NFTNL dump (missing header line)")
+    fam = int(data[len(HEADER) : nl])
+    if fam not in (_AF_INET, _AF_INET6):
+        raise Untranslatable(f"address family {fam}")
+    tables: dict[str, dict[str, tuple[str | None, int, int]]] = {}
+    rules: dict[tuple[str, str], list[str]] = {}
+    cache: dict[bytes, Op] = {}
+    names: dict[bytes, str] = {}
+    pos, end = nl + 1, len(data)
+    hdr = _HDR.unpack_from
+    attr = _ATTR.unpack_from
+    u16 = _U16.unpack_from
+    get = cache.get
+    cnt_head = CNT_HEAD
+    while pos + 20 <= end:
+        length, mtype = hdr(data, pos)
+        if length < 20 or pos + length > end:
+            raise Untranslatable(f"a truncated netlink message at offset {pos}")
+        mpos, mend = pos, pos + length
+        kind = mtype & 0xFF
+        if kind != _MSG_NEWRULE:
+            a = attrs(data, pos + 20, mend)
+            if kind == _MSG_NEWTABLE:
+                name = nl_str(a.get(1, b""))
+                if name in _BUILTIN:
+                    tables.setdefault(name, {})
+            elif kind == _MSG_NEWCHAIN:
+                _chain(tables, a)
+            pos += (length + 3) & ~3
+            continue
+        # a rule: table, chain, handle, expressions (and user data, which iptables 1.8 never writes)
+        p = pos + 20
+        tb = cb = b""
+        epos = eend = 0
+        other = False
+        while p + 4 <= mend:
+            n, k = attr(data, p)
+            if n < 4 or p + n > mend:
+                raise Untranslatable(f"a malformed rule message at offset {pos}")
+            k &= 0x3FFF
+            if k == 4:
+                epos, eend = p + 4, p + n
+            elif k == 1:
+                tb = data[p + 4 : p + n]
+            elif k == 2:
+                cb = data[p + 4 : p + n]
+            elif k == 7:
+                other = True
+            p += (n + 3) & ~3
+        pos += (length + 3) & ~3
+        tname = names.get(tb) or names.setdefault(tb, nl_str(tb))
+        if tname not in tables:
+            continue
+        cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
+        if other:
+            raise Untranslatable(f"{_where(data, mpos, length)}: the rule carries user data")
+        ops = []
+        while epos + 4 <= eend:
+            n = u16(data, epos)[0]
+            if n < 4 or epos + n > eend:
+                raise Untranslatable(f"{_where(data, mpos, length)}: a malformed expression")
+            e0 = epos + 4
+            epos += (n + 3) & ~3
+            if n == 44 and data.startswith(cnt_head, e0) and data[e0 + 28 : e0 + 32] == b"\x0c\x00\x02\x00":
+                pk = int.from_bytes(data[e0 + 32 : e0 + 40], "big")
+                ops.append(("counter", pk, int.from_bytes(data[e0 + 20 : e0 + 28], "big")))
+                continue
+            raw = data[e0 : e0 + n - 4]
+            op = get(raw)
+            if op is None:
+                try:
+                    op = decode_expr(raw, fam)
+                    if op[0] == "xt":
+                        op = _extension(op, fam)
+                except Untranslatable as exc:
+                    raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
+                except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
+                    raise Untranslatable(
+                        f"{_where(data, mpos, length)}: an undecodable expression ({exc!r})"
+                    ) from None
+                cache[raw] = op
+            ops.append(op)
+        try:
+            spec, cnt = _translate(ops, fam)
+        except Untranslatable as exc:
+            raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
+        except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
+            raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable rule ({exc!r})") from None
+        line = f"-A {cname}{spec}"
+        rules.setdefault((tname, cname), []).append(f"[{cnt[0]}:{cnt[1]}] {line}" if counters else line)
+    return _render_dump(tables, rules, counters)
+
+
+def _extension(op: Op, fam: int) -> Op:
+    """An ``("xt", match|target, name, revision, info)`` operation → its rendered form."""
+    _, kind, name, rev, info = op
+    if kind == "match":
+        fn = MATCHES.get(name)
+        if fn is None:
+            raise Untranslatable(f"match extension {name!r} (revision {rev})")
+        return ("xtmatch", *fn(info, fam, rev))
+    tfn = TARGETS.get(name)
+    if tfn is None:
+        raise Untranslatable(f"target extension {name!r} (revision {rev})")
+    return ("verdict", f" -j {name}" + tfn(info, fam, rev))
+
+
+def _where(data: bytes, pos: int, length: int) -> str:
+    """ "table T, chain C, rule handle H" of the rule message at ``pos`` (for error messages)."""
+    a = attrs(data, pos + 20, pos + length)
+    return (
+        f"table {nl_str(a.get(1, b''))}, chain {nl_str(a.get(2, b''))}, rule handle {u64(a.get(3, bytes(8)))}"
+    )
+
+
+def _chain(tables: dict[str, dict[str, tuple[str | None, int, int]]], a: dict[int, bytes]) -> None:
+    tname, cname = nl_str(a.get(1, b"")), nl_str(a.get(3, b""))
+    if tname not in tables:
+        return
+    builtin = cname in _BUILTIN[tname]
+    if (4 in a) != builtin:
+        raise Untranslatable(
+            f"table {tname}, chain {cname}: "
+            + ("a base chain iptables does not know" if 4 in a else "a built-in name without a hook")
+        )
+    policy: str | None = None
+    pk = by = 0
+    if builtin:
+        pol = u32(a[5]) if 5 in a else 1
+        if pol not in (0, 1):
+            raise Untranslatable(f"table {tname}, chain {cname}: policy {pol}")
+        policy = "ACCEPT" if pol == 1 else "DROP"
+        if 8 in a:
+            c = attrs(a[8])
+            by, pk = u64(c.get(1, bytes(8))), u64(c.get(2, bytes(8)))
+    tables[tname][cname] = (policy, pk, by)
+
+
+def _render_dump(
+    tables: dict[str, dict[str, tuple[str | None, int, int]]],
+    rules: dict[tuple[str, str], list[str]],
+    counters: bool,
+) -> str:
+    out: list[str] = []
+    for tname in _TABLE_ORDER:
+        chains = tables.get(tname)
+        if chains is None:
+            continue
+        out.append("# Generated by pytest-k8sstate from nf_tables netlink (iptables-save -c format)")
+        out.append(f"*{tname}")
+        order = list(_BUILTIN[tname]) + sorted(
+            (c for c in chains if c not in _BUILTIN[tname]), key=lambda c: c.encode()
+        )
+        for c in order:
+            policy, pk, by = chains.get(c, ("ACCEPT", 0, 0))
+            out.append(f":{c} {policy or '-'} [{pk}:{by}]")
+        for c in order:
+            out.extend(rules.get((tname, c), ()))
+        out.append("COMMIT")
+        out.append("# Completed")
+    return "\n".join(out) + "\n" if out else ""

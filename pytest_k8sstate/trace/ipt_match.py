@@ -51,7 +51,7 @@ Iface = tuple[str, str, bool]
 @dataclass(frozen=True, slots=True)
 class St:
     """One path's packet state: probability, (rewritten) destination, mark, NAT so far, the rules
-    taken, interface constraints assumed and notes (e.g. "routed, not bridged")."""
+    taken, interface constraints assumed, notes (e.g. "routed, not bridged") and recent-list entries."""
 
     prob: Fraction
     dst: str
@@ -62,6 +62,9 @@ class St:
     path: tuple[str, ...]
     ifc: tuple[Iface, ...] = ()
     notes: tuple[str, ...] = ()
+    recent: frozenset[tuple[str, str]] = frozenset()
+    """``-m recent`` lists holding the client on this path: (list name, address) entries
+    (:mod:`pytest_k8sstate.trace.recent`)."""
 
 
 class Unsupported(Exception):

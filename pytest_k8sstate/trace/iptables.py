@@ -34,7 +34,9 @@ once DNATed) or ``ESTABLISHED``: the NEW packet is traced first, and each accept
 followed through raw/mangle/filter again as ESTABLISHED with that connection's NAT (outcome
 probabilities are then conditional on the connection having been accepted). ``-m physdev`` is
 evaluated for a routed (not bridged) packet and says so in ``Outcome.assumes``; ``-m socket`` and
-``-m rpfilter`` are "cannot evaluate" errors.
+``-m rpfilter`` are "cannot evaluate" errors. ``-m set`` is decided by the node's captured ipsets
+(``ipsets=``, :mod:`.ipsets`); ``-m recent`` by the lists the client is in (``Packet.affinity``,
+:mod:`.recent`, :mod:`.affinity`).
 
 A rule the packet reaches that cannot be evaluated (an unknown match module or option, an
 unsupported target) makes the trace fail with :class:`~pytest_k8sstate.errors.TraceError` naming
@@ -46,23 +48,22 @@ Big chains (``KUBE-SERVICES``, ``KUBE-NODEPORTS``, …) are indexed on first use
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
+from functools import lru_cache
 
 from pytest_k8sstate.errors import TraceError
+from pytest_k8sstate.parse.ipset import IpSet
 from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
 from pytest_k8sstate.parse.numbers import parse_port
-from pytest_k8sstate.trace import (
-    Outcome,
-    Packet,
-    TraceResult,
-    format_hostport,
-    merge_weighted,
-    split_probability,
-)
+from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
+from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
+from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
 from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, to_int
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
+from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
 
@@ -94,10 +95,19 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 class _Tracer(Matchers):
-    def __init__(self, rs: IptablesRuleset, pkt: Packet) -> None:
+    def __init__(
+        self,
+        rs: IptablesRuleset,
+        pkt: Packet,
+        sets: SetIndex | None = None,
+        held: frozenset[Entry] = frozenset(),
+    ) -> None:
         self.rs = rs
         self.pkt = pkt
-        self.local = frozenset(_canon_or_same(a) for a in pkt.local_ips)
+        self.sets = sets  # -m set (trace/ipsets.py)
+        self.held = held  # -m recent entries at the start (trace/recent.py, trace/affinity.py)
+        self.recent_after: frozenset[Entry] | None = None  # set by a -m recent --set/--remove match
+        self.local = _canon_local(frozenset(pkt.local_ips))
         self.from_local = _canon_or_same(pkt.src) in self.local
         self.iface_memo = {}
         self.ctstate = "NEW"
@@ -189,6 +199,21 @@ class _Tracer(Matchers):
                 self.notes.add(f"routed, not bridged (-m physdev at line {r.line})")
                 if not self.physdev(m):
                     return False
+            elif mod in ("set", "recent"):  # evaluated by trace/ipsets.py and trace/recent.py
+                try:
+                    if mod == "set":
+                        pv = PacketView(self.pkt.src, st.dst, self.pkt.sport, st.dport, self.pkt.proto)
+                        hit = match_set_module(m, self.sets, pv)
+                    else:
+                        hit, after = match_recent(m, self.pkt.src, st.dst, st.recent)
+                        if after is not None:
+                            if prob is not None:
+                                raise _Unsupported("-m recent --set/--remove after -m statistic in one rule")
+                            self.recent_after = after  # applied by run_chain, even if a later match fails
+                except CannotEvaluate as exc:
+                    raise _Unsupported(str(exc)) from None
+                if not hit:
+                    return False
             elif mod in _CANNOT:
                 raise _Unsupported(_CANNOT[mod])
             else:
@@ -233,12 +258,16 @@ class _Tracer(Matchers):
                     except _Unsupported as exc:
                         raise self.fail(table, ch.name, r, str(exc)) from None
                     except Choice as c:  # an unknown interface decides: both ways, each constrained
+                        self.recent_after = None  # the rule is evaluated again on both branches
                         self.count_branch()
                         yes = replace(st, ifc=(*st.ifc, (c.direction, c.pattern, True)))
                         stack.append((ch, order, pos - 1, yes, parent, calls, False))
                         st = replace(st, ifc=(*st.ifc, (c.direction, c.pattern, False)))
                         pos -= 1
                         continue
+                    if self.recent_after is not None:
+                        st = replace(st, recent=self.recent_after)
+                        self.recent_after = None
                     if m is False:
                         continue
                     if m is not True:
@@ -260,6 +289,7 @@ class _Tracer(Matchers):
                                         st.path,
                                         st.ifc,
                                         st.notes,
+                                        st.recent,
                                     ),
                                     parent,
                                     calls,
@@ -267,7 +297,16 @@ class _Tracer(Matchers):
                                 )
                             )
                             st = _St(
-                                miss, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path, st.ifc, st.notes
+                                miss,
+                                st.dst,
+                                st.dport,
+                                st.mark,
+                                st.dnat,
+                                st.masq,
+                                st.path,
+                                st.ifc,
+                                st.notes,
+                                st.recent,
                             )
                             continue  # the miss branch goes on now, the hit branch after it
                 tgt = r.target
@@ -283,6 +322,7 @@ class _Tracer(Matchers):
                     (*st.path, f"{table}/{ch.name}#{r.line}"),
                     st.ifc,
                     st.notes,
+                    st.recent,
                 )
                 if tgt in _TERMINAL:
                     out.append((st, tgt))
@@ -382,7 +422,7 @@ class _Tracer(Matchers):
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
-        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, ())
+        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, (), recent=self.held)
         finished = self.walk([start], nat=True)
         if pkt.ctstate == "NEW":
             return finished
@@ -478,6 +518,12 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
     return by_dst, generic
 
 
+@lru_cache(maxsize=8)
+def _canon_local(ips: frozenset[str]) -> frozenset[str]:
+    """The node's addresses in canonical text; cached (IPVS mode adds every Service VIP to them)."""
+    return frozenset(_canon_or_same(a) for a in ips)
+
+
 def _canon_or_same(text: str) -> str:
     try:
         return canon(text)
@@ -525,19 +571,39 @@ def ruleset_family(rs: IptablesRuleset) -> tuple[int, str] | None:
     return found
 
 
-def trace_iptables(ruleset: IptablesRuleset, packet: Packet) -> TraceResult:
-    """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc)."""
-    tracer = _Tracer(ruleset, packet)
-    finished = [(st, v) for st, v in tracer.run() if st.prob != 0]
+def branches(tracer: _Tracer, finished: list[tuple[_St, str]], conditional: bool) -> list[Branch]:
+    """The tracer's finished paths as :data:`~pytest_k8sstate.trace.affinity.Branch` es: each with its
+    interface assumptions and the tracer's notes, and its weight (probability halved per two-way
+    interface assumption); ``conditional``: probabilities and weights scaled to sum to 1 over the
+    accepted connections (a non-NEW packet)."""
+    finished = [(st, v) for st, v in finished if st.prob != 0]
     notes = tuple(sorted(tracer.notes))
     weights = [st.prob / (1 << len(st.ifc)) for st, _ in finished]
-    scale = sum(weights, Fraction(0)) if packet.ctstate != "NEW" else Fraction(1)
-    items = [
+    scale = sum(weights, Fraction(0)) if conditional else Fraction(1)
+    return [
         (
-            Outcome(st.prob / scale, st.dnat, st.masq, v, (*(iface_text(c) for c in st.ifc), *notes)),  # type: ignore[arg-type]
+            st.prob / scale,
+            st.dnat,
+            st.masq,
+            v,
             st.path,
+            st.recent,
+            (*(iface_text(c) for c in st.ifc), *notes),
+            w / scale,
         )
-        for st, v in finished
+        for (st, v), w in zip(finished, weights, strict=True)
     ]
-    outcomes, paths, shares = merge_weighted(items, [w / scale for w in weights])
-    return TraceResult(packet, outcomes, paths, shares)
+
+
+def trace_iptables(
+    ruleset: IptablesRuleset, packet: Packet, *, ipsets: Iterable[IpSet] | SetIndex | None = None
+) -> TraceResult:
+    """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc); ``ipsets``:
+    the node's captured sets, for ``-m set``; ``packet.affinity``: see :mod:`.affinity`."""
+    sets = SetIndex.of(ipsets)
+
+    def run(pkt: Packet, held: frozenset[Entry]) -> list[Branch]:
+        tracer = _Tracer(ruleset, pkt, sets, held)
+        return branches(tracer, tracer.run(), pkt.ctstate != "NEW")
+
+    return run_with_affinity(packet, run)

@@ -64,7 +64,7 @@ def test_finding_31_container_restart_keeps_sandbox_and_ip(k8s_cluster, k8s):
     netns = node.run(["readlink", f"/proc/{app_pid}/ns/net"], timeout=10).text.strip()
     assert netns == node.run(["readlink", f"/proc/{pause_pid}/ns/net"], timeout=10).text.strip()
 
-    node.run(["kill", "-KILL", str(app_pid)], timeout=10)
+    node.run(["sh", "-c", 'kill -KILL "$0"', str(app_pid)], timeout=10)
 
     def restarted() -> dict[str, Any] | None:
         p = k8s.get("pod/f31-web")

@@ -33,14 +33,17 @@ def test_finding_27_dns_answers(k8s_cluster, k8s):
     * the pod's resolv.conf: ``nameserver`` = kube-dns's ClusterIP, search list starting with the three
       cluster domains, ``options ndots:5``;
     * ``f27-web.default.svc.cluster.local`` → exactly the Service's ClusterIP (one A record), answered by
-      kube-dns; the short name ``f27-web`` and ``f27-web.default`` (fewer dots than 5) → the same ClusterIP
-      under the full name built from the search list (the expansion is visible: the answer's name is
-      ``f27-web.default.svc.cluster.local``, not what was asked);
+      kube-dns; the short name ``f27-web`` → the same ClusterIP under the full name built from the first
+      search domain, and busybox shows the expansion: ``f27-web.svc.cluster.local`` and
+      ``f27-web.cluster.local`` NXDOMAIN (the seed's list of tried names);
     * headless ``f27-headless`` → exactly the IPs of the Service's ready pods (no ClusterIP);
     * ExternalName ``f27-db`` → a CNAME to ``my.database.example.com`` (and no A record of its own);
-    * traffic by name: agnhost's ``/dial`` in the client pod resolves the *short* name ``f27-web`` with Go's
-      resolver (which reads resolv.conf's search list and ndots itself) and its 10 HTTP requests are all
-      answered by the Service's pods.
+    * ndots is the resolver's business (the seed's "musl vs libc"): busybox 1.35's own resolver asks a
+      dotted name (``f27-web.default``) only as is — no answer; Go's resolver (agnhost ``/dial`` in the
+      client pod) applies ``ndots:5``, so ``f27-web`` and ``f27-web.default`` (fewer than 5 dots) are tried
+      under the search list first and resolve: all 10 HTTP requests of each are answered by the Service's
+      pods; with a trailing dot (the seed: "adding a dot at the end makes any name an FQDN and bypasses the
+      search directive") ``f27-web.`` is not resolved (``/dial`` answers 400).
     """
     tag = agnhost_on_nodes(k8s_cluster)
     k8s.apply(agnhost_docs("27-dns.yaml", tag))
@@ -61,13 +64,18 @@ def test_finding_27_dns_answers(k8s_cluster, k8s):
     full = nslookup(client, f"f27-web.{ZONE}")
     assert (full.server or "").split(":")[0].split("#")[0] == dns_ip, full.text
     assert full.addresses == {f"f27-web.{ZONE}": [cluster_ip]}, full.text
-    for asked in ("f27-web", "f27-web.default"):
-        answer = nslookup(client, asked)
-        assert answer.addresses == {f"f27-web.{ZONE}": [cluster_ip]}, (asked, answer.text)
-        # whatever busybox reports as not found is the name under the other search domains (or bare)
-        others = {f"{asked}.{d}" for d in search} | {asked}
-        assert set(answer.not_found) <= others, (asked, answer.not_found)
-    print(f"\n[f27] nslookup f27-web from f27-client:\n{answer.text.strip()}")
+    assert not full.not_found, full.text
+
+    # busybox's resolver: a dotless name is asked under every search domain (the seed's list), the first
+    # answers with the full name; the other two are NXDOMAIN
+    short = nslookup(client, "f27-web")
+    print(f"\n[f27] nslookup f27-web from f27-client:\n{short.text.strip()}")
+    assert short.addresses == {f"f27-web.{ZONE}": [cluster_ip]}, short.text
+    assert set(short.not_found) == {f"f27-web.{d}" for d in search[1:]}, short.text
+    # ... but a dotted name is asked only as is: busybox 1.35 ignores ndots (the seed's "musl vs libc":
+    # the resolver, not resolv.conf alone, decides)
+    dotted = nslookup(client, "f27-web.default")
+    assert not dotted.addresses, dotted.text
 
     headless = nslookup(client, "f27-headless")
     assert list(headless.addresses) == [f"f27-headless.{ZONE}"], headless.text
@@ -78,8 +86,16 @@ def test_finding_27_dns_answers(k8s_cluster, k8s):
     assert cname.cnames == {f"f27-db.{ZONE}": "my.database.example.com"}, cname.text
     assert not cname.addresses, cname.text
 
-    dial = "http://127.0.0.1:8080/dial?request=hostname&protocol=http&host=f27-web&port=80&tries=10"
-    out = json.loads(client.run(["/bin/busybox", "wget", "-q", "-O-", dial], timeout=60).text)
-    assert not out.get("errors"), out
-    assert len(out["responses"]) == 10, out
-    assert set(out["responses"]) <= set(pods), (out, pods)
+    # Go's resolver (agnhost /dial resolves the host, then makes 10 HTTP requests to it) applies ndots:5:
+    # names with fewer than 5 dots are tried under the search list first, so both resolve to the Service
+    for host in ("f27-web", "f27-web.default"):
+        dial = f"http://127.0.0.1:8080/dial?request=hostname&protocol=http&host={host}&port=80&tries=10"
+        out = json.loads(client.run(["/bin/busybox", "wget", "-q", "-O-", dial], timeout=60).text)
+        assert not out.get("errors"), (host, out)
+        assert len(out["responses"]) == 10, (host, out)
+        assert set(out["responses"]) <= set(pods), (host, out, pods)
+    # a trailing dot makes the name absolute: no search list, so the bare "f27-web." does not resolve
+    dial = "http://127.0.0.1:8080/dial?request=hostname&protocol=http&host=f27-web.&port=80&tries=1"
+    res = client.run(["/bin/busybox", "wget", "-q", "-O-", dial], timeout=90, check=False)
+    assert res.returncode != 0, res.text
+    assert "400" in res.text + res.stderr.decode(errors="replace"), (res.text, res.stderr)

@@ -2,9 +2,10 @@
 
 :func:`parse_nslookup` reads busybox's output (both the 1.28 layout ``Address 1: IP NAME`` and the later
 ``Name:``/``Address:`` one) into a :class:`DnsAnswer`: the server that answered, the addresses per name,
-CNAMEs, and the names the server could not find (busybox ≥ 1.33 sends the name once per search domain and
-prints a ``** server can't find NAME: NXDOMAIN`` line for each one that failed — the search expansion,
-visible). :func:`nslookup` runs it through any :class:`~pytest_k8sstate.node.exec.NodeExec`.
+CNAMEs, and the names the server could not find (busybox 1.35 asks a dotless name under every search
+domain and prints a ``** server can't find NAME: NXDOMAIN`` line for each one that failed — the search
+expansion, visible; a dotted name it asks only as is, whatever ``ndots`` says).
+:func:`nslookup` runs it through any :class:`~pytest_k8sstate.node.exec.NodeExec`.
 """
 
 from __future__ import annotations

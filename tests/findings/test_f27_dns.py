@@ -21,12 +21,16 @@ ZONE = "default.svc.cluster.local"
 @pytest.mark.needs("container-runtime")
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_27_dns_answers(k8s_cluster, k8s):
-    """Seed 002, section 'Resolv.conf and ndots problem': "by default the option options ndots:5 is added to
-    resolv.conf" with the search list ``default.svc.cluster.local svc.cluster.local cluster.local``;
-    section 'Headless service': a headless Service's name resolves to its pods; section 'Service
-    ExternalName': "the cluster DNS Service returns a CNAME record with the value my.database.example.com".
-    Seed 001: every Service gets the name ``<svc>.<ns>.svc.cluster.local`` (findings 12, 13 and 22 checked
-    only the keys, the rules and the file; this is their DNS half).
+    """Seed 002, section 'Node local DNS cache': "service FQDN: service.namespace.svc.<cluster domain>";
+    'Resolv.conf and ndots problem': "by default the option options ndots:5 is added to resolv.conf ...
+    DNS queries with fewer than 5 dots (or not an FQDN) are handled like this: append a domain from the
+    search list and try to resolve; if that fails, take the next domain" (``vk.com`` →
+    ``vk.com.default.svc.cluster.local``, ``vk.com.svc.cluster.local``, ``vk.com.cluster.local``, then
+    outside); "adding a dot at the end makes any name an FQDN: it bypasses the search directive";
+    'Musl (Alpine) vs libc': resolvers differ in how they use search. 'Headless service': "works only as
+    a DNS record: you ask for its address and get the list of endpoints". 'Service ExternalName': "the
+    cluster DNS Service returns a CNAME record with the value my.database.example.com". (Findings 12, 13
+    and 22 checked the keys, the rules and the file; this is their DNS half.)
 
     Checked from a client pod (agnhost image, busybox ``nslookup`` against CoreDNS on kind):
 

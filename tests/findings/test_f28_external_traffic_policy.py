@@ -20,10 +20,10 @@ N_DROP = 5  # each dropped connection costs its whole timeout (2 s)
 @pytest.mark.needs("container-runtime")
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_28_external_traffic_policy(k8s_cluster, cluster_state, k8s):
-    """Seed 002, section 'NodePort' / 'externalTrafficPolicy': with ``Cluster`` "the traffic is spread over
-    all pods of all nodes, but the client's source address is replaced (SNAT) by the node's"; with ``Local``
-    "the traffic goes only to pods on the node that received it and the source address is kept; a node
-    without such a pod drops it".
+    """Seed 002, section 'service.spec.externalTrafficPolicy': ""Local" preserves the client source IP and
+    avoids a second hop for LoadBalancer and Nodeport type services ... "Cluster" obscures the client
+    source IP and may cause a second hop to another node"; "nodes only route traffic to pods that are on
+    the same node". Issue 11: Local drops on nodes without an endpoint (traced and observed).
 
     One agnhost pod (on node E) behind ``f28-cluster`` and ``f28-local`` (NodePort, identical but for the
     policy); the other node (X) has no endpoint. Real connections from one node to the other's NodePort

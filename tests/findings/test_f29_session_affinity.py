@@ -22,9 +22,9 @@ N_SPREAD = 300  # 3 traced-equal backends: 100 expected each (see pytest_k8sstat
 @pytest.mark.needs("container-runtime")
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_29_session_affinity(k8s_cluster, cluster_state, k8s):
-    """Seed 002, section 'Cluster IP' / 'sessionAffinity': "if you want connections from a particular
-    client to be passed to the same Pod each time, set sessionAffinity: ClientIP" (kube-proxy keeps the
-    choice per client address for ``timeoutSeconds``, default 10800 s).
+    """Issue 11 (no seed covers affinity; seed 002 'Cluster IP' covers the random split it overrides):
+    with ``sessionAffinity: ClientIP`` one client's connections stay on one backend (kube-proxy keeps the
+    choice per client address for ``sessionAffinityConfig.clientIP.timeoutSeconds``, default 10800 s).
 
     Three agnhost pods behind ``f29-sticky`` (ClientIP) and ``f29-spread`` (None). Checked:
 

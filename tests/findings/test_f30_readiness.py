@@ -31,8 +31,9 @@ def _conditions(k8s: Any, ip: str) -> dict[str, Any] | None:
 @pytest.mark.needs("container-runtime", "kubelet")
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_30_unready_endpoint_leaves_service(k8s_cluster, cluster_state, k8s):
-    """Seed 002, section 'Readiness': "if the readiness probe fails, the endpoints controller removes the
-    Pod's IP address from the endpoints of all Services that match the Pod"; the others keep serving.
+    """Seed 002, section 'Readiness and Liveness Probes': "Readiness: is the container fully ready for
+    work, can traffic be routed to it. If the pod stops being ready, it is automatically removed from the
+    lb list".
 
     Three agnhost pods behind ``f30-web``; their exec readiness probe fails while ``/tmp/unready`` exists.
     The test creates that file in one pod (``kubectl exec``), i.e. a real kubelet probe turns it unready:

@@ -7,11 +7,14 @@ import json
 
 import pytest
 
+from pytest_k8sstate.traffic import assert_traffic_matches_trace, probe
 from pytest_k8sstate.traffic.dns import nslookup, parse_resolv_conf
 
-from .workloads import agnhost_docs, agnhost_on_nodes, pod_exec
+from .helpers import wait_proxy_endpoints
+from .workloads import agnhost_docs, agnhost_on_nodes, kubectl, pod_exec
 
 ZONE = "default.svc.cluster.local"
+N = 200  # 2 traced-equal backends: 100 expected each (see pytest_k8sstate.traffic.stats)
 
 
 @pytest.mark.finding(
@@ -20,7 +23,7 @@ ZONE = "default.svc.cluster.local"
 )
 @pytest.mark.needs("container-runtime")
 @pytest.mark.k8sstate(proxy_mode="iptables")
-def test_finding_27_dns_answers(k8s_cluster, k8s):
+def test_finding_27_dns_answers(k8s_cluster, cluster_state, k8s):
     """Seed 002, section 'Node local DNS cache': "service FQDN: service.namespace.svc.<cluster domain>";
     'Resolv.conf and ndots problem': "by default the option options ndots:5 is added to resolv.conf ...
     DNS queries with fewer than 5 dots (or not an FQDN) are handled like this: append a domain from the
@@ -47,7 +50,9 @@ def test_finding_27_dns_answers(k8s_cluster, k8s):
       client pod) applies ``ndots:5``, so ``f27-web`` and ``f27-web.default`` (fewer than 5 dots) are tried
       under the search list first and resolve: all 10 HTTP requests of each are answered by the Service's
       pods; with a trailing dot (the seed: "adding a dot at the end makes any name an FQDN and bypasses the
-      search directive") ``f27-web.`` is not resolved (``/dial`` answers 400).
+      search directive") ``f27-web.`` is not resolved (``/dial`` answers 400);
+    * the Service behind the name, from the client pod: 200 connections split over both pods as traced on
+      the client's node (chi-square at 1e-4), each pod saw the client pod's own IP (no masquerade).
     """
     tag = agnhost_on_nodes(k8s_cluster)
     k8s.apply(agnhost_docs("27-dns.yaml", tag))
@@ -103,3 +108,14 @@ def test_finding_27_dns_answers(k8s_cluster, k8s):
     res = client.run(["/bin/busybox", "wget", "-q", "-O-", dial], timeout=90, check=False)
     assert res.returncode != 0, res.text
     assert "400" in res.text + res.stderr.decode(errors="replace"), (res.text, res.stderr)
+
+    # the Service behind the name, from the pod: split as traced on the pod's node, no masquerade
+    wait_proxy_endpoints(k8s_cluster, "default/f27-web", 2)
+    snap = cluster_state.snapshot("dns")
+    client_pod = k8s.get("pod/f27-client")
+    observed = probe(
+        k8s_cluster, "default/f27-web:80", source="pod/default/f27-client", count=N, kubectl=kubectl()
+    )
+    split = assert_traffic_matches_trace(snap, observed, node=client_pod["spec"]["nodeName"])
+    assert observed.clients_by_backend() == {p: {client_pod["status"]["podIP"]} for p in pods}
+    print(f"[f27] from pod f27-client: {observed.rate:.1f} connections/s; " + "; ".join(split.table()))

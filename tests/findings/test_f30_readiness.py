@@ -3,6 +3,7 @@ kube-proxy rules, real traffic) while it keeps running and answering on its own 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -95,3 +96,82 @@ def test_finding_30_unready_endpoint_leaves_service(k8s_cluster, cluster_state, 
     wait_proxy_endpoints(k8s_cluster, "default/f30-web", 3)
     again = probe(k8s_cluster, "default/f30-web:80", source=f"node/{node}", count=N_BACK, kubectl=kc)
     assert sorted(again.counts()) == sorted(pods), again.counts()
+
+
+@pytest.mark.finding(
+    30, "readiness: a rollout waits while the new pod is unready and moves on once it turns ready"
+)
+@pytest.mark.needs("container-runtime", "kubelet")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_30_rollout_waits_for_readiness(k8s_cluster, k8s):
+    """Seed 002, section 'Readiness and Liveness Probes': "until the readinessProbe of the new pod
+    succeeds, the Deployment will not try to continue the update".
+
+    ``f30-web`` (3 replicas, default strategy: maxSurge 1, maxUnavailable 0 for 3) gets a new template
+    whose readiness probe needs ``/tmp/ready``. Checked: the one surge pod runs but stays unready; for
+    the next 10 s (10 probe periods) the old 3 pods all stay, ready and the Service's only endpoints, and
+    no second new pod is made; once the test creates ``/tmp/ready`` in the new pod it turns ready, joins
+    the endpoints, and the rollout moves on (one old pod removed, the next new pod created).
+    """
+    tag = agnhost_on_nodes(k8s_cluster)
+    k8s.apply(agnhost_docs("30-readiness.yaml", tag))
+    old_ips = sorted(k8s.wait_endpoints("svc/f30-web", count=3, timeout=180))
+    old = {p["metadata"]["name"] for p in k8s.list("pod", {"app": "f30-web"})}
+    probe_cmd = ["/bin/busybox", "test", "-e", "/tmp/ready"]
+    k8s.patch(
+        "deployment/f30-web",
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "netexec", "readinessProbe": {"exec": {"command": probe_cmd}}}
+                        ]
+                    }
+                }
+            }
+        },
+    )
+
+    def new_running() -> list[dict[str, Any]]:
+        pods = [p for p in k8s.list("pod", {"app": "f30-web"}) if p["metadata"]["name"] not in old]
+        running = [
+            p
+            for p in pods
+            if any("running" in c.get("state", {}) for c in p["status"].get("containerStatuses") or [])
+        ]
+        return running
+
+    [new] = wait_until("the surge pod of the rollout to run", new_running, timeout=120)
+    time.sleep(10)  # nothing to wait for: the claim is that nothing happens while the new pod is unready
+    pods = {p["metadata"]["name"]: p for p in k8s.list("pod", {"app": "f30-web"})}
+    assert set(pods) == old | {new["metadata"]["name"]}, sorted(pods)
+    for name in old:
+        assert pods[name]["metadata"].get("deletionTimestamp") is None, name
+    [cs] = pods[new["metadata"]["name"]]["status"]["containerStatuses"]
+    assert cs["ready"] is False, cs
+    assert sorted(k8s.ready_endpoints("svc/f30-web")) == old_ips
+    status = k8s.get("deployment/f30-web")["status"]
+    assert status.get("updatedReplicas") == 1, status
+    assert status.get("readyReplicas") == 3, status
+
+    pod_exec(k8s_cluster, new["metadata"]["name"]).run(["/bin/busybox", "touch", "/tmp/ready"], timeout=30)
+    new_ip = new["status"]["podIP"]
+    wait_until(
+        f"the new pod {new_ip} to join the endpoints",
+        lambda: new_ip in k8s.ready_endpoints("svc/f30-web"),
+        timeout=60,
+    )
+
+    def moved_on() -> bool:
+        pods = k8s.list("pod", {"app": "f30-web"})
+        gone = [p for p in pods if p["metadata"]["name"] in old and p["metadata"].get("deletionTimestamp")]
+        still = {p["metadata"]["name"] for p in pods} & old
+        fresh = [
+            p
+            for p in pods
+            if p["metadata"]["name"] not in old and p["metadata"]["name"] != new["metadata"]["name"]
+        ]
+        return bool((gone or len(still) < 3) and fresh)
+
+    wait_until("the rollout to remove an old pod and create the next new one", moved_on, timeout=60)

@@ -103,7 +103,8 @@ def test_read_input_names_a_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "dst",
     ["1.2.3.4:+80", "1.2.3.4: 80", "1.2.3.4:8_0", "1.2.3.4:８0", "1.2.3.4:٨٠", "1.2.3.4:²", "1.2.3.4:0",
-     "1.2.3.4:65536", "1.2.3.4:080080", "1.2.3.4", "².2.3.4:80", "[::1]:80", "1.2.3.4:80 "],
+     "1.2.3.4:65536", "1.2.3.4:080080", "1.2.3.4", "².2.3.4:80", "[::1]", "[::1]:0", "::1:80",
+     "[1.2.3.4]:80", "1.2.3.4:80 "],
 )  # fmt: skip
 def test_dst_port_is_strict_ascii_1_to_65535(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], dst: str

@@ -551,7 +551,8 @@ def test_cli_list_and_node_exec(cluster: Cluster, capsys: pytest.CaptureFixture[
     from pytest_k8sstate.cli import main
 
     assert main(["cluster", "list", "--provider", "local"]) == 0
-    assert f"{cluster.name}\tlocal" in capsys.readouterr().out
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+    assert [cluster.name, "local"] in [r[:2] for r in rows], rows
     rc = main(
         [
             "node",

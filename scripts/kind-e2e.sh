@@ -85,8 +85,7 @@ echo "[kind-e2e] findings on kind"
 
 # CNI x kube-proxy mode: the findings whose claims involve the pod network, on two more combinations (ptp x
 # iptables ran above; docs/cnis.md has the full-matrix command)
-matrix_findings=(tests/findings/test_f02_pod.py tests/findings/test_f04_clusterip_service.py
-    tests/findings/test_f08_two_endpoints.py tests/findings/test_f25_real_traffic.py)
+matrix_findings=(tests/findings/test_f02_pod.py tests/findings/test_f25_real_traffic.py)
 for combo in "bridge nftables" "flannel iptables"; do
     read -r cni mode <<<"$combo"
     echo "[kind-e2e] findings on kind, CNI $cni x kube-proxy $mode"

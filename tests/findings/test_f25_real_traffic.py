@@ -7,32 +7,16 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate.binaries import ensure_binaries, find_binary
-from pytest_k8sstate.providers.docker.cli import DockerCli
-from pytest_k8sstate.providers.kind.image.agnhost import ensure_agnhost_image, load_into_nodes
+from pytest_k8sstate.binaries import find_binary
 from pytest_k8sstate.traffic import assert_traffic_matches_trace, probe
-from pytest_k8sstate.traffic.probe import HOST_BUSYBOX
 
 from .helpers import node_names, wait_proxy_endpoints, wait_proxy_text
+from .workloads import agnhost_on_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "manifests" / "traffic" / "25-agnhost-netexec.yaml"
 SERVICE = "default/f25-web"
 N = 300  # 3 traced-equal backends: 100 expected each; see pytest_k8sstate.traffic.stats
-
-
-def _agnhost_on_nodes(cluster: Any) -> str:
-    """The offline agnhost image (built once, cached by version + content) in every node's containerd."""
-    if not Path(HOST_BUSYBOX).is_file():
-        pytest.skip(
-            f"{HOST_BUSYBOX} missing (the image's shell and probe client): apt-get install busybox-static"
-        )
-    bins = ensure_binaries(["agnhost"])
-    execs = [n.exec for n in cluster.nodes]
-    docker = DockerCli(getattr(execs[0], "host", None))
-    image = ensure_agnhost_image(docker, bins["agnhost"], Path(HOST_BUSYBOX), bins.versions.agnhost)
-    load_into_nodes(docker, image.tag, execs)
-    return image.tag
 
 
 def _docs(tag: str) -> list[dict[str, Any]]:
@@ -61,7 +45,7 @@ def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s_a
     node: one of the node's addresses). Finding 14's claim, observed: connections to ``f25-none`` (no
     endpoints; filter-table REJECT) are refused, as traced.
     """
-    tag = _agnhost_on_nodes(k8s_cluster)
+    tag = agnhost_on_nodes(k8s_cluster)
     k8s_api.apply(_docs(tag))
     pods = k8s_api.wait_endpoints("svc/f25-web", count=3, timeout=180)
     wait_proxy_endpoints(k8s_cluster, SERVICE, 3)

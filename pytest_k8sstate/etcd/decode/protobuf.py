@@ -147,18 +147,7 @@ def decode_protobuf(key: str, value: bytes, schema: Compiled | None = _DEFAULT) 
             fields[top_names[num]] = v
         else:
             fields[k] = v
-    return Decoded(
-        "protobuf",
-        api_version=api_version,
-        kind=kind,
-        namespace=nonempty(text(meta.namespace)),
-        name=nonempty(text(meta.name)),
-        uid=nonempty(text(meta.uid)),
-        owner_references=[owner_ref(o) for o in meta.ownerReferences],
-        labels=pairs(meta.labels),
-        fields=fields,
-        error=meta_err,
-    )
+    return _from_meta(meta, api_version, kind, fields, meta_err)
 
 
 def _identity(
@@ -189,6 +178,13 @@ def _identity(
         err = f"{key}: ObjectMeta (field 1) does not decode: {exc}"
         obj = ObjectPB()
     meta = obj.metadata
+    return _from_meta(meta, api_version, kind, fields, err)
+
+
+def _from_meta(
+    meta: Any, api_version: str | None, kind: str | None, fields: dict[str, Any], error: str | None
+) -> Decoded:
+    """A protobuf value's :class:`Decoded`: identity from its ObjectMeta, ``fields`` as decoded."""
     return Decoded(
         "protobuf",
         api_version=api_version,
@@ -199,5 +195,5 @@ def _identity(
         owner_references=[owner_ref(o) for o in meta.ownerReferences],
         labels=pairs(meta.labels),
         fields=fields,
-        error=err,
+        error=error,
     )

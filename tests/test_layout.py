@@ -29,7 +29,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "providers": frozenset({"errors", "util", "node", "pki", "binaries", "etcd", "k8s"}),
     "testing": frozenset({"errors", "parse"}),
     "traffic": frozenset({"errors", "util", "node", "k8s", "trace", "state", "providers"}),
-    "plugin": frozenset({"errors", "util", "state", "assertions", "k8s", "providers"}),
+    "report": frozenset({"errors", "util", "parse", "trace", "node", "etcd", "state"}),
+    "plugin": frozenset({"errors", "util", "state", "assertions", "k8s", "providers", "report"}),
     "cli": frozenset(
         {
             "errors",
@@ -45,6 +46,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "pki",
             "traffic",
             "assertions",
+            "report",
         }
     ),
     "__init__": frozenset({"errors"}),

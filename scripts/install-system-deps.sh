@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages pytest-k8sstate needs on the machine running the `local` provider:
 # netfilter and network tools that kube-proxy and the node-state collectors call, and busybox-static
-# (the probe client of real-traffic tests, also put into the agnhost workload image).
+# (the probe client of real-traffic tests, also put into the agnhost workload image); chromium renders the
+# HTML report headless in tests/test_report_html_browser.py.
 # Idempotent: packages already installed are skipped (no apt-get at all when nothing is missing).
 # Non-interactive. Usage: sudo scripts/install-system-deps.sh [--dry-run]
 set -euo pipefail
 
-PACKAGES=(iptables nftables ipset conntrack iproute2 ipvsadm jq busybox-static)
+PACKAGES=(iptables nftables ipset conntrack iproute2 ipvsadm jq busybox-static chromium)
 APT_TIMEOUT="${APT_TIMEOUT:-900}"
 dry_run=0
 [[ "${1:-}" == "--dry-run" ]] && dry_run=1

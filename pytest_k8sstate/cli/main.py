@@ -29,6 +29,7 @@ EXTENSIONS = (
     "pytest_k8sstate.cli.cluster",
     "pytest_k8sstate.cli.image",
     "pytest_k8sstate.cli.probe",
+    "pytest_k8sstate.cli.report",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,6 +46,7 @@ EXAMPLES = """examples:
   k8sstate diff before.json after.json               # what the apply changed, with old → new values
   k8sstate trace --snapshot after.json --node dev-worker --service default/web
   k8sstate show after.json --key deployments/default/web
+  k8sstate report before.json after.json -o diff.html  # the same diff as an HTML page with Service graphs
 
 `k8sstate COMMAND --help` shows each command's options and examples.
 """

@@ -15,8 +15,9 @@ from pytest_k8sstate.util.files import atomic_write_text
 if TYPE_CHECKING:
     from pytest_k8sstate.k8s.diagnostics import Diagnostics
     from pytest_k8sstate.providers.base import Cluster
+    from pytest_k8sstate.state.snapshot import Snapshot
 
-__all__ = ["attachment_lines", "component_logs", "namespace_diagnostics"]
+__all__ = ["attachment_lines", "component_logs", "html_report", "namespace_diagnostics"]
 
 
 def _file_name(name: str) -> str:
@@ -90,3 +91,24 @@ def component_logs(cluster: Cluster, directory: Path, mode: str) -> str | None:
 def attachment_lines(paths: Iterable[Path]) -> str:
     """``[[ATTACHMENT|/abs/path]]`` per file (the Jenkins JUnit attachments convention)."""
     return "\n".join(f"[[ATTACHMENT|{Path(p).resolve()}]]" for p in paths)
+
+
+def html_report(
+    before: Snapshot, directory: Path, *, title: str, ignore: tuple[str, ...]
+) -> tuple[Path | None, str | None]:
+    """``directory/report.html`` (:mod:`pytest_k8sstate.report`) from ``before`` and the ``after.json``
+    just written there; returns (the file, None) or (None, why not). Never raises."""
+    from pytest_k8sstate.report import write_report
+    from pytest_k8sstate.state.snapshot import Snapshot
+
+    src = directory / "after.json"
+    if not src.is_file():
+        return None, None  # no state at failure: save_failure's errors.txt says why
+    try:
+        after = Snapshot.load(src)
+        path = write_report(
+            directory / "report.html", before, after, diff=before.diff(after, ignore=ignore), title=title
+        )
+    except Exception as exc:  # the report is a bonus: never hide the test's own failure
+        return None, f"report.html not written: {type(exc).__name__}: {exc}"
+    return path, None

@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from pytest_k8sstate.node.capture import NodeState
     from pytest_k8sstate.state.kubeproxy import ServiceChange
 
-__all__ = ["Edge", "GraphNode", "ServiceGraph", "fraction_text", "pods_by_ip", "service_graph"]
+__all__ = [
+    "Edge",
+    "GraphNode",
+    "ServiceGraph",
+    "addr_key",
+    "fraction_text",
+    "percent_text",
+    "pods_by_ip",
+    "service_graph",
+]
 
 _NUMGEN = re.compile(r"numgen random mod (\d+)")
 _VIP = re.compile(r"^(?P<host>\[[^\]]+\]|[^:\[\]]+):(?P<port>\d+)/(?P<proto>[a-z]+)$")
@@ -44,7 +53,7 @@ class GraphNode:
     """``chain``, ``endpoint`` (a DNAT destination) or ``verdict`` (no DNAT: ACCEPT / DROP / REJECT)."""
     depth: int
     detail: str = ""
-    """The pod behind an endpoint (``default/web-7f…``)."""
+    """The pod behind an endpoint (``web-7f…``; ``other/web-7f…`` when not in the Service's namespace)."""
     order: int = 0
     """Position in its column: the rank of the first outcome (by destination address) through it."""
 
@@ -289,7 +298,7 @@ def _fill(g: ServiceGraph, result: TraceResult, rules: _Rules, pods: Mapping[str
     edges: dict[tuple[str, str], Edge] = {}
     items = list(zip(result.outcomes, result.shares, strict=True))
     paths = list(result.path_examples) + [()] * (len(items) - len(result.path_examples))
-    rank = {t: r for r, t in enumerate(sorted({o.dnat or o.verdict for o in result.outcomes}, key=_addr_key))}
+    rank = {t: r for r, t in enumerate(sorted({o.dnat or o.verdict for o in result.outcomes}, key=addr_key))}
     for i, ((o, share), path) in enumerate(zip(items, paths, strict=True)):
         target = o.dnat or o.verdict
         pod = pods.get(_host_of(o.dnat), "") if o.dnat else ""
@@ -307,7 +316,8 @@ def _fill(g: ServiceGraph, result: TraceResult, rules: _Rules, pods: Mapping[str
                 _add_edge(edges, spine[depth - 1][0], key, share, via, rules)
         end_id = f"endpoint:{o.dnat}" if o.dnat else f"verdict:{o.verdict}"
         kind = "endpoint" if o.dnat else "verdict"
-        nodes.setdefault(end_id, GraphNode(end_id, target, kind, len(spine), pod, order=r))
+        own = pod.partition("/")[2] if pod.startswith(g.service.split("/", 1)[0] + "/") else pod
+        nodes.setdefault(end_id, GraphNode(end_id, target, kind, len(spine), own, order=r))
         if spine:
             last = spine[-1][0]
             dnat_step = next(
@@ -329,7 +339,7 @@ def _add_edge(
     edges[(src, dst)] = Edge(src, dst, share, prob, via)
 
 
-def _addr_key(text: str) -> tuple[int, int, int, str]:
+def addr_key(text: str) -> tuple[int, int, int, str]:
     """Numeric order of ``IP:PORT`` / ``[IP]:PORT``; verdicts after addresses."""
     host = _host_of(text)
     try:

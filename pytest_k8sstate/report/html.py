@@ -15,7 +15,14 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_k8sstate.report.graph import ServiceGraph, fraction_text, percent_text, pods_by_ip, service_graph
+from pytest_k8sstate.report.graph import (
+    ServiceGraph,
+    addr_key,
+    fraction_text,
+    percent_text,
+    pods_by_ip,
+    service_graph,
+)
 from pytest_k8sstate.report.style import CSS
 from pytest_k8sstate.report.svg import graph_svg
 from pytest_k8sstate.report.tree import etcd_tree_html
@@ -67,7 +74,7 @@ def _outcomes_table(g: ServiceGraph, caption: str) -> str:
     rows = [
         '<tr><th>share</th><th>destination</th><th>pod</th><th>masquerade</th><th>verdict</th><th>assumes</th></tr>'
     ]
-    for o in g.outcomes[:100]:
+    for o in sorted(g.outcomes, key=lambda o: addr_key(o.target))[:100]:
         rows.append(
             f'<tr class="outcome" data-target="{escape(o.target)}" data-share="{escape(fraction_text(o.share))}">'
             f"<td>{escape(percent_text(o.share))} ({escape(fraction_text(o.share))})</td>"

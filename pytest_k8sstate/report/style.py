@@ -28,11 +28,15 @@ td.path{color:#33415c}
 td.old{background:#fde8e8}
 td.new{background:#e6f4ea}
 td.arrow{color:#5b6475}
+details.object{display:inline;margin-left:8px;font-size:12px;color:#5b6475}
+details.object summary{display:inline;cursor:pointer}
+details.object[open]{display:block;margin-left:1.2em}
 details.object pre,#text pre{background:#fff;border:1px solid #d5d9e0;padding:8px;overflow:auto;
 max-height:400px;font-size:12px}
 .service{background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:4px 12px 12px;margin:12px 0}
 .summary{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;margin:0 0 8px}
 .graphbox{overflow-x:auto}
+svg.graph{max-width:100%;height:auto}
 svg.graph text{font:12px ui-monospace,Menlo,Consolas,monospace;fill:#1d2330}
 svg.graph .node rect{fill:#eef2f8;stroke:#6b7a99}
 svg.graph .node.endpoint rect{fill:#e6f4ea;stroke:#2d7d46}

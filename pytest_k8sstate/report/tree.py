@@ -83,7 +83,7 @@ def _object_html(obj: Any) -> str:
     text = json.dumps(obj, indent=2, ensure_ascii=False, default=str)
     if len(text) > MAX_OBJECT:
         text = text[:MAX_OBJECT] + f"\n… ({len(text) - MAX_OBJECT} more characters)"
-    return f'<details class="object"><summary>object</summary><pre>{escape(text)}</pre></details>'
+    return f'<details class="object"><summary>{{…}}</summary><pre>{escape(text)}</pre></details>'
 
 
 def _leaf_html(seg: str, change: str, kc: KeyChange, obj: Any) -> str:

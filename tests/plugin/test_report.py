@@ -172,9 +172,10 @@ def test_failure_reaches_junit_xml_and_pytest_html(plugin: PluginRunner, pytest_
             for n in ("before.json", "after.json", "after-rules.json")
         },
         "k8sstate_file_diff.json": str(artifacts / "diff.json"),
+        "k8sstate_file_report.html": str(artifacts / "report.html"),
     }
     out = "".join(e.text or "" for e in cases["test_adds_a_chain_then_fails"].iter("system-out"))
-    for name in ("before.json", "after.json", "after-rules.json", "diff.json"):
+    for name in ("before.json", "after.json", "after-rules.json", "diff.json", "report.html"):
         assert f"[[ATTACHMENT|{artifacts / name}]]" in out
     assert not list(cases["test_diff_and_pass"].iter("property"))
 
@@ -215,6 +216,7 @@ def test_failure_writes_artifacts_and_a_report_section(plugin: PluginRunner) -> 
         "after.json",
         "before.json",
         "diff.json",
+        "report.html",
     ]
     diff = json.loads((artifacts / "diff.json").read_text())
     assert diff["nodes"]["node-1"]["chains_added"] == [["nat", "KUBE-SVC-TEST"]]

@@ -22,7 +22,9 @@ VOID = frozenset(
 
 def chromium_missing() -> str | None:
     if not Path(CHROMIUM).is_file():
-        return f"{CHROMIUM} missing: apt-get install -y --no-install-recommends chromium (scripts/setup.sh does)"
+        return (
+            f"{CHROMIUM} missing: apt-get install -y --no-install-recommends chromium (scripts/setup.sh does)"
+        )
     return None
 
 
@@ -115,7 +117,12 @@ def dump_dom(page: Path, profile: Path) -> El:
 
 def screenshot(page: Path, png: Path, profile: Path, size: tuple[int, int] = (1400, 1100)) -> Path:
     run_chromium(
-        [f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", "--hide-scrollbars", page.resolve().as_uri()],
+        [
+            f"--screenshot={png}",
+            f"--window-size={size[0]},{size[1]}",
+            "--hide-scrollbars",
+            page.resolve().as_uri(),
+        ],
         profile,
     )
     return png
@@ -134,7 +141,8 @@ def png_pixels(png: Path) -> tuple[int, int, list[bytes]]:
         body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, color, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
+            assert (depth, interlace) == (8, 0), (depth, interlace)
+            assert color in (2, 6), color
             bpp = 4 if color == 6 else 3
         elif kind == b"IDAT":
             idat += body

@@ -80,7 +80,9 @@ def iptables_node(endpoints: int, *, others: bool = True) -> NodeState:
     if others:
         services.append(KubeService("kube-system", "old", "10.96.0.30", 53, endpoints=("10.244.0.9:53",)))
     text = kube_proxy_iptables(services)
-    return NodeState(NODE, iptables=parse_iptables_save(text, source=f"{NODE} iptables-save"), addrs=[NODE_ADDR])
+    return NodeState(
+        NODE, iptables=parse_iptables_save(text, source=f"{NODE} iptables-save"), addrs=[NODE_ADDR]
+    )
 
 
 def snapshots() -> tuple[Snapshot, Snapshot]:

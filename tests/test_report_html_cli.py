@@ -50,7 +50,9 @@ def test_filters_and_stdout(files: Path) -> None:
     assert 'data-service="kube-system/old"' in r.stdout
     assert 'data-service="default/web:http"' not in r.stdout  # another namespace's Service
     assert 'data-key="/registry/deployments/default/web"' not in r.stdout
-    titled = k8sstate("report", "before.json", "after.json.gz", "-o", "-", "--title", "<b>scale</b>", cwd=files)
+    titled = k8sstate(
+        "report", "before.json", "after.json.gz", "-o", "-", "--title", "<b>scale</b>", cwd=files
+    )
     assert "<title>&lt;b&gt;scale&lt;/b&gt;</title>" in titled.stdout
 
 
@@ -69,7 +71,8 @@ def test_bad_input_is_one_line_and_exit_2(files: Path, argv: list[str], message:
     assert r.returncode == 2
     assert r.stdout == ""
     lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("k8sstate: error: "), r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("k8sstate: error: "), r.stderr
     assert message in lines[0]
     assert "Traceback" not in r.stderr
     assert not (files / "x.html").exists()
@@ -80,4 +83,5 @@ def test_help_has_an_example(files: Path) -> None:
     assert r.returncode == 0
     assert "k8sstate report before.json after.json -o diff.html" in r.stdout
     usage = k8sstate("report", "before.json", cwd=files)
-    assert usage.returncode == 2 and "-o/--output" in usage.stderr
+    assert usage.returncode == 2
+    assert "-o/--output" in usage.stderr

@@ -71,7 +71,11 @@ def test_nodeport_only_service_traces_the_node_address() -> None:
     g = service_graph(_change("default/web:http", "iptables", ["nodePort 30080/tcp"]), NODE, ns)
     assert g.error is None
     assert g.address == f"nodePort 30080/tcp on {NODE_ADDR['local']}"
-    assert {n.label for n in g.nodes if n.kind == "endpoint"} == {"10.244.1.2:8080", "10.244.1.3:8080", "10.244.2.4:8080"}
+    assert {n.label for n in g.nodes if n.kind == "endpoint"} == {
+        "10.244.1.2:8080",
+        "10.244.1.3:8080",
+        "10.244.2.4:8080",
+    }
     assert any(n.label == "KUBE-NODEPORTS" for n in g.nodes)
 
 
@@ -91,13 +95,17 @@ def test_errors_are_part_of_the_graph_not_exceptions() -> None:
     bad += ":LOOP2 - [0:0]\n-A LOOP2 -j LOOP\nCOMMIT\n"
     ns = NodeState(NODE, iptables=parse_iptables_save(bad, source="loop"))
     g = service_graph(_change("a/b", "iptables", ["10.0.0.1:80/tcp"]), NODE, ns)
-    assert g.error is not None and g.error.startswith("trace failed:") and "LOOP" in g.error
+    assert g.error is not None
+    assert g.error.startswith("trace failed:")
+    assert "LOOP" in g.error
     assert "no address" in (service_graph(_change("a/b", "iptables", []), NODE, ns).error or "")
 
 
 def test_a_thousand_endpoints_draw_a_bounded_graph() -> None:
     eps = tuple(f"10.245.{i // 250}.{i % 250 + 1}:8080" for i in range(1000))
-    text = kube_proxy_iptables([KubeService("default", "big", "10.96.0.50", 80, endpoints=eps, port_name="p")])
+    text = kube_proxy_iptables(
+        [KubeService("default", "big", "10.96.0.50", 80, endpoints=eps, port_name="p")]
+    )
     ns = NodeState(NODE, iptables=parse_iptables_save(text, source="gen"))
     g = service_graph(_change("default/big:p", "iptables", ["10.96.0.50:80/tcp"]), NODE, ns)
     assert len(g.outcomes) == 1000
@@ -168,7 +176,10 @@ def test_nft_kube_proxy_137_dnat_map_in_the_service_chain() -> None:
 
 
 def test_tree_is_bounded_and_counts_the_rest() -> None:
-    added = [KeyChange(f"/registry/configmaps/ns/cm-{i:05}", "ConfigMap", "ns", f"cm-{i:05}") for i in range(MAX_KEYS + 250)]
+    added = [
+        KeyChange(f"/registry/configmaps/ns/cm-{i:05}", "ConfigMap", "ns", f"cm-{i:05}")
+        for i in range(MAX_KEYS + 250)
+    ]
     html = etcd_tree_html(added, [], [])
     assert html.count('class="key added"') == MAX_KEYS
     assert "250 more keys not shown" in html

@@ -1,5 +1,6 @@
 """What a failed test reports (pytest side of :mod:`.failure` and :mod:`.state`): report sections, the
-artifacts (``report.html``: :mod:`pytest_k8sstate.report`), JUnit XML properties (``k8sstate_artifacts`` = the test's artifact directory, and
+artifacts (``report.html``: :mod:`pytest_k8sstate.report`), JUnit XML properties (``k8sstate_artifacts`` =
+the test's artifact directory, and
 ``k8sstate_file_<name>`` per file) and ``[[ATTACHMENT|/abs/path]]`` lines in the test's captured stdout
 (JUnit ``<system-out>`` with ``junit_logging = system-out``: the Jenkins JUnit attachments convention),
 and each section as a pytest-html text extra when pytest-html is installed.
@@ -45,7 +46,9 @@ def on_failure(item: pytest.Item, report: pytest.TestReport, settings: Settings 
     if state is not None:
         text = state.save_failure(directory)
         files.extend(state.artifacts)
-        page, why = html_report(state.before, directory, title=f"k8sstate: {item.nodeid}", ignore=state.ignore)
+        page, why = html_report(
+            state.before, directory, title=f"k8sstate: {item.nodeid}", ignore=state.ignore
+        )
         files.extend([page] if page is not None else [])
         logs = component_logs(state.cluster, directory, settings.component_logs)
         extra = "".join(f"\n{line}" for line in (f"report: {page}" if page else why, logs) if line)

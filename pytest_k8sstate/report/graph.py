@@ -209,7 +209,7 @@ class _Rules:
             return False
         if self.nft:
             return " dnat " in f" {rule.text} "
-        return rule.target == "DNAT"
+        return bool(rule.target == "DNAT")
 
     def probability(self, rule: Any) -> Fraction | None:
         if rule is None:
@@ -320,9 +320,7 @@ def _fill(g: ServiceGraph, result: TraceResult, rules: _Rules, pods: Mapping[str
         nodes.setdefault(end_id, GraphNode(end_id, target, kind, len(spine), own, order=r))
         if spine:
             last = spine[-1][0]
-            dnat_step = next(
-                (s for s in reversed(path) if f"{_step(s)[0]}/{_step(s)[1]}" == last), ""
-            )
+            dnat_step = next((s for s in reversed(path) if f"{_step(s)[0]}/{_step(s)[1]}" == last), "")
             _add_edge(edges, last, end_id, share, dnat_step, rules)
     g.nodes = sorted(nodes.values(), key=lambda n: (n.depth, n.order, n.label))
     g.edges = list(edges.values())

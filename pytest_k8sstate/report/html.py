@@ -72,11 +72,12 @@ def _outcomes_table(g: ServiceGraph, caption: str) -> str:
     if g.error:
         return f'<p class="error">{escape(caption)}: {escape(g.error)}</p>'
     rows = [
-        '<tr><th>share</th><th>destination</th><th>pod</th><th>masquerade</th><th>verdict</th><th>assumes</th></tr>'
+        "<tr><th>share</th><th>destination</th><th>pod</th><th>masquerade</th><th>verdict</th><th>assumes</th></tr>"
     ]
     for o in sorted(g.outcomes, key=lambda o: addr_key(o.target))[:100]:
         rows.append(
-            f'<tr class="outcome" data-target="{escape(o.target)}" data-share="{escape(fraction_text(o.share))}">'
+            f'<tr class="outcome" data-target="{escape(o.target)}" '
+            f'data-share="{escape(fraction_text(o.share))}">'
             f"<td>{escape(percent_text(o.share))} ({escape(fraction_text(o.share))})</td>"
             f"<td>{escape(o.target)}</td><td>{escape(o.pod or '-')}</td>"
             f"<td>{'yes' if o.masquerade else 'no'}</td><td>{escape(o.verdict)}</td>"
@@ -87,7 +88,7 @@ def _outcomes_table(g: ServiceGraph, caption: str) -> str:
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in g.notes)
     return (
         f'<table class="outcomes"><caption>{escape(caption)}: {escape(g.packet)}</caption>'
-        f'{"".join(rows)}</table>{notes}'
+        f"{''.join(rows)}</table>{notes}"
     )
 
 
@@ -96,7 +97,7 @@ def _service_html(g: ServiceGraph, old: ServiceGraph | None) -> str:
     side = "after" if g.side == "after" else "before (removed after)"
     parts = [
         f'<section class="service" data-service="{escape(g.service)}" data-node="{escape(g.node)}">',
-        f"<h3>{escape(g.service)} <span class=\"where\">on {escape(g.node)} · {escape(g.backend)}</span></h3>",
+        f'<h3>{escape(g.service)} <span class="where">on {escape(g.node)} · {escape(g.backend)}</span></h3>',
         f'<p class="summary">{escape(g.summary)}</p>',
     ]
     svg = graph_svg(g)
@@ -151,12 +152,19 @@ def render_report(
     graphs, rest = service_graphs(before, after, diff)
     services = "".join(_service_html(g, old) for g, old in graphs)
     if rest:
-        services += f'<p class="more">{len(rest)} more changed Services (graphs not drawn):</p><ul class="rest">'
+        services += (
+            f'<p class="more">{len(rest)} more changed Services (graphs not drawn):</p><ul class="rest">'
+        )
         services += "".join(f"<li>{escape(line)}</li>" for line in rest[:500]) + "</ul>"
     if not graphs and not rest:
         services = '<p class="note">no Service\'s kube-proxy rules changed</p>'
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in diff.notes)
     summary = escape(diff.summary(limit=SUMMARY_LINES))
+    hidden_note = (
+        f'<p class="note">{n_hidden} changes hidden by the ignore patterns (leases, events …)</p>'
+        if n_hidden
+        else ""
+    )
     revs = f"etcd revision {diff.before_revision} → {diff.after_revision}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -169,7 +177,7 @@ def render_report(
 {_when(after.taken_at)} · {escape(revs)} · nodes: {escape(", ".join(sorted(after.nodes)) or "none")}</p>
 {notes}</header>
 <section id="etcd"><h2>etcd <span class="counts">{escape(counts)}</span></h2>
-{f'<p class="note">{n_hidden} changes hidden by the ignore patterns (leases, events …)</p>' if n_hidden else ""}
+{hidden_note}
 {etcd_tree_html(view.etcd.added, view.etcd.removed, view.etcd.modified, _objects(before, after, view))}
 </section>
 <section id="services"><h2>Services: kube-proxy paths</h2>{services}</section>

@@ -43,8 +43,12 @@ def graph_svg(g: ServiceGraph) -> str:
     for n in g.nodes:
         columns.setdefault(n.depth, []).append(n)
     widths = {
-        d: max(len(_label(n.label)) if not n.detail else max(len(_label(n.label)), len(_label(n.detail)))
-               for n in col) * CHAR_W + 2 * PAD
+        d: max(
+            len(_label(n.label)) if not n.detail else max(len(_label(n.label)), len(_label(n.detail)))
+            for n in col
+        )
+        * CHAR_W
+        + 2 * PAD
         for d, col in columns.items()
     }
     heights = {d: sum(_height(n) + GAP_Y for n in col) - GAP_Y for d, col in columns.items()}
@@ -89,7 +93,9 @@ def graph_svg(g: ServiceGraph) -> str:
             f'<text x="{x0 + PAD:.1f}" y="{y0 + 19:.1f}">{escape(_label(n.label))}</text>'
         )
         if n.detail:
-            parts.append(f'<text class="pod" x="{x0 + PAD:.1f}" y="{y0 + 36:.1f}">{escape(_label(n.detail))}</text>')
+            parts.append(
+                f'<text class="pod" x="{x0 + PAD:.1f}" y="{y0 + 36:.1f}">{escape(_label(n.detail))}</text>'
+            )
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)

@@ -53,16 +53,17 @@ def _value(v: Any) -> str:
 def _fields_html(values: list[FieldChange] | None, changed: list[str] | None) -> str:
     if values is None:
         if changed is None:
-            return '<p class="note">value not decodable (encrypted, binary or a Secret): fields not compared</p>'
+            return (
+                '<p class="note">value not decodable (encrypted, binary or a Secret): fields not compared</p>'
+            )
         return ""
     if not values:
         return '<p class="note">same content rewritten (no field changed)</p>'
     rows = []
     for c in values[:MAX_FIELDS]:
         if c.collapsed and c.before is ABSENT and c.after is ABSENT:
-            rows.append(
-                f'<tr class="field collapsed"><td class="path" colspan="4">{escape(format_change(c))}</td></tr>'
-            )
+            text = escape(format_change(c))
+            rows.append(f'<tr class="field collapsed"><td class="path" colspan="4">{text}</td></tr>')
             continue
         before = "(none)" if c.before is ABSENT else (str(c.before) if c.truncated else _value(c.before))
         after = "(none)" if c.after is ABSENT else (str(c.after) if c.truncated else _value(c.after))
@@ -96,10 +97,10 @@ def _leaf_html(seg: str, change: str, kc: KeyChange, obj: Any) -> str:
 
 
 def _dir_html(name: str, d: _Dir, objects: Mapping[str, Any], depth: int) -> str:
-    items = [
-        _dir_html(n, child, objects, depth + 1) for n, child in sorted(d.children.items())
-    ] + [_leaf_html(seg, ch, kc, objects.get(kc.key)) for seg, ch, kc in d.leaves]
-    inner = f'<ul>{"".join(items)}</ul>'
+    items = [_dir_html(n, child, objects, depth + 1) for n, child in sorted(d.children.items())] + [
+        _leaf_html(seg, ch, kc, objects.get(kc.key)) for seg, ch, kc in d.leaves
+    ]
+    inner = f"<ul>{''.join(items)}</ul>"
     if depth == 0:
         return inner
     return (
@@ -119,8 +120,9 @@ def etcd_tree_html(
     changes = sorted(
         [(kc.key, "added", kc) for kc in added]
         + [(kc.key, "removed", kc) for kc in removed]
-        + [(kc.key, "modified", kc) for kc in modified]
-    , key=lambda t: t[0])
+        + [(kc.key, "modified", kc) for kc in modified],
+        key=lambda t: t[0],
+    )
     if not changes:
         return '<div class="tree empty"><p class="note">no etcd changes</p></div>'
     root = _Dir()

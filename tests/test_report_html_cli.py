@@ -3,7 +3,10 @@ process): the page it writes, filters, stdout, and one clear line with exit 2 fo
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +88,39 @@ def test_help_has_an_example(files: Path) -> None:
     usage = k8sstate("report", "before.json", cwd=files)
     assert usage.returncode == 2
     assert "-o/--output" in usage.stderr
+
+
+DOC = ROOT / "docs" / "report.md"
+
+
+def _doc_commands() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for block in re.findall(r"```console\n(.*?)```", DOC.read_text(), flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                out.append((line[2:], ""))
+            elif out:
+                out[-1] = (out[-1][0], out[-1][1] + line + "\n")
+    return out
+
+
+@pytest.mark.parametrize(("cmd", "shown"), _doc_commands(), ids=[c for c, _ in _doc_commands()])
+def test_docs_report_md_commands_run(files: Path, cmd: str, shown: str) -> None:
+    (files / "after.json").write_bytes(gzip.decompress((files / "after.json.gz").read_bytes()))
+    argv = shlex.split(cmd)
+    assert argv[0] == "k8sstate"
+    r = k8sstate(*argv[1:], cwd=files)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == shown
+    out = argv[argv.index("-o") + 1]
+    assert (files / out).read_text().startswith("<!DOCTYPE html>")
+
+
+def test_docs_report_md_python_example_runs(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (files / "after.json").write_bytes(gzip.decompress((files / "after.json.gz").read_bytes()))
+    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    monkeypatch.chdir(files)
+    exec(compile(code, str(DOC), "exec"), {})  # the document's own example
+    page = (files / "diff.html").read_text()
+    assert "<title>web scaled to 3</title>" in page
+    assert 'data-service="default/web:http"' in page

@@ -194,3 +194,19 @@ def test_the_page_is_self_contained_and_escaped() -> None:
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page
     assert "default-src 'none'" in page
+
+
+def test_hostile_names_in_rules_are_escaped_everywhere() -> None:
+    """A rule dump is user input too: a kube-proxy comment naming ``<script>`` reaches the Service's
+    name, the graph's labels and the text summary — as text."""
+    evil = "default/<script>alert(1)</script>:http"
+    dump = kube_proxy_iptables(
+        [KubeService("default", "web", "10.96.0.20", 80, endpoints=("10.244.1.2:8080",), port_name="http")]
+    ).replace("default/web:http", evil)
+    before, after = snapshots()
+    ns = NodeState(NODE, iptables=parse_iptables_save(dump, source="evil"), addrs=[NODE_ADDR])
+    after.nodes[NODE] = ns
+    page = render_report(before, after)
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'data-service="default/&lt;script&gt;alert(1)&lt;/script&gt;:http"' in page

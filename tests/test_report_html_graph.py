@@ -21,6 +21,7 @@ from pytest_k8sstate.report import render_report, service_graph
 from pytest_k8sstate.report.graph import MAX_OUTCOMES, ServiceGraph, fraction_text
 from pytest_k8sstate.report.svg import graph_svg
 from pytest_k8sstate.report.tree import MAX_KEYS, etcd_tree_html
+from pytest_k8sstate.state import Snapshot
 from pytest_k8sstate.state.etcddiff import KeyChange
 from pytest_k8sstate.state.kubeproxy import ServiceChange
 from pytest_k8sstate.testing.iptables_gen import KubeService, kube_proxy_iptables
@@ -210,3 +211,16 @@ def test_hostile_names_in_rules_are_escaped_everywhere() -> None:
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'data-service="default/&lt;script&gt;alert(1)&lt;/script&gt;:http"' in page
+
+
+def test_deep_keys_and_empty_diffs_stay_bounded() -> None:
+    deep = "/registry/" + "/".join(f"s{i}" for i in range(5000))
+    html = etcd_tree_html([KeyChange(deep)], [], [])
+    assert html.count("<details") == 7  # MAX_DEPTH - 1 folders, the rest is the leaf's name
+    assert "s7/s8/s9" in html
+    before, _ = snapshots()
+    same = render_report(before, before)
+    assert "no etcd changes" in same
+    assert "no Service's kube-proxy rules changed" in same
+    bare = render_report(Snapshot("a", 1.0), Snapshot("b", 2.0))
+    assert "no etcd changes" in bare

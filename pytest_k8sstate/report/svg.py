@@ -15,6 +15,8 @@ CHAR_W = 7.2
 """Pixels per character of the 12px monospace labels."""
 MAX_LABEL = 48
 """Characters of a box's label (the full name is its tooltip)."""
+MAX_TIP = 600
+"""Characters of a box's tooltip."""
 BOX_H = 30
 POD_H = 44
 GAP_Y = 18
@@ -86,7 +88,7 @@ def graph_svg(g: ServiceGraph) -> str:
         )
     for n in g.nodes:
         x0, y0, w, h = pos[n.id]
-        tip = n.label + (f" — pod {n.detail}" if n.detail else "")
+        tip = (n.label + (f" — pod {n.detail}" if n.detail else ""))[:MAX_TIP]
         parts.append(
             f'<g class="node {escape(n.kind)}" data-id="{escape(n.id)}"><title>{escape(tip)}</title>'
             f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{w:.1f}" height="{h}" rx="5"/>'

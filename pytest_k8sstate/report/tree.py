@@ -26,6 +26,8 @@ MAX_FIELDS = 60
 MAX_OBJECT = 4000
 """Characters of an added/removed object's JSON shown."""
 VALUE_WIDTH = 120
+MAX_DEPTH = 8
+"""Tree levels; a key with more segments keeps the rest in its leaf's name."""
 
 _MARK = {"added": "+", "removed": "−", "modified": "~"}
 
@@ -43,6 +45,8 @@ def _segments(key: str) -> list[str]:
     parts = [p for p in key.split("/") if p]
     if parts and parts[0] == "registry":
         parts = parts[1:]
+    if len(parts) > MAX_DEPTH:
+        parts = [*parts[: MAX_DEPTH - 1], "/".join(parts[MAX_DEPTH - 1 :])]
     return parts or [key]
 
 

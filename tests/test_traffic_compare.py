@@ -15,6 +15,7 @@ from pytest_k8sstate.parse.iptables import parse_iptables_save
 from pytest_k8sstate.state.snapshot import Snapshot
 from pytest_k8sstate.traffic.compare import assert_traffic_matches_trace, outcome_name, traced_outcomes
 from pytest_k8sstate.traffic.probe import Connection, ProbeResult
+from pytest_k8sstate.util import evidence
 
 NODE_IP = "172.18.0.2"
 BRIDGE_IP = "10.244.0.1"
@@ -94,18 +95,42 @@ def test_fair_observed_split_passes():
     )
     assert test.passed
     assert test.total == 300
+    assert test.p_value > 0.5
 
 
 def test_skewed_split_fails_with_traced_and_observed_side_by_side():
+    evidence.drain()
     with pytest.raises(AssertionError) as err:
         assert_traffic_matches_trace(_snapshot(), _probe({"web-a": 160, "web-b": 70, "web-c": 70}), node="n1")
     text = str(err.value)
     assert "unlikely under the traced one" in text
-    assert "traced p" in text
+    assert "traced share" in text
     assert "observed" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("web-a"))
     assert "0.33333" in row
     assert "160" in row
+    # the row's own p (160 of 300 where 100 are expected) is tiny; the table says so
+    assert float(row.split()[4]) < 1e-6, row
+    [recorded] = evidence.drain("traffic")
+    assert not recorded.passed
+    assert "DOES NOT match the trace" in recorded.text and "web-a" in recorded.text
+
+
+def test_comparison_table_and_evidence_of_a_passing_probe():
+    evidence.drain()
+    comparison = assert_traffic_matches_trace(
+        _snapshot(), _probe({"web-a": 97, "web-b": 104, "web-c": 99}), node="n1"
+    )
+    header, *rows, footer = comparison.table()
+    assert header.split()[:6] == ["backend", "traced", "share", "observed", "expected", "p"]
+    assert {r.split()[0] for r in rows} == set(PODS)
+    by_name = {r.split()[0]: r.split() for r in rows}
+    assert by_name["web-b"][2] == "104" and by_name["web-b"][3] == "100.0"
+    assert 0.6 < float(by_name["web-b"][4]) < 0.8  # (104-100)^2/(100*2/3) = 0.24 -> p = 0.62..0.63
+    assert by_name["web-b"][5] == "yes"  # masqueraded from the node
+    assert footer.startswith("N=300")
+    [recorded] = evidence.drain("traffic")
+    assert recorded.passed and recorded.text.splitlines()[0].endswith("matches the trace")
 
 
 def test_masquerade_mismatch_fails():

@@ -17,26 +17,29 @@ import pytest
 from pytest_k8sstate.assertions import assert_conntrack_dnat
 from pytest_k8sstate.node import conntrack
 from pytest_k8sstate.node.capture import NodeState, collect_node
-from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.node.exec import CommandResult, NetnsExec, run_command
 from pytest_k8sstate.state.snapshot import Snapshot
 
 BUSYBOX = "/bin/busybox"
 VIP, BACKEND = "10.96.7.7", "127.0.0.1"
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("conntrack") or not shutil.which("nft") or not Path(BUSYBOX).exists(),
+    os.geteuid() != 0
+    or not shutil.which("conntrack")
+    or not shutil.which("nft")
+    or not Path(BUSYBOX).exists(),
     reason="needs root, conntrack, nft and busybox-static (network namespaces)",
 )
 
 
-def _ns(name: str, *argv: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["ip", "netns", "exec", name, *argv], check=True, timeout=20, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
+def _ns(name: str, *argv: str, input: bytes | None = None) -> CommandResult:
+    return run_command(["ip", "netns", "exec", name, *argv], timeout=20, input=input, where=f"netns {name}")
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
     name = f"k8ss-ct-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
+    run_command(["ip", "netns", "add", name], timeout=20)
     server = None
     try:
         _ns(name, "ip", "link", "set", "lo", "up")
@@ -46,7 +49,7 @@ def netns() -> Iterator[str]:
             f"ip daddr {VIP} tcp dport 80 dnat to {BACKEND}:8080; }}; }}"
         )
         _ns(name, "nft", "-f", "-", input=rules.encode())
-        server = subprocess.Popen(
+        server = subprocess.Popen(  # noqa: S603 - argv of our own, no shell
             ["ip", "netns", "exec", name, BUSYBOX, "nc", "-l", "-p", "8080", "-e", BUSYBOX, "echo", "hi"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -61,7 +64,7 @@ def netns() -> Iterator[str]:
         if server is not None:
             server.kill()
             server.wait(timeout=10)
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=20)
+        run_command(["ip", "netns", "del", name], timeout=20, check=False)
 
 
 def test_conntrack_part_captures_the_dnat_tuple(netns):
@@ -72,7 +75,8 @@ def test_conntrack_part_captures_the_dnat_tuple(netns):
     assert conntrack.set_enabled(False) is None
     try:
         plain = collect_node(exec, parts=["routes"])
-        assert plain.conntrack is None and "conntrack" not in plain.to_json()
+        assert plain.conntrack is None
+        assert "conntrack" not in plain.to_json()
         conntrack.set_enabled(True)
         state = collect_node(exec, parts=["routes", "addrs"])
         assert state.conntrack is None  # explicit parts: only those
@@ -83,7 +87,9 @@ def test_conntrack_part_captures_the_dnat_tuple(netns):
     assert "conntrack" not in state.errors
     [entry] = [e for e in state.conntrack if e.orig.dst == VIP]
     assert (entry.orig.dport, entry.reply.src, entry.reply.sport) == (80, BACKEND, 8080)
-    assert entry.dnat and entry.proto == "tcp" and entry.family == "ipv4"
+    assert entry.dnat
+    assert entry.proto == "tcp"
+    assert entry.family == "ipv4"
 
     snap = Snapshot("probed", 0.0, nodes={"n1": state})
     again = Snapshot.from_json(snap.to_json())
@@ -101,4 +107,6 @@ def test_missing_conntrack_program_is_a_named_error(netns, tmp_path, monkeypatch
     monkeypatch.setattr(exec, "command", lambda argv: ["ip", "netns", "exec", netns, "/bin/sh", *argv[1:]])
     state = collect_node(exec, parts=["conntrack"])
     assert state.conntrack is None
-    assert state.errors["conntrack"] == "conntrack not found on node n1; install conntrack in the node (image)"
+    assert (
+        state.errors["conntrack"] == "conntrack not found on node n1; install conntrack in the node (image)"
+    )

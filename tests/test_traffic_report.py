@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-TESTS = '''
+TESTS = """
 import os
 import sys
 
@@ -42,7 +42,7 @@ def test_marked():
 
 def test_after_marked():
     assert conntrack.enabled() is {session_on}
-'''
+"""
 
 
 def _run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> pytest.RunResult:
@@ -63,13 +63,19 @@ def test_traffic_section_and_artifact(pytester: pytest.Pytester, monkeypatch: py
     out = result.stdout.str()
     # the passing test's section (-rP) and the failing one's, each with the table
     assert out.count("k8sstate traffic") == 2, out
-    assert "10.96.0.50:80 from node/n1 (traced on n1, packet 172.18.0.2 -> 10.96.0.50:80): matches the trace" in out
+    assert (
+        "10.96.0.50:80 from node/n1 (traced on n1, packet 172.18.0.2 -> 10.96.0.50:80): matches the trace"
+        in out
+    )
     assert "DOES NOT match the trace" in out
     assert "backend  traced share  observed  expected        p  masq  sources seen" in out
     files = sorted(p.relative_to(arts).as_posix() for p in arts.rglob("traffic.txt"))
-    assert len(files) == 2 and any("test_fair" in f for f in files) and any("test_skewed" in f for f in files)
+    assert len(files) == 2
+    assert any("test_fair" in f for f in files)
+    assert any("test_skewed" in f for f in files)
     fair = next(p for p in arts.rglob("traffic.txt") if "test_fair" in str(p)).read_text()
-    assert fair.splitlines()[0].endswith("matches the trace") and "N=300" in fair
+    assert fair.splitlines()[0].endswith("matches the trace")
+    assert "N=300" in fair
     # tests without traffic get no section (the marker's switch is on only during the marked test)
     assert "test_no_traffic" not in out.split("PASSES")[1].split("short test summary")[0]
 

@@ -29,7 +29,9 @@ def _hostport(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-def conntrack_entries(state: Snapshot | NodeState, node: str | None = None) -> dict[str, list[ConntrackEntry]]:
+def conntrack_entries(
+    state: Snapshot | NodeState, node: str | None = None
+) -> dict[str, list[ConntrackEntry]]:
     """Node → its captured conntrack entries; AssertionError naming how to capture them when none were."""
     out: dict[str, list[ConntrackEntry]] = {}
     missing: list[str] = []

@@ -283,7 +283,9 @@ def collect_node(
     ``nft_fast`` (default: on unless ``$K8SSTATE_IPTABLES_FAST=0``) reads iptables-nft tables over
     netlink instead of running ``iptables-save`` (same result; see the module doc).
     """
-    wanted = list(parts) if parts is not None else [*ALL_PARTS, *(["conntrack"] if conntrack.enabled() else [])]
+    wanted = (
+        list(parts) if parts is not None else [*ALL_PARTS, *(["conntrack"] if conntrack.enabled() else [])]
+    )
     unknown = [p for p in wanted if p not in _PART_CMD]
     if unknown:
         raise K8sStateError(f"unknown node state part(s) {unknown}; choose from {', '.join(ALL_PARTS)}")

@@ -29,7 +29,8 @@ _forced: bool | None = None
 
 
 def enabled() -> bool:
-    """Whether captures include the conntrack part by default (:func:`set_enabled`, else ``$K8SSTATE_CONNTRACK``)."""
+    """Whether captures include the conntrack part by default (:func:`set_enabled`, else
+    ``$K8SSTATE_CONNTRACK``)."""
     if _forced is not None:
         return _forced
     return os.environ.get(ENV, "0").strip().lower() not in ("0", "false", "no", "")

@@ -167,7 +167,9 @@ def _tuple(
     extra: list[tuple[str, str]] = []
     for k, v in kvs:
         if k in d or any(k == e for e, _ in extra):
-            raise ParseError(source, line, f"{which} tuple: one {k}= (a key appears once per direction)", text)
+            raise ParseError(
+                source, line, f"{which} tuple: one {k}= (a key appears once per direction)", text
+            )
         if k in ("src", "dst", *_PORT_KEYS):
             d[k] = v
         else:
@@ -187,7 +189,9 @@ def _tuple(
     if (ports[0] is None) != (ports[1] is None):
         raise ParseError(source, line, f"{which} tuple: both sport= and dport= or neither", text)
     if protonum in (6, 17, 132, 33, 136) and ports[0] is None:
-        raise ParseError(source, line, f"{which} tuple: sport= and dport= (protocol {protonum} has ports)", text)
+        raise ParseError(
+            source, line, f"{which} tuple: sport= and dport= (protocol {protonum} has ports)", text
+        )
     return CtTuple(src, dst, ports[0], ports[1], tuple(extra))
 
 

@@ -74,7 +74,7 @@ def traced_outcomes(
     if not source:
         raise ConfigError("the probe's source address is unknown; pass src= (the client's IP)")
     dst, dport = _split_target(observed.target)
-    # the traced node's own addresses (addrtype LOCAL: NodePorts); a client is "on the node" iff its address is
+    # the traced node's addresses (addrtype LOCAL: NodePorts); the client is "on the node" iff its address is
     local = state.local_ips
     packet = Packet(
         dst=dst,

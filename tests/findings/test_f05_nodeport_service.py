@@ -121,6 +121,9 @@ def test_finding_05_observed_nodeport_from_another_node_and_outside(k8s_cluster,
 
     outside = probe_from_outside(k8s_cluster, target_ip, node_port, 20)
     comparison = assert_traffic_matches_trace(snap, outside, node=target)
-    print(f"\n[f05] outside ({outside.source_ip}) -> {to}: {outside.rate:.0f}/s; " + "; ".join(comparison.table()))
+    print(
+        f"\n[f05] outside ({outside.source_ip}) -> {to}: {outside.rate:.0f}/s; "
+        + "; ".join(comparison.table())
+    )
     assert outside.counts() == observed.counts(), (outside.counts(), observed.counts())
     assert outside.source_ip not in snap.nodes[target].local_ips

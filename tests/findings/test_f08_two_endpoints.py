@@ -96,6 +96,8 @@ def test_finding_08_observed_split(k8s_cluster, cluster_state, k8s_api):
     wait_proxy_endpoints(k8s_cluster, SERVICE, 2)
     snap = cluster_state.snapshot("programmed")
     node = node_names(k8s_cluster)[0]
-    observed, comparison = observe(k8s_cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N)
+    observed, comparison = observe(
+        k8s_cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N
+    )
     assert sorted(observed.backend_ips.values()) == sorted(ips), observed.counts()
     assert [round(r[1], 6) for r in comparison.split.rows] == [0.5, 0.5]

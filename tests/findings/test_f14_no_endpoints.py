@@ -109,7 +109,9 @@ def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s_api)
         assert [(o.probability, o.dnat, o.verdict) for o in result.outcomes] == [(1, None, "REJECT")], node
 
 
-@pytest.mark.k8sstate_finding(14, "observed: connections to a Service without endpoints are refused, as traced")
+@pytest.mark.k8sstate_finding(
+    14, "observed: connections to a Service without endpoints are refused, as traced"
+)
 @pytest.mark.k8sstate_needs("container-runtime")
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_14_observed_refused(k8s_cluster, cluster_state, k8s_api):

@@ -76,7 +76,9 @@ def _run_scenario(mode: str, cluster: Any, snapshot: Callable[[str], Any], k8s_a
     result = ScenarioResult(first, service_rules(snap, SERVICE))
     if real:
         node = node_names(cluster)[0]
-        observed, _ = observe(cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N, mode=mode)
+        observed, _ = observe(
+            cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N, mode=mode
+        )
         by_host = {h: endpoints.index(f"{ip}:8080") for h, ip in observed.backend_ips.items()}
         assert sorted(by_host.values()) == [0, 1, 2], observed.counts()
         result.observed = {by_host[h]: n for h, n in observed.counts().items()}

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from pytest_k8sstate.binaries import ensure_binaries, find_binary
+from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.providers.docker.cli import DockerCli
 from pytest_k8sstate.providers.kind.image.agnhost import ensure_agnhost_image, load_into_nodes
-from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.traffic import ProbeResult, TrafficComparison, assert_traffic_matches_trace, probe
 from pytest_k8sstate.traffic.probe import HOST_BUSYBOX, PodExec, run_probe
 from pytest_k8sstate.traffic.targets import pod_ips

@@ -165,3 +165,64 @@ def test_bad_inputs_are_config_errors():
         assert_traffic_matches_trace(_snapshot(), _probe({"web-a": 3, "web-b": 3, "web-c": 3}), node="n1")
     with pytest.raises(ConfigError, match="no nftables state"):
         assert_traffic_matches_trace(_snapshot(), _probe({"web-a": 300}), node="n1", mode="nftables")
+
+
+_CHECK = "-m recent --rcheck --seconds 10800 --reap --name"
+_SET = "-p tcp -m recent --set --name"
+_SRC = "--mask 255.255.255.255 --rsource"
+STICKY = f"""*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-S - [0:0]
+:KUBE-SEP-SA - [0:0]
+:KUBE-SEP-SB - [0:0]
+-A PREROUTING -j KUBE-SERVICES
+-A OUTPUT -j KUBE-SERVICES
+-A POSTROUTING -j KUBE-POSTROUTING
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-POSTROUTING -j MASQUERADE --random-fully
+-A KUBE-SERVICES -d 10.96.0.70/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-S
+-A KUBE-SVC-S ! -s 10.244.0.0/16 -d 10.96.0.70/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ
+-A KUBE-SVC-S {_CHECK} KUBE-SEP-SA {_SRC} -j KUBE-SEP-SA
+-A KUBE-SVC-S {_CHECK} KUBE-SEP-SB {_SRC} -j KUBE-SEP-SB
+-A KUBE-SVC-S -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-SA
+-A KUBE-SVC-S -j KUBE-SEP-SB
+-A KUBE-SEP-SA {_SET} KUBE-SEP-SA {_SRC} -m tcp -j DNAT --to-destination {PODS["web-a"]}:8080
+-A KUBE-SEP-SB {_SET} KUBE-SEP-SB {_SRC} -m tcp -j DNAT --to-destination {PODS["web-b"]}:8080
+COMMIT
+"""
+
+
+def _sticky() -> Snapshot:
+    snap = _snapshot()
+    snap.nodes["n1"].iptables = parse_iptables_save(STICKY, "sticky rules")
+    return snap
+
+
+def test_affinity_follow_ups_are_compared_with_the_returning_trace():
+    """ClientIP affinity (``-m recent``): a client's follow-up connections, given its first backend, are
+    traced to that backend with probability 1; as NEW connections the same counts are a failed split."""
+    first = f"{PODS['web-a']}:8080"
+    follow_ups = _probe({"web-a": 29}, target="10.96.0.70:80")
+    comparison = assert_traffic_matches_trace(
+        _sticky(), follow_ups, node="n1", affinity="returning", first_backend=first
+    )
+    assert [(r[0], r[1]) for r in comparison.split.rows] == [("web-a", 1.0)]
+    assert "returning client after 10.244.0.5:8080" in comparison.title
+    with pytest.raises(AssertionError, match="never produces: web-b"):
+        assert_traffic_matches_trace(
+            _sticky(),
+            _probe({"web-a": 28, "web-b": 1}, target="10.96.0.70:80"),
+            node="n1",
+            affinity="returning",
+            first_backend=first,
+        )
+    with pytest.raises(AssertionError, match="unlikely under the traced one"):  # 29/0 of a 1/2 split
+        assert_traffic_matches_trace(_sticky(), follow_ups, node="n1")
+    evidence.drain()

@@ -16,6 +16,9 @@ addrs       ``ip -j -d addr show``            ``addrs``
 routes      ``ip -j route show table all``    ``routes`` (IPv4, every table incl. ``local``)
 =========== ================================= ===========================================
 
+Optional part ``conntrack`` (``conntrack -L -o extended``, IPv4 + IPv6 → ``conntrack``, a list of
+``ConntrackEntry``): off by default, see :mod:`pytest_k8sstate.node.conntrack`.
+
 ``nft -j list ruleset`` holds every family (``ip``, ``ip6``, ``inet``, ``arp``, ``bridge``, ``netdev``).
 
 **nf_tables fast path.** Where ``iptables -V`` says ``(nf_tables)``, ``iptables-save`` is slow (80–140 s

@@ -15,6 +15,7 @@ package for assertion rewriting.
 from __future__ import annotations
 
 from pytest_k8sstate.assertions._common import get_verbosity, set_verbosity
+from pytest_k8sstate.assertions.conntrack import assert_conntrack_dnat, conntrack_entries
 from pytest_k8sstate.assertions.dataplane import assert_dnat_to, assert_masquerade, local_ips
 from pytest_k8sstate.assertions.keys import (
     assert_modified_keys,
@@ -41,6 +42,7 @@ from pytest_k8sstate.assertions.services import ServiceVip, find_services
 
 __all__ = [
     "ServiceVip",
+    "assert_conntrack_dnat",
     "assert_dnat_to",
     "assert_logs_contain",
     "assert_masquerade",
@@ -57,6 +59,7 @@ __all__ = [
     "assert_removed_keys",
     "assert_removed_links",
     "assert_removed_routes",
+    "conntrack_entries",
     "count_rules",
     "find_pod",
     "find_services",

@@ -16,6 +16,9 @@ addrs       ``ip -j -d addr show``            ``addrs``
 routes      ``ip -j route show table all``    ``routes`` (IPv4, every table incl. ``local``)
 =========== ================================= ===========================================
 
+Optional part ``conntrack`` (``conntrack -L -o extended``, IPv4 + IPv6 → ``conntrack``, a list of
+``ConntrackEntry``): off by default, see :mod:`pytest_k8sstate.node.conntrack`.
+
 ``nft -j list ruleset`` holds every family (``ip``, ``ip6``, ``inet``, ``arp``, ``bridge``, ``netdev``).
 
 **nf_tables fast path.** Where ``iptables -V`` says ``(nf_tables)``, ``iptables-save`` is slow (80–140 s
@@ -43,8 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import iptfast
+from pytest_k8sstate.node import conntrack, iptfast
 from pytest_k8sstate.node.exec import NodeExec
+from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
 from pytest_k8sstate.parse.iptables import IptablesRuleset, parse_iptables_save
@@ -62,6 +66,7 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "ipvs": (("ipvsadm", "-Sn"), "ipvsadm"),
     "ipaddr": (("ip", "-j", "-d", "addr", "show"), "iproute2"),  # links (with linkinfo) and addresses
     "routes": (("ip", "-j", "route", "show", "table", "all"), "iproute2"),
+    "conntrack": (("conntrack", "-L", "-o", "extended"), "conntrack"),  # optional: node/conntrack.py
 }
 # part → command id
 _PART_CMD: dict[str, str] = {
@@ -75,6 +80,7 @@ _PART_CMD: dict[str, str] = {
     "routes": "routes",
 }
 ALL_PARTS: tuple[str, ...] = tuple(_PART_CMD)
+_PART_CMD["conntrack"] = "conntrack"  # optional part, not in ALL_PARTS (see node/conntrack.py)
 _NO_IPVS_RC = 199  # our script's code for "this node has no IPVS": not an error
 _MISSING_RC = 127  # sh: command not found
 
@@ -90,6 +96,7 @@ class NodeState:
     links: list[dict[str, Any]] = field(default_factory=list)
     addrs: list[dict[str, Any]] = field(default_factory=list)
     routes: list[dict[str, Any]] = field(default_factory=list)
+    conntrack: list[ConntrackEntry] | None = None  # optional part (node/conntrack.py); None: not captured
     errors: dict[str, str] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)
     """How a part was read when not by its plain command: ``{"iptables": "nf_tables netlink"}``, or
@@ -116,6 +123,7 @@ class NodeState:
             "links": self.links,
             "addrs": self.addrs,
             "routes": self.routes,
+            **({"conntrack": [e.to_json() for e in self.conntrack]} if self.conntrack is not None else {}),
             "errors": dict(self.errors),
             "methods": dict(self.methods),
         }
@@ -135,6 +143,11 @@ class NodeState:
                 links=[dict(x) for x in d.get("links") or []],
                 addrs=[dict(x) for x in d.get("addrs") or []],
                 routes=[dict(x) for x in d.get("routes") or []],
+                conntrack=(
+                    [ConntrackEntry.from_json(e) for e in d["conntrack"]]
+                    if d.get("conntrack") is not None
+                    else None
+                ),
                 errors={str(k): str(v) for k, v in (d.get("errors") or {}).items()},
                 methods={str(k): str(v) for k, v in (d.get("methods") or {}).items()},
             )
@@ -165,6 +178,8 @@ def _script(parts: list[str], marker: str, python: str | None = None) -> str:
         argv = " ".join(shlex.quote(a) for a in _COMMANDS[p][0])
         if python is not None and p in iptfast.FAMILY:
             argv = f"( {iptfast.shell_command(p, python)} )"
+        if p == "conntrack":
+            argv = f"( {conntrack.SCRIPT} )"
         if p == "ipvs":
             # ipvsadm would try to modprobe ip_vs: don't even start it when the kernel has no IPVS
             argv = f"if [ -e /proc/net/ip_vs ]; then {argv}; else exit {_NO_IPVS_RC}; fi"
@@ -221,7 +236,7 @@ def _run_batched(
 
 
 def _run_single(exec: NodeExec, part: str, timeout: float, fast: bool = False) -> _Raw:
-    argv = list(_COMMANDS[part][0])
+    argv = ["sh", "-c", conntrack.SCRIPT] if part == "conntrack" else list(_COMMANDS[part][0])
     if fast and part in iptfast.FAMILY:
         out = iptfast.single_command(exec, part, timeout)
         if out is not None:
@@ -250,6 +265,7 @@ _PARSERS: dict[str, Callable[[bytes, str], Any]] = {
     "links": lambda b, src: parse_ip_json(b, "link", source=src),
     "addrs": lambda b, src: parse_ip_json(b, "addr", source=src),
     "routes": lambda b, src: parse_ip_json(b, "route", source=src),
+    "conntrack": lambda b, src: conntrack.parse_part(b, src),
 }
 
 
@@ -270,7 +286,9 @@ def collect_node(
     ``nft_fast`` (default: on unless ``$K8SSTATE_IPTABLES_FAST=0``) reads iptables-nft tables over
     netlink instead of running ``iptables-save`` (same result; see the module doc).
     """
-    wanted = list(parts) if parts is not None else list(ALL_PARTS)
+    wanted = (
+        list(parts) if parts is not None else [*ALL_PARTS, *(["conntrack"] if conntrack.enabled() else [])]
+    )
     unknown = [p for p in wanted if p not in _PART_CMD]
     if unknown:
         raise K8sStateError(f"unknown node state part(s) {unknown}; choose from {', '.join(ALL_PARTS)}")
@@ -327,6 +345,10 @@ def collect_node(
                 "(a pytest-k8sstate parser bug: please report it with the output)"
             )
             continue
+        if p == "conntrack":
+            value, note = value
+            if note:
+                state.errors[p] = note
         setattr(state, p, value)
     return state
 

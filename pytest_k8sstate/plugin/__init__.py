@@ -27,6 +27,9 @@ from pytest_k8sstate.plugin.hooks import (
     pytest_testnodedown,
 )
 
+# a second plugin module (its own hooks): the traffic report section and the conntrack switch
+pytest_plugins = ["pytest_k8sstate.plugin.traffic_report"]
+
 __all__ = [
     "_k8sstate_markers",
     "cluster_state",

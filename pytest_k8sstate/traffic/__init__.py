@@ -8,7 +8,7 @@ The workload image itself is built by :mod:`pytest_k8sstate.providers.kind.image
 
 from __future__ import annotations
 
-from pytest_k8sstate.traffic.compare import assert_traffic_matches_trace, traced_outcomes
+from pytest_k8sstate.traffic.compare import TrafficComparison, assert_traffic_matches_trace, traced_outcomes
 from pytest_k8sstate.traffic.probe import Connection, PodExec, ProbeResult, run_probe
 from pytest_k8sstate.traffic.stats import DEFAULT_ALPHA, SplitTest, chi2_sf, split_test
 from pytest_k8sstate.traffic.targets import Source, Target, parse_source, parse_target, probe
@@ -21,6 +21,7 @@ __all__ = [
     "Source",
     "SplitTest",
     "Target",
+    "TrafficComparison",
     "assert_traffic_matches_trace",
     "chi2_sf",
     "parse_source",

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_k8sstate.assertions import assert_dnat_to, assert_masquerade, assert_new_chains
+from pytest_k8sstate.assertions import (
+    assert_conntrack_dnat,
+    assert_dnat_to,
+    assert_masquerade,
+    assert_new_chains,
+)
 
 from .helpers import (
     CLUSTER_CIDR,
     IN_CLUSTER_SRC,
     added_keys,
     chain_specs,
+    load_manifest,
     manifest,
     node_names,
     sep_chain,
@@ -20,6 +26,7 @@ from .helpers import (
     wait_proxy_endpoints,
     without_noise,
 )
+from .workloads import agnhost_on_nodes, netexec, observe
 
 SERVICE = "default/f04-web"
 PORT_ID = "default/f04-web:http"
@@ -113,3 +120,39 @@ def test_finding_04_clusterip_service(k8s_cluster, cluster_state, k8s_api):
     assert_dnat_to(after, service=PORT_ID, endpoints=[endpoint])
     assert_masquerade(after, service=PORT_ID)  # from outside the cluster CIDR: masqueraded
     assert_masquerade(after, service=PORT_ID, src=IN_CLUSTER_SRC, expected=False)
+
+
+@pytest.mark.k8sstate_finding(
+    4, "observed: connections to the ClusterIP reach the pod, masqueraded as traced; conntrack holds the DNAT"
+)
+@pytest.mark.k8sstate_needs("container-runtime")
+@pytest.mark.k8sstate_conntrack
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_04_observed_clusterip_reaches_the_pod(k8s_cluster, cluster_state, k8s_api):
+    """The observed half of finding 4 ("rules that redirect the traffic going to the service into the
+    corresponding Pod"): the same Pod, now an agnhost ``netexec`` on port 8080, and Service. 20 real
+    connections from a node to ``<ClusterIP>:80`` all reach ``f04-web`` (the trace: DNAT to podIP:8080,
+    probability 1, masqueraded from a node), and the pod saw one of the node's addresses, as the
+    masquerade predicts. Evidence from the kernel: the node's conntrack table (captured with
+    ``@pytest.mark.k8sstate_conntrack``) has the connections' DNAT tuple — original ``node → ClusterIP:80``,
+    reply ``podIP:8080 → node`` (source rewritten too: masqueraded).
+    """
+    tag = agnhost_on_nodes(k8s_cluster)
+    k8s_api.apply(netexec(load_manifest("04-pod.yaml"), tag))
+    k8s_api.wait_ready("pod/f04-web")
+    k8s_api.apply(manifest("04-service.yaml"))
+    k8s_api.wait_endpoints("svc/f04-web", count=1)
+    wait_proxy_endpoints(k8s_cluster, SERVICE, 1)
+    snap = cluster_state.snapshot("programmed")
+    cluster_ip = k8s_api.cluster_ip("svc/f04-web")
+    pod_ip = k8s_api.pod_ip("f04-web")
+    node = node_names(k8s_cluster)[0]
+
+    observed, _ = observe(k8s_cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=20)
+    assert observed.counts() == {"f04-web": 20}, observed.connections[:3]
+    assert observed.backend_ips == {"f04-web": pod_ip}
+
+    probed = cluster_state.snapshot("probed")
+    node_ip = k8s_cluster.node(node).ip
+    entries = assert_conntrack_dnat(probed, cluster_ip, 80, to=f"{pod_ip}:8080", node=node, src=node_ip)
+    assert all(e.snat for e in entries), [str(e) for e in entries]  # masqueraded, as traced

@@ -7,16 +7,19 @@ from fractions import Fraction
 import pytest
 
 from pytest_k8sstate.assertions import assert_new_chains
+from pytest_k8sstate.traffic import assert_traffic_matches_trace
 
 from .helpers import (
     OUTSIDE_SRC,
     chain_specs,
+    load_manifest,
     manifest,
     node_names,
     svc_chain,
     trace_on,
     wait_proxy_endpoints,
 )
+from .workloads import agnhost_on_nodes, netexec, observe, probe_from_outside
 
 SERVICE = "default/f05-web"
 PORT_ID = "default/f05-web:http"
@@ -86,3 +89,41 @@ def test_finding_05_nodeport_service(k8s_cluster, cluster_state, k8s_api):
             assert [(o.probability, o.dnat, o.masquerade, o.verdict) for o in result.outcomes] == [
                 (Fraction(1), endpoint, True, "ACCEPT")
             ], (node, dst, port, result.outcomes, result.path_examples)
+
+
+@pytest.mark.k8sstate_finding(
+    5, "observed: nodeIP:nodePort reaches the pod from another node and from outside the nodes, masqueraded"
+)
+@pytest.mark.k8sstate_needs("container-runtime")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_05_observed_nodeport_from_another_node_and_outside(k8s_cluster, cluster_state, k8s_api):
+    """The observed half of finding 5 ("the same port ... is opened on every node, which does DNAT to the
+    addresses of the Pods"): the Pod is an agnhost ``netexec``. 20 real connections to
+    ``<nodeIP>:<nodePort>`` of a node from another node, and 20 from outside every node (the project's
+    Docker engine's network namespace on the kind network), all reach ``f05-web``; each compared with the
+    trace on the receiving node (DNAT to the pod, masqueraded: the pod saw an address of the receiving
+    node, not the client's).
+    """
+    tag = agnhost_on_nodes(k8s_cluster)
+    k8s_api.apply(netexec(load_manifest("05-nodeport.yaml"), tag))
+    k8s_api.wait_endpoints("svc/f05-web", count=1, timeout=180)
+    wait_proxy_endpoints(k8s_cluster, SERVICE, 1)
+    snap = cluster_state.snapshot("programmed")
+    node_port = k8s_api.get("svc/f05-web")["spec"]["ports"][0]["nodePort"]
+    nodes = node_names(k8s_cluster)
+    target, client = nodes[0], nodes[-1]
+    target_ip = k8s_cluster.node(target).ip
+    to = f"{target_ip}:{node_port}"
+
+    observed, _ = observe(k8s_cluster, snap, to, source=f"node/{client}", node=target, count=20)
+    assert observed.counts() == {next(iter(observed.backend_ips)): 20}, observed.counts()
+    assert client != target
+
+    outside = probe_from_outside(k8s_cluster, target_ip, node_port, 20)
+    comparison = assert_traffic_matches_trace(snap, outside, node=target)
+    print(
+        f"\n[f05] outside ({outside.source_ip}) -> {to}: {outside.rate:.0f}/s; "
+        + "; ".join(comparison.table())
+    )
+    assert outside.counts() == observed.counts(), (outside.counts(), observed.counts())
+    assert outside.source_ip not in snap.nodes[target].local_ips

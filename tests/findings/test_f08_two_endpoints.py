@@ -23,8 +23,10 @@ from .helpers import (
     wait_proxy_endpoints,
     without_noise,
 )
+from .workloads import agnhost_on_nodes, netexec, observe
 
 SERVICE = "default/f08-web"
+N = 300  # 2 traced-equal backends: 150 expected each (see pytest_k8sstate.traffic.stats)
 PORT_ID = "default/f08-web:http"
 
 
@@ -77,3 +79,25 @@ def test_finding_08_two_endpoints_half_each(k8s_cluster, cluster_state, k8s_api)
         split = trace_on(after, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC).endpoints
         assert split == {ep: Fraction(1, 2) for ep in endpoints}, (node, split)
     assert_dnat_to(after, service=PORT_ID, endpoints=endpoints, balanced=True)
+
+
+@pytest.mark.k8sstate_finding(8, "observed: 300 connections split over the 2 pods as traced (1/2 each)")
+@pytest.mark.k8sstate_needs("container-runtime")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_08_observed_split(k8s_cluster, cluster_state, k8s_api):
+    """The observed half of finding 8 ("incoming traffic with probability 50% goes to this chain"): the
+    Deployment's two pods are agnhost ``netexec``; 300 real connections from a node to the ClusterIP
+    reach both, and the split matches the traced 1/2–1/2 (chi-square, false-failure rate 1e-4; 150
+    expected each), each pod seeing the node's address (masqueraded, as traced).
+    """
+    tag = agnhost_on_nodes(k8s_cluster)
+    k8s_api.apply(netexec(load_manifest("08-deployment-service.yaml"), tag))
+    ips = k8s_api.wait_endpoints("svc/f08-web", count=2, timeout=180)
+    wait_proxy_endpoints(k8s_cluster, SERVICE, 2)
+    snap = cluster_state.snapshot("programmed")
+    node = node_names(k8s_cluster)[0]
+    observed, comparison = observe(
+        k8s_cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N
+    )
+    assert sorted(observed.backend_ips.values()) == sorted(ips), observed.counts()
+    assert [round(r[1], 6) for r in comparison.split.rows] == [0.5, 0.5]

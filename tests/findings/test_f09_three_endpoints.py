@@ -13,6 +13,7 @@ from .helpers import (
     chain_specs,
     close_to,
     endpoint_jumps,
+    load_manifest,
     manifest,
     node_names,
     sep_chain,
@@ -20,9 +21,11 @@ from .helpers import (
     trace_on,
     wait_proxy_endpoints,
 )
+from .workloads import agnhost_on_nodes, netexec, observe
 
 SERVICE = "default/f09-web"
 PORT_ID = "default/f09-web:http"
+N = 300  # 3 traced-equal backends: 100 expected each (see pytest_k8sstate.traffic.stats)
 
 
 @pytest.mark.k8sstate_finding(
@@ -68,3 +71,41 @@ def test_finding_09_three_endpoints(k8s_cluster, cluster_state, k8s_api):
         for o in hairpin.outcomes:
             assert o.masquerade == (o.dnat == endpoints[0]), (node, o)
     assert_dnat_to(after, service=PORT_ID, endpoints=endpoints, balanced=True)
+
+
+@pytest.mark.k8sstate_finding(
+    9, "observed: 1/3 split from a node; hairpin: a pod reaching its Service lands on itself, masqueraded"
+)
+@pytest.mark.k8sstate_needs("container-runtime")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_09_observed_split_and_hairpin(k8s_cluster, cluster_state, k8s_api):
+    """The observed half of finding 9 ("with 33% it flies on along the chain or settles in the pod"): the
+    three pods are agnhost ``netexec``.
+
+    * 300 real connections from a node to the ClusterIP split 1/3 each as traced (chi-square,
+      false-failure rate 1e-4);
+    * hairpin: 300 connections from one of the pods to its own Service: about 1/3 land on the pod itself
+      and it sees a source address of its node (the KUBE-SEP chain's ``-s <podIP>/32 -j KUBE-MARK-MASQ``:
+      masqueraded, as traced), the other 2/3 land on the other pods, which see the client pod's own
+      address (not masqueraded, as traced from the pod's IP).
+    """
+    tag = agnhost_on_nodes(k8s_cluster)
+    k8s_api.apply(netexec(load_manifest("09-three-endpoints.yaml"), tag))
+    ips = k8s_api.wait_endpoints("svc/f09-web", count=3, timeout=180)
+    wait_proxy_endpoints(k8s_cluster, SERVICE, 3)
+    snap = cluster_state.snapshot("programmed")
+    node = node_names(k8s_cluster)[0]
+    observed, _ = observe(k8s_cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N)
+    assert sorted(observed.backend_ips.values()) == sorted(ips), observed.counts()
+
+    by_ip = {ip: name for name, ip in observed.backend_ips.items()}
+    client = k8s_api.get(f"pod/{by_ip[ips[0]]}")
+    client_node = client["spec"]["nodeName"]
+    hairpin, comparison = observe(
+        k8s_cluster, snap, f"{SERVICE}:80", source=f"pod/default/{by_ip[ips[0]]}", node=client_node, count=N
+    )
+    assert comparison.masquerade == {by_ip[ip]: ip == ips[0] for ip in ips}, comparison.masquerade
+    seen = hairpin.clients_by_backend()
+    assert seen[by_ip[ips[0]]] <= snap.nodes[client_node].local_ips, seen  # itself: masqueraded
+    for ip in ips[1:]:
+        assert seen[by_ip[ip]] == {ips[0]}, seen  # the others: the client pod's own address

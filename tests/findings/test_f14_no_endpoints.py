@@ -16,6 +16,7 @@ from .helpers import (
     wait_proxy_text,
     wait_until,
 )
+from .workloads import agnhost_on_nodes, observe
 
 PORT_ID = "default/f14-none:http"
 
@@ -106,3 +107,27 @@ def test_finding_14_unready_endpoint_reject(k8s_cluster, cluster_state, k8s_api)
         assert not [c for c in chain_specs(after, node, "nat", "KUBE-SERVICES") if port_id in c], node
         result = trace_on(after, k8s_cluster, node, cluster_ip, 80, src=IN_CLUSTER_SRC)
         assert [(o.probability, o.dnat, o.verdict) for o in result.outcomes] == [(1, None, "REJECT")], node
+
+
+@pytest.mark.k8sstate_finding(
+    14, "observed: connections to a Service without endpoints are refused, as traced"
+)
+@pytest.mark.k8sstate_needs("container-runtime")
+@pytest.mark.k8sstate(proxy_mode="iptables")
+def test_finding_14_observed_refused(k8s_cluster, cluster_state, k8s_api):
+    """The observed half of finding 14: 10 real connections from a node to the ClusterIP of ``f14-none``
+    (no endpoints) are all refused — the filter-table ``REJECT --reject-with icmp-port-unreachable`` the
+    trace has as the only outcome; a DROP would show as time-outs, a stale DNAT as an answer.
+    """
+    agnhost_on_nodes(k8s_cluster)  # the probe client (busybox) on the nodes
+    k8s_api.apply(manifest("14-no-endpoints.yaml"))
+    wait_proxy_text(
+        k8s_cluster, "kube-proxy to reject default/f14-none", lambda d: f"{PORT_ID} has no endpoints" in d
+    )
+    snap = cluster_state.snapshot("programmed")
+    node = node_names(k8s_cluster)[-1]
+    observed, comparison = observe(
+        k8s_cluster, snap, "default/f14-none:80", source=f"node/{node}", node=node, count=10
+    )  # measured about 1 refusal/s after the first few (each further one waits about 1 s): keep N small
+    assert observed.outcomes() == {"refused": 10}, observed.connections[:3]
+    assert [r[0] for r in comparison.split.rows] == ["refused"]

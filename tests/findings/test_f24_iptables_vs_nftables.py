@@ -16,15 +16,17 @@ from .helpers import (
     IN_CLUSTER_SRC,
     OUTSIDE_SRC,
     close_to,
-    manifest,
+    load_manifest,
     node_names,
     trace_on,
     wait_proxy_endpoints,
     wait_settled,
 )
+from .workloads import agnhost_on_nodes, netexec, observe, real_pods
 
 SERVICE = "default/f24-web"
 Outcome = tuple[Fraction, int | None, bool, str]
+N = 300  # 3 traced-equal backends: 100 expected each (see pytest_k8sstate.traffic.stats)
 
 
 @dataclass
@@ -33,6 +35,8 @@ class ScenarioResult:
 
     outcomes: dict[str, list[Outcome]]
     rules: list[str]
+    observed: dict[int, int] | None = None
+    """Real pods only: connections per endpoint (index among the sorted endpoints) from a node."""
 
 
 def _normalised(result: Any, endpoints: list[str]) -> list[Outcome]:
@@ -46,10 +50,13 @@ def _normalised(result: Any, endpoints: list[str]) -> list[Outcome]:
 
 
 def _run_scenario(mode: str, cluster: Any, snapshot: Callable[[str], Any], k8s_api: Any) -> ScenarioResult:
-    """The same 3-replica Deployment + ClusterIP Service, traced on every node from a pod and from outside."""
+    """The same 3-replica Deployment + ClusterIP Service, traced on every node from a pod and from outside;
+    with real pods (kind) also observed: 300 connections from a node, compared with that node's trace."""
     assert cluster.proxy_mode == mode
-    k8s_api.apply(manifest("24-compare.yaml"))
-    ips = k8s_api.wait_endpoints("svc/f24-web", count=3)
+    real = real_pods(cluster)
+    docs = load_manifest("24-compare.yaml")
+    k8s_api.apply(netexec(docs, agnhost_on_nodes(cluster)) if real else docs)
+    ips = k8s_api.wait_endpoints("svc/f24-web", count=3, timeout=180)
     wait_proxy_endpoints(cluster, SERVICE, 3)
     snap = snapshot("programmed")
     cluster_ip = k8s_api.cluster_ip("svc/f24-web")
@@ -66,7 +73,16 @@ def _run_scenario(mode: str, cluster: Any, snapshot: Callable[[str], Any], k8s_a
     # a new connection reaches each of the three pods, from a pod and from outside
     for src_name, outcomes in first.items():
         assert sorted(o[1] for o in outcomes if o[1] is not None) == [0, 1, 2], (src_name, outcomes)
-    return ScenarioResult(first, service_rules(snap, SERVICE))
+    result = ScenarioResult(first, service_rules(snap, SERVICE))
+    if real:
+        node = node_names(cluster)[0]
+        observed, _ = observe(
+            cluster, snap, f"{SERVICE}:80", source=f"node/{node}", node=node, count=N, mode=mode
+        )
+        by_host = {h: endpoints.index(f"{ip}:8080") for h, ip in observed.backend_ips.items()}
+        assert sorted(by_host.values()) == [0, 1, 2], observed.counts()
+        result.observed = {by_host[h]: n for h, n in observed.counts().items()}
+    return result
 
 
 def _check_rules_of_mode(mode: str, rules: list[str]) -> None:
@@ -110,6 +126,8 @@ def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s_api):
     runs in iptables mode; traces, on every node, a new connection from a pod and one from outside to the
     ClusterIP: every node agrees, and each of the three pods is reached. The Service's rules are iptables
     rules (KUBE-SVC/KUBE-SEP chains), none in nftables. ``test_finding_24_modes_agree`` compares the modes.
+    With real pods (kind) the scenario is also observed: 300 connections from a node split over the three
+    pods as that node's captured rules predict (chi-square, false-failure rate 1e-4).
     """
     result = _run_scenario("iptables", k8s_cluster, cluster_state.snapshot, k8s_api)
     _check_rules_of_mode("iptables", result.rules)
@@ -120,7 +138,8 @@ def test_finding_24_scenario_iptables(k8s_cluster, cluster_state, k8s_api):
 @pytest.mark.k8sstate_needs("nftables")
 def test_finding_24_scenario_nftables(k8s_cluster, cluster_state, k8s_api):
     """The same scenario as ``test_finding_24_scenario_iptables`` on a cluster whose kube-proxy runs in
-    nftables mode; its rules are in the ``ip kube-proxy`` table, none in iptables.
+    nftables mode; its rules are in the ``ip kube-proxy`` table, none in iptables. With real pods (kind):
+    observed as in iptables mode, compared with the trace of the nftables ruleset.
 
     Real cluster vs article: kube-proxy's nftables mode (GA in 1.33) postdates the seeds; in it kube-proxy
     writes no iptables rule at all but a ``table ip kube-proxy`` with verdict maps.
@@ -148,3 +167,7 @@ def test_finding_24_modes_agree(k8s_clusters, request):
         assert all(close_to(x[0], y[0]) for x, y in zip(a, b, strict=True)), (src, a, b)
     _check_rules_of_mode("iptables", ipt.rules)
     _check_rules_of_mode("nftables", nft.rules)
+    # real pods: each mode's observed split already matched its own trace; both reached all three pods
+    assert (ipt.observed is None) == (nft.observed is None), (ipt.observed, nft.observed)
+    if ipt.observed is not None and nft.observed is not None:
+        assert sorted(ipt.observed) == sorted(nft.observed) == [0, 1, 2], (ipt.observed, nft.observed)

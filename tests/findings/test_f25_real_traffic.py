@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pytest_k8sstate.assertions import assert_conntrack_dnat
 from pytest_k8sstate.binaries import find_binary
 from pytest_k8sstate.traffic import assert_traffic_matches_trace, probe
 
@@ -33,6 +34,7 @@ def _docs(tag: str) -> list[dict[str, Any]]:
     25, "real traffic: 300 connections split over 3 agnhost pods as traced; no endpoints refused"
 )
 @pytest.mark.k8sstate_needs("container-runtime")
+@pytest.mark.k8sstate_conntrack
 @pytest.mark.k8sstate(proxy_mode="iptables")
 def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s_api):
     """Seed 002, section 'Cluster IP': with 3 endpoints "with 33% it flies on along the chain or settles in
@@ -43,7 +45,10 @@ def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s_a
     Checked: the observed split matches the trace of the node's captured rules (chi-square, false-failure
     rate 1e-4; all three pods answer); each backend saw the source the trace predicts (masqueraded from a
     node: one of the node's addresses). Finding 14's claim, observed: connections to ``f25-none`` (no
-    endpoints; filter-table REJECT) are refused, as traced.
+    endpoints; filter-table REJECT) are refused, as traced. The kernel's own evidence: the node's
+    conntrack table (``@pytest.mark.k8sstate_conntrack``) holds, for every one of the three pods, entries of
+    the probe's connections ``node → ClusterIP:80`` whose reply comes from ``podIP:8080`` (the DNAT tuple),
+    with the reply going to the node's address on another port (masqueraded).
     """
     tag = agnhost_on_nodes(k8s_cluster)
     k8s_api.apply(_docs(tag))
@@ -60,6 +65,14 @@ def test_finding_25_real_traffic_matches_trace(k8s_cluster, cluster_state, k8s_a
     assert sorted(observed.backend_ips.values()) == sorted(pods), (observed.counts(), pods)
     split = assert_traffic_matches_trace(after, observed, node=node)
     print(f"\n[f25] {observed.rate:.0f} connections/s from node {node}; " + "; ".join(split.table()))
+    probed = cluster_state.snapshot("probed")
+    cluster_ip = observed.target.rpartition(":")[0]
+    node_ip = k8s_cluster.node(node).ip
+    entries = assert_conntrack_dnat(
+        probed, cluster_ip, 80, to=[f"{ip}:8080" for ip in pods], node=node, src=node_ip
+    )
+    assert all(e.dnat and e.snat for e in entries), [str(e) for e in entries[:3]]
+    assert {e.reply.src for e in entries} == set(pods)
 
     refused = probe(k8s_cluster, "default/f25-none:80", source=f"node/{node}", count=20, kubectl=kubectl)
     assert refused.outcomes() == {"refused": 20}, refused.connections[:3]

@@ -4,10 +4,11 @@ without affinity the same client's connections spread over all backends as trace
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
-from pytest_k8sstate.traffic import assert_traffic_matches_trace, probe
+from pytest_k8sstate.traffic import assert_traffic_matches_trace, probe, traced_outcomes
 
 from .helpers import chain_specs, node_names, svc_chain, wait_proxy_endpoints
 from .workloads import agnhost_docs, agnhost_on_nodes, kubectl
@@ -36,8 +37,11 @@ def test_finding_29_session_affinity(k8s_cluster, cluster_state, k8s_api):
     * observed: 300 connections from one node to ``f29-spread`` reach all 3 backends and match the trace's
       1/3 split (chi-square, false-failure rate 1e-4).
 
-    Real cluster vs trace: the tracer follows a NEW connection through stateless rules; ``-m recent`` is
-    state kept by the kernel between connections, so the sticky Service is checked by observation only.
+    * traced and compared: the tracer models the ``-m recent`` lists a client's first connection fills
+      (``Packet(affinity="returning", first_backend=…)``, :mod:`pytest_k8sstate.trace.affinity`): a
+      follow-up connection of the client whose first connection went to a pod goes to that pod with
+      probability 1. Each node's 29 follow-up connections are compared with that trace (any connection
+      elsewhere fails); a first connection alone is traced 1/3 per pod (``affinity="new"``).
     """
     tag = agnhost_on_nodes(k8s_cluster)
     k8s_api.apply(agnhost_docs("29-affinity.yaml", tag))
@@ -80,6 +84,15 @@ def test_finding_29_session_affinity(k8s_cluster, cluster_state, k8s_api):
         [backend] = counts
         assert sticky.backend_ips[backend] in pod_ips, (backend, sticky.backend_ips, pod_ips)
         chosen[node] = backend
+        first = f"{sticky.backend_ips[sticky.connections[0].backend or '']}:8080"
+        follow_ups = replace(sticky, connections=sticky.connections[1:])
+        traced = assert_traffic_matches_trace(
+            snap, follow_ups, node=node, affinity="returning", first_backend=first
+        )
+        assert [(r[0], r[1]) for r in traced.split.rows] == [(backend, 1.0)], traced.table()
+
+    _, new_probs, _ = traced_outcomes(snap, sticky, node=nodes[0], affinity="new")
+    assert sorted(round(p, 6) for p in new_probs.values()) == [round(1 / 3, 6)] * 3, new_probs
 
     spread = probe(
         k8s_cluster, "default/f29-spread:80", source=f"node/{nodes[0]}", count=N_SPREAD, kubectl=kc

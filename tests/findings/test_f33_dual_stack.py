@@ -133,9 +133,12 @@ def test_finding_33_dual_stack_service(k8s_cluster, cluster_state, k8s_api):
                 table = ruleset.table("ip6" if v6 else "ip", "kube-proxy")
                 assert table is not None, (node, sorted(ruleset.tables))
                 chains = [
-                    c for c in table.chains if c.startswith("service-") and c.endswith(f"/{SERVICE}/tcp/http")
+                    c for c in table.chains if c.startswith("service-") and c.endswith(f"-{SERVICE}/tcp/http")
                 ]
                 assert len(chains) == 1, (node, fam, sorted(table.chains))
+                texts = " ".join(r.text for r in table.chains[chains[0]].rules)
+                assert pod_ip[fam] in texts, (node, fam, texts)  # its DNAT (or endpoint chain) names the pod
+                assert vip[10 - fam] not in texts, (node, fam, texts)
             else:
                 ruleset = ns.ip6tables if v6 else ns.iptables
                 assert ruleset is not None, (node, fam, ns.errors)

@@ -6,6 +6,7 @@ provider starts them (:class:`~pytest_k8sstate.providers.local.procs.Procs`) in 
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,8 +48,21 @@ def cluster_cidrs(ip_family: str) -> str:
 
 def node_pod_cidrs(k: int, ip_family: str) -> list[str]:
     """Node ``k``'s ``spec.podCIDRs`` (the provider sets them; the node IPAM controller keeps them)."""
-    v4, v6 = f"10.244.{k}.0/{NODE_MASK4}", f"fd00:10:244:{k:x}::/{NODE_MASK6}"
+    v4 = f"10.244.{k}.0/{NODE_MASK4}"
+    v6 = (
+        str(ipaddress.IPv6Network(CLUSTER_CIDR6).network_address + (k << (128 - NODE_MASK6)))
+        + f"/{NODE_MASK6}"
+    )
     return {"ipv4": [v4], "ipv6": [v6]}.get(ip_family, [v4, v6])
+
+
+def node_mask_flags(ip_family: str) -> list[str]:
+    """The controller-manager's node mask flags: it refuses a flag of a family the cluster lacks."""
+    if ip_family == "ipv4":
+        return [f"--node-cidr-mask-size={NODE_MASK4}"]
+    if ip_family == "ipv6":
+        return [f"--node-cidr-mask-size-ipv6={NODE_MASK6}"]
+    return [f"--node-cidr-mask-size-ipv4={NODE_MASK4}", f"--node-cidr-mask-size-ipv6={NODE_MASK6}"]
 
 
 def primary_ip(node: NodeRecord, ip_family: str) -> str:
@@ -160,8 +174,7 @@ def controller_manager_argv(
         "--kube-api-qps=500",
         "--kube-api-burst=1000",
         "--leader-elect=true",
-        f"--node-cidr-mask-size-ipv4={NODE_MASK4}",
-        f"--node-cidr-mask-size-ipv6={NODE_MASK6}",
+        *node_mask_flags(ip_family),
         f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
         f"--root-ca-file={pki.ca_crt}",
         f"--service-account-private-key-file={pki.sa_key}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -434,7 +435,7 @@ def claim(
             index=idx,
             subnet=f"172.31.{idx}.0/24",
             ip_family=ip_family,
-            subnet6="" if ip_family == "ipv4" else f"fd00:172:31:{idx:x}::/64",
+            subnet6="" if ip_family == "ipv4" else str(ipaddress.IPv6Network(f"fd00:172:31:{idx:x}::/64")),
             proxy_mode=proxy_mode,
             version=version,
             owner_pid=owner_pid,

@@ -29,6 +29,7 @@ def test_ipv6_only_local_cluster() -> None:
         assert c.details["ip_family"] == "ipv6"
         assert c.has("ipv6")
         assert not c.has("dual-stack")
+        assert ipaddress.ip_address(c.control_plane.ip).version == 6  # as Kubernetes knows the node
         from kubernetes import client
 
         api = client.CoreV1Api(c.kube_api())

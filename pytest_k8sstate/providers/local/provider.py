@@ -202,7 +202,13 @@ class LocalProvider(Provider):
             provider=self.name,
             kubeconfig=Path(st.kubeconfig),
             api_server=f"https://127.0.0.1:{st.ports['api']}",
-            nodes=[NodeInfo(n.name, n.role, NetnsExec(n.netns, node=n.name), n.ip) for n in st.nodes],
+            # the node address Kubernetes knows first (InternalIP): IPv6 in an IPv6-only cluster
+            nodes=[
+                NodeInfo(
+                    n.name, n.role, NetnsExec(n.netns, node=n.name), n.ip6 if st.ip_family == "ipv6" else n.ip
+                )
+                for n in st.nodes
+            ],
             etcd=etcd,
             capabilities=frozenset(caps),
             proxy_mode=st.proxy_mode,

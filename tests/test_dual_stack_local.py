@@ -65,3 +65,53 @@ def test_ipv6_only_local_cluster() -> None:
     finally:
         prov.delete(name)
         assert leftovers("local", name) == []
+
+
+def test_dual_stack_local_cluster_reset_restores_both_families() -> None:
+    """``fresh=True`` on a dual-stack cluster: a RequireDualStack Service's ip6tables rules go too."""
+    why = unavailable("local")
+    if why:
+        pytest.skip(why)
+    import time
+
+    from kubernetes import client
+
+    from pytest_k8sstate.providers.local.reset import rules_text
+
+    prov = LocalProvider()
+    name = f"ds{os.getpid() % 100000}"
+    c = prov.create(ClusterSpec(name=name, nodes=1, ip_family="dual"))
+    try:
+        assert c.has("dual-stack")
+        worker = c.workers[0]
+        pristine = rules_text(worker.exec, "iptables", ip6=True)
+        assert any(ln.startswith("ip6 ") for ln in pristine)
+        api = client.CoreV1Api(c.kube_api())
+        api.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "ds-web", "labels": {"app": "ds-web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10.1"}]},
+            },
+        )
+        svc = api.create_namespaced_service(
+            "default",
+            {
+                "metadata": {"name": "ds-web"},
+                "spec": {
+                    "ipFamilyPolicy": "RequireDualStack",
+                    "selector": {"app": "ds-web"},
+                    "ports": [{"port": 80, "targetPort": 8080}],
+                },
+            },
+        )
+        vip6 = next(ip for ip in svc.spec.cluster_ips if ":" in ip)
+        deadline = time.monotonic() + 60
+        while not any(vip6 in ln for ln in rules_text(worker.exec, "iptables", ip6=True)):
+            assert time.monotonic() < deadline, f"kube-proxy never programmed {vip6} in ip6tables"
+            time.sleep(0.5)
+        prov.reset(c)
+        assert rules_text(worker.exec, "iptables", ip6=True) == pristine
+    finally:
+        prov.delete(name)
+        assert leftovers("local", name) == []

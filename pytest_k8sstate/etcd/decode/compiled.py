@@ -115,6 +115,8 @@ class Compiled:
         m.nulls = tuple(nulls)
         for num, (jname, kind, wt, sub, repeated, keep, key, oz) in m.fields.items():
             if key is not None:
+                if kind == _MSG and sub in SPECIAL and sub in self._raw:  # map<string, Quantity>, ...
+                    kind, sub = _SPEC, (SPECIAL[sub], sub)
                 m.tags[num << 3 | 2] = (jname, _MAP, (kind, sub, key), repeated, keep, oz)
             else:
                 m.tags[num << 3 | wt] = self._tag_entry(jname, kind, sub, repeated, keep, oz)

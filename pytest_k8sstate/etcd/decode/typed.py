@@ -483,6 +483,10 @@ def _map_entry(
         if vs < 0:
             vs = ve = 0
         val = _submessage(c, sub, buf, vs, ve, depth)
+    elif kind == _SPEC:
+        if vs < 0:
+            vs = ve = 0
+        val = _special_cached(c, sub, buf, vs, ve, depth)
     elif kind in (_STR, _BYTES):
         val = _scalar(kind, 0, buf, vs, ve) if vs >= 0 else ""
     elif kind == _ENUM:

@@ -142,11 +142,7 @@ def _raw_json(b: bytes) -> Any:
 
 #: special → {its bytes: its JSON}: the specials whose JSON is immutable (str, int, None), shared freely
 _CACHED: dict[str, dict[bytes, Any]] = {
-    "time": {},
-    "microtime": {},
-    "duration": {},
-    "quantity": {},
-    "intorstring": {},
+    k: {} for k in ("time", "microtime", "duration", "quantity", "intorstring")
 }
 _CACHE_SIZE = 4096
 _MISS: Any = object()

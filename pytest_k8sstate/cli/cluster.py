@@ -4,7 +4,7 @@ The CLI module calls :func:`add_cli(subparsers)`; every subcommand sets ``func(a
 Contract spellings::
 
     k8sstate cluster create --provider local --name N [--nodes K] [--proxy-mode iptables|nftables|ipvs]
-        [--cni ptp|bridge|kindnet]
+        [--ip-family ipv4|ipv6|dual] [--cni ptp|bridge|kindnet]
                             [--kubeconfig PATH] [--version V]
     k8sstate cluster delete --name N [--provider P]
     k8sstate cluster list [--provider P] [--reap]
@@ -27,7 +27,7 @@ from typing import Any
 
 from pytest_k8sstate.cli.main import print_error
 from pytest_k8sstate.errors import CaptureError, ConfigError, K8sStateError, ParseError, ProviderError
-from pytest_k8sstate.providers.base import CNIS, PROXY_MODES, Cluster, ClusterSpec, Provider
+from pytest_k8sstate.providers.base import CNIS, IP_FAMILIES, PROXY_MODES, Cluster, ClusterSpec, Provider
 from pytest_k8sstate.providers.registry import get_provider
 
 __all__ = ["add_cli", "find_cluster", "snapshot_cluster"]
@@ -86,6 +86,7 @@ def cluster_create(args: argparse.Namespace) -> int:
         name=args.name,
         nodes=args.nodes,
         proxy_mode=args.proxy_mode,
+        ip_family=args.ip_family,
         cni=args.cni,
         version=args.version,
         kubeconfig_out=Path(args.kubeconfig) if args.kubeconfig else None,
@@ -93,10 +94,12 @@ def cluster_create(args: argparse.Namespace) -> int:
     )
     prov = get_provider(args.provider)
     prov.check_cni(spec.cni)
+    prov.check_ip_family(spec.ip_family)
     cluster = prov.create(spec)
     kubeconfig = spec.kubeconfig_out or cluster.kubeconfig
     print(
-        f"cluster {cluster.name!r} ({prov.name}, {len(cluster.nodes)} nodes, kube-proxy {cluster.proxy_mode})"
+        f"cluster {cluster.name!r} ({prov.name}, {len(cluster.nodes)} nodes, kube-proxy {cluster.proxy_mode}"
+        f"{'' if spec.ip_family == 'ipv4' else ', ' + spec.ip_family})"
     )
     print(f"  export KUBECONFIG={kubeconfig}")
     print(f"  k8sstate node exec --cluster {cluster.name} --node {cluster.nodes[0].name} -- ip -br addr")
@@ -224,13 +227,20 @@ def add_cli(subparsers: Any) -> None:
         epilog="examples:\n"
         "  k8sstate cluster create --name dev                       # local: root, real control plane\n"
         "  k8sstate cluster create --name dev --nodes 1 --proxy-mode nftables\n"
-        "  k8sstate cluster create --provider kind --name kdev --cni ptp",
+        "  k8sstate cluster create --provider kind --name kdev --cni ptp\n"
+        "  k8sstate cluster create --name dual --nodes 1 --ip-family dual   # IPv4 + IPv6 Services and pods",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("--provider", choices=PROVIDER_CHOICES, default=DEFAULT_PROVIDER)
     c.add_argument("--name", required=True, help="cluster name (1-32 of a-z, 0-9, '-')")
     c.add_argument("--nodes", type=int, default=2, help="worker nodes besides the control plane (default 2)")
     c.add_argument("--proxy-mode", choices=PROXY_MODES, default="iptables", help="kube-proxy mode")
+    c.add_argument(
+        "--ip-family",
+        choices=IP_FAMILIES,
+        default="ipv4",
+        help="ipv4, ipv6 (IPv6 only) or dual (dual-stack, IPv4 primary); local and kind (default ipv4)",
+    )
     c.add_argument(
         "--cni",
         choices=CNIS,

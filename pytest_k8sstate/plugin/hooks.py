@@ -17,7 +17,7 @@ Fixtures
     ``k8s_api`` (function): a :class:`~pytest_k8sstate.k8s.helper.K8sHelper` bound to the test's cluster and
         namespace; what it applied is deleted after the test.
 Markers
-    ``k8sstate(provider=, nodes=, proxy_mode=, cni=, version=, fresh=False, namespace=None)``,
+    ``k8sstate(provider=, nodes=, proxy_mode=, ip_family=, cni=, version=, fresh=False, namespace=None)``,
     ``k8sstate_needs(capability, …)``, ``k8sstate_finding(number, title)`` (collected into a table printed
     at the end of the run). The 0.1 names (fixture ``k8s``, markers ``needs`` / ``finding``, options
     ``--k8s-*``) still work for one release with a deprecation warning: see :mod:`.legacy`.
@@ -74,10 +74,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "k8sstate(provider=None, nodes=None, proxy_mode=None, cni=None, version=None, fresh=False, "
-        "namespace=None): run the test on a cluster of this spec (one per distinct spec per session); "
-        "fresh=True resets the cluster to its pristine state before the test; namespace='NAME' runs it in "
-        "that existing namespace instead of its own",
+        "k8sstate(provider=None, nodes=None, proxy_mode=None, ip_family=None, cni=None, version=None, "
+        "fresh=False, namespace=None): run the test on a cluster of this spec (one per distinct spec per "
+        "session); fresh=True resets the cluster to its pristine state before the test; namespace='NAME' "
+        "runs it in that existing namespace instead of its own",
     )
     needs = (
         "(capability, ...): skip unless the test's cluster has every capability (container-runtime, "
@@ -209,7 +209,9 @@ def k8s_cluster(request: pytest.FixtureRequest, k8s_clusters: ClusterPool) -> Cl
 
 def _missing_reason(key: ClusterKey, capability: str, cluster: Cluster | None = None) -> str:
     """The skip reason for a test needing ``capability``, which ``key``'s provider (cluster) lacks."""
-    return provider_class(key.provider).missing_reason(capability, proxy_mode=key.proxy_mode, cluster=cluster)
+    return provider_class(key.provider).missing_reason(
+        capability, proxy_mode=key.proxy_mode, cluster=cluster, ip_family=key.ip_family
+    )
 
 
 def _precheck_capability(pool: ClusterPool, key: ClusterKey, capability: str) -> str | None:
@@ -219,7 +221,7 @@ def _precheck_capability(pool: ClusterPool, key: ClusterKey, capability: str) ->
     except K8sStateError:
         return None  # reported when the cluster is asked for
     return cls.precheck_capability(
-        capability, proxy_mode=key.proxy_mode, static=pool.static_capabilities(key)
+        capability, proxy_mode=key.proxy_mode, static=pool.static_capabilities(key), ip_family=key.ip_family
     )
 
 

@@ -33,6 +33,8 @@ _D = TypeVar("_D", str, None)
 
 PROVIDERS = ("local", "kind", "minikube", "existing")
 PROXY_MODES = ("iptables", "nftables", "ipvs")
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
+DEFAULT_IP_FAMILY = "ipv4"
 DEFAULT_PROVIDER = "local"
 DEFAULT_NODES = 2
 DEFAULT_PROXY_MODE = "iptables"
@@ -54,6 +56,10 @@ HELP_PROVIDER = (
 )
 HELP_NODES = f"number of worker nodes besides the control-plane node (default {DEFAULT_NODES})"
 HELP_PROXY_MODE = f"kube-proxy mode: {', '.join(PROXY_MODES)} (default {DEFAULT_PROXY_MODE})"
+HELP_IP_FAMILY = (
+    f"IP families of the cluster: {', '.join(IP_FAMILIES)} (dual-stack, IPv4 primary; "
+    f"default {DEFAULT_IP_FAMILY}; local and kind)"
+)
 HELP_CNI = (
     f"pod network (CNI) of the cluster: {', '.join(CNIS)} (default: the provider's own; kind: the node "
     "image's default CNI; local has none: kwok assigns pod IPs)"
@@ -144,6 +150,7 @@ def _opt(name: str, env: str, help: str, metavar: str | None = None, repeatable:
 OPT_PROVIDER = _opt("provider", "K8SSTATE_PROVIDER", HELP_PROVIDER, "NAME")
 OPT_NODES = _opt("nodes", "K8SSTATE_NODES", HELP_NODES, "N")
 OPT_PROXY_MODE = _opt("proxy-mode", "K8SSTATE_PROXY_MODE", HELP_PROXY_MODE, "MODE")
+OPT_IP_FAMILY = _opt("ip-family", "K8SSTATE_IP_FAMILY", HELP_IP_FAMILY, "FAMILY")
 OPT_CNI = _opt("cni", "K8SSTATE_CNI", HELP_CNI, "NAME")
 OPT_VERSION = _opt("version", "K8SSTATE_KUBERNETES_VERSION", HELP_VERSION, "VERSION")
 OPT_KEEP_CLUSTER = _opt("keep-cluster", "K8SSTATE_KEEP_CLUSTER", HELP_KEEP_CLUSTER)
@@ -164,6 +171,7 @@ OPTIONS = (
     OPT_PROVIDER,
     OPT_NODES,
     OPT_PROXY_MODE,
+    OPT_IP_FAMILY,
     OPT_CNI,
     OPT_VERSION,
     OPT_KEEP_CLUSTER,
@@ -190,6 +198,7 @@ class Settings:
     provider: str = DEFAULT_PROVIDER
     nodes: int = DEFAULT_NODES
     proxy_mode: str = DEFAULT_PROXY_MODE
+    ip_family: str = DEFAULT_IP_FAMILY
     cni: str | None = None
     version: str | None = None
     keep_cluster: bool = False
@@ -364,6 +373,7 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
     provider = _choice(config, OPT_PROVIDER, env, PROVIDERS, DEFAULT_PROVIDER)
     proxy_mode = _choice(config, OPT_PROXY_MODE, env, PROXY_MODES, DEFAULT_PROXY_MODE)
     cni = _choice(config, OPT_CNI, env, CNIS, None)
+    ip_family = _choice(config, OPT_IP_FAMILY, env, IP_FAMILIES, DEFAULT_IP_FAMILY)
 
     nodes = DEFAULT_NODES
     raw = _lookup(config, OPT_NODES, env)
@@ -436,6 +446,7 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
         provider=provider,
         nodes=nodes,
         proxy_mode=proxy_mode,
+        ip_family=ip_family,
         cni=cni,
         version=version,
         keep_cluster=_bool(config, OPT_KEEP_CLUSTER, env),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MARKER_ARGS", "ClusterKey", "ClusterPool", "k8s_config_error"]
 
-MARKER_ARGS = ("provider", "nodes", "proxy_mode", "cni", "version", "fresh")
+MARKER_ARGS = ("provider", "nodes", "proxy_mode", "ip_family", "cni", "version", "fresh")
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,19 @@ class ClusterKey:
     version: str | None
     cni: str | None = None
     """None: the provider's default pod network."""
+    ip_family: str = k8s_config.DEFAULT_IP_FAMILY
 
     def describe(self) -> str:
         version = f", Kubernetes {self.version}" if self.version else ""
         cni = f", CNI {self.cni}" if self.cni else ""
-        return f"{self.provider}, 1 control plane + {self.nodes} workers, {self.proxy_mode}{cni}{version}"
+        family = f", {self.ip_family}" if self.ip_family != k8s_config.DEFAULT_IP_FAMILY else ""
+        workers = f"1 control plane + {self.nodes} workers"
+        return f"{self.provider}, {workers}, {self.proxy_mode}{family}{cni}{version}"
 
     def param_id(self) -> str:
         parts = [self.provider, f"{self.nodes}w", self.proxy_mode, *([self.cni] if self.cni else [])]
+        if self.ip_family != k8s_config.DEFAULT_IP_FAMILY:
+            parts.append(self.ip_family)
         if self.version:
             parts.append(self.version)
         return "k8s-" + "-".join(parts)
@@ -98,7 +103,7 @@ class ClusterPool:
     # keys ------------------------------------------------------------------------------------------------
     def default_key(self) -> ClusterKey:
         s = self.settings
-        return ClusterKey(s.provider, s.nodes, s.proxy_mode, s.version, s.cni)
+        return ClusterKey(s.provider, s.nodes, s.proxy_mode, s.version, s.cni, s.ip_family)
 
     def key_for(self, kwargs: Mapping[str, Any], where: str = "@pytest.mark.k8sstate") -> ClusterKey:
         """The key for a ``k8sstate`` marker's keyword arguments (missing ones from the options)."""
@@ -127,7 +132,13 @@ class ClusterPool:
         cni = kwargs.get("cni", base.cni)
         if cni is not None and cni not in k8s_config.CNIS:
             raise k8s_config_error(where, f"invalid cni={cni!r}", "one of " + ", ".join(k8s_config.CNIS))
-        return ClusterKey(provider, nodes, proxy_mode, version.removeprefix("v") if version else None, cni)
+        ip_family = kwargs.get("ip_family", base.ip_family)
+        if ip_family not in k8s_config.IP_FAMILIES:
+            raise k8s_config_error(
+                where, f"invalid ip_family={ip_family!r}", "one of " + ", ".join(k8s_config.IP_FAMILIES)
+            )
+        version = version.removeprefix("v") if version else None
+        return ClusterKey(provider, nodes, proxy_mode, version, cni, ip_family)
 
     # providers and clusters ------------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -212,10 +223,12 @@ class ClusterPool:
                 self.log(f"reusing {key.provider} cluster {name} (--k8sstate-reuse-cluster)")
                 return cluster
         provider.check_cni(key.cni)
+        provider.check_ip_family(key.ip_family)
         spec = ClusterSpec(
             name=name,
             nodes=key.nodes,
             proxy_mode=key.proxy_mode,
+            ip_family=key.ip_family,
             cni=key.cni,
             version=key.version,
             kubeconfig_out=settings.kubeconfig if key == self.default_key() else None,
@@ -249,10 +262,12 @@ class ClusterPool:
             else:
                 self.log(f"creating the shared {key.provider} cluster {name} ({key.describe()}) ...")
                 provider.check_cni(key.cni)
+                provider.check_ip_family(key.ip_family)
                 spec = ClusterSpec(
                     name=name,
                     nodes=key.nodes,
                     proxy_mode=key.proxy_mode,
+                    ip_family=key.ip_family,
                     cni=key.cni,
                     version=key.version,
                     kubeconfig_out=self.settings.kubeconfig,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPABILITIES",
+    "IP_FAMILIES",
     "PROXY_MODES",
     "UNAVAILABLE_CNIS",
     "Cluster",
@@ -48,7 +49,18 @@ __all__ = [
 ]
 
 CAPABILITIES = frozenset(
-    {"container-runtime", "kubelet", "ipvs", "cni", "kindnet", "nftables", "iptables", "etcd"}
+    {
+        "container-runtime",
+        "kubelet",
+        "ipvs",
+        "cni",
+        "kindnet",
+        "nftables",
+        "iptables",
+        "etcd",
+        "ipv6",
+        "dual-stack",
+    }
 )
 PROXY_MODES = ("iptables", "nftables", "ipvs")
 CNIS = ("ptp", "bridge", "flannel", "flannel-host-gw", "kindnet", "cilium")
@@ -67,6 +79,26 @@ UNAVAILABLE_CNIS: dict[str, str] = {
 }
 ProxyMode = Literal["iptables", "nftables", "ipvs"]
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
+"""A cluster's IP families: IPv4 only, IPv6 only, or dual-stack (IPv4 primary, as kubeadm/kind order it).
+Capabilities: ``ipv6`` (an IPv6 or dual-stack cluster) and ``dual-stack`` (both families)."""
+
+
+def family_capabilities(ip_family: str) -> frozenset[str]:
+    """The capabilities an ``ip_family`` cluster has: ``ipv6`` for ipv6 and dual, ``dual-stack`` for dual."""
+    return frozenset(
+        {"ipv6", "dual-stack"} if ip_family == "dual" else {"ipv6"} if ip_family == "ipv6" else ()
+    )
+
+
+def family_missing_reason(capability: str, ip_family: str) -> str:
+    """Why an ``ip_family`` cluster lacks ``ipv6`` / ``dual-stack``, with the option that gives it."""
+    have = {"ipv4": "IPv4-only", "ipv6": "IPv6-only", "dual": "dual-stack"}.get(ip_family, ip_family)
+    want = "dual" if capability == "dual-stack" else "ipv6"
+    return (
+        f"needs {capability}: the cluster is {have}; use --k8sstate-ip-family {want} or "
+        f'@pytest.mark.k8sstate(ip_family="{want}")'
+    )
 
 
 def validate_cluster_name(name: str) -> str:
@@ -91,6 +123,8 @@ class ClusterSpec:
     cni: str | None = None
     """The pod network; None: the provider's default. A provider refuses one it cannot set up
     (``Provider.cnis``)."""
+    ip_family: str = "ipv4"
+    """``ipv4``, ``ipv6`` or ``dual`` (:data:`IP_FAMILIES`); a provider that cannot refuses it."""
     persistent: bool = False
     """Survive the creating process (``k8sstate cluster create``, ``--k8sstate-keep-cluster``); otherwise the
     reaper removes the cluster once its creator has exited."""
@@ -103,6 +137,11 @@ class ClusterSpec:
             raise ConfigError(
                 f"proxy_mode={self.proxy_mode!r} for cluster {self.name!r}: "
                 f"expected one of {', '.join(PROXY_MODES)}"
+            )
+        if self.ip_family not in IP_FAMILIES:
+            raise ConfigError(
+                f"ip_family={self.ip_family!r} for cluster {self.name!r}: "
+                f"expected one of {', '.join(IP_FAMILIES)}"
             )
 
 
@@ -223,6 +262,19 @@ class Provider(ABC):
     cnis: ClassVar[tuple[str, ...]] = ()
     """The pod networks ``ClusterSpec.cni`` may name for this provider (besides None: its default)."""
 
+    ip_families: ClassVar[tuple[str, ...]] = ("ipv4",)
+    """The :data:`IP_FAMILIES` this provider can create clusters of."""
+
+    @classmethod
+    def check_ip_family(cls, ip_family: str) -> None:
+        """ConfigError unless this provider can create an ``ip_family`` cluster."""
+        if ip_family in cls.ip_families:
+            return
+        raise ConfigError(
+            f"the {cls.name} provider cannot create a {ip_family!r} cluster: it offers "
+            f"{', '.join(cls.ip_families)}; use --k8sstate-provider local or kind for ipv6 / dual"
+        )
+
     @classmethod
     def check_cni(cls, cni: str | None) -> None:
         """ConfigError unless this provider can set up ``cni`` (None: its default pod network)."""
@@ -235,7 +287,9 @@ class Provider(ABC):
         raise ConfigError(f"the {cls.name} provider cannot use CNI {cni!r}: {offered}{hint}")
 
     @classmethod
-    def missing_reason(cls, capability: str, *, proxy_mode: str, cluster: Cluster | None = None) -> str:
+    def missing_reason(
+        cls, capability: str, *, proxy_mode: str, cluster: Cluster | None = None, ip_family: str | None = None
+    ) -> str:
         """The skip reason of a test that needs ``capability``, which this provider's cluster lacks.
 
         The cluster's own note comes first (``details["missing_capabilities"]``: kind's node image built
@@ -244,6 +298,13 @@ class Provider(ABC):
         notes = cluster.details.get("missing_capabilities") if cluster is not None else None
         if isinstance(notes, dict) and isinstance(notes.get(capability), str):
             return f"needs {capability}: {notes[capability]}"
+        family = cluster.details.get("ip_family") if cluster is not None else ip_family
+        if (
+            capability in ("ipv6", "dual-stack")
+            and capability in cls.capabilities
+            and isinstance(family, str)
+        ):
+            return family_missing_reason(capability, family)
         if capability == "ipvs" and proxy_mode != "ipvs":
             return (
                 f"needs ipvs: the cluster's kube-proxy runs in {proxy_mode} mode; "
@@ -258,7 +319,7 @@ class Provider(ABC):
 
     @classmethod
     def precheck_capability(
-        cls, capability: str, *, proxy_mode: str, static: frozenset[str] | None
+        cls, capability: str, *, proxy_mode: str, static: frozenset[str] | None, ip_family: str | None = None
     ) -> str | None:
         """A skip reason when ``capability`` is certainly missing before any cluster exists, else None.
 
@@ -277,6 +338,9 @@ class Provider(ABC):
             return None
         if static is not None and capability not in static:
             return cls.missing_reason(capability, proxy_mode=proxy_mode)
+        if capability in ("ipv6", "dual-stack") and ip_family is not None:
+            if capability not in family_capabilities(ip_family):
+                return cls.missing_reason(capability, proxy_mode=proxy_mode, ip_family=ip_family)
         return None
 
     @abstractmethod

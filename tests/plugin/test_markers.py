@@ -13,8 +13,8 @@ def test_markers_are_registered(plugin: PluginRunner) -> None:
     result = plugin.run("--markers")
     result.stdout.fnmatch_lines(
         [
-            "@pytest.mark.k8sstate(provider=None, nodes=None, proxy_mode=None, cni=None, version=None, "
-            "fresh=False, namespace=None):*",
+            "@pytest.mark.k8sstate(provider=None, nodes=None, proxy_mode=None, ip_family=None, cni=None, "
+            "version=None, fresh=False, namespace=None):*",
             "@pytest.mark.k8sstate_needs(capability, ...):*",
             "@pytest.mark.k8sstate_finding(number, title):*",
         ]
@@ -106,7 +106,7 @@ def test_marker_with_another_spec_parametrizes_k8s_cluster(plugin: PluginRunner)
     [
         (
             "k8sstate(node=3)",
-            "unknown argument(s) node; expected provider, nodes, proxy_mode, cni, version, fresh",
+            "unknown argument(s) node; expected provider, nodes, proxy_mode, ip_family, cni, version, fresh",
         ),
         (
             "k8sstate(cni='calico')",

@@ -8,11 +8,13 @@ from typing import Any
 __all__ = ["SPECIAL", "Compiled", "Msg"]
 
 # field kinds
-# length-delimited kinds first (_MAP: a map field, whatever its value kind), then varints, then fixed sizes
+# length-delimited kinds first (_SPEC: a message of :data:`SPECIAL`, sub = (its special, its name); _MAP: a
+# map field, whatever its value kind), then varints, then fixed sizes
 (
     _STR,
     _BYTES,
     _MSG,
+    _SPEC,
     _MAP,
     _INT,
     _BOOL,
@@ -25,7 +27,7 @@ __all__ = ["SPECIAL", "Compiled", "Msg"]
     _FIX64,
     _SFIX32,
     _SFIX64,
-) = range(15)
+) = range(16)
 _SCALAR_KIND = {
     "string": (_STR, 2),
     "bytes": (_BYTES, 2),
@@ -113,9 +115,11 @@ class Compiled:
         m.nulls = tuple(nulls)
         for num, (jname, kind, wt, sub, repeated, keep, key, oz) in m.fields.items():
             if key is not None:
+                if kind == _MSG and sub in SPECIAL and sub in self._raw:  # map<string, Quantity>, ...
+                    kind, sub = _SPEC, (SPECIAL[sub], sub)
                 m.tags[num << 3 | 2] = (jname, _MAP, (kind, sub, key), repeated, keep, oz)
             else:
-                m.tags[num << 3 | wt] = (jname, kind, sub, repeated, keep, oz)
+                m.tags[num << 3 | wt] = self._tag_entry(jname, kind, sub, repeated, keep, oz)
         # published only when complete: decoding threads read _msgs without a lock (fields name their
         # message types by name, so compiling one message never needs another)
         self._msgs[name] = m
@@ -138,6 +142,12 @@ class Compiled:
                 oz,
             )
         return (jname, _MSG, 2, typ, repeated, keep, key, oz)
+
+    def _tag_entry(self, jname: str, kind: int, sub: Any, repeated: bool, keep: bool, oz: bool) -> Any:
+        """The fast path's entry of a field; a (non-map) field of a :data:`SPECIAL` message is ``_SPEC``."""
+        if kind == _MSG and sub in SPECIAL and sub in self._raw:
+            return (jname, _SPEC, (SPECIAL[sub], sub), repeated, keep, oz)
+        return (jname, kind, sub, repeated, keep, oz)
 
     def lookup(self, api_version: str | None, kind: str | None) -> Msg | None:
         """The message of a stored object (``apps/v1`` ``Deployment`` → ``k8s.io.api.apps.v1.Deployment``)."""

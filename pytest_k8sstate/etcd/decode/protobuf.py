@@ -154,7 +154,8 @@ def _identity(
     key: str, api_version: str | None, kind: str | None, raw: bytes, fields: dict[str, Any]
 ) -> Decoded:
     meta_json = fields.get("metadata")
-    if isinstance(meta_json, dict) and not any(k.startswith("#") for k in meta_json):
+    # ObjectMeta's JSON names have no "#": one there is a field the descriptors don't know (a "#N" key)
+    if isinstance(meta_json, dict) and "#" not in "".join(meta_json):
         labels = meta_json.get("labels")
         owners = meta_json.get("ownerReferences")
         return Decoded(

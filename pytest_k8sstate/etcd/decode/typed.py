@@ -42,6 +42,7 @@ from pytest_k8sstate.etcd.decode.compiled import (
     _SFIX32,
     _SFIX64,
     _SINT,
+    _SPEC,
     _STR,
     _UINT,
     SPECIAL,
@@ -123,17 +124,46 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _raw_json(b: bytes) -> Any:
     if not b:
         return None
-    try:
+    try:  # UTF-8 JSON, what the apiserver stores: one decoder, not one per value
+        return _JSON.decode(b.decode("utf-8"))
+    except (ValueError, RecursionError):
+        pass
+    try:  # json.loads also reads a BOM and UTF-16/32
         return json.loads(b, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return base64.b64encode(b).decode("ascii")
 
 
-def _special(c: Compiled, m: Msg, buf: bytes, s: int, e: int, depth: int) -> Any:
-    sp = m.special
+#: special → {its bytes: its JSON}: the specials whose JSON is immutable (str, int, None), shared freely
+_CACHED: dict[str, dict[bytes, Any]] = {
+    k: {} for k in ("time", "microtime", "duration", "quantity", "intorstring")
+}
+_CACHE_SIZE = 4096
+_MISS: Any = object()
+
+
+def _special_cached(c: Compiled, sub: tuple[str, str], buf: bytes, s: int, e: int, depth: int) -> Any:
+    """The JSON of a :data:`SPECIAL` message field; the immutable ones are cached by their bytes."""
+    cache = _CACHED.get(sub[0])
+    if cache is None or depth >= MAX_DEPTH:
+        return _submessage(c, sub[1], buf, s, e, depth)
+    b = buf[s:e]
+    val = cache.get(b, _MISS)
+    if val is _MISS:
+        val = _special(c, None, sub[0], buf, s, e, depth + 1)
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[b] = val
+    return val
+
+
+def _special(c: Compiled, m: Msg | None, sp: str | None, buf: bytes, s: int, e: int, depth: int) -> Any:
     if sp == "time" or sp == "microtime":
         if s == e:
             return None
@@ -161,6 +191,7 @@ def _special(c: Compiled, m: Msg, buf: bytes, s: int, e: int, depth: int) -> Any
             v = f.get(3, b"")
             return v.decode("utf-8", "replace") if isinstance(v, bytes) else ""
         return _signed(f.get(2, 0))
+    assert m is not None  # the cached specials (above) never need the message
     d = _message(c, m, buf, s, e, depth)  # orbool / orarray: {allows|schema|jSONSchemas|property}
     if sp == "orbool":
         return d["schema"] if "schema" in d else d.get("allows", False)
@@ -241,7 +272,7 @@ def _submessage(c: Compiled, sub: str, buf: bytes, s: int, e: int, depth: int) -
     if sm is None or depth >= MAX_DEPTH:
         return span_value(buf, s, e) if e > s else {}
     if sm.special is not None:
-        return _special(c, sm, buf, s, e, depth + 1)
+        return _special(c, sm, sm.special, buf, s, e, depth + 1)
     if sm.slice:
         return _message(c, sm, buf, s, e, depth + 1).get(next(iter(sm.fields.values()))[0], [])
     return _message(c, sm, buf, s, e, depth + 1)
@@ -295,6 +326,8 @@ def _message(c: Compiled, m: Msg, buf: bytes, i: int, end: int, depth: int) -> d
                     val = _message(c, sm, buf, s, i, depth + 1)
                 else:
                     val = _submessage(c, sub, buf, s, i, depth)
+            elif kind == _SPEC:
+                val = _special_cached(c, sub, buf, s, i, depth)
             elif kind == _MAP:
                 key, val = _map_entry(c, sub[0], sub[1], sub[2], buf, s, i, depth)
                 d = out.get(name)
@@ -330,7 +363,7 @@ def _message(c: Compiled, m: Msg, buf: bytes, i: int, end: int, depth: int) -> d
                 out[name] = [val]
             else:
                 lst.append(val)
-        elif kind == _MSG:  # Go never omits a struct, but omitzero does
+        elif kind == _MSG or kind == _SPEC:  # Go never omits a struct, but omitzero does
             if not name and isinstance(val, dict):  # an embedded struct: its fields are ours
                 out.update(val)
             elif omitzero and (val is None or val == {}):
@@ -410,6 +443,14 @@ def _packed(kind: int, buf: bytes, i: int, end: int) -> list[Any]:
 def _map_entry(
     c: Compiled, kind: int, sub: Any, key_kind: tuple[int, int], buf: bytes, i: int, end: int, depth: int
 ) -> tuple[str, Any]:
+    if kind == _STR and key_kind[0] == _STR and end - i >= 4 and buf[i] == 0x0A and buf[i + 1] < 0x80:
+        # the usual map<string, string> entry {1: key, 2: value}, both shorter than 128 bytes
+        ke = i + 2 + buf[i + 1]
+        if ke + 2 <= end and buf[ke] == 0x12 and buf[ke + 1] < 0x80 and ke + 2 + buf[ke + 1] == end:
+            try:
+                return buf[i + 2 : ke].decode("utf-8"), buf[ke + 2 : end].decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # the general path below replaces invalid bytes
     key: Any = ""
     val: Any = None
     vs = ve = -1
@@ -438,6 +479,10 @@ def _map_entry(
         if vs < 0:
             vs = ve = 0
         val = _submessage(c, sub, buf, vs, ve, depth)
+    elif kind == _SPEC:
+        if vs < 0:
+            vs = ve = 0
+        val = _special_cached(c, sub, buf, vs, ve, depth)
     elif kind in (_STR, _BYTES):
         val = _scalar(kind, 0, buf, vs, ve) if vs >= 0 else ""
     elif kind == _ENUM:

@@ -2,7 +2,8 @@
 plus :class:`KindOptions` (pure: no Docker, no kind binary).
 
 :func:`kind_config` is kind's ``kind.x-k8s.io/v1alpha4`` Cluster (one control-plane, ``spec.nodes`` workers,
-``kubeProxyMode``, ``disableDefaultCNI``, pod/service subnets, node image, kubeadm patches);
+``kubeProxyMode``, ``ipFamily`` (ipv6 / dual), ``disableDefaultCNI``, pod/service subnets, node image,
+kubeadm patches);
 :func:`create_argv` is the ``kind create cluster`` command line; :func:`node_image` picks the node image.
 """
 
@@ -42,7 +43,7 @@ KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
 IMAGE_ENV = "K8SSTATE_KIND_IMAGE"
 DEFAULT_WAIT = 300.0
 CGROUP_V1_PATCH = "kind: KubeletConfiguration\nfailCgroupV1: false\n"
-_CIDR_RE = re.compile(r"^[0-9a-fA-F:.]+/\d{1,3}$")
+_CIDR_RE = re.compile(r"^[0-9a-fA-F:.]+/\d{1,3}(,[0-9a-fA-F:.]+/\d{1,3})?$")  # dual-stack: "v4,v6"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ class KindOptions:
         for name in ("pod_subnet", "service_subnet"):
             v = getattr(self, name)
             if v is not None and not _CIDR_RE.match(v):
-                raise ConfigError(f"kind option {name}={v!r}: expected a CIDR like 10.244.0.0/16")
+                raise ConfigError(
+                    f"kind option {name}={v!r}: expected a CIDR like 10.244.0.0/16 "
+                    "(dual-stack: two, comma-separated: 10.244.0.0/16,fd00:10:244::/56)"
+                )
         for i, patch in enumerate((*self.kubeadm_config_patches, *self.control_plane_patches)):
             try:
                 doc = yaml.safe_load(patch)
@@ -117,6 +121,9 @@ def kind_config(spec: ClusterSpec, opts: KindOptions, image: str | None = None) 
         for n in nodes:
             n["image"] = image
     networking: dict[str, Any] = {"kubeProxyMode": spec.proxy_mode}
+    if spec.ip_family != "ipv4":
+        # kind's defaults per family: pods fd00:10:244::/56, Services fd00:10:96::/112 (IPv4 first in dual)
+        networking["ipFamily"] = spec.ip_family
     if opts.disable_default_cni:
         networking["disableDefaultCNI"] = True
     if opts.pod_subnet:

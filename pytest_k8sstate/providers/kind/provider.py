@@ -36,7 +36,7 @@ from typing import Any
 
 from pytest_k8sstate.errors import BinaryError, CommandError, ConfigError, K8sStateError, ProviderError
 from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, family_capabilities
 from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
 from pytest_k8sstate.providers.forwarders import stop_forwarder
 from pytest_k8sstate.providers.kind import noderoutes, reaper
@@ -108,9 +108,12 @@ class KindProvider(DockerNodesProvider):
     name = "kind"
     cnis = ("ptp", "bridge", "flannel", "flannel-host-gw", "kindnet")
     # what a kind cluster can offer at most (the plugin skips a test needing anything else before create)
-    capabilities = capabilities_for("iptables", default_cni=True, ipvs_kernel=False) | {
-        f"cni-{c}" for c in cnis
-    }
+    capabilities = (
+        capabilities_for("iptables", default_cni=True, ipvs_kernel=False)
+        | {f"cni-{c}" for c in cnis}
+        | {"ipv6", "dual-stack"}
+    )
+    ip_families = ("ipv4", "ipv6", "dual")
 
     def __init__(
         self,
@@ -171,6 +174,7 @@ class KindProvider(DockerNodesProvider):
                 "is assumed: `docker load -i IMAGE.tar` it or build one (docs/kind-on-restricted-machines.md)"
             )
         install_cni = self._cni_to_install(spec, opts, image)
+        self._check_family_cni(spec, opts, image)
         if install_cni is not None:
             # kind's --wait would wait for a Ready control plane, which needs the CNI installed below
             opts = replace(opts, disable_default_cni=True, wait=0.0)
@@ -180,6 +184,7 @@ class KindProvider(DockerNodesProvider):
         st.data = {
             "name": spec.name,
             "proxy_mode": spec.proxy_mode,
+            "ip_family": spec.ip_family,
             "image": image,
             "default_cni": install_cni is not None or not opts.disable_default_cni,
             **({"cni": install_cni} if install_cni is not None else {}),
@@ -273,6 +278,20 @@ class KindProvider(DockerNodesProvider):
         res = self.docker.run("image", "inspect", "--format", fmt, image, timeout=30, check=False)
         label = res.text.strip() if res.returncode == 0 else ""
         return cni_name(label if label and label != "<no value>" else "kindnet") or "kindnet"
+
+    def _check_family_cni(self, spec: ClusterSpec, opts: KindOptions, image: str | None) -> None:
+        """An IPv6 or dual-stack kind cluster needs a pod network of those families: kindnet (kind's own).
+        The node-routes agent (ptp, bridge) and the flannel setup here give pods IPv4 addresses only."""
+        self.check_ip_family(spec.ip_family)
+        if spec.ip_family == "ipv4" or opts.disable_default_cni:
+            return
+        cni = spec.cni or self._image_default_cni(image)
+        if cni != "kindnet":
+            raise ConfigError(
+                f"kind cluster {spec.name!r}: ip_family={spec.ip_family!r} needs kindnet as the pod network "
+                f"(CNI {cni!r} here assigns IPv4 pod addresses only; node image {image or 'kind default'}); "
+                "use a node image with kindnetd or --k8sstate-provider local"
+            )
 
     def _cni_to_install(self, spec: ClusterSpec, opts: KindOptions, image: str | None) -> str | None:
         """The node-routes mode to install after create (None: the image's default CNI, or none at all)."""
@@ -428,7 +447,8 @@ class KindProvider(DockerNodesProvider):
                 ipvs_kernel=ipvs_in_kernel(),
                 kindnet=cni_name(cni) == "kindnet",
                 cni=cni_name(cni),
-            ),
+            )
+            | family_capabilities(str(st.data.get("ip_family") or "ipv4")),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),
             check_alive=lambda: self._check_nodes_running(st.name, nodes),
@@ -438,6 +458,7 @@ class KindProvider(DockerNodesProvider):
                 "netns": netns,
                 "image": st.data.get("image"),
                 "default_cni": cni,
+                "ip_family": str(st.data.get("ip_family") or "ipv4"),
                 "missing_capabilities": missing_capability_notes(
                     str(st.data.get("image") or "the node image"), cni
                 ),

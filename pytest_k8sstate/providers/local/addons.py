@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 DNS_IP = "10.96.0.10"
+DNS_IP6 = "fd00:10:96::a"
+"""kube-dns in an IPv6-only cluster (the tenth address of the IPv6 Service range, as kubeadm picks it)."""
 COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.12.4"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 
@@ -45,8 +47,22 @@ COREFILE = """.:53 {
 """
 
 
-def node_object(name: str, *, role: str, ip: str, pod_cidr: str, version: str) -> Obj:
-    """A Node as the kubelet registers it (labels, addresses) plus kubeadm's control-plane role/taint."""
+def node_object(
+    name: str,
+    *,
+    role: str,
+    ip: str,
+    pod_cidr: str,
+    version: str,
+    ips: list[str] | None = None,
+    pod_cidrs: list[str] | None = None,
+) -> Obj:
+    """A Node as the kubelet registers it (labels, addresses) plus kubeadm's control-plane role/taint.
+
+    ``ips`` / ``pod_cidrs`` (primary family first): a dual-stack or IPv6 node's InternalIPs and podCIDRs
+    instead of ``ip`` / ``pod_cidr``."""
+    ips = ips or [ip]
+    pod_cidrs = pod_cidrs or [pod_cidr]
     labels = {
         "beta.kubernetes.io/arch": "amd64",
         "beta.kubernetes.io/os": "linux",
@@ -54,7 +70,7 @@ def node_object(name: str, *, role: str, ip: str, pod_cidr: str, version: str) -
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
     }
-    spec: Obj = {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}
+    spec: Obj = {"podCIDR": pod_cidrs[0], "podCIDRs": list(pod_cidrs)}
     if role == "control-plane":
         labels["node-role.kubernetes.io/control-plane"] = ""
         labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
@@ -73,7 +89,10 @@ def node_object(name: str, *, role: str, ip: str, pod_cidr: str, version: str) -
         },
         "spec": spec,
         "status": {
-            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "addresses": [
+                *({"type": "InternalIP", "address": a} for a in ips),
+                {"type": "Hostname", "address": name},
+            ],
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
@@ -114,7 +133,9 @@ def kube_proxy_config(mode: str, cluster_cidr: str) -> str:
     return yaml.safe_dump(cfg, sort_keys=True)
 
 
-def addons(*, proxy_mode: str, cluster_cidr: str, api_server: str, version: str) -> list[Obj]:
+def addons(
+    *, proxy_mode: str, cluster_cidr: str, api_server: str, version: str, dns_ip: str = DNS_IP
+) -> list[Obj]:
     """kubeadm's add-on objects, in creation order."""
     kp_labels = {"k8s-app": "kube-proxy"}
     dns_labels = {"k8s-app": "kube-dns"}
@@ -295,7 +316,7 @@ def addons(*, proxy_mode: str, cluster_cidr: str, api_server: str, version: str)
                 "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"},
             },
             "spec": {
-                "clusterIP": DNS_IP,
+                "clusterIP": dns_ip,
                 "ports": [
                     {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                     {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},

@@ -6,6 +6,7 @@ provider starts them (:class:`~pytest_k8sstate.providers.local.procs.Procs`) in 
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +30,56 @@ __all__ = [
 
 SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_CIDR = "10.244.0.0/16"
+SERVICE_CIDR6 = "fd00:10:96::/112"
+CLUSTER_CIDR6 = "fd00:10:244::/56"
+NODE_MASK4, NODE_MASK6 = 24, 64
 API_PORT = 6443
+
+
+def service_cidrs(ip_family: str) -> str:
+    """``--service-cluster-ip-range``: the primary family first (IPv4 in a dual-stack cluster, as kubeadm)."""
+    return {"ipv4": SERVICE_CIDR, "ipv6": SERVICE_CIDR6}.get(ip_family, f"{SERVICE_CIDR},{SERVICE_CIDR6}")
+
+
+def cluster_cidrs(ip_family: str) -> str:
+    """``--cluster-cidr`` of the controller-manager and kube-proxy (pod ranges), primary family first."""
+    return {"ipv4": CLUSTER_CIDR, "ipv6": CLUSTER_CIDR6}.get(ip_family, f"{CLUSTER_CIDR},{CLUSTER_CIDR6}")
+
+
+def node_pod_cidrs(k: int, ip_family: str) -> list[str]:
+    """Node ``k``'s ``spec.podCIDRs`` (the provider sets them; the node IPAM controller keeps them)."""
+    v4 = f"10.244.{k}.0/{NODE_MASK4}"
+    v6 = (
+        str(ipaddress.IPv6Network(CLUSTER_CIDR6).network_address + (k << (128 - NODE_MASK6)))
+        + f"/{NODE_MASK6}"
+    )
+    return {"ipv4": [v4], "ipv6": [v6]}.get(ip_family, [v4, v6])
+
+
+def node_mask_flags(ip_family: str) -> list[str]:
+    """The controller-manager's node mask flags: it refuses a flag of a family the cluster lacks."""
+    if ip_family == "ipv4":
+        return [f"--node-cidr-mask-size={NODE_MASK4}"]
+    if ip_family == "ipv6":
+        return [f"--node-cidr-mask-size-ipv6={NODE_MASK6}"]
+    return [f"--node-cidr-mask-size-ipv4={NODE_MASK4}", f"--node-cidr-mask-size-ipv6={NODE_MASK6}"]
+
+
+def primary_ip(node: NodeRecord, ip_family: str) -> str:
+    """The node's address of the cluster's primary family (its InternalIP first in Node.status)."""
+    return node.ip6 if ip_family == "ipv6" else node.ip
+
+
+def hostport(ip: str, port: int) -> str:
+    """``a.b.c.d:port`` or ``[v6]:port``."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def api_url(cp: NodeRecord, ip_family: str) -> str:
+    """The apiserver as the components reach it: its advertise address."""
+    return f"https://{hostport(primary_ip(cp, ip_family), API_PORT)}"
+
+
 ETCD_PORT = 2379
 
 Paths = Mapping[str, Path]
@@ -69,10 +119,10 @@ def etcd_argv(binary: Path, data_dir: Path, pki: Pki, cp: NodeRecord) -> list[st
     return server.argv()
 
 
-def apiserver_argv(paths: Paths, pki: Pki, cp: NodeRecord) -> list[str | Path]:
+def apiserver_argv(paths: Paths, pki: Pki, cp: NodeRecord, ip_family: str = "ipv4") -> list[str | Path]:
     return [
         paths["kube-apiserver"],
-        f"--advertise-address={cp.ip}",
+        f"--advertise-address={primary_ip(cp, ip_family)}",
         "--allow-privileged=true",
         "--authorization-mode=Node,RBAC",
         f"--client-ca-file={pki.ca_crt}",
@@ -96,13 +146,15 @@ def apiserver_argv(paths: Paths, pki: Pki, cp: NodeRecord) -> list[str | Path]:
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidrs(ip_family)}",
         f"--tls-cert-file={pki.apiserver_crt}",
         f"--tls-private-key-file={pki.apiserver_key}",
     ]
 
 
-def controller_manager_argv(paths: Paths, pki: Pki, kubeconfig: Path, cluster_name: str) -> list[str | Path]:
+def controller_manager_argv(
+    paths: Paths, pki: Pki, kubeconfig: Path, cluster_name: str, ip_family: str = "ipv4"
+) -> list[str | Path]:
     return [
         paths["kube-controller-manager"],
         "--allocate-node-cidrs=true",
@@ -110,7 +162,7 @@ def controller_manager_argv(paths: Paths, pki: Pki, kubeconfig: Path, cluster_na
         f"--authorization-kubeconfig={kubeconfig}",
         "--bind-address=127.0.0.1",
         f"--client-ca-file={pki.ca_crt}",
-        f"--cluster-cidr={CLUSTER_CIDR}",
+        f"--cluster-cidr={cluster_cidrs(ip_family)}",
         f"--cluster-name={cluster_name}",
         f"--cluster-signing-cert-file={pki.ca_crt}",
         f"--cluster-signing-key-file={pki.ca_key}",
@@ -122,11 +174,11 @@ def controller_manager_argv(paths: Paths, pki: Pki, kubeconfig: Path, cluster_na
         "--kube-api-qps=500",
         "--kube-api-burst=1000",
         "--leader-elect=true",
-        "--node-cidr-mask-size=24",
+        *node_mask_flags(ip_family),
         f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
         f"--root-ca-file={pki.ca_crt}",
         f"--service-account-private-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidrs(ip_family)}",
         "--use-service-account-credentials=true",
     ]
 
@@ -142,32 +194,38 @@ def scheduler_argv(paths: Paths, kubeconfig: Path) -> list[str | Path]:
     ]
 
 
-def kwok_argv(paths: Paths, kubeconfig: Path, stages: Path) -> list[str | Path]:
-    """kwok: node heartbeats (Ready nodes) and pods Running with IPs from each node's podCIDR."""
+def kwok_argv(paths: Paths, kubeconfig: Path, stages: Path, ip_family: str = "ipv4") -> list[str | Path]:
+    """kwok: node heartbeats (Ready nodes) and pods Running with IPs from each node's podCIDRs (its
+    ``PodIPsWith`` stage: one address per podCIDR, so a dual-stack node's pods get one of each family)."""
     return [
         paths["kwok"],
         f"--kubeconfig={kubeconfig}",
         f"--config={stages}",
         "--manage-all-nodes=true",
         "--node-lease-duration-seconds=40",
-        f"--cidr={CLUSTER_CIDR}",
+        f"--cidr={CLUSTER_CIDR6 if ip_family == 'ipv6' else CLUSTER_CIDR}",
     ]
 
 
-def kube_proxy_argv(paths: Paths, kubeconfig: Path, node: NodeRecord, proxy_mode: str) -> list[str | Path]:
-    """A real kube-proxy for ``node`` (in its namespace); conntrack sysctls untouched, every sync at once."""
+def kube_proxy_argv(
+    paths: Paths, kubeconfig: Path, node: NodeRecord, proxy_mode: str, ip_family: str = "ipv4"
+) -> list[str | Path]:
+    """A real kube-proxy for ``node`` (in its namespace); conntrack sysctls untouched, every sync at once.
+    Its primary family is that of ``--bind-address``; it runs both families when the node has ip6tables
+    (iptables, ipvs) or nft ``ip6`` tables, as on any node."""
+    ip = primary_ip(node, ip_family)
     return [
         paths["kube-proxy"],
         f"--kubeconfig={kubeconfig}",
         f"--hostname-override={node.name}",
-        f"--bind-address={node.ip}",
-        f"--cluster-cidr={CLUSTER_CIDR}",
+        f"--bind-address={ip}",
+        f"--cluster-cidr={cluster_cidrs(ip_family)}",
         f"--proxy-mode={proxy_mode}",
         "--conntrack-max-per-core=0",
         "--conntrack-tcp-timeout-established=0",
         "--conntrack-tcp-timeout-close-wait=0",
-        f"--healthz-bind-address={node.ip}:10256",
-        f"--metrics-bind-address={node.ip}:10249",
+        f"--healthz-bind-address={hostport(ip, 10256)}",
+        f"--metrics-bind-address={hostport(ip, 10249)}",
         "--iptables-min-sync-period=0",
         "--v=2",
     ]

@@ -30,11 +30,16 @@ from pytest_k8sstate.providers.local.rest import RestClient
 from pytest_k8sstate.providers.local.state import ClusterState, NodeRecord, checkpoint
 from pytest_k8sstate.util.poll import wait_until
 
-__all__ = ["EARLY_CONTROLLERS_ENV", "Creation", "early_controllers"]
+__all__ = ["EARLY_CONTROLLERS_ENV", "Creation", "early_controllers", "node_ips"]
 
 EARLY_CONTROLLERS_ENV = "K8SSTATE_LOCAL_EARLY_CONTROLLERS"
 #: what a wait may meet while a component is still starting (connection refused, reset, a node command)
 _TRANSIENT = (OSError, http.client.HTTPException, CommandError)
+
+
+def node_ips(n: NodeRecord, ip_family: str) -> list[str]:
+    """The node's InternalIPs in the cluster's families, primary first."""
+    return {"ipv4": [n.ip], "ipv6": [n.ip6]}.get(ip_family, [n.ip, n.ip6])
 
 
 def early_controllers(env: Mapping[str, str] | None = None) -> bool:
@@ -98,7 +103,7 @@ class Creation:
         self.procs.start("portforward", comp.portforward_argv(cp, ready_file), None)
         (d / "etcd-data").mkdir(mode=0o700, exist_ok=True)
         self.procs.start("etcd", comp.etcd_argv(self.paths["etcd"], d / "etcd-data", pki, cp), cp.netns)
-        self.procs.start("kube-apiserver", comp.apiserver_argv(self.paths, pki, cp), cp.netns)
+        self.procs.start("kube-apiserver", comp.apiserver_argv(self.paths, pki, cp, st.ip_family), cp.netns)
         early = early_controllers()
         if early:
             self._start_controllers(pki)
@@ -148,22 +153,33 @@ class Creation:
         names = [f"{spec.name}-control-plane"] + [
             f"{spec.name}-worker{'' if k == 1 else k}" for k in range(1, spec.nodes + 1)
         ]
+        fam = st.ip_family
         for k, node in enumerate(names):
+            cidrs = comp.node_pod_cidrs(k, "dual" if fam != "ipv4" else "ipv4")
             st.nodes.append(
                 NodeRecord(
                     name=node,
                     role="control-plane" if k == 0 else "worker",
                     ip=net.host_ip(st.subnet, 2 + k),
                     netns=net.node_netns(node),
-                    pod_cidr=f"10.244.{k}.0/24",
+                    pod_cidr=cidrs[0],
+                    ip6=net.host_ip(st.subnet6, 2 + k) if st.subnet6 else "",
+                    pod_cidr6=cidrs[1] if fam != "ipv4" else "",
                 )
             )
         st.netns = [n.netns for n in st.nodes] + [net.bridge_netns(spec.name)]
         st.save()
         checkpoint("netns-recorded")
-        net.create_network(spec.name, st.subnet, [(n.netns, n.ip) for n in st.nodes])
+        net.create_network(
+            spec.name,
+            st.subnet,
+            [(n.netns, n.ip) for n in st.nodes],
+            subnet6=st.subnet6,
+            ips6=[n.ip6 for n in st.nodes],
+        )
         checkpoint("network")
-        self.done(f"network: {len(st.nodes)} node namespaces on {st.subnet}")
+        on = f"{st.subnet} + {st.subnet6}" if st.subnet6 else st.subnet
+        self.done(f"network: {len(st.nodes)} node namespaces on {on}")
         return st.nodes[0]
 
     def _pki(self, cp: NodeRecord) -> Pki:
@@ -173,11 +189,11 @@ class Creation:
         d = self.st.dir
         pki = generate_pki(
             d / "pki",
-            apiserver_sans=[cp.ip, cp.name],
+            apiserver_sans=[cp.ip, *([cp.ip6] if cp.ip6 else []), cp.name],
             etcd_sans=[cp.ip, cp.name],
             cluster_name=self.spec.name,
         )
-        internal = f"https://{cp.ip}:{comp.API_PORT}"
+        internal = comp.api_url(cp, self.st.ip_family)
         kc = d / "kubeconfig"
         kc.mkdir(exist_ok=True)
         for component, cn in (
@@ -198,7 +214,9 @@ class Creation:
         conf = self.comp_conf
         self.procs.start(
             "kube-controller-manager",
-            comp.controller_manager_argv(self.paths, pki, conf["controller-manager"], self.st.name),
+            comp.controller_manager_argv(
+                self.paths, pki, conf["controller-manager"], self.st.name, self.st.ip_family
+            ),
             cp.netns,
         )
         self.procs.start("kube-scheduler", comp.scheduler_argv(self.paths, conf["scheduler"]), cp.netns)
@@ -206,15 +224,25 @@ class Creation:
     def _objects(self, api: RestClient, cp: NodeRecord) -> None:
         """The Node objects and kubeadm's add-ons (kube-proxy config, coredns, RBAC)."""
         st = self.st
+        fam = st.ip_family
         objs = [
-            addons_mod.node_object(n.name, role=n.role, ip=n.ip, pod_cidr=n.pod_cidr, version=st.version)
-            for n in st.nodes
+            addons_mod.node_object(
+                n.name,
+                role=n.role,
+                ip=n.ip,
+                pod_cidr=n.pod_cidr,
+                version=st.version,
+                ips=node_ips(n, fam),
+                pod_cidrs=comp.node_pod_cidrs(k, fam),
+            )
+            for k, n in enumerate(st.nodes)
         ]
         objs += addons_mod.addons(
             proxy_mode=self.spec.proxy_mode,
-            cluster_cidr=comp.CLUSTER_CIDR,
-            api_server=f"https://{cp.ip}:{comp.API_PORT}",
+            cluster_cidr=comp.cluster_cidrs(fam),
+            api_server=comp.api_url(cp, fam),
             version=st.version,
+            dns_ip=addons_mod.DNS_IP6 if fam == "ipv6" else addons_mod.DNS_IP,
         )
         for obj in objs:
             status, body = api.request("POST", addons_mod.collection_path(obj), obj)
@@ -232,11 +260,12 @@ class Creation:
         """kwok (nodes Ready, pods Running) and one kube-proxy per node."""
         conf = self.comp_conf
         stages = kwok_stages(self.spec.version)
-        self.procs.start("kwok", comp.kwok_argv(self.paths, conf["admin-internal"], stages), cp.netns)
+        fam = self.st.ip_family
+        self.procs.start("kwok", comp.kwok_argv(self.paths, conf["admin-internal"], stages, fam), cp.netns)
         for n in self.st.nodes:
             self.procs.start(
                 f"kube-proxy-{n.name}",
-                comp.kube_proxy_argv(self.paths, conf["kube-proxy"], n, self.spec.proxy_mode),
+                comp.kube_proxy_argv(self.paths, conf["kube-proxy"], n, self.spec.proxy_mode, fam),
                 n.netns,
             )
 
@@ -263,7 +292,8 @@ class Creation:
         )
         self.done(f"coredns endpoints ready ({', '.join(dns_eps)})")
 
-        expected: list[ready.Expected] = [("default", "kubernetes", "https", "tcp", cp.ip, comp.API_PORT)]
+        api_ip = comp.primary_ip(cp, st.ip_family)
+        expected: list[ready.Expected] = [("default", "kubernetes", "https", "tcp", api_ip, comp.API_PORT)]
         expected += [("kube-system", "kube-dns", "dns-tcp", "tcp", ip, 53) for ip in dns_eps]
         pending = {n.name: n for n in st.nodes}
 

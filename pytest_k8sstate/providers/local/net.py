@@ -7,6 +7,12 @@ Layout for cluster ``c`` with subnet index ``i``::
     k8ss-c-worker         eth0 = 172.31.i.3/24
     k8ss-c-worker2        eth0 = 172.31.i.4/24
 
+IPv6 and dual-stack clusters (``ip_family`` ipv6/dual) also get the ULA subnet ``fd00:172:31:<i hex>::/64``
+on the same wire: br0 ``::1``, node k ``::<k+2>`` (no duplicate address detection: the addresses are
+usable at once), a default IPv6 route via ``::1`` and IPv6 forwarding on. The IPv4 wire addresses stay in
+every family: the host's port forwarder reaches the apiserver over them; Kubernetes sees only the
+cluster's families (node addresses, Service and pod ranges).
+
 The veth pairs are created directly between the bridge namespace and the node namespace
 (``ip -n k8ss-c-net link add veth0 type veth peer name eth0 netns k8ss-c-control-plane``), so no
 interface ever appears in the root namespace. Addresses only exist inside the cluster's namespaces.
@@ -34,7 +40,7 @@ def node_netns(node: str) -> str:
 
 
 def host_ip(subnet: str, host: int) -> str:
-    net = ipaddress.IPv4Network(subnet)
+    net = ipaddress.ip_network(subnet)
     return str(net.network_address + host)
 
 
@@ -47,11 +53,22 @@ def _batch(ns: str, lines: list[str]) -> None:
     )
 
 
-def create_network(cluster: str, subnet: str, nodes: list[tuple[str, str]]) -> None:
-    """Create the bridge namespace and one namespace per ``(netns, ip)`` node, wired to the bridge.
+def create_network(
+    cluster: str,
+    subnet: str,
+    nodes: list[tuple[str, str]],
+    *,
+    subnet6: str = "",
+    ips6: list[str] | None = None,
+) -> None:
+    """Create the bridge namespace and one namespace per ``(netns, ip)`` node, wired to the bridge; with
+    ``subnet6``, also node ``k``'s IPv6 address ``ips6[k]`` (bridge ``::1``).
 
     The caller records the namespace names first, so a failure half-way is cleaned by teardown.
     """
+    ips6 = ips6 or []
+    if subnet6 and len(ips6) != len(nodes):
+        raise ProviderError(f"cluster {cluster!r}: {len(nodes)} nodes but {len(ips6)} IPv6 addresses")
     netns_mod.require_root(f"creating local cluster {cluster!r}")
     prefix = ipaddress.IPv4Network(subnet).prefixlen
     gw = host_ip(subnet, 1)
@@ -69,6 +86,9 @@ def create_network(cluster: str, subnet: str, nodes: list[tuple[str, str]]) -> N
         f"addr add {gw}/{prefix} dev {BRIDGE}",
         f"link set {BRIDGE} up",
     ]
+    if subnet6:
+        prefix6 = ipaddress.IPv6Network(subnet6).prefixlen
+        lines.insert(3, f"addr add {host_ip(subnet6, 1)}/{prefix6} dev {BRIDGE} nodad")
     for k, (ns, _ip) in enumerate(nodes):
         lines += [
             f"link add veth{k} type veth peer name eth0 netns {ns}",
@@ -76,7 +96,15 @@ def create_network(cluster: str, subnet: str, nodes: list[tuple[str, str]]) -> N
             f"link set veth{k} up",
         ]
     _batch(br_ns, lines)
-    for ns, ip in nodes:
+    for k, (ns, ip) in enumerate(nodes):
+        v6 = (
+            [
+                f"addr add {ips6[k]}/{prefix6} dev eth0 nodad",
+                f"route add default via {host_ip(subnet6, 1)} dev eth0",
+            ]
+            if subnet6
+            else []
+        )
         _batch(
             ns,
             [
@@ -84,12 +112,16 @@ def create_network(cluster: str, subnet: str, nodes: list[tuple[str, str]]) -> N
                 f"addr add {ip}/{prefix} dev eth0",
                 "link set eth0 up",
                 f"route add default via {gw} dev eth0",
+                *v6,
             ],
         )
     # Like a kind node: forwarding on (what a CNI-enabled node has). Runs inside each node namespace.
+    sysctls = ["net.ipv4.ip_forward=1"]
+    if subnet6:
+        sysctls += ["net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.all.forwarding=1"]
     procs = [
         subprocess.Popen(  # noqa: S603 - argv list, no shell
-            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            ["ip", "netns", "exec", ns, "sysctl", "-qw", *sysctls],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -107,7 +139,7 @@ def create_network(cluster: str, subnet: str, nodes: list[tuple[str, str]]) -> N
         if p.returncode != 0:
             errors.append(f"{ns}: {err.decode(errors='replace').strip()}")
     if errors:
-        raise CommandError("setting net.ipv4.ip_forward=1 failed: " + "; ".join(errors))
+        raise CommandError(f"setting {' '.join(sysctls)} failed: " + "; ".join(errors))
 
 
 def delete_netns(names: list[str], timeout: float = 5.0) -> list[str]:

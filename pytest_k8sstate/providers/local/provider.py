@@ -42,7 +42,15 @@ import pytest_k8sstate.providers.local.net as net
 import pytest_k8sstate.providers.local.state as state_mod
 from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.node.exec import NetnsExec
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, Provider, stderr_progress
+from pytest_k8sstate.providers.base import (
+    Cluster,
+    ClusterSpec,
+    NodeInfo,
+    Progress,
+    Provider,
+    family_capabilities,
+    stderr_progress,
+)
 from pytest_k8sstate.providers.host import check_ipvs_support, proc_start_time, sigterm_as_interrupt
 from pytest_k8sstate.providers.local.binaries import kube_version, resolve_binaries
 from pytest_k8sstate.providers.local.create import Creation
@@ -53,6 +61,8 @@ from pytest_k8sstate.providers.local.state import ClusterState
 __all__ = ["LocalProvider", "check_kubeconfig_out", "provider"]
 
 CAPABILITIES = frozenset({"etcd", "iptables", "nftables"})
+#: what a cluster of the right ``ip_family`` adds (``Provider.capabilities``: the most the provider offers)
+FAMILY_CAPABILITIES = frozenset({"ipv6", "dual-stack"})
 DEFAULT_TIMEOUT = 120.0
 
 
@@ -62,7 +72,8 @@ def provider(**options: Any) -> LocalProvider:
 
 class LocalProvider(Provider):
     name = "local"
-    capabilities = CAPABILITIES
+    capabilities = CAPABILITIES | FAMILY_CAPABILITIES
+    ip_families: ClassVar[tuple[str, ...]] = ("ipv4", "ipv6", "dual")
     missing_reasons: ClassVar[Mapping[str, str]] = {
         "container-runtime": "the local provider runs pods with kwok (no container runtime)",
         "kubelet": "the local provider's nodes are kwok nodes (no kubelet)",
@@ -105,6 +116,7 @@ class LocalProvider(Provider):
         st = state_mod.claim(
             spec.name,
             proxy_mode=spec.proxy_mode,
+            ip_family=spec.ip_family,
             version=version,
             owner_pid=os.getpid(),
             owner_start=proc_start_time(os.getpid()),
@@ -182,7 +194,7 @@ class LocalProvider(Provider):
             cert=pki / "apiserver-etcd-client.crt",
             key=pki / "apiserver-etcd-client.key",
         )
-        caps = set(CAPABILITIES)
+        caps = set(CAPABILITIES) | family_capabilities(st.ip_family)
         if st.proxy_mode == "ipvs":
             caps.add("ipvs")
         return Cluster(
@@ -190,12 +202,29 @@ class LocalProvider(Provider):
             provider=self.name,
             kubeconfig=Path(st.kubeconfig),
             api_server=f"https://127.0.0.1:{st.ports['api']}",
-            nodes=[NodeInfo(n.name, n.role, NetnsExec(n.netns, node=n.name), n.ip) for n in st.nodes],
+            # the node address Kubernetes knows first (InternalIP): IPv6 in an IPv6-only cluster
+            nodes=[
+                NodeInfo(
+                    n.name, n.role, NetnsExec(n.netns, node=n.name), n.ip6 if st.ip_family == "ipv6" else n.ip
+                )
+                for n in st.nodes
+            ],
             etcd=etcd,
             capabilities=frozenset(caps),
             proxy_mode=st.proxy_mode,
             version=st.version,
-            details={"dir": str(st.dir), "subnet": st.subnet, "ports": dict(st.ports), "index": st.index},
+            details={
+                "dir": str(st.dir),
+                "subnet": st.subnet,
+                "ports": dict(st.ports),
+                "index": st.index,
+                "ip_family": st.ip_family,
+                **(
+                    {"subnet6": st.subnet6, "node_ips6": {n.name: n.ip6 for n in st.nodes}}
+                    if st.subnet6
+                    else {}
+                ),
+            },
             check_alive=lambda: check_alive(st),
         )
 

@@ -61,28 +61,47 @@ def dns_endpoints(api: RestClient, want: int = 2) -> tuple[str | None, list[str]
     return None, sorted(ips)
 
 
+def _hostport(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def proxy_rules_missing(exec_: NodeExec, mode: str, expected: Sequence[Expected]) -> str | None:
-    """None when the node's rules hold every expected ``(ns, svc, port_name, proto, ep_ip, ep_port)``."""
+    """None when the node's rules hold every expected ``(ns, svc, port_name, proto, ep_ip, ep_port)``
+    (an IPv6 endpoint in ip6tables / the ``ip6`` table / ``[addr]:port`` of IPVS)."""
     if mode == "nftables":
-        return _nft_missing(exec_, expected)
+        for v6 in (False, True):
+            why = _nft_missing(exec_, [e for e in expected if (":" in e[4]) == v6], v6)
+            if why is not None:
+                return why
+        return None
     if mode == "ipvs":
         text = exec_.run(["ipvsadm", "-Ln"], check=False, timeout=10).text
         for _ns, svc, _port, _proto, ip, ep_port in expected:
-            if f"{ip}:{ep_port}" not in text:
-                return f"no IPVS real server {ip}:{ep_port} ({svc}) yet"
+            if _hostport(ip, ep_port) not in text:
+                return f"no IPVS real server {_hostport(ip, ep_port)} ({svc}) yet"
         return None
-    text = exec_.run(["iptables-save", "-t", "nat"], check=False, timeout=10).text
-    for ns, svc, port, _proto, ip, ep_port in expected:
-        # the comment is quoted by iptables-save unless it has no spaces
-        if f"{ns}/{svc}:{port} -> {ip}:{ep_port}" not in text:
-            return f"no KUBE-SVC rule for {ns}/{svc}:{port} -> {ip}:{ep_port} in iptables nat yet"
+    for save in ("iptables-save", "ip6tables-save"):
+        want = [e for e in expected if (":" in e[4]) == (save == "ip6tables-save")]
+        if not want:
+            continue
+        text = exec_.run([save, "-t", "nat"], check=False, timeout=10).text
+        for ns, svc, port, _proto, ip, ep_port in want:
+            # the comment is quoted by iptables-save unless it has no spaces
+            if f"{ns}/{svc}:{port} -> {_hostport(ip, ep_port)}" not in text:
+                return (
+                    f"no KUBE-SVC rule for {ns}/{svc}:{port} -> {_hostport(ip, ep_port)} in "
+                    f"{save.removesuffix('-save')} nat yet"
+                )
     return None
 
 
-def _nft_missing(exec_: NodeExec, expected: Sequence[Expected]) -> str | None:
-    res = exec_.run(["nft", "list", "table", "ip", "kube-proxy"], check=False, timeout=10)
+def _nft_missing(exec_: NodeExec, expected: Sequence[Expected], v6: bool = False) -> str | None:
+    if not expected:
+        return None
+    family = "ip6" if v6 else "ip"
+    res = exec_.run(["nft", "list", "table", family, "kube-proxy"], check=False, timeout=10)
     if res.returncode != 0:
-        return "table ip kube-proxy not created yet"
+        return f"table {family} kube-proxy not created yet"
     text = res.text
     for ns, svc, port, proto, ip, ep_port in expected:
         # ≤ 1.36: one chain per endpoint (``endpoint-H-ns/svc/proto/port__IP/PORT``); 1.37: the service
@@ -93,6 +112,8 @@ def _nft_missing(exec_: NodeExec, expected: Sequence[Expected]) -> str | None:
             rf"chain service-[A-Z0-9]+-{re.escape(f'{ns}/{svc}/{proto}/{port}')} \{{(.*?)\}}\n", text, re.S
         )
         body = m.group(1) if m else ""
-        if f"{ip}:{ep_port}" not in body and f"{ip} . {ep_port}" not in body:
-            return f"no DNAT for {ns}/{svc}:{port} -> {ip}:{ep_port} in table ip kube-proxy yet"
+        if _hostport(ip, ep_port) not in body and f"{ip} . {ep_port}" not in body:
+            return (
+                f"no DNAT for {ns}/{svc}:{port} -> {_hostport(ip, ep_port)} in table {family} kube-proxy yet"
+            )
     return None

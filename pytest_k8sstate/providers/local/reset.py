@@ -55,16 +55,23 @@ def _read_etcd(cluster: Cluster) -> dict[bytes, tuple[bytes, int]]:
     return out
 
 
-def rules_text(exec_: NodeExec, mode: str) -> list[str]:
-    """The node's netfilter rules as a sorted list of normalised lines (counters/comments dropped)."""
+def rules_text(exec_: NodeExec, mode: str, *, ip6: bool = False) -> list[str]:
+    """The node's netfilter rules as a sorted list of normalised lines (counters/comments dropped).
+    ``ip6`` (a cluster with IPv6): also ``ip6tables-save`` (its lines prefixed ``ip6 ``); nft's ruleset
+    holds every family anyway."""
     if mode == "nftables":
         res = exec_.run(["nft", "list", "ruleset"], timeout=10)
         lines = _drop_empty_chains([ln.strip().rstrip(",") for ln in res.text.splitlines()])
     else:
-        res = exec_.run(["iptables-save"], timeout=10)
-        lines = [_COUNTERS.sub("", ln) for ln in res.text.splitlines() if not ln.startswith("#")]
-        lines = [ln.replace(" [0:0]", "") for ln in lines]
+        lines = _save_lines(exec_.run(["iptables-save"], timeout=10).text)
+        if ip6:
+            lines += [f"ip6 {ln}" for ln in _save_lines(exec_.run(["ip6tables-save"], timeout=10).text)]
     return sorted(ln for ln in lines if ln)
+
+
+def _save_lines(text: str) -> list[str]:
+    lines = [_COUNTERS.sub("", ln) for ln in text.splitlines() if not ln.startswith("#")]
+    return [ln.replace(" [0:0]", "") for ln in lines]
 
 
 def _drop_empty_chains(lines: list[str]) -> list[str]:
@@ -134,7 +141,8 @@ def _settled(cluster: Cluster, timeout: float) -> dict[bytes, bytes]:
 
 def capture_pristine(cluster: Cluster, st: ClusterState, *, settle_timeout: float = 10.0) -> None:
     etcd = _settled(cluster, settle_timeout)
-    rules = {n.name: rules_text(n.exec, cluster.proxy_mode) for n in cluster.nodes}
+    ip6 = st.ip_family != "ipv4"
+    rules = {n.name: rules_text(n.exec, cluster.proxy_mode, ip6=ip6) for n in cluster.nodes}
     _cache[cluster.name] = (etcd, rules)
     data = {
         "etcd": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in etcd.items()},
@@ -208,7 +216,7 @@ def reset_cluster(cluster: Cluster, st: ClusterState, *, timeout: float = 30.0) 
         why = None
         for name, n in list(pending.items()):
             try:
-                now = rules_text(n.exec, cluster.proxy_mode)
+                now = rules_text(n.exec, cluster.proxy_mode, ip6=st.ip_family != "ipv4")
             except CommandError as exc:
                 why = str(exc)
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -139,6 +140,13 @@ class NodeRecord:
     ip: str
     netns: str
     pod_cidr: str
+    ip6: str = ""
+    """The node's IPv6 address (ipv6 and dual clusters; ``ip`` stays the IPv4 wire address)."""
+    pod_cidr6: str = ""
+
+
+_NODE_REQUIRED = {"name", "role", "ip", "netns", "pod_cidr"}
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
 
 
 @dataclass
@@ -150,6 +158,8 @@ class ClusterState:
     version: str
     owner_pid: int | None
     owner_start: int | None
+    ip_family: str = "ipv4"
+    subnet6: str = ""
     phase: str = "creating"  # creating | ready | deleting
     netns: list[str] = field(default_factory=list)
     nodes: list[NodeRecord] = field(default_factory=list)
@@ -251,7 +261,7 @@ def _parse_state(d: object) -> ClusterState:
             raise ValueError(f"netns[{i}]: {ns[:80]!r} is not a namespace of cluster {name!r}")
     nodes = []
     for i, n in enumerate(_list(raw.get("nodes", []), "nodes")):
-        nd = _fields(n, f"nodes[{i}]", NodeRecord, {f.name for f in fields(NodeRecord)})
+        nd = _fields(n, f"nodes[{i}]", NodeRecord, _NODE_REQUIRED)
         rec = NodeRecord(**{k: _str(v, f"nodes[{i}].{k}") for k, v in nd.items()})
         if not _netns_of(name, rec.netns):
             raise ValueError(f"nodes[{i}].netns: {rec.netns[:80]!r} is not a namespace of cluster {name!r}")
@@ -281,6 +291,9 @@ def _parse_state(d: object) -> ClusterState:
     created = raw.get("created_at", 0.0)
     if not isinstance(created, int | float) or isinstance(created, bool) or not 0 <= created < 1e11:
         raise ValueError("created_at: expected a time in seconds since 1970")
+    ip_family = _str(raw.get("ip_family", "ipv4"), "ip_family")
+    if ip_family not in IP_FAMILIES:
+        raise ValueError(f"ip_family: expected one of {', '.join(IP_FAMILIES)}, got {ip_family[:40]!r}")
     phase = _str(raw.get("phase", "creating"), "phase")
     if phase not in ("creating", "ready", "deleting"):
         raise ValueError(f"phase: expected creating, ready or deleting, got {phase[:40]!r}")
@@ -292,6 +305,8 @@ def _parse_state(d: object) -> ClusterState:
         version=_str(raw["version"], "version"),
         owner_pid=_opt(raw.get("owner_pid"), "owner_pid", int),
         owner_start=_opt(raw.get("owner_start"), "owner_start", int),
+        ip_family=ip_family,
+        subnet6=_str(raw.get("subnet6", ""), "subnet6"),
         phase=phase,
         netns=netns,
         nodes=nodes,
@@ -394,7 +409,13 @@ def global_lock(timeout: float = 30.0) -> Iterator[None]:
 
 
 def claim(
-    name: str, *, proxy_mode: str, version: str, owner_pid: int | None, owner_start: int | None
+    name: str,
+    *,
+    proxy_mode: str,
+    version: str,
+    owner_pid: int | None,
+    owner_start: int | None,
+    ip_family: str = "ipv4",
 ) -> ClusterState:
     """Create the cluster directory and state with the lowest free subnet index (under the lock)."""
     with global_lock():
@@ -413,6 +434,8 @@ def claim(
             name=name,
             index=idx,
             subnet=f"172.31.{idx}.0/24",
+            ip_family=ip_family,
+            subnet6="" if ip_family == "ipv4" else str(ipaddress.IPv6Network(f"fd00:172:31:{idx:x}::/64")),
             proxy_mode=proxy_mode,
             version=version,
             owner_pid=owner_pid,

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from pytest_k8sstate.trace import Packet, trace
+from pytest_k8sstate.traffic import probe
 
 from .helpers import (
     added_keys,
+    load_manifest,
     manifest,
     node_names,
     sep_chain,
@@ -20,6 +22,7 @@ from .helpers import (
     wait_until,
     without_noise,
 )
+from .workloads import agnhost_on_nodes, kubectl, netexec
 
 SERVICE = "default/f33-web"
 PORT_ID = "default/f33-web:http"
@@ -170,3 +173,35 @@ def test_finding_33_dual_stack_service(k8s_cluster, cluster_state, k8s_api):
             )
             result = trace(ruleset, packet)
             assert dict(result.endpoints) == {endpoints[fam]: 1}, (node, fam, result)
+
+
+@pytest.mark.k8sstate_finding(
+    33, "Dual-stack Service: a ClusterIP and an EndpointSlice per family; rules in iptables and ip6tables"
+)
+@pytest.mark.k8sstate_needs("dual-stack", "container-runtime")
+def test_finding_33_observed_both_families_reach_the_pod(k8s_cluster, cluster_state, k8s_api):
+    """The observed half of finding 33 (real pods: kind): the same Pod, now an agnhost ``netexec`` on
+    port 8080. From every node, 10 real connections to the IPv4 ClusterIP and 10 to the IPv6 one all reach
+    ``f33-web``, and the pod saw a client address of the family the connection used — each family's rules
+    (``iptables`` and ``ip6tables``, or the ``ip``/``ip6`` tables) carry their own traffic, as traced above.
+    """
+    tag = agnhost_on_nodes(k8s_cluster)
+    k8s_api.apply(netexec(load_manifest("33-dual-stack.yaml"), tag))
+    k8s_api.wait_ready("pod/f33-web")
+    k8s_api.wait_endpoints("svc/f33-web", count=2)
+    svc = k8s_api.get("svc/f33-web")
+    pod = k8s_api.get("pod/f33-web")
+    vip = {_family(ip): ip for ip in svc["spec"]["clusterIPs"]}
+    pod_ip = {_family(p["ip"]): p["ip"] for p in pod["status"].get("podIPs") or []}
+    endpoints = {fam: _hostport(ip, 8080) for fam, ip in pod_ip.items()}
+    wait_until(
+        f"every kube-proxy to program {SERVICE} in both families ({endpoints[4]}, {endpoints[6]})",
+        lambda: _programmed(k8s_cluster, endpoints),
+    )
+    for node in node_names(k8s_cluster):
+        for fam in (4, 6):
+            to = _hostport(vip[fam], 80)
+            observed = probe(k8s_cluster, to, source=f"node/{node}", count=10, kubectl=kubectl())
+            assert observed.counts() == {"f33-web": 10}, (node, to, observed.connections[:3])
+            seen = {c.client_ip or "none" for c in observed.connections}
+            assert {_family(ip) if ip != "none" else 0 for ip in seen} == {fam}, (node, to, seen)

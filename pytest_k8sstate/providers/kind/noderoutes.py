@@ -58,6 +58,8 @@ MODES = ("ptp", "bridge", "flannel")
 per pod), ``bridge`` (minikube's default: every pod's veth on ``cni0``, ``ipMasq``) or ``flannel`` (the real
 flanneld, which the kind provider copies into the nodes, with ``data.backend`` ``vxlan`` or ``host-gw`` on
 ``data.network``; the agent writes the bridge config flannel's CNI plugin would delegate to)."""
+DUAL_STACK_MODES = ("ptp", "bridge")
+"""The modes that give pods an address per family of the node's podCIDRs (IPv6-only, dual-stack)."""
 FLANNEL_BACKENDS = ("vxlan", "host-gw")
 
 

@@ -280,17 +280,18 @@ class KindProvider(DockerNodesProvider):
         return cni_name(label if label and label != "<no value>" else "kindnet") or "kindnet"
 
     def _check_family_cni(self, spec: ClusterSpec, opts: KindOptions, image: str | None) -> None:
-        """An IPv6 or dual-stack kind cluster needs a pod network of those families: kindnet (kind's own).
-        The node-routes agent (ptp, bridge) and the flannel setup here give pods IPv4 addresses only."""
+        """An IPv6 or dual-stack kind cluster needs a pod network of those families: kindnet (kind's own) or
+        the node-routes agent (ptp, bridge: one host-local range per family of the node's podCIDRs). The
+        flannel set-up here leases IPv4 subnets only."""
         self.check_ip_family(spec.ip_family)
         if spec.ip_family == "ipv4" or opts.disable_default_cni:
             return
         cni = spec.cni or self._image_default_cni(image)
-        if cni != "kindnet":
+        if cni not in ("kindnet", *noderoutes.DUAL_STACK_MODES):
             raise ConfigError(
-                f"kind cluster {spec.name!r}: ip_family={spec.ip_family!r} needs kindnet as the pod network "
-                f"(CNI {cni!r} here assigns IPv4 pod addresses only; node image {image or 'kind default'}); "
-                "use a node image with kindnetd or --k8sstate-provider local"
+                f"kind cluster {spec.name!r}: ip_family={spec.ip_family!r} needs a pod network of that family "
+                f"(CNI {cni!r} here assigns IPv4 pod addresses only); use --k8sstate-cni "
+                f"{' or '.join(noderoutes.DUAL_STACK_MODES)} (or kindnet)"
             )
 
     def _cni_to_install(self, spec: ClusterSpec, opts: KindOptions, image: str | None) -> str | None:

@@ -1,7 +1,7 @@
 #!/bin/bash
 # k8sstate-node-routes: pod networking for kind nodes without kindnetd (providers/kind/noderoutes.py).
-# Every 2-10 s: this node's CNI config from its spec.podCIDR, and a route to every other node's pod CIDR
-# via that node's InternalIP. Acts only while kube-system/k8sstate-node-routes exists. In mode flannel it
+# Every 2-10 s: this node's CNI config from its spec.podCIDRs (one range per family: IPv4, IPv6 or both),
+# and a route to every other node's pod CIDRs via that node's InternalIP of the same family. Acts only while kube-system/k8sstate-node-routes exists. In mode flannel it
 # keeps the real flanneld running instead (which owns the routes) and writes the config flannel's CNI
 # plugin would delegate to.
 set -u
@@ -14,10 +14,13 @@ flannel_dir=/run/k8sstate-flannel
 
 kc() { timeout 20 kubectl --kubeconfig="$kubeconfig" "$@"; }
 
-# $1: this node's pod CIDR, $2: the mode the ConfigMap names (data.mode: ptp, the default, bridge or
+# $1: this node's pod CIDRs (comma-separated, one per family), $2: the mode the ConfigMap names (data.mode: ptp, the default, bridge or
 # flannel; flannel also reads FLANNEL_NETWORK and FLANNEL_MTU from /run/flannel/subnet.env)
 conflist() {
-  local main routes='[{"dst": "0.0.0.0/0"}]' mtu=1500
+  local main routes ranges mtu=1500
+  ranges=$(jq -cn --arg c "$1" '[$c | split(",")[] | [{subnet: .}]]')
+  # a default route per family the node has a pod range of
+  routes=$(jq -cn --arg c "$1" '[$c | split(",")[] | if test(":") then {dst: "::/0"} else {dst: "0.0.0.0/0"} end]')
   if [ "$2" = "bridge" ]; then
     # minikube's default bridge CNI: every pod's veth on cni0 (the gateway), masquerade off-subnet traffic
     main='"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,'
@@ -44,7 +47,7 @@ conflist() {
         "type": "host-local",
         "dataDir": "/run/cni-ipam-state",
         "routes": $routes,
-        "ranges": [[{"subnet": "$1"}]]
+        "ranges": $ranges
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
@@ -55,11 +58,17 @@ EOF
 
 # kube-proxy has programmed the kubernetes Service on this node (iptables or nftables mode)
 proxy_ready() {
-  iptables -w 5 -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https' && return 0
-  nft list table ip kube-proxy 2>/dev/null | grep -q 'default/kubernetes:https'
+  local fam
+  for fam in iptables ip6tables; do
+    "$fam" -w 5 -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https' && return 0
+  done
+  for fam in ip ip6; do
+    nft list table "$fam" kube-proxy 2>/dev/null | grep -q 'default/kubernetes:https' && return 0
+  done
+  return 1
 }
 
-# $1: pod CIDR, $2: mode. Pods started before kube-proxy's first sync cannot reach the API (CoreDNS then
+# $1: pod CIDRs, $2: mode. Pods started before kube-proxy's first sync cannot reach the API (CoreDNS then
 # stays unready for up to a minute): the first config waits for it, 30 s at most (other proxies, ipvs)
 write_conf() {
   if [ ! -f "$conf" ] && ! proxy_ready; then
@@ -115,7 +124,7 @@ sync_flannel() {
 sync_once() {
   [ -r "$kubeconfig" ] || return 1
   # --raw: no API discovery, half the time of `kubectl get` (the agent shares the node's CPU)
-  local cm mode nodes name cidr ip
+  local cm mode nodes name cidrs cidr ip4 ip6 via ranges
   cm=$(kc get --raw /api/v1/namespaces/kube-system/configmaps/k8sstate-node-routes 2>/dev/null) || return 1
   mode=$(jq -r '.data.mode // "ptp"' <<<"$cm")
   if [ "$mode" = "flannel" ]; then
@@ -123,17 +132,29 @@ sync_once() {
     return $?
   fi
   nodes=$(kc get --raw /api/v1/nodes) || return 1
-  # name, podCIDR, first IPv4 InternalIP ("-" when not known yet)
-  while IFS=$'\t' read -r name cidr ip; do
-    [ "$cidr" = "-" ] && continue
+  # name, podCIDRs (comma-separated), first IPv4 and first IPv6 InternalIP ("-" when not known yet)
+  while IFS=$'\t' read -r name cidrs ip4 ip6; do
+    [ "$cidrs" = "-" ] && continue
     if [ "$name" = "$node" ]; then
-      write_conf "$cidr" "$mode"
-    elif [ "$ip" != "-" ]; then
-      ip route replace "$cidr" via "$ip" || echo "k8sstate-node-routes: no route $cidr via $ip" >&2
+      # pods of an IPv6 range are routed by this node: IPv6 forwarding on (the node's own netns only)
+      case "$cidrs" in *:*) echo 1 > /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null ;; esac
+      write_conf "$cidrs" "$mode"
+      continue
     fi
-  done < <(jq -r '.items[] | [.metadata.name, (.spec.podCIDR // "-"),
-      ([.status.addresses[]? | select(.type == "InternalIP") | .address | select(test(":") | not)][0]
-       // "-")] | @tsv' <<<"$nodes")
+    IFS=, read -ra ranges <<<"$cidrs"
+    for cidr in "${ranges[@]}"; do
+      case "$cidr" in
+        *:*) via=$ip6 ;;
+        *) via=$ip4 ;;
+      esac
+      [ "$via" = "-" ] && continue
+      ip route replace "$cidr" via "$via" || echo "k8sstate-node-routes: no route $cidr via $via" >&2
+    done
+  done < <(jq -r '.items[] | [.metadata.name,
+      ((.spec.podCIDRs // [.spec.podCIDR // empty]) | if length > 0 then join(",") else "-" end),
+      ([.status.addresses[]? | select(.type == "InternalIP") | .address | select(test(":") | not)][0] // "-"),
+      ([.status.addresses[]? | select(.type == "InternalIP") | .address | select(test(":"))][0] // "-")]
+      | @tsv' <<<"$nodes")
   [ -f "$conf" ]
 }
 

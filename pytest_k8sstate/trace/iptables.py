@@ -63,6 +63,7 @@ from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, m
 from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, mark_value
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
+from pytest_k8sstate.trace.ipt_memo import hook_reads
 from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
@@ -123,9 +124,8 @@ class _Tracer(Matchers):
                 f"{'ip6tables-save' if self.family == 6 else 'iptables-save'} dump"
             )
         self.branches = 0
-        self.steps: dict[
-            int, str
-        ] = {}  # id(rule) → its path step text, built once per trace (rules live in rs)
+        self.memos: dict[tuple[object, ...], list[tuple[int, bool, tuple[str, ...], str | None]]] = {}
+        self.steps: dict[int, str] = {}  # id(rule) → its path step text (rules live as long as rs)
         idx = rs.cache.get(_CACHE_KEY)
         if idx is None:
             idx = rs.cache[_CACHE_KEY] = {}
@@ -400,8 +400,12 @@ class _Tracer(Matchers):
         policy = ch.policy or "ACCEPT"
         go: list[_St] = []
         done: list[tuple[_St, str]] = []
+        reads = hook_reads(self.rs, table, hook, INDEX_MIN_RULES) if len(states) > 1 else None
         for st in states:
-            for s2, v in self.run_chain(table, hook, hook, st):
+            walked = (
+                self.run_chain(table, hook, hook, st) if reads is None else self.memo(table, hook, reads, st)
+            )
+            for s2, v in walked:
                 if v is None:
                     if policy not in _TERMINAL:
                         raise TraceError(
@@ -415,6 +419,33 @@ class _Tracer(Matchers):
                 else:
                     done.append((s2, v))
         return go, done
+
+    def memo(self, table: str, hook: str, reads: frozenset[str], st: _St) -> list[tuple[_St, str | None]]:
+        """``run_chain`` of a built-in chain that only reads ``reads`` and the mark (see :mod:`.ipt_memo`):
+        walked once per distinct key; its mark, masquerade and path steps are reused."""
+        key = (
+            table,
+            hook,
+            self.ctstate,
+            st.mark,
+            st.masq,
+            st.ifc,
+            st.notes,
+            st.recent,
+            st.dst if "dst" in reads else None,
+            st.dport if "dport" in reads else None,
+            st.dnat if "dnat" in reads else None,
+        )
+        done = self.memos.get(key)
+        if done is None:
+            bare = _St(st.prob, st.dst, st.dport, st.mark, st.dnat, st.masq, (), st.ifc, st.notes, st.recent)
+            walked = self.run_chain(table, hook, hook, bare)
+            done = self.memos[key] = [(s2.mark, s2.masq, s2.path, v) for s2, v in walked]
+        p, d, dp, dn, ifc, notes, rec = st.prob, st.dst, st.dport, st.dnat, st.ifc, st.notes, st.recent
+        return [
+            (_St(p, d, dp, mark, dn, masq, st.path + path, ifc, notes, rec), v)
+            for mark, masq, path, v in done
+        ]
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt

@@ -39,7 +39,7 @@ from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress
 from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
 from pytest_k8sstate.providers.forwarders import stop_forwarder
-from pytest_k8sstate.providers.kind import noderoutes, reaper
+from pytest_k8sstate.providers.kind import liveness, noderoutes, reaper
 from pytest_k8sstate.providers.kind.config import (
     CLUSTER_LABEL,
     ROLE_LABEL,
@@ -345,6 +345,12 @@ class KindProvider(DockerNodesProvider):
                 "again"
             )
 
+    def _check_alive(self, name: str, nodes: Sequence[NodeInfo], mode: str, cni: str | None) -> None:
+        """Node containers running, and in them the kubelet, kube-proxy, the CNI agent (:mod:`.liveness`)."""
+        self._check_nodes_running(name, nodes)
+        comps = liveness.expected_components(mode, cni)
+        liveness.check_components(name, [(n.name, n.exec) for n in nodes], comps)
+
     def _default_cni_of(self, container: str) -> str:
         """``kindnet``, or what the node image's :data:`~.noderoutes.IMAGE_LABEL` names (images built by
         :mod:`.image`); kind's own images have no such label and run kindnet."""
@@ -431,7 +437,7 @@ class KindProvider(DockerNodesProvider):
             ),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),
-            check_alive=lambda: self._check_nodes_running(st.name, nodes),
+            check_alive=lambda: self._check_alive(st.name, nodes, str(mode), cni_name(cni)),
             details={
                 "dir": str(st.dir),
                 "docker_host": self.docker.host,

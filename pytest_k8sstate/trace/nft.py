@@ -302,7 +302,10 @@ class _Tracer:
             elif k == "dnat":
                 return [(s2, "accept") for s2 in self._dnat(v, self._step(table, chain, rule, st))]
             elif k in ("masquerade", "snat"):
-                return [(replace(self._step(table, chain, rule, st), masq=True), "accept")]
+                s2 = self._step(table, chain, rule, st)
+                return [
+                    (_St(s2.prob, s2.daddr, s2.dport, s2.mark, s2.dnat, True, s2.path, s2.updates), "accept")
+                ]
             else:
                 raise _Unsupported(f"unsupported statement {k!r}")
         return [(st, "next")]
@@ -347,7 +350,8 @@ class _Tracer:
     def _mangle(self, v: Any, st: _St) -> _St:
         if isinstance(v, dict) and v.get("key") == {"meta": {"key": "mark"}}:
             val = self._int_value(v.get("value"), st)
-            return replace(st, mark=val & 0xFFFFFFFF)
+            mark = val & 0xFFFFFFFF
+            return _St(st.prob, st.daddr, st.dport, mark, st.dnat, st.masq, st.path, st.updates)
         raise _Unsupported("only 'meta mark set ...' is supported")
 
     def _int_value(self, e: Any, st: _St) -> int:

@@ -20,7 +20,15 @@ from pytest_k8sstate.errors import CommandError, ProviderError
 from pytest_k8sstate.node.exec import NodeExec
 from pytest_k8sstate.providers.kind import noderoutes
 
-__all__ = ["GRACE_SECONDS", "Component", "check_components", "dead_in", "expected_components", "probe_argv"]
+__all__ = [
+    "GRACE_SECONDS",
+    "Component",
+    "check_components",
+    "dead_in",
+    "expected_components",
+    "probe",
+    "probe_argv",
+]
 
 GRACE_SECONDS = 6.0
 """How long a missing component may take to come back (a pod container restarted by the kubelet)."""
@@ -112,9 +120,10 @@ def _log_tail(ex: NodeExec, c: Component) -> str:
     return f"    last lines of {where}:\n" + "\n".join(f"      {line[:300]}" for line in lines)
 
 
-def _probe(
+def probe(
     nodes: Sequence[tuple[str, NodeExec]], comps: Sequence[Component]
 ) -> dict[str, list[tuple[Component, str]]]:
+    """Node name → the components of ``comps`` not running in it (nodes where all run are left out)."""
     argv = probe_argv(comps)
 
     def one(ex: NodeExec) -> list[tuple[Component, str]]:
@@ -139,14 +148,16 @@ def check_components(
     comps: Sequence[Component],
     *,
     grace: float = GRACE_SECONDS,
+    dead: dict[str, list[tuple[Component, str]]] | None = None,
 ) -> None:
     """ProviderError naming every component of ``comps`` not running in one of ``nodes`` ((name, exec)
-    pairs), with its last log lines; a missing one gets ``grace`` seconds to come back first."""
-    dead = _probe(nodes, comps)
+    pairs), with its last log lines; a missing one gets ``grace`` seconds to come back first. ``dead``:
+    the result of a :func:`probe` already made (the provider runs it beside its container check)."""
+    dead = probe(nodes, comps) if dead is None else dead
     deadline = time.monotonic() + grace
     while dead and time.monotonic() < deadline:
         time.sleep(1.0)
-        dead = _probe([n for n in nodes if n[0] in dead], comps)
+        dead = probe([n for n in nodes if n[0] in dead], comps)
     if not dead:
         return
     execs = dict(nodes)

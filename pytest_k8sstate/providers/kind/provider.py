@@ -30,6 +30,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -347,9 +348,13 @@ class KindProvider(DockerNodesProvider):
 
     def _check_alive(self, name: str, nodes: Sequence[NodeInfo], mode: str, cni: str | None) -> None:
         """Node containers running, and in them the kubelet, kube-proxy, the CNI agent (:mod:`.liveness`)."""
-        self._check_nodes_running(name, nodes)
         comps = liveness.expected_components(mode, cni)
-        liveness.check_components(name, [(n.name, n.exec) for n in nodes], comps)
+        execs = [(n.name, n.exec) for n in nodes]
+        with ThreadPoolExecutor(max_workers=1) as pool:  # both at once: a snapshot waits for the slower
+            inside = pool.submit(liveness.probe, execs, comps)
+            self._check_nodes_running(name, nodes)  # a stopped container first: the clearer message
+            dead = inside.result()
+        liveness.check_components(name, execs, comps, dead=dead)
 
     def _default_cni_of(self, container: str) -> str:
         """``kindnet``, or what the node image's :data:`~.noderoutes.IMAGE_LABEL` names (images built by

@@ -495,3 +495,27 @@ def test_sigterm_during_create_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
         assert leftovers("local", name, pids) == []
     finally:
         reap()
+
+
+# --- the --kubeconfig copy of a local cluster: removed on delete only while it is still our copy ---------
+@pytest.mark.parametrize("edited", [False, True])
+def test_delete_removes_the_kubeconfig_copy_by_content_not_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edited: bool
+) -> None:
+    from pytest_k8sstate.providers.local.provider import LocalProvider
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    st = local_state.claim("kcopy", proxy_mode="iptables", version="v1", owner_pid=None, owner_start=None)
+    kc = st.dir / "kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    copy = tmp_path / "elsewhere" / "my.kubeconfig"
+    copy.parent.mkdir()
+    copy.write_bytes(kc.read_bytes())
+    if edited:  # the user changed the file since: it is theirs now
+        copy.write_text(kc.read_text() + "# mine\n")
+    st.kubeconfig = str(kc)
+    st.extra_kubeconfig = str(copy)
+    st.save()
+    LocalProvider(progress=lambda _line: None).delete("kcopy")
+    assert copy.exists() is edited
+    assert not st.dir.exists()

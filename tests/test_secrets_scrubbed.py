@@ -12,13 +12,16 @@ import json
 import os
 import re
 from importlib.metadata import entry_points
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 import pytest_k8sstate.binaries as binaries
 import pytest_k8sstate.plugin.options as k8s_config
 from pytest_k8sstate.errors import K8sStateError
-from pytest_k8sstate.k8s.api import api_error, scrub, secret_values
+from pytest_k8sstate.k8s.api import api_error, patch_secret_values, scrub, secret_values
+from pytest_k8sstate.k8s.helper import K8sHelper
 from pytest_k8sstate.providers.local.binaries import KUBE_BINARIES
 from pytest_k8sstate.util.files import cache_dir
 
@@ -133,3 +136,62 @@ def test_rejected_secret_value_is_in_no_output_or_artifact(
             from pytest_k8sstate.providers.registry import get_provider
 
             get_provider("local", progress=lambda _line: None).delete(name)
+
+
+# --- patches of a Secret: their values are scrubbed like apply's ---------------------------------
+def test_patch_secret_values_of_every_patch_shape() -> None:
+    b64 = FORMS[1]
+    assert set(patch_secret_values([{"op": "add", "path": "/data/x", "value": b64}])) == set(FORMS)
+    assert set(patch_secret_values([{"op": "replace", "path": "/stringData/y", "value": PLANTED}])) == set(
+        FORMS
+    )
+    assert set(patch_secret_values([{"op": "add", "path": "/data", "value": {"x": b64}}])) == set(FORMS)
+    assert set(patch_secret_values([{"op": "test", "path": "/data/x", "value": b64}])) == set(FORMS)
+    assert set(patch_secret_values({"stringData": {"y": PLANTED}})) == set(FORMS)  # merge / strategic
+    assert patch_secret_values([{"op": "add", "path": "/metadata/labels/a", "value": PLANTED}]) == []
+    assert patch_secret_values([{"op": "remove", "path": "/data/x"}]) == []
+    assert patch_secret_values("not a patch") == []
+
+
+class _EchoingApiServer:
+    """Stands in for an API server that echoes a rejected patch's body in its error (none is running here;
+    the real apiserver's messages vary by version and admission plugin, so the worst case is planted)."""
+
+    class resources:  # the DynamicClient attribute
+        @staticmethod
+        def get(api_version: str, kind: str) -> Any:
+            return SimpleNamespace(namespaced=True, kind=kind, api_version=api_version)
+
+    def patch(self, resource: Any, body: Any = None, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        exc = ApiException(status=422, reason="Invalid")
+        exc.body = json.dumps({"message": f"{resource.kind} is invalid: {json.dumps(body)}"})
+        raise exc
+
+
+@pytest.mark.parametrize(
+    ("patch_type", "body"),
+    [
+        ("json", [{"op": "add", "path": "/data/bad key!", "value": FORMS[1]}]),
+        ("json", [{"op": "add", "path": "/stringData", "value": {"k": PLANTED}}]),
+        ("merge", {"stringData": {"k": PLANTED}}),
+        ("strategic", {"data": {"k": FORMS[1]}}),
+    ],
+)
+def test_a_rejected_secret_patch_names_no_value(patch_type: str, body: Any) -> None:
+    helper = K8sHelper(api_client=None, dynamic=_EchoingApiServer())
+    with pytest.raises(K8sStateError) as info:
+        helper.patch("secret/s", body, patch_type=patch_type)
+    msg = str(info.value)
+    assert msg.startswith("patching secret/s: HTTP 422: Secret is invalid: "), msg
+    assert "<redacted>" in msg
+    assert _leaks(msg, "message") == []
+
+
+def test_a_configmap_patch_is_not_scrubbed() -> None:
+    helper = K8sHelper(api_client=None, dynamic=_EchoingApiServer())
+    with pytest.raises(K8sStateError, match="not-a-secret-value"):
+        helper.patch(
+            "cm/c", [{"op": "add", "path": "/data/x", "value": "not-a-secret-value"}], patch_type="json"
+        )

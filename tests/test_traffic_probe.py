@@ -32,7 +32,15 @@ from pytest_k8sstate.traffic.probe import (
     parse_probe_output,
     run_probe,
 )
-from pytest_k8sstate.traffic.targets import Source, Target, parse_source, parse_target
+from pytest_k8sstate.traffic.targets import (
+    Source,
+    Target,
+    check_in_cluster,
+    cluster_ranges,
+    parse_source,
+    parse_target,
+    probe,
+)
 
 needs_busybox = pytest.mark.skipif(
     not Path(HOST_BUSYBOX).is_file(), reason=f"{HOST_BUSYBOX} missing: apt-get install busybox-static"
@@ -267,3 +275,93 @@ def test_cli_render_shows_split_and_sources():
     assert lines[0] == "3 connections from node/n1 to 10.96.0.50:80 in 1.5s (2/s)"
     assert lines[1].split() == ["web-a", "2", "66.67%", "(10.244.1.5)", "saw", "172.18.0.2"]
     assert lines[2].split() == ["refused", "1", "33.33%"]
+
+
+# --- probes go only to the cluster's own addresses ------------------------------------------------
+_KUBECTL_STANDIN = """#!/bin/sh
+# stands in for kubectl (no apiserver here): prints the list asked for, from files beside this script
+for a in "$@"; do
+  case "$a" in servicecidrs|nodes|services|pods) exec cat "$(dirname "$0")/$a.json";; esac
+done
+exit 1
+"""
+
+
+def _standin_kubectl(tmp_path, *, servicecidrs=True):
+    d = tmp_path / "kubectl"
+    d.mkdir()
+    node = {
+        "metadata": {"name": "c-worker"},
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
+        "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.3"}]},
+    }
+    svc = {
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"clusterIPs": ["10.96.7.7"], "externalIPs": ["192.0.2.50"]},
+    }
+    pod = {"metadata": {"namespace": "default", "name": "p"}, "status": {"podIPs": [{"ip": "10.250.0.9"}]}}
+    lists = {"nodes": [node], "services": [svc], "pods": [pod]}
+    if servicecidrs:
+        lists["servicecidrs"] = [{"spec": {"cidrs": ["10.96.0.0/16", "fd00:10:96::/112"]}}]
+    for name, items in lists.items():
+        (d / f"{name}.json").write_text(json.dumps({"items": items}))
+    exe = d / "kubectl"
+    exe.write_text(_KUBECTL_STANDIN)
+    exe.chmod(0o755)
+    return str(exe)
+
+
+class _NoExec(LocalExec):
+    def run(self, *a, **kw):  # a refused probe must not run anything in a node
+        raise AssertionError("the probe ran in the node")
+
+
+class _Cluster:
+    name = "c"
+    kubeconfig = "/nonexistent/kubeconfig"
+    nodes = (type("N", (), {"name": "c-control-plane", "ip": "172.18.0.2", "exec": _NoExec("n")})(),)
+
+    def node(self, name):
+        return self.nodes[0]
+
+
+@pytest.mark.parametrize(
+    ("ip", "what"),
+    [
+        ("10.96.200.1", "the Service range"),
+        ("fd00:10:96::a", "the Service range"),
+        ("10.244.1.77", "the pod range of node c-worker"),
+        ("172.18.0.3", "node c-worker"),
+        ("172.18.0.2", "node c-control-plane"),
+        ("192.0.2.50", "Service default/web"),
+        ("10.250.0.9", "pod default/p"),
+    ],
+)
+def test_cluster_addresses_are_found_in_what_kubectl_lists(tmp_path, ip, what):
+    kubectl = _standin_kubectl(tmp_path)
+    ranges = cluster_ranges(_Cluster(), kubectl=kubectl, kubeconfig="/k")
+    host = f"[{ip}]" if ":" in ip else ip
+    assert check_in_cluster(ip, ranges, "c", parse_target(f"{host}:80")) == what
+
+
+@pytest.mark.parametrize("ip", ["8.8.8.8", "127.0.0.1", "10.97.0.1", "10.244.2.1", "2001:db8::1"])
+def test_a_probe_to_an_address_outside_the_cluster_is_refused_before_any_connection(tmp_path, ip):
+    kubectl = _standin_kubectl(tmp_path)
+    host = f"[{ip}]" if ":" in ip else ip
+    with pytest.raises(ConfigError) as info:
+        probe(_Cluster(), f"{host}:53", kubectl=kubectl)
+    msg = str(info.value)
+    assert msg.startswith(f"--to {ip}:53: {ip} is not an address of cluster 'c' ("), msg
+    assert "the Service range 10.96.0.0/16" in msg
+    assert "the pod range of node c-worker 10.244.1.0/24" in msg
+    assert "node c-worker 172.18.0.3" in msg
+    assert "probes only go to the cluster's own Services, pods and nodes" in msg
+    assert "\n" not in msg
+
+
+def test_without_the_servicecidr_api_the_services_own_ips_are_allowed(tmp_path):
+    kubectl = _standin_kubectl(tmp_path, servicecidrs=False)
+    ranges = cluster_ranges(_Cluster(), kubectl=kubectl, kubeconfig="/k")
+    assert check_in_cluster("10.96.7.7", ranges, "c", parse_target("10.96.7.7:80")) == "Service default/web"
+    with pytest.raises(ConfigError, match="not an address of cluster 'c'"):
+        check_in_cluster("10.96.7.8", ranges, "c", parse_target("10.96.7.8:80"))

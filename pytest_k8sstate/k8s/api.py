@@ -17,7 +17,15 @@ from typing import Any
 
 from pytest_k8sstate.errors import K8sStateError
 
-__all__ = ["api_error", "api_failures", "is_not_found", "scrub", "secret_values", "to_dict"]
+__all__ = [
+    "api_error",
+    "api_failures",
+    "is_not_found",
+    "patch_secret_values",
+    "scrub",
+    "secret_values",
+    "to_dict",
+]
 
 
 @functools.cache
@@ -55,6 +63,27 @@ def secret_values(doc: Mapping[str, Any]) -> list[str]:
                 with contextlib.suppress(binascii.Error, ValueError):
                     values.append(base64.b64decode(text, validate=True).decode("utf-8", "replace"))
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def patch_secret_values(body: Any) -> list[str]:
+    """The values a patch of a Secret writes (never to be shown): a strategic/merge patch's
+    ``data``/``stringData``, a JSON patch's ``value`` of every operation on ``/data…``/``/stringData…``."""
+    if isinstance(body, Mapping):
+        return secret_values({**body, "kind": "Secret"})
+    if not isinstance(body, (list, tuple)):
+        return []
+    values: list[str] = []
+    for op in body:
+        if not isinstance(op, Mapping) or "value" not in op:
+            continue
+        path = str(op.get("path") or "")
+        field = path.lstrip("/").split("/", 1)[0]
+        if field not in ("data", "stringData"):
+            continue
+        value = op["value"]
+        entries = value if isinstance(value, Mapping) and "/" not in path.lstrip("/") else {"v": value}
+        values += secret_values({"kind": "Secret", field: entries})
+    return sorted(set(values), key=len, reverse=True)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

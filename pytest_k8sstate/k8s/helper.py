@@ -17,13 +17,20 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import K8sStateError
-from pytest_k8sstate.k8s.api import api_error, api_failures, is_not_found, secret_values, to_dict
+from pytest_k8sstate.k8s.api import (
+    api_error,
+    api_failures,
+    is_not_found,
+    patch_secret_values,
+    secret_values,
+    to_dict,
+)
 from pytest_k8sstate.k8s.discovery import discover_kind, find_resource
 from pytest_k8sstate.k8s.manifests import BUILTIN_KINDS, ObjectRef, load_manifests, looks_like_ref, parse_ref
 from pytest_k8sstate.k8s.readiness import ready, ready_addresses
@@ -133,7 +140,9 @@ class K8sHelper:
     def _ns(self, resource: Any, namespace: str | None) -> str | None:
         return (namespace or self.namespace) if resource.namespaced else None
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self, what: str, fn: Callable[..., Any], *args: Any, hidden: Iterable[str] = (), **kwargs: Any
+    ) -> Any:
         """``fn(...)``; an API failure becomes one K8sStateError without the client's frames (they hold the
         body, e.g. a Secret's values) and with any Secret value of the body scrubbed from the message.
         Hidden from pytest tracebacks, as are the helper calls taking objects: pytest prints the arguments
@@ -141,7 +150,7 @@ class K8sHelper:
         __tracebackhide__ = True
         kwargs.setdefault("_request_timeout", self.request_timeout)
         body = kwargs.get("body")
-        secrets = secret_values(body) if isinstance(body, Mapping) else []
+        secrets = [*(secret_values(body) if isinstance(body, Mapping) else []), *hidden]
         try:
             return fn(*args, **kwargs)
         except api_failures() as exc:
@@ -410,11 +419,12 @@ class K8sHelper:
         }
         if patch_type not in content_types:
             raise K8sStateError(f"patch_type {patch_type!r}: expected one of {', '.join(content_types)}")
-        resource, parsed, _ = self._ref(ref)
+        resource, parsed, kind = self._ref(ref)
         obj = self._call(
             f"patching {parsed}",
             self.dynamic.patch,
             resource,
+            hidden=patch_secret_values(body) if kind == "Secret" else (),
             body=body,
             name=parsed.name,
             namespace=self._ns(resource, namespace),

@@ -34,6 +34,7 @@ __all__ = [
     "addr",
     "canon",
     "iface_text",
+    "mark_value",
     "net",
     "to_int",
 ]
@@ -48,10 +49,13 @@ MAX_ASSUMPTIONS = 256
 Iface = tuple[str, str, bool]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class St:
     """One path's packet state: probability, (rewritten) destination, mark, NAT so far, the rules
-    taken, interface constraints assumed, notes (e.g. "routed, not bridged") and recent-list entries."""
+    taken, interface constraints assumed, notes (e.g. "routed, not bridged") and recent-list entries.
+
+    Never modified once built (branches share states); not ``frozen`` only because a frozen
+    dataclass's ``__init__`` costs seven times more, and a trace builds several per endpoint."""
 
     prob: Fraction
     dst: str
@@ -101,6 +105,19 @@ def to_int(text: str) -> int:
     if v is None:
         raise ValueError(f"not an ASCII decimal or 0x hex number: {text!r}")
     return v
+
+
+@lru_cache(maxsize=65536)
+def mark_value(text: str) -> tuple[int, int | None]:
+    """``VALUE[/MASK]`` of ``-m mark``/``MARK`` → (value, mask or None); ValueError if unreadable.
+    Cached: every packet of a trace meets the same few marks at every Service."""
+    v, _, m = text.partition("/")
+    return to_int(v), (to_int(m) if m else None)
+
+
+@lru_cache(maxsize=65536)
+def _probability(text: str) -> Fraction:
+    return parse_probability(text)
 
 
 def iface_text(c: Iface) -> str:
@@ -285,7 +302,7 @@ class Matchers:
         if mode is None or mode.value != "random" or prob is None or len(m.opts) != 2:
             raise Unsupported("unsupported statistic match (only --mode random --probability P)")
         try:
-            p = parse_probability(prob.value or "")
+            p = _probability(prob.value or "")
         except ValueError as exc:
             raise Unsupported(f"cannot read probability: {exc}") from None
         return 1 - p if prob.negated else p
@@ -294,12 +311,11 @@ class Matchers:
         for o in m.opts:
             if o.name != "--mark":
                 raise Unsupported(f"unsupported option -m mark {o.name}")
-            v, _, mask = (o.value or "").partition("/")
             try:
-                val, msk = to_int(v), (to_int(mask) if mask else 0xFFFFFFFF)
+                val, msk = mark_value(o.value or "")
             except ValueError as exc:
                 raise Unsupported(f"cannot read mark {o.value!r}") from exc
-            if ((st.mark & msk) == val) == o.negated:
+            if ((st.mark & (0xFFFFFFFF if msk is None else msk)) == val) == o.negated:
                 return False
         return True
 

@@ -60,9 +60,10 @@ from pytest_k8sstate.parse.numbers import parse_port
 from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
-from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, to_int
+from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, mark_value
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
+from pytest_k8sstate.trace.ipt_memo import hook_reads
 from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
@@ -123,6 +124,8 @@ class _Tracer(Matchers):
                 f"{'ip6tables-save' if self.family == 6 else 'iptables-save'} dump"
             )
         self.branches = 0
+        self.memos: dict[tuple[object, ...], list[tuple[int, bool, tuple[str, ...], str | None]]] = {}
+        self.steps: dict[int, str] = {}  # id(rule) → its path step text (rules live as long as rs)
         idx = rs.cache.get(_CACHE_KEY)
         if idx is None:
             idx = rs.cache[_CACHE_KEY] = {}
@@ -233,6 +236,7 @@ class _Tracer(Matchers):
             raise TraceError(f"{self.rs.source}: chain {chain} of table {table} does not exist (jump target)")
         out: list[tuple[_St, str | None]] = []
         chains = self.rs.tables[table].chains
+        steps = self.steps
         stack: list[_Item] = [(ch0, self.order(table, ch0, st.dst), 0, st, None, (chain,), False)]
         while stack:
             ch, order, pos, st, parent, calls, do_target = stack.pop()
@@ -273,56 +277,19 @@ class _Tracer(Matchers):
                     if m is not True:
                         self.count_branch()
                         hit, miss = split_probability(st.prob, m)
-                        if miss:
-                            stack.append(
-                                (
-                                    ch,
-                                    order,
-                                    pos,
-                                    _St(
-                                        hit,
-                                        st.dst,
-                                        st.dport,
-                                        st.mark,
-                                        st.dnat,
-                                        st.masq,
-                                        st.path,
-                                        st.ifc,
-                                        st.notes,
-                                        st.recent,
-                                    ),
-                                    parent,
-                                    calls,
-                                    True,
-                                )
-                            )
-                            st = _St(
-                                miss,
-                                st.dst,
-                                st.dport,
-                                st.mark,
-                                st.dnat,
-                                st.masq,
-                                st.path,
-                                st.ifc,
-                                st.notes,
-                                st.recent,
-                            )
-                            continue  # the miss branch goes on now, the hit branch after it
+                        if miss:  # the miss branch goes on now, the hit branch (its target) after it
+                            stack.append((ch, order, pos, _with_prob(st, hit), parent, calls, True))
+                            st = _with_prob(st, miss)
+                            continue
                 tgt = r.target
                 if tgt is None:
                     continue
+                step = steps.get(id(r))
+                if step is None:
+                    step = steps[id(r)] = f"{table}/{ch.name}#{r.line}"
+                path = (*st.path, step)
                 st = _St(
-                    st.prob,
-                    st.dst,
-                    st.dport,
-                    st.mark,
-                    st.dnat,
-                    st.masq,
-                    (*st.path, f"{table}/{ch.name}#{r.line}"),
-                    st.ifc,
-                    st.notes,
-                    st.recent,
+                    st.prob, st.dst, st.dport, st.mark, st.dnat, st.masq, path, st.ifc, st.notes, st.recent
                 )
                 if tgt in _TERMINAL:
                     out.append((st, tgt))
@@ -334,7 +301,19 @@ class _Tracer(Matchers):
                     continue
                 if tgt == "MARK":
                     try:
-                        st = replace(st, mark=_mark_target(r, st.mark))
+                        mark = _mark_target(r, st.mark)
+                        st = _St(
+                            st.prob,
+                            st.dst,
+                            st.dport,
+                            mark,
+                            st.dnat,
+                            st.masq,
+                            st.path,
+                            st.ifc,
+                            st.notes,
+                            st.recent,
+                        )
                     except _Unsupported as exc:
                         raise self.fail(table, ch.name, r, str(exc)) from None
                     continue
@@ -346,7 +325,23 @@ class _Tracer(Matchers):
                 if tgt in ("MASQUERADE", "SNAT"):
                     if table != "nat":
                         raise self.fail(table, ch.name, r, f"{tgt} outside the nat table")
-                    out.append((replace(st, masq=True), "ACCEPT"))
+                    out.append(
+                        (
+                            _St(
+                                st.prob,
+                                st.dst,
+                                st.dport,
+                                st.mark,
+                                st.dnat,
+                                True,
+                                st.path,
+                                st.ifc,
+                                st.notes,
+                                st.recent,
+                            ),
+                            "ACCEPT",
+                        )
+                    )
                     break
                 sub = chains.get(tgt)
                 if sub is None:
@@ -394,7 +389,8 @@ class _Tracer(Matchers):
         if a.version != self.family:
             raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {text!r}")
         host = canon(host)
-        return replace(st, dst=host, dport=dport, dnat=format_hostport(host, dport))
+        dnat = format_hostport(host, dport)
+        return _St(st.prob, host, dport, st.mark, dnat, st.masq, st.path, st.ifc, st.notes, st.recent)
 
     def hook(self, table: str, hook: str, states: list[_St]) -> tuple[list[_St], list[tuple[_St, str]]]:
         """Run one built-in chain; returns (packets that go on, packets finished with a verdict)."""
@@ -404,8 +400,12 @@ class _Tracer(Matchers):
         policy = ch.policy or "ACCEPT"
         go: list[_St] = []
         done: list[tuple[_St, str]] = []
+        reads = hook_reads(self.rs, table, hook, INDEX_MIN_RULES) if len(states) > 1 else None
         for st in states:
-            for s2, v in self.run_chain(table, hook, hook, st):
+            walked = (
+                self.run_chain(table, hook, hook, st) if reads is None else self.memo(table, hook, reads, st)
+            )
+            for s2, v in walked:
                 if v is None:
                     if policy not in _TERMINAL:
                         raise TraceError(
@@ -419,6 +419,33 @@ class _Tracer(Matchers):
                 else:
                     done.append((s2, v))
         return go, done
+
+    def memo(self, table: str, hook: str, reads: frozenset[str], st: _St) -> list[tuple[_St, str | None]]:
+        """``run_chain`` of a built-in chain that only reads ``reads`` and the mark (see :mod:`.ipt_memo`):
+        walked once per distinct key; its mark, masquerade and path steps are reused."""
+        key = (
+            table,
+            hook,
+            self.ctstate,
+            st.mark,
+            st.masq,
+            st.ifc,
+            st.notes,
+            st.recent,
+            st.dst if "dst" in reads else None,
+            st.dport if "dport" in reads else None,
+            st.dnat if "dnat" in reads else None,
+        )
+        done = self.memos.get(key)
+        if done is None:
+            bare = _St(st.prob, st.dst, st.dport, st.mark, st.dnat, st.masq, (), st.ifc, st.notes, st.recent)
+            walked = self.run_chain(table, hook, hook, bare)
+            done = self.memos[key] = [(s2.mark, s2.masq, s2.path, v) for s2, v in walked]
+        p, d, dp, dn, ifc, notes, rec = st.prob, st.dst, st.dport, st.dnat, st.ifc, st.notes, st.recent
+        return [
+            (_St(p, d, dp, mark, dn, masq, st.path + path, ifc, notes, rec), v)
+            for mark, masq, path, v in done
+        ]
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
@@ -469,15 +496,18 @@ class _Tracer(Matchers):
         return finished
 
 
+def _with_prob(st: _St, prob: Fraction) -> _St:
+    """``st`` on one branch of a statistic rule (``dataclasses.replace`` costs ten times more)."""
+    return _St(prob, st.dst, st.dport, st.mark, st.dnat, st.masq, st.path, st.ifc, st.notes, st.recent)
+
+
 def _mark_target(r: Rule, mark: int) -> int:
     args = r.target_args
     if len(args) != 1:
         raise _Unsupported("MARK needs exactly one of --set-xmark/--set-mark/--or-mark/--xor-mark/--and-mark")
     o = args[0]
-    v, _, m = (o.value or "").partition("/")
     try:
-        val = to_int(v)
-        msk = to_int(m) if m else None
+        val, msk = mark_value(o.value or "")
     except ValueError as exc:
         raise _Unsupported(f"cannot read MARK value {o.value!r}") from exc
     full = 0xFFFFFFFF
@@ -578,19 +608,14 @@ def branches(tracer: _Tracer, finished: list[tuple[_St, str]], conditional: bool
     accepted connections (a non-NEW packet)."""
     finished = [(st, v) for st, v in finished if st.prob != 0]
     notes = tuple(sorted(tracer.notes))
-    weights = [st.prob / (1 << len(st.ifc)) for st, _ in finished]
-    scale = sum(weights, Fraction(0)) if conditional else Fraction(1)
+    weights = [st.prob / (1 << len(st.ifc)) if st.ifc else st.prob for st, _ in finished]
+    if conditional:
+        scale = sum(weights, Fraction(0))
+        if scale != 1:
+            finished = [(_with_prob(st, st.prob / scale), v) for st, v in finished]
+            weights = [w / scale for w in weights]
     return [
-        (
-            st.prob / scale,
-            st.dnat,
-            st.masq,
-            v,
-            st.path,
-            st.recent,
-            (*(iface_text(c) for c in st.ifc), *notes),
-            w / scale,
-        )
+        (st.prob, st.dnat, st.masq, v, st.path, st.recent, (*(iface_text(c) for c in st.ifc), *notes), w)
         for (st, v), w in zip(finished, weights, strict=True)
     ]
 

@@ -57,8 +57,11 @@ _NO_EFFECT = ("counter", "log", "limit", "quota")  # statements that never chang
 _IN_HOOKS = ("prerouting", "input", "forward")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _St:
+    """One path's state; never modified once built (not ``frozen``: a frozen dataclass's ``__init__``
+    costs several times more, and a numgen map of 10,000 endpoints builds several per endpoint)."""
+
     prob: Fraction
     daddr: str
     dport: int
@@ -299,7 +302,10 @@ class _Tracer:
             elif k == "dnat":
                 return [(s2, "accept") for s2 in self._dnat(v, self._step(table, chain, rule, st))]
             elif k in ("masquerade", "snat"):
-                return [(replace(self._step(table, chain, rule, st), masq=True), "accept")]
+                s2 = self._step(table, chain, rule, st)
+                return [
+                    (_St(s2.prob, s2.daddr, s2.dport, s2.mark, s2.dnat, True, s2.path, s2.updates), "accept")
+                ]
             else:
                 raise _Unsupported(f"unsupported statement {k!r}")
         return [(st, "next")]
@@ -344,7 +350,8 @@ class _Tracer:
     def _mangle(self, v: Any, st: _St) -> _St:
         if isinstance(v, dict) and v.get("key") == {"meta": {"key": "mark"}}:
             val = self._int_value(v.get("value"), st)
-            return replace(st, mark=val & 0xFFFFFFFF)
+            mark = val & 0xFFFFFFFF
+            return _St(st.prob, st.daddr, st.dport, mark, st.dnat, st.masq, st.path, st.updates)
         raise _Unsupported("only 'meta mark set ...' is supported")
 
     def _int_value(self, e: Any, st: _St) -> int:
@@ -386,13 +393,9 @@ class _Tracer:
             new_port = port
         else:
             raise _Unsupported(f"dnat to computed port {port!r}")
-        return replace(
-            st,
-            daddr=str(a),
-            dport=new_port,
-            dnat=hostport(str(a), new_port),
-            prob=st.prob if prob is None else prob,
-        )
+        daddr = str(a)
+        p = st.prob if prob is None else prob
+        return _St(p, daddr, new_port, st.mark, hostport(daddr, new_port), st.masq, st.path, st.updates)
 
     def _dnat_map(self, m: dict[str, Any], port: Any, st: _St) -> list[_St]:
         ng, data = m.get("key"), m.get("data")
@@ -489,14 +492,14 @@ class _Tracer:
             raise _Unsupported("numgen vmap data")
         hits = sorted(n for n, v in entries.items() if v is not None)
         self._count_branches(len(hits) + 1)
-        share = Fraction(1, mod)
+        branch = _St(
+            st.prob * Fraction(1, mod), st.daddr, st.dport, st.mark, st.dnat, st.masq, st.path, st.updates
+        )
         out: list[tuple[_St, str]] = []
-        for n in hits:
+        for n in hits:  # every branch starts from the same state (states are never modified)
             verdict = entries[n]
             assert verdict is not None
-            out.extend(
-                self._verdict_text(table, chain, rule, verdict, replace(st, prob=st.prob * share), depth)
-            )
+            out.extend(self._verdict_text(table, chain, rule, verdict, branch, depth))
         if len(hits) < mod:
             out.append((replace(st, prob=st.prob * Fraction(mod - len(hits), mod)), "next"))
         return out

@@ -8,6 +8,7 @@ pod that answered.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, replace
@@ -25,7 +26,17 @@ from pytest_k8sstate.traffic.probe import (
     run_probe,
 )
 
-__all__ = ["Source", "Target", "parse_source", "parse_target", "pod_ips", "probe", "resolve_target"]
+__all__ = [
+    "Source",
+    "Target",
+    "check_in_cluster",
+    "cluster_ranges",
+    "parse_source",
+    "parse_target",
+    "pod_ips",
+    "probe",
+    "resolve_target",
+]
 
 _NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 _SVC = re.compile(rf"(?P<ns>{_NAME})/(?P<name>{_NAME})(:(?P<port>[A-Za-z0-9-]+))?")
@@ -119,6 +130,78 @@ def resolve_target(target: Target, *, kubectl: str, kubeconfig: Path | str) -> t
     raise ConfigError(f"--to {target}: the Service has no port {target.port!r} (it has {have})")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def cluster_ranges(cluster: Any, *, kubectl: str, kubeconfig: Path | str) -> list[tuple[Network, str]]:
+    """Where a probe may go on ``cluster``, each with what it is: the Service ranges (``ServiceCIDR``
+    objects), every ClusterIP, external IP and load-balancer IP of its Services, every node's pod ranges
+    and addresses, and every pod IP (CNIs without per-node pod ranges)."""
+    out: list[tuple[Network, str]] = []
+
+    def add(text: object, what: str) -> None:
+        try:
+            out.append((ipaddress.ip_network(str(text), strict=False), what))
+        except ValueError:
+            pass
+
+    for n in getattr(cluster, "nodes", ()):
+        add(n.ip, f"node {n.name}")
+    try:
+        cidrs = _kubectl_json(kubectl, kubeconfig, "get", "servicecidrs")
+    except K8sStateError:  # an apiserver without the ServiceCIDR API: the Services' own IPs below
+        cidrs = {}
+    for item in cidrs.get("items") or []:
+        for c in (item.get("spec") or {}).get("cidrs") or []:
+            add(c, "the Service range")
+    for node in _kubectl_json(kubectl, kubeconfig, "get", "nodes").get("items") or []:
+        name = (node.get("metadata") or {}).get("name")
+        spec, status = node.get("spec") or {}, node.get("status") or {}
+        for c in spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []):
+            add(c, f"the pod range of node {name}")
+        for a in status.get("addresses") or []:
+            if a.get("type") in ("InternalIP", "ExternalIP"):
+                add(a.get("address"), f"node {name}")
+    for svc in _kubectl_json(kubectl, kubeconfig, "get", "services", "--all-namespaces").get("items") or []:
+        meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        what = f"Service {meta.get('namespace')}/{meta.get('name')}"
+        for ip in [*(spec.get("clusterIPs") or []), *(spec.get("externalIPs") or [])]:
+            add(ip, what)
+        for ing in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            if ing.get("ip"):
+                add(ing["ip"], what)
+    for pod in _kubectl_json(kubectl, kubeconfig, "get", "pods", "--all-namespaces").get("items") or []:
+        meta = pod.get("metadata") or {}
+        for p in (pod.get("status") or {}).get("podIPs") or []:
+            add(p.get("ip"), f"pod {meta.get('namespace')}/{meta.get('name')}")
+    return out
+
+
+def check_in_cluster(ip: str, ranges: list[tuple[Network, str]], cluster: str, target: Target) -> str:
+    """What ``ip`` is in ``cluster`` (the first of ``ranges`` holding it); ConfigError when it is none of
+    them: probes only go to the cluster's own Services, pods and nodes."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        raise ConfigError(f"--to {target}: {ip!r} is not an IP address") from None
+    for net, what in ranges:
+        if a.version == net.version and a in net:
+            return what
+    kinds = list(
+        dict.fromkeys(
+            f"{what} {net.network_address if net.prefixlen == net.max_prefixlen else net}"
+            for net, what in ranges
+            if not what.startswith(("pod ", "Service "))
+        )
+    )
+    shown = ", ".join(kinds[:8]) + (", ..." if len(kinds) > 8 else "")
+    raise ConfigError(
+        f"--to {target}: {ip} is not an address of cluster {cluster!r} (its Services, pods and nodes: "
+        f"{shown or 'none found'}); probes only go to the cluster's own Services, pods and nodes — "
+        "give a ClusterIP, a pod IP or a node IP:NodePort, or NAMESPACE/SERVICE[:PORT]"
+    )
+
+
 def pod_ips(names: set[str], *, kubectl: str, kubeconfig: Path | str) -> dict[str, str]:
     """Pod name → pod IP for the pods among ``names`` (the hostnames agnhost answered with)."""
     if not names:
@@ -151,6 +234,9 @@ def probe(
             raise ConfigError(f"cluster {cluster.name!r} has no nodes to probe from")
         src = Source("node", cluster.nodes[0].name)
     ip, port = resolve_target(target, kubectl=kubectl, kubeconfig=cluster.kubeconfig)
+    if target.ip:  # a Service's ClusterIP is the cluster's own; any other address must be too
+        ranges = cluster_ranges(cluster, kubectl=kubectl, kubeconfig=cluster.kubeconfig)
+        check_in_cluster(ip, ranges, cluster.name, target)
     if src.kind == "node":
         names = [n.name for n in cluster.nodes]
         if src.name not in names:

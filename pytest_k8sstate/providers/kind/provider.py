@@ -30,6 +30,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, family_capabilities
 from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
 from pytest_k8sstate.providers.forwarders import stop_forwarder
-from pytest_k8sstate.providers.kind import noderoutes, reaper
+from pytest_k8sstate.providers.kind import liveness, noderoutes, reaper
 from pytest_k8sstate.providers.kind.config import (
     CLUSTER_LABEL,
     ROLE_LABEL,
@@ -365,6 +366,16 @@ class KindProvider(DockerNodesProvider):
                 "again"
             )
 
+    def _check_alive(self, name: str, nodes: Sequence[NodeInfo], mode: str, cni: str | None) -> None:
+        """Node containers running, and in them the kubelet, kube-proxy, the CNI agent (:mod:`.liveness`)."""
+        comps = liveness.expected_components(mode, cni)
+        execs = [(n.name, n.exec) for n in nodes]
+        with ThreadPoolExecutor(max_workers=1) as pool:  # both at once: a snapshot waits for the slower
+            inside = pool.submit(liveness.probe, execs, comps)
+            self._check_nodes_running(name, nodes)  # a stopped container first: the clearer message
+            dead = inside.result()
+        liveness.check_components(name, execs, comps, dead=dead)
+
     def _default_cni_of(self, container: str) -> str:
         """``kindnet``, or what the node image's :data:`~.noderoutes.IMAGE_LABEL` names (images built by
         :mod:`.image`); kind's own images have no such label and run kindnet."""
@@ -452,7 +463,7 @@ class KindProvider(DockerNodesProvider):
             | family_capabilities(str(st.data.get("ip_family") or "ipv4")),
             proxy_mode=str(mode),
             version=str(st.data.get("version") or ""),
-            check_alive=lambda: self._check_nodes_running(st.name, nodes),
+            check_alive=lambda: self._check_alive(st.name, nodes, str(mode), cni_name(cni)),
             details={
                 "dir": str(st.dir),
                 "docker_host": self.docker.host,

@@ -1,0 +1,82 @@
+"""Which packet fields a built-in chain's walk reads: the iptables tracer's per-hook memo.
+
+After kube-proxy's ``KUBE-SVC-`` chain a Service of 10,000 endpoints is 10,000 paths, and each
+crosses ``filter FORWARD``/``nat POSTROUTING`` (or ``INPUT``) on its own, although those chains only
+look at the packet mark and the conntrack state. :func:`hook_reads` reads a built-in chain and
+every chain it jumps to, once per ruleset, and says which fields of a path's state their rules can
+read (``dst``, ``dport``, ``dnat``), or ``None`` when the walk can do more than read these and
+change the mark, the masquerade flag and the path (a ``statistic``/``set``/``recent``/``physdev``
+match, an interface match, a ``DNAT``, anything unknown): then it is not memoised. The tracer then
+walks such a chain once per distinct (those fields, mark, masquerade, interface assumptions, notes,
+recent entries, conntrack state) and reuses the result — the same answer as walking each path.
+"""
+
+from __future__ import annotations
+
+from pytest_k8sstate.errors import ParseError
+from pytest_k8sstate.parse.iptables import IptablesRuleset
+
+__all__ = ["hook_reads"]
+
+_CACHE_KEY = "trace.iptables.hook_reads"
+_PLAIN_TARGETS = frozenset(
+    {"ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG", "ULOG", "TRACE", "NFACCT", "MARK"}
+)
+_PORT_MODULES = frozenset({"tcp", "udp", "sctp", "udplite", "dccp", "multiport"})
+_NAT_TARGETS = frozenset({"MASQUERADE", "SNAT"})
+
+
+def hook_reads(rs: IptablesRuleset, table: str, hook: str, index_min_rules: int) -> frozenset[str] | None:
+    """The state fields (``dst``, ``dport``, ``dnat``) the walk of ``table``/``hook`` may read, or None
+    when it may do more than read them (see the module doc); cached on ``rs``. ``index_min_rules``:
+    chains this long are walked in the order of a destination index (they read ``dst``)."""
+    cache: dict[tuple[str, str], frozenset[str] | None] = rs.cache.setdefault(_CACHE_KEY, {})
+    key = (table, hook)
+    if key not in cache:
+        try:
+            cache[key] = _analyse(rs, table, hook, index_min_rules)
+        except ParseError:  # a rule that does not parse: the walk reports it where it meets it
+            cache[key] = None
+    return cache[key]
+
+
+def _analyse(rs: IptablesRuleset, table: str, hook: str, index_min_rules: int) -> frozenset[str] | None:
+    t = rs.tables.get(table)
+    if t is None:
+        return None
+    reads: set[str] = set()
+    seen = {hook}
+    todo = [hook]
+    while todo:
+        ch = t.chains.get(todo.pop())
+        if ch is None:
+            return None
+        if len(ch.rules) >= index_min_rules:
+            reads.add("dst")
+        for r in ch.rules:
+            for m in r.matches:
+                if m.module == "":
+                    for o in m.opts:
+                        if o.name == "-d":
+                            reads.add("dst")
+                        elif o.name not in ("-s", "-p", "-f"):
+                            return None
+                elif m.module in _PORT_MODULES:
+                    reads.add("dport")
+                elif m.module == "addrtype":
+                    if any(o.name != "--src-type" for o in m.opts):
+                        reads.add("dst")
+                elif m.module in ("conntrack", "state"):
+                    if any("DNAT" in (o.value or "").upper() for o in m.opts):
+                        reads.add("dnat")
+                elif m.module not in ("comment", "mark", "nfacct"):
+                    return None
+            tgt = r.target
+            if tgt is None or tgt in _PLAIN_TARGETS or (tgt in _NAT_TARGETS and table == "nat"):
+                continue
+            if tgt not in t.chains:
+                return None
+            if tgt not in seen:
+                seen.add(tgt)
+                todo.append(tgt)
+    return frozenset(reads)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import pytest_k8sstate.providers.local.components as comp
 from pytest_k8sstate.errors import ConfigError
 from pytest_k8sstate.providers.base import ClusterSpec, family_capabilities
+from pytest_k8sstate.providers.kind import noderoutes
 from pytest_k8sstate.providers.kind.config import KindOptions, kind_config
 from pytest_k8sstate.providers.kind.provider import KindProvider
 from pytest_k8sstate.providers.local.addons import node_object
@@ -190,3 +192,32 @@ class _FakePki:
 
     def __getattr__(self, name: str) -> Path:
         return Path(f"/pki/{name}")
+
+
+def test_kind_dual_stack_needs_a_cni_of_both_families() -> None:
+    """ptp and bridge (the node-routes agent: a host-local range per family) and kindnet may run IPv6-only
+    and dual-stack kind clusters; flannel here leases IPv4 subnets only and is refused before any create."""
+    kind = KindProvider()
+    for cni in ("ptp", "bridge", "kindnet"):
+        kind._check_family_cni(ClusterSpec(name="d", ip_family="dual", cni=cni), KindOptions(), "img")
+    with pytest.raises(ConfigError, match=r"'ipv6' needs a pod network .*--k8sstate-cni ptp or bridge"):
+        kind._check_family_cni(ClusterSpec(name="d", ip_family="ipv6", cni="flannel"), KindOptions(), "img")
+    # the agent's CNI config (its conflist function, run by bash): a host-local range and a default route
+    # per family of the node's podCIDRs
+    script = (Path(noderoutes.__file__).parent / "data" / "node-routes.sh").read_text()
+    func = script[script.index("conflist() {") : script.index("\nEOF\n}\n") + 6]
+    for cidrs, routes in (
+        ("10.244.1.0/24,fd00:10:244:1::/64", ["0.0.0.0/0", "::/0"]),
+        ("fd00:10:244:2::/64", ["::/0"]),
+        ("10.244.3.0/24", ["0.0.0.0/0"]),
+    ):
+        out = subprocess.run(  # noqa: S603 - bash and our own script
+            ["bash", "-c", func + '\nconflist "$1" ptp', "bash", cidrs],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        ipam = json.loads(out)["plugins"][0]["ipam"]
+        assert ipam["ranges"] == [[{"subnet": c}] for c in cidrs.split(",")], out
+        assert [r["dst"] for r in ipam["routes"]] == routes, out

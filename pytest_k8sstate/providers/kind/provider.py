@@ -290,8 +290,8 @@ class KindProvider(DockerNodesProvider):
         cni = spec.cni or self._image_default_cni(image)
         if cni not in ("kindnet", *noderoutes.DUAL_STACK_MODES):
             raise ConfigError(
-                f"kind cluster {spec.name!r}: ip_family={spec.ip_family!r} needs a pod network of that family "
-                f"(CNI {cni!r} here assigns IPv4 pod addresses only); use --k8sstate-cni "
+                f"kind cluster {spec.name!r}: ip_family={spec.ip_family!r} needs a pod network "
+                f"of that family (CNI {cni!r} here assigns IPv4 pod addresses only); use --k8sstate-cni "
                 f"{' or '.join(noderoutes.DUAL_STACK_MODES)} (or kindnet)"
             )
 

@@ -43,6 +43,7 @@ from pytest_k8sstate.plugin.legacy import LEGACY_MARKERS, legacy_fixture_plugin,
 from pytest_k8sstate.plugin.pool import ClusterKey, ClusterPool, k8s_config_error
 from pytest_k8sstate.plugin.reports import NAMESPACE_KEY, STATE_KEY, on_failure
 from pytest_k8sstate.plugin.state import ClusterState
+from pytest_k8sstate.providers.images import image_loader
 from pytest_k8sstate.providers.registry import provider_class
 
 pytest.register_assert_rewrite("pytest_k8sstate.assertions")
@@ -389,6 +390,7 @@ def k8s_api(
         cluster=k8s_cluster,
         manifests_dir=request.config.rootpath / "manifests",
         dynamic=dynamic,
+        image_loader=image_loader(k8s_cluster),
     )
     yield helper
     problems = helper.cleanup(timeout=30)

@@ -55,7 +55,7 @@ def _default_provider_factory(
     """A provider from the registry (``providers.registry.get_provider``), reporting progress to ``log``."""
     from pytest_k8sstate.providers.registry import get_provider
 
-    options: dict[str, Any] = {"progress": log}
+    options: dict[str, Any] = {"progress": log, **settings.options_for(name)}
     if name == "existing":
         options["kubeconfig"] = settings.kubeconfig
     return get_provider(name, **options)

@@ -105,7 +105,7 @@ def cluster_create(args: argparse.Namespace) -> int:
 
 
 def _provider_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--kind-*`` / ``--minikube-*`` as the provider's keyword options; one for another provider is an error."""
+    """``--kind-*`` / ``--minikube-*`` as keyword options of the provider (an error for another one)."""
     given = {
         ("kind", "config_file"): Path(args.kind_config) if args.kind_config else None,
         ("kind", "image"): args.kind_image,

@@ -217,3 +217,24 @@ def test_debug_pods_run_node_commands_on_real_nodes() -> None:
             assert node.ip in json.dumps(state.addrs)
     finally:
         prov.delete(ctx)
+
+
+def test_shape_mismatch_names_what_the_marker_asks_for() -> None:
+    from pytest_k8sstate.providers.base import Cluster, NodeInfo
+    from pytest_k8sstate.providers.existing_shape import shape_mismatch
+
+    nodes = [NodeInfo("cp", "control-plane", None, "10.0.0.2"), NodeInfo("w1", "worker", None, "10.0.0.3")]  # type: ignore[arg-type]
+    c = Cluster("prod", "existing", Path("k"), "", nodes, None, frozenset({"cni-ptp"}), "iptables", "1.37.1")
+    assert shape_mismatch(c, {}) is None
+    assert shape_mismatch(c, {"proxy_mode": "iptables", "nodes": 1, "cni": "ptp", "version": "1.37"}) is None
+    reason = shape_mismatch(c, {"proxy_mode": "nftables", "nodes": 2, "cni": "flannel", "version": "v1.36.0"})
+    assert reason is not None
+    for part in (
+        "kube-proxy mode nftables (it runs iptables)",
+        "2 worker node(s) (it has 1)",
+        "CNI flannel",
+        "Kubernetes 1.36.0 (it runs 1.37.1)",
+        "cluster 'prod' as it is",
+    ):
+        assert part in reason
+    assert shape_mismatch(c, {"version": "1.3"}) is not None  # 1.37.1 is not a 1.3.x

@@ -19,21 +19,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from existing_kind import debug_image, etcd_files
 
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.providers.base import Cluster
 from pytest_k8sstate.providers.existing import DEBUG_NAMESPACE, ExistingOptions, ExistingProvider
 from pytest_k8sstate.state.nodediff import diff_nodes
-
-sys.path.insert(0, str(Path(__file__).parent))
-from existing_kind import debug_image, etcd_files  # noqa: E402
 
 NAME = os.environ.get("K8SSTATE_EXISTING_KIND", "")
 pytestmark = pytest.mark.skipif(
@@ -71,7 +68,7 @@ def existing(options: ExistingOptions) -> Iterator[tuple[ExistingProvider, Clust
 
 
 def kubectl_json(kubeconfig: Path, *args: str) -> dict[str, object]:
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 - kubectl with our own arguments
         ["kubectl", f"--kubeconfig={kubeconfig}", *args, "-o", "json"],
         capture_output=True,
         check=True,
@@ -98,7 +95,7 @@ def test_debug_pod_capture_equals_docker_exec_capture(
     for node in cluster.nodes:
         docker_exec = kind.node(node.name).exec
         # kube-proxy may resync between two reads: a difference must persist over three tries to count
-        for attempt in range(3):
+        for _attempt in range(3):
             via_docker = collect_node(docker_exec, ipvs=False)
             via_pod = collect_node(node.exec, ipvs=False)
             again = collect_node(docker_exec, ipvs=False)
@@ -111,7 +108,8 @@ def test_debug_pod_capture_equals_docker_exec_capture(
             time.sleep(2)
         else:
             pytest.fail(f"node {node.name}: debug pod capture != docker exec capture: {problems}")
-        assert via_pod.iptables is not None and via_pod.nft is not None, via_pod.errors
+        assert via_pod.iptables is not None, via_pod.errors
+        assert via_pod.nft is not None, via_pod.errors
         assert any(c.rules for t in via_pod.iptables.tables.values() for c in t.chains.values())
         assert node.ip in json.dumps(via_pod.addrs)
 
@@ -120,7 +118,8 @@ def test_etcd_capture_with_the_control_plane_certificates(
     kind: Cluster, existing: tuple[ExistingProvider, Cluster]
 ) -> None:
     _, cluster = existing
-    assert cluster.etcd is not None and "etcd" in cluster.capabilities
+    assert cluster.etcd is not None
+    assert "etcd" in cluster.capabilities
     snap = cluster.snapshot("existing")
     assert snap.etcd is not None
     keys = set(snap.etcd.entries)

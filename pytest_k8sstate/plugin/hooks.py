@@ -43,6 +43,7 @@ from pytest_k8sstate.plugin.legacy import LEGACY_MARKERS, legacy_fixture_plugin,
 from pytest_k8sstate.plugin.pool import ClusterKey, ClusterPool, k8s_config_error
 from pytest_k8sstate.plugin.reports import NAMESPACE_KEY, STATE_KEY, on_failure
 from pytest_k8sstate.plugin.state import ClusterState
+from pytest_k8sstate.providers.existing_shape import shape_mismatch
 from pytest_k8sstate.providers.images import image_loader
 from pytest_k8sstate.providers.registry import provider_class
 
@@ -51,6 +52,7 @@ pytest.register_assert_rewrite("pytest_k8sstate.assertions")
 if TYPE_CHECKING:
     from pytest_k8sstate.providers.base import Cluster
 
+SHAPE_ARGS = ("proxy_mode", "nodes", "cni", "version")
 SETTINGS_KEY = pytest.StashKey[k8s_config.Settings]()
 POOL_KEY = pytest.StashKey["ClusterPool"]()
 FINDINGS_KEY = pytest.StashKey["FindingsCollector"]()
@@ -264,7 +266,8 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
     needs = _needs(node)
     marker = node.get_closest_marker("k8sstate")
     fresh = bool(marker.kwargs.get("fresh", False)) if marker is not None else False
-    if not needs and not fresh:
+    shape = {k: v for k, v in marker.kwargs.items() if k in SHAPE_ARGS} if marker is not None else {}
+    if not needs and not fresh and not shape:
         return
     pool = _pool(request.config)
     try:
@@ -276,6 +279,10 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
         cluster = pool.get(key)
     except K8sStateError as exc:
         raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
+    if cluster.provider == "existing":  # one cluster as it is: a marker asking for another shape skips
+        mismatch = shape_mismatch(cluster, shape)
+        if mismatch is not None:
+            pytest.skip(mismatch)
     for cap in needs:
         if cap not in cluster.capabilities:
             pytest.skip(_missing_reason(key, cap, cluster))

@@ -8,6 +8,8 @@ image, no registry), so the minikube tests stop at the command line; kind's conf
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,48 @@ def test_kind_config_file_bad_content(tmp_path: Path) -> None:
             kind_config(spec, KindOptions(config_file=f))
         assert message in str(info.value), (text, str(info.value))
         assert str(f) in str(info.value)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "pytest_k8sstate.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--provider", "minikube", "--kind-image", "x:1"],
+            "--kind-image is an option of --provider kind, not minikube",
+        ),
+        (
+            ["--provider", "kind", "--minikube-cpus", "2"],
+            "--minikube-cpus is an option of --provider minikube",
+        ),
+        (
+            ["--provider", "kind", "--kind-config", "/nonexistent.yaml"],
+            "--kind-config /nonexistent.yaml: no such file",
+        ),
+        (
+            ["--provider", "minikube", "--minikube-memory", "lots"],
+            "minikube memory='lots': expected megabytes",
+        ),
+    ],
+)
+def test_cli_cluster_create_provider_flags(argv: list[str], message: str) -> None:
+    proc = _cli("cluster", "create", "--name", "optcheck", *argv)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_help_shows_the_provider_flags() -> None:
+    out = _cli("cluster", "create", "--help").stdout
+    for flag in (
+        "--kind-config FILE",
+        "--kind-image TAG",
+        "--minikube-driver DRIVER",
+        "--minikube-memory SIZE",
+    ):
+        assert flag in out

@@ -220,3 +220,27 @@ def test_plugin_with_provider_existing(
         assert not name.startswith("kst-") or item["status"]["phase"] == "Terminating", name
         if name == DEBUG_NAMESPACE:
             assert item["status"]["phase"] == "Terminating"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("K8SSTATE_EXISTING_KIND_CONFIG"),
+    reason="set K8SSTATE_EXISTING_KIND_CONFIG to the --kind-config file the cluster was created with",
+)
+def test_kind_config_file_was_applied(kind: Cluster) -> None:
+    """``k8sstate cluster create --kind-config FILE --kind-image TAG`` made this cluster: its node labels."""
+    import yaml
+
+    wanted = yaml.safe_load(Path(os.environ["K8SSTATE_EXISTING_KIND_CONFIG"]).read_text())["nodes"]
+    items = kubectl_json(kind.kubeconfig, "get", "nodes")["items"]
+    assert isinstance(items, list)
+    by_role: dict[str, dict[str, str]] = {}
+    for item in items:
+        labels = item["metadata"]["labels"]
+        role = "control-plane" if "node-role.kubernetes.io/control-plane" in labels else "worker"
+        by_role[role] = labels
+    for node in wanted:
+        for key, value in node["labels"].items():
+            assert by_role[node["role"]].get(key) == value, (node["role"], key)
+    image = os.environ.get("K8SSTATE_KIND_IMAGE")
+    if image:
+        assert kind.details.get("image", image) == image

@@ -102,9 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput else "main"
     shared = str(workerinput["k8sstate_shared_name"]) if workerinput and settings.share_cluster else None
-    config.stash[POOL_KEY] = ClusterPool(
-        settings, worker=worker, log=_terminal_logger(config), shared_name=shared
-    )
+    pool = ClusterPool(settings, worker=worker, log=_terminal_logger(config), shared_name=shared)
+    pool.refuse_shape = pytest.skip  # type: ignore[method-assign]  # existing cluster of another shape
+    config.stash[POOL_KEY] = pool
     # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
     from pytest_k8sstate.providers.host import sigterm_as_interrupt
 

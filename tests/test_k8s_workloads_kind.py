@@ -10,7 +10,7 @@ nodes by the test itself through ``k8s_api.load_image``.
 from __future__ import annotations
 
 import os
-import textwrap
+import re
 from pathlib import Path
 
 import pytest
@@ -27,67 +27,17 @@ pytestmark = pytest.mark.skipif(
     "in the project's Docker engine; a cluster is created) and DOCKER_HOST",
 )
 
-INNER = """
-import urllib.request
-
-import pytest
-
-from pytest_k8sstate.errors import K8sStateError
-
-TAG = {tag!r}
+DOC = Path(__file__).resolve().parent.parent / "docs" / "existing.md"
+DOC_TAG = "k8sstate.local/agnhost:v1.37.1"
 
 
-def pod(name, labels):
-    return {{
-        "apiVersion": "v1", "kind": "Pod", "metadata": {{"name": name, "labels": labels}},
-        "spec": {{"containers": [{{
-            "name": "agnhost", "image": TAG, "imagePullPolicy": "Never",
-            "args": ["netexec", "--http-port=8080"],
-            "ports": [{{"name": "http", "containerPort": 8080}}],
-            "readinessProbe": {{"httpGet": {{"path": "/readyz", "port": 8080}}, "periodSeconds": 1}},
-        }}]}},
-    }}
+def doc_example() -> str:
+    """The ``python`` block of docs/existing.md that starts with ``# test_workloads.py``."""
+    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S):
+        if block.startswith("# test_workloads.py"):
+            return str(block)
+    raise AssertionError(f"{DOC}: no python block starting with '# test_workloads.py'")
 
-
-SVC = {{
-    "apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web"}},
-    "spec": {{"selector": {{"app": "web"}}, "ports": [{{"name": "web", "port": 80, "targetPort": "http"}}]}},
-}}
-
-
-def get(host, port, path):
-    with urllib.request.urlopen(f"http://{{host}}:{{port}}{{path}}", timeout=30) as r:
-        return r.read().decode()
-
-
-def test_workload_helpers(k8s_api):
-    loaded = k8s_api.load_image(TAG)
-    assert set(loaded) == set(k8s_api.nodes())
-    assert set(loaded.values()) <= {{"loaded", "present"}}
-    k8s_api.apply([pod("web-0", {{"app": "web"}}), SVC])
-    k8s_api.wait_ready("pod/web-0", timeout=120)
-
-    res = k8s_api.exec("web-0", ["hostname"])
-    assert (res.stdout.strip(), res.exit_code, res.ok) == ("web-0", 0, True)
-    res = k8s_api.exec("pod/web-0", ["sh", "-c", "echo out; echo err >&2; exit 3"], container="agnhost")
-    assert (res.stdout, res.stderr, res.exit_code, res.ok) == ("out\\n", "err\\n", 3, False)
-    with pytest.raises(K8sStateError, match="no-such-binary"):
-        k8s_api.exec("web-0", ["no-such-binary"])
-    with pytest.raises(K8sStateError, match="still running after 1s"):
-        k8s_api.exec("web-0", ["sleep", "30"], timeout=1)
-
-    with k8s_api.port_forward("web-0", 8080) as (host, port):
-        assert host == "127.0.0.1"
-        assert get(host, port, "/hostname") == "web-0"
-        assert get(host, port, "/echo?msg=again") == "again"  # a second connection, its own stream
-    with k8s_api.port_forward("service/web", "web") as (host, port):
-        assert get(host, port, "/hostname") == "web-0"
-
-    log = k8s_api.logs("web-0")
-    assert "Started HTTP server on port 8080" in log
-    assert log.count("GET /hostname") >= 2
-    assert k8s_api.logs("web-0", container="agnhost", tail=1).count("\\n") == 1
-"""
 
 
 REAL_CACHE = str(cache_dir())  # pytester points HOME elsewhere: keep the binaries and kind clusters' cache
@@ -106,7 +56,7 @@ def test_workload_helpers_on_kind(
     agnhost_tag: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("K8SSTATE_CACHE_DIR", REAL_CACHE)
-    pytester.makepyfile(test_inner=textwrap.dedent(INNER.format(tag=agnhost_tag)))
+    pytester.makepyfile(test_workloads=doc_example().replace(DOC_TAG, agnhost_tag))
     name = os.environ.get("K8SSTATE_EXISTING_KIND")
     cluster = ["--k8sstate-reuse-cluster", name] if name else []
     res = pytester.runpytest_subprocess(

@@ -39,7 +39,6 @@ def doc_example() -> str:
     raise AssertionError(f"{DOC}: no python block starting with '# test_workloads.py'")
 
 
-
 REAL_CACHE = str(cache_dir())  # pytester points HOME elsewhere: keep the binaries and kind clusters' cache
 
 

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-: "${DOCKER_HOST:?set DOCKER_HOST to the project's engine (unix:///run/k8sstate-docker/docker.sock)}"
+: "${DOCKER_HOST:?set DOCKER_HOST to the project engine: unix:///run/k8sstate-docker/docker.sock}"
 : "${K8SSTATE_KIND_IMAGE:?set K8SSTATE_KIND_IMAGE to the kind node image}"
 
 name=${K8SSTATE_EXISTING_NAME:-k8ss-existing}

@@ -1,13 +1,12 @@
 """The existing-cluster provider: debug-pod manifest, exec command, node/kubeconfig parsing, etcd options.
 
-Pod exec needs real kubelets; the ``local`` provider's nodes are kwok-simulated (no exec), so node exec
-through debug pods cannot run here. ``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs
+Pod exec needs real kubelets; the ``local`` provider's nodes are kwok-simulated (no exec): node exec through
+debug pods runs on kind in ``tests/test_provider_existing_kind.py`` (``scripts/existing-on-kind.sh``). ``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs
 against a real apiserver when a ``local`` cluster is available (``K8SSTATE_EXISTING_TEST=1`` creates one).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,34 +188,6 @@ def test_get_attaches_to_a_real_cluster(local_kubeconfig: Path) -> None:
     assert cluster.nodes[0].role == "control-plane"
     assert len(cluster.nodes) == 2
     assert cluster.proxy_mode in ("iptables", "nftables", "ipvs")
-
-
-# --------------------------------------------------------------------------------------------------
-# against real kubelets (e.g. a kind cluster): opt-in, the nodes must have the debug image
-# --------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(
-    not os.environ.get("K8SSTATE_EXISTING_KUBECONFIG"),
-    reason="set K8SSTATE_EXISTING_KUBECONFIG (a cluster with real kubelets, e.g. kind) and "
-    "K8SSTATE_DEBUG_IMAGE (an image with sleep + chroot the nodes already have)",
-)
-def test_debug_pods_run_node_commands_on_real_nodes() -> None:
-    from pytest_k8sstate.node.capture import collect_node
-
-    kc = Path(os.environ["K8SSTATE_EXISTING_KUBECONFIG"])
-    prov = ExistingProvider(ExistingOptions.from_env(kubeconfig=kc), progress=lambda _l: None)
-    ctx = kubeconfig_contexts(kc.read_text())[1] or prov.list()[0]
-    cluster = prov.get(ctx)
-    try:
-        for node in cluster.nodes:
-            out = node.exec.run(["iptables-save", "-t", "nat"], timeout=120).text
-            assert "KUBE-SERVICES" in out, node.name
-            assert node.exec.which("nft")
-            assert not node.exec.which("no-such-tool-here")
-            state = collect_node(node.exec, ipvs=False)
-            assert state.iptables is not None
-            assert node.ip in json.dumps(state.addrs)
-    finally:
-        prov.delete(ctx)
 
 
 def test_shape_mismatch_names_what_the_marker_asks_for() -> None:

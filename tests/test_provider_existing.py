@@ -1,8 +1,9 @@
 """The existing-cluster provider: debug-pod manifest, exec command, node/kubeconfig parsing, etcd options.
 
 Pod exec needs real kubelets; the ``local`` provider's nodes are kwok-simulated (no exec): node exec through
-debug pods runs on kind in ``tests/test_provider_existing_kind.py`` (``scripts/existing-on-kind.sh``). ``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs
-against a real apiserver when a ``local`` cluster is available (``K8SSTATE_EXISTING_TEST=1`` creates one).
+debug pods runs on kind in ``tests/test_provider_existing_kind.py`` (``scripts/existing-on-kind.sh``).
+``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs against a real apiserver when a ``local``
+cluster is available (``K8SSTATE_EXISTING_TEST=1`` creates one).
 """
 
 from __future__ import annotations

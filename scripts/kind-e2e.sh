@@ -92,3 +92,9 @@ for combo in "bridge nftables" "flannel iptables"; do
     "$PY" -m pytest -p no:cacheprovider -q "${matrix_findings[@]}" --k8sstate-provider kind --k8sstate-cni "$cni" \
         --k8sstate-proxy-mode "$mode" "$@"
 done
+
+# The existing provider against a real multi-node cluster (kind's kubeconfig, real kubelets): debug-pod node
+# capture == docker exec capture, etcd with the control-plane's certificates, the workload helpers, the
+# findings through --k8sstate-provider existing; its cluster is deleted on exit, failure or Ctrl-C
+echo "[kind-e2e] existing provider on kind"
+PYTHON="$PY" bash scripts/existing-on-kind.sh "$@"

@@ -1,13 +1,13 @@
 """The existing-cluster provider: debug-pod manifest, exec command, node/kubeconfig parsing, etcd options.
 
-Pod exec needs real kubelets; the ``local`` provider's nodes are kwok-simulated (no exec), so node exec
-through debug pods cannot run here. ``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs
-against a real apiserver when a ``local`` cluster is available (``K8SSTATE_EXISTING_TEST=1`` creates one).
+Pod exec needs real kubelets; the ``local`` provider's nodes are kwok-simulated (no exec): node exec through
+debug pods runs on kind in ``tests/test_provider_existing_kind.py`` (``scripts/existing-on-kind.sh``).
+``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs against a real apiserver when a ``local``
+cluster is available (``K8SSTATE_EXISTING_TEST=1`` creates one).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,29 +191,22 @@ def test_get_attaches_to_a_real_cluster(local_kubeconfig: Path) -> None:
     assert cluster.proxy_mode in ("iptables", "nftables", "ipvs")
 
 
-# --------------------------------------------------------------------------------------------------
-# against real kubelets (e.g. a kind cluster): opt-in, the nodes must have the debug image
-# --------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(
-    not os.environ.get("K8SSTATE_EXISTING_KUBECONFIG"),
-    reason="set K8SSTATE_EXISTING_KUBECONFIG (a cluster with real kubelets, e.g. kind) and "
-    "K8SSTATE_DEBUG_IMAGE (an image with sleep + chroot the nodes already have)",
-)
-def test_debug_pods_run_node_commands_on_real_nodes() -> None:
-    from pytest_k8sstate.node.capture import collect_node
+def test_shape_mismatch_names_what_the_marker_asks_for() -> None:
+    from pytest_k8sstate.providers.base import Cluster, NodeInfo
+    from pytest_k8sstate.providers.existing_shape import shape_mismatch
 
-    kc = Path(os.environ["K8SSTATE_EXISTING_KUBECONFIG"])
-    prov = ExistingProvider(ExistingOptions.from_env(kubeconfig=kc), progress=lambda _l: None)
-    ctx = kubeconfig_contexts(kc.read_text())[1] or prov.list()[0]
-    cluster = prov.get(ctx)
-    try:
-        for node in cluster.nodes:
-            out = node.exec.run(["iptables-save", "-t", "nat"], timeout=120).text
-            assert "KUBE-SERVICES" in out, node.name
-            assert node.exec.which("nft")
-            assert not node.exec.which("no-such-tool-here")
-            state = collect_node(node.exec, ipvs=False)
-            assert state.iptables is not None
-            assert node.ip in json.dumps(state.addrs)
-    finally:
-        prov.delete(ctx)
+    nodes = [NodeInfo("cp", "control-plane", None, "10.0.0.2"), NodeInfo("w1", "worker", None, "10.0.0.3")]  # type: ignore[arg-type]
+    c = Cluster("prod", "existing", Path("k"), "", nodes, None, frozenset({"cni-ptp"}), "iptables", "1.37.1")
+    assert shape_mismatch(c, {}) is None
+    assert shape_mismatch(c, {"proxy_mode": "iptables", "nodes": 1, "cni": "ptp", "version": "1.37"}) is None
+    reason = shape_mismatch(c, {"proxy_mode": "nftables", "nodes": 2, "cni": "flannel", "version": "v1.36.0"})
+    assert reason is not None
+    for part in (
+        "kube-proxy mode nftables (it runs iptables)",
+        "2 worker node(s) (it has 1)",
+        "CNI flannel",
+        "Kubernetes 1.36.0 (it runs 1.37.1)",
+        "cluster 'prod' as it is",
+    ):
+        assert part in reason
+    assert shape_mismatch(c, {"version": "1.3"}) is not None  # 1.37.1 is not a 1.3.x

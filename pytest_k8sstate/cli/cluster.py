@@ -92,7 +92,7 @@ def cluster_create(args: argparse.Namespace) -> int:
         kubeconfig_out=Path(args.kubeconfig) if args.kubeconfig else None,
         persistent=True,
     )
-    prov = get_provider(args.provider)
+    prov = get_provider(args.provider, **_provider_options(args))
     prov.check_cni(spec.cni)
     prov.check_ip_family(spec.ip_family)
     cluster = prov.create(spec)
@@ -105,6 +105,29 @@ def cluster_create(args: argparse.Namespace) -> int:
     print(f"  k8sstate node exec --cluster {cluster.name} --node {cluster.nodes[0].name} -- ip -br addr")
     print(f"  k8sstate cluster delete --name {cluster.name}")
     return 0
+
+
+def _provider_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--kind-*`` / ``--minikube-*`` as keyword options of the provider (an error for another one)."""
+    given = {
+        ("kind", "config_file"): Path(args.kind_config) if args.kind_config else None,
+        ("kind", "image"): args.kind_image,
+        ("minikube", "driver"): args.minikube_driver,
+        ("minikube", "cni"): args.minikube_cni,
+        ("minikube", "cpus"): args.minikube_cpus,
+        ("minikube", "memory"): args.minikube_memory,
+    }
+    out: dict[str, Any] = {}
+    for (provider, name), value in given.items():
+        if value is None:
+            continue
+        flag = f"--{provider}-{'config' if name == 'config_file' else name}"
+        if provider != args.provider:
+            raise ConfigError(f"{flag} is an option of --provider {provider}, not {args.provider}")
+        if name == "config_file" and not value.is_file():
+            raise ConfigError(f"{flag} {value}: no such file; give a kind Cluster config (YAML)")
+        out[name] = value
+    return out
 
 
 @_guard
@@ -228,7 +251,10 @@ def add_cli(subparsers: Any) -> None:
         "  k8sstate cluster create --name dev                       # local: root, real control plane\n"
         "  k8sstate cluster create --name dev --nodes 1 --proxy-mode nftables\n"
         "  k8sstate cluster create --provider kind --name kdev --cni ptp\n"
-        "  k8sstate cluster create --name dual --nodes 1 --ip-family dual   # IPv4 + IPv6 Services and pods",
+        "  k8sstate cluster create --name dual --nodes 1 --ip-family dual   # IPv4 + IPv6 Services and pods\n"
+        "  k8sstate cluster create --provider kind --name kdev --kind-config kind.yaml "
+        "--kind-image kindest/node:v1.37.1\n"
+        "  k8sstate cluster create --provider minikube --name mk --minikube-cpus 2 --minikube-memory 4g",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("--provider", choices=PROVIDER_CHOICES, default=DEFAULT_PROVIDER)
@@ -249,6 +275,12 @@ def add_cli(subparsers: Any) -> None:
     )
     c.add_argument("--kubeconfig", help="also write the admin kubeconfig to PATH")
     c.add_argument("--version", help="Kubernetes version (default: the pinned one)")
+    c.add_argument("--kind-config", metavar="FILE", help="kind: your kind Cluster config, merged in")
+    c.add_argument("--kind-image", metavar="TAG", help="kind: node image (default $K8SSTATE_KIND_IMAGE)")
+    c.add_argument("--minikube-driver", metavar="DRIVER", help="minikube: --driver (default docker)")
+    c.add_argument("--minikube-cni", metavar="CNI", help="minikube: --cni")
+    c.add_argument("--minikube-cpus", metavar="N", type=int, help="minikube: --cpus")
+    c.add_argument("--minikube-memory", metavar="SIZE", help="minikube: --memory (e.g. 4g)")
     c.set_defaults(func=cluster_create)
 
     d = csub.add_parser(

@@ -35,6 +35,7 @@ from pytest_k8sstate.k8s.discovery import discover_kind, find_resource
 from pytest_k8sstate.k8s.manifests import BUILTIN_KINDS, ObjectRef, load_manifests, looks_like_ref, parse_ref
 from pytest_k8sstate.k8s.readiness import ready, ready_addresses
 from pytest_k8sstate.k8s.watch import WatchEvent, follow
+from pytest_k8sstate.k8s.workloads import WorkloadsMixin
 from pytest_k8sstate.util.poll import wait_until
 
 __all__ = ["K8sHelper", "pod_ip"]
@@ -67,13 +68,14 @@ def _wait(probe: Callable[[], str | None], timeout: float, message: Callable[[],
         raise K8sStateError(message()) from None
 
 
-class K8sHelper:
+class K8sHelper(WorkloadsMixin):
     """Apply, wait, inspect — on one cluster through ``api_client`` (a ``kubernetes.client.ApiClient``).
 
     ``manifests_dir``: where relative manifest paths are looked up first (then the current directory).
     Objects applied through the helper are remembered; :meth:`cleanup` deletes them (the ``k8s``
     fixture does so after each test). ``dynamic``: reuse another helper's ``DynamicClient`` (and its
-    API discovery) instead of discovering again.
+    API discovery) instead of discovering again. ``image_loader``: what :meth:`load_image` calls (the
+    plugin passes the provider's; logs/exec/port_forward: :mod:`pytest_k8sstate.k8s.workloads`).
     """
 
     def __init__(
@@ -87,8 +89,10 @@ class K8sHelper:
         timeout: float = DEFAULT_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         dynamic: Any = None,
+        image_loader: Callable[[str | Path], Any] | None = None,
     ) -> None:
         self.api_client = api_client
+        self.image_loader = image_loader
         self.namespace = namespace
         self.cluster = cluster
         self.manifests_dir = Path(manifests_dir) if manifests_dir is not None else Path("manifests")

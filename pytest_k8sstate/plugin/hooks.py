@@ -43,6 +43,8 @@ from pytest_k8sstate.plugin.legacy import LEGACY_MARKERS, legacy_fixture_plugin,
 from pytest_k8sstate.plugin.pool import ClusterKey, ClusterPool, k8s_config_error
 from pytest_k8sstate.plugin.reports import NAMESPACE_KEY, STATE_KEY, on_failure
 from pytest_k8sstate.plugin.state import ClusterState
+from pytest_k8sstate.providers.existing_shape import shape_mismatch
+from pytest_k8sstate.providers.images import image_loader
 from pytest_k8sstate.providers.registry import provider_class
 
 pytest.register_assert_rewrite("pytest_k8sstate.assertions")
@@ -50,6 +52,7 @@ pytest.register_assert_rewrite("pytest_k8sstate.assertions")
 if TYPE_CHECKING:
     from pytest_k8sstate.providers.base import Cluster
 
+SHAPE_ARGS = ("proxy_mode", "nodes", "cni", "version")
 SETTINGS_KEY = pytest.StashKey[k8s_config.Settings]()
 POOL_KEY = pytest.StashKey["ClusterPool"]()
 FINDINGS_KEY = pytest.StashKey["FindingsCollector"]()
@@ -99,9 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     worker = str(workerinput["workerid"]) if workerinput else "main"
     shared = str(workerinput["k8sstate_shared_name"]) if workerinput and settings.share_cluster else None
-    config.stash[POOL_KEY] = ClusterPool(
-        settings, worker=worker, log=_terminal_logger(config), shared_name=shared
-    )
+    pool = ClusterPool(settings, worker=worker, log=_terminal_logger(config), shared_name=shared)
+    pool.refuse_shape = pytest.skip  # type: ignore[method-assign]  # existing cluster of another shape
+    config.stash[POOL_KEY] = pool
     # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
     from pytest_k8sstate.providers.host import sigterm_as_interrupt
 
@@ -265,7 +268,8 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
     needs = _needs(node)
     marker = node.get_closest_marker("k8sstate")
     fresh = bool(marker.kwargs.get("fresh", False)) if marker is not None else False
-    if not needs and not fresh:
+    shape = {k: v for k, v in marker.kwargs.items() if k in SHAPE_ARGS} if marker is not None else {}
+    if not needs and not fresh and not shape:
         return
     pool = _pool(request.config)
     try:
@@ -277,6 +281,10 @@ def _k8sstate_markers(request: pytest.FixtureRequest) -> None:
         cluster = pool.get(key)
     except K8sStateError as exc:
         raise pytest.fail.Exception(f"k8sstate: {exc}", pytrace=False) from None
+    if cluster.provider == "existing":  # one cluster as it is: a marker asking for another shape skips
+        mismatch = shape_mismatch(cluster, shape)
+        if mismatch is not None:
+            pytest.skip(mismatch)
     for cap in needs:
         if cap not in cluster.capabilities:
             pytest.skip(_missing_reason(key, cap, cluster))
@@ -391,6 +399,7 @@ def k8s_api(
         cluster=k8s_cluster,
         manifests_dir=request.config.rootpath / "manifests",
         dynamic=dynamic,
+        image_loader=image_loader(k8s_cluster),
     )
     yield helper
     problems = helper.cleanup(timeout=30)

@@ -105,6 +105,19 @@ HELP_COMPONENT_LOGS = (
     "on failure, export the cluster components' logs (kind: `kind export logs`): auto (default: only when "
     "a component looks unhealthy), always, never"
 )
+HELP_KIND_CONFIG = (
+    "kind: your kind Cluster config (YAML), merged into the generated one (extra mounts, port mappings, "
+    "patches, networking); node count, roles, kube-proxy mode and node image stay the plugin's options"
+)
+HELP_KIND_IMAGE = (
+    "kind: the node image, e.g. kindest/node:v1.37.1 (env K8SSTATE_KIND_IMAGE; default kind's own)"
+)
+HELP_MINIKUBE_DRIVER = "minikube: --driver (default docker, the only one whose nodes can be captured)"
+HELP_MINIKUBE_CNI = (
+    "minikube: --cni (auto, bridge, calico, cilium, flannel, kindnet, false or a manifest path)"
+)
+HELP_MINIKUBE_CPUS = "minikube: --cpus per node (a whole number)"
+HELP_MINIKUBE_MEMORY = "minikube: --memory per node (megabytes, or a size like 4g)"
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,24 @@ OPT_LOG_LINES = _Option("k8sstate-log-lines", "K8SSTATE_LOG_LINES", HELP_LOG_LIN
 OPT_COMPONENT_LOGS = _Option(
     "k8sstate-component-logs", "K8SSTATE_COMPONENT_LOGS", HELP_COMPONENT_LOGS, "WHEN"
 )
+OPT_KIND_CONFIG = _Option("k8sstate-kind-config", "K8SSTATE_KIND_CONFIG", HELP_KIND_CONFIG, "FILE")
+OPT_KIND_IMAGE = _Option("k8sstate-kind-image", "K8SSTATE_KIND_IMAGE", HELP_KIND_IMAGE, "TAG")
+OPT_MINIKUBE_DRIVER = _Option(
+    "k8sstate-minikube-driver", "K8SSTATE_MINIKUBE_DRIVER", HELP_MINIKUBE_DRIVER, "DRIVER"
+)
+OPT_MINIKUBE_CNI = _Option("k8sstate-minikube-cni", "K8SSTATE_MINIKUBE_CNI", HELP_MINIKUBE_CNI, "CNI")
+OPT_MINIKUBE_CPUS = _Option("k8sstate-minikube-cpus", "K8SSTATE_MINIKUBE_CPUS", HELP_MINIKUBE_CPUS, "N")
+OPT_MINIKUBE_MEMORY = _Option(
+    "k8sstate-minikube-memory", "K8SSTATE_MINIKUBE_MEMORY", HELP_MINIKUBE_MEMORY, "SIZE"
+)
+PROVIDER_OPTIONS = (
+    OPT_KIND_CONFIG,
+    OPT_KIND_IMAGE,
+    OPT_MINIKUBE_DRIVER,
+    OPT_MINIKUBE_CNI,
+    OPT_MINIKUBE_CPUS,
+    OPT_MINIKUBE_MEMORY,
+)
 OPTIONS = (
     OPT_PROVIDER,
     OPT_NODES,
@@ -184,6 +215,7 @@ OPTIONS = (
     OPT_SHARE_CLUSTER,
     OPT_LOG_LINES,
     OPT_COMPONENT_LOGS,
+    *PROVIDER_OPTIONS,
 )
 
 
@@ -211,8 +243,15 @@ class Settings:
     share_cluster: bool = False
     log_lines: int = DEFAULT_LOG_LINES
     component_logs: str = DEFAULT_COMPONENT_LOGS
+    provider_options: tuple[tuple[str, str, str | int | Path], ...] = ()
+    """(provider, option name, value) of the provider-specific options given (``kind``: ``config_file``,
+    ``image``; ``minikube``: ``driver``, ``cni``, ``cpus``, ``memory``): :meth:`options_for`."""
     deprecations: tuple[str, ...] = ()
     """Deprecated spellings used (one message each; the plugin issues them as warnings)."""
+
+    def options_for(self, provider: str) -> dict[str, str | int | Path]:
+        """The provider-specific keyword options of ``provider`` (for ``get_provider(provider, **...)``)."""
+        return {name: value for p, name, value in self.provider_options if p == provider}
 
 
 def _add(group: pytest.OptionGroup, flag: str, dest: str, opt: _Option, help: str) -> None:
@@ -438,6 +477,9 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
         if not 0 <= log_lines <= MAX_LOG_LINES:
             raise _bad(OPT_LOG_LINES, raw, expected)
 
+    from pytest_k8sstate.plugin.provider_options import provider_options as _provider_options
+
+    provider_options = _provider_options(config, env)
     used = config.stash.get(_USED_KEY, {})
     deprecations = tuple(
         f"{old} is deprecated and will be removed in the next release: use {new}" for old, new in used.items()
@@ -459,5 +501,6 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
         share_cluster=provider == "existing" or _bool(config, OPT_SHARE_CLUSTER, env),
         log_lines=log_lines,
         component_logs=_choice(config, OPT_COMPONENT_LOGS, env, COMPONENT_LOGS, DEFAULT_COMPONENT_LOGS),
+        provider_options=provider_options,
         deprecations=deprecations,
     )

@@ -60,7 +60,7 @@ def _default_provider_factory(
     """A provider from the registry (``providers.registry.get_provider``), reporting progress to ``log``."""
     from pytest_k8sstate.providers.registry import get_provider
 
-    options: dict[str, Any] = {"progress": log}
+    options: dict[str, Any] = {"progress": log, **settings.options_for(name)}
     if name == "existing":
         options["kubeconfig"] = settings.kubeconfig
     return get_provider(name, **options)
@@ -179,6 +179,23 @@ class ClusterPool:
         """The cluster for ``key`` (or for marker-style ``kwargs``), created on first use."""
         if key is None:
             key = self.key_for(kwargs, where="k8s_clusters.get()")
+        cluster = self._get(key)
+        if cluster.provider == "existing":  # one cluster as it is: asking for another shape is refused
+            from pytest_k8sstate.providers.existing_shape import shape_mismatch
+
+            base = self.default_key()
+            fields = ("proxy_mode", "nodes", "cni", "version")
+            asked = {f: getattr(key, f) for f in fields if getattr(key, f) != getattr(base, f)}
+            reason = shape_mismatch(cluster, asked)
+            if reason is not None:
+                self.refuse_shape(reason)
+        return cluster
+
+    def refuse_shape(self, reason: str) -> None:
+        """Called when the existing cluster is not the shape asked for (the plugin skips the test)."""
+        raise ProviderError(reason)
+
+    def _get(self, key: ClusterKey) -> Cluster:
         if key in self._clusters:
             return self._clusters[key]
         if key in self._failed:

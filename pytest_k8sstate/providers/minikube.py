@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ MINIKUBE_CERTS = NodeCerts(
 )
 API_PORT = 8443
 DEFAULT_WAIT = 600.0
+MEMORY_RE = re.compile(r"[1-9][0-9]{0,7}([kmgt]b?)?|max|no-limit", re.IGNORECASE)
 NO_REGISTRY_REASON = (
     "minikube cannot run here: its docker driver needs the kicbase image (gcr.io/k8s-minikube/kicbase) and "
     "preloaded Kubernetes images from a registry, and no registry is reachable from this machine"
@@ -70,6 +72,8 @@ def provider(**options: Any) -> MinikubeProvider:
 @dataclass(frozen=True)
 class MinikubeOptions:
     minikube_binary: str | None = None
+    driver: str = "docker"
+    """``--driver``; node state is read with ``docker exec``, so ``create`` refuses any other."""
     container_runtime: str = "containerd"
     base_image: str | None = None
     cni: str | None = None
@@ -83,6 +87,14 @@ class MinikubeOptions:
     docker_netns: str | None = None
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", self.driver):
+            raise ConfigError(f"minikube driver={self.driver!r}: expected a driver name such as docker")
+        if self.cpus is not None and (isinstance(self.cpus, bool) or not 1 <= self.cpus <= 1024):
+            raise ConfigError(f"minikube cpus={self.cpus!r}: expected a whole number of CPUs from 1")
+        if self.memory is not None and not MEMORY_RE.fullmatch(str(self.memory)):
+            raise ConfigError(
+                f"minikube memory={self.memory!r}: expected megabytes or a size like 4096, 4096mb, 4g"
+            )
         if self.container_runtime not in ("containerd", "docker", "cri-o"):
             raise ConfigError(
                 f"minikube container_runtime={self.container_runtime!r}: expected containerd, docker or cri-o"
@@ -105,7 +117,7 @@ def start_argv(minikube: str, spec: ClusterSpec, opts: MinikubeOptions) -> list[
         "start",
         "-p",
         spec.name,
-        "--driver=docker",
+        f"--driver={opts.driver}",
         f"--nodes={spec.nodes + 1}",
         f"--container-runtime={opts.container_runtime}",
         f"--extra-config=kube-proxy.mode={spec.proxy_mode}",
@@ -195,6 +207,11 @@ class MinikubeProvider(DockerNodesProvider):
         return parse_profile_list(res.text)
 
     def create(self, spec: ClusterSpec) -> Cluster:
+        if self.options.driver != "docker":
+            raise ProviderError(
+                f"minikube driver {self.options.driver!r} is not supported: node state is read with "
+                "`docker exec` into the node containers; use --k8sstate-minikube-driver docker"
+            )
         self._precheck_create(spec)
         if spec.name in self.list():
             raise ProviderError(

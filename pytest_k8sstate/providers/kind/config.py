@@ -33,7 +33,9 @@ __all__ = [
     "kind_config",
     "kind_error_summary",
     "kind_node_names",
+    "merge_user_config",
     "node_image",
+    "read_user_config",
     "render_config",
 ]
 
@@ -73,6 +75,8 @@ class KindOptions:
     """Network namespace of the engine's containers (auto: the project engine's ``k8ss-docker``)."""
     artifacts_dir: Path | None = None
     """Where ``kind export logs`` goes when create fails (default ``<cache>/kind-logs``)."""
+    config_file: Path | None = None
+    """The user's kind Cluster config, merged into the generated one (:func:`merge_user_config`)."""
 
     def __post_init__(self) -> None:
         for name in ("pod_subnet", "service_subnet"):
@@ -142,7 +146,88 @@ def kind_config(spec: ClusterSpec, opts: KindOptions, image: str | None = None) 
         patches.append(CGROUP_V1_PATCH)
     if patches:
         cfg["kubeadmConfigPatches"] = patches
+    if opts.config_file is not None:
+        cfg = merge_user_config(cfg, read_user_config(Path(opts.config_file)), str(opts.config_file))
     return cfg
+
+
+def read_user_config(path: Path) -> dict[str, Any]:
+    """A user's kind config file (one YAML mapping of kind ``Cluster``); a clear error naming the file."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"kind config {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"kind config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"kind config {path}: expected a mapping (kind: Cluster), got {type(doc).__name__}")
+    return doc
+
+
+_LIST_KEYS = ("kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches")
+
+
+def merge_user_config(cfg: Mapping[str, Any], user: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``cfg`` (generated) with the user's kind config merged in.
+
+    The plugin's own settings stay: ``name``, the node count and roles (``--k8sstate-nodes``), the kube-proxy
+    mode (``--k8sstate-proxy-mode``) and the node image; a user value that contradicts one is a ConfigError
+    naming the option to use instead. Patch lists are appended after the generated ones; ``networking``,
+    ``featureGates`` and ``runtimeConfig`` are merged key by key; per-node settings (``extraMounts``,
+    ``labels``, ``extraPortMappings``, node patches) are taken from ``nodes`` when the user lists them; any
+    other key is the user's.
+    """
+    out: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+    for key, want in (("kind", "Cluster"), ("apiVersion", KIND_API_VERSION)):
+        if key in user and user[key] != want:
+            raise ConfigError(f"kind config {source}: {key} is {user[key]!r}; expected {want!r}")
+    for key, value in user.items():
+        if key in ("kind", "apiVersion", "name"):
+            continue
+        if key in _LIST_KEYS:
+            if not isinstance(value, list):
+                raise ConfigError(f"kind config {source}: {key} must be a list")
+            out[key] = [*out.get(key, []), *value]
+        elif key in ("networking", "featureGates", "runtimeConfig"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"kind config {source}: {key} must be a mapping")
+            mode = out.get("networking", {}).get("kubeProxyMode")
+            if key == "networking" and value.get("kubeProxyMode", mode) != mode:
+                raise ConfigError(
+                    f"kind config {source}: networking.kubeProxyMode is {value['kubeProxyMode']!r} but the "
+                    f"cluster's is {mode!r}; set it with --k8sstate-proxy-mode instead"
+                )
+            out[key] = {**out.get(key, {}), **value}
+        elif key == "nodes":
+            out["nodes"] = _merge_nodes(out["nodes"], value, source)
+        else:
+            out[key] = value
+    return out
+
+
+def _merge_nodes(ours: list[dict[str, Any]], theirs: object, source: str) -> list[dict[str, Any]]:
+    if not isinstance(theirs, list) or not all(isinstance(n, dict) for n in theirs):
+        raise ConfigError(f"kind config {source}: nodes must be a list of mappings")
+    roles = [str(n.get("role", "control-plane")) for n in theirs]
+    want = [str(n["role"]) for n in ours]
+    if sorted(roles) != sorted(want):
+        raise ConfigError(
+            f"kind config {source}: nodes has {roles.count('control-plane')} control-plane and "
+            f"{roles.count('worker')} worker node(s); this cluster has 1 and {want.count('worker')} "
+            "(set the workers with --k8sstate-nodes; one control-plane node)"
+        )
+    merged = []
+    for mine, user_node in zip(
+        sorted(ours, key=lambda n: n["role"]),
+        sorted(theirs, key=lambda n: n.get("role", "control-plane")),
+        strict=True,
+    ):
+        node = {**user_node, **{k: v for k, v in mine.items() if k != "kubeadmConfigPatches"}}
+        patches = [*mine.get("kubeadmConfigPatches", []), *user_node.get("kubeadmConfigPatches", [])]
+        if patches:
+            node["kubeadmConfigPatches"] = patches
+        merged.append(node)
+    return merged
 
 
 def host_cgroup_v1(cgroup_root: Path = Path("/sys/fs/cgroup")) -> bool:

@@ -27,6 +27,14 @@ from typing import TypeVar
 
 import pytest
 
+from pytest_k8sstate.plugin.provider_help import (
+    HELP_KIND_CONFIG,
+    HELP_KIND_IMAGE,
+    HELP_MINIKUBE_CNI,
+    HELP_MINIKUBE_CPUS,
+    HELP_MINIKUBE_DRIVER,
+    HELP_MINIKUBE_MEMORY,
+)
 from pytest_k8sstate.providers.base import CNIS as CNIS
 
 _D = TypeVar("_D", str, None)
@@ -87,7 +95,6 @@ HELP_IGNORE = (
     "(repeatable; added to the built-in ignore list)"
 )
 
-
 HELP_TEST_NAMESPACE = (
     "give each test its own namespace (created before it, deleted after it; the k8s_api helper applies "
     "manifests without a namespace into it): yes (default) or no (everything goes into 'default'); a test "
@@ -105,19 +112,6 @@ HELP_COMPONENT_LOGS = (
     "on failure, export the cluster components' logs (kind: `kind export logs`): auto (default: only when "
     "a component looks unhealthy), always, never"
 )
-HELP_KIND_CONFIG = (
-    "kind: your kind Cluster config (YAML), merged into the generated one (extra mounts, port mappings, "
-    "patches, networking); node count, roles, kube-proxy mode and node image stay the plugin's options"
-)
-HELP_KIND_IMAGE = (
-    "kind: the node image, e.g. kindest/node:v1.37.1 (env K8SSTATE_KIND_IMAGE; default kind's own)"
-)
-HELP_MINIKUBE_DRIVER = "minikube: --driver (default docker, the only one whose nodes can be captured)"
-HELP_MINIKUBE_CNI = (
-    "minikube: --cni (auto, bridge, calico, cilium, flannel, kindnet, false or a manifest path)"
-)
-HELP_MINIKUBE_CPUS = "minikube: --cpus per node (a whole number)"
-HELP_MINIKUBE_MEMORY = "minikube: --memory per node (megabytes, or a size like 4g)"
 
 
 @dataclass(frozen=True)

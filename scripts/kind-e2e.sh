@@ -93,6 +93,11 @@ for combo in "bridge nftables" "flannel iptables"; do
         --k8sstate-proxy-mode "$mode" "$@"
 done
 
+# IPv6 + IPv4: a dual-stack kind cluster (the node-routes agent gives pods an address per family), finding 33
+echo "[kind-e2e] findings on kind, dual-stack"
+"$PY" -m pytest -p no:cacheprovider -q tests/findings/test_f33_dual_stack.py --k8sstate-provider kind \
+    --k8sstate-ip-family dual "$@"
+
 # The existing provider against a real multi-node cluster (kind's kubeconfig, real kubelets): debug-pod node
 # capture == docker exec capture, etcd with the control-plane's certificates, the workload helpers, the
 # findings through --k8sstate-provider existing; its cluster is deleted on exit, failure or Ctrl-C

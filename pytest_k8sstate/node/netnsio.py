@@ -1,0 +1,269 @@
+"""In-process netlink reads of a node that shares this machine's kernel (``local`` nodes, the host).
+
+A ``local`` node is a network namespace of this machine (:class:`~pytest_k8sstate.node.exec.NetnsExec`):
+instead of starting ``ip netns exec … python3``/``ip``/``ipset`` for what netlink answers in microseconds,
+:func:`in_node` runs a function in a short-lived thread that first joins the node's network namespace
+(``setns(2)`` only changes that thread; it ends with the function, so no thread of this process is ever
+left in another namespace). Sockets opened there stay bound to that namespace.
+
+What runs there (:func:`fingerprints`): cheap *fingerprints* of the node's parts, used by
+:mod:`pytest_k8sstate.node.capture` to reuse the previous capture's parse of a part that did not change:
+
+* ``nft-gen``: the nf_tables ruleset generation of the namespace — bumped by every ruleset commit
+  (``iptables-nft``, ``nft``, kube-proxy), so it covers ``iptables``/``ip6tables`` (when iptables is the
+  nf_tables variant) and ``nft``;
+* ``links``/``addrs``/``routes``: a SHA-256 of the raw rtnetlink dumps, with the traffic statistics
+  (which ``ip -d`` without ``-s`` does not print) left out; any other change — a name, a flag, a
+  timer, an address lifetime — changes the digest;
+* ``ipsets``: a SHA-256 of the ipset netlink ``LIST`` dump (``""`` when the kernel has no ipset module:
+  no sets exist then).
+
+and :func:`nft_dump`: the iptables-nft tables of one family (the :mod:`~pytest_k8sstate.node.nfdump`
+dumper, run in-process: no interpreter start on the node).
+Anything that fails here returns None: the caller then runs the node's commands as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from pytest_k8sstate.errors import CommandTimeout
+from pytest_k8sstate.node import nfdump
+from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
+
+__all__ = ["fingerprints", "in_node", "netns_id", "nft_dump"]
+
+T = TypeVar("T")
+
+_CLONE_NEWNET = 0x40000000
+_NETNS_DIR = "/run/netns"
+_libc: ctypes.CDLL | None = None
+
+
+def _setns(path: str) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _netns_path(exec: NodeExec) -> str | None:
+    """The namespace file to join; ``""`` for this process's own namespace; None: not on this kernel."""
+    # exact types only: a subclass may run the node's commands differently (another PATH, a wrapper),
+    # and then what this process reads is not what the node's commands would print
+    if type(exec) is NetnsExec:
+        return os.path.join(_NETNS_DIR, exec.netns)
+    if type(exec) is LocalExec:
+        return ""
+    return None
+
+
+def netns_id(exec: NodeExec) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the node's namespace (a recreated namespace of the same name differs);
+    None when the node is not a namespace of this machine or it is gone."""
+    path = _netns_path(exec)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path or f"/proc/{os.getpid()}/ns/net")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def in_node(exec: NodeExec, fn: Callable[[], T], timeout: float) -> T | None:
+    """``fn()`` run inside the node's network namespace; None when that is not possible (not a local
+    node, no privilege, ``fn`` raised OSError). A ``fn`` that does not return in ``timeout`` seconds is a
+    :class:`~pytest_k8sstate.errors.CommandTimeout` (its thread, a daemon, is abandoned)."""
+    path = _netns_path(exec)
+    if path is None:
+        return None
+    box: list[T] = []
+
+    def work() -> None:
+        try:
+            if path:
+                _setns(path)
+            box.append(fn())
+        except OSError:
+            pass  # no privilege / no netlink family: the caller falls back to the node's commands
+
+    t = threading.Thread(target=work, name=f"k8ss-netns-{exec.node}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise CommandTimeout(f"node {exec.node}: netlink read did not finish within {timeout:g}s")
+    return box[0] if box else None
+
+
+# ------------------------------------------------------------------------------------------ netlink
+_NLM_F_REQUEST = 1
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_RTM_GETLINK, _RTM_GETADDR, _RTM_GETROUTE = 18, 22, 26
+_IFLA_STATS, _IFLA_STATS64, _IFLA_AF_SPEC = 7, 23, 26
+_IFLA_INET6_STATS, _IFLA_INET6_CACHEINFO, _IFLA_INET6_ICMP6STATS = 3, 5, 6
+_NETLINK_NETFILTER = 12
+_NFNL_SUBSYS_IPSET = 6
+_IPSET_CMD_LIST = 7
+_IPSET_ATTR_PROTOCOL = 1
+
+
+def _dump(sock: socket.socket, mtype: int, body: bytes, seq: int) -> list[bytes]:
+    """One dump request; every reply message (without DONE). OSError on a netlink error."""
+    sock.send(struct.pack("=IHHII", 16 + len(body), mtype, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0) + body)
+    out: list[bytes] = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            raise OSError("netlink socket closed")
+        pos = 0
+        while pos + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, pos)
+            if length < 16:
+                raise OSError("malformed netlink message")
+            if kind == _NLMSG_DONE:
+                return out
+            if kind == _NLMSG_ERROR:
+                err = -struct.unpack_from("=i", data, pos + 16)[0]
+                raise OSError(err, os.strerror(err) if err else "netlink error")
+            out.append(data[pos : pos + length])
+            pos += (length + 3) & ~3
+
+
+def _attrs(data: bytes, start: int) -> list[tuple[int, bytes]]:
+    out = []
+    pos = start
+    while pos + 4 <= len(data):
+        n, kind = struct.unpack_from("=HH", data, pos)
+        if n < 4:
+            break
+        out.append((kind, data[pos : pos + n]))
+        pos += (n + 3) & ~3
+    return out
+
+
+def _link_identity(msg: bytes) -> bytes:
+    """A link message without its traffic statistics (``ip -d`` without ``-s`` prints none of them)."""
+    keep = [msg[16:32]]  # ifinfomsg
+    for kind, raw in _attrs(msg, 32):
+        k = kind & 0x3FFF
+        if k in (_IFLA_STATS, _IFLA_STATS64):
+            continue
+        if k == _IFLA_AF_SPEC:
+            for fam_kind, fam_raw in _attrs(raw, 4):
+                if fam_kind & 0x3FFF == socket.AF_INET6:
+                    keep.append(b"".join(r for t, r in _attrs(fam_raw, 4) if t & 0x3FFF not in _V6_VOLATILE))
+                else:
+                    keep.append(fam_raw)
+            continue
+        keep.append(raw)
+    return b"".join(keep)
+
+
+_V6_VOLATILE = (_IFLA_INET6_STATS, _IFLA_INET6_CACHEINFO, _IFLA_INET6_ICMP6STATS)
+
+
+def _rtnl_digests() -> dict[str, str]:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
+        s.bind((0, 0))
+        links = _dump(s, _RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0), 1)
+        link_h = hashlib.sha256()
+        for m in links:
+            link_h.update(_link_identity(m))
+        addrs = _dump(s, _RTM_GETADDR, struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0), 2)
+        routes = _dump(s, _RTM_GETROUTE, struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), 3)
+    link_d = link_h.hexdigest()
+    # ``ip`` prints interface names in addresses and routes: a renamed link changes those outputs too
+    addr_h = hashlib.sha256(link_d.encode())
+    for m in addrs:
+        addr_h.update(m[16:])
+    route_h = hashlib.sha256(link_d.encode())
+    for m in routes:
+        route_h.update(m[16:])
+    return {"links": link_d, "addrs": addr_h.hexdigest(), "routes": route_h.hexdigest()}
+
+
+def _ipset_digest() -> str:
+    if not os.path.exists("/sys/module/ip_set"):
+        return ""  # no ipset module in this kernel: no sets in any namespace
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as s:
+        s.bind((0, 0))
+        attr = struct.pack("=HHB3x", 5, _IPSET_ATTR_PROTOCOL, 6)
+        body = struct.pack("=BBH", socket.AF_INET, 0, 0) + attr
+        msgs = _dump(s, (_NFNL_SUBSYS_IPSET << 8) | _IPSET_CMD_LIST, body, 1)
+    h = hashlib.sha256(b"ipset")
+    for m in msgs:
+        h.update(m[16:])
+    return h.hexdigest()
+
+
+def _gen_id(payload: bytes) -> str:
+    """NFTA_GEN_ID of a NEWGEN reply (the other attributes name the asking thread, not the ruleset)."""
+    for kind, raw in _attrs(payload, 0):
+        if kind & 0x3FFF == 1 and len(raw) == 8:
+            return raw[4:8].hex()
+    raise OSError("no generation id in the nf_tables NEWGEN reply")
+
+
+def _fingerprints() -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        d = nfdump._Dumper(socket.AF_UNSPEC)
+        try:
+            out["nft-gen"] = _gen_id(d.generation())
+        finally:
+            d.sock.close()
+    except OSError:
+        pass
+    try:
+        out.update(_rtnl_digests())
+    except OSError:
+        pass
+    try:
+        out["ipsets"] = _ipset_digest()
+    except OSError:
+        pass
+    return out
+
+
+def fingerprints(exec: NodeExec, timeout: float = 10.0) -> dict[str, str] | None:
+    """The node's part fingerprints (see the module doc); None when they cannot be read here."""
+    return in_node(exec, _fingerprints, timeout)
+
+
+def nft_dump(exec: NodeExec, family: int, timeout: float, min_chains: int = 0) -> bytes | None:
+    """What ``nfdump`` prints for ``family`` (header + raw messages), read in-process; ``b""`` when the
+    tables have fewer than ``min_chains`` chains (``iptables-save`` is as fast there); None when netlink
+    cannot be read here (the caller runs the command on the node instead)."""
+
+    def work() -> bytes | None:
+        d = nfdump._Dumper(family)
+        try:
+            for _ in range(5):
+                gen = d.generation()
+                try:
+                    msgs = d.snapshot(min_chains)
+                except nfdump._Small:
+                    return b""
+                if d.generation() == gen:
+                    return nfdump.HEADER + str(family).encode() + b"\n" + b"".join(msgs)
+            return None  # kept changing: let the node's own command read it
+        finally:
+            d.sock.close()
+
+    return in_node(exec, work, timeout)

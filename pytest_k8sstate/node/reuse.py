@@ -1,0 +1,155 @@
+"""Reuse the previous capture of a node's part when its fingerprint did not change (``local`` nodes).
+
+:func:`pytest_k8sstate.node.capture.collect_node` asks :func:`plan` which of a node's commands must run:
+for a node that is a network namespace of this machine it reads the parts' fingerprints in-process
+(:func:`pytest_k8sstate.node.netnsio.fingerprints`, about a millisecond) and compares them with the
+fingerprints recorded by the node's previous capture in this process (:func:`remember`). A command
+whose fingerprint is unchanged is not run: its parts are the previous capture's parsed values
+(shared objects — treat a snapshot's rulesets as read-only, as its decoded etcd values already are).
+
+What a fingerprint covers (see :mod:`~pytest_k8sstate.node.netnsio`): the nf_tables ruleset generation
+for ``iptables``/``ip6tables`` (only when iptables is the nf_tables variant) and ``nft`` (not when a
+set is updated from the packet path — ``dynamic`` or ``timeout`` sets, whose elements change without a
+new generation); raw-dump digests for ``ipaddr`` (links + addresses), ``routes`` and ``ipsets``.
+Rule and chain counters are the one thing an unchanged generation does not cover: a reused ruleset
+carries the counters of the capture that read it. Other commands (``ipvs``, parts registered later)
+always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pytest_k8sstate.errors import CommandError
+from pytest_k8sstate.node import netnsio
+from pytest_k8sstate.node.exec import NodeExec, run_command
+from pytest_k8sstate.parse.nft import NftRuleset
+
+__all__ = ["ENV", "Plan", "enabled", "iptables_is_nft", "plan", "remember"]
+
+ENV = "K8SSTATE_NODE_REUSE"
+_MAX_NODES = 256  # nodes remembered per process (oldest forgotten first)
+
+
+def enabled() -> bool:
+    """False when ``$K8SSTATE_NODE_REUSE`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@cache
+def iptables_is_nft(part: str) -> bool:
+    """Whether this machine's ``iptables``/``ip6tables`` is the nf_tables variant (asked once)."""
+    try:
+        res = run_command([part, "-V"], timeout=10, check=False)
+    except CommandError:
+        return False
+    return res.returncode == 0 and b"nf_tables" in res.stdout
+
+
+@dataclass
+class _Memo:
+    fingerprints: dict[str, str]
+    values: dict[str, Any]  # part → parsed value
+    methods: dict[str, str]
+
+
+@dataclass
+class Plan:
+    """What :func:`plan` decided for one node."""
+
+    key: tuple[Any, ...] | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    reused: dict[str, Any] = field(default_factory=dict)
+    """part → the previous capture's value (its command is not run)."""
+    methods: dict[str, str] = field(default_factory=dict)
+
+
+_lock = threading.Lock()
+_memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
+
+
+def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None) -> str | None:
+    """The fingerprint that stands for ``cmd``'s output, or None (always run it)."""
+    if cmd in ("iptables", "ip6tables"):
+        return fps.get("nft-gen") if iptables_is_nft(cmd) else None
+    if cmd == "nft":
+        prev = memo.values.get("nft") if memo is not None else None
+        if isinstance(prev, NftRuleset) and _has_dynamic_sets(prev):
+            return None
+        return fps.get("nft-gen")
+    if cmd == "ipaddr":
+        links, addrs = fps.get("links"), fps.get("addrs")
+        return None if links is None or addrs is None else links + addrs
+    if cmd in ("routes", "ipsets"):
+        return fps.get(cmd)
+    return None
+
+
+def _has_dynamic_sets(rs: NftRuleset) -> bool:
+    for t in rs.tables.values():
+        for s in (*t.sets.values(), *t.maps.values()):
+            if "dynamic" in s.flags or "timeout" in s.flags or "timeout" in s.extra:
+                return True
+    return False
+
+
+def plan(
+    exec: NodeExec, cmds: list[str], part_cmd: dict[str, str], timeout: float, variant: object = None
+) -> Plan:
+    """Which of ``cmds`` can be skipped (their parts reused); an empty plan when reuse is off or the
+    node is not a namespace of this machine. ``variant``: what else the parsed values depend on (the
+    fast path's setting: it shows in ``NodeState.methods``) — captures of another variant are not reused."""
+    if not enabled():
+        return Plan()
+    ns = netnsio.netns_id(exec)
+    if ns is None:
+        return Plan()
+    fps = netnsio.fingerprints(exec, timeout=min(timeout, 10.0))
+    if not fps:
+        return Plan()
+    key = (ns, exec.node, variant)
+    out = Plan(key=key)
+    with _lock:
+        memo = _memos.get(key)
+    for cmd in cmds:
+        fp = _fingerprint(cmd, fps, memo)
+        if fp is None:
+            continue
+        out.fingerprints[cmd] = fp
+        if memo is None or memo.fingerprints.get(cmd) != fp:
+            continue
+        parts = [p for p, c in part_cmd.items() if c == cmd]
+        if all(p in memo.values for p in parts):
+            for p in parts:
+                out.reused[p] = memo.values[p]
+                if p in memo.methods:
+                    out.methods[p] = memo.methods[p]
+    return out
+
+
+def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods: dict[str, str]) -> None:
+    """Record a capture's parsed parts under the fingerprints taken *before* it read them (a change
+    in between only makes the next capture read again)."""
+    if p.key is None:
+        return
+
+    def parts(c: str) -> list[str]:
+        return [q for q, pc in part_cmd.items() if pc == c]
+
+    fps = {c: fp for c, fp in p.fingerprints.items() if all(q in values for q in parts(c))}
+    keep = {q: v for q, v in values.items() if part_cmd.get(q) in fps}
+    with _lock:
+        memo = _memos.pop(p.key, None)
+        if memo is not None:  # commands not run this time (fewer parts asked for) keep their record
+            for c, fp in memo.fingerprints.items():
+                if c not in p.fingerprints and not any(q in values for q in parts(c)):
+                    fps[c] = fp
+                    keep.update({q: memo.values[q] for q in parts(c) if q in memo.values})
+        _memos[p.key] = _Memo(fps, keep, {q: m for q, m in methods.items() if q in keep})
+        while len(_memos) > _MAX_NODES:
+            _memos.popitem(last=False)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_k8sstate.node.exec import NodeExec  # noqa: E402
-from pytest_k8sstate.providers.base import Cluster, ClusterSpec  # noqa: E402
-from pytest_k8sstate.providers.registry import get_provider  # noqa: E402
+from pytest_k8sstate.node.exec import NodeExec
+from pytest_k8sstate.providers.base import Cluster, ClusterSpec
+from pytest_k8sstate.providers.registry import get_provider
 
 GOALS = {"local": 0.050, "kind": 0.150}
 
@@ -97,7 +97,9 @@ def main() -> int:
         prov.delete(name)
     goal = GOALS[args.provider]
     bare = statistics.median(res["bare"])
-    print(f"\n{args.provider}, 1 control plane + {args.nodes} workers, {args.runs} interleaved runs (medians)")
+    print(
+        f"\n{args.provider}, 1 control plane + {args.nodes} workers, {args.runs} interleaved runs (medians)"
+    )
     for k, v in res.items():
         med = statistics.median(v)
         extra = "" if k == "bare" else f"  ×bare {med / bare:5.2f}  goal ratio {med / goal:5.2f}"

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import iptfast, netnsio, reuse
+from pytest_k8sstate.node import iptfast, reuse
 from pytest_k8sstate.node.exec import NodeExec
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
@@ -282,13 +282,19 @@ def collect_node(
     fast = iptfast.enabled() if nft_fast is None else nft_fast
     python = iptfast.node_python(exec) if fast else None
     # a local node: skip the commands whose parts did not change since its last capture (node/reuse.py)
-    plan = reuse.plan(exec, cmds, _PART_CMD, timeout, variant=(fast, iptfast.MIN_CHAINS))
+    plan = reuse.plan(exec, cmds, _PART_CMD, timeout, variant=(fast, iptfast.MIN_CHAINS), dump_iptables=fast)
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
     raw: dict[str, _Raw] = {}
-    if fast and plan.key is not None:
-        raw, plain = _read_in_process(exec, cmds, timeout)
-        if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
-            python, fast = None, False  # what is left of iptables is small: plain iptables-save
+    plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
+    for c in cmds:
+        if c in plan.dumps:
+            data, chains = plan.dumps[c]
+            if chains >= iptfast.MIN_CHAINS:
+                raw[c] = _Raw(0, data, b"")
+            else:
+                plain.add(c)
+    if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
+        python, fast = None, False
     cmds = [c for c in cmds if c not in raw]
     ran = (_run_batched(exec, cmds, timeout, python) if batch else None) if cmds else {}
     if ran is None:
@@ -347,23 +353,6 @@ def collect_node(
         done = {**plan.reused, **{p: getattr(state, p) for p in wanted if p not in state.errors}}
         reuse.remember(plan, _PART_CMD, done, state.methods)
     return state
-
-
-def _read_in_process(exec: NodeExec, cmds: list[str], timeout: float) -> tuple[dict[str, _Raw], set[str]]:
-    """The iptables-nft tables of a local node read over netlink in this process (no interpreter start
-    on the node), and the families with fewer than :data:`~pytest_k8sstate.node.iptfast.MIN_CHAINS`
-    chains (plain ``iptables-save`` is as fast there); a family that cannot be read so is left to the
-    node's commands as before."""
-    out: dict[str, _Raw] = {}
-    plain: set[str] = set()
-    for c in cmds:
-        if c in iptfast.FAMILY and reuse.iptables_is_nft(c):
-            data = netnsio.nft_dump(exec, iptfast.FAMILY[c], timeout, iptfast.MIN_CHAINS)
-            if data == b"":
-                plain.add(c)
-            elif data is not None:
-                out[c] = _Raw(0, data, b"")
-    return out, plain
 
 
 def collect_nodes(execs: Iterable[NodeExec], **kwargs: Any) -> dict[str, NodeState]:

@@ -9,17 +9,18 @@ left in another namespace). Sockets opened there stay bound to that namespace.
 What runs there (:func:`fingerprints`): cheap *fingerprints* of the node's parts, used by
 :mod:`pytest_k8sstate.node.capture` to reuse the previous capture's parse of a part that did not change:
 
+* ``dump-iptables``/``dump-ip6tables``: a SHA-256 of the family's iptables-nft tables as read over
+  netlink (the :mod:`~pytest_k8sstate.node.nfdump` dumper, in-process: no interpreter start on the
+  node) — rules, handles and counters: equal digests mean the same ``iptables-save -c`` text, and the
+  dump itself is what the capture translates when it changed;
 * ``nft-gen``: the nf_tables ruleset generation of the namespace — bumped by every ruleset commit
-  (``iptables-nft``, ``nft``, kube-proxy), so it covers ``iptables``/``ip6tables`` (when iptables is the
-  nf_tables variant) and ``nft``;
+  (``iptables-nft``, ``nft``, kube-proxy); it stands for ``nft``;
 * ``links``/``addrs``/``routes``: a SHA-256 of the raw rtnetlink dumps, with the traffic statistics
   (which ``ip -d`` without ``-s`` does not print) left out; any other change — a name, a flag, a
   timer, an address lifetime — changes the digest;
 * ``ipsets``: a SHA-256 of the ipset netlink ``LIST`` dump (``""`` when the kernel has no ipset module:
   no sets exist then).
 
-and :func:`nft_dump`: the iptables-nft tables of one family (the :mod:`~pytest_k8sstate.node.nfdump`
-dumper, run in-process: no interpreter start on the node).
 Anything that fails here returns None: the caller then runs the node's commands as before.
 """
 
@@ -38,7 +39,7 @@ from pytest_k8sstate.errors import CommandTimeout
 from pytest_k8sstate.node import nfdump
 from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
 
-__all__ = ["fingerprints", "in_node", "netns_id", "nft_dump"]
+__all__ = ["dump_digest", "fingerprints", "in_node", "netns_id"]
 
 T = TypeVar("T")
 
@@ -220,8 +221,42 @@ def _gen_id(payload: bytes) -> str:
     raise OSError("no generation id in the nf_tables NEWGEN reply")
 
 
-def _fingerprints() -> dict[str, str]:
+def _iptables_dump(family: int) -> tuple[bytes, int]:
+    """``(what nfdump prints, number of chains)`` for one family's iptables-nft tables."""
+    d = nfdump._Dumper(family)
+    try:
+        for _ in range(5):
+            gen = d.generation()
+            msgs = d.snapshot(0)
+            if d.generation() == gen:
+                chains = sum(1 for m in msgs if struct.unpack_from("=H", m, 4)[0] == _NFT_NEWCHAIN)
+                return nfdump.HEADER + str(family).encode() + b"\n" + b"".join(msgs), chains
+        raise OSError("the nf_tables ruleset changed during each of 5 dumps")
+    finally:
+        d.sock.close()
+
+
+_NFT_NEWCHAIN = (10 << 8) | 3
+
+
+def dump_digest(data: bytes) -> str:
+    """SHA-256 of an nfdump output's messages without their netlink and nfgenmsg headers (sequence
+    number, port id and the generation's low bits differ between two reads of the same tables); rule
+    handles and counters are kept, so equal digests mean the same ``iptables-save -c`` text."""
+    h = hashlib.sha256()
+    pos = data.index(b"\n") + 1
+    while pos + 20 <= len(data):
+        (length,) = struct.unpack_from("=I", data, pos)
+        if length < 20:
+            break
+        h.update(data[pos + 20 : pos + length])
+        pos += (length + 3) & ~3
+    return h.hexdigest()
+
+
+def _fingerprints(families: dict[str, int]) -> tuple[dict[str, str], dict[str, tuple[bytes, int]]]:
     out: dict[str, str] = {}
+    dumps: dict[str, tuple[bytes, int]] = {}
     try:
         d = nfdump._Dumper(socket.AF_UNSPEC)
         try:
@@ -230,6 +265,12 @@ def _fingerprints() -> dict[str, str]:
             d.sock.close()
     except OSError:
         pass
+    for part, family in families.items():
+        try:
+            dumps[part] = _iptables_dump(family)
+        except OSError:
+            continue
+        out[f"dump-{part}"] = dump_digest(dumps[part][0])
     try:
         out.update(_rtnl_digests())
     except OSError:
@@ -238,32 +279,14 @@ def _fingerprints() -> dict[str, str]:
         out["ipsets"] = _ipset_digest()
     except OSError:
         pass
-    return out
+    return out, dumps
 
 
-def fingerprints(exec: NodeExec, timeout: float = 10.0) -> dict[str, str] | None:
-    """The node's part fingerprints (see the module doc); None when they cannot be read here."""
-    return in_node(exec, _fingerprints, timeout)
-
-
-def nft_dump(exec: NodeExec, family: int, timeout: float, min_chains: int = 0) -> bytes | None:
-    """What ``nfdump`` prints for ``family`` (header + raw messages), read in-process; ``b""`` when the
-    tables have fewer than ``min_chains`` chains (``iptables-save`` is as fast there); None when netlink
-    cannot be read here (the caller runs the command on the node instead)."""
-
-    def work() -> bytes | None:
-        d = nfdump._Dumper(family)
-        try:
-            for _ in range(5):
-                gen = d.generation()
-                try:
-                    msgs = d.snapshot(min_chains)
-                except nfdump._Small:
-                    return b""
-                if d.generation() == gen:
-                    return nfdump.HEADER + str(family).encode() + b"\n" + b"".join(msgs)
-            return None  # kept changing: let the node's own command read it
-        finally:
-            d.sock.close()
-
-    return in_node(exec, work, timeout)
+def fingerprints(
+    exec: NodeExec, timeout: float = 10.0, families: dict[str, int] | None = None
+) -> tuple[dict[str, str], dict[str, tuple[bytes, int]]] | None:
+    """The node's part fingerprints (see the module doc) and, for each of ``families`` (part → address
+    family), its iptables-nft tables as ``nfdump`` prints them with their number of chains; None when
+    they cannot be read here."""
+    fams = dict(families or {})
+    return in_node(exec, lambda: _fingerprints(fams), timeout)

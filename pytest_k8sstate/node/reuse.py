@@ -7,12 +7,13 @@ fingerprints recorded by the node's previous capture in this process (:func:`rem
 whose fingerprint is unchanged is not run: its parts are the previous capture's parsed values
 (shared objects — treat a snapshot's rulesets as read-only, as its decoded etcd values already are).
 
-What a fingerprint covers (see :mod:`~pytest_k8sstate.node.netnsio`): the nf_tables ruleset generation
-for ``iptables``/``ip6tables`` (only when iptables is the nf_tables variant) and ``nft`` (not when a
-set is updated from the packet path — ``dynamic`` or ``timeout`` sets, whose elements change without a
-new generation); raw-dump digests for ``ipaddr`` (links + addresses), ``routes`` and ``ipsets``.
-Rule and chain counters are the one thing an unchanged generation does not cover: a reused ruleset
-carries the counters of the capture that read it. Other commands (``ipvs``, parts registered later)
+What a fingerprint covers (see :mod:`~pytest_k8sstate.node.netnsio`): ``iptables``/``ip6tables``
+(where iptables is the nf_tables variant): a digest of the tables read over netlink, counters
+included — exact; ``nft``: the nf_tables ruleset generation (not when a set is updated from the packet
+path — ``dynamic`` or ``timeout`` sets, whose elements change without a new generation; counter values
+are the one thing a generation does not cover: a reused ``nft`` ruleset carries the counters of the
+capture that read it); raw-dump digests for ``ipaddr`` (links + addresses), ``routes`` and ``ipsets``.
+Other commands (``ipvs``, parts registered later)
 always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
 """
 
@@ -67,8 +68,12 @@ class Plan:
     reused: dict[str, Any] = field(default_factory=dict)
     """part → the previous capture's value (its command is not run)."""
     methods: dict[str, str] = field(default_factory=dict)
+    dumps: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
+    the fingerprint, translated by the capture when the part is not reused."""
 
 
+_FAMILY = {"iptables": 2, "ip6tables": 10}
 _lock = threading.Lock()
 _memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
 
@@ -76,7 +81,7 @@ _memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
 def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None) -> str | None:
     """The fingerprint that stands for ``cmd``'s output, or None (always run it)."""
     if cmd in ("iptables", "ip6tables"):
-        return fps.get("nft-gen") if iptables_is_nft(cmd) else None
+        return fps.get(f"dump-{cmd}")  # only read where iptables is the nf_tables variant
     if cmd == "nft":
         prev = memo.values.get("nft") if memo is not None else None
         if isinstance(prev, NftRuleset) and _has_dynamic_sets(prev):
@@ -99,7 +104,13 @@ def _has_dynamic_sets(rs: NftRuleset) -> bool:
 
 
 def plan(
-    exec: NodeExec, cmds: list[str], part_cmd: dict[str, str], timeout: float, variant: object = None
+    exec: NodeExec,
+    cmds: list[str],
+    part_cmd: dict[str, str],
+    timeout: float,
+    variant: object = None,
+    *,
+    dump_iptables: bool = True,
 ) -> Plan:
     """Which of ``cmds`` can be skipped (their parts reused); an empty plan when reuse is off or the
     node is not a namespace of this machine. ``variant``: what else the parsed values depend on (the
@@ -109,11 +120,13 @@ def plan(
     ns = netnsio.netns_id(exec)
     if ns is None:
         return Plan()
-    fps = netnsio.fingerprints(exec, timeout=min(timeout, 10.0))
-    if not fps:
+    fams = {c: f for c, f in _FAMILY.items() if c in cmds and dump_iptables and iptables_is_nft(c)}
+    got = netnsio.fingerprints(exec, timeout=min(timeout, 30.0), families=fams)
+    if not got or not got[0]:
         return Plan()
+    fps, dumps = got
     key = (ns, exec.node, variant)
-    out = Plan(key=key)
+    out = Plan(key=key, dumps=dumps)
     with _lock:
         memo = _memos.get(key)
     for cmd in cmds:

@@ -13,8 +13,9 @@ What runs there (:func:`fingerprints`): cheap *fingerprints* of the node's parts
   netlink (the :mod:`~pytest_k8sstate.node.nfdump` dumper, in-process: no interpreter start on the
   node) — rules, handles and counters: equal digests mean the same ``iptables-save -c`` text, and the
   dump itself is what the capture translates when it changed;
-* ``nft-gen``: the nf_tables ruleset generation of the namespace — bumped by every ruleset commit
-  (``iptables-nft``, ``nft``, kube-proxy); it stands for ``nft``;
+* ``nft``: the nf_tables ruleset generation of the namespace (bumped by every ruleset commit:
+  ``iptables-nft``, ``nft``, kube-proxy) + every rule with its counters + the named objects (see
+  :func:`_nft_digest`);
 * ``links``/``addrs``/``routes``: a SHA-256 of the raw rtnetlink dumps, with the traffic statistics
   (which ``ip -d`` without ``-s`` does not print) left out; any other change — a name, a flag, a
   timer, an address lifetime — changes the digest;
@@ -227,7 +228,7 @@ def _iptables_dump(family: int) -> tuple[bytes, int]:
     try:
         for _ in range(5):
             gen = d.generation()
-            msgs = d.snapshot(0)
+            msgs = _tables_of(d)
             if d.generation() == gen:
                 chains = sum(1 for m in msgs if struct.unpack_from("=H", m, 4)[0] == _NFT_NEWCHAIN)
                 return nfdump.HEADER + str(family).encode() + b"\n" + b"".join(msgs), chains
@@ -237,6 +238,21 @@ def _iptables_dump(family: int) -> tuple[bytes, int]:
 
 
 _NFT_NEWCHAIN = (10 << 8) | 3
+_WHOLE_DUMP_MAX_CHAINS = 2000
+"""Up to this many chains the family's rules are read in one dump (three requests in all); above, one
+dump per chain, as :mod:`~pytest_k8sstate.node.nfdump` does (a whole dump restarts its walk for every
+32 KiB batch: quadratic at tens of thousands of rules)."""
+
+
+def _tables_of(d: nfdump._Dumper) -> list[bytes]:
+    """The iptables tables of ``d``'s family: tables, chains, then rules (of those tables only)."""
+    value = nfdump._attr_value
+    tables = [m for m in d.request(nfdump._MSG["GETTABLE"]) if value(m, 1) in nfdump._TABLES]
+    names = {value(m, 1) for m in tables}
+    chains = [m for m in d.request(nfdump._MSG["GETCHAIN"]) if value(m, 1) in names]
+    if len(chains) > _WHOLE_DUMP_MAX_CHAINS:
+        return d.snapshot(0)
+    return tables + chains + [m for m in d.request(nfdump._MSG["GETRULE"]) if value(m, 1) in names]
 
 
 def dump_digest(data: bytes) -> str:
@@ -254,23 +270,54 @@ def dump_digest(data: bytes) -> str:
     return h.hexdigest()
 
 
+def _nft_digest(covered: dict[int, str]) -> str:
+    """What ``nft list ruleset`` prints, as a digest: the generation (tables, chains, sets and their
+    elements change it), every rule with its counters (the iptables tables of a family in ``covered``
+    by that family's dump digest, every other table by a dump of its rules) and the named objects
+    (counters, quotas: their values change without a new generation). Elements a packet adds to a
+    ``dynamic`` set are not covered (:mod:`~pytest_k8sstate.node.reuse` never reuses such a ruleset)."""
+    d = nfdump._Dumper(socket.AF_UNSPEC)
+    try:
+        for _ in range(5):
+            gen = d.generation()
+            h = hashlib.sha256(_gen_id(gen).encode())
+            for fam, digest in sorted(covered.items()):
+                h.update(b"%d %s\n" % (fam, digest.encode()))
+            for m in d.request(nfdump._MSG["GETTABLE"]):
+                fam, name = m[16], nfdump._attr_value(m, 1)
+                if fam in covered and name in nfdump._TABLES:
+                    continue
+                d.family = fam
+                rules = d.request(nfdump._MSG["GETRULE"], nfdump._attr(1, name + b"\0"))
+                h.update(b"table %d %s\n" % (fam, name))
+                for r in rules:
+                    h.update(r[20:])
+            d.family = socket.AF_UNSPEC
+            for m in d.request(_NFT_GETOBJ):
+                h.update(m[20:])
+            if d.generation() == gen:
+                return h.hexdigest()
+        raise OSError("the nf_tables ruleset changed during each of 5 reads")
+    finally:
+        d.sock.close()
+
+
+_NFT_GETOBJ = 19
+
+
 def _fingerprints(families: dict[str, int]) -> tuple[dict[str, str], dict[str, tuple[bytes, int]]]:
     out: dict[str, str] = {}
     dumps: dict[str, tuple[bytes, int]] = {}
-    try:
-        d = nfdump._Dumper(socket.AF_UNSPEC)
-        try:
-            out["nft-gen"] = _gen_id(d.generation())
-        finally:
-            d.sock.close()
-    except OSError:
-        pass
     for part, family in families.items():
         try:
             dumps[part] = _iptables_dump(family)
         except OSError:
             continue
         out[f"dump-{part}"] = dump_digest(dumps[part][0])
+    try:
+        out["nft"] = _nft_digest({families[p]: out[f"dump-{p}"] for p in dumps})
+    except OSError:
+        pass
     try:
         out.update(_rtnl_digests())
     except OSError:

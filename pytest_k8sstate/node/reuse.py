@@ -9,10 +9,9 @@ whose fingerprint is unchanged is not run: its parts are the previous capture's 
 
 What a fingerprint covers (see :mod:`~pytest_k8sstate.node.netnsio`): ``iptables``/``ip6tables``
 (where iptables is the nf_tables variant): a digest of the tables read over netlink, counters
-included — exact; ``nft``: the nf_tables ruleset generation (not when a set is updated from the packet
-path — ``dynamic`` or ``timeout`` sets, whose elements change without a new generation; counter values
-are the one thing a generation does not cover: a reused ``nft`` ruleset carries the counters of the
-capture that read it); raw-dump digests for ``ipaddr`` (links + addresses), ``routes`` and ``ipsets``.
+included — exact; ``nft``: the nf_tables ruleset generation + every rule with its counters + the
+named objects (not when a set is updated from the packet path — ``dynamic`` or ``timeout`` sets,
+whose elements change without a new generation: such a ruleset is always read again); raw-dump digests for ``ipaddr`` (links + addresses), ``routes`` and ``ipsets``.
 Other commands (``ipvs``, parts registered later)
 always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
 """
@@ -86,7 +85,7 @@ def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None) -> str | Non
         prev = memo.values.get("nft") if memo is not None else None
         if isinstance(prev, NftRuleset) and _has_dynamic_sets(prev):
             return None
-        return fps.get("nft-gen")
+        return fps.get("nft")
     if cmd == "ipaddr":
         links, addrs = fps.get("links"), fps.get("addrs")
         return None if links is None or addrs is None else links + addrs

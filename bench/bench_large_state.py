@@ -36,6 +36,7 @@ import time
 import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -202,13 +203,12 @@ def _scale_one(cluster: Cluster, i: int, endpoints: int) -> str:
 
     def probe() -> str | None:
         for n in cluster.nodes:
-            st = collect_node(n.exec, parts=["iptables"])
-            specs = [] if st.iptables is None else [r.spec for _t, r in st.iptables.rules()]
-            if not any(f"{want}:8080" in spec for spec in specs):
+            nat = n.exec.run(["iptables-save", "-t", "nat"], timeout=120).stdout
+            if f"{want}:8080".encode() not in nat:
                 return f"node {n.name}: no rule for {want} yet"
         return None
 
-    wait_until(f"kube-proxy programs {want} for {ns}/{svc}", probe, timeout=300, interval=0.5)
+    wait_until(f"kube-proxy programs {want} for {ns}/{svc}", probe, timeout=300, interval=1, max_interval=5)
     return f"{ns}/{svc}"
 
 
@@ -228,10 +228,10 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
         endpoints += 1
         svc = _scale_one(cluster, run, endpoints)
         after = cluster.snapshot("after")
-        t, diff = _timed(lambda: before.diff(after))
+        t, diff = _timed(partial(before.diff, after))
         res["diff"].append(t)
         eps = [f"{_ep_ip(run, j)}:8080" for j in range(endpoints)]
-        t, _ = _timed(lambda: assert_dnat_to(after, f"{svc}:80", endpoints=eps))
+        t, _ = _timed(partial(assert_dnat_to, after, f"{svc}:80", endpoints=eps))
         res["assert_dnat_to"].append(t)
         print(
             f"run {run + 1}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in res.items()), flush=True
@@ -240,12 +240,14 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
     memory = _memory(cluster)
     keys = len(before.etcd) if before.etcd is not None else 0
     print(
-        f"\nlocal 1+2, {args.services} Services × {args.endpoints} endpoints, {keys} etcd keys, {args.runs} runs"
+        f"\nlocal 1+2, {args.services} Services × {args.endpoints} endpoints, {keys} etcd keys, "
+        f"{args.runs} runs"
     )
     for k, v in res.items():
         med = statistics.median(v)
         print(
-            f"  {k:20s} {med * 1000:8.1f} ms  (min {min(v) * 1000:.1f}, max {max(v) * 1000:.1f})  goal ratio {med / GOALS[k]:.2f}"
+            f"  {k:20s} {med * 1000:8.1f} ms  (min {min(v) * 1000:.1f}, max {max(v) * 1000:.1f})  "
+            f"goal ratio {med / GOALS[k]:.2f}"
         )
     print(memory)
     return 0

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pytest_k8sstate.node import netns, netnsio, reuse
+from pytest_k8sstate.node import iptfast, netns, netnsio, reuse
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
 
@@ -34,7 +34,10 @@ _SKIP = _skip()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 PARTS = ["iptables", "ip6tables", "nft", "ipsets", "links", "addrs", "routes"]
-RULES = "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:X - [0:0]\n-A OUTPUT -p udp -j X\n-A X -j ACCEPT\nCOMMIT\n"
+RULES = (
+    "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:X - [0:0]\n"
+    "-A OUTPUT -p udp -j X\n-A X -j ACCEPT\nCOMMIT\n"
+)
 
 
 @pytest.fixture
@@ -52,7 +55,8 @@ def _fresh(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> NodeState:
 
 
 def _same(a: NodeState, b: NodeState) -> None:
-    assert not a.errors and not b.errors, (a.errors, b.errors)
+    assert not a.errors, a.errors
+    assert not b.errors, b.errors
     for p in PARTS:
         assert getattr(a, p) == getattr(b, p), p
     assert a.methods == b.methods
@@ -98,11 +102,14 @@ def test_iptables_counters_are_current(ns: NetnsExec, monkeypatch: pytest.Monkey
     code = "import socket\nfor i in range(5):\n socket.socket(2, 2).sendto(b'x', ('127.0.0.1', 9))\n"
     ns.run([sys.executable, "-c", code], timeout=30)
     second = collect_node(ns, parts=PARTS)
-    assert second.iptables is not None and first.iptables is not None
+    assert second.iptables is not None
+    assert first.iptables is not None
     x = second.iptables.chain("filter", "X")
     x0 = first.iptables.chain("filter", "X")
-    assert x is not None and x0 is not None
-    assert x.rules[0].counters is not None and x0.rules[0].counters is not None
+    assert x is not None
+    assert x0 is not None
+    assert x.rules[0].counters is not None
+    assert x0.rules[0].counters is not None
     assert x.rules[0].counters[0] == x0.rules[0].counters[0] + 5
     _same(second, _fresh(ns, monkeypatch))
 
@@ -118,7 +125,8 @@ def test_nft_with_a_dynamic_set_is_always_read(ns: NetnsExec) -> None:
     code = "import socket\nsocket.socket(2, 2).sendto(b'x', ('127.0.0.1', 9))\n"
     ns.run([sys.executable, "-c", code], timeout=30)  # adds an element, no new generation
     second = collect_node(ns, parts=["nft"])
-    assert second.nft is not None and first.nft is not None
+    assert second.nft is not None
+    assert first.nft is not None
     seen = second.nft.table("ip", "k8ss-dyn")
     assert seen is not None
     assert [e.key for e in seen.sets["seen"].elements] == [("127.0.0.1",)]
@@ -136,13 +144,33 @@ def test_no_reuse_when_turned_off_or_for_a_subclass(ns: NetnsExec, monkeypatch: 
     wrapped = _Wrapped(ns.netns, node="wrapped")
     assert netnsio.netns_id(wrapped) is None
     a, b = collect_node(wrapped, parts=["nft"]), collect_node(wrapped, parts=["nft"])
-    assert a.nft == b.nft and a.nft is not b.nft
+    assert a.nft == b.nft
+    assert a.nft is not b.nft
     monkeypatch.setenv(reuse.ENV, "0")
     a, b = collect_node(ns, parts=["nft"]), collect_node(ns, parts=["nft"])
-    assert a.nft == b.nft and a.nft is not b.nft
+    assert a.nft == b.nft
+    assert a.nft is not b.nft
 
 
 def test_a_node_that_is_not_local_gets_no_fingerprints() -> None:
     from pytest_k8sstate.node.exec import DockerExec
 
     assert netnsio.fingerprints(DockerExec("no-such-container")) is None
+
+
+def test_large_rulesets_are_fingerprinted_by_generation(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reuse, "LARGE_CHAINS", 1)  # every non-empty ruleset here counts as large
+    collect_node(ns, parts=PARTS)
+    first = collect_node(ns, parts=PARTS)  # recorded by generation from now on
+    cmds = {"iptables": "iptables", "nft": "nft"}
+    p = reuse.plan(ns, list(cmds), cmds, 30, variant=(True, iptfast.MIN_CHAINS))
+    assert "iptables" not in p.dumps  # no rule read for its fingerprint
+    assert set(p.reused) == {"iptables", "nft"}
+    second = collect_node(ns, parts=PARTS)
+    assert second.iptables is first.iptables
+    ns.run(["iptables", "-A", "X", "-p", "tcp", "--dport", "82", "-j", "DROP"], timeout=30)
+    third = collect_node(ns, parts=PARTS)
+    assert third.iptables != first.iptables
+    _same(third, _fresh(ns, monkeypatch))

@@ -305,35 +305,53 @@ def _nft_digest(covered: dict[int, str]) -> str:
 _NFT_GETOBJ = 19
 
 
-def _fingerprints(families: dict[str, int]) -> tuple[dict[str, str], dict[str, tuple[bytes, int]]]:
+def _fingerprints(
+    families: dict[str, int], nft_exact: bool, cheap: bool
+) -> tuple[dict[str, str], dict[str, tuple[bytes, int]]]:
     out: dict[str, str] = {}
     dumps: dict[str, tuple[bytes, int]] = {}
+    if cheap:
+        try:
+            d = nfdump._Dumper(socket.AF_UNSPEC)
+            try:
+                out["nft-gen"] = _gen_id(d.generation())
+            finally:
+                d.sock.close()
+        except OSError:
+            pass
+        try:
+            out.update(_rtnl_digests())
+        except OSError:
+            pass
+        try:
+            out["ipsets"] = _ipset_digest()
+        except OSError:
+            pass
     for part, family in families.items():
         try:
             dumps[part] = _iptables_dump(family)
         except OSError:
             continue
         out[f"dump-{part}"] = dump_digest(dumps[part][0])
-    try:
-        out["nft"] = _nft_digest({families[p]: out[f"dump-{p}"] for p in dumps})
-    except OSError:
-        pass
-    try:
-        out.update(_rtnl_digests())
-    except OSError:
-        pass
-    try:
-        out["ipsets"] = _ipset_digest()
-    except OSError:
-        pass
+    if nft_exact:
+        try:
+            out["nft"] = _nft_digest({families[p]: out[f"dump-{p}"] for p in dumps})
+        except OSError:
+            pass
     return out, dumps
 
 
 def fingerprints(
-    exec: NodeExec, timeout: float = 10.0, families: dict[str, int] | None = None
+    exec: NodeExec,
+    timeout: float = 10.0,
+    families: dict[str, int] | None = None,
+    *,
+    nft_exact: bool = True,
+    cheap: bool = True,
 ) -> tuple[dict[str, str], dict[str, tuple[bytes, int]]] | None:
     """The node's part fingerprints (see the module doc) and, for each of ``families`` (part → address
     family), its iptables-nft tables as ``nfdump`` prints them with their number of chains; None when
-    they cannot be read here."""
+    they cannot be read here. ``cheap``: the generation, rtnetlink and ipset digests (about a
+    millisecond); ``nft_exact``: the ``nft`` digest (every rule: costly for large rulesets)."""
     fams = dict(families or {})
-    return in_node(exec, lambda: _fingerprints(fams), timeout)
+    return in_node(exec, lambda: _fingerprints(fams, nft_exact, cheap), timeout)

@@ -10,10 +10,12 @@ whose fingerprint is unchanged is not run: its parts are the previous capture's 
 What a fingerprint covers (see :mod:`~pytest_k8sstate.node.netnsio`): ``iptables``/``ip6tables``
 (where iptables is the nf_tables variant): a digest of the tables read over netlink, counters
 included — exact; ``nft``: the nf_tables ruleset generation + every rule with its counters + the
-named objects (not when a set is updated from the packet path — ``dynamic`` or ``timeout`` sets,
-whose elements change without a new generation: such a ruleset is always read again); raw-dump digests for ``ipaddr`` (links + addresses), ``routes`` and ``ipsets``.
-Other commands (``ipvs``, parts registered later)
-always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
+named objects (never reused when a set is updated from the packet path — ``dynamic`` or ``timeout``
+sets, whose elements change without a new generation); raw-dump digests for ``ipaddr`` (links +
+addresses), ``routes`` and ``ipsets``. A ruleset of more than :data:`LARGE_CHAINS` chains is
+fingerprinted by the generation alone (a digest of 2,000 Services' rules takes seconds): a reused
+large ruleset keeps the rule counters of the capture that read it. Other commands (``ipvs``, parts
+registered later) always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from pytest_k8sstate.errors import CommandError
 from pytest_k8sstate.node import netnsio
 from pytest_k8sstate.node.exec import NodeExec, run_command
+from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.nft import NftRuleset
 
 __all__ = ["ENV", "Plan", "enabled", "iptables_is_nft", "plan", "remember"]
@@ -67,6 +70,8 @@ class Plan:
     reused: dict[str, Any] = field(default_factory=dict)
     """part → the previous capture's value (its command is not run)."""
     methods: dict[str, str] = field(default_factory=dict)
+    gen: str | None = None
+    """The nf_tables generation read before anything else."""
     dumps: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
     the fingerprint, translated by the capture when the part is not reused."""
@@ -80,18 +85,39 @@ _memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
 def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None) -> str | None:
     """The fingerprint that stands for ``cmd``'s output, or None (always run it)."""
     if cmd in ("iptables", "ip6tables"):
-        return fps.get(f"dump-{cmd}")  # only read where iptables is the nf_tables variant
+        if not iptables_is_nft(cmd):
+            return None  # legacy iptables: not in nf_tables
+        return fps.get(f"gen-{cmd}") or fps.get(f"dump-{cmd}")
     if cmd == "nft":
         prev = memo.values.get("nft") if memo is not None else None
         if isinstance(prev, NftRuleset) and _has_dynamic_sets(prev):
             return None
-        return fps.get("nft")
+        return fps.get("gen-nft") or fps.get("nft")
     if cmd == "ipaddr":
         links, addrs = fps.get("links"), fps.get("addrs")
         return None if links is None or addrs is None else links + addrs
     if cmd in ("routes", "ipsets"):
         return fps.get(cmd)
     return None
+
+
+LARGE_CHAINS = 2000
+"""Above this many chains, a ruleset is fingerprinted by the nf_tables generation alone (reading every
+rule of 2,000 kube-proxy Services for a digest takes seconds): a reused large ruleset keeps the rule
+counters of the capture that read it."""
+
+
+def _is_large(memo: _Memo, cmd: str) -> bool:
+    """Whether the node's last capture of ``cmd`` was large and recorded by generation."""
+    return memo.fingerprints.get(cmd, "").startswith("gen:")
+
+
+def _chains(value: Any) -> int:
+    if isinstance(value, IptablesRuleset):
+        return sum(len(t.chains) for t in value.tables.values())
+    if isinstance(value, NftRuleset):
+        return sum(len(t.chains) for t in value.tables.values())
+    return 0
 
 
 def _has_dynamic_sets(rs: NftRuleset) -> bool:
@@ -119,15 +145,34 @@ def plan(
     ns = netnsio.netns_id(exec)
     if ns is None:
         return Plan()
-    fams = {c: f for c, f in _FAMILY.items() if c in cmds and dump_iptables and iptables_is_nft(c)}
-    got = netnsio.fingerprints(exec, timeout=min(timeout, 30.0), families=fams)
-    if not got or not got[0]:
-        return Plan()
-    fps, dumps = got
     key = (ns, exec.node, variant)
-    out = Plan(key=key, dumps=dumps)
     with _lock:
         memo = _memos.get(key)
+    limit = min(timeout, 60.0)
+    got = netnsio.fingerprints(exec, timeout=limit)
+    if not got or not got[0]:
+        return Plan()
+    fps = got[0]
+    gen = fps.get("nft-gen")
+    # large rulesets (memo: more than LARGE_CHAINS chains) are fingerprinted by the generation alone;
+    # the others by digests of their rules and counters (exact), read now
+    large = {c for c in ("iptables", "ip6tables", "nft") if memo is not None and _is_large(memo, c)}
+    fams = {
+        c: f
+        for c, f in _FAMILY.items()
+        if c in cmds and c not in large and dump_iptables and iptables_is_nft(c)
+    }
+    nft_exact = "nft" in cmds and "nft" not in large
+    dumps: dict[str, tuple[bytes, int]] = {}
+    if fams or nft_exact:
+        more = netnsio.fingerprints(exec, timeout=limit, families=fams, nft_exact=nft_exact, cheap=False)
+        if more is not None:
+            fps.update(more[0])
+            dumps = more[1]
+    if gen is not None:
+        for c in large:
+            fps[f"gen-{c}"] = f"gen:{gen}"
+    out = Plan(key=key, dumps=dumps, gen=gen)
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo)
         if fp is None:
@@ -154,6 +199,10 @@ def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods:
         return [q for q, pc in part_cmd.items() if pc == c]
 
     fps = {c: fp for c, fp in p.fingerprints.items() if all(q in values for q in parts(c))}
+    if p.gen is not None:  # large rulesets: recorded by their generation (see LARGE_CHAINS)
+        for c in ("iptables", "ip6tables", "nft"):
+            if c in fps and _chains(values.get(c)) > LARGE_CHAINS:
+                fps[c] = f"gen:{p.gen}"
     keep = {q: v for q, v in values.items() if part_cmd.get(q) in fps}
     with _lock:
         memo = _memos.pop(p.key, None)

@@ -120,6 +120,14 @@ class EtcdEntry:
         kv = self._kv
         return self._size if kv is None else len(kv.value)
 
+    def write_id(self) -> tuple[int, int, int, int]:
+        """``(mod_revision, create_revision, version, size)``: in one etcd, the same key with the same
+        ``mod_revision`` is the same write, hence the same value (what a diff compares first)."""
+        kv = self._kv
+        if kv is None:
+            return (self._mod, self._create, self._version, self._size)
+        return (kv.mod_revision, kv.create_revision, kv.version, len(kv.value))
+
     def _bytes(self) -> bytes:
         if self._kv is not None:
             return bytes(self._kv.value)
@@ -253,7 +261,7 @@ class EtcdState:
 def collect_etcd(
     target: EtcdTarget | EtcdClient,
     prefix: str = "/registry",
-    page_size: int = 500,
+    page_size: int = 5000,
     keep_raw: bool = False,
     include_secrets: bool = False,
     *,
@@ -374,7 +382,7 @@ def close_shared_clients() -> None:
     for c in clients:
         try:
             c.close()
-        except Exception:  # noqa: BLE001 - closing at exit must not raise
+        except Exception:
             pass
 
 

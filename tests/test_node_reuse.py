@@ -174,3 +174,15 @@ def test_large_rulesets_are_fingerprinted_by_generation(
     third = collect_node(ns, parts=PARTS)
     assert third.iptables != first.iptables
     _same(third, _fresh(ns, monkeypatch))
+
+
+def test_diff_of_reused_parts_is_empty_and_a_change_still_shows(ns: NetnsExec) -> None:
+    from pytest_k8sstate.state.nodediff import diff_nodes
+
+    a = collect_node(ns, parts=PARTS)
+    b = collect_node(ns, parts=PARTS)
+    assert b.iptables is a.iptables
+    assert not diff_nodes(a, b).rules_added
+    ns.run(["iptables", "-A", "X", "-p", "tcp", "--dport", "83", "-j", "DROP"], timeout=30)
+    c = collect_node(ns, parts=PARTS)
+    assert [r for _t, _c, r in diff_nodes(b, c).rules_added] == ["-p tcp -m tcp --dport 83 -j DROP"]

@@ -149,7 +149,7 @@ def plan(
     with _lock:
         memo = _memos.get(key)
     limit = min(timeout, 60.0)
-    got = netnsio.fingerprints(exec, timeout=limit)
+    got = netnsio.fingerprints(exec, timeout=limit, nft_exact=False)
     if not got or not got[0]:
         return Plan()
     fps = got[0]

@@ -9,6 +9,8 @@ engine and ``K8SSTATE_KIND_IMAGE``), then interleaves, ``--runs`` times (medians
   node (run concurrently): the least any tool reading the same state pays;
 * ``snapshot``: ``cluster.snapshot()`` with nothing changed since the previous one (local nodes reuse
   the parts whose netlink fingerprint did not change — :mod:`pytest_k8sstate.node.reuse`);
+* ``generation``: the same with ``K8SSTATE_NODE_REUSE=generation`` (rulesets fingerprinted by the
+  nf_tables generation alone: traffic changing counters does not force a new read);
 * ``after change``: a snapshot right after every node's nf_tables ruleset changed (a table added and
   removed in each node, untimed): iptables, ip6tables and nft are read again, as after a test that
   changed Services;
@@ -74,7 +76,13 @@ def main() -> int:
         return 2
     prov = get_provider(args.provider, progress=lambda _line: None)
     name = f"bsn{os.getpid() % 100000}"
-    res: dict[str, list[float]] = {"bare": [], "snapshot": [], "after change": [], "full read": []}
+    res: dict[str, list[float]] = {
+        "bare": [],
+        "snapshot": [],
+        "generation": [],
+        "after change": [],
+        "full read": [],
+    }
     t0 = time.monotonic()
     cluster = prov.create(ClusterSpec(name=name, nodes=args.nodes))
     print(f"{args.provider} cluster 1+{args.nodes} created in {time.monotonic() - t0:.1f} s", flush=True)
@@ -86,6 +94,12 @@ def main() -> int:
             for _ in range(args.runs):
                 res["bare"].append(_timed(lambda: _bare(cluster, pool)))
                 res["snapshot"].append(_timed(lambda: cluster.snapshot("bench")))
+                os.environ["K8SSTATE_NODE_REUSE"] = "generation"
+                try:
+                    cluster.snapshot("bench")  # recorded by generation from here
+                    res["generation"].append(_timed(lambda: cluster.snapshot("bench")))
+                finally:
+                    del os.environ["K8SSTATE_NODE_REUSE"]
                 _touch_rulesets(execs)
                 res["after change"].append(_timed(lambda: cluster.snapshot("bench")))
                 os.environ["K8SSTATE_NODE_REUSE"] = "0"

@@ -14,7 +14,9 @@ named objects (never reused when a set is updated from the packet path — ``dyn
 sets, whose elements change without a new generation); raw-dump digests for ``ipaddr`` (links +
 addresses), ``routes`` and ``ipsets``. A ruleset of more than :data:`LARGE_CHAINS` chains is
 fingerprinted by the generation alone (a digest of 2,000 Services' rules takes seconds): a reused
-large ruleset keeps the rule counters of the capture that read it. Other commands (``ipvs``, parts
+large ruleset keeps the rule counters of the capture that read it. ``K8SSTATE_NODE_REUSE=generation``
+does that for every ruleset (traffic through a node changes its counters, hence its exact digest, at
+almost every capture). Other commands (``ipvs``, parts
 registered later) always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
 """
 
@@ -42,6 +44,12 @@ _MAX_NODES = 256  # nodes remembered per process (oldest forgotten first)
 def enabled() -> bool:
     """False when ``$K8SSTATE_NODE_REUSE`` is ``0``/``false``/``no``/``off``."""
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def by_generation() -> bool:
+    """``$K8SSTATE_NODE_REUSE=generation``: every ruleset fingerprinted by the nf_tables generation
+    alone, as large ones always are (faster; reused rulesets keep the counters of their last read)."""
+    return os.environ.get(ENV, "").strip().lower() == "generation"
 
 
 @cache
@@ -107,11 +115,6 @@ rule of 2,000 kube-proxy Services for a digest takes seconds): a reused large ru
 counters of the capture that read it."""
 
 
-def _is_large(memo: _Memo, cmd: str) -> bool:
-    """Whether the node's last capture of ``cmd`` was large and recorded by generation."""
-    return memo.fingerprints.get(cmd, "").startswith("gen:")
-
-
 def _chains(value: Any) -> int:
     if isinstance(value, IptablesRuleset):
         return sum(len(t.chains) for t in value.tables.values())
@@ -145,7 +148,7 @@ def plan(
     ns = netnsio.netns_id(exec)
     if ns is None:
         return Plan()
-    key = (ns, exec.node, variant)
+    key = (ns, exec.node, variant, by_generation())  # the two modes keep separate records
     with _lock:
         memo = _memos.get(key)
     limit = min(timeout, 60.0)
@@ -156,7 +159,14 @@ def plan(
     gen = fps.get("nft-gen")
     # large rulesets (memo: more than LARGE_CHAINS chains) are fingerprinted by the generation alone;
     # the others by digests of their rules and counters (exact), read now
-    large = {c for c in ("iptables", "ip6tables", "nft") if memo is not None and _is_large(memo, c)}
+    gen_only = key[-1]
+    large = {
+        c
+        for c in ("iptables", "ip6tables", "nft")
+        if memo is not None
+        and c in memo.fingerprints
+        and (gen_only or _chains(memo.values.get(c)) > LARGE_CHAINS)
+    }
     fams = {
         c: f
         for c, f in _FAMILY.items()
@@ -201,7 +211,7 @@ def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods:
     fps = {c: fp for c, fp in p.fingerprints.items() if all(q in values for q in parts(c))}
     if p.gen is not None:  # large rulesets: recorded by their generation (see LARGE_CHAINS)
         for c in ("iptables", "ip6tables", "nft"):
-            if c in fps and _chains(values.get(c)) > LARGE_CHAINS:
+            if c in fps and (by_generation() or _chains(values.get(c)) > LARGE_CHAINS):
                 fps[c] = f"gen:{p.gen}"
     keep = {q: v for q, v in values.items() if part_cmd.get(q) in fps}
     with _lock:

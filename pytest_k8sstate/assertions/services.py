@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pytest_k8sstate.assertions._common import SHORT_LIST, did_you_mean, nodes_of
 from pytest_k8sstate.node.capture import NodeState
@@ -85,13 +86,14 @@ def _iptables_services(rs: IptablesRuleset) -> tuple[ServiceVip, ...]:
 _CACHE_KEY = "pytest_k8sstate.assertions.services"
 
 
-def _scan_iptables_services(rs: IptablesRuleset) -> Iterator[ServiceVip]:
+def _scan_iptables_services(rs: IptablesRuleset, only: str | None = None) -> Iterator[ServiceVip]:
+    """``only``: just the rules whose text names that ``namespace/name`` (no other rule is parsed)."""
     for table, suffix, has_eps in (("nat", _CLUSTER_IP_SUFFIX, True), ("filter", _NO_EP_SUFFIX, False)):
         chain = rs.chain(table, "KUBE-SERVICES")
         if chain is None:
             continue
         for rule in chain.rules:
-            if suffix.strip() not in rule.spec:
+            if suffix.strip() not in rule.spec or (only is not None and only not in rule.spec):
                 continue
             c = rule_comment(rule)
             if c is None or not c.endswith(suffix):
@@ -127,11 +129,18 @@ def _nft_services(rs: NftRuleset) -> Iterator[ServiceVip]:
                 yield ServiceVip(port_id, ip, int(port), proto, has_eps)
 
 
-def _etcd_services(snap: Snapshot) -> Iterator[ServiceVip]:
-    """ClusterIPs from Service objects whose decoded fields are named (JSON storage)."""
+def _etcd_services(snap: Snapshot, only: str | None = None) -> Iterator[ServiceVip]:
+    """ClusterIPs from Service objects whose decoded fields are named (JSON storage); ``only``
+    (``namespace/name``): that Service's key alone."""
     if snap.etcd is None:
         return
-    for key, entry in snap.etcd.entries.items():
+    if only is not None:
+        key = f"/registry/services/specs/{only}"
+        one = snap.etcd.entries.get(key)
+        items: Iterable[tuple[str, Any]] = [] if one is None else [(key, one)]
+    else:
+        items = snap.etcd.entries.items()
+    for key, entry in items:
         if not key.startswith("/registry/services/specs/"):
             continue
         f = entry.decoded.fields
@@ -154,18 +163,28 @@ def _etcd_services(snap: Snapshot) -> Iterator[ServiceVip]:
             )
 
 
-def find_services(state: Snapshot | NodeState, node: str | None = None) -> list[ServiceVip]:
-    """Every service port found in etcd (JSON-stored Services) and in kube-proxy's rules."""
+def find_services(
+    state: Snapshot | NodeState, node: str | None = None, *, only: str | None = None
+) -> list[ServiceVip]:
+    """Every service port found in etcd (JSON-stored Services) and in kube-proxy's rules; ``only``
+    (``namespace/name``): just that Service's ports (without parsing every other Service's rules)."""
     found: dict[tuple[str, str], ServiceVip] = {}
     if isinstance(state, Snapshot):
-        for v in _etcd_services(state):
+        for v in _etcd_services(state, only):
             found.setdefault((v.port_id, v.proto), v)
     for ns in nodes_of(state, node).values():
         for rs in (ns.iptables, ns.nft):
             if isinstance(rs, IptablesRuleset):
-                vips: Iterable[ServiceVip] = _iptables_services(rs)
+                if only is not None and _CACHE_KEY not in rs.cache:
+                    vips: Iterable[ServiceVip] = _scan_iptables_services(rs, only)
+                else:
+                    vips = _iptables_services(rs)
+                if only is not None:
+                    vips = [v for v in vips if v.service == only]
             elif isinstance(rs, NftRuleset):
                 vips = _nft_services(rs)
+                if only is not None:
+                    vips = [v for v in vips if v.service == only]
             else:
                 continue
             for v in vips:
@@ -179,7 +198,9 @@ def resolve_service(state: Snapshot | NodeState, service: str, proto: str, node:
     if "/" not in service:
         raise ValueError(f"service={service!r}: expected 'namespace/name' or 'namespace/name:port'")
     base, _, port = service.partition(":")
-    vips = find_services(state, node)
+    vips = find_services(state, node, only=base)  # this Service's rules only
+    if not vips:
+        vips = find_services(state, node)  # every Service: for the "did you mean" of the message
     same = [v for v in vips if v.service == base and v.proto == proto]
     if port:
         same = [v for v in same if v.port_name == port or str(v.port) == port]

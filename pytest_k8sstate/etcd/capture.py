@@ -14,10 +14,14 @@ capture time and their bytes dropped immediately unless ``include_secrets=True``
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import gc
 import hashlib
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +119,14 @@ class EtcdEntry:
     def size(self) -> int:
         kv = self._kv
         return self._size if kv is None else len(kv.value)
+
+    def write_id(self) -> tuple[int, int, int, int]:
+        """``(mod_revision, create_revision, version, size)``: in one etcd, the same key with the same
+        ``mod_revision`` is the same write, hence the same value (what a diff compares first)."""
+        kv = self._kv
+        if kv is None:
+            return (self._mod, self._create, self._version, self._size)
+        return (kv.mod_revision, kv.create_revision, kv.version, len(kv.value))
 
     def _bytes(self) -> bytes:
         if self._kv is not None:
@@ -249,7 +261,7 @@ class EtcdState:
 def collect_etcd(
     target: EtcdTarget | EtcdClient,
     prefix: str = "/registry",
-    page_size: int = 500,
+    page_size: int = 5000,
     keep_raw: bool = False,
     include_secrets: bool = False,
     *,
@@ -263,7 +275,29 @@ def collect_etcd(
     """
     if page_size < 1:
         raise CaptureError(f"page_size must be ≥ 1, got {page_size}")
+    if isinstance(target, EtcdTarget) and shared_clients_enabled():
+        try:
+            return _collect_retrying(
+                _shared_client(target, timeout), prefix, page_size, keep_raw, include_secrets, _after_page
+            )
+        except CaptureError:
+            # the kept connection may be the broken one (etcd restarted, pyetcd marked its node failed):
+            # forget it and try once on a new connection, whose error is the one reported
+            _drop_shared_client(target, timeout)
+            return _collect_retrying(
+                _shared_client(target, timeout), prefix, page_size, keep_raw, include_secrets, _after_page
+            )
     client = target if isinstance(target, EtcdClient) else EtcdClient(target, timeout=timeout)
+    try:
+        return _collect_retrying(client, prefix, page_size, keep_raw, include_secrets, _after_page)
+    finally:
+        if client is not target:
+            client.close()
+
+
+def _collect_retrying(
+    client: EtcdClient, prefix: str, page_size: int, keep_raw: bool, include_secrets: bool, _after_page: Any
+) -> EtcdState:
     gc_was_enabled = gc.isenabled()
     gc.disable()  # thousands of acyclic objects: don't let the cyclic GC walk the caller's heap meanwhile
     try:
@@ -281,8 +315,78 @@ def collect_etcd(
     finally:
         if gc_was_enabled:
             gc.enable()
-        if client is not target:
-            client.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# one kept connection per etcd target: a snapshot does not pay a TLS handshake (about 10 ms) each time
+# --------------------------------------------------------------------------------------------------
+SHARED_ENV = "K8SSTATE_ETCD_KEEP_CONNECTION"
+_MAX_SHARED = 8
+_shared: OrderedDict[tuple[Any, ...], EtcdClient] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_clients_enabled() -> bool:
+    """False when ``$K8SSTATE_ETCD_KEEP_CONNECTION`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(SHARED_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _shared_key(target: EtcdTarget, timeout: float) -> tuple[Any, ...]:
+    """The target and its TLS files' identity: certificates rewritten at the same paths (a new cluster
+    of the same name) get a new connection."""
+    files = []
+    for f in (target.ca, target.cert, target.key):
+        try:
+            st = os.stat(f) if f is not None else None
+        except OSError:
+            st = None
+        files.append((st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else None)
+    return (target, timeout, tuple(files))
+
+
+def _shared_client(target: EtcdTarget, timeout: float) -> EtcdClient:
+    key = _shared_key(target, timeout)
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is not None:
+            _shared.move_to_end(key)
+            return client
+    client = EtcdClient(target, timeout=timeout)
+    evicted: list[EtcdClient] = []
+    with _shared_lock:
+        other = _shared.get(key)
+        if other is not None:  # another thread was first
+            evicted.append(client)
+            client = other
+        else:
+            _shared[key] = client
+            while len(_shared) > _MAX_SHARED:
+                evicted.append(_shared.popitem(last=False)[1])
+    for c in evicted:
+        c.close()
+    return client
+
+
+def _drop_shared_client(target: EtcdTarget, timeout: float) -> None:
+    with _shared_lock:
+        client = _shared.pop(_shared_key(target, timeout), None)
+    if client is not None:
+        client.close()
+
+
+def close_shared_clients() -> None:
+    """Close every kept etcd connection (at exit; also for tests)."""
+    with _shared_lock:
+        clients = list(_shared.values())
+        _shared.clear()
+    for c in clients:
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+atexit.register(close_shared_clients)
 
 
 def _collect(

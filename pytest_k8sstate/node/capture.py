@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import conntrack, iptfast
+from pytest_k8sstate.node import conntrack, iptfast, reuse
 from pytest_k8sstate.node.exec import NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
@@ -299,10 +299,31 @@ def collect_node(
     cmds = list(dict.fromkeys(_PART_CMD[p] for p in wanted))
     fast = iptfast.enabled() if nft_fast is None else nft_fast
     python = iptfast.node_python(exec) if fast else None
-    raw = _run_batched(exec, cmds, timeout, python) if batch else None
-    if raw is None:
-        raw = {c: _run_single(exec, c, timeout, fast) for c in cmds}
+    # a local node: skip the commands whose parts did not change since its last capture (node/reuse.py)
+    plan = reuse.plan(exec, cmds, _PART_CMD, timeout, variant=(fast, iptfast.MIN_CHAINS), dump_iptables=fast)
+    cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
+    raw: dict[str, _Raw] = {}
+    plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
+    for c in cmds:
+        if c in plan.dumps:
+            data, chains = plan.dumps[c]
+            if chains >= iptfast.MIN_CHAINS:
+                raw[c] = _Raw(0, data, b"")
+            else:
+                plain.add(c)
+    if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
+        python, fast = None, False
+    cmds = [c for c in cmds if c not in raw]
+    ran = (_run_batched(exec, cmds, timeout, python) if batch else None) if cmds else {}
+    if ran is None:
+        ran = {c: _run_single(exec, c, timeout, fast) for c in cmds}
+    raw.update(ran)
     for p in wanted:
+        if p in plan.reused:
+            setattr(state, p, plan.reused[p])
+            if p in plan.methods:
+                state.methods[p] = plan.methods[p]
+            continue
         r = raw[_PART_CMD[p]]
         argv, pkg = _COMMANDS[_PART_CMD[p]]
         cmd = " ".join(argv)
@@ -350,6 +371,9 @@ def collect_node(
             if note:
                 state.errors[p] = note
         setattr(state, p, value)
+    if plan.key is not None:
+        done = {**plan.reused, **{p: getattr(state, p) for p in wanted if p not in state.errors}}
+        reuse.remember(plan, _PART_CMD, done, state.methods)
     return state
 
 

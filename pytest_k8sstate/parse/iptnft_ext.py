@@ -45,6 +45,12 @@ def _m_comment(info: bytes, fam: int, rev: int) -> tuple[str, str]:
     return "comment", " --comment" + _save_string(_cstr(info[:256]))
 
 
+def _m_nfacct(info: bytes, fam: int, rev: int) -> tuple[str, str]:
+    # revisions 0 and 1 both start with the accounting object's name (32 bytes); libxt_nfacct prints a
+    # space of its own before xtables_save_string's
+    return "nfacct", " --nfacct-name " + _save_string(_cstr(info[:32]))
+
+
 def _m_statistic(info: bytes, fam: int, rev: int) -> tuple[str, str]:
     mode, flags = struct.unpack_from("=HH", info, 0)
     inv = " !" if flags & 1 else ""
@@ -145,9 +151,9 @@ _CT_STATES: tuple[tuple[int, str], ...] = (
     (8, "NEW"),
     (4, "RELATED"),
     (2, "ESTABLISHED"),
-    (64, "UNTRACKED"),
+    (256, "UNTRACKED"),  # XT_CONNTRACK_STATE_UNTRACKED: 1 << (IP_CT_NUMBER + 3), IP_CT_NUMBER = 5
 )
-_CT_STATES += ((128, "SNAT"), (256, "DNAT"))
+_CT_STATES += ((64, "SNAT"), (128, "DNAT"))  # 1 << (IP_CT_NUMBER + 1), 1 << (IP_CT_NUMBER + 2)
 
 
 def _m_conntrack(info: bytes, fam: int, rev: int) -> tuple[str, str]:
@@ -232,6 +238,7 @@ MATCHES: dict[str, Callable[[bytes, int, int], tuple[str, str]]] = {
     "udp": _m_udp,
     "mark": _m_mark,
     "icmp": _m_icmp,
+    "nfacct": _m_nfacct,
 }
 
 # NAT range flags

@@ -1,6 +1,9 @@
 """The etcd half of a diff: keys added / removed / modified between two :class:`EtcdState` captures.
 
-A key counts as modified when its ``mod_revision`` or content hash changed. Where both values decode,
+A key counts as modified when its ``mod_revision`` or content hash changed; an entry whose
+``mod_revision``, ``create_revision``, ``version`` and size are unchanged is the same etcd write and is
+not hashed (two snapshots of one etcd — comparing captures of unrelated etcds is not supported).
+Where both values decode,
 :attr:`KeyChange.changed_fields` lists the object-level differences of ``Decoded.fields`` (computed with
 ``deepdiff``) as dotted paths such as ``metadata.labels.app`` or ``spec.ports[0].port``;
 ``metadata.managedFields…`` is summarised as ``metadata.managedFields``. It is ``None`` when a value does
@@ -134,7 +137,14 @@ def diff_etcd(before: EtcdState | None, after: EtcdState | None) -> EtcdDiff:
         out.added.append(_key_change(key, a[key]))
     for key in sorted(b.keys() - a.keys()):
         out.removed.append(_key_change(key, b[key]))
-    for key in sorted(a.keys() & b.keys()):
+    changed = []
+    for key, ea in a.items():
+        eb = b.get(key)
+        # the same write (same mod_revision, create_revision, version, size) is the same value: no hash
+        if eb is None or eb is ea or eb.write_id() == ea.write_id():
+            continue
+        changed.append(key)
+    for key in sorted(changed):
         eb, ea = b[key], a[key]
         if eb.mod_revision == ea.mod_revision and eb.sha256 == ea.sha256:
             continue

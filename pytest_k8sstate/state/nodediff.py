@@ -369,7 +369,17 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
                     return False
         return True
 
-    if comparable("iptables", lambda ns: ns.iptables is not None):
+    def same(part: str) -> bool:
+        """The very same captured object on both sides (a part reused by the capture because its
+        fingerprint did not change, see ``node/reuse.py``): nothing to compare."""
+        if before is None or after is None or part in eb or part in ea:
+            return False
+        value = getattr(before, part)
+        return value is not None and value is getattr(after, part)
+
+    if same("iptables"):
+        pass
+    elif comparable("iptables", lambda ns: ns.iptables is not None):
         cb = {(t, c): p for t, c, p in _iptables_chains(before)}
         ca = {(t, c): p for t, c, p in _iptables_chains(after)}
         nd.chains_added = [k for k in ca if k not in cb]
@@ -382,7 +392,9 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
         ipt = (_iptables_rule_groups(before), _iptables_rule_groups(after))
         nd.rules_added, nd.rules_removed = _grouped_multiset_diff(*ipt)
         nd.services.extend(summarize_services(nd, ipt=ipt))
-    if comparable("nft", lambda ns: ns.nft is not None):
+    if same("nft") and same("iptables"):  # the nft diff leaves iptables' tables out: needs both
+        pass
+    elif comparable("nft", lambda ns: ns.nft is not None):
         # iptables-nft shows iptables' tables in nft too: diff them once, as iptables
         skip: set[str] = set()
         for ns in (before, after):

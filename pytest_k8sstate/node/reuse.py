@@ -1,0 +1,226 @@
+"""Reuse the previous capture of a node's part when its fingerprint did not change (``local`` nodes).
+
+:func:`pytest_k8sstate.node.capture.collect_node` asks :func:`plan` which of a node's commands must run:
+for a node that is a network namespace of this machine it reads the parts' fingerprints in-process
+(:func:`pytest_k8sstate.node.netnsio.fingerprints`, about a millisecond) and compares them with the
+fingerprints recorded by the node's previous capture in this process (:func:`remember`). A command
+whose fingerprint is unchanged is not run: its parts are the previous capture's parsed values
+(shared objects — treat a snapshot's rulesets as read-only, as its decoded etcd values already are).
+
+What a fingerprint covers (see :mod:`~pytest_k8sstate.node.netnsio`): ``iptables``/``ip6tables``
+(where iptables is the nf_tables variant): a digest of the tables read over netlink, counters
+included — exact; ``nft``: the nf_tables ruleset generation + every rule with its counters + the
+named objects (never reused when a set is updated from the packet path — ``dynamic`` or ``timeout``
+sets, whose elements change without a new generation); raw-dump digests for ``ipaddr`` (links +
+addresses), ``routes`` and ``ipsets``. A ruleset of more than :data:`LARGE_CHAINS` chains is
+fingerprinted by the generation alone (a digest of 2,000 Services' rules takes seconds): a reused
+large ruleset keeps the rule counters of the capture that read it. ``K8SSTATE_NODE_REUSE=generation``
+does that for every ruleset (traffic through a node changes its counters, hence its exact digest, at
+almost every capture). Other commands (``ipvs``, parts
+registered later) always run. ``K8SSTATE_NODE_REUSE=0`` turns reuse off (every command runs every time).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pytest_k8sstate.errors import CommandError
+from pytest_k8sstate.node import netnsio
+from pytest_k8sstate.node.exec import NodeExec, run_command
+from pytest_k8sstate.parse.iptables import IptablesRuleset
+from pytest_k8sstate.parse.nft import NftRuleset
+
+__all__ = ["ENV", "Plan", "enabled", "iptables_is_nft", "plan", "remember"]
+
+ENV = "K8SSTATE_NODE_REUSE"
+_MAX_NODES = 256  # nodes remembered per process (oldest forgotten first)
+
+
+def enabled() -> bool:
+    """False when ``$K8SSTATE_NODE_REUSE`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def by_generation() -> bool:
+    """``$K8SSTATE_NODE_REUSE=generation``: every ruleset fingerprinted by the nf_tables generation
+    alone, as large ones always are (faster; reused rulesets keep the counters of their last read)."""
+    return os.environ.get(ENV, "").strip().lower() == "generation"
+
+
+@cache
+def iptables_is_nft(part: str) -> bool:
+    """Whether this machine's ``iptables``/``ip6tables`` is the nf_tables variant (asked once)."""
+    try:
+        res = run_command([part, "-V"], timeout=10, check=False)
+    except CommandError:
+        return False
+    return res.returncode == 0 and b"nf_tables" in res.stdout
+
+
+@dataclass
+class _Memo:
+    fingerprints: dict[str, str]
+    values: dict[str, Any]  # part → parsed value
+    methods: dict[str, str]
+
+
+@dataclass
+class Plan:
+    """What :func:`plan` decided for one node."""
+
+    key: tuple[Any, ...] | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    reused: dict[str, Any] = field(default_factory=dict)
+    """part → the previous capture's value (its command is not run)."""
+    methods: dict[str, str] = field(default_factory=dict)
+    gen: str | None = None
+    """The nf_tables generation read before anything else."""
+    dumps: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
+    the fingerprint, translated by the capture when the part is not reused."""
+
+
+_FAMILY = {"iptables": 2, "ip6tables": 10}
+_lock = threading.Lock()
+_memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
+
+
+def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None) -> str | None:
+    """The fingerprint that stands for ``cmd``'s output, or None (always run it)."""
+    if cmd in ("iptables", "ip6tables"):
+        if not iptables_is_nft(cmd):
+            return None  # legacy iptables: not in nf_tables
+        return fps.get(f"gen-{cmd}") or fps.get(f"dump-{cmd}")
+    if cmd == "nft":
+        prev = memo.values.get("nft") if memo is not None else None
+        if isinstance(prev, NftRuleset) and _has_dynamic_sets(prev):
+            return None
+        return fps.get("gen-nft") or fps.get("nft")
+    if cmd == "ipaddr":
+        links, addrs = fps.get("links"), fps.get("addrs")
+        return None if links is None or addrs is None else links + addrs
+    if cmd in ("routes", "ipsets"):
+        return fps.get(cmd)
+    return None
+
+
+LARGE_CHAINS = 2000
+"""Above this many chains, a ruleset is fingerprinted by the nf_tables generation alone (reading every
+rule of 2,000 kube-proxy Services for a digest takes seconds): a reused large ruleset keeps the rule
+counters of the capture that read it."""
+
+
+def _chains(value: Any) -> int:
+    if isinstance(value, IptablesRuleset):
+        return sum(len(t.chains) for t in value.tables.values())
+    if isinstance(value, NftRuleset):
+        return sum(len(t.chains) for t in value.tables.values())
+    return 0
+
+
+def _has_dynamic_sets(rs: NftRuleset) -> bool:
+    for t in rs.tables.values():
+        for s in (*t.sets.values(), *t.maps.values()):
+            if "dynamic" in s.flags or "timeout" in s.flags or "timeout" in s.extra:
+                return True
+    return False
+
+
+def plan(
+    exec: NodeExec,
+    cmds: list[str],
+    part_cmd: dict[str, str],
+    timeout: float,
+    variant: object = None,
+    *,
+    dump_iptables: bool = True,
+) -> Plan:
+    """Which of ``cmds`` can be skipped (their parts reused); an empty plan when reuse is off or the
+    node is not a namespace of this machine. ``variant``: what else the parsed values depend on (the
+    fast path's setting: it shows in ``NodeState.methods``) — captures of another variant are not reused."""
+    if not enabled():
+        return Plan()
+    ns = netnsio.netns_id(exec)
+    if ns is None:
+        return Plan()
+    key = (ns, exec.node, variant, by_generation())  # the two modes keep separate records
+    with _lock:
+        memo = _memos.get(key)
+    limit = min(timeout, 60.0)
+    got = netnsio.fingerprints(exec, timeout=limit, nft_exact=False)
+    if not got or not got[0]:
+        return Plan()
+    fps = got[0]
+    gen = fps.get("nft-gen")
+    # large rulesets (memo: more than LARGE_CHAINS chains) are fingerprinted by the generation alone;
+    # the others by digests of their rules and counters (exact), read now
+    gen_only = key[-1]
+    large = {
+        c
+        for c in ("iptables", "ip6tables", "nft")
+        if memo is not None
+        and c in memo.fingerprints
+        and (gen_only or _chains(memo.values.get(c)) > LARGE_CHAINS)
+    }
+    fams = {
+        c: f
+        for c, f in _FAMILY.items()
+        if c in cmds and c not in large and dump_iptables and iptables_is_nft(c)
+    }
+    nft_exact = "nft" in cmds and "nft" not in large
+    dumps: dict[str, tuple[bytes, int]] = {}
+    if fams or nft_exact:
+        more = netnsio.fingerprints(exec, timeout=limit, families=fams, nft_exact=nft_exact, cheap=False)
+        if more is not None:
+            fps.update(more[0])
+            dumps = more[1]
+    if gen is not None:
+        for c in large:
+            fps[f"gen-{c}"] = f"gen:{gen}"
+    out = Plan(key=key, dumps=dumps, gen=gen)
+    for cmd in cmds:
+        fp = _fingerprint(cmd, fps, memo)
+        if fp is None:
+            continue
+        out.fingerprints[cmd] = fp
+        if memo is None or memo.fingerprints.get(cmd) != fp:
+            continue
+        parts = [p for p, c in part_cmd.items() if c == cmd]
+        if all(p in memo.values for p in parts):
+            for p in parts:
+                out.reused[p] = memo.values[p]
+                if p in memo.methods:
+                    out.methods[p] = memo.methods[p]
+    return out
+
+
+def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods: dict[str, str]) -> None:
+    """Record a capture's parsed parts under the fingerprints taken *before* it read them (a change
+    in between only makes the next capture read again)."""
+    if p.key is None:
+        return
+
+    def parts(c: str) -> list[str]:
+        return [q for q, pc in part_cmd.items() if pc == c]
+
+    fps = {c: fp for c, fp in p.fingerprints.items() if all(q in values for q in parts(c))}
+    if p.gen is not None:  # large rulesets: recorded by their generation (see LARGE_CHAINS)
+        for c in ("iptables", "ip6tables", "nft"):
+            if c in fps and (by_generation() or _chains(values.get(c)) > LARGE_CHAINS):
+                fps[c] = f"gen:{p.gen}"
+    keep = {q: v for q, v in values.items() if part_cmd.get(q) in fps}
+    with _lock:
+        memo = _memos.pop(p.key, None)
+        if memo is not None:  # commands not run this time (fewer parts asked for) keep their record
+            for c, fp in memo.fingerprints.items():
+                if c not in p.fingerprints and not any(q in values for q in parts(c)):
+                    fps[c] = fp
+                    keep.update({q: memo.values[q] for q in parts(c) if q in memo.values})
+        _memos[p.key] = _Memo(fps, keep, {q: m for q, m in methods.items() if q in keep})
+        while len(_memos) > _MAX_NODES:
+            _memos.popitem(last=False)

@@ -186,8 +186,8 @@ class LiveProgress:
     def step(self, text: str) -> None:
         """The step now running (shown on the live line; no line of its own)."""
         with self._lock:
-            self.current = text
-            if self.tty and self.enabled:
+            changed, self.current = text != self.current, text
+            if changed and self.tty and self.enabled:
                 self._draw()
 
     def emit(self, line: str) -> None:

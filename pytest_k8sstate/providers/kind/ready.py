@@ -120,6 +120,7 @@ def wait_ready(cluster: Cluster, timeout: float) -> None:
     if cluster.details.get("default_cni") in (noderoutes.CONFIGMAP, *noderoutes.MODES):
         hint += f" and `journalctl -u {noderoutes.UNIT_NAME}` in a node"
     with live_progress(f"kind cluster {cluster.name!r}") as live:
+        live.step("waiting for every node Ready with its Lease and CoreDNS available")
 
         def probe() -> str | None:
             why = not_ready_yet(cluster)

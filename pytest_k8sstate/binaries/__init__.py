@@ -9,9 +9,10 @@ stages) and ``install`` (:func:`ensure_binaries`: cache → download → build).
 from __future__ import annotations
 
 from pytest_k8sstate.binaries.cache import find_binary, list_cached, sha256_file, version_dir
-from pytest_k8sstate.binaries.gobuild import ModuleInfo, find_go, kwok_stages, module_info
+from pytest_k8sstate.binaries.gobuild import ModuleInfo, find_go, module_info
 from pytest_k8sstate.binaries.gomod import etcd_wrapper_gomod, kubernetes_wrapper_gomod, staging_modules
 from pytest_k8sstate.binaries.install import BinarySet, ProgressFn, ensure_binaries
+from pytest_k8sstate.binaries.kwokstages import kwok_stages
 from pytest_k8sstate.binaries.versions import (
     ALL_BINARIES,
     BINARY_COMPONENT,

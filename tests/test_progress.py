@@ -174,18 +174,21 @@ def test_a_nested_block_reports_into_the_outer_line() -> None:
 def test_an_adapters_unfinished_line_is_ended_before_the_first_progress_line() -> None:
     out = io.StringIO()
     out.write("..")  # pytest -q's dots
-    prog.set_terminal(Terminal(out, lambda: True))
+    prog.set_terminal(Terminal(out, lambda: out.getvalue()[-1:] not in ("", "\n")))
     clock = FakeClock()
-    with progress("cluster 'a'", tty=False, interval=30, clock=clock) as line:
+    sunk: list[str] = []
+    with progress("cluster 'a'", sink=sunk.append, tty=False, interval=30, clock=clock) as line:
         assert isinstance(line, LiveProgress)
+        line.emit("a line that went elsewhere")  # the sink did not end the adapter's line: still asked
+        assert sunk == ["a line that went elsewhere"]
         clock.now += 30
         line.tick()
         clock.now += 30
         line.tick()
     assert out.getvalue().splitlines() == [
         "..",
-        "[k8sstate] cluster 'a' (still running, 30s elapsed)",
-        "[k8sstate] cluster 'a' (still running, 1m00s elapsed)",
+        "[k8sstate] cluster 'a': a line that went elsewhere (still running, 30s elapsed)",
+        "[k8sstate] cluster 'a': a line that went elsewhere (still running, 1m00s elapsed)",
     ]
 
 

@@ -27,6 +27,7 @@ from pytest_k8sstate.binaries.gobuild import build_component, find_go
 from pytest_k8sstate.binaries.versions import BINARY_COMPONENT, INSTALL_ORDER, Versions, expand_components
 from pytest_k8sstate.errors import BinaryError
 from pytest_k8sstate.util.files import cache_dir
+from pytest_k8sstate.util.progress import prefixed
 from pytest_k8sstate.util.progress import progress as live_progress
 
 __all__ = ["BinarySet", "ProgressFn", "ensure_binaries"]
@@ -71,7 +72,7 @@ class BinarySet:
 
 
 def _stderr_progress(line: str) -> None:
-    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
+    print(prefixed(line), file=sys.stderr, flush=True)
 
 
 @dataclass

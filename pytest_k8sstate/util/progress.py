@@ -178,6 +178,7 @@ class LiveProgress:
         self.lines = 0  # plain progress lines written (tests read it)
         self._drawn = False
         self.midline = False  # the adapter's output left its line unfinished: start ours on a new one
+        self.prepare: Callable[[], bool] | None = None  # the adapter's (Terminal.prepare)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -196,7 +197,8 @@ class LiveProgress:
             self._clear()
             if self.sink is not None:
                 self.sink(line)
-                self.midline = False  # the sink wrote whole lines
+                if self.prepare is not None:  # did the sink end the adapter's line? (this is its thread)
+                    self.midline = self.prepare()
             elif self.stream is not None:
                 self._write(prefixed(line) + "\n")
             self.current = line
@@ -325,6 +327,7 @@ def progress(
         what, term.stream, sink=sink, tty=tty, interval=interval, clock=clock, enabled=enabled
     )
     if live.enabled and term.prepare is not None:
+        live.prepare = term.prepare
         live.midline = term.prepare()
     with _active_lock:
         mine = _active is None

@@ -235,3 +235,24 @@ def test_on_a_tty_one_line_is_rewritten_in_place_cut_to_the_width_and_erased_at_
         assert len(d) <= 49, d  # never wraps on a 50-column terminal
         assert re.search(r" \d+s$", d), d  # ends with the elapsed time
     assert "[k8sstate] kube-apiserver v1.37.1: done (3.0s)\n" in seen
+
+
+def test_a_multi_line_reason_becomes_one_bounded_line() -> None:
+    clock = FakeClock()
+    out = io.StringIO()
+    live = LiveProgress("cluster 'a'", out, tty=False, interval=30, clock=clock, enabled=True)
+    live.step(
+        "waiting for kube-apiserver /readyz: /readyz returned 500: [+]ping ok\n"
+        "[-]etcd failed\n\nreadyz check failed"
+    )
+    clock.now += 30
+    live.tick()
+    assert out.getvalue() == (
+        "[k8sstate] cluster 'a': waiting for kube-apiserver /readyz: /readyz returned 500: [+]ping ok | "
+        "[-]etcd failed | readyz check failed (still running, 30s elapsed)\n"
+    )
+    long = prog.one_line("x" * 1000 + "\n" + "y" * 1000)
+    assert len(long) == prog.MAX_STEP
+    assert long.startswith("x")
+    assert "…" in long
+    assert long.endswith("y")

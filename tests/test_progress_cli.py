@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+CLI = (sys.executable, "-m", "pytest_k8sstate.cli")
 
 FAKE_GO = """#!/bin/sh
 # fake go (test double): records its argv, then behaves like `go install PKG@V` into $GOBIN, slowly
@@ -39,7 +40,7 @@ def fake_go(tmp_path: Path) -> Path:
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - argv list, no shell
-        [sys.executable, "-m", "pytest_k8sstate.cli", *args],
+        [*CLI, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -84,3 +85,53 @@ def test_a_slow_build_prints_progress_lines_and_a_second_install_runs_no_go(
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     assert "still running" not in quiet.stderr  # silenced; the permanent lines remain
     assert "building from the Go module proxy… done (" in quiet.stdout
+
+
+def _local_unavailable() -> str | None:
+    from pytest_k8sstate.binaries import Versions, find_binary
+    from pytest_k8sstate.providers.local.binaries import KUBE_BINARIES
+
+    if os.geteuid() != 0:
+        return "the local provider needs root (network namespaces)"
+    missing = [n for n in (*KUBE_BINARIES, "kwok") if find_binary(n, Versions.resolve()) is None]
+    return f"binaries not installed: {', '.join(missing)}" if missing else None
+
+
+@pytest.mark.slow
+def test_a_real_local_create_says_what_it_waits_on(tmp_path: Path) -> None:
+    """``k8sstate cluster create --provider local`` (a real control plane in namespaces, 0 workers): the
+    plain progress lines name the step being waited on."""
+    reason = _local_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    name = f"hprog{os.getpid() % 10000}"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("K8SSTATE_PROGRESS", "K8SSTATE_PROGRESS_INTERVAL")
+    }
+    env.update(PYTHONPATH=str(ROOT), K8SSTATE_PROGRESS_INTERVAL="0.5")
+    try:
+        res = subprocess.run(  # noqa: S603 - argv list, no shell
+            [*CLI, "cluster", "create", "--provider", "local", "--name", name, "--nodes", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            cwd=ROOT,
+        )
+    finally:
+        subprocess.run(  # noqa: S603 - argv list, no shell
+            [*CLI, "cluster", "delete", "--provider", "local", "--name", name],
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+            cwd=ROOT,
+        )
+    assert res.returncode == 0, res.stdout + res.stderr
+    still = [ln for ln in res.stderr.splitlines() if "(still running, " in ln]
+    assert still, res.stderr
+    bad = [ln for ln in still if not ln.startswith("[k8sstate] ") or ln.count("[k8sstate]") != 1]
+    assert not bad, "\n".join(bad)
+    assert any(ln.startswith(f"[k8sstate] cluster {name!r}: waiting for ") for ln in still), still
+    # (a busy machine may also show the binaries lookup before the create: "[k8sstate] binaries: …")

@@ -45,6 +45,7 @@ __all__ = [
     "ProgressLine",
     "Terminal",
     "format_elapsed",
+    "one_line",
     "plain_interval",
     "prefixed",
     "progress",
@@ -58,10 +59,20 @@ ENABLE_ENV = "K8SSTATE_PROGRESS"
 INTERVAL_ENV = "K8SSTATE_PROGRESS_INTERVAL"
 PLAIN_INTERVAL = 30.0
 TTY_TICK = 1.0
+MAX_STEP = 300  # characters of a step on a plain line (a multi-line reason is joined first)
 _ERASE = "\r\x1b[K"
 
 Sink = Callable[[str], None]
 Clock = Callable[[], float]
+
+
+def one_line(text: str, limit: int = MAX_STEP) -> str:
+    """``text`` on one line (its lines joined with `` | ``), cut in the middle to at most ``limit``."""
+    flat = " | ".join(part.strip() for part in text.splitlines() if part.strip())
+    if len(flat) > limit:
+        half = (limit - 1) // 2
+        flat = flat[:half] + "…" + flat[len(flat) - (limit - 1 - half) :]
+    return flat
 
 
 def prefixed(line: str) -> str:
@@ -186,6 +197,7 @@ class LiveProgress:
     # --- the caller's side ---
     def step(self, text: str) -> None:
         """The step now running (shown on the live line; no line of its own)."""
+        text = one_line(text)
         with self._lock:
             changed, self.current = text != self.current, text
             if changed and self.tty and self.enabled:
@@ -201,7 +213,7 @@ class LiveProgress:
                     self.midline = self.prepare()
             elif self.stream is not None:
                 self._write(prefixed(line) + "\n")
-            self.current = line
+            self.current = one_line(line)
             self.last_output = self.clock()
             if self.tty and self.enabled:
                 self._draw()

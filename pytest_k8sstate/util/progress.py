@@ -156,10 +156,12 @@ def _is_tty(stream: TextIO) -> bool:
 
 
 def _width(stream: TextIO) -> int:
+    """The terminal's columns; 80 when it does not say (a pty whose size was never set reports 0)."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError, AttributeError):
-        return shutil.get_terminal_size().columns
+        columns = shutil.get_terminal_size().columns
+    return columns if columns > 0 else 80
 
 
 class LiveProgress:

@@ -10,8 +10,13 @@ while the fixture runs under output capture, each a whole line, and ``-q``'s dot
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,9 +107,7 @@ def test_needs_a_cluster(k8s_cluster):
 """
 
 
-def test_progress_of_a_slow_create_reaches_the_terminal_and_keeps_q_output_whole(
-    plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _setup(plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch) -> Path:
     here = plugin.pytester.path
     bin_dir = here / "fakebin"
     bin_dir.mkdir()
@@ -118,6 +121,13 @@ def test_progress_of_a_slow_create_reaches_the_terminal_and_keeps_q_output_whole
     monkeypatch.setenv("FAKE_KUBECTL_STAMP", str(here / "stamp"))
     monkeypatch.setenv("K8SSTATE_PROGRESS_INTERVAL", "0.3")
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    return here
+
+
+def test_progress_of_a_slow_create_reaches_the_terminal_and_keeps_q_output_whole(
+    plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _setup(plugin, monkeypatch)
     result = plugin.run_subprocess(
         "-q", "--k8sstate-provider=kind", "--k8sstate-nodes=1", "-p", "no:randomly"
     )
@@ -139,3 +149,59 @@ def test_progress_of_a_slow_create_reaches_the_terminal_and_keeps_q_output_whole
     assert any(re.fullmatch(r"\.\s+\[100%\]", ln) for ln in lines), out  # the second dot, then [100%]
     assert re.search(r"^2 passed", out, re.M), out
     assert "\x1b" not in out  # not a terminal: plain lines only
+
+
+def test_on_a_terminal_the_live_line_is_drawn_and_erased_between_the_q_dots(
+    plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = _setup(plugin, monkeypatch)
+    monkeypatch.setenv("TERM", "xterm")
+    master, slave = pty.openpty()
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *plugin.plugin_args,
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+    ]
+    proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+        [*argv, "-q", "--k8sstate-provider=kind", "--k8sstate-nodes=1", "--color=no"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=here,
+        start_new_session=True,
+    )
+    os.close(slave)
+    got = b""
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            got += chunk
+        assert proc.wait(timeout=60) == 0, got.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        os.close(master)
+    out = got.decode(errors="replace")
+    draws = re.findall(r"\r\x1b\[K(\[k8sstate\] kind cluster '[^']+'[^\r\n]*)", out)
+    assert any(re.search(r": waiting for [\w-]+-worker \d+s$", d) for d in draws), out
+    assert "(still running" not in out  # a terminal gets the live line, not the plain lines
+    tail = out[out.rindex("\r\x1b[K") :]
+    assert tail.startswith("\r\x1b[K[k8sstate] cluster '")  # erased, then the provider's own line
+    assert re.search(r"^2 passed", out.replace("\r\n", "\n"), re.M), out

@@ -1,8 +1,9 @@
 """Pinned Kubernetes, etcd, kwok, kind (+ CoreDNS, crictl) binaries: cache, official downloads, Go builds.
 
 ``versions`` (pins, tables), ``cache`` (layout, manifest, lock, lookups), ``download`` (official releases +
-checksums), ``gomod`` (go.mod reader, wrapper modules as text), ``gobuild`` (the go command, builds, kwok
-stages) and ``install`` (:func:`ensure_binaries`: cache → download → build). The CLI is
+checksums), ``gomod`` (go.mod reader, wrapper modules as text), ``gobuild`` (the go command, builds; the
+missing Kubernetes binaries in one ``go build``), ``kwokstages`` (kwok's default stages) and ``install``
+(:func:`ensure_binaries`: cache → download → build, with a live progress line). The CLI is
 :mod:`pytest_k8sstate.cli.binaries`.
 """
 

@@ -256,3 +256,17 @@ def test_a_multi_line_reason_becomes_one_bounded_line() -> None:
     assert long.startswith("x")
     assert "…" in long
     assert long.endswith("y")
+
+
+def test_a_closed_stream_stops_the_progress_but_not_the_work() -> None:
+    out = io.StringIO()
+    sunk: list[str] = []
+    with progress("binaries", out, sink=sunk.append, tty=True, interval=30) as line:
+        line.step("building")
+        out.close()
+        line.step("linking")  # the draw fails: progress turns itself off
+        line.emit("kube-proxy v1.37.1: done")
+        assert isinstance(line, LiveProgress)
+        assert not line.enabled
+    assert sunk == ["kube-proxy v1.37.1: done"]
+    assert _no_ticker_left()

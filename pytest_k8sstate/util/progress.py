@@ -259,11 +259,8 @@ class LiveProgress:
             self._clear()
 
     def _run(self, period: float) -> None:
-        while not self._stop.wait(period):
-            try:
-                self.tick()
-            except (OSError, ValueError):  # the stream went away (closed pipe): stop drawing
-                return
+        while not self._stop.wait(period) and self.enabled:
+            self.tick()
 
     # --- output ---
     def _line(self) -> str:
@@ -290,8 +287,11 @@ class LiveProgress:
         if self.midline:
             text = "\n" + text
             self.midline = False
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # the stream went away (closed pipe): progress never fails the work
+            self.stream, self.enabled = None, False
 
 
 class _Nested:

@@ -2,7 +2,7 @@
 
 ``go build`` in a generated wrapper module (:mod:`pytest_k8sstate.binaries.gomod`) for Kubernetes, etcd and
 crictl, ``go install pkg@version`` for kwok, kind and CoreDNS. Go's own build and module caches make a rebuild
-after the first one fast. kwok's stage definitions come from the kwok module through the same proxy.
+after the first one fast. kwok's stage definitions (:mod:`.kwokstages`) come through the same proxy.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from pytest_k8sstate.binaries.cache import build_dir, log_path, no_space_error, temp_path, version_dir
+from pytest_k8sstate.binaries.cache import build_dir, log_path, no_space_error, temp_path
 from pytest_k8sstate.binaries.flannel import FLANNEL_MODULE, flannel_ldflags, flannel_wrapper_files
 from pytest_k8sstate.binaries.gomod import (
     AGNHOST_PACKAGE,
@@ -33,21 +33,19 @@ from pytest_k8sstate.binaries.gomod import (
     kubernetes_tools_go,
     kubernetes_wrapper_gomod,
 )
-from pytest_k8sstate.binaries.versions import Versions
 from pytest_k8sstate.errors import BinaryError
-from pytest_k8sstate.util.files import atomic_write_text, cache_dir
+from pytest_k8sstate.util.files import cache_dir
 from pytest_k8sstate.util.procs import kill_group
 
 __all__ = [
     "BUILD_TIMEOUT",
     "GO_ENV",
     "GO_FALLBACKS",
-    "KWOK_STAGE_FILES",
+    "ONE_GO_BUILD",
     "ModuleInfo",
     "build_component",
     "find_go",
     "go_env",
-    "kwok_stages",
     "module_info",
     "run_logged",
 ]
@@ -59,18 +57,12 @@ GO_FALLBACKS: tuple[str, ...] = (
     "/usr/lib/go/bin/go",
     "~/sdk/go/bin/go",
 )
+#: the missing Kubernetes binaries are built by one ``go build -o DIR/ PKG…`` (measured:
+#: bench/bench_binaries_build.py, docs/install.md), not one ``go build`` each
+ONE_GO_BUILD = True
 BUILD_TIMEOUT = 3600.0  # any single go command (a cold kube-apiserver build takes minutes on 2 cores)
 _TAIL_LINES = 25
 
-# kwok's own stage definitions (what `kwokctl` uses by default): nodes Ready with lease heartbeats, pods
-# Running with IPs from the node's podCIDR, Job pods completing, deletions finishing.
-KWOK_STAGE_FILES: tuple[str, ...] = (
-    "kustomize/stage/node/fast/node-initialize.yaml",
-    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-    "kustomize/stage/pod/fast/pod-ready.yaml",
-    "kustomize/stage/pod/fast/pod-complete.yaml",
-    "kustomize/stage/pod/fast/pod-delete.yaml",
-)
 # built with `go install PKG@VERSION`
 _GO_INSTALL_PACKAGES = {
     "kwok": "sigs.k8s.io/kwok/cmd/kwok",
@@ -244,33 +236,6 @@ def module_info(
     )
 
 
-def kwok_stages(version: str | None = None, *, cache: Path | None = None) -> Path:
-    """A YAML file with kwok's default stages for ``version``, taken from the kwok module itself.
-
-    The stage definitions are data of the ``sigs.k8s.io/kwok`` module: they are fetched through the Go
-    module proxy (``go mod download``) like the kwok binary and kept next to it in the cache
-    (``bin/kwok-<version>/stages.yaml``); nothing of kwok's is shipped with this package.
-    """
-    version = version or Versions.resolve().kwok
-    target = version_dir("kwok", version, cache) / "stages.yaml"
-    if target.is_file():
-        return target
-    info = module_info("sigs.k8s.io/kwok", version, cache=cache)
-    if info.dir is None:
-        raise BinaryError(f"go mod download sigs.k8s.io/kwok@{version} returned no module directory")
-    docs = []
-    for rel in KWOK_STAGE_FILES:
-        f = info.dir / rel
-        if not f.is_file():
-            raise BinaryError(
-                f"kwok {version} has no stage file {rel} (looked in {info.dir}); pin a kwok version that "
-                "ships kustomize/stage (v0.4 or newer) with K8SSTATE_KWOK_VERSION"
-            )
-        docs.append(f.read_text(encoding="utf-8").strip())
-    atomic_write_text(target, "\n---\n".join(docs) + "\n")
-    return target
-
-
 # --- builds ---
 def _prepare_wrapper(bdir: Path, files: Mapping[str, str], *, go: Path, log_path: Path, what: str) -> None:
     """Write the wrapper module and ``go mod tidy`` it, unless the same inputs were already tidied."""
@@ -392,9 +357,41 @@ class _Build:
         self.prepare({"go.mod": gomod, "tools.go": kubernetes_tools_go()})
         self.say("kubernetes", f"wrapper module ready ({time.monotonic() - t0:.1f}s)")
         ldflags = kubernetes_ldflags(version)
+        origin = f"k8s.io/kubernetes {version}"
+        if len(names) > 1 and ONE_GO_BUILD:
+            self.go_build_many(names, [f"k8s.io/kubernetes/cmd/{n}" for n in names], origin, ldflags)
+            return
         for name in names:
-            pkg = f"k8s.io/kubernetes/cmd/{name}"
-            self.go_build(name, pkg, f"k8s.io/kubernetes {version}", ldflags)
+            self.go_build(name, f"k8s.io/kubernetes/cmd/{name}", origin, ldflags)
+
+    def go_build_many(self, names: Sequence[str], pkgs: Sequence[str], origin: str, ldflags: str) -> None:
+        """One ``go build -o DIR/ PKG…`` for several binaries (go schedules every package of all of them
+        at once and links them in parallel); each is installed when the command has finished."""
+        t0 = time.monotonic()
+        label = ", ".join(names)
+        self.say(self.component, f"building {label} in one go build… (log: {self.log})")
+        out = self.vdir / f".tmp-build-{os.getpid()}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        try:
+            run_logged(
+                [self.go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", f"{out}{os.sep}", *pkgs],
+                cwd=self.bdir,
+                log_path=self.log,
+                what=f"{label} {self.version}",
+            )
+            seconds = time.monotonic() - t0
+            for name, pkg in zip(names, pkgs, strict=True):
+                if not (out / name).is_file():
+                    raise BinaryError(
+                        f"{name} {self.version}: the build produced no binary at {out / name}; see {self.log}"
+                    )
+                self.installed(
+                    name, out / name, f"go build {pkg} ({origin}; one go build of {label})", seconds
+                )
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        self.say(self.component, f"building {label} in one go build… done ({time.monotonic() - t0:.1f}s)")
 
     def etcd(self, names: Sequence[str]) -> None:
         mods = ("go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/etcdctl/v3")

@@ -27,6 +27,8 @@ from pytest_k8sstate.binaries.gobuild import build_component, find_go
 from pytest_k8sstate.binaries.versions import BINARY_COMPONENT, INSTALL_ORDER, Versions, expand_components
 from pytest_k8sstate.errors import BinaryError
 from pytest_k8sstate.util.files import cache_dir
+from pytest_k8sstate.util.progress import prefixed
+from pytest_k8sstate.util.progress import progress as live_progress
 
 __all__ = ["BinarySet", "ProgressFn", "ensure_binaries"]
 
@@ -70,7 +72,7 @@ class BinarySet:
 
 
 def _stderr_progress(line: str) -> None:
-    print(f"[k8sstate] {line}", file=sys.stderr, flush=True)
+    print(prefixed(line), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -188,26 +190,28 @@ def ensure_binaries(
     ``components``: binary names (``kube-apiserver``, ``etcd``, ...), groups (``kubernetes`` = the five
     default Kubernetes binaries, ``etcd``, ``kwok``, ``kind``) or ``all`` (adds kubelet, kubeadm); default:
     every binary of :data:`DEFAULT_BINARIES`. ``versions``: default :meth:`Versions.resolve` (pins + env).
-    ``progress``: receives one line per binary (default: stderr).
+    ``progress``: receives one line per binary (default: stderr). While a download or a build runs, a live
+    line (:mod:`pytest_k8sstate.util.progress`) shows the step and the elapsed time.
     """
     t0 = time.monotonic()
     wanted = expand_components(components)
     v = versions or Versions.resolve()
-    inst = _Installer(
-        v,
-        cache or cache_dir(),
-        progress or _stderr_progress,
-        download=download,
-        build=build,
-        download_timeout=download_timeout,
-    )
-    for component in INSTALL_ORDER:
-        names = [n for n in wanted if BINARY_COMPONENT[n] == component]
-        if names:
-            try:
-                inst.install(component, names)
-            except OSError as exc:  # writing the cache (ENOSPC, EACCES, ...): one message, no traceback
-                raise cache_os_error(exc, version_dir(component, v.of(component), inst.cache)) from None
+    with live_progress("binaries", sink=progress or _stderr_progress) as live:
+        inst = _Installer(
+            v,
+            cache or cache_dir(),
+            live.emit,
+            download=download,
+            build=build,
+            download_timeout=download_timeout,
+        )
+        for component in INSTALL_ORDER:
+            names = [n for n in wanted if BINARY_COMPONENT[n] == component]
+            if names:
+                try:
+                    inst.install(component, names)
+                except OSError as exc:  # writing the cache (ENOSPC, EACCES, ...): one message, no traceback
+                    raise cache_os_error(exc, version_dir(component, v.of(component), inst.cache)) from None
     paths = {n: inst.paths[n] for n in wanted}
     sources = {n: inst.sources[n] for n in wanted}
     return BinarySet(versions=v, paths=paths, sources=sources, seconds=time.monotonic() - t0)

@@ -22,25 +22,33 @@ __all__ = ["add_cli"]
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from pytest_k8sstate.providers.kind.image import build
+    from pytest_k8sstate.providers.kind.image.builder import stderr_progress
+    from pytest_k8sstate.util.progress import progress
 
-    result = build(
-        workdir=args.workdir,
-        docker_host=os.environ.get("DOCKER_HOST"),
-        kubernetes=args.kubernetes,
-        kindnetd=args.kindnetd,
-        coredns=args.coredns,
-        crictl=args.crictl,
-        default_cni=args.default_cni,
-    )
+    with progress("kind node image", sink=stderr_progress) as live:  # a live line while steps run
+        result = build(
+            workdir=args.workdir,
+            docker_host=os.environ.get("DOCKER_HOST"),
+            kubernetes=args.kubernetes,
+            kindnetd=args.kindnetd,
+            coredns=args.coredns,
+            crictl=args.crictl,
+            default_cni=args.default_cni,
+            progress=live.emit,
+        )
     print(json.dumps(result.to_json()), flush=True)
     return 0
 
 
 def _cmd_rootfs(args: argparse.Namespace) -> int:
     from pytest_k8sstate.providers.kind.image import NodeImageBuilder, default_workdir
+    from pytest_k8sstate.providers.kind.image.builder import stderr_progress
+    from pytest_k8sstate.util.progress import progress
 
-    b = NodeImageBuilder(args.workdir or default_workdir(), docker_host=os.environ.get("DOCKER_HOST"))
-    b.build_rootfs()
+    with progress("kind node image rootfs", sink=stderr_progress) as live:
+        wd = args.workdir or default_workdir()
+        b = NodeImageBuilder(wd, docker_host=os.environ.get("DOCKER_HOST"), progress=live.emit)
+        b.build_rootfs()
     print(json.dumps({"timings": b.timings}), flush=True)
     return 0
 

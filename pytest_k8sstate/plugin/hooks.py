@@ -40,6 +40,7 @@ from pytest_k8sstate.errors import K8sStateError
 from pytest_k8sstate.k8s.helper import K8sHelper
 from pytest_k8sstate.plugin.findings import FINDING_PROPERTY, FindingsCollector, format_findings
 from pytest_k8sstate.plugin.legacy import LEGACY_MARKERS, legacy_fixture_plugin, marker_args
+from pytest_k8sstate.plugin.live import live_terminal
 from pytest_k8sstate.plugin.pool import ClusterKey, ClusterPool, k8s_config_error
 from pytest_k8sstate.plugin.reports import NAMESPACE_KEY, STATE_KEY, on_failure
 from pytest_k8sstate.plugin.state import ClusterState
@@ -105,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     pool = ClusterPool(settings, worker=worker, log=_terminal_logger(config), shared_name=shared)
     pool.refuse_shape = pytest.skip  # type: ignore[method-assign]  # existing cluster of another shape
     config.stash[POOL_KEY] = pool
+    config.add_cleanup(live_terminal(config))  # live progress lines of long waits (plugin/live.py)
     # SIGTERM (a CI timeout) cleans up like Ctrl-C: pytest's KeyboardInterrupt path closes the pool
     from pytest_k8sstate.providers.host import sigterm_as_interrupt
 
@@ -153,6 +155,7 @@ def _terminal_logger(config: pytest.Config) -> Callable[[str], None]:
             if writer is not None and getattr(writer, "width_of_current_line", None):
                 reporter.write("\n")
             reporter.write_line(f"[k8sstate] {message}")
+            reporter.flush()  # before a live progress line written to the same terminal
 
     return log
 

@@ -62,6 +62,7 @@ from pytest_k8sstate.providers.kubeadm import (
 )
 from pytest_k8sstate.providers.kubeconfig import copy_kubeconfig
 from pytest_k8sstate.providers.statefile import StateFile
+from pytest_k8sstate.util.progress import progress as live_progress
 
 FLANNELD_PATH = "/usr/local/bin/flanneld"
 """Where ``cni=flannel`` puts flanneld in every node (the agent's mode ``flannel`` runs it from there)."""
@@ -204,13 +205,15 @@ class KindProvider(DockerNodesProvider):
         )
         self.progress(f"kind: {' '.join(argv)}")
         try:
-            res = run_command(
-                argv,
-                timeout=opts.wait + 600.0,
-                env=self.docker.env(),
-                check=False,
-                where=f"kind cluster {spec.name}",
-            )
+            with live_progress(f"kind cluster {spec.name!r}", sink=self.progress) as live:
+                live.step("kind create cluster (node containers, kubeadm init/join)")
+                res = run_command(
+                    argv,
+                    timeout=opts.wait + 600.0,
+                    env=self.docker.env(),
+                    check=False,
+                    where=f"kind cluster {spec.name}",
+                )
             if res.returncode != 0:
                 logs = self._export_failure_logs(spec.name)
                 raise ProviderError(

@@ -16,6 +16,7 @@ from pytest_k8sstate.errors import ProviderError
 from pytest_k8sstate.providers.base import Cluster
 from pytest_k8sstate.providers.kind import noderoutes
 from pytest_k8sstate.util.poll import wait_until
+from pytest_k8sstate.util.progress import progress as live_progress
 
 __all__ = [
     "INOTIFY_INSTANCES",
@@ -118,12 +119,20 @@ def wait_ready(cluster: Cluster, timeout: float) -> None:
     hint = f"see `kind export logs --name {cluster.name}`"
     if cluster.details.get("default_cni") in (noderoutes.CONFIGMAP, *noderoutes.MODES):
         hint += f" and `journalctl -u {noderoutes.UNIT_NAME}` in a node"
-    wait_until(
-        f"kind cluster {cluster.name!r} to be ready",
-        lambda: not_ready_yet(cluster),
-        timeout=timeout,
-        error=ProviderError,
-        interval=1.0,
-        max_interval=1.0,
-        details=lambda: hint,
-    )
+    with live_progress(f"kind cluster {cluster.name!r}") as live:
+        live.step("waiting for every node Ready with its Lease and CoreDNS available")
+
+        def probe() -> str | None:
+            why = not_ready_yet(cluster)
+            live.step(f"waiting for {why}" if why else "ready")
+            return why
+
+        wait_until(
+            f"kind cluster {cluster.name!r} to be ready",
+            probe,
+            timeout=timeout,
+            error=ProviderError,
+            interval=1.0,
+            max_interval=1.0,
+            details=lambda: hint,
+        )

@@ -29,6 +29,8 @@ from pytest_k8sstate.providers.local.procs import Procs
 from pytest_k8sstate.providers.local.rest import RestClient
 from pytest_k8sstate.providers.local.state import ClusterState, NodeRecord, checkpoint
 from pytest_k8sstate.util.poll import wait_until
+from pytest_k8sstate.util.progress import ProgressLine
+from pytest_k8sstate.util.progress import progress as live_progress
 
 __all__ = ["EARLY_CONTROLLERS_ENV", "Creation", "early_controllers", "node_ips"]
 
@@ -65,6 +67,7 @@ class Creation:
         self.progress = progress
         self.step = time.monotonic()
         self.comp_conf: dict[str, Path] = {}
+        self.live: ProgressLine | None = None  # the live line while run() runs
 
     def done(self, what: str) -> None:
         now = time.monotonic()
@@ -82,9 +85,17 @@ class Creation:
     ) -> None:
         """Poll ``probe`` until the deadline; fails at once when one of ``running`` has exited."""
         names = running if running is not None else [p.name for p in self.st.processes]
+        live = self.live
+
+        def shown() -> str | None:  # the live line says what is awaited and why it is not there yet
+            why = probe()
+            if live is not None:
+                live.step(f"waiting for {what}" + (f": {why}" if why else ""))
+            return why
+
         wait_until(
             what,
-            probe,
+            shown,
             deadline=self.deadline if deadline is None else deadline,
             error=ProviderError,
             transient=_TRANSIENT,
@@ -93,7 +104,17 @@ class Creation:
         )
 
     def run(self, handle: Callable[[ClusterState], Cluster]) -> Cluster:
-        """Start everything; ``handle`` makes the handle of the ready cluster (for its pristine capture)."""
+        """Start everything; ``handle`` makes the handle of the ready cluster (for its pristine capture).
+        A live line shows the step and the wait running (:mod:`pytest_k8sstate.util.progress`)."""
+        sink = self.progress
+        with live_progress(f"cluster {self.spec.name!r}", sink=sink) as live:
+            self.live, self.progress = live, live.emit
+            try:
+                return self._run(handle)
+            finally:
+                self.live, self.progress = None, sink
+
+    def _run(self, handle: Callable[[ClusterState], Cluster]) -> Cluster:
         st, spec = self.st, self.spec
         cp = self._network()
         pki = self._pki(cp)

@@ -29,6 +29,7 @@ from pathlib import Path
 from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.node.exec import NodeExec, run_command
 from pytest_k8sstate.providers.docker.cli import DockerCli
+from pytest_k8sstate.util.progress import progress as live_progress
 
 __all__ = [
     "AGNHOST_REPO",
@@ -152,15 +153,16 @@ def ensure_agnhost_image(
     if _label(docker, tag) == inputs:
         progress(f"{tag}: cached (inputs {inputs[:12]})")
         return AgnhostImage(tag, inputs, _image_id(docker, tag), False, time.monotonic() - t0)
-    progress(f"{tag}: building FROM scratch (agnhost {agnhost}, busybox {busybox})")
-    context = build_context(agnhost, busybox, inputs, version)
-    res = run_command(
-        docker.argv("build", "-q", "-t", tag, "-"),
-        input=context,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-        where=f"docker ({docker.where})",
-    )
+    with live_progress(f"{tag}: docker build", sink=progress) as live:
+        live.emit(f"{tag}: building FROM scratch (agnhost {agnhost}, busybox {busybox})")
+        context = build_context(agnhost, busybox, inputs, version)
+        res = run_command(
+            docker.argv("build", "-q", "-t", tag, "-"),
+            input=context,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+            where=f"docker ({docker.where})",
+        )
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip()
         raise ProviderError(f"building {tag}: docker build exited {res.returncode}: {err[-500:]}")
@@ -189,22 +191,25 @@ def load_into_nodes(
     want = _image_id(docker, tag)
     done: dict[str, str] = {}
     tar: bytes | None = None
-    for node in nodes:
-        if _node_image_id(node, tag) == want:
-            done[node.node] = "present"
-            continue
-        if tar is None:
-            tar = run_command(
-                docker.argv("save", tag), timeout=SAVE_TIMEOUT, where=f"docker ({docker.where})"
-            ).stdout
-        t0 = time.monotonic()
-        node.run(
-            ["ctr", "--namespace=k8s.io", "images", "import", "--digests", "-"],
-            input=tar,
-            timeout=IMPORT_TIMEOUT,
-        )
-        if not _node_image_id(node, tag):
-            raise ProviderError(f"{tag} imported into {node.node} but crictl does not list it there")
-        progress(f"{tag}: loaded into {node.node} ({time.monotonic() - t0:.1f}s)")
-        done[node.node] = "loaded"
+    with live_progress(f"{tag}: loading into the nodes", sink=progress) as live:
+        for node in nodes:
+            if _node_image_id(node, tag) == want:
+                done[node.node] = "present"
+                continue
+            if tar is None:
+                live.step("docker save")
+                tar = run_command(
+                    docker.argv("save", tag), timeout=SAVE_TIMEOUT, where=f"docker ({docker.where})"
+                ).stdout
+            t0 = time.monotonic()
+            live.step(f"ctr images import on {node.node}")
+            node.run(
+                ["ctr", "--namespace=k8s.io", "images", "import", "--digests", "-"],
+                input=tar,
+                timeout=IMPORT_TIMEOUT,
+            )
+            if not _node_image_id(node, tag):
+                raise ProviderError(f"{tag} imported into {node.node} but crictl does not list it there")
+            live.emit(f"{tag}: loaded into {node.node} ({time.monotonic() - t0:.1f}s)")
+            done[node.node] = "loaded"
     return done

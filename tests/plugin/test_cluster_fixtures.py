@@ -147,7 +147,7 @@ def test_session_cluster_failure_section_fresh_keep_and_reuse(
         if "step-logs.txt" in names:
             names.remove("step-logs.txt")
             assert (artifacts / "step-logs.txt").read_text().strip()
-        assert names == ["after.json", "before.json", "diagnostics.txt", "diff.json", "logs"]
+        assert names == ["after.json", "before.json", "diagnostics.txt", "diff.json", "logs", "report.html"]
         assert "pod/pt-pod Running Ready" in (artifacts / "diagnostics.txt").read_text()
         junit = ElementTree.parse(plugin.pytester.path / "junit.xml").getroot()
         case = next(c for c in junit.iter("testcase") if c.get("name") == "test_failure_has_a_section")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import added_keys, manifest, modified_keys, removed_keys, split_events
+from .helpers import added_keys, manifest, modified_keys, removed_keys, split_events, wait_until
 
 POD_KEY = "/registry/pods/default/f20-pod"
 
@@ -38,6 +38,14 @@ def test_finding_20_binding_modifies_the_pod_key(k8s_cluster, cluster_state, k8s
     assert bound is not None
     node = bound["spec"]["nodeName"]
     assert node in {n.name for n in k8s_cluster.workers}
+    # the scheduler records its Scheduled event asynchronously (an event broadcaster, batched): wait until
+    # it is stored, else a snapshot right after the binding can come first
+    wait_until(
+        "the scheduler's Scheduled event of f20-pod",
+        lambda: k8s_api.list(
+            "events", namespace="default", field_selector="involvedObject.name=f20-pod,reason=Scheduled"
+        ),
+    )
     diff = cluster_state.diff(since="gated")
     after = cluster_state.after
 

@@ -3,7 +3,7 @@
 Pod exec needs real kubelets; the ``local`` provider's nodes are kwok-simulated (no exec): node exec through
 debug pods runs on kind in ``tests/test_provider_existing_kind.py`` (``scripts/existing-on-kind.sh``).
 ``get`` (nodes, kube-proxy mode, the "etcd skipped" message) runs against a real apiserver when a ``local``
-cluster is available (``K8SSTATE_EXISTING_TEST=1`` creates one).
+cluster can be created (as root; ``K8SSTATE_EXISTING_TEST=0`` leaves these out).
 """
 
 from __future__ import annotations
@@ -164,8 +164,10 @@ def test_unknown_context_names_the_known_ones(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_kubeconfig() -> Iterator[Path]:
-    if os.environ.get("K8SSTATE_EXISTING_TEST") != "1" or os.geteuid() != 0:
-        pytest.skip("set K8SSTATE_EXISTING_TEST=1 (root) to attach to a local cluster created for this test")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: attaches to a local cluster created for this test")
+    if os.environ.get("K8SSTATE_EXISTING_TEST") == "0":
+        pytest.skip("K8SSTATE_EXISTING_TEST=0")
     from pytest_k8sstate.providers.base import ClusterSpec
     from pytest_k8sstate.providers.registry import get_provider
 
@@ -189,6 +191,42 @@ def test_get_attaches_to_a_real_cluster(local_kubeconfig: Path) -> None:
     assert cluster.nodes[0].role == "control-plane"
     assert len(cluster.nodes) == 2
     assert cluster.proxy_mode in ("iptables", "nftables", "ipvs")
+
+
+def test_delete_removes_only_the_plugins_own_namespace(local_kubeconfig: Path) -> None:
+    """``delete`` never removes the cluster, and removes a namespace only when it carries the plugin's
+    ``managed-by`` label: a user's namespace of the same name (here: the debug namespace's name, unlabelled)
+    stays; the plugin's own (labelled) one goes."""
+    import json
+    import subprocess
+
+    def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - kubectl with our arguments
+            [ExistingOptions().kubectl, "--kubeconfig", str(local_kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def phase(ns: str) -> str | None:
+        out = kubectl("get", "namespace", ns, "-o", "json")
+        return json.loads(out.stdout)["status"].get("phase") if out.returncode == 0 else None
+
+    prov = ExistingProvider(ExistingOptions(kubeconfig=local_kubeconfig))
+    (ctx,) = prov.list()[:1]
+    user_ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEBUG_NAMESPACE}}
+    assert kubectl("apply", "-f", "-", stdin=json.dumps(user_ns)).returncode == 0
+    prov.delete(ctx)
+    assert phase(DEBUG_NAMESPACE) == "Active", "a namespace the plugin did not label was deleted"
+    assert kubectl("delete", "namespace", DEBUG_NAMESPACE, "--wait=true", "--timeout=60s").returncode == 0
+
+    own = namespace_manifest(DEBUG_NAMESPACE)
+    assert kubectl("apply", "-f", "-", stdin=json.dumps(own)).returncode == 0
+    prov.delete(ctx)
+    assert phase(DEBUG_NAMESPACE) in (None, "Terminating"), "the plugin's own namespace was not deleted"
+    assert kubectl("get", "nodes").returncode == 0  # the cluster itself is still there
 
 
 def test_shape_mismatch_names_what_the_marker_asks_for() -> None:

@@ -414,13 +414,19 @@ class ExistingProvider(Provider):
         return cluster
 
     def delete(self, name: str) -> None:
-        """Remove only the plugin's debug namespace (and pods) -- never the cluster itself."""
+        """Remove only the plugin's debug namespace (and pods) -- never the cluster itself.
+
+        Only a namespace the plugin created goes: the name *and* the ``managed-by`` label must match (a
+        user's own namespace that happens to have the same name is left alone)."""
         with contextlib.suppress(CommandError):
             self._kubectl(
                 name,
                 "delete",
                 "namespace",
-                self.options.namespace,
+                "--selector",
+                f"app.kubernetes.io/managed-by={MANAGED_BY}",
+                "--field-selector",
+                f"metadata.name={self.options.namespace}",
                 "--ignore-not-found",
                 "--wait=false",
                 timeout=60,

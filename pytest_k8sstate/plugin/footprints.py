@@ -86,7 +86,7 @@ def _wanted(item: pytest.Item, cluster: Cluster) -> bool:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if report.when != "call":
+    if report.when != "call" or report.skipped:
         return report
     finding: Any = next((v for k, v in item.user_properties if k == FINDING_PROPERTY), None)
     funcargs = getattr(item, "funcargs", {})

@@ -18,6 +18,7 @@ from pytest_k8sstate.report.cnitable import END_MARKER, START_MARKER, read_runs,
 
 DATA = Path(__file__).resolve().parent / "data" / "cni-table"
 RUNS = [str(DATA / f"{cni}-iptables.xml") for cni in ("flannel", "ptp", "bridge")]
+ALL = [*RUNS, str(DATA / "f26-all-nftables.xml")]  # one run of every f26 test: three clusters in one file
 DOC = Path(__file__).resolve().parent.parent / "docs" / "findings.md"
 
 
@@ -57,16 +58,26 @@ def test_the_committed_table_is_what_the_committed_runs_generate(tmp_path: Path)
     doc = DOC.read_text()
     copy = tmp_path / "findings.md"
     copy.write_text(doc)
-    assert main(["findings", "cni-table", *RUNS, "--write", str(copy)]) == 0
+    assert main(["findings", "cni-table", *ALL, "--write", str(copy)]) == 0
     # the runs are committed as tests/data; docs/findings.md holds the table generated from them
     assert copy.read_text() == doc
     before, after = doc.split(START_MARKER)[0], doc.split(END_MARKER)[1]
     copy.write_text(doc.replace(doc.split(START_MARKER)[1].split(END_MARKER)[0], "\nstale\n"))
-    assert main(["findings", "cni-table", *RUNS, "--write", str(copy)]) == 0
+    assert main(["findings", "cni-table", *ALL, "--write", str(copy)]) == 0
     new = copy.read_text()
     assert new == doc
     assert new.startswith(before)
     assert new.endswith(after)
+
+
+def test_one_run_of_several_clusters_fills_a_column_per_cluster() -> None:
+    table = render_table(read_runs([ALL[-1]]))
+    head = table.splitlines()[0]
+    assert head == "| # | step | ptp × nftables | bridge × nftables | flannel × nftables |"
+    rows = _rows(table)
+    assert rows["2"][3:] == ["not run", "not run"]  # f02 ran on the run's own (ptp) cluster only
+    assert "+chain `nat CNI-…`" in rows["26"][3]
+    assert "| bridge × nftables |" in table.split("\n\n", 1)[1]
 
 
 def test_stdout_without_write(capsys: pytest.CaptureFixture[str]) -> None:

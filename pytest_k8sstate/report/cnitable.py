@@ -213,7 +213,7 @@ def _cell(cases: Sequence[Case]) -> str:
             for node, nf in c.footprint.nodes.items():
                 lines.append(f"**{node}**: " + "<br>".join(_node_lines(nf)))
             parts.append(head + status + "<br>".join(lines))
-    return "<br>".join(parts) if parts else "—"
+    return "<br>".join(parts) if parts else "not run"
 
 
 def _row_title(titles: Sequence[str]) -> str:

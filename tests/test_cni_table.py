@@ -103,6 +103,11 @@ def test_stdout_without_write(capsys: pytest.CaptureFixture[str]) -> None:
             "</properties></testcase></testsuite></testsuites>",
             "the JSON of property k8sstate_footprint",
         ),
+        (
+            '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+            "<testsuites>&b;</testsuites>",
+            "without a DOCTYPE",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

@@ -123,6 +123,22 @@ def test_roles_depend_on_the_node_and_on_what_the_step_created() -> None:
     )
 
 
+def test_malformed_objects_give_no_role_and_no_error() -> None:
+    bad = {
+        "/registry/minions/x": _entry(
+            "/registry/minions/x", {"metadata": {"name": "x"}, "spec": {"podCIDR": "nope/99"}}
+        ),
+        "/registry/minions/y": _entry(
+            "/registry/minions/y", {"metadata": {"name": 5}, "status": {"addresses": 3}}
+        ),
+        "/registry/pods/default/p": _entry("/registry/pods/default/p", {"status": {"podIPs": "10.0.0.1"}}),
+    }
+    after = snap("after", {}, EtcdState(revision=5, prefix="/registry", entries=bad))
+    roles = roles_from(StateDiff(), after)
+    assert roles.pod_cidrs == {"x": []}
+    assert roles.replace("10.0.0.1 nope/99 999.1.1.1", "x") == "10.0.0.1 nope/99 999.1.1.1"
+
+
 def test_generated_names_are_normalised_and_fixed_ones_kept() -> None:
     assert normalise_name("KUBE-SEP-JPAADZTWUNYJQEJV -j KUBE-MARK-MASQ") == "KUBE-SEP-… -j KUBE-MARK-MASQ"
     assert normalise_name("KUBE-SVC-FXIYY6OHUSNBITIX KUBE-POSTROUTING KUBE-SERVICES") == (

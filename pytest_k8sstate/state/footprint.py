@@ -137,6 +137,14 @@ def _strings(values: Any) -> list[str]:
     return [str(v) for v in values if isinstance(v, str) and v] if isinstance(values, list) else []
 
 
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def roles_from(diff: StateDiff, after: Snapshot | None) -> Roles:
     """The roles of the addresses that the objects in ``after``'s etcd name (pods new in ``diff``
     are ``<pod IP>``)."""
@@ -159,7 +167,7 @@ def roles_from(diff: StateDiff, after: Snapshot | None) -> Roles:
             str(a.get("address")) for a in addrs if isinstance(a, Mapping) and a.get("type") == "InternalIP"
         }
         cidrs = _strings(_get(obj, "spec", "podCIDRs")) or _strings([_get(obj, "spec", "podCIDR")])
-        roles.pod_cidrs[name] = cidrs
+        roles.pod_cidrs[name] = [c for c in cidrs if _is_network(c)]
     for _, obj in _fields(after, "/registry/services/specs/"):
         roles.service_ips.update(_strings(_get(obj, "spec", "clusterIPs")))
         roles.service_ips.update(_strings([_get(obj, "spec", "clusterIP")]))

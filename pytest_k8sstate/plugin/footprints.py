@@ -2,9 +2,10 @@
 
 * ``k8sstate_footprint``: for a ``k8sstate_finding`` test that used ``cluster_state`` on a cluster with a
   CNI (a ``cni-*`` capability — kind), or on any cluster with ``--k8sstate-footprint``: the JSON of
-  :func:`pytest_k8sstate.state.footprint.footprint` of the test's ``before`` → last snapshot (``after``,
-  taken by its last ``diff()``/``eventually()``), with the finding's number and title and the cluster's
-  provider, CNI and proxy mode. Also ``footprint.json`` in the test's artifact directory.
+  :func:`pytest_k8sstate.state.footprint.footprint` of the test's last ``diff()`` (from ``before`` or its
+  ``since=`` snapshot to ``after``, the last snapshot ``diff()``/``eventually()`` took), with the
+  finding's number and title and the cluster's provider, CNI and proxy mode. Also ``footprint.json`` in
+  the test's artifact directory.
 * ``k8sstate_cluster``: for the same tests, the cluster's name, provider, CNI, proxy mode, node count and
   ``create_seconds`` — how long the ``k8s_cluster`` fixture took to hand it over the first time (create →
   ready; with ``--k8sstate-reuse-cluster NAME`` it may be the attach time: ``reuse_requested: true``).
@@ -138,7 +139,8 @@ def _footprint(state: Any) -> dict[str, Any]:
     after = state.after
     if after is None:
         return {"nodes": {}, "note": "the test took no snapshot after its before"}
-    diff = state.before.diff(after, ignore=state.ignore)
+    since = getattr(state, "last_since", None) or state.before
+    diff = since.diff(after, ignore=state.ignore)
     return footprint(diff, after).to_json()
 
 

@@ -176,6 +176,10 @@ def test_skipped(k8s_cluster, cluster_state):
 def test_not_a_finding(k8s_cluster, cluster_state):
     pass
 
+@pytest.mark.k8sstate_finding(43, "no diff taken")
+def test_no_diff(k8s_cluster, cluster_state):
+    cluster_state.after = None
+
 @pytest.mark.k8sstate_finding(42, "a step diffed from a later snapshot")
 def test_since(k8s_cluster, cluster_state):
     cluster_state.last_since = cluster_state.after  # what diff(since=<a snapshot with the veth>) records
@@ -189,16 +193,17 @@ def test_the_plugin_records_footprints_that_the_generator_reads(
     pytester.makepyfile(test_fake=TESTS)
     junit = pytester.path / "run.xml"
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--junitxml={junit}")
-    result.assert_outcomes(passed=3, skipped=1)
+    result.assert_outcomes(passed=4, skipped=1)
     xml = junit.read_text()
-    assert xml.count('name="k8sstate_footprint"') == 2  # the finding tests that ran, not the plain one
-    assert xml.count('name="k8sstate_cluster"') == 2
+    assert xml.count('name="k8sstate_footprint"') == 3  # the finding tests that ran, not the plain one
+    assert xml.count('name="k8sstate_cluster"') == 3
     capsys.readouterr()
     assert main(["findings", "cni-table", str(junit)]) == 0
     table = capsys.readouterr().out
     rows = _rows(table)
-    assert list(rows) == ["40", "42"]
+    assert list(rows) == ["40", "42", "43"]
     assert rows["40"][2] == "**worker**: +link `veth* (veth)`<br>+route `10.244.1.9 dev veth*`"
     assert rows["42"][2] == "no node change"  # the last diff's own start, not the test's before
+    assert rows["43"][2] == "footprint not computed: the test took no snapshot after its before"
     assert "| ptp × nftables |" in table.splitlines()[0]
-    assert re.search(r"\| ptp × nftables \| \d+ s \(2 nodes\) \| 2 / 1 / 0 \| run.xml \|", table), table
+    assert re.search(r"\| ptp × nftables \| \d+ s \(2 nodes\) \| 3 / 1 / 0 \| run.xml \|", table), table

@@ -140,8 +140,8 @@ def read_run(path: str) -> Run:
             elif name == "k8sstate_footprint":
                 record = _json(path, name, value)
                 c.column = (str(record.get("cni") or "none"), str(record.get("proxy_mode") or "?"))
-                if record.get("error"):
-                    c.error = str(record["error"])
+                if record.get("error") or record.get("note"):
+                    c.error = str(record.get("error") or record.get("note"))
                 else:
                     c.footprint = Footprint.from_json(record, f"{path}: {c.nodeid}: k8sstate_footprint")
         run.cases.append(c)
@@ -252,9 +252,9 @@ def render_table(runs: Sequence[Run]) -> str:
             if c.title not in titles.setdefault(c.finding, []):
                 titles[c.finding].append(c.title)
     columns = sorted({col for _, col in cells}, key=_column_key)
-    # rows: findings with at least one recorded footprint
+    # rows: findings that recorded a footprint property in at least one run
     findings = sorted(
-        {f for (f, _), cs in cells.items() if any(c.footprint is not None for c in cs)}, key=_number_key
+        {f for (f, _), cs in cells.items() if any(c.column is not None for c in cs)}, key=_number_key
     )
     head = "| # | step | " + " | ".join(f"{cni} × {mode}" for cni, mode in columns) + " |"
     lines = [head, "|---|---|" + "---|" * len(columns)]

@@ -18,7 +18,8 @@ from pytest_k8sstate.report.cnitable import END_MARKER, START_MARKER, read_runs,
 
 DATA = Path(__file__).resolve().parent / "data" / "cni-table"
 RUNS = [str(DATA / f"{cni}-iptables.xml") for cni in ("flannel", "ptp", "bridge")]
-ALL = [*RUNS, str(DATA / "flannel-host-gw-iptables.xml"), str(DATA / "f26-all-nftables.xml")]  # one run of every f26 test: three clusters in one file
+# f26-all-nftables.xml: one run of every f26 test, three clusters in one file
+ALL = [*RUNS, str(DATA / "flannel-host-gw-iptables.xml"), str(DATA / "f26-all-nftables.xml")]
 DOC = Path(__file__).resolve().parent.parent / "docs" / "findings.md"
 
 

@@ -161,6 +161,19 @@ def test_a_link_whose_state_changed_is_one_changed_item() -> None:
     assert not fp.nodes["n1"].items("links", "removed")
 
 
+def test_a_new_node_is_one_item_counting_what_it_has() -> None:
+    nd = NodeDiff(links_added=["eth0 (veth)", "lo"], rules_added=[("nat", "KUBE-SERVICES", "-j RETURN")])
+    diff = StateDiff(nodes={"ct-worker2": nd}, nodes_added=["ct-worker2"])
+    fp = footprint(diff, cluster="ct")
+    assert fp.to_json() == {
+        "nodes": {
+            "worker2": {
+                "node": {"added": [["2 links, 0 addrs, 0 routes, 0 chains, 1 rules, 0 nft_rules", 1]]}
+            }
+        }
+    }
+
+
 def test_two_pods_count_and_an_unchanged_node_is_left_out() -> None:
     nd = NodeDiff(links_added=["vethaaaaaaaa (veth)", "vethbbbbbbbb (veth)"])
     fp = footprint(StateDiff(nodes={"n1": nd, "n2": NodeDiff()}))

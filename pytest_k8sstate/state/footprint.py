@@ -15,7 +15,8 @@ text in which everything that differs between two runs of the same step is repla
   ``KUBE-SEP-<base32>`` → ``KUBE-SEP-…`` (also SVC/SVL/EXT/FW), nft ``service-<hash>-…`` → ``service-…-…``;
   long hex strings (container IDs in comments) → ``…``.
 
-A link whose name is both removed and added (its state or MTU changed) is one ``changed`` item. Repeated
+A link whose name is both removed and added (its state or MTU changed) is one ``changed`` item. A node
+that exists on one side only is one ``node`` item (``added``/``removed``) counting what it has. Repeated
 items are counted (``[text, count]``). The result is plain JSON (:meth:`Footprint.to_json` /
 :meth:`Footprint.from_json`), recorded per test by the plugin and read by ``k8sstate findings cni-table``.
 """
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CATEGORIES", "Footprint", "NodeFootprint", "Roles", "footprint", "normalise_name", "roles_from"]
 
-CATEGORIES = ("links", "addrs", "routes", "chains", "rules", "nft_chains", "nft_rules", "ipsets")
+CATEGORIES = ("node", "links", "addrs", "routes", "chains", "rules", "nft_chains", "nft_rules", "ipsets")
 """The parts of a :class:`NodeFootprint`, in the order they are rendered."""
 
 _IFACE_RE = re.compile(r"\b(veth|cali|lxc|tap|vxlan|enp|cilium_)[0-9a-f]{5,}\b")
@@ -325,7 +326,15 @@ def footprint(diff: StateDiff, after: Snapshot | None = None, *, cluster: str | 
         name = after.cluster.get("name") if isinstance(after.cluster, Mapping) else None
         cluster = name if isinstance(name, str) else None
     nodes: dict[str, NodeFootprint] = {}
+    whole = {**dict.fromkeys(diff.nodes_added, "added"), **dict.fromkeys(diff.nodes_removed, "removed")}
     for node, nd in sorted(diff.nodes.items()):
+        if node in whole:  # diffed against an empty node: say what it has, not every item
+            counts = ", ".join(
+                f"{len(getattr(nd, f'{kind}_{whole[node]}'))} {kind}"
+                for kind in ("links", "addrs", "routes", "chains", "rules", "nft_rules")
+            )
+            nodes[_short_node(node, cluster or "")] = NodeFootprint({"node": {whole[node]: [(counts, 1)]}})
+            continue
         nf = _node_footprint(nd, node, roles)
         if nf:
             nodes[_short_node(node, cluster or "")] = nf

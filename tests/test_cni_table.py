@@ -183,7 +183,12 @@ def test_no_diff(k8s_cluster, cluster_state):
 
 @pytest.mark.k8sstate_finding(42, "a step diffed from a later snapshot")
 def test_since(k8s_cluster, cluster_state):
-    cluster_state.last_since = cluster_state.after  # what diff(since=<a snapshot with the veth>) records
+    cluster_state.steps = [(cluster_state.after, cluster_state.after)]  # diff(since=<snapshot with the veth>)
+
+@pytest.mark.k8sstate_finding(44, "two steps")
+def test_two_steps(k8s_cluster, cluster_state):
+    before, after = cluster_state.before, cluster_state.after
+    cluster_state.steps = [(before, after), (after, after)]
 """
 
 
@@ -194,17 +199,18 @@ def test_the_plugin_records_footprints_that_the_generator_reads(
     pytester.makepyfile(test_fake=TESTS)
     junit = pytester.path / "run.xml"
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--junitxml={junit}")
-    result.assert_outcomes(passed=4, skipped=1)
+    result.assert_outcomes(passed=5, skipped=1)
     xml = junit.read_text()
-    assert xml.count('name="k8sstate_footprint"') == 3  # the finding tests that ran, not the plain one
-    assert xml.count('name="k8sstate_cluster"') == 3
+    assert xml.count('name="k8sstate_footprint"') == 4  # the finding tests that ran, not the plain one
+    assert xml.count('name="k8sstate_cluster"') == 4
     capsys.readouterr()
     assert main(["findings", "cni-table", str(junit)]) == 0
     table = capsys.readouterr().out
     rows = _rows(table)
-    assert list(rows) == ["40", "42", "43"]
+    assert list(rows) == ["40", "42", "43", "44"]
     assert rows["40"][2] == "**worker**: +link `veth* (veth)`<br>+route `10.244.1.9 dev veth*`"
     assert rows["42"][2] == "no node change"  # the last diff's own start, not the test's before
     assert rows["43"][2] == "footprint not computed: the test took no snapshot after its before"
+    assert rows["44"][2] == f"*diff 1*: {rows['40'][2]}<br>*diff 2*: no node change"
     assert "| ptp × nftables |" in table.splitlines()[0]
-    assert re.search(r"\| ptp × nftables \| \d+ s \(2 nodes\) \| 3 / 1 / 0 \| run.xml \|", table), table
+    assert re.search(r"\| ptp × nftables \| \d+ s \(2 nodes\) \| 4 / 1 / 0 \| run.xml \|", table), table

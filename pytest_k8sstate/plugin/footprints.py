@@ -3,9 +3,10 @@
 * ``k8sstate_footprint``: for a ``k8sstate_finding`` test that used ``cluster_state`` on a cluster with a
   CNI (a ``cni-*`` capability — kind), or on any cluster with ``--k8sstate-footprint``: the JSON of
   :func:`pytest_k8sstate.state.footprint.footprint` of the test's last ``diff()`` (from ``before`` or its
-  ``since=`` snapshot to ``after``, the last snapshot ``diff()``/``eventually()`` took), with the
-  finding's number and title and the cluster's provider, CNI and proxy mode. Also ``footprint.json`` in
-  the test's artifact directory.
+  ``since=`` snapshot to the ``after`` it took) under ``nodes`` and, when the test diffed more than once,
+  every diff's in order under ``steps``; with the finding's number and title and the cluster's provider,
+  CNI and proxy mode. A test that never called ``diff()`` gets ``before`` → its last snapshot. Also
+  ``footprint.json`` in the test's artifact directory.
 * ``k8sstate_cluster``: for the same tests, the cluster's name, provider, CNI, proxy mode, node count and
   ``create_seconds`` — how long the ``k8s_cluster`` fixture took to hand it over the first time (create →
   ready; with ``--k8sstate-reuse-cluster NAME`` it may be the attach time: ``reuse_requested: true``).
@@ -136,12 +137,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _footprint(state: Any) -> dict[str, Any]:
     from pytest_k8sstate.state.footprint import footprint
 
-    after = state.after
-    if after is None:
+    steps = list(getattr(state, "steps", None) or [])
+    if not steps and state.after is not None:
+        steps = [(state.before, state.after)]
+    if not steps:
         return {"nodes": {}, "note": "the test took no snapshot after its before"}
-    since = getattr(state, "last_since", None) or state.before
-    diff = since.diff(after, ignore=state.ignore)
-    return footprint(diff, after).to_json()
+    prints = [footprint(a.diff(b, ignore=state.ignore), b).to_json() for a, b in steps]
+    out: dict[str, Any] = {"nodes": prints[-1]["nodes"]}
+    if len(prints) > 1:
+        out["steps"] = [p["nodes"] for p in prints]
+    return out
 
 
 def _write(item: pytest.Item, record: dict[str, Any]) -> str | None:

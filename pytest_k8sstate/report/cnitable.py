@@ -54,6 +54,9 @@ class Case:
     column: tuple[str, str] | None = None
     """``(cni, proxy mode)`` of its cluster, when it recorded one."""
     footprint: Footprint | None = None
+    """Of the test's last diff."""
+    steps: list[Footprint] = field(default_factory=list)
+    """Of each of its diffs, when it took more than one."""
     error: str = ""
 
 
@@ -143,7 +146,15 @@ def read_run(path: str) -> Run:
                 if record.get("error") or record.get("note"):
                     c.error = str(record.get("error") or record.get("note"))
                 else:
-                    c.footprint = Footprint.from_json(record, f"{path}: {c.nodeid}: k8sstate_footprint")
+                    where = f"{path}: {c.nodeid}: k8sstate_footprint"
+                    c.footprint = Footprint.from_json(record, where)
+                    steps = record.get("steps") or []
+                    if not isinstance(steps, list):
+                        raise ParseError(path, None, f"{c.nodeid}: steps: a list", type(steps).__name__)
+                    c.steps = [
+                        Footprint.from_json({"nodes": st}, f"{where}: step {i + 1}")
+                        for i, st in enumerate(steps)
+                    ]
         run.cases.append(c)
     return run
 
@@ -197,6 +208,12 @@ def _node_lines(nf: NodeFootprint) -> list[str]:
     return out
 
 
+def _footprint_text(fp: Footprint) -> str:
+    if not fp:
+        return "no node change"
+    return "<br>".join(f"**{node}**: " + "<br>".join(_node_lines(nf)) for node, nf in fp.nodes.items())
+
+
 def _cell(cases: Sequence[Case]) -> str:
     parts: list[str] = []
     for c in cases:
@@ -209,13 +226,11 @@ def _cell(cases: Sequence[Case]) -> str:
             parts.append(f"{head}{status}footprint not computed: {c.error}".replace("|", "\\|"))
         elif c.footprint is None:
             parts.append(f"{head}{status}not recorded")
-        elif not c.footprint:
-            parts.append(f"{head}{status}no node change")
+        elif len(c.steps) > 1:
+            steps = [f"*diff {i + 1}*: {_footprint_text(fp)}" for i, fp in enumerate(c.steps)]
+            parts.append(head + status + "<br>".join(steps))
         else:
-            lines = []
-            for node, nf in c.footprint.nodes.items():
-                lines.append(f"**{node}**: " + "<br>".join(_node_lines(nf)))
-            parts.append(head + status + "<br>".join(lines))
+            parts.append(head + status + _footprint_text(c.footprint))
     return "<br>".join(parts) if parts else "not run"
 
 

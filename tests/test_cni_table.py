@@ -81,6 +81,16 @@ def test_one_run_of_several_clusters_fills_a_column_per_cluster() -> None:
     assert "| bridge × nftables |" in table.split("\n\n", 1)[1]
 
 
+def test_a_new_finding_is_a_new_row_without_edits_to_it() -> None:
+    # finding 32 (hostPort; another branch's test file, run with this plugin on kind with bridge)
+    rows = _rows(render_table(read_runs([str(DATA / "more" / "f32-bridge-iptables.xml")])))
+    assert sorted(rows) == ["2", "26", "32"]
+    cell = rows["32"][2]
+    assert "+chain `nat CNI-DN-…`" in cell
+    assert "-j DNAT --to-destination <pod IP>:8080`" in cell
+    assert "+4 more rules" in cell  # at most MAX_ITEMS per node and category
+
+
 def test_stdout_without_write(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["findings", "cni-table", RUNS[1]]) == 0
     out = capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from diff_fixtures import write_snapshots
 from pytest_k8sstate.cli.main import main
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+JUNIT = Path(__file__).resolve().parent / "data" / "cni-table"
 
 
 def examples() -> list[tuple[str, str]]:
@@ -49,6 +51,8 @@ def test_example_prints_what_the_document_shows(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     write_snapshots(tmp_path)
+    for junit in JUNIT.glob("*.xml"):  # real runs' JUnit files for `findings cni-table`
+        shutil.copy(junit, tmp_path / junit.name)
     argv = shlex.split(cmd)[1:]
     rc = main(argv)
     out, err = capsys.readouterr()

@@ -30,11 +30,12 @@ EXTENSIONS = (
     "pytest_k8sstate.cli.image",
     "pytest_k8sstate.cli.probe",
     "pytest_k8sstate.cli.report",
+    "pytest_k8sstate.cli.findings",
 )
 
 Handler = Callable[[argparse.Namespace], int]
 
-GROUPS = ("cluster", "node", "binaries", "image")
+GROUPS = ("cluster", "node", "binaries", "image", "findings")
 """Commands that only group sub-commands: alone, they print their help."""
 
 

@@ -28,7 +28,7 @@ from pytest_k8sstate.plugin.hooks import (
 )
 
 # a second plugin module (its own hooks): the traffic report section and the conntrack switch
-pytest_plugins = ["pytest_k8sstate.plugin.traffic_report"]
+pytest_plugins = ["pytest_k8sstate.plugin.traffic_report", "pytest_k8sstate.plugin.footprints"]
 
 __all__ = [
     "_k8sstate_markers",

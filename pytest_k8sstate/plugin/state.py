@@ -144,6 +144,8 @@ class ClusterState:
         self.pods = pods  # pods' network namespaces → snapshot.pods / diff.pods
         self.before: Snapshot = self._take("before")
         self.after: Snapshot | None = None
+        self.steps: list[tuple[Snapshot, Snapshot]] = []
+        """Each :meth:`diff`'s two snapshots, in order (``plugin/footprints.py`` records their footprints)."""
         self.snapshots: dict[str, Snapshot] = {}
         self.artifacts: list[Path] = []
         """The files :meth:`save_failure` wrote."""
@@ -174,7 +176,9 @@ class ClusterState:
         test's own); node changes are kept whole.
         """
         self.after = self._take("after")
-        diff = self.diff_between(self._resolve(since) if since is not None else self.before, self.after)
+        start = self._resolve(since) if since is not None else self.before
+        self.steps.append((start, self.after))
+        diff = self.diff_between(start, self.after)
         return scope_to_namespace(diff, namespace) if namespace is not None else diff
 
     def eventually(

@@ -190,9 +190,15 @@ def _hostport(k8s_cluster: Any, cluster_state: Any, k8s_api: Any) -> None:
     k8s_api.delete(f"pod/{POD}", timeout=120)
     gone = cluster_state.eventually(lambda s: _assert_no_chain(s, node, chain), timeout=60)
     removed = cluster_state.diff_between(programmed, gone).nodes[node]
-    assert {r for r in removed.rules_removed if _is_portmap(f"{r[1]} {r[2]}", chain)} == per_pod
-    assert set(removed.chains_removed) == {("nat", chain)}, removed.chains_removed
-    assert [r for r in removed.rules_added if _is_portmap(f"{r[1]} {r[2]}", chain)] == []
+    # CNI DEL undoes exactly what CNI ADD did for this Pod: portmap's per-pod chain and its jump (and the
+    # bridge's ipMasq chain), not the shared chains
+    added_per_pod = set(nd.rules_added) - _shared_rules()
+    assert {r for r in added_per_pod if _is_portmap(f"{r[1]} {r[2]}", chain)} == per_pod
+    assert set(removed.rules_removed) == added_per_pod, sorted(set(removed.rules_removed) ^ added_per_pod)
+    per_pod_chains = {c for c in nd.chains_added if not c[1].startswith("CNI-HOSTPORT-")}
+    assert ("nat", chain) in per_pod_chains
+    assert set(removed.chains_removed) == per_pod_chains, (removed.chains_removed, per_pod_chains)
+    assert removed.rules_added == [], removed.rules_added
     for name, specs in TOP.items():
         assert chain_specs(gone, node, "nat", name) == specs, name
 

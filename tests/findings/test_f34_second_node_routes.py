@@ -28,6 +28,8 @@ import pytest
 
 from pytest_k8sstate.k8s.helper import K8sHelper
 
+from .helpers import load_manifest
+
 VXLAN = "flannel.1"
 ROUTE_FIELDS = ("type", "dst", "gateway", "dev", "protocol", "scope", "prefsrc", "metric", "flags")
 
@@ -54,7 +56,9 @@ def _names(nodes: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         cidr = str(n["spec"]["podCIDR"])
         names[_internal_ip(n)] = f"<IP of {role}>"
         names[cidr] = f"<podCIDR of {role}>"
-        names[str(ipaddress.ip_network(cidr).network_address)] = f"<VTEP of {role}>"
+        net = ipaddress.ip_network(cidr)
+        names[str(net.network_address)] = f"<VTEP of {role}>"
+        names[str(net.network_address + 1)] = f"<gateway of {role}>"  # cni0's address (bridge, flannel)
         mac = _vtep_mac(n)
         if mac:
             names[mac] = f"<VTEP MAC of {role}>"
@@ -128,13 +132,25 @@ def _fdb_neigh(cluster: Any, role: str, names: Mapping[str, str]) -> tuple[set[s
     return fdb_set, neigh_set
 
 
-def _second_node_routes(k8s_cluster: Any, k8s_clusters: Any, cni: str) -> None:
+def _pin(api: Any, cluster: Any, role: str) -> None:
+    """A pause Pod on the compared node: it has local pods (and, on a bridge, cni0) in either cluster."""
+    docs = load_manifest("34-pin.yaml")
+    docs[0]["spec"]["nodeName"] = f"{cluster.name}-{role}"
+    api.apply(docs)
+    api.wait_ready("pod/f34-pin", timeout=120)
+
+
+def _second_node_routes(k8s_cluster: Any, k8s_api: Any, k8s_clusters: Any, cni: str) -> None:
     one = k8s_clusters.get(nodes=1, proxy_mode=k8s_cluster.proxy_mode, cni=cni)
     role = "control-plane"
     api1 = K8sHelper(k8s_clusters.api_client(one), cluster=one)
-    api2 = K8sHelper(k8s_clusters.api_client(k8s_cluster), cluster=k8s_cluster)
-    other1, local1, nodes1 = _routes(api1, one, "f34-one-worker", role)
-    other2, local2, nodes2 = _routes(api2, k8s_cluster, "f34-two-workers", role)
+    try:
+        _pin(api1, one, role)
+        other1, local1, nodes1 = _routes(api1, one, "f34-one-worker", role)
+    finally:
+        api1.delete("pod/f34-pin", namespace="default", timeout=120)
+    _pin(k8s_api, k8s_cluster, role)
+    other2, local2, nodes2 = _routes(k8s_api, k8s_cluster, "f34-two-workers", role)
     assert sorted(nodes1) == ["control-plane", "worker"], sorted(nodes1)
     assert sorted(nodes2) == ["control-plane", "worker", "worker2"], sorted(nodes2)
     new = "worker2"
@@ -174,8 +190,8 @@ def _second_node_routes(k8s_cluster: Any, k8s_clusters: Any, cni: str) -> None:
 )
 @pytest.mark.k8sstate(cni="ptp", nodes=2)
 @pytest.mark.k8sstate_needs("container-runtime", "cni-ptp")
-def test_finding_34_second_node_routes_ptp(k8s_cluster, k8s_clusters):
-    _second_node_routes(k8s_cluster, k8s_clusters, "ptp")
+def test_finding_34_second_node_routes_ptp(k8s_cluster, k8s_api, k8s_clusters):
+    _second_node_routes(k8s_cluster, k8s_api, k8s_clusters, "ptp")
 
 
 @pytest.mark.k8sstate_finding(
@@ -183,8 +199,8 @@ def test_finding_34_second_node_routes_ptp(k8s_cluster, k8s_clusters):
 )
 @pytest.mark.k8sstate(cni="bridge", nodes=2)
 @pytest.mark.k8sstate_needs("container-runtime", "cni-bridge")
-def test_finding_34_second_node_routes_bridge(k8s_cluster, k8s_clusters):
-    _second_node_routes(k8s_cluster, k8s_clusters, "bridge")
+def test_finding_34_second_node_routes_bridge(k8s_cluster, k8s_api, k8s_clusters):
+    _second_node_routes(k8s_cluster, k8s_api, k8s_clusters, "bridge")
 
 
 @pytest.mark.k8sstate_finding(
@@ -192,8 +208,8 @@ def test_finding_34_second_node_routes_bridge(k8s_cluster, k8s_clusters):
 )
 @pytest.mark.k8sstate(cni="flannel", nodes=2)
 @pytest.mark.k8sstate_needs("container-runtime", "cni-flannel")
-def test_finding_34_second_node_routes_flannel(k8s_cluster, k8s_clusters):
-    _second_node_routes(k8s_cluster, k8s_clusters, "flannel")
+def test_finding_34_second_node_routes_flannel(k8s_cluster, k8s_api, k8s_clusters):
+    _second_node_routes(k8s_cluster, k8s_api, k8s_clusters, "flannel")
 
 
 @pytest.mark.k8sstate_finding(
@@ -201,5 +217,5 @@ def test_finding_34_second_node_routes_flannel(k8s_cluster, k8s_clusters):
 )
 @pytest.mark.k8sstate(cni="flannel-host-gw", nodes=2)
 @pytest.mark.k8sstate_needs("container-runtime", "cni-flannel-host-gw")
-def test_finding_34_second_node_routes_flannel_host_gw(k8s_cluster, k8s_clusters):
-    _second_node_routes(k8s_cluster, k8s_clusters, "flannel-host-gw")
+def test_finding_34_second_node_routes_flannel_host_gw(k8s_cluster, k8s_api, k8s_clusters):
+    _second_node_routes(k8s_cluster, k8s_api, k8s_clusters, "flannel-host-gw")

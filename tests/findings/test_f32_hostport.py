@@ -145,9 +145,8 @@ def _hostport(k8s_cluster: Any, cluster_state: Any, k8s_api: Any) -> None:
     # kube-proxy adds nothing for a hostPort (no Service), in either mode; the other node changes nothing
     assert _kube_proxy_changes(nd) == []
     assert_no_netfilter_change(diff, node=other)
-    assert not [
-        c for t, c in after.nodes[other].iptables.tables["nat"].chains.items() if t.startswith("CNI-DN-")
-    ]
+    other_nat = after.nodes[other].iptables.tables["nat"].chains
+    assert [name for name in other_nat if name.startswith("CNI-DN-")] == [], sorted(other_nat)
     # other changes on the Pod's node: none (ptp, flannel), or bridge's ipMasq chain for the pod's address
     rest = [x for x in netfilter_changes(nd) if not _is_portmap(x, chain) and not x.startswith("nft ")]
     if k8s_cluster.has("cni-bridge"):
@@ -155,9 +154,10 @@ def _hostport(k8s_cluster: Any, cluster_state: Any, k8s_api: Any) -> None:
         assert all(pod_ip in x or "CNI-" in x for x in rest), rest
     else:
         assert rest == [], rest
-    # portmap writes iptables (iptables-nft's "ip nat" table) whatever kube-proxy's mode
+    # portmap writes iptables (iptables-nft's "ip nat" table) whatever kube-proxy's mode: in the nft view
+    # of the ruleset its rules are in that table and nowhere else
     nft_tables = {t for t, _, _ in nd.nft_rules_added}
-    assert nft_tables <= {"ip nat"}, nft_tables
+    assert nft_tables == {"ip nat"}, nft_tables
 
     # traced: <nodeIP>:hostPort → pod, not masqueraded from outside; masqueraded from localhost (OUTPUT) and
     # from the pod's own subnet (hairpin); another node's IP:hostPort is not DNATed on either node

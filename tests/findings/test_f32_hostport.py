@@ -154,10 +154,10 @@ def _hostport(k8s_cluster: Any, cluster_state: Any, k8s_api: Any) -> None:
         assert all(pod_ip in x or "CNI-" in x for x in rest), rest
     else:
         assert rest == [], rest
-    # portmap writes iptables (iptables-nft's "ip nat" table) whatever kube-proxy's mode: in the nft view
-    # of the ruleset its rules are in that table and nowhere else
+    # portmap writes iptables (iptables-nft's "ip nat" table) whatever kube-proxy's mode — the exact iptables
+    # diff above holds in both modes; the nft view (where captured) changes nowhere outside that table
     nft_tables = {t for t, _, _ in nd.nft_rules_added}
-    assert nft_tables == {"ip nat"}, nft_tables
+    assert nft_tables <= {"ip nat"}, nft_tables
 
     # traced: <nodeIP>:hostPort → pod, not masqueraded from outside; masqueraded from localhost (OUTPUT) and
     # from the pod's own subnet (hairpin); another node's IP:hostPort is not DNATed on either node

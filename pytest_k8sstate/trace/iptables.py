@@ -60,7 +60,8 @@ from pytest_k8sstate.parse.numbers import parse_port
 from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
-from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, mark_value
+from pytest_k8sstate.trace.ipt_classes import MAX_CLASSES, SourceClass, other_fields, source_class
+from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, Choice, Matchers, addr, canon, iface_text, mark_value
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
 from pytest_k8sstate.trace.ipt_memo import hook_reads
@@ -73,6 +74,8 @@ MAX_BRANCHES = 20_000
 INDEX_MIN_RULES = 32
 _CACHE_KEY = "trace.iptables.index"
 _FAMILY_KEY = "trace.iptables.family"
+_RESULTS_KEY = "trace.iptables.results"  # packet's other fields → classes (trace/ipt_classes.py)
+_Known = tuple[SourceClass, tuple[object, ...], TraceResult]  # a class, its answers, its result
 
 _TERMINAL = frozenset({"ACCEPT", "DROP", "REJECT"})
 _CONTINUE_TARGETS = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "NFACCT"})
@@ -111,6 +114,7 @@ class _Tracer(Matchers):
         self.local = _canon_local(frozenset(pkt.local_ips))
         self.from_local = _canon_or_same(pkt.src) in self.local
         self.iface_memo = {}
+        self.src_reads = set()  # tests of the source address/port (trace/ipt_classes.py)
         self.ctstate = "NEW"
         self.notes: set[str] = set()
         if pkt.ctstate not in ("NEW", "ESTABLISHED"):
@@ -203,6 +207,7 @@ class _Tracer(Matchers):
                 if not self.physdev(m):
                     return False
             elif mod in ("set", "recent"):  # evaluated by trace/ipsets.py and trace/recent.py
+                self.src_reads.add((READ_OPAQUE, mod))
                 try:
                     if mod == "set":
                         pv = PacketView(self.pkt.src, st.dst, self.pkt.sport, st.dport, self.pkt.proto)
@@ -626,9 +631,40 @@ def trace_iptables(
     """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc); ``ipsets``:
     the node's captured sets, for ``-m set``; ``packet.affinity``: see :mod:`.affinity`."""
     sets = SetIndex.of(ipsets)
+    # A walk is a function of what it read of the packet's source: another packet that agrees on
+    # every other field and answers those reads alike has the same result (trace/ipt_classes.py).
+    known: dict[tuple[object, ...], list[_Known]] = ruleset.cache.setdefault(_RESULTS_KEY, {})
+    other = other_fields(packet)
+    kept = known.get(other, [])
+    for i, (cls, answers, got) in enumerate(kept):
+        if cls.answers(packet) == answers:
+            if i:  # most recently used first
+                kept.insert(0, kept.pop(i))
+            return got if got.packet == packet else replace(got, packet=packet)
+    reads: set[tuple[str, str]] = set()
+    got = _walk(ruleset, packet, sets, reads)
+    cls = source_class(reads)
+    answers = None if cls is None else cls.answers(packet)
+    if cls is not None and answers is not None:
+        known.pop(other, None)
+        known[other] = [(cls, answers, got), *kept]  # dict order: the most recently walked last
+        while sum(len(v) for v in known.values()) > MAX_CLASSES:
+            oldest = next(iter(known))
+            known[oldest].pop()
+            if not known[oldest]:
+                del known[oldest]
+    return got
+
+
+def _walk(
+    ruleset: IptablesRuleset, packet: Packet, sets: SetIndex | None, reads: set[tuple[str, str]]
+) -> TraceResult:
+    """The plain walk of ``packet`` (:func:`trace_iptables` without its classes); adds to ``reads``
+    every test of the source address/port it made (every connection's walk, see .affinity)."""
 
     def run(pkt: Packet, held: frozenset[Entry]) -> list[Branch]:
         tracer = _Tracer(ruleset, pkt, sets, held)
+        tracer.src_reads = reads
         return branches(tracer, tracer.run(), pkt.ctstate != "NEW")
 
     return run_with_affinity(packet, run)

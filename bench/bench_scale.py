@@ -74,7 +74,9 @@ def _trace_times(endpoints: int, runs: int) -> dict[str, float]:
         for i in range(3 * runs)
     ]
     out["pod later"] = statistics.median(pods)
-    hair = [_cpu(partial(trace_iptables, rs, Packet(vip, 80, src=eps[i * 7 % len(eps)]))) for i in range(runs)]
+    hair = [
+        _cpu(partial(trace_iptables, rs, Packet(vip, 80, src=eps[i * 7 % len(eps)]))) for i in range(runs)
+    ]
     out["hairpin"] = statistics.median(hair)
     return out
 

@@ -19,21 +19,24 @@ a second). Each class is walked once, by its first packet; errors are never kept
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import fields
+from collections.abc import Callable, Iterable
+from dataclasses import fields, replace
 from functools import lru_cache
 from typing import Any
 
 from pytest_k8sstate.errors import TraceError
+from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.numbers import parse_port
-from pytest_k8sstate.trace import Packet
+from pytest_k8sstate.trace import Packet, TraceResult
 from pytest_k8sstate.trace.ipt_match import READ_SPORT, READ_SRC, READ_SRC_TYPE, addr, canon, net
 
-__all__ = ["MAX_CLASSES", "SourceClass", "other_fields", "source_class"]
+__all__ = ["MAX_CLASSES", "RESULTS_KEY", "SourceClass", "other_fields", "reuse_or_walk", "source_class"]
 
 MAX_CLASSES = 32
 """Results kept per ruleset (the most recently used classes; a 10,000-endpoint result is ~2 MB)."""
 
+RESULTS_KEY = "trace.iptables.results"
+"""``ruleset.cache[RESULTS_KEY]``: a packet's other fields → [(class, its answers, result)], newest first."""
 _OTHER_FIELDS = tuple(f.name for f in fields(Packet) if f.name not in ("src", "sport"))
 
 
@@ -110,3 +113,34 @@ def _canon_or_same(text: str) -> str:
         return canon(text)
     except ValueError:
         return text
+
+
+_Known = tuple["SourceClass", tuple[Any, ...], TraceResult]
+
+
+def reuse_or_walk(
+    rs: IptablesRuleset, packet: Packet, walk: Callable[[set[tuple[str, str]]], TraceResult]
+) -> TraceResult:
+    """The result of a known class ``packet`` belongs to (with ``packet`` in it), else ``walk(reads)``
+    — which adds what it read of the source to ``reads`` — kept as a new class when it can be."""
+    known: dict[tuple[Any, ...], list[_Known]] = rs.cache.setdefault(RESULTS_KEY, {})
+    other = other_fields(packet)
+    kept = known.get(other, [])
+    for i, (cls, answers, got) in enumerate(kept):
+        if cls.answers(packet) == answers:
+            if i:  # most recently used first
+                kept.insert(0, kept.pop(i))
+            return got if got.packet == packet else replace(got, packet=packet)
+    reads: set[tuple[str, str]] = set()
+    got = walk(reads)
+    new = source_class(reads)
+    new_answers = None if new is None else new.answers(packet)
+    if new is not None and new_answers is not None:
+        known.pop(other, None)
+        known[other] = [(new, new_answers, got), *kept]  # dict order: the most recently walked last
+        while sum(len(v) for v in known.values()) > MAX_CLASSES:
+            oldest = next(iter(known))
+            known[oldest].pop()
+            if not known[oldest]:
+                del known[oldest]
+    return got

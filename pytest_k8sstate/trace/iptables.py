@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
@@ -60,7 +60,7 @@ from pytest_k8sstate.parse.numbers import parse_port
 from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
-from pytest_k8sstate.trace.ipt_classes import MAX_CLASSES, SourceClass, other_fields, source_class
+from pytest_k8sstate.trace.ipt_classes import reuse_or_walk
 from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, Choice, Matchers, addr, canon, iface_text, mark_value
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
@@ -74,8 +74,6 @@ MAX_BRANCHES = 20_000
 INDEX_MIN_RULES = 32
 _CACHE_KEY = "trace.iptables.index"
 _FAMILY_KEY = "trace.iptables.family"
-_RESULTS_KEY = "trace.iptables.results"  # packet's other fields → classes (trace/ipt_classes.py)
-_Known = tuple[SourceClass, tuple[object, ...], TraceResult]  # a class, its answers, its result
 
 _TERMINAL = frozenset({"ACCEPT", "DROP", "REJECT"})
 _CONTINUE_TARGETS = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "NFACCT"})
@@ -631,29 +629,7 @@ def trace_iptables(
     """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc); ``ipsets``:
     the node's captured sets, for ``-m set``; ``packet.affinity``: see :mod:`.affinity`."""
     sets = SetIndex.of(ipsets)
-    # A walk is a function of what it read of the packet's source: another packet that agrees on
-    # every other field and answers those reads alike has the same result (trace/ipt_classes.py).
-    known: dict[tuple[object, ...], list[_Known]] = ruleset.cache.setdefault(_RESULTS_KEY, {})
-    other = other_fields(packet)
-    kept = known.get(other, [])
-    for i, (cls, answers, got) in enumerate(kept):
-        if cls.answers(packet) == answers:
-            if i:  # most recently used first
-                kept.insert(0, kept.pop(i))
-            return got if got.packet == packet else replace(got, packet=packet)
-    reads: set[tuple[str, str]] = set()
-    got = _walk(ruleset, packet, sets, reads)
-    cls = source_class(reads)
-    answers = None if cls is None else cls.answers(packet)
-    if cls is not None and answers is not None:
-        known.pop(other, None)
-        known[other] = [(cls, answers, got), *kept]  # dict order: the most recently walked last
-        while sum(len(v) for v in known.values()) > MAX_CLASSES:
-            oldest = next(iter(known))
-            known[oldest].pop()
-            if not known[oldest]:
-                del known[oldest]
-    return got
+    return reuse_or_walk(ruleset, packet, partial(_walk, ruleset, packet, sets))  # trace/ipt_classes.py
 
 
 def _walk(

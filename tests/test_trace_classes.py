@@ -196,3 +196,39 @@ def test_classes_are_bounded() -> None:
     for e in svcs[0].endpoints:  # each endpoint's address is a class of its own
         trace_iptables(rs, Packet(svcs[0].cluster_ip, 80, src=e.rpartition(":")[0]))
     assert sum(len(v) for v in rs.cache[_RESULTS_KEY].values()) == MAX_CLASSES
+
+
+V6 = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:SVC - [0:0]
+:EP1 - [0:0]
+:EP2 - [0:0]
+-A PREROUTING -d fd00:10:96::1/128 -p tcp -m tcp --dport 80 -j SVC
+-A OUTPUT -d fd00:10:96::1/128 -p tcp -m tcp --dport 80 -j SVC
+-A POSTROUTING -m addrtype --src-type LOCAL -j ACCEPT
+-A POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE
+-A SVC ! -s fd00:10:244::/64 -j MARK --or-mark 0x4000
+-A SVC -m statistic --mode random --probability 0.3 -j EP1
+-A SVC -j EP2
+-A EP1 -s fd00:10:244::5/128 -j MARK --or-mark 0x4000
+-A EP1 -p tcp -j DNAT --to-destination [fd00:10:244::5]:8080
+-A EP2 -s fd00:10:244::6/128 -j MARK --or-mark 0x4000
+-A EP2 -p tcp -j DNAT --to-destination [fd00:10:244::6]:8080
+COMMIT
+"""
+
+
+def test_ipv6_sources_in_any_spelling() -> None:
+    rs, plain_rs = parse_iptables_save(V6), parse_iptables_save(V6)
+    node = frozenset({"FD00::1"})
+    srcs = ["2001:db8::10", "2001:DB8::11", "fd00:10:244::5", "FD00:10:244:0::5", "fd00:10:244::7", "fd00::1"]
+    srcs += ["FD00::1", "fd00:0::1", "::1", "ff02::1", "10.0.0.1"]
+    for src in srcs:
+        for local in (node, frozenset()):
+            pkt = Packet("fd00:10:96::1", 80, src=src, sport=5, local_ips=local)
+            assert _fast(rs, pkt) == _plain(plain_rs, pkt), pkt
+    hair = trace_iptables(rs, Packet("fd00:10:96::1", 80, src="FD00:10:244:0::5"))
+    assert [o.dnat for o in hair.outcomes if o.masquerade] == ["[fd00:10:244::5]:8080"]

@@ -33,7 +33,7 @@ from pytest_k8sstate.trace.ipt_match import READ_SPORT, READ_SRC, READ_SRC_TYPE,
 __all__ = ["MAX_CLASSES", "RESULTS_KEY", "SourceClass", "other_fields", "reuse_or_walk", "source_class"]
 
 MAX_CLASSES = 32
-"""Results kept per ruleset (the most recently used classes; a 10,000-endpoint result is ~2 MB)."""
+"""Results kept per ruleset (the classes walked most recently; a 10,000-endpoint result is ~2 MB)."""
 
 RESULTS_KEY = "trace.iptables.results"
 """``ruleset.cache[RESULTS_KEY]``: a packet's other fields → [(class, its answers, result)], newest first."""
@@ -122,25 +122,27 @@ def reuse_or_walk(
     rs: IptablesRuleset, packet: Packet, walk: Callable[[set[tuple[str, str]]], TraceResult]
 ) -> TraceResult:
     """The result of a known class ``packet`` belongs to (with ``packet`` in it), else ``walk(reads)``
-    — which adds what it read of the source to ``reads`` — kept as a new class when it can be."""
+    — which adds what it read of the source to ``reads`` — kept as a new class when it can be (the
+    :data:`MAX_CLASSES` walked most recently are kept)."""
     known: dict[tuple[Any, ...], list[_Known]] = rs.cache.setdefault(RESULTS_KEY, {})
     other = other_fields(packet)
-    kept = known.get(other, [])
-    for i, (cls, answers, got) in enumerate(kept):
+    kept = known.get(other, ())
+    for cls, answers, got in kept:
         if cls.answers(packet) == answers:
-            if i:  # most recently used first
-                kept.insert(0, kept.pop(i))
             return got if got.packet == packet else replace(got, packet=packet)
     reads: set[tuple[str, str]] = set()
     got = walk(reads)
     new = source_class(reads)
     new_answers = None if new is None else new.answers(packet)
     if new is not None and new_answers is not None:
+        # new lists, never changed in place (a concurrent reader iterates a consistent one); dict order:
+        # the key walked most recently last, each list newest first
         known.pop(other, None)
-        known[other] = [(new, new_answers, got), *kept]  # dict order: the most recently walked last
+        known[other] = [(new, new_answers, got), *kept]
         while sum(len(v) for v in known.values()) > MAX_CLASSES:
             oldest = next(iter(known))
-            known[oldest].pop()
-            if not known[oldest]:
+            if len(known[oldest]) > 1:
+                known[oldest] = known[oldest][:-1]
+            else:
                 del known[oldest]
     return got

@@ -168,7 +168,7 @@ def test_other_sources_reuse_the_walk_and_hairpin_sources_do_not() -> None:
     assert masq[0].probability == Fraction(1, 50) or abs(float(masq[0].probability) - 0.02) < 1e-9
     again = trace_iptables(rs, Packet(vip, 80, src="10.244.99.2", sport=9))
     assert again.outcomes is pod.outcomes
-    assert len(rs.cache[_RESULTS_KEY][next(iter(rs.cache[_RESULTS_KEY]))]) == 3  # outside, pod, hairpin
+    assert len(next(iter(rs.cache[_RESULTS_KEY].by_other.values()))) == 3  # outside, pod, hairpin
 
 
 def test_a_ruleset_reading_the_source_through_recent_lists_walks_every_packet() -> None:
@@ -185,7 +185,7 @@ def test_a_ruleset_reading_the_source_through_recent_lists_walks_every_packet() 
     b = trace_iptables(rs, Packet(svcs[0].cluster_ip, 80, src="198.51.100.7"))
     assert a.outcomes == b.outcomes
     assert a.outcomes is not b.outcomes
-    assert not rs.cache.get(_RESULTS_KEY)
+    assert not rs.cache[_RESULTS_KEY].by_other
 
 
 def test_classes_are_bounded() -> None:
@@ -195,7 +195,8 @@ def test_classes_are_bounded() -> None:
     rs = parse_iptables_save(kube_proxy_iptables(svcs))
     for e in svcs[0].endpoints:  # each endpoint's address is a class of its own
         trace_iptables(rs, Packet(svcs[0].cluster_ip, 80, src=e.rpartition(":")[0]))
-    assert sum(len(v) for v in rs.cache[_RESULTS_KEY].values()) == MAX_CLASSES
+    kept = rs.cache[_RESULTS_KEY]
+    assert sum(len(v) for v in kept.by_other.values()) == kept.count == MAX_CLASSES
 
 
 V6 = """*nat

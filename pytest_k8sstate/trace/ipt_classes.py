@@ -19,6 +19,7 @@ a second). Each class is walked once, by its first packet; errors are never kept
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from functools import lru_cache
@@ -28,7 +29,7 @@ from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.numbers import parse_port
 from pytest_k8sstate.trace import Packet, TraceResult
-from pytest_k8sstate.trace.ipt_match import READ_SPORT, READ_SRC, READ_SRC_TYPE, addr, canon, net
+from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, READ_SPORT, READ_SRC, READ_SRC_TYPE, addr, canon, net
 
 __all__ = ["MAX_CLASSES", "RESULTS_KEY", "SourceClass", "other_fields", "reuse_or_walk", "source_class"]
 
@@ -36,7 +37,7 @@ MAX_CLASSES = 32
 """Results kept per ruleset (the classes walked most recently; a 10,000-endpoint result is ~2 MB)."""
 
 RESULTS_KEY = "trace.iptables.results"
-"""``ruleset.cache[RESULTS_KEY]``: a packet's other fields → [(class, its answers, result)], newest first."""
+"""``ruleset.cache[RESULTS_KEY]``: the classes kept (a packet's other fields → its walked classes)."""
 _OTHER_FIELDS = tuple(f.name for f in fields(Packet) if f.name not in ("src", "sport"))
 
 
@@ -115,34 +116,69 @@ def _canon_or_same(text: str) -> str:
         return text
 
 
-_Known = tuple["SourceClass", tuple[Any, ...], TraceResult]
+class _Known:
+    """One walked class: what the walk read, its first packet and result; the class and that packet's
+    answers are worked out when a packet with the same other fields first asks (most never do)."""
+
+    __slots__ = ("answers", "cls", "first", "reads", "result")
+
+    def __init__(self, reads: set[tuple[str, str]], first: Packet, result: TraceResult) -> None:
+        self.reads: set[tuple[str, str]] | None = reads
+        self.first = first
+        self.result = result
+        self.cls: SourceClass | None = None
+        self.answers: tuple[Any, ...] | None = None
+
+    def matches(self, pkt: Packet) -> bool:
+        reads = self.reads
+        if reads is not None:  # first question: the class (None: never reused)
+            self.cls = source_class(reads)
+            self.answers = None if self.cls is None else self.cls.answers(self.first)
+            self.reads = None
+        if self.cls is None or self.answers is None:
+            return False
+        return self.cls.answers(pkt) == self.answers
+
+
+class _Kept:
+    """``ruleset.cache[RESULTS_KEY]``: a packet's other fields → its classes (newest first), and how many
+    classes in all. Lists are replaced, never changed in place (a concurrent reader sees a whole one)."""
+
+    __slots__ = ("by_other", "count")
+
+    def __init__(self) -> None:
+        # the key walked most recently last (OrderedDict: finding the oldest is O(1) after deletions)
+        self.by_other: OrderedDict[tuple[Any, ...], list[_Known]] = OrderedDict()
+        self.count = 0
 
 
 def reuse_or_walk(
     rs: IptablesRuleset, packet: Packet, walk: Callable[[set[tuple[str, str]]], TraceResult]
 ) -> TraceResult:
     """The result of a known class ``packet`` belongs to (with ``packet`` in it), else ``walk(reads)``
-    — which adds what it read of the source to ``reads`` — kept as a new class when it can be (the
-    :data:`MAX_CLASSES` walked most recently are kept)."""
-    known: dict[tuple[Any, ...], list[_Known]] = rs.cache.setdefault(RESULTS_KEY, {})
+    — which adds what it read of the source to ``reads`` — kept as a new class unless a read cannot be
+    replayed (the :data:`MAX_CLASSES` walked most recently are kept)."""
+    kept: _Kept | None = rs.cache.get(RESULTS_KEY)
+    if kept is None:
+        kept = rs.cache[RESULTS_KEY] = _Kept()
+    known = kept.by_other
     other = other_fields(packet)
-    kept = known.get(other, ())
-    for cls, answers, got in kept:
-        if cls.answers(packet) == answers:
+    mine = known.get(other, ())
+    for k in mine:
+        if k.matches(packet):
+            got = k.result
             return got if got.packet == packet else replace(got, packet=packet)
     reads: set[tuple[str, str]] = set()
     got = walk(reads)
-    new = source_class(reads)
-    new_answers = None if new is None else new.answers(packet)
-    if new is not None and new_answers is not None:
-        # new lists, never changed in place (a concurrent reader iterates a consistent one); dict order:
-        # the key walked most recently last, each list newest first
-        known.pop(other, None)
-        known[other] = [(new, new_answers, got), *kept]
-        while sum(len(v) for v in known.values()) > MAX_CLASSES:
+    if all(kind != READ_OPAQUE for kind, _ in reads):
+        known[other] = [_Known(reads, packet, got), *mine]
+        known.move_to_end(other)
+        kept.count += 1
+        while kept.count > MAX_CLASSES:
             oldest = next(iter(known))
             if len(known[oldest]) > 1:
                 known[oldest] = known[oldest][:-1]
             else:
                 del known[oldest]
+            kept.count -= 1
     return got

@@ -19,8 +19,10 @@ a second). Each class is walked once, by its first packet; errors are never kept
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from functools import lru_cache
 from typing import Any
@@ -158,6 +160,13 @@ def reuse_or_walk(
     """The result of a known class ``packet`` belongs to (with ``packet`` in it), else ``walk(reads)``
     — which adds what it read of the source to ``reads`` — kept as a new class unless a read cannot be
     replayed (the :data:`MAX_CLASSES` walked most recently are kept)."""
+    with _gc_paused():  # the walk and a class's first answers build many small acyclic objects
+        return _reuse_or_walk(rs, packet, walk)
+
+
+def _reuse_or_walk(
+    rs: IptablesRuleset, packet: Packet, walk: Callable[[set[tuple[str, str]]], TraceResult]
+) -> TraceResult:
     kept: _Kept | None = rs.cache.get(RESULTS_KEY)
     if kept is None:
         kept = rs.cache[RESULTS_KEY] = _Kept()
@@ -182,3 +191,16 @@ def reuse_or_walk(
                 del known[oldest]
             kept.count -= 1
     return got
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A walk of a big Service builds ~10 acyclic objects per endpoint path: without this the cyclic GC
+    rescans the caller's heap (the parsed ruleset: ~10 objects per rule) again and again meanwhile."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -57,14 +57,14 @@ from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
 from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
 from pytest_k8sstate.parse.numbers import parse_port
-from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
+from pytest_k8sstate.trace import Packet, TraceResult, format_hostport
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
 from pytest_k8sstate.trace.ipt_classes import reuse_or_walk
 from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, Choice, Matchers, addr, canon, iface_text, mark_value
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
-from pytest_k8sstate.trace.ipt_memo import hook_reads
+from pytest_k8sstate.trace.ipt_memo import ONE, SplitMemo, hook_reads
 from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
@@ -113,6 +113,7 @@ class _Tracer(Matchers):
         self.from_local = _canon_or_same(pkt.src) in self.local
         self.iface_memo = {}
         self.src_reads = set()  # tests of the source address/port (trace/ipt_classes.py)
+        self.splits = SplitMemo.of(rs)
         self.ctstate = "NEW"
         self.notes: set[str] = set()
         if pkt.ctstate not in ("NEW", "ESTABLISHED"):
@@ -279,7 +280,7 @@ class _Tracer(Matchers):
                         continue
                     if m is not True:
                         self.count_branch()
-                        hit, miss = split_probability(st.prob, m)
+                        hit, miss = self.splits.split(r, st.prob, m)
                         if miss:  # the miss branch goes on now, the hit branch (its target) after it
                             stack.append((ch, order, pos, _with_prob(st, hit), parent, calls, True))
                             st = _with_prob(st, miss)
@@ -452,7 +453,7 @@ class _Tracer(Matchers):
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
-        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, (), recent=self.held)
+        start = _St(ONE, canon(pkt.dst), pkt.dport, 0, None, False, (), recent=self.held)
         finished = self.walk([start], nat=True)
         if pkt.ctstate == "NEW":
             return finished

@@ -78,15 +78,13 @@ def source_class(reads: Iterable[tuple[str, str]]) -> SourceClass | None:
     out = SourceClass()
     for kind, text in reads:
         if kind == READ_SRC:
-            try:
-                n = net(text)
-            except ValueError:
+            item = _network(text)
+            if item is None:
                 return None
-            if n.prefixlen == n.max_prefixlen:
-                out.hosts.add((n.version, int(n.network_address)))
+            if item[2] == -1:
+                out.hosts.add((item[0], item[1]))
             else:
-                mask = ((1 << n.prefixlen) - 1) << (n.max_prefixlen - n.prefixlen)
-                out.nets.append((n.version, int(n.network_address), mask))
+                out.nets.append(item)
         elif kind == READ_SPORT:
             lo, sep, hi = text.partition(":")
             a = parse_port(lo) if lo or not sep else 0
@@ -99,6 +97,19 @@ def source_class(reads: Iterable[tuple[str, str]]) -> SourceClass | None:
         else:
             return None
     return out
+
+
+@lru_cache(maxsize=65536)
+def _network(text: str) -> tuple[int, int, int] | None:
+    """``-s`` text → (family, network int, mask), the mask -1 for a host network; None: unreadable."""
+    try:
+        n = net(text)
+    except ValueError:
+        return None
+    if n.prefixlen == n.max_prefixlen:
+        return n.version, int(n.network_address), -1
+    mask = ((1 << n.prefixlen) - 1) << (n.max_prefixlen - n.prefixlen)
+    return n.version, int(n.network_address), mask
 
 
 def other_fields(pkt: Packet) -> tuple[Any, ...]:

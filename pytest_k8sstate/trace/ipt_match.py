@@ -37,6 +37,7 @@ __all__ = [
     "Unsupported",
     "addr",
     "canon",
+    "dnat_target",
     "iface_text",
     "mark_value",
     "net",
@@ -401,3 +402,26 @@ class Matchers:
             if not o.negated:
                 return False
         return True
+
+
+@lru_cache(maxsize=65536)
+def dnat_target(text: str) -> tuple[str, int | None, int] | str:
+    """``--to-destination`` text → (canonical host, port or None for "keep the port", 4 or 6), or why it
+    cannot be read (the tracer names the rule); cached: a Service's endpoints are DNATed per packet."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port.lstrip(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if "-" in host or "-" in port:
+        return f"DNAT to a range {text!r} is not supported"
+    try:
+        a = addr(host)
+    except ValueError:
+        return f"cannot read --to-destination {text!r}"
+    dport = parse_port(port) if port else None
+    if port and dport is None:
+        return f"cannot read --to-destination {text!r}"
+    return canon(host), dport, a.version

@@ -56,12 +56,20 @@ from functools import lru_cache, partial
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
 from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
-from pytest_k8sstate.parse.numbers import parse_port
 from pytest_k8sstate.trace import Packet, TraceResult, format_hostport
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
 from pytest_k8sstate.trace.ipt_classes import reuse_or_walk
-from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, Choice, Matchers, addr, canon, iface_text, mark_value
+from pytest_k8sstate.trace.ipt_match import (
+    READ_OPAQUE,
+    Choice,
+    Matchers,
+    addr,
+    canon,
+    dnat_target,
+    iface_text,
+    mark_value,
+)
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
 from pytest_k8sstate.trace.ipt_memo import ONE, SplitMemo, hook_reads
@@ -373,26 +381,13 @@ class _Tracer(Matchers):
         to = r.target_arg("--to-destination")
         if to is None or not to.value:
             raise self.fail(table, chain, r, "DNAT without --to-destination")
-        text = to.value
-        if text.startswith("["):
-            host, _, port = text[1:].partition("]")
-            port = port.lstrip(":")
-        elif text.count(":") == 1:
-            host, _, port = text.partition(":")
-        else:
-            host, port = text, ""
-        if "-" in host or "-" in port:
-            raise self.fail(table, chain, r, f"DNAT to a range {text!r} is not supported")
-        try:
-            a = addr(host)
-        except ValueError:
-            a = None
-        dport = parse_port(port) if port else st.dport
-        if a is None or dport is None:
-            raise self.fail(table, chain, r, f"cannot read --to-destination {text!r}")
-        if a.version != self.family:
-            raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {text!r}")
-        host = canon(host)
+        got = dnat_target(to.value)
+        if isinstance(got, str):
+            raise self.fail(table, chain, r, got)
+        host, port, version = got
+        if version != self.family:
+            raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {to.value!r}")
+        dport = st.dport if port is None else port
         dnat = format_hostport(host, dport)
         return _St(st.prob, host, dport, st.mark, dnat, st.masq, st.path, st.ifc, st.notes, st.recent)
 

@@ -9,6 +9,9 @@ change the mark, the masquerade flag and the path (a ``statistic``/``set``/``rec
 match, an interface match, a ``DNAT``, anything unknown): then it is not memoised. The tracer then
 walks such a chain once per distinct (those fields, mark, masquerade, interface assumptions, notes,
 recent entries, conntrack state) and reuses the result — the same answer as walking each path.
+
+:class:`SplitMemo` keeps each statistic rule's probability split per ruleset, so walking the same
+statistic chain again (another class of packets, :mod:`.ipt_classes`) costs no big-integer work.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ the rule, its table/chain and line — never a silent wrong answer.
 
 Big chains (``KUBE-SERVICES``, ``KUBE-NODEPORTS``, …) are indexed on first use by destination IP
 (rules with a plain ``-d IP[/32]``) and the index is cached on the ruleset (``ruleset.cache``).
+Packets the rules cannot tell apart (same fields but the source address/port, which every rule they
+reached answered alike) share one walk: :mod:`.ipt_classes`.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def _rulesets(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
     eps = [e.rpartition(":")[0] for s in svcs for e in s.endpoints]
     dump = kube_proxy_iptables(svcs)
     nets = ["10.244.0.0/16", "10.244.0.0/24", "203.0.113.0/24", "0.0.0.0/0", "224.0.0.0/4", f"{NODE_IP}/32"]
-    nets += [f"{e}/32" for e in eps[:4]] + ["10.244.0.3", "fd00::/8"]
+    nets += [f"{e}/32" for e in eps[:4]] + ["10.244.0.3"]
     targets = ["ACCEPT", "DROP", "RETURN", "KUBE-MARK-MASQ", "MARK --or-mark 0x1"]
     ports = ["1000", "1024:", ":1023", "1000:2000", "40000"]
 
@@ -93,7 +93,9 @@ def _rulesets(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
     nat_head += [extra("OUTPUT", False) for _ in range(draw(st.integers(0, 2)))]
     nat_tail = [extra("KUBE-SERVICES", False) for _ in range(draw(st.integers(0, 2)))]
     decls: list[str] = []
-    if draw(st.booleans()):  # a statistic chain that is not kube-proxy's: any probabilities, RETURNs, reuse
+    if draw(
+        st.integers(0, 3)
+    ):  # a statistic chain that is not kube-proxy's: any probabilities, RETURNs, reuse
         n = draw(st.integers(1, 5))
         decls += [":FAN - [0:0]", ":T0 - [0:0]", ":T1 - [0:0]", ":T2 - [0:0]"]
         vip = draw(st.sampled_from(vips))
@@ -103,7 +105,7 @@ def _rulesets(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
             p = draw(st.sampled_from(["0.25", "0.7", "0.5000000000", "0.1", "1", "0"]))
             mode = (
                 "--mode nth --every 2 --packet 0"
-                if draw(st.integers(0, 9)) == 0
+                if draw(st.integers(0, 29)) == 0
                 else f"--mode random --probability {p}"
             )
             pre = draw(st.sampled_from(["", "-p tcp ", f"-s {draw(st.sampled_from(nets))} "]))

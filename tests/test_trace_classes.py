@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -235,3 +236,26 @@ def test_ipv6_sources_in_any_spelling() -> None:
             assert _fast(rs, pkt) == _plain(plain_rs, pkt), pkt
     hair = trace_iptables(rs, Packet("fd00:10:96::1", 80, src="FD00:10:244:0::5"))
     assert [o.dnat for o in hair.outcomes if o.masquerade] == ["[fd00:10:244::5]:8080"]
+
+
+def test_kept_outcomes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_k8sstate.trace import ipt_classes
+
+    monkeypatch.setattr(ipt_classes, "MAX_OUTCOMES", 250)  # the real bound: 100,000 (no 20,000-branch trace)
+    n = 250 // 3 + 1  # three classes of n outcomes do not fit: the oldest goes
+    svcs = make_services(1, n)
+    rs = parse_iptables_save(kube_proxy_iptables(svcs))
+    vip = svcs[0].cluster_ip
+    for src in ("203.0.113.1", "10.244.255.1", svcs[0].endpoints[0].rpartition(":")[0]):
+        trace_iptables(rs, Packet(vip, 80, src=src))
+    kept = rs.cache[_RESULTS_KEY]
+    assert kept.count == 2
+    assert kept.outcomes == 2 * n
+    again = trace_iptables(rs, Packet(vip, 80, src="10.244.255.2"))  # the pod class is still kept
+    assert kept.count == 2
+    assert len(again.outcomes) == n
+    out = trace_iptables(rs, Packet(vip, 80, src="203.0.113.2"))  # the outside class went first: a walk
+    assert kept.count == 2
+    # the pod class was used after the hairpin class: the hairpin class went now, the pod class stays
+    assert trace_iptables(rs, Packet(vip, 80, src="10.244.255.3")).outcomes is again.outcomes
+    assert trace_iptables(rs, Packet(vip, 80, src="203.0.113.3")).outcomes is out.outcomes

@@ -33,10 +33,21 @@ from pytest_k8sstate.parse.numbers import parse_port
 from pytest_k8sstate.trace import Packet, TraceResult
 from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, READ_SPORT, READ_SRC, READ_SRC_TYPE, addr, canon, net
 
-__all__ = ["MAX_CLASSES", "RESULTS_KEY", "SourceClass", "other_fields", "reuse_or_walk", "source_class"]
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_OUTCOMES",
+    "RESULTS_KEY",
+    "SourceClass",
+    "other_fields",
+    "reuse_or_walk",
+    "source_class",
+]
 
 MAX_CLASSES = 32
-"""Results kept per ruleset (the classes walked most recently; a 10,000-endpoint result is ~2 MB)."""
+"""Results kept per ruleset (the classes used most recently)."""
+MAX_OUTCOMES = 100_000
+"""Outcomes kept per ruleset, over all its classes (a class of a 10,000-endpoint Service: ~6 MB); the
+newest class is kept whatever its size."""
 
 RESULTS_KEY = "trace.iptables.results"
 """``ruleset.cache[RESULTS_KEY]``: the classes kept (a packet's other fields → its walked classes)."""
@@ -157,12 +168,13 @@ class _Kept:
     """``ruleset.cache[RESULTS_KEY]``: a packet's other fields → its classes (newest first), and how many
     classes in all. Lists are replaced, never changed in place (a concurrent reader sees a whole one)."""
 
-    __slots__ = ("by_other", "count")
+    __slots__ = ("by_other", "count", "outcomes")
 
     def __init__(self) -> None:
-        # the key walked most recently last (OrderedDict: finding the oldest is O(1) after deletions)
+        # the key used most recently last (OrderedDict: finding the oldest is O(1) after deletions)
         self.by_other: OrderedDict[tuple[Any, ...], list[_Known]] = OrderedDict()
         self.count = 0
+        self.outcomes = 0
 
 
 def reuse_or_walk(
@@ -184,8 +196,11 @@ def _reuse_or_walk(
     known = kept.by_other
     other = other_fields(packet)
     mine = known.get(other, ())
-    for k in mine:
+    for i, k in enumerate(mine):
         if k.matches(packet):
+            if i:  # used most recently: kept longest (a new list, see _Kept)
+                known[other] = [k, *mine[:i], *mine[i + 1 :]]
+                known.move_to_end(other)
             got = k.result
             return got if got.packet == packet else replace(got, packet=packet)
     reads: set[tuple[str, str]] = set()
@@ -194,13 +209,16 @@ def _reuse_or_walk(
         known[other] = [_Known(reads, packet, got), *mine]
         known.move_to_end(other)
         kept.count += 1
-        while kept.count > MAX_CLASSES:
+        kept.outcomes += len(got.outcomes)
+        while kept.count > MAX_CLASSES or (kept.outcomes > MAX_OUTCOMES and kept.count > 1):
             oldest = next(iter(known))
+            gone = known[oldest][-1]
             if len(known[oldest]) > 1:
                 known[oldest] = known[oldest][:-1]
             else:
                 del known[oldest]
             kept.count -= 1
+            kept.outcomes -= len(gone.result.outcomes)
     return got
 
 

@@ -19,10 +19,9 @@ network and per port range — instead of a walk (for a 10,000-endpoint Service,
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from functools import lru_cache
 from typing import Any
@@ -183,8 +182,15 @@ def reuse_or_walk(
     """The result of a known class ``packet`` belongs to (with ``packet`` in it), else ``walk(reads)``
     — which adds what it read of the source to ``reads`` — kept as a new class unless a read cannot be
     replayed (the :data:`MAX_CLASSES` walked most recently are kept)."""
-    with _gc_paused():  # the walk and a class's first answers build many small acyclic objects
+    # The walk and a class's first answers build many small acyclic objects: without a pause the cyclic
+    # GC rescans the caller's heap (the parsed ruleset: ~10 objects per rule) again and again meanwhile.
+    was = gc.isenabled()
+    gc.disable()
+    try:
         return _reuse_or_walk(rs, packet, walk)
+    finally:
+        if was:
+            gc.enable()
 
 
 def _reuse_or_walk(
@@ -220,16 +226,3 @@ def _reuse_or_walk(
             kept.count -= 1
             kept.outcomes -= len(gone.result.outcomes)
     return got
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A walk of a big Service builds ~10 acyclic objects per endpoint path: without this the cyclic GC
-    rescans the caller's heap (the parsed ruleset: ~10 objects per rule) again and again meanwhile."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()

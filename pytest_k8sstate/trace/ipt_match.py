@@ -27,12 +27,17 @@ from pytest_k8sstate.trace import Packet
 
 __all__ = [
     "MAX_ASSUMPTIONS",
+    "READ_OPAQUE",
+    "READ_SPORT",
+    "READ_SRC",
+    "READ_SRC_TYPE",
     "Choice",
     "Matchers",
     "St",
     "Unsupported",
     "addr",
     "canon",
+    "dnat_target",
     "iface_text",
     "mark_value",
     "net",
@@ -164,10 +169,20 @@ def decide_iface(constraints: tuple[Iface, ...], direction: str, pattern: str) -
     return None
 
 
+READ_SRC = "-s"  # Matchers.src_reads: ("-s", the network tested)
+READ_SPORT = "sport"  # ("sport", the port or LO:HI range tested)
+READ_SRC_TYPE = "src-type"  # ("src-type", ""): -m addrtype --src-type
+READ_OPAQUE = "opaque"  # ("opaque", module): a read that trace/ipt_classes.py cannot replay
+
+
 class Matchers:
-    """Evaluators; the tracer sets ``pkt``, ``ctstate`` and ``local`` (see the module doc)."""
+    """Evaluators; the tracer sets ``pkt``, ``ctstate``, ``local`` and ``src_reads`` (see the module
+    doc). ``src_reads`` collects each test of the packet's source address or port the evaluators make
+    (``(READ_SRC, network)``, ...): :mod:`pytest_k8sstate.trace.ipt_classes` reuses a walk for packets
+    that answer them alike."""
 
     pkt: Packet
+    src_reads: set[tuple[str, str]]
     ctstate: str
     local: frozenset[str]  # canonical addresses
     from_local: bool
@@ -185,7 +200,11 @@ class Matchers:
     def basic(self, hook: str, o: Opt, st: St) -> bool:
         name, v, neg = o.name, o.value, o.negated
         if name == "-d" or name == "-s":
-            ip = st.dst if name == "-d" else self.pkt.src
+            if name == "-d":
+                ip = st.dst
+            else:
+                ip = self.pkt.src
+                self.src_reads.add((READ_SRC, v or ""))
             try:
                 a, n = addr(ip), net(v or "")
             except ValueError as exc:
@@ -262,6 +281,7 @@ class Matchers:
             if o.name in ("--dport", "--destination-port"):
                 hit = self._port_in(o.value or "", st.dport)
             elif o.name in ("--sport", "--source-port"):
+                self.src_reads.add((READ_SPORT, o.value or ""))
                 hit = self._port_in(o.value or "", self.pkt.sport)
             elif o.name == "--syn" and m.module == "tcp":
                 hit = self.ctstate == "NEW"
@@ -291,6 +311,8 @@ class Matchers:
             else:
                 raise Unsupported(f"unsupported option -m multiport {o.name}")
             items = (o.value or "").split(",")
+            if o.name not in ("--dports", "--destination-ports"):
+                self.src_reads.update((READ_SPORT, it) for it in items)
             hit = any(self._port_in(it, p) for it in items for p in ports)
             if hit == o.negated:
                 return False
@@ -344,6 +366,7 @@ class Matchers:
                 ip = st.dst
             elif o.name == "--src-type":
                 ip = self.pkt.src
+                self.src_reads.add((READ_SRC_TYPE, ""))
             else:
                 raise Unsupported(f"unsupported option -m addrtype {o.name}")
             types = {t.upper() for t in (o.value or "").split(",")}
@@ -379,3 +402,26 @@ class Matchers:
             if not o.negated:
                 return False
         return True
+
+
+@lru_cache(maxsize=65536)
+def dnat_target(text: str) -> tuple[str, int | None, int] | str:
+    """``--to-destination`` text → (canonical host, port or None for "keep the port", 4 or 6), or why it
+    cannot be read (the tracer names the rule); cached: a Service's endpoints are DNATed per packet."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port.lstrip(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if "-" in host or "-" in port:
+        return f"DNAT to a range {text!r} is not supported"
+    try:
+        a = addr(host)
+    except ValueError:
+        return f"cannot read --to-destination {text!r}"
+    dport = parse_port(port) if port else None
+    if port and dport is None:
+        return f"cannot read --to-destination {text!r}"
+    return canon(host), dport, a.version

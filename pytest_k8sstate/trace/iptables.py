@@ -44,6 +44,8 @@ the rule, its table/chain and line — never a silent wrong answer.
 
 Big chains (``KUBE-SERVICES``, ``KUBE-NODEPORTS``, …) are indexed on first use by destination IP
 (rules with a plain ``-d IP[/32]``) and the index is cached on the ruleset (``ruleset.cache``).
+Packets the rules cannot tell apart (same fields but the source address/port, which every rule they
+reached answered alike) share one walk: :mod:`.ipt_classes`.
 """
 
 from __future__ import annotations
@@ -51,19 +53,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
 from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
-from pytest_k8sstate.parse.numbers import parse_port
-from pytest_k8sstate.trace import Packet, TraceResult, format_hostport, split_probability
+from pytest_k8sstate.trace import Packet, TraceResult, format_hostport
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
-from pytest_k8sstate.trace.ipt_match import Choice, Matchers, addr, canon, iface_text, mark_value
+from pytest_k8sstate.trace.ipt_classes import reuse_or_walk
+from pytest_k8sstate.trace.ipt_match import (
+    READ_OPAQUE,
+    Choice,
+    Matchers,
+    addr,
+    canon,
+    dnat_target,
+    iface_text,
+    mark_value,
+)
 from pytest_k8sstate.trace.ipt_match import St as _St
 from pytest_k8sstate.trace.ipt_match import Unsupported as _Unsupported
-from pytest_k8sstate.trace.ipt_memo import hook_reads
+from pytest_k8sstate.trace.ipt_memo import ONE, SplitMemo, hook_reads
 from pytest_k8sstate.trace.recent import Entry, match_recent
 
 __all__ = ["MAX_BRANCHES", "MAX_DEPTH", "trace_iptables"]
@@ -111,6 +122,8 @@ class _Tracer(Matchers):
         self.local = _canon_local(frozenset(pkt.local_ips))
         self.from_local = _canon_or_same(pkt.src) in self.local
         self.iface_memo = {}
+        self.src_reads = set()  # tests of the source address/port (trace/ipt_classes.py)
+        self.splits = SplitMemo.of(rs)
         self.ctstate = "NEW"
         self.notes: set[str] = set()
         if pkt.ctstate not in ("NEW", "ESTABLISHED"):
@@ -203,6 +216,7 @@ class _Tracer(Matchers):
                 if not self.physdev(m):
                     return False
             elif mod in ("set", "recent"):  # evaluated by trace/ipsets.py and trace/recent.py
+                self.src_reads.add((READ_OPAQUE, mod))
                 try:
                     if mod == "set":
                         pv = PacketView(self.pkt.src, st.dst, self.pkt.sport, st.dport, self.pkt.proto)
@@ -276,7 +290,7 @@ class _Tracer(Matchers):
                         continue
                     if m is not True:
                         self.count_branch()
-                        hit, miss = split_probability(st.prob, m)
+                        hit, miss = self.splits.split(r, st.prob, m)
                         if miss:  # the miss branch goes on now, the hit branch (its target) after it
                             stack.append((ch, order, pos, _with_prob(st, hit), parent, calls, True))
                             st = _with_prob(st, miss)
@@ -369,26 +383,13 @@ class _Tracer(Matchers):
         to = r.target_arg("--to-destination")
         if to is None or not to.value:
             raise self.fail(table, chain, r, "DNAT without --to-destination")
-        text = to.value
-        if text.startswith("["):
-            host, _, port = text[1:].partition("]")
-            port = port.lstrip(":")
-        elif text.count(":") == 1:
-            host, _, port = text.partition(":")
-        else:
-            host, port = text, ""
-        if "-" in host or "-" in port:
-            raise self.fail(table, chain, r, f"DNAT to a range {text!r} is not supported")
-        try:
-            a = addr(host)
-        except ValueError:
-            a = None
-        dport = parse_port(port) if port else st.dport
-        if a is None or dport is None:
-            raise self.fail(table, chain, r, f"cannot read --to-destination {text!r}")
-        if a.version != self.family:
-            raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {text!r}")
-        host = canon(host)
+        got = dnat_target(to.value)
+        if isinstance(got, str):
+            raise self.fail(table, chain, r, got)
+        host, port, version = got
+        if version != self.family:
+            raise self.fail(table, chain, r, f"DNAT of an IPv{self.family} packet to {to.value!r}")
+        dport = st.dport if port is None else port
         dnat = format_hostport(host, dport)
         return _St(st.prob, host, dport, st.mark, dnat, st.masq, st.path, st.ifc, st.notes, st.recent)
 
@@ -449,7 +450,7 @@ class _Tracer(Matchers):
 
     def run(self) -> list[tuple[_St, str]]:
         pkt = self.pkt
-        start = _St(Fraction(1), canon(pkt.dst), pkt.dport, 0, None, False, (), recent=self.held)
+        start = _St(ONE, canon(pkt.dst), pkt.dport, 0, None, False, (), recent=self.held)
         finished = self.walk([start], nat=True)
         if pkt.ctstate == "NEW":
             return finished
@@ -626,9 +627,18 @@ def trace_iptables(
     """Exact outcome distribution of ``packet`` through ``ruleset`` (see the module doc); ``ipsets``:
     the node's captured sets, for ``-m set``; ``packet.affinity``: see :mod:`.affinity`."""
     sets = SetIndex.of(ipsets)
+    return reuse_or_walk(ruleset, packet, partial(_walk, ruleset, packet, sets))  # trace/ipt_classes.py
+
+
+def _walk(
+    ruleset: IptablesRuleset, packet: Packet, sets: SetIndex | None, reads: set[tuple[str, str]]
+) -> TraceResult:
+    """The plain walk of ``packet`` (:func:`trace_iptables` without its classes); adds to ``reads``
+    every test of the source address/port it made (every connection's walk, see .affinity)."""
 
     def run(pkt: Packet, held: frozenset[Entry]) -> list[Branch]:
         tracer = _Tracer(ruleset, pkt, sets, held)
+        tracer.src_reads = reads
         return branches(tracer, tracer.run(), pkt.ctstate != "NEW")
 
     return run_with_affinity(packet, run)

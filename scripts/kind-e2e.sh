@@ -80,18 +80,30 @@ echo "[kind-e2e] provider contract + kind provider tests on kind ($K8SSTATE_KIND
 K8SSTATE_CONTRACT_PROVIDERS=kind "$PY" -m pytest -p no:cacheprovider -q \
     tests/test_provider_contract.py tests/test_provider_kind.py tests/test_traffic_image.py "$@"
 
-echo "[kind-e2e] findings on kind"
-"$PY" -m pytest -p no:cacheprovider -q tests/findings --k8sstate-provider kind "$@"
+# JUnit files of the runs below (each finding test on a CNI records its node footprint): the side-by-side CNI
+# table of this run is generated from them at the end (docs/cnis.md "Regenerate the table")
+runs=${K8SSTATE_CI_RUNS:-.k8sstate/ci-runs}
+rm -rf "$runs" && mkdir -p "$runs"
+
+echo "[kind-e2e] findings on kind (+ step logs and pod network namespaces on kind)"
+"$PY" -m pytest -p no:cacheprovider -q tests/findings tests/test_logs_kind.py tests/test_pod_netns_kind.py \
+    --k8sstate-provider kind --junitxml "$runs/ptp-iptables.xml" "$@"
 
 # CNI x kube-proxy mode: the findings whose claims involve the pod network, on two more combinations (ptp x
 # iptables ran above; docs/cnis.md has the full-matrix command)
-matrix_findings=(tests/findings/test_f02_pod.py tests/findings/test_f25_real_traffic.py)
-for combo in "bridge nftables" "flannel iptables"; do
-    read -r cni mode <<<"$combo"
+# (findings 26, 32, 34 pick each CNI by marker: they ran for every CNI above under iptables; hostPort on bridge
+# also under nftables here)
+matrix_findings=(tests/findings/test_f02_pod.py tests/findings/test_f25_real_traffic.py
+    tests/findings/test_f32_hostport.py)
+for combo in "bridge nftables hostport_bridge" "flannel iptables f02"; do
+    read -r cni mode extra <<<"$combo"
     echo "[kind-e2e] findings on kind, CNI $cni x kube-proxy $mode"
-    "$PY" -m pytest -p no:cacheprovider -q "${matrix_findings[@]}" --k8sstate-provider kind --k8sstate-cni "$cni" \
-        --k8sstate-proxy-mode "$mode" "$@"
+    "$PY" -m pytest -p no:cacheprovider -q "${matrix_findings[@]}" -k "f02 or f25 or $extra" \
+        --k8sstate-provider kind --k8sstate-cni "$cni" --k8sstate-proxy-mode "$mode" \
+        --junitxml "$runs/$cni-$mode.xml" "$@"
 done
+echo "[kind-e2e] CNI table of this run: $runs/cni-table.md"
+"$PY" -m pytest_k8sstate.cli findings cni-table "$runs"/*.xml >"$runs/cni-table.md"
 
 # IPv6 + IPv4: a dual-stack kind cluster (the node-routes agent gives pods an address per family), finding 33
 echo "[kind-e2e] findings on kind, dual-stack"

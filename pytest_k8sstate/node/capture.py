@@ -33,7 +33,8 @@ the fast path off.
 
 Latency: all commands of one node run in **one** ``sh`` invocation (one ``ip netns exec`` / ``docker
 exec`` instead of six); the output is split on per-call random markers. Where the node has no
-``sh`` the commands run one by one. :func:`collect_nodes` captures several nodes concurrently.
+``sh`` the commands run one by one. A node container (``DockerExec``) runs that ``sh`` text in its
+long-lived shell (:mod:`~pytest_k8sstate.node.session`): no ``docker exec`` per snapshot. :func:`collect_nodes` captures several nodes concurrently.
 """
 
 from __future__ import annotations
@@ -215,8 +216,12 @@ def _run_batched(
 ) -> dict[str, _Raw] | None:
     """All parts in one ``sh``; None when the node has no usable ``sh``."""
     marker = "@@k8ss-" + secrets.token_hex(8)
+    script = _script(parts, marker, python)
+    run_script = getattr(exec, "run_script", None)  # a node's long-lived shell (node/session.py)
     try:
-        res = exec.run(["sh", "-c", _script(parts, marker, python)], timeout=timeout, check=False)
+        res = run_script(script, timeout=timeout) if run_script is not None else None
+        if res is None:
+            res = exec.run(["sh", "-c", script], timeout=timeout, check=False)
     except CommandTimeout as exc:  # running each command again would only double the wait
         return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
     except CommandError:

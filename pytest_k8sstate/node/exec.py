@@ -174,6 +174,23 @@ class DockerExec(LocalExec):
         host = ["--host", self.host] if self.host else []
         return [self.docker, *host, "exec", "-i", self.container, *argv]
 
+    def run_script(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> CommandResult | None:
+        """``sh`` text run in the node's long-lived shell (:mod:`pytest_k8sstate.node.session`): no
+        ``docker exec`` per call. None when sessions are off, the session is busy or could not run it
+        (then use :meth:`run`); :class:`CommandTimeout` when the script did not finish in time."""
+        from pytest_k8sstate.node import session
+
+        try:
+            got = session.run_script(self.command(["sh"]), self.where, script, timeout)
+        except CommandTimeout:
+            raise
+        except CommandError:
+            return None
+        if got is None:
+            return None
+        rc, out, err = got
+        return CommandResult(("sh", "-c", script), rc, out, err)
+
     def which(self, program: str) -> bool:
         res = self.run(["sh", "-c", 'command -v "$0"', program], check=False, timeout=10)
         return res.returncode == 0

@@ -34,7 +34,8 @@ the fast path off.
 Latency: all commands of one node run in **one** ``sh`` invocation (one ``ip netns exec`` / ``docker
 exec`` instead of six); the output is split on per-call random markers. Where the node has no
 ``sh`` the commands run one by one. A node container (``DockerExec``) runs that ``sh`` text in its
-long-lived shell (:mod:`~pytest_k8sstate.node.session`): no ``docker exec`` per snapshot. :func:`collect_nodes` captures several nodes concurrently.
+long-lived shell (:mod:`~pytest_k8sstate.node.session`): no ``docker exec`` per snapshot.
+:func:`collect_nodes` captures several nodes concurrently.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
 from pytest_k8sstate.node import conntrack, iptfast, reuse
-from pytest_k8sstate.node.exec import NodeExec
+from pytest_k8sstate.node.exec import DockerExec, NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
@@ -309,10 +310,11 @@ def collect_node(
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
     raw: dict[str, _Raw] = {}
     plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
+    container = isinstance(exec, DockerExec)  # its own iptables-save: the version of its image
     for c in cmds:
         if c in plan.dumps:
             data, chains = plan.dumps[c]
-            if chains >= iptfast.MIN_CHAINS:
+            if chains >= iptfast.MIN_CHAINS and not container:
                 raw[c] = _Raw(0, data, b"")
             else:
                 plain.add(c)

@@ -28,11 +28,11 @@ import selectors
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pytest_k8sstate.errors import CommandError, CommandTimeout
 
-__all__ = ["ENV", "ShellSession", "close_sessions", "enabled", "get_session", "run_script"]
+__all__ = ["ENV", "ShellSession", "close_sessions", "enabled", "get_session", "is_alive", "run_script"]
 
 ENV = "K8SSTATE_NODE_SESSION"
 
@@ -116,7 +116,8 @@ class ShellSession:
         rc: int | None = None
         err_done = False
         sel = selectors.DefaultSelector()
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         sel.register(proc.stdout, selectors.EVENT_READ, "out")
         sel.register(proc.stderr, selectors.EVENT_READ, "err")
         try:
@@ -176,7 +177,9 @@ def get_session(argv: Sequence[str], where: str) -> ShellSession:
         return s
 
 
-def run_script(argv: Sequence[str], where: str, script: str, timeout: float) -> tuple[int, bytes, bytes] | None:
+def run_script(
+    argv: Sequence[str], where: str, script: str, timeout: float
+) -> tuple[int, bytes, bytes] | None:
     """Run ``script`` in the session of ``argv``; None when sessions are off or it is busy (then run
     it another way). Starting the session counts against ``timeout``."""
     if not enabled():
@@ -190,10 +193,17 @@ def run_script(argv: Sequence[str], where: str, script: str, timeout: float) -> 
         s.lock.release()
 
 
-def close_sessions(match: str | None = None) -> int:
-    """Close the sessions whose argv contains ``match`` (every one when None); how many were closed."""
+def is_alive(argv: Sequence[str]) -> bool:
+    """Whether the session of ``argv`` is running (its container ran it a moment ago)."""
     with _lock:
-        keys = [k for k in _sessions if match is None or match in k]
+        s = _sessions.get(tuple(str(a) for a in argv))
+    return s is not None and s.alive
+
+
+def close_sessions(match: Callable[[tuple[str, ...]], bool] | None = None) -> int:
+    """Close the sessions whose argv ``match`` accepts (every one when None); how many were closed."""
+    with _lock:
+        keys = [k for k in _sessions if match is None or match(k)]
         gone = [_sessions.pop(k) for k in keys]
     for s in gone:
         with s.lock:

@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--provider", default="local", choices=sorted(GOALS))
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--cluster", help="use this existing cluster of --provider (kept) instead of creating one")
+    ap.add_argument("--cluster", help="use this existing cluster (kept) instead of creating one")
     args = ap.parse_args()
     if args.provider == "local" and os.geteuid() != 0:
         print("the local provider needs root", file=sys.stderr)

@@ -46,7 +46,7 @@ def test_timeout_kills_the_session_and_the_next_script_starts_a_new_one(sh: sess
     sh.run("true", 5)
     first = sh._proc
     t0 = time.monotonic()
-    with pytest.raises(CommandTimeout, match="test shell: script did not finish within 0.5s"):
+    with pytest.raises(CommandTimeout, match=r"test shell: script did not finish within 0\.5s"):
         sh.run("sleep 5", 0.5)
     assert time.monotonic() - t0 < 4
     assert not sh.alive

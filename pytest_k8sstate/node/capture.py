@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import conntrack, iptfast, reuse
+from pytest_k8sstate.node import compact, conntrack, iptfast, reuse
 from pytest_k8sstate.node.exec import DockerExec, NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
@@ -373,6 +373,8 @@ def collect_node(
                 "(a pytest-k8sstate parser bug: please report it with the output)"
             )
             continue
+        if p == "nft":
+            compact.share_equal_expressions(value)  # large rulesets: equal sub-trees one object
         if p == "conntrack":
             value, note = value
             if note:

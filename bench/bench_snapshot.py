@@ -1,6 +1,6 @@
 """Benchmark (issue 15 goal 4): a whole ``cluster.snapshot()`` vs the bare commands it stands for.
 
-    python bench/bench_snapshot.py [--provider local|kind] [--nodes 2] [--runs 15]
+    python bench/bench_snapshot.py [--provider local|kind] [--nodes 2] [--runs 15] [--cluster NAME]
 
 Creates a control plane + ``--nodes`` workers (``local`` needs root; ``kind`` the project's Docker
 engine and ``K8SSTATE_KIND_IMAGE``), then interleaves, ``--runs`` times (medians):
@@ -14,7 +14,10 @@ engine and ``K8SSTATE_KIND_IMAGE``), then interleaves, ``--runs`` times (medians
 * ``after change``: a snapshot right after every node's nf_tables ruleset changed (a table added and
   removed in each node, untimed): iptables, ip6tables and nft are read again, as after a test that
   changed Services;
-* ``full read``: ``K8SSTATE_NODE_REUSE=0``: every part of every node read again.
+* ``full read``: ``K8SSTATE_NODE_REUSE=0``: every part of every node read again;
+* ``no session`` (kind/minikube only): ``K8SSTATE_NODE_REUSE=0`` and ``K8SSTATE_NODE_SESSION=0``: one
+  ``docker exec`` per node for the capture and one for the liveness probe, as before
+  :mod:`pytest_k8sstate.node.session`.
 
 Goal: local ≤ 50 ms, kind ≤ 150 ms (ratio to the goal printed; ``< 1`` meets it).
 """
@@ -70,6 +73,7 @@ def main() -> int:
     ap.add_argument("--provider", default="local", choices=sorted(GOALS))
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--cluster", help="use this existing cluster (kept) instead of creating one")
     args = ap.parse_args()
     if args.provider == "local" and os.geteuid() != 0:
         print("the local provider needs root", file=sys.stderr)
@@ -82,10 +86,15 @@ def main() -> int:
         "generation": [],
         "after change": [],
         "full read": [],
+        "no session": [],
     }
     t0 = time.monotonic()
-    cluster = prov.create(ClusterSpec(name=name, nodes=args.nodes))
-    print(f"{args.provider} cluster 1+{args.nodes} created in {time.monotonic() - t0:.1f} s", flush=True)
+    if args.cluster:
+        cluster = prov.get(args.cluster)
+        print(f"{args.provider} cluster {args.cluster}: {len(cluster.nodes)} nodes", flush=True)
+    else:
+        cluster = prov.create(ClusterSpec(name=name, nodes=args.nodes))
+        print(f"{args.provider} cluster 1+{args.nodes} created in {time.monotonic() - t0:.1f} s", flush=True)
     execs = [n.exec for n in cluster.nodes]
     try:
         with ThreadPoolExecutor(max_workers=len(execs)) as pool:
@@ -107,14 +116,23 @@ def main() -> int:
                     res["full read"].append(_timed(lambda: cluster.snapshot("bench")))
                 finally:
                     del os.environ["K8SSTATE_NODE_REUSE"]
+                if args.provider != "local":
+                    os.environ["K8SSTATE_NODE_REUSE"] = os.environ["K8SSTATE_NODE_SESSION"] = "0"
+                    try:
+                        res["no session"].append(_timed(lambda: cluster.snapshot("bench")))
+                    finally:
+                        del os.environ["K8SSTATE_NODE_REUSE"], os.environ["K8SSTATE_NODE_SESSION"]
     finally:
-        prov.delete(name)
+        if not args.cluster:
+            prov.delete(name)
     goal = GOALS[args.provider]
     bare = statistics.median(res["bare"])
     print(
         f"\n{args.provider}, 1 control plane + {args.nodes} workers, {args.runs} interleaved runs (medians)"
     )
     for k, v in res.items():
+        if not v:
+            continue
         med = statistics.median(v)
         extra = "" if k == "bare" else f"  ×bare {med / bare:5.2f}  goal ratio {med / goal:5.2f}"
         print(f"  {k:12s} {med * 1000:7.1f} ms  (min {min(v) * 1000:6.1f}, max {max(v) * 1000:6.1f}){extra}")

@@ -33,7 +33,9 @@ the fast path off.
 
 Latency: all commands of one node run in **one** ``sh`` invocation (one ``ip netns exec`` / ``docker
 exec`` instead of six); the output is split on per-call random markers. Where the node has no
-``sh`` the commands run one by one. :func:`collect_nodes` captures several nodes concurrently.
+``sh`` the commands run one by one. A node container (``DockerExec``) runs that ``sh`` text in its
+long-lived shell (:mod:`~pytest_k8sstate.node.session`): no ``docker exec`` per snapshot.
+:func:`collect_nodes` captures several nodes concurrently.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import conntrack, iptfast, reuse
-from pytest_k8sstate.node.exec import NodeExec
+from pytest_k8sstate.node import compact, conntrack, iptfast, reuse
+from pytest_k8sstate.node.exec import DockerExec, NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
@@ -215,8 +217,12 @@ def _run_batched(
 ) -> dict[str, _Raw] | None:
     """All parts in one ``sh``; None when the node has no usable ``sh``."""
     marker = "@@k8ss-" + secrets.token_hex(8)
+    script = _script(parts, marker, python)
+    run_script = getattr(exec, "run_script", None)  # a node's long-lived shell (node/session.py)
     try:
-        res = exec.run(["sh", "-c", _script(parts, marker, python)], timeout=timeout, check=False)
+        res = run_script(script, timeout=timeout) if run_script is not None else None
+        if res is None:
+            res = exec.run(["sh", "-c", script], timeout=timeout, check=False)
     except CommandTimeout as exc:  # running each command again would only double the wait
         return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
     except CommandError:
@@ -304,10 +310,11 @@ def collect_node(
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
     raw: dict[str, _Raw] = {}
     plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
+    container = isinstance(exec, DockerExec)  # its own iptables-save: the version of its image
     for c in cmds:
         if c in plan.dumps:
             data, chains = plan.dumps[c]
-            if chains >= iptfast.MIN_CHAINS:
+            if chains >= iptfast.MIN_CHAINS and not container:
                 raw[c] = _Raw(0, data, b"")
             else:
                 plain.add(c)
@@ -366,6 +373,8 @@ def collect_node(
                 "(a pytest-k8sstate parser bug: please report it with the output)"
             )
             continue
+        if p == "nft":
+            compact.share_equal_expressions(value)  # large rulesets: equal sub-trees one object
         if p == "conntrack":
             value, note = value
             if note:

@@ -8,6 +8,7 @@ The same collectors therefore serve the current network namespace, a network nam
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -174,6 +175,67 @@ class DockerExec(LocalExec):
         host = ["--host", self.host] if self.host else []
         return [self.docker, *host, "exec", "-i", self.container, *argv]
 
+    def run_script(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> CommandResult | None:
+        """``sh`` text run in the node's long-lived shell (:mod:`pytest_k8sstate.node.session`): no
+        ``docker exec`` per call. None when sessions are off, the session is busy or could not run it
+        (then use :meth:`run`); :class:`CommandTimeout` when the script did not finish in time."""
+        from pytest_k8sstate.node import session
+
+        try:
+            got = session.run_script(self.command(["sh"]), self.where, script, timeout)
+        except CommandTimeout:
+            raise
+        except CommandError:
+            return None
+        if got is None:
+            return None
+        rc, out, err = got
+        return CommandResult(("sh", "-c", script), rc, out, err)
+
+    def session_alive(self) -> bool:
+        """Whether the node's long-lived shell is running (so is its container, a moment ago)."""
+        from pytest_k8sstate.node import session
+
+        return session.is_alive(self.command(["sh"]))
+
     def which(self, program: str) -> bool:
         res = self.run(["sh", "-c", 'command -v "$0"', program], check=False, timeout=10)
         return res.returncode == 0
+
+
+class SessionExec:
+    """A :class:`DockerExec` whose commands without input run in the node's long-lived shell
+    (:meth:`DockerExec.run_script`; ``shlex.join(argv)``, so the same argv), the rest — and any command
+    while the shell is busy or gone — by its own ``docker exec``. For short, frequent commands (the
+    liveness probe before every snapshot)."""
+
+    def __init__(self, inner: DockerExec) -> None:
+        self.inner = inner
+
+    @property
+    def node(self) -> str:
+        return self.inner.node
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        if input is None:
+            res = self.inner.run_script(shlex.join(str(a) for a in argv), timeout=timeout)
+            if res is not None:
+                res = CommandResult(tuple(str(a) for a in argv), res.returncode, res.stdout, res.stderr)
+                if check and res.returncode != 0:
+                    err = res.stderr.decode("utf-8", errors="replace").strip().splitlines()
+                    raise CommandError(
+                        f"{self.inner.where}: {' '.join(res.argv)!r} exited {res.returncode}: "
+                        f"{err[-1] if err else '(no stderr)'}"
+                    )
+                return res
+        return self.inner.run(argv, timeout=timeout, input=input, check=check)
+
+    def which(self, program: str) -> bool:
+        return self.inner.which(program)

@@ -1,6 +1,7 @@
 """In-process netlink reads of a node that shares this machine's kernel (``local`` nodes, the host).
 
-A ``local`` node is a network namespace of this machine (:class:`~pytest_k8sstate.node.exec.NetnsExec`):
+A ``local`` node is a network namespace of this machine (:class:`~pytest_k8sstate.node.exec.NetnsExec`),
+and so is a kind node container of a local engine (:mod:`~pytest_k8sstate.node.containerns`):
 instead of starting ``ip netns exec … python3``/``ip``/``ipset`` for what netlink answers in microseconds,
 :func:`in_node` runs a function in a short-lived thread that first joins the node's network namespace
 (``setns(2)`` only changes that thread; it ends with the function, so no thread of this process is ever
@@ -37,8 +38,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from pytest_k8sstate.errors import CommandTimeout
-from pytest_k8sstate.node import nfdump
-from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
+from pytest_k8sstate.node import containerns, nfdump
+from pytest_k8sstate.node.exec import DockerExec, LocalExec, NetnsExec, NodeExec
 
 __all__ = ["dump_digest", "fingerprints", "in_node", "netns_id"]
 
@@ -70,6 +71,8 @@ def _netns_path(exec: NodeExec) -> str | None:
         return os.path.join(_NETNS_DIR, exec.netns)
     if type(exec) is LocalExec:
         return ""
+    if type(exec) is DockerExec:  # a node container of a local engine (node/containerns.py)
+        return containerns.netns_path(exec)
     return None
 
 

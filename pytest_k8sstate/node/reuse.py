@@ -1,4 +1,5 @@
-"""Reuse the previous capture of a node's part when its fingerprint did not change (``local`` nodes).
+"""Reuse the previous capture of a node's part when its fingerprint did not change (``local`` nodes,
+and kind/minikube node containers of a local engine: :mod:`~pytest_k8sstate.node.containerns`).
 
 :func:`pytest_k8sstate.node.capture.collect_node` asks :func:`plan` which of a node's commands must run:
 for a node that is a network namespace of this machine it reads the parts' fingerprints in-process
@@ -31,7 +32,7 @@ from typing import Any
 
 from pytest_k8sstate.errors import CommandError
 from pytest_k8sstate.node import netnsio
-from pytest_k8sstate.node.exec import NodeExec, run_command
+from pytest_k8sstate.node.exec import DockerExec, NodeExec, run_command
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.nft import NftRuleset
 
@@ -90,10 +91,33 @@ _lock = threading.Lock()
 _memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
 
 
-def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None) -> str | None:
+_node_nft: dict[tuple[Any, str], bool] = {}
+
+
+def _is_nft(exec: NodeExec, ns: tuple[int, int], cmd: str) -> bool:
+    """Whether the node's ``iptables``/``ip6tables`` is the nf_tables variant: this machine's for a
+    ``local`` node; a node container's own (asked once per namespace) — legacy iptables rules are not
+    in nf_tables, so the fingerprints would not see them change."""
+    if not isinstance(exec, DockerExec):
+        return iptables_is_nft(cmd)
+    key = (ns, cmd)
+    with _lock:
+        known = _node_nft.get(key)
+    if known is None:
+        try:
+            res = exec.run_script(f"{cmd} -V", timeout=10) or exec.run([cmd, "-V"], timeout=10, check=False)
+        except CommandError:
+            return False
+        known = res.returncode == 0 and b"nf_tables" in res.stdout
+        with _lock:
+            _node_nft[key] = known
+    return known
+
+
+def _fingerprint(cmd: str, fps: dict[str, str], memo: _Memo | None, is_nft: bool) -> str | None:
     """The fingerprint that stands for ``cmd``'s output, or None (always run it)."""
     if cmd in ("iptables", "ip6tables"):
-        if not iptables_is_nft(cmd):
+        if not is_nft:
             return None  # legacy iptables: not in nf_tables
         return fps.get(f"gen-{cmd}") or fps.get(f"dump-{cmd}")
     if cmd == "nft":
@@ -167,11 +191,8 @@ def plan(
         and c in memo.fingerprints
         and (gen_only or _chains(memo.values.get(c)) > LARGE_CHAINS)
     }
-    fams = {
-        c: f
-        for c, f in _FAMILY.items()
-        if c in cmds and c not in large and dump_iptables and iptables_is_nft(c)
-    }
+    nftish = {c: _is_nft(exec, ns, c) for c in _FAMILY if c in cmds}
+    fams = {c: f for c, f in _FAMILY.items() if c in cmds and c not in large and dump_iptables and nftish[c]}
     nft_exact = "nft" in cmds and "nft" not in large
     dumps: dict[str, tuple[bytes, int]] = {}
     if fams or nft_exact:
@@ -184,7 +205,7 @@ def plan(
             fps[f"gen-{c}"] = f"gen:{gen}"
     out = Plan(key=key, dumps=dumps, gen=gen)
     for cmd in cmds:
-        fp = _fingerprint(cmd, fps, memo)
+        fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:
             continue
         out.fingerprints[cmd] = fp

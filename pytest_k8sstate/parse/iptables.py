@@ -497,6 +497,13 @@ class Chain:
         self._blocks = []
         self._rules = value
 
+    def rules_text(self) -> str | None:
+        """The rule lines as dumped (counters included) while the rules are not built; None once they are
+        (equal texts: equal rules — a diff's cheap check, state/nodediff.py)."""
+        if self._rules:
+            return None
+        return "".join(b for b, _ in self._blocks)
+
     def rule_count(self) -> int:
         """Number of rules without building them."""
         return len(self._rules) + sum(b.count("\n") for b, _ in self._blocks)

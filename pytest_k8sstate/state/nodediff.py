@@ -202,14 +202,63 @@ def _iptables_chains(ns: NodeState | None) -> Iterator[tuple[str, str, str | Non
             yield tname, cname, chain.policy
 
 
-def _iptables_rule_groups(ns: NodeState | None) -> dict[Pair, list[str]]:
-    if ns is None or ns.iptables is None:
-        return {}
-    return {
-        (tname, cname): [r.spec for r in chain.rules]
-        for tname, table in ns.iptables.tables.items()
-        for cname, chain in table.chains.items()
-    }
+class _RuleGroups(Mapping[Pair, list[str]]):
+    """``(table, chain) → [Rule.spec]`` of a node's iptables, each list built on first access (a chain's
+    rules are parsed only when a diff or the service summary reads them)."""
+
+    def __init__(self, ns: NodeState | None) -> None:
+        self.chains: dict[Pair, Any] = {}
+        if ns is not None and ns.iptables is not None:
+            for tname, table in ns.iptables.tables.items():
+                for cname, chain in table.chains.items():
+                    self.chains[(tname, cname)] = chain
+        self._specs: dict[Pair, list[str]] = {}
+
+    def __getitem__(self, key: Pair) -> list[str]:
+        got = self._specs.get(key)
+        if got is None:
+            got = self._specs[key] = [r.spec for r in self.chains[key].rules]
+        return got
+
+    def __iter__(self) -> Iterator[Pair]:
+        return iter(self.chains)
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.chains
+
+
+def _same_rules(a: Any, b: Any) -> bool:
+    """Cheaply known to hold the same rules: the same chain object, or the same unparsed dump text."""
+    if a is b:
+        return True
+    ta, tb = a.rules_text(), b.rules_text()
+    return ta is not None and ta == tb
+
+
+def _iptables_grouped_diff(before: _RuleGroups, after: _RuleGroups) -> tuple[list[Triple], list[Triple]]:
+    """:func:`_grouped_multiset_diff` of two nodes' iptables, skipping chains with the same dump text
+    without parsing their rules."""
+    added: list[Triple] = []
+    removed_by_group: dict[Pair, list[str]] = {}
+    for k, ca in after.chains.items():
+        cb = before.chains.get(k)
+        if cb is not None and _same_rules(cb, ca):
+            continue
+        lb, la = (before[k] if cb is not None else []), after[k]
+        if lb == la:
+            continue
+        plus, minus = _multiset_diff(lb, la)
+        added.extend((k[0], k[1], x) for x in plus)
+        if minus:
+            removed_by_group[k] = minus
+    for k, cb in before.chains.items():
+        if k not in after.chains and cb.rule_count():
+            removed_by_group[k] = before[k]
+    removed = [(k[0], k[1], x) for k in before.chains if k in removed_by_group for x in removed_by_group[k]]
+    return added, removed
 
 
 def _grouped_multiset_diff(
@@ -389,8 +438,8 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
             for (t, c) in ca
             if (t, c) in cb and cb[(t, c)] != ca[(t, c)]
         ]
-        ipt = (_iptables_rule_groups(before), _iptables_rule_groups(after))
-        nd.rules_added, nd.rules_removed = _grouped_multiset_diff(*ipt)
+        ipt = (_RuleGroups(before), _RuleGroups(after))
+        nd.rules_added, nd.rules_removed = _iptables_grouped_diff(*ipt)
         nd.services.extend(summarize_services(nd, ipt=ipt))
     if same("nft") and same("iptables"):  # the nft diff leaves iptables' tables out: needs both
         pass

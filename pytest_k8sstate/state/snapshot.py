@@ -9,6 +9,7 @@ A path ending in ``.gz`` is gzip-compressed. ``before.diff(after)`` → :class:`
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -120,6 +121,21 @@ class Snapshot:
 
         ``logs_from``: the nodes' executors, to read the log lines between the two snapshots' cursors
         into ``diff.logs`` (the only part of a diff that reads from the nodes)."""
+        was = gc.isenabled()
+        gc.disable()  # rules parsed now (100k+ small objects): no cyclic GC over the snapshots meanwhile
+        try:
+            return self._diff(after, ignore, ignore_modified, logs_from)
+        finally:
+            if was:
+                gc.enable()
+
+    def _diff(
+        self,
+        after: Snapshot,
+        ignore: Sequence[str],
+        ignore_modified: Sequence[str],
+        logs_from: Sequence[NodeExec],
+    ) -> StateDiff:
         out = StateDiff(
             etcd=diff_etcd(self.etcd, after.etcd),
             before_label=self.label,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_k8sstate.errors import BinaryError, CommandError, ConfigError, K8sStateError, ProviderError
-from pytest_k8sstate.node.exec import CommandResult, DockerExec, run_command
+from pytest_k8sstate.node import session
+from pytest_k8sstate.node.exec import CommandResult, DockerExec, NodeExec, SessionExec, run_command
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progress, family_capabilities
 from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
 from pytest_k8sstate.providers.forwarders import stop_forwarder
@@ -372,11 +374,21 @@ class KindProvider(DockerNodesProvider):
     def _check_alive(self, name: str, nodes: Sequence[NodeInfo], mode: str, cni: str | None) -> None:
         """Node containers running, and in them the kubelet, kube-proxy, the CNI agent (:mod:`.liveness`)."""
         comps = liveness.expected_components(mode, cni)
-        execs = [(n.name, n.exec) for n in nodes]
-        with ThreadPoolExecutor(max_workers=1) as pool:  # both at once: a snapshot waits for the slower
-            inside = pool.submit(liveness.probe, execs, comps)
-            self._check_nodes_running(name, nodes)  # a stopped container first: the clearer message
-            dead = inside.result()
+        # the probe runs in each node's long-lived shell (node/session.py) when there is one
+        execs: list[tuple[str, NodeExec]] = [
+            (n.name, SessionExec(n.exec) if isinstance(n.exec, DockerExec) else n.exec) for n in nodes
+        ]
+        if all(isinstance(n.exec, DockerExec) and n.exec.session_alive() for n in nodes):
+            # every node's shell ran a moment ago, so did its container: `docker inspect` only when the
+            # probe could not look inside one (a stopped container first: the clearer message)
+            dead = liveness.probe(execs, comps)
+            if any(c.name == "node" for ds in dead.values() for c, _ in ds):
+                self._check_nodes_running(name, nodes)
+        else:
+            with ThreadPoolExecutor(max_workers=1) as pool:  # both at once: a snapshot waits for the slower
+                inside = pool.submit(liveness.probe, execs, comps)
+                self._check_nodes_running(name, nodes)  # a stopped container first: the clearer message
+                dead = inside.result()
         liveness.check_components(name, execs, comps, dead=dead)
 
     def _default_cni_of(self, container: str) -> str:
@@ -405,6 +417,8 @@ class KindProvider(DockerNodesProvider):
         ``settle`` > 0 that check repeats for as long (after an interrupted create: Ctrl-C kills kind and its
         `docker run` clients, and the engine may finish a container after `kind delete` listed the nodes)."""
         stop_forwarder(state_dir)
+        node_name = re.compile(re.escape(name) + r"-(control-plane|worker)\d*")
+        session.close_sessions(lambda argv: any(node_name.fullmatch(a) for a in argv))
         with contextlib.suppress(CommandError, ProviderError):
             self._kind("delete", "cluster", "--name", name, timeout=180)
         label = f"label={CLUSTER_LABEL}={name}"

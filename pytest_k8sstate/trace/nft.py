@@ -19,6 +19,7 @@ computed over the map's entries, so ``mod 10**12`` costs what its entries cost; 
 ``masquerade``, ``meta mark set ...``, counters, logs and set updates (no effect on the verdict).
 Anything else the packet reaches raises :class:`TraceError` naming the rule and the ruleset's source —
 never a silent guess. A jump/goto to a chain already on the call path is a TraceError naming the loop.
+A packet whose tests of its source answer like an earlier packet's reuses that walk (:mod:`.nft_classes`).
 """
 
 from __future__ import annotations

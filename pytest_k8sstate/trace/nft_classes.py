@@ -25,6 +25,7 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import fields, replace
+from functools import lru_cache
 from typing import Any
 
 from pytest_k8sstate.parse.numbers import parse_uint
@@ -127,23 +128,37 @@ def source_class(reads: Iterable[tuple[str, str]]) -> NftSourceClass | None:
 
 def _add_addr(out: NftSourceClass, text: str) -> bool:
     """Add one address literal/prefix/range as ``part_matches`` reads it; False: not readable."""
+    got = _addr_item(text)
+    if got is None:
+        return False
+    kind, item = got
+    if kind == "host":
+        out.hosts.add((item[0], item[1]))
+    elif kind == "net":
+        out.nets.append((item[0], item[1], item[2]))
+    elif kind == "range":
+        out.ranges.append((item[0], item[1], item[2]))
+    # "none": a range across families matches no address (part_matches: False whatever the source)
+    return True
+
+
+@lru_cache(maxsize=65536)
+def _addr_item(text: str) -> tuple[str, tuple[int, ...]] | None:
+    """``(kind, item)`` of one address text (every class of a ruleset meets the same texts); None:
+    not an address, prefix or range."""
     try:
         if "/" in text:
             n = ipaddress.ip_network(text, strict=False)
             mask = ((1 << n.prefixlen) - 1) << (n.max_prefixlen - n.prefixlen)
-            out.nets.append((n.version, int(n.network_address), mask))
-        elif "-" in text:
+            return "net", (n.version, int(n.network_address), mask)
+        if "-" in text:
             lo_t, hi_t = text.split("-", 1)
             lo, hi = ip(lo_t), ip(hi_t)
-            if lo.version == hi.version:
-                out.ranges.append((lo.version, int(lo), int(hi)))
-            # else: matches no address (part_matches: False whatever the source)
-        else:
-            a = ip(text)
-            out.hosts.add((a.version, int(a)))
+            return ("range", (lo.version, int(lo), int(hi))) if lo.version == hi.version else ("none", ())
+        a = ip(text)
+        return "host", (a.version, int(a))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class _Known:

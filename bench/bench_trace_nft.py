@@ -2,12 +2,18 @@
 """Benchmark: the nftables tracer on a kube-proxy-shaped ruleset (goal: ≤ 5 ms per packet).
 
     sudo python bench/bench_trace_nft.py [--services 5000 --endpoints 3 --packets 200 --runs 7]
+                                         [--class-endpoints 1000,10000] [--only-classes]
 
 Renders ``--services`` Services (``pytest_k8sstate.testing.nft_gen``, kube-proxy's nftables layout),
 loads them with ``nft -f`` into a network namespace of our own, reads them back with ``nft -j`` and
 traces one packet to each of the first ``--packets`` ClusterIPs from a pod, from outside (masqueraded)
 and, on the IPv6 copy of the same Services (``ip6 kube-proxy``), from an IPv6 pod. Prints the CPU
 time per packet (best and median of ``--runs`` passes). Needs root and the nft binary.
+
+Then, per ``--class-endpoints`` size, one Service of that many endpoints (``trace/nft_classes.py``):
+the first packet of a class (its walk; median of ``--runs``, the kept classes dropped before each),
+and later packets of known classes — other outside clients (masqueraded) and other pod clients — as
+the median per packet, each against the 5 ms goal and the first packet, measured in the same run.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
 from pytest_k8sstate.testing.nft_gen import generate_services, render_ruleset
 from pytest_k8sstate.trace import Packet
 from pytest_k8sstate.trace.nft import trace_nft
+from pytest_k8sstate.trace.nft_classes import RESULTS_KEY
+
+GOAL = 0.005
 
 NODE = "192.168.0.2"
 NODE6 = "2001:db8::2"
@@ -74,11 +83,65 @@ def _time(rs: NftRuleset, packets: list[Packet], runs: int) -> tuple[float, floa
         trace_nft(rs, p)  # warm: base chains and set indexes are built once
     per = []
     for _ in range(runs):
+        rs.cache.pop(RESULTS_KEY, None)  # every packet walked (each is its class's first)
         t0 = time.process_time()
         for p in packets:
             trace_nft(rs, p)
         per.append((time.process_time() - t0) / len(packets))
     return min(per), statistics.median(per)
+
+
+def _classes(n_eps: int, runs: int, n_packets: int) -> None:
+    svc = generate_services(1, n_eps)[0]
+    rs = _load(render_ruleset([svc], nodeport_ips=[NODE]))
+    outside = [
+        Packet(svc.cluster_ip, svc.port, src=f"203.0.{113 + i // 250}.{1 + i % 250}")
+        for i in range(n_packets)
+    ]
+    pods = [
+        Packet(svc.cluster_ip, svc.port, src=f"10.244.{i // 250}.{1 + i % 250}") for i in range(n_packets)
+    ]
+    first = []
+    for _ in range(runs):
+        rs.cache.pop(RESULTS_KEY, None)
+        t0 = time.process_time()
+        res = trace_nft(rs, outside[0])
+        first.append(time.process_time() - t0)
+    assert len(res.endpoints) == n_eps
+    assert all(o.masquerade for o in res.outcomes)
+    f = statistics.median(first)
+    print(
+        f"{n_eps:6} endpoints: {'first packet of a class (walk)':33} {f * 1000:9.3f} ms  "
+        f"({f / GOAL:7.2f}x the goal)"
+    )
+    second = []
+    for _ in range(runs):  # the class's second packet also builds its index of the walk's reads
+        rs.cache.pop(RESULTS_KEY, None)
+        trace_nft(rs, outside[0])
+        t0 = time.process_time()
+        trace_nft(rs, outside[1])
+        second.append(time.process_time() - t0)
+    s2 = statistics.median(second)
+    print(
+        f"{n_eps:6} endpoints: {'second packet (indexes the class)':33} {s2 * 1000:9.3f} ms  "
+        f"({s2 / GOAL:7.2f}x the goal)"
+    )
+    trace_nft(rs, pods[0])  # the pod class's first packet (its walk)
+    for name, pkts in (("later outside sources", outside[1:]), ("later pod sources", pods[1:])):
+        per = []
+        for _ in range(runs):
+            t0 = time.process_time()
+            for p in pkts:
+                trace_nft(rs, p)
+            per.append((time.process_time() - t0) / len(pkts))
+        m = statistics.median(per)
+        got = trace_nft(rs, pkts[-1])
+        assert got.packet == pkts[-1]
+        assert len(got.outcomes) == n_eps
+        print(
+            f"{n_eps:6} endpoints: {name:33} {m * 1000:9.3f} ms  ({m / GOAL:7.2f}x the goal, "
+            f"{f / m:8.0f}x faster than the first)"
+        )
 
 
 def main() -> None:
@@ -87,7 +150,14 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=3)
     ap.add_argument("--packets", type=int, default=200)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--class-endpoints", default="1000,10000", help="Service sizes of the class benchmark")
+    ap.add_argument("--class-packets", type=int, default=200)
+    ap.add_argument("--only-classes", action="store_true", help="run the class benchmark only")
     a = ap.parse_args()
+    for n in (int(x) for x in a.class_endpoints.split(",") if x):
+        _classes(n, a.runs, a.class_packets)
+    if a.only_classes:
+        return
     svcs = generate_services(a.services, a.endpoints)
     text = render_ruleset(svcs, nodeport_ips=[NODE])
     rs4 = _load(text)

@@ -19,6 +19,7 @@ computed over the map's entries, so ``mod 10**12`` costs what its entries cost; 
 ``masquerade``, ``meta mark set ...``, counters, logs and set updates (no effect on the verdict).
 Anything else the packet reaches raises :class:`TraceError` naming the rule and the ruleset's source —
 never a silent guess. A jump/goto to a chain already on the call path is a TraceError naming the loop.
+A packet whose tests of its source answer like an earlier packet's reuses that walk (:mod:`.nft_classes`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.nft import NftChain, NftRule, NftRuleset, NftSet, NftTable
 from pytest_k8sstate.parse.numbers import parse_uint
 from pytest_k8sstate.trace import Outcome, Packet, TraceResult, merge_outcomes
+from pytest_k8sstate.trace.nft_classes import (
+    READ_ADDR,
+    READ_FIB,
+    READ_OPAQUE,
+    READ_PORT,
+    READ_PORT_CMP,
+    reuse_or_walk,
+    rhs_texts,
+)
 from pytest_k8sstate.trace.nftvalues import (
     OTHER_IFACE,
     describe_iface,
@@ -108,6 +119,8 @@ class _Tracer:
         self.hook = ""
         self.prior: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
         self.dynamic: dict[int, frozenset[str]] = {}  # id(table) → its dynamic sets (see _dynamic_sets)
+        self.src_reads: set[tuple[str, str]] = set()  # tests of the source (trace/nft_classes.py)
+        self.src_hits = 0  # how often _value has read the source address/port
 
     # ------------------------------------------------------------------ flow
     def run(self) -> list[_Final]:
@@ -440,9 +453,12 @@ class _Tracer:
         key, data = v["key"], v["data"]
         if isinstance(key, dict) and "numgen" in key:
             return self._numgen_vmap(table, chain, rule, key["numgen"], data, st, depth)
+        hits = self.src_hits
         value = self._value(key, st)
         if value is _NOMATCH:
             return [(st, "next")]
+        if self.src_hits != hits:
+            self.src_reads.add((READ_OPAQUE, "map keyed by the source"))
         if _has_iface(value):
             self._note_ifaces(key, data, table)
         verdict: str | None
@@ -520,10 +536,13 @@ class _Tracer:
         if not isinstance(v, dict) or "left" not in v or "right" not in v:
             raise _Unsupported("malformed match")
         op = v.get("op", "==")
+        hits = self.src_hits
         value = self._value(v["left"], st)
         if value is _NOMATCH:
             return False
         right = v["right"]
+        if self.src_hits != hits:
+            self._note_src(value, op, right)
         if _has_iface(value):
             self._note_ifaces(v["left"], right, table)
         if op in ("<", ">", "<=", ">="):
@@ -555,11 +574,17 @@ class _Tracer:
                         return _NOMATCH  # an inet table's "ip saddr" on an IPv6 packet, or the reverse
                     if fld in ("protocol", "nexthdr"):
                         return ("proto", p.proto)
-                    return ("addr", self.src if fld == "saddr" else st.daddr)
+                    if fld == "saddr":
+                        self.src_hits += 1
+                        return ("addr", self.src)
+                    return ("addr", st.daddr)
                 if proto in ("tcp", "udp", "sctp", "th") and fld in ("dport", "sport"):
                     if proto != "th" and proto != p.proto:
                         return _NOMATCH
-                    return ("port", st.dport if fld == "dport" else p.sport)
+                    if fld == "sport":
+                        self.src_hits += 1
+                        return ("port", p.sport)
+                    return ("port", st.dport)
             elif k == "meta" and isinstance(v, dict):
                 key = v.get("key")
                 if key == "l4proto":
@@ -589,6 +614,8 @@ class _Tracer:
                 flags = [flags] if isinstance(flags, str) else flags
                 if flags in (["daddr"], ["saddr"]):
                     ip = st.daddr if flags == ["daddr"] else self.src
+                    if flags == ["saddr"]:
+                        self.src_reads.add((READ_FIB, ""))  # its whole answer: replayed as is
                     return ("fibtype", fib_type(ip, self._is_local(ip)))
             elif k in ("&", "|", "^"):
                 return ("int", self._int_value(e, st))
@@ -596,6 +623,17 @@ class _Tracer:
                 parts = [self._value(x, st) for x in v]
                 return _NOMATCH if any(x is _NOMATCH for x in parts) else parts
         raise _Unsupported(f"cannot evaluate expression {e!r}")
+
+    def _note_src(self, value: Any, op: str, right: Any) -> None:
+        """Record the test of the source ``_match`` is about to make (see :mod:`.nft_classes`)."""
+        texts = None if isinstance(value, list) else rhs_texts(right)
+        if op in ("<", ">", "<=", ">=") and isinstance(value, tuple) and value[0] == "port":
+            self.src_reads.add((READ_PORT_CMP, f"{op}{right}"))
+        elif op in ("==", "!=", "in") and texts is not None and value[0] in ("addr", "port"):
+            kind = READ_ADDR if value[0] == "addr" else READ_PORT
+            self.src_reads.update((kind, t) for t in texts)
+        else:
+            self.src_reads.add((READ_OPAQUE, f"{op} {right!r}"[:80]))
 
     def _note_ifaces(self, left: Any, right: Any, table: NftTable) -> None:
         """Remember the interface names/patterns ``right`` compares an interface with (for the
@@ -638,9 +676,12 @@ class _Tracer:
             elem = elem["elem"]["val"]  # { ip saddr timeout 3h }
         if not isinstance(name, str):
             raise _Unsupported(f"set update of {name!r}")
+        hits = self.src_hits
         value = self._value(elem, st)
         if value is _NOMATCH:
             return st
+        if self.src_hits != hits:
+            self.src_reads.add((READ_OPAQUE, "set update keyed by the source"))
         return replace(st, updates=st.updates | {(name.lstrip("@"), _key(value))})
 
     def _rhs_matches(self, right: Any, value: Any) -> bool:
@@ -811,6 +852,14 @@ def trace_nft(
     """
     given, packet = packet, _check_packet(packet)
     tabs = _select_tables(ruleset, tables, ip(packet.src).version == 6)
+    extra = tuple((t.family, t.name) for t in tabs)  # what the walk depends on beyond the packet
+    walk = partial(_walk, ruleset, tabs, packet, given)
+    return reuse_or_walk(ruleset.cache, packet, given, extra, walk)  # trace/nft_classes.py
+
+
+def _walk(
+    ruleset: NftRuleset, tabs: list[NftTable], packet: Packet, given: Packet, reads: set[tuple[str, str]]
+) -> TraceResult:
     unknown = [w for w, v in (("iif", packet.in_iface), ("oif", packet.out_iface)) if v is None]
     patterns: dict[str, set[str]] = {"iif": set(), "oif": set()}
     results: dict[tuple[str | None, str | None], list[_Final]] = {}
@@ -830,6 +879,7 @@ def trace_nft(
                 "give the packet's interfaces (Packet(in_iface=..., out_iface=...))"
             )
         tr = _Tracer(ruleset, tabs, packet, {"iif": world[0], "oif": world[1]})
+        tr.src_reads = reads
         results[world] = tr.run()
         if any(not tr.seen[w] <= patterns[w] for w in unknown):
             for w in unknown:

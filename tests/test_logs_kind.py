@@ -53,9 +53,14 @@ def _restart_kube_proxy(k8s_api: Any, node: str) -> None:
             if p["metadata"]["uid"] != old["metadata"]["uid"]
             and any(c.get("ready") for c in (p.get("status") or {}).get("containerStatuses") or [])
         ]
-        return None if ok else f"kube-proxy pods on {node}: {[p['metadata']['name'] for p in pods]}"
+        if not ok:
+            return f"kube-proxy pods on {node}: {[p['metadata']['name'] for p in pods]}"
+        # Ready is only "running" (kube-proxy has no readiness probe): on a busy cluster its caches sync
+        # seconds later, and the step must include that line
+        log = k8s_api.logs(ok[0]["metadata"]["name"], namespace="kube-system")
+        return None if '"Caches are synced"' in log else f"{ok[0]['metadata']['name']}: caches not synced yet"
 
-    wait_until(f"a new ready kube-proxy pod on {node}", ready, timeout=120, interval=0.5, max_interval=1)
+    wait_until(f"a new synced kube-proxy pod on {node}", ready, timeout=180, interval=0.5, max_interval=2)
 
 
 def test_a_steps_logs_are_the_lines_written_between_its_snapshots(

@@ -31,7 +31,7 @@ TEST_LABEL = "k8sstate.io/test"
 MAX_NAME = 63  # a DNS-1123 label
 REQUEST_TIMEOUT = 15.0
 CREATE_ATTEMPTS = 3
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 60.0
 """How long creation waits for the controllers' objects in a new namespace (its ``default``
 ServiceAccount and ``kube-root-ca.crt`` ConfigMap), so they are not part of the test's diff."""
 

@@ -302,6 +302,7 @@ class DockerEngine:
                     )
         if pid is not None:
             self._kill(pid)
+        kill_shims(cfg.exec_root)
         unmount_under(cfg.exec_root)
         unmount_under(cfg.data_root)
         if cfg.netns:
@@ -325,6 +326,26 @@ def _tail(path: Path, n: int = 15) -> str:
     except OSError:
         return "    (no log)"
     return "\n".join(f"    {ln[:300]}" for ln in lines) or "    (empty)"
+
+
+def kill_shims(exec_root: Path) -> list[int]:
+    """SIGKILL the containerd shims of the engine under ``exec_root`` that outlived it (a shim whose
+    container died keeps running after dockerd stops); only processes whose command line names this
+    engine's containerd socket. Returns their pids."""
+    sock = str(exec_root / "containerd" / "containerd.sock")
+    killed = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in argv:
+            with contextlib.suppress(OSError):
+                os.kill(int(d.name), signal.SIGKILL)
+                killed.append(int(d.name))
+    return killed
 
 
 def unmount_under(root: Path) -> None:

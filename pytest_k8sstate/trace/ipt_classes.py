@@ -19,17 +19,15 @@ network and per port range — instead of a walk (for a 10,000-endpoint Service,
 
 from __future__ import annotations
 
-import gc
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import fields, replace
+from dataclasses import fields
 from functools import lru_cache
 from typing import Any
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.numbers import parse_port
-from pytest_k8sstate.trace import Packet, TraceResult
+from pytest_k8sstate.trace import Packet, TraceResult, class_reuse
 from pytest_k8sstate.trace.ipt_match import READ_OPAQUE, READ_SPORT, READ_SRC, READ_SRC_TYPE, addr, canon, net
 
 __all__ = [
@@ -139,90 +137,21 @@ def _canon_or_same(text: str) -> str:
         return text
 
 
-class _Known:
-    """One walked class: what the walk read, its first packet and result; the class and that packet's
-    answers are worked out when a packet with the same other fields first asks (most never do)."""
-
-    __slots__ = ("answers", "cls", "first", "reads", "result")
-
-    def __init__(self, reads: set[tuple[str, str]], first: Packet, result: TraceResult) -> None:
-        self.reads: set[tuple[str, str]] | None = reads
-        self.first = first
-        self.result = result
-        self.cls: SourceClass | None = None
-        self.answers: tuple[Any, ...] | None = None
-
-    def matches(self, pkt: Packet) -> bool:
-        reads = self.reads
-        if reads is not None:  # first question: the class (None: never reused)
-            self.cls = source_class(reads)
-            self.answers = None if self.cls is None else self.cls.answers(self.first)
-            self.reads = None
-        if self.cls is None or self.answers is None:
-            return False
-        return self.cls.answers(pkt) == self.answers
-
-
-class _Kept:
-    """``ruleset.cache[RESULTS_KEY]``: a packet's other fields → its classes (newest first), and how many
-    classes in all. Lists are replaced, never changed in place (a concurrent reader sees a whole one)."""
-
-    __slots__ = ("by_other", "count", "outcomes")
-
-    def __init__(self) -> None:
-        # the key used most recently last (OrderedDict: finding the oldest is O(1) after deletions)
-        self.by_other: OrderedDict[tuple[Any, ...], list[_Known]] = OrderedDict()
-        self.count = 0
-        self.outcomes = 0
-
-
 def reuse_or_walk(
     rs: IptablesRuleset, packet: Packet, walk: Callable[[set[tuple[str, str]]], TraceResult]
 ) -> TraceResult:
     """The result of a known class ``packet`` belongs to (with ``packet`` in it), else ``walk(reads)``
     — which adds what it read of the source to ``reads`` — kept as a new class unless a read cannot be
-    replayed (the :data:`MAX_CLASSES` walked most recently are kept)."""
-    # The walk and a class's first answers build many small acyclic objects: without a pause the cyclic
-    # GC rescans the caller's heap (the parsed ruleset: ~10 objects per rule) again and again meanwhile.
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        return _reuse_or_walk(rs, packet, walk)
-    finally:
-        if was:
-            gc.enable()
-
-
-def _reuse_or_walk(
-    rs: IptablesRuleset, packet: Packet, walk: Callable[[set[tuple[str, str]]], TraceResult]
-) -> TraceResult:
-    kept: _Kept | None = rs.cache.get(RESULTS_KEY)
-    if kept is None:
-        kept = rs.cache[RESULTS_KEY] = _Kept()
-    known = kept.by_other
-    other = other_fields(packet)
-    mine = known.get(other, ())
-    for i, k in enumerate(mine):
-        if k.matches(packet):
-            if i:  # used most recently: kept longest (a new list, see _Kept)
-                known[other] = [k, *mine[:i], *mine[i + 1 :]]
-                known.move_to_end(other)
-            got = k.result
-            return got if got.packet == packet else replace(got, packet=packet)
-    reads: set[tuple[str, str]] = set()
-    got = walk(reads)
-    if all(kind != READ_OPAQUE for kind, _ in reads):
-        known[other] = [_Known(reads, packet, got), *mine]
-        known.move_to_end(other)
-        kept.count += 1
-        kept.outcomes += len(got.outcomes)
-        while kept.count > MAX_CLASSES or (kept.outcomes > MAX_OUTCOMES and kept.count > 1):
-            oldest = next(iter(known))
-            gone = known[oldest][-1]
-            if len(known[oldest]) > 1:
-                known[oldest] = known[oldest][:-1]
-            else:
-                del known[oldest]
-            kept.count -= 1
-            kept.outcomes -= len(gone.result.outcomes)
-    return got
+    replayed (the :data:`MAX_CLASSES` walked most recently are kept; :mod:`.class_reuse`)."""
+    return class_reuse.reuse_or_walk(
+        rs.cache,
+        RESULTS_KEY,
+        other_fields(packet),
+        packet,
+        packet,
+        walk,
+        classify=source_class,
+        opaque=READ_OPAQUE,
+        max_classes=MAX_CLASSES,
+        max_outcomes=MAX_OUTCOMES,
+    )

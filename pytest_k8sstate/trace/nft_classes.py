@@ -20,16 +20,14 @@ Service: 10,000 paths). Each class is walked once, by its first packet; errors a
 
 from __future__ import annotations
 
-import gc
 import ipaddress
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import fields, replace
+from dataclasses import fields
 from functools import lru_cache
 from typing import Any
 
 from pytest_k8sstate.parse.numbers import parse_uint
-from pytest_k8sstate.trace import Packet, TraceResult
+from pytest_k8sstate.trace import Packet, TraceResult, class_reuse
 from pytest_k8sstate.trace.nftvalues import fib_type, ip
 
 __all__ = [
@@ -161,37 +159,6 @@ def _addr_item(text: str) -> tuple[str, tuple[int, ...]] | None:
         return None
 
 
-class _Known:
-    __slots__ = ("answers", "cls", "first", "reads", "result")
-
-    def __init__(self, reads: set[tuple[str, str]], first: Packet, result: TraceResult) -> None:
-        self.reads: set[tuple[str, str]] | None = reads
-        self.first = first
-        self.result = result
-        self.cls: NftSourceClass | None = None
-        self.answers: tuple[Any, ...] | None = None
-
-    def matches(self, pkt: Packet) -> bool:
-        if self.reads is not None:  # first question: build the class (None: never reused)
-            self.cls = source_class(self.reads)
-            self.answers = None if self.cls is None else self.cls.answers(self.first)
-            self.reads = None
-        if self.cls is None or self.answers is None:
-            return False
-        return self.cls.answers(pkt) == self.answers
-
-
-class _Kept:
-    """Other fields → classes (newest first; lists replaced, never changed in place)."""
-
-    __slots__ = ("by_other", "count", "outcomes")
-
-    def __init__(self) -> None:
-        self.by_other: OrderedDict[Hashable, list[_Known]] = OrderedDict()
-        self.count = 0
-        self.outcomes = 0
-
-
 def reuse_or_walk(
     cache: dict[str, Any],
     checked: Packet,
@@ -202,42 +169,18 @@ def reuse_or_walk(
     """The result of the known class ``checked`` (the canonical packet) belongs to, with ``given`` in
     it; else ``walk(reads)`` — which adds each test of the source to ``reads`` — kept as a new class
     unless a read cannot be replayed. ``extra``: whatever else the walk depends on (the tables)."""
-    was = gc.isenabled()
-    gc.disable()  # the walk builds many small acyclic objects: no cyclic-GC rescans of the ruleset
-    try:
-        kept: _Kept | None = cache.get(RESULTS_KEY)
-        if kept is None:
-            kept = cache[RESULTS_KEY] = _Kept()
-        known = kept.by_other
-        other = (extra, *(getattr(checked, name) for name in _OTHER_FIELDS))
-        mine = known.get(other, [])
-        for i, k in enumerate(mine):
-            if k.matches(checked):
-                if i:
-                    known[other] = [k, *mine[:i], *mine[i + 1 :]]
-                known.move_to_end(other)
-                got = k.result
-                return got if got.packet == given else replace(got, packet=given)
-        reads: set[tuple[str, str]] = set()
-        got = walk(reads)
-        if all(kind != READ_OPAQUE for kind, _ in reads):
-            known[other] = [_Known(reads, checked, got), *mine]
-            known.move_to_end(other)
-            kept.count += 1
-            kept.outcomes += len(got.outcomes)
-            while kept.count > MAX_CLASSES or (kept.outcomes > MAX_OUTCOMES and kept.count > 1):
-                oldest = next(iter(known))
-                gone = known[oldest][-1]
-                if len(known[oldest]) > 1:
-                    known[oldest] = known[oldest][:-1]
-                else:
-                    del known[oldest]
-                kept.count -= 1
-                kept.outcomes -= len(gone.result.outcomes)
-        return got
-    finally:
-        if was:
-            gc.enable()
+    return class_reuse.reuse_or_walk(
+        cache,
+        RESULTS_KEY,
+        (extra, *(getattr(checked, name) for name in _OTHER_FIELDS)),
+        checked,
+        given,
+        walk,
+        classify=source_class,
+        opaque=READ_OPAQUE,
+        max_classes=MAX_CLASSES,
+        max_outcomes=MAX_OUTCOMES,
+    )
 
 
 def rhs_texts(right: Any) -> list[str] | None:

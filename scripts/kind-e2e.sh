@@ -86,7 +86,7 @@ runs=${K8SSTATE_CI_RUNS:-.k8sstate/ci-runs}
 rm -rf "$runs" && mkdir -p "$runs"
 
 echo "[kind-e2e] findings on kind (+ step logs and pod network namespaces on kind)"
-"$PY" -m pytest -p no:cacheprovider -q tests/findings tests/test_logs_kind.py tests/test_pod_netns_kind.py \
+"$PY" -m pytest -p no:cacheprovider -q tests/findings tests/test_logs_kind.py tests/test_pod_netns_kind.py tests/test_kind_fresh.py \
     --k8sstate-provider kind --junitxml "$runs/ptp-iptables.xml" "$@"
 
 # CNI x kube-proxy mode: the findings whose claims involve the pod network, on two more combinations (ptp x

@@ -76,7 +76,7 @@ def test_dual_stack_local_cluster_reset_restores_both_families() -> None:
 
     from kubernetes import client
 
-    from pytest_k8sstate.providers.local.reset import rules_text
+    from pytest_k8sstate.providers.pristine import rules_text
 
     prov = LocalProvider()
     name = f"ds{os.getpid() % 100000}"

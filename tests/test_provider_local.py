@@ -22,8 +22,8 @@ from test_provider_contract import leftovers, unavailable  # tests/ is on sys.pa
 
 import pytest_k8sstate.providers.host as host
 import pytest_k8sstate.providers.local.addons as local_addons
-import pytest_k8sstate.providers.local.reset as local_reset
 import pytest_k8sstate.providers.local.state as local_state
+import pytest_k8sstate.providers.pristine as local_reset
 from pytest_k8sstate.errors import CommandError, ConfigError, ProviderError
 from pytest_k8sstate.node import netns
 from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Provider
@@ -217,8 +217,8 @@ def _etcd_reads(
         seen.append(snap)
         return snap
 
-    monkeypatch.setattr("pytest_k8sstate.providers.local.reset._read_etcd", read)
-    monkeypatch.setattr("pytest_k8sstate.providers.local.reset.SETTLE_GAP", 0.01)
+    monkeypatch.setattr("pytest_k8sstate.providers.pristine._read_etcd", read)
+    monkeypatch.setattr("pytest_k8sstate.providers.pristine.SETTLE_GAP", 0.01)
     return seen
 
 
@@ -244,8 +244,8 @@ def test_pristine_capture_fails_when_etcd_never_settles(monkeypatch: pytest.Monk
         rev = next(counter)
         return {svc: (b"v%d" % rev, rev), b"/registry/events/default/e": (b"e", rev)}
 
-    monkeypatch.setattr("pytest_k8sstate.providers.local.reset._read_etcd", read)
-    monkeypatch.setattr("pytest_k8sstate.providers.local.reset.SETTLE_GAP", 0.01)
+    monkeypatch.setattr("pytest_k8sstate.providers.pristine._read_etcd", read)
+    monkeypatch.setattr("pytest_k8sstate.providers.pristine.SETTLE_GAP", 0.01)
     with pytest.raises(
         ProviderError, match=r"etcd of cluster 'c' to settle.*1 keys changed.*specs/default/web"
     ):
@@ -256,11 +256,11 @@ def test_reset_fails_naming_the_node_whose_rules_differ(monkeypatch: pytest.Monk
     cluster = _cluster_handle("rs")
     cluster.nodes.append(NodeInfo("rs-worker", "worker", _FakeExec(_NFT_137), "172.31.0.3"))  # type: ignore[arg-type]
     monkeypatch.setitem(local_reset._cache, "rs", ({}, {"rs-worker": ["table ip kube-proxy {", "}"]}))
-    monkeypatch.setattr("pytest_k8sstate.providers.local.reset.restore_etcd", lambda _c, _p: 0)
+    monkeypatch.setattr("pytest_k8sstate.providers.pristine.restore_etcd", lambda _c, _p: 0)
     st = local_state.ClusterState("rs", 0, "172.31.0.0/24", "nftables", "v1", None, None)
     cluster.proxy_mode = "nftables"
     with pytest.raises(ProviderError) as err:
-        local_reset.reset_cluster(cluster, st, timeout=0.2)
+        local_reset.reset_cluster(cluster, st.dir, ip6=False, timeout=0.2)
     msg = str(err.value)
     assert "kube-proxy rules of cluster 'rs' to return to the pristine state" in msg
     assert "node rs-worker: rules differ" in msg
@@ -268,7 +268,7 @@ def test_reset_fails_naming_the_node_whose_rules_differ(monkeypatch: pytest.Monk
     # rules equal to the pristine ones: done
     want = local_reset.rules_text(_FakeExec(_NFT_137), "nftables")  # type: ignore[arg-type]
     monkeypatch.setitem(local_reset._cache, "rs", ({}, {"rs-worker": want}))
-    assert local_reset.reset_cluster(cluster, st, timeout=0.2)["passes"] == 1.0
+    assert local_reset.reset_cluster(cluster, st.dir, ip6=False, timeout=0.2)["passes"] == 1.0
 
 
 def test_state_lock_times_out_naming_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -514,7 +514,7 @@ def test_pod_ips_come_from_each_nodes_pod_cidr(cluster: Cluster) -> None:
 def test_reset_restores_etcd_and_rules(cluster: Cluster) -> None:
     from kubernetes import client
 
-    from pytest_k8sstate.providers.local.reset import rules_text
+    from pytest_k8sstate.providers.pristine import rules_text
 
     api = client.CoreV1Api(cluster.kube_api())
     before = cluster.snapshot("before")
@@ -603,7 +603,7 @@ def test_nftables_mode() -> None:
         # sync; reset must still converge
         from kubernetes import client
 
-        from pytest_k8sstate.providers.local.reset import rules_text
+        from pytest_k8sstate.providers.pristine import rules_text
 
         pristine = {n.name: rules_text(n.exec, "nftables") for n in c.nodes}
         api = client.CoreV1Api(c.kube_api())
@@ -680,7 +680,7 @@ def test_proxy_rules_check_reads_the_137_nftables_layout() -> None:
 
 
 def test_rules_text_ignores_empty_nft_chains() -> None:
-    from pytest_k8sstate.providers.local.reset import rules_text
+    from pytest_k8sstate.providers.pristine import rules_text
 
     lines = rules_text(_FakeExec(_NFT_137), "nftables")  # type: ignore[arg-type]
     assert not any("default/web" in ln for ln in lines)

@@ -27,8 +27,13 @@ from pytest_k8sstate.plugin.hooks import (
     pytest_testnodedown,
 )
 
-# a second plugin module (its own hooks): the traffic report section and the conntrack switch
-pytest_plugins = ["pytest_k8sstate.plugin.traffic_report", "pytest_k8sstate.plugin.footprints"]
+# plugin modules with their own hooks: the traffic report section and the conntrack switch, the footprint
+# records, the early delete of marker-spec clusters
+pytest_plugins = [
+    "pytest_k8sstate.plugin.traffic_report",
+    "pytest_k8sstate.plugin.footprints",
+    "pytest_k8sstate.plugin.release",  # a marker-spec cluster goes once no test left needs it
+]
 
 __all__ = [
     "_k8sstate_markers",

@@ -317,6 +317,41 @@ class ClusterPool:
         self.provider(cluster.provider).reset(cluster)
         self.log(f"reset cluster {cluster.name} in {time.monotonic() - started:.2f}s")
 
+    def live_keys(self) -> list[ClusterKey]:
+        """The specs whose cluster this pool created and could :meth:`release` (not the session's default
+        cluster, nor kept, reused, shared or attached ones)."""
+        if self.settings.keep_cluster:
+            return []
+        default = self.default_key()
+        return [
+            key
+            for key, cluster in self._clusters.items()
+            if key != default and cluster.name in self._owned and cluster.provider != "existing"
+        ]
+
+    def release(self, key: ClusterKey) -> None:
+        """Delete the cluster of ``key`` now (no test left needs it); a later :meth:`get` creates it again.
+        A failed delete is logged and left for :meth:`close` to try again; never raises."""
+        if key not in self.live_keys():
+            return
+        cluster = self._clusters.pop(key)
+        helper = self._helpers.pop(cluster.name, None)
+        if helper is not None:
+            helper.close()
+        client = self._api_clients.pop(cluster.name, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        started = time.monotonic()
+        try:
+            self.provider(cluster.provider).delete(cluster.name)
+        except Exception as exc:  # close() tries again at the end
+            self.log(f"deleting cluster {cluster.name} (no test left needs it) failed: {exc}")
+            return
+        del self._owned[cluster.name]
+        took = time.monotonic() - started
+        self.log(f"deleted cluster {cluster.name} in {took:.1f}s (no test left needs it)")
+
     def api_client(self, cluster: Cluster) -> Any:
         """One ``kubernetes.client.ApiClient`` per cluster (from its kubeconfig)."""
         if cluster.name not in self._api_clients:

@@ -42,8 +42,10 @@ __all__ = [
     "MODES",
     "UNIT",
     "UNIT_NAME",
+    "cni_name",
     "data_files",
     "manifest",
+    "missing_capability_notes",
 ]
 
 IMAGE_LABEL = "io.k8sstate.default-cni"
@@ -102,3 +104,22 @@ def manifest(mode: str = "ptp", *, backend: str | None = None, network: str | No
     elif backend is not None or network is not None:
         raise ValueError(f"backend/network are settings of mode flannel, not of {mode!r}")
     return MANIFEST.replace(line, data, 1)
+
+
+def cni_name(installed: str | None) -> str | None:
+    """The user-facing CNI name of what a cluster runs: ``kindnet``, ``ptp`` (the node-routes agent's
+    default, also as recorded by earlier versions: ``k8sstate-node-routes``) or ``bridge``."""
+    if installed == CONFIGMAP:
+        return "ptp"
+    return installed
+
+
+def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, str]:
+    """Why a cluster lacks a capability its provider usually has (``cluster.details``, for skip messages)."""
+    if cni_name(default_cni) in MODES:
+        return {
+            "kindnet": f"{image} has {CONFIGMAP} as its default CNI, not kindnetd (it was built "
+            "without a kindnetd binary, which cannot be built from the Go module proxy); build the image "
+            "with --kindnetd PATH, see docs/kind-on-restricted-machines.md"
+        }
+    return {}

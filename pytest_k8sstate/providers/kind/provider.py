@@ -43,6 +43,7 @@ from pytest_k8sstate.providers.base import Cluster, ClusterSpec, NodeInfo, Progr
 from pytest_k8sstate.providers.docker.nodes import DockerNodesProvider
 from pytest_k8sstate.providers.forwarders import stop_forwarder
 from pytest_k8sstate.providers.kind import liveness, noderoutes, reaper
+from pytest_k8sstate.providers.kind import reset as kind_reset
 from pytest_k8sstate.providers.kind.config import (
     CLUSTER_LABEL,
     ROLE_LABEL,
@@ -54,6 +55,7 @@ from pytest_k8sstate.providers.kind.config import (
     node_image,
     render_config,
 )
+from pytest_k8sstate.providers.kind.noderoutes import cni_name, missing_capability_notes
 from pytest_k8sstate.providers.kind.ready import inotify_warning, read_int, wait_ready
 from pytest_k8sstate.providers.kubeadm import (
     KUBEADM_CERTS,
@@ -87,25 +89,6 @@ def capabilities_for(
     if default_cni and cni:
         caps.add(f"cni-{cni}")
     return node_capabilities(proxy_mode, ipvs_kernel=ipvs_kernel, extra=caps)
-
-
-def cni_name(installed: str | None) -> str | None:
-    """The user-facing CNI name of what a cluster runs: ``kindnet``, ``ptp`` (the node-routes agent's
-    default, also as recorded by earlier versions: ``k8sstate-node-routes``) or ``bridge``."""
-    if installed == noderoutes.CONFIGMAP:
-        return "ptp"
-    return installed
-
-
-def missing_capability_notes(image: str, default_cni: str | None) -> dict[str, str]:
-    """Why a cluster lacks a capability its provider usually has (``cluster.details``, for skip messages)."""
-    if cni_name(default_cni) in noderoutes.MODES:
-        return {
-            "kindnet": f"{image} has {noderoutes.CONFIGMAP} as its default CNI, not kindnetd (it was built "
-            "without a kindnetd binary, which cannot be built from the Go module proxy); build the image "
-            "with --kindnetd PATH, see docs/kind-on-restricted-machines.md"
-        }
-    return {}
 
 
 class KindProvider(DockerNodesProvider):
@@ -227,6 +210,7 @@ class KindProvider(DockerNodesProvider):
                 self._install_node_routes(cluster, install_cni)
             # kind --wait covers control-plane nodes only: wait for every node and CoreDNS as well
             wait_ready(cluster, timeout=max(self.options.wait, 60.0))
+            st.data["pristine"] = self._capture_pristine(cluster, st)
             st.data["phase"] = "ready"
             if spec.persistent:
                 st.data["owner_pid"] = st.data["owner_start"] = None
@@ -240,6 +224,22 @@ class KindProvider(DockerNodesProvider):
             f"kind cluster {spec.name!r} ready ({time.monotonic() - t0:.1f}s): {cluster.kubeconfig}"
         )
         return cluster
+
+    def _capture_pristine(self, cluster: Cluster, st: StateFile) -> str:
+        """What ``fresh=True`` restores (:mod:`.reset`); "ok", or why there is none (never fails create)."""
+        try:
+            kind_reset.capture(cluster, st.dir, ip6=st.data.get("ip_family", "ipv4") != "ipv4")
+        except K8sStateError as exc:
+            self.progress(f"kind: no pristine capture of {cluster.name!r}, fresh=True will refuse it: {exc}")
+            return f"not captured: {exc}"
+        return "ok"
+
+    def reset(self, cluster: Cluster) -> None:
+        st = StateFile.load(cluster.name, self.root)
+        if st.data.get("pristine", "ok") != "ok":
+            raise ProviderError(f"kind cluster {cluster.name!r}: {st.data['pristine']}; delete and create it")
+        ip6 = st.data.get("ip_family", "ipv4") != "ipv4"
+        kind_reset.reset(cluster, st.dir, ip6=ip6, timeout=30.0)
 
     def get(self, name: str) -> Cluster:
         self._require_listed(name, "kind cluster")

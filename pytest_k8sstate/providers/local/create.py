@@ -344,7 +344,7 @@ class Creation:
             st.extra_kubeconfig = str(out)
         st.save()
         cluster = handle(st)
-        from pytest_k8sstate.providers.local.reset import capture_pristine
+        from pytest_k8sstate.providers.pristine import capture_pristine
 
-        capture_pristine(cluster, st)
+        capture_pristine(cluster, st.dir, ip6=st.ip_family != "ipv4")
         return cluster

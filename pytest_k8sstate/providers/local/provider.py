@@ -175,12 +175,12 @@ class LocalProvider(Provider):
         return self.cluster(st)
 
     def reset(self, cluster: Cluster) -> None:
-        from pytest_k8sstate.providers.local.reset import reset_cluster
+        from pytest_k8sstate.providers.pristine import reset_cluster
 
         st = state_mod.load_state(cluster.name)
         if st is None:
             raise ProviderError(f"no local cluster {cluster.name!r} to reset")
-        reset_cluster(self.cluster(st), st, timeout=min(self.timeout, 30.0))
+        reset_cluster(self.cluster(st), st.dir, ip6=st.ip_family != "ipv4", timeout=min(self.timeout, 30.0))
 
     # --- internals --------------------------------------------------------------------------------
     def cluster(self, st: ClusterState) -> Cluster:

@@ -1,8 +1,9 @@
-"""Cheap "fresh cluster" for the ``local`` provider: restore etcd to the pristine capture, wait for rules.
+"""Cheap "fresh cluster" (``fresh=True``): restore etcd to the pristine capture, wait for the rules.
 
-Right after create (once etcd has settled: :func:`capture_pristine` fails when it does not) the provider
-captures every key under ``/registry`` and every
-node's netfilter rules (``pristine.json`` in the cluster directory). :func:`reset_cluster` then:
+Used by the ``local`` and the ``kind`` provider (kind adds the node side: :mod:`.kind.reset`). Right after
+create (once etcd has settled: :func:`capture_pristine` fails when it does not) the provider captures every
+key under ``/registry`` and every node's netfilter rules (``pristine.json`` in the cluster directory).
+:func:`reset_cluster` then:
 
 1. reads etcd, deletes keys added since, puts back removed and modified keys — directly in etcd; the
    apiserver watches etcd, so its caches and every controller/kube-proxy follow (no restart);
@@ -30,7 +31,6 @@ from pytest_k8sstate.util.poll import wait_until
 
 if TYPE_CHECKING:
     from pytest_k8sstate.providers.base import Cluster
-    from pytest_k8sstate.providers.local.state import ClusterState
 
 PRISTINE_FILE = "pristine.json"
 _SKIP = ("/registry/masterleases/", "/registry/peerserverleases/")
@@ -139,22 +139,22 @@ def _settled(cluster: Cluster, timeout: float) -> dict[bytes, bytes]:
     return {k: v for k, (v, _) in last[0].items()}
 
 
-def capture_pristine(cluster: Cluster, st: ClusterState, *, settle_timeout: float = 10.0) -> None:
+def capture_pristine(cluster: Cluster, directory: Path, *, ip6: bool, settle_timeout: float = 10.0) -> None:
+    """Write ``pristine.json`` into the cluster's state ``directory`` (``ip6``: the cluster has IPv6)."""
     etcd = _settled(cluster, settle_timeout)
-    ip6 = st.ip_family != "ipv4"
     rules = {n.name: rules_text(n.exec, cluster.proxy_mode, ip6=ip6) for n in cluster.nodes}
     _cache[cluster.name] = (etcd, rules)
     data = {
         "etcd": {base64.b64encode(k).decode(): base64.b64encode(v).decode() for k, v in etcd.items()},
         "rules": rules,
     }
-    atomic_write_text(st.dir / PRISTINE_FILE, json.dumps(data))
+    atomic_write_text(directory / PRISTINE_FILE, json.dumps(data))
 
 
-def _load_pristine(cluster: Cluster, st: ClusterState) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
+def _load_pristine(cluster: Cluster, directory: Path) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
     if cluster.name in _cache:
         return _cache[cluster.name]
-    path = Path(st.dir) / PRISTINE_FILE
+    path = directory / PRISTINE_FILE
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -197,26 +197,33 @@ def restore_etcd(cluster: Cluster, pristine: dict[bytes, bytes]) -> int:
     return len(deletes) + len(puts)
 
 
-def reset_cluster(cluster: Cluster, st: ClusterState, *, timeout: float = 30.0) -> dict[str, float]:
-    """Restore the pristine state (see module doc); returns timings in seconds."""
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    etcd, rules = _load_pristine(cluster, st)
-    changed = restore_etcd(cluster, etcd)
+def load_pristine(cluster: Cluster, directory: Path) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
+    """(etcd keys and values, each node's sorted rule lines) captured at create."""
+    return _load_pristine(cluster, directory)
+
+
+def restore_all(cluster: Cluster, etcd: dict[bytes, bytes]) -> int:
+    """Restore etcd to ``etcd``, again while controllers react to the restore (5 passes at most); returns
+    the number of passes."""
     passes = 1
-    if changed:
+    if restore_etcd(cluster, etcd):
         time.sleep(0.05)
         while restore_etcd(cluster, etcd) and passes < 5:
             passes += 1
             time.sleep(0.05)
-    t_etcd = time.monotonic() - t0
+    return passes
+
+
+def wait_rules(cluster: Cluster, rules: dict[str, list[str]], *, ip6: bool, deadline: float) -> None:
+    """Wait until every node's kube-proxy rules equal its pristine ``rules`` (ProviderError at ``deadline``
+    naming the node and a few differing lines)."""
     pending = {n.name: n for n in cluster.nodes}
 
     def rules_back() -> str | None:
         why = None
         for name, n in list(pending.items()):
             try:
-                now = rules_text(n.exec, cluster.proxy_mode, ip6=st.ip_family != "ipv4")
+                now = rules_text(n.exec, cluster.proxy_mode, ip6=ip6)
             except CommandError as exc:
                 why = str(exc)
                 continue
@@ -242,4 +249,13 @@ def reset_cluster(cluster: Cluster, st: ClusterState, *, timeout: float = 30.0) 
             f"(`k8sstate cluster delete --name {cluster.name}`)"
         ),
     )
+
+
+def reset_cluster(cluster: Cluster, directory: Path, *, ip6: bool, timeout: float = 30.0) -> dict[str, float]:
+    """Restore the pristine state (see module doc); returns timings in seconds."""
+    t0 = time.monotonic()
+    etcd, rules = _load_pristine(cluster, directory)
+    passes = restore_all(cluster, etcd)
+    t_etcd = time.monotonic() - t0
+    wait_rules(cluster, rules, ip6=ip6, deadline=t0 + timeout)
     return {"etcd": t_etcd, "total": time.monotonic() - t0, "passes": float(passes)}

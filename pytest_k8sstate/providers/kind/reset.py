@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,9 +113,10 @@ def _load_nodes(cluster: Cluster, directory: Path) -> dict[str, dict[str, list[s
 
 def _differences(want: dict[str, list[str]], now: dict[str, list[str]]) -> str | None:
     for part in ("pods", "links", "routes"):
-        if sorted(want.get(part, [])) != sorted(now.get(part, [])):
-            extra = sorted(set(now[part]) - set(want[part]))[:3]
-            missing = sorted(set(want[part]) - set(now[part]))[:3]
+        a, b = Counter(want.get(part, [])), Counter(now.get(part, []))
+        if a != b:  # multisets: two veths are two lines "veth"
+            extra = sorted((b - a).elements())[:3]
+            missing = sorted((a - b).elements())[:3]
             return f"{part} differ (extra {extra}, missing {missing})"
     return None
 

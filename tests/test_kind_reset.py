@@ -25,7 +25,7 @@ def _cluster(name: str = "kr") -> Cluster:
     )
 
 
-@pytest.mark.parametrize("content", [None, "{not json", "[1, 2"])
+@pytest.mark.parametrize("content", [None, "{not json", "[1, 2]", '{"n": 3}', '{"n": {"pods": 7}}'])
 def test_a_cluster_without_a_readable_capture_is_refused_with_the_fix(
     tmp_path: Path, content: str | None
 ) -> None:
@@ -61,3 +61,17 @@ def test_random_veth_names_compare_equal_but_an_extra_pod_route_or_link_does_not
     assert "routes differ (extra ['10.244.0.9 dev veth scope host']" in str(
         kind_reset._differences(want, extra_route)
     )
+
+
+@pytest.mark.parametrize(
+    "content", ["", '{"etcd": []}', '{"etcd": {"a": "!!"}, "rules": {}}', '{"rules": {}}']
+)
+def test_an_unreadable_etcd_and_rules_capture_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / kind_reset.NODES_FILE).write_text(
+        '{"kr-control-plane": {"pods": [], "links": [], "routes": []}}'
+    )
+    (tmp_path / "pristine.json").write_text(content)
+    with pytest.raises(
+        ProviderError, match=r"pristine\.json: pristine capture of cluster 'kr' unreadable \("
+    ):
+        kind_reset.reset(_cluster(), tmp_path, ip6=False, timeout=1)

@@ -157,12 +157,13 @@ def _load_pristine(cluster: Cluster, directory: Path) -> tuple[dict[bytes, bytes
     path = directory / PRISTINE_FILE
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        etcd = {base64.b64decode(k): base64.b64decode(v) for k, v in data["etcd"].items()}
+        rules = {str(k): [str(x) for x in v] for k, v in data["rules"].items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
         raise ProviderError(
-            f"{path}: pristine capture of cluster {cluster.name!r} unreadable ({exc}); recreate the cluster"
+            f"{path}: pristine capture of cluster {cluster.name!r} unreadable ({type(exc).__name__}: {exc}); "
+            "recreate the cluster"
         ) from exc
-    etcd = {base64.b64decode(k): base64.b64decode(v) for k, v in data["etcd"].items()}
-    rules = {k: list(v) for k, v in data["rules"].items()}
     _cache[cluster.name] = (etcd, rules)
     return etcd, rules
 

@@ -102,13 +102,13 @@ def _load_nodes(cluster: Cluster, directory: Path) -> dict[str, dict[str, list[s
     path = directory / NODES_FILE
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return {str(k): {str(p): [str(x) for x in v] for p, v in d.items()} for k, d in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise ProviderError(
-            f"{path}: no pristine capture of kind cluster {cluster.name!r} ({exc}); it was created without "
-            f"one (an older version, or plain kind): recreate it (`k8sstate cluster delete --name "
-            f"{cluster.name} --provider kind`, then create)"
+            f"{path}: no pristine capture of kind cluster {cluster.name!r} ({type(exc).__name__}: {exc}); it "
+            f"was created without one (an older version, or plain kind): recreate it (`k8sstate cluster "
+            f"delete --name {cluster.name} --provider kind`, then create)"
         ) from exc
-    return {str(k): {str(p): list(v) for p, v in d.items()} for k, d in data.items()}
 
 
 def _differences(want: dict[str, list[str]], now: dict[str, list[str]]) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pytest_k8sstate.parse.iptables import parse_iptables_save
@@ -23,6 +25,37 @@ def kube_rules(ruleset) -> set[tuple[str, str, str]]:
     return out
 
 
+def others(save: str) -> tuple[bytes, set[str]]:
+    """What is not kube-proxy's (nor the kubelet's) in an ``iptables-save`` of the wiped tables: an
+    ``iptables-restore --noflush`` input that puts it back (user chains declared, rules appended), and its
+    lines. On kind that is Docker's embedded-DNS NAT (``DOCKER_OUTPUT``/``DOCKER_POSTROUTING``): without it
+    every new process in the node fails to resolve the control plane's name (a restarted kube-proxy never
+    syncs)."""
+    out: list[str] = []
+    lines: set[str] = set()
+    wiped = False
+    for ln in save.splitlines():
+        if ln.startswith("*"):
+            wiped = ln[1:] in ("nat", "filter", "mangle")
+            if wiped:
+                out.append(ln)
+        elif not wiped:
+            continue
+        elif ln.startswith(":"):
+            name, policy = ln[1:].split()[:2]
+            if policy == "-" and not name.startswith("KUBE-"):  # a user chain
+                out.append(f":{name} - [0:0]")
+                lines.add(out[-1])
+        elif ln.startswith("-A "):
+            if ln.split()[1].startswith("KUBE-") or re.search(r" (-j|--jump|-g|--goto) KUBE-", ln):
+                continue
+            out.append(ln)
+            lines.add(ln)
+        elif ln == "COMMIT":
+            out.append(ln)
+    return ("\n".join(out) + "\n").encode(), lines
+
+
 def kube_chains(ruleset) -> set[tuple[str, str]]:
     return {(t, c) for t, table in ruleset.tables.items() for c in table.chains if c.startswith("KUBE-")}
 
@@ -41,8 +74,9 @@ def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, 
     other nodes were untouched.
 
     Real cluster vs article: the article's restore file kept docker's POSTROUTING rule; here the tables are
-    emptied completely (the node namespace has no other rules). kube-proxy notices through its
-    ``KUBE-PROXY-CANARY`` chains, which it checks once per ``--iptables-sync-period``.
+    emptied completely, and what was not kube-proxy's (on kind: Docker's embedded-DNS NAT) is put back
+    afterwards, even when the test fails — the node could not resolve names otherwise. kube-proxy notices
+    through its ``KUBE-PROXY-CANARY`` chains, which it checks once per ``--iptables-sync-period``.
     """
     k8s_api.apply(manifest("15-resync.yaml"))
     k8s_api.wait_endpoints("svc/f15-web", count=1)
@@ -53,18 +87,25 @@ def test_finding_15_kube_proxy_restores_wiped_rules(k8s_cluster, cluster_state, 
     expected_chains = kube_chains(iptables_of(before_wipe, node.name))
     assert any(c.startswith("KUBE-SVC-") for _, c in expected_chains)
 
+    keep, kept = others(node.exec.run(["iptables-save"]).text)
     node.exec.run(["iptables-restore"], input=EMPTY_TABLES)
-    wiped = node.exec.run(["iptables-save"]).text
-    assert ":KUBE-" not in wiped, "iptables-restore of empty tables left KUBE-* chains behind"
+    try:
+        wiped = node.exec.run(["iptables-save"]).text
+        assert ":KUBE-" not in wiped, "iptables-restore of empty tables left KUBE-* chains behind"
 
-    def restored() -> bool:
-        now = parse_iptables_save(
-            node.exec.run(["iptables-save"]).text, source=f"iptables-save on {node.name}"
+        def restored() -> bool:
+            now = parse_iptables_save(
+                node.exec.run(["iptables-save"]).text, source=f"iptables-save on {node.name}"
+            )
+            return expected_rules <= kube_rules(now) and expected_chains <= kube_chains(now)
+
+        wait_until(
+            f"kube-proxy on {node.name} to restore its rules", restored, timeout=RESYNC_TIMEOUT, interval=0.5
         )
-        return expected_rules <= kube_rules(now) and expected_chains <= kube_chains(now)
-
-    wait_until(
-        f"kube-proxy on {node.name} to restore its rules", restored, timeout=RESYNC_TIMEOUT, interval=0.5
+    finally:  # put back what was not kube-proxy's (kube-proxy and the kubelet re-create theirs)
+        node.exec.run(["iptables-restore", "--noflush"], input=keep)
+    assert others(node.exec.run(["iptables-save"]).text)[1] == kept, (
+        "the node's other rules did not come back"
     )
     diff = cluster_state.diff(since="before-wipe")
 

@@ -18,6 +18,7 @@ What stays: images loaded into the nodes, container logs, the kubelets' own cach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_k8sstate.errors import K8sStateError, ProviderError
+from pytest_k8sstate.providers.kind.ready import KUBECTL
 from pytest_k8sstate.providers.pristine import capture_pristine, load_pristine, restore_all, wait_rules
 from pytest_k8sstate.util.files import atomic_write_text
 from pytest_k8sstate.util.poll import wait_until
@@ -91,8 +93,44 @@ def _each_node(cluster: Cluster, fn: Callable[[NodeInfo], Any]) -> dict[str, Any
         return {name: f.result() for name, f in futures.items()}
 
 
-def capture(cluster: Cluster, directory: Path, *, ip6: bool) -> None:
-    """The pristine capture of a kind cluster that just became ready (etcd, rules, node side)."""
+def _unready_pods(cluster: Cluster) -> str | None:
+    """None when every pod reports Ready (the static pods' mirror pods included), else which do not."""
+    res = cluster.control_plane.exec.run(
+        [*KUBECTL, "get", "pods", "-A", "-o", "json"], check=False, timeout=30
+    )
+    if res.returncode != 0:
+        return f"kubectl get pods: {res.text[:200] or res.returncode}"
+    try:
+        items = json.loads(res.text)["items"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"kubectl get pods: {exc}"
+    waiting = [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in items
+        if not any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
+    ]
+    return f"pods not Ready: {', '.join(waiting[:5])}" if waiting else None
+
+
+def capture(cluster: Cluster, directory: Path, *, ip6: bool, ready_timeout: float = 60.0) -> None:
+    """The pristine capture of a kind cluster that just became ready (etcd, rules, node side).
+
+    First every pod must report Ready: right after ``kind create`` the static pods' mirror pods may still
+    carry a not-ready status that their kubelet corrects seconds later — captured, every reset would put it
+    back. After ``ready_timeout`` the capture is taken as it is (the cluster is usable; a reset then shows
+    that status refresh as a change)."""
+    with contextlib.suppress(ProviderError):
+        wait_until(
+            f"every pod of kind cluster {cluster.name!r} Ready before its pristine capture",
+            lambda: _unready_pods(cluster),
+            timeout=ready_timeout,
+            error=ProviderError,
+            interval=0.5,
+            max_interval=2.0,
+        )
     capture_pristine(cluster, directory, ip6=ip6, settle_timeout=30.0)
     nodes = _each_node(cluster, node_state)
     atomic_write_text(directory / NODES_FILE, json.dumps(nodes))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pytest_k8sstate.errors import K8sStateError
 from pytest_k8sstate.k8s.helper import K8sHelper
 from pytest_k8sstate.providers.base import ClusterSpec
 from pytest_k8sstate.providers.kind.provider import KindProvider
@@ -91,4 +92,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except K8sStateError as exc:  # no engine, no node image, a failed create: one message, no traceback
+        sys.exit(f"bench_kind_fresh: {exc}")

@@ -21,6 +21,7 @@ import base64
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from pytest_k8sstate.util.files import atomic_write_text
 from pytest_k8sstate.util.poll import wait_until
 
 if TYPE_CHECKING:
-    from pytest_k8sstate.providers.base import Cluster
+    from pytest_k8sstate.providers.base import Cluster, NodeInfo
 
 PRISTINE_FILE = "pristine.json"
 _SKIP = ("/registry/masterleases/", "/registry/peerserverleases/")
@@ -151,7 +152,8 @@ def capture_pristine(cluster: Cluster, directory: Path, *, ip6: bool, settle_tim
     atomic_write_text(directory / PRISTINE_FILE, json.dumps(data))
 
 
-def _load_pristine(cluster: Cluster, directory: Path) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
+def load_pristine(cluster: Cluster, directory: Path) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
+    """(etcd keys and values, each node's sorted rule lines) captured at create (cached per cluster)."""
     if cluster.name in _cache:
         return _cache[cluster.name]
     path = directory / PRISTINE_FILE
@@ -198,11 +200,6 @@ def restore_etcd(cluster: Cluster, pristine: dict[bytes, bytes]) -> int:
     return len(deletes) + len(puts)
 
 
-def load_pristine(cluster: Cluster, directory: Path) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
-    """(etcd keys and values, each node's sorted rule lines) captured at create."""
-    return _load_pristine(cluster, directory)
-
-
 def restore_all(cluster: Cluster, etcd: dict[bytes, bytes]) -> int:
     """Restore etcd to ``etcd``, again while controllers react to the restore (5 passes at most); returns
     the number of passes."""
@@ -215,36 +212,54 @@ def restore_all(cluster: Cluster, etcd: dict[bytes, bytes]) -> int:
     return passes
 
 
-def wait_rules(cluster: Cluster, rules: dict[str, list[str]], *, ip6: bool, deadline: float) -> None:
-    """Wait until every node's kube-proxy rules equal its pristine ``rules`` (ProviderError at ``deadline``
-    naming the node and a few differing lines)."""
+def wait_each_node(
+    cluster: Cluster,
+    what: str,
+    differs: Callable[[NodeInfo], str | None],
+    *,
+    deadline: float,
+    details: Callable[[], str],
+) -> None:
+    """Wait until ``differs(node)`` is None for every node (each node is checked until it matches once);
+    ProviderError at ``deadline`` with the last reason and ``details``."""
     pending = {n.name: n for n in cluster.nodes}
 
-    def rules_back() -> str | None:
+    def probe() -> str | None:
         why = None
-        for name, n in list(pending.items()):
-            try:
-                now = rules_text(n.exec, cluster.proxy_mode, ip6=ip6)
-            except CommandError as exc:
-                why = str(exc)
-                continue
-            want = rules.get(name)
-            if want is None or now == want:
+        for name, node in list(pending.items()):
+            reason = differs(node)
+            if reason is None:
                 pending.pop(name)
             else:
-                extra = sorted(set(now) - set(want))[:3]
-                missing = sorted(set(want) - set(now))[:3]
-                why = f"node {name}: rules differ (extra {extra}, missing {missing})"
+                why = reason
         if not pending:
             return None
         return why or f"nodes {', '.join(pending)} not checked yet"
 
-    wait_until(
+    wait_until(what, probe, deadline=deadline, error=ProviderError, max_interval=0.2, details=details)
+
+
+def wait_rules(cluster: Cluster, rules: dict[str, list[str]], *, ip6: bool, deadline: float) -> None:
+    """Wait until every node's kube-proxy rules equal its pristine ``rules`` (ProviderError at ``deadline``
+    naming the node and a few differing lines)."""
+
+    def differs(node: NodeInfo) -> str | None:
+        try:
+            now = rules_text(node.exec, cluster.proxy_mode, ip6=ip6)
+        except CommandError as exc:
+            return str(exc)
+        want = rules.get(node.name)
+        if want is None or now == want:
+            return None
+        extra = sorted(set(now) - set(want))[:3]
+        missing = sorted(set(want) - set(now))[:3]
+        return f"node {node.name}: rules differ (extra {extra}, missing {missing})"
+
+    wait_each_node(
+        cluster,
         f"kube-proxy rules of cluster {cluster.name!r} to return to the pristine state (reset)",
-        rules_back,
+        differs,
         deadline=deadline,
-        error=ProviderError,
-        max_interval=0.2,
         details=lambda: (
             "rules changed outside kube-proxy are not restored — recreate the cluster "
             f"(`k8sstate cluster delete --name {cluster.name}`)"
@@ -255,7 +270,7 @@ def wait_rules(cluster: Cluster, rules: dict[str, list[str]], *, ip6: bool, dead
 def reset_cluster(cluster: Cluster, directory: Path, *, ip6: bool, timeout: float = 30.0) -> dict[str, float]:
     """Restore the pristine state (see module doc); returns timings in seconds."""
     t0 = time.monotonic()
-    etcd, rules = _load_pristine(cluster, directory)
+    etcd, rules = load_pristine(cluster, directory)
     passes = restore_all(cluster, etcd)
     t_etcd = time.monotonic() - t0
     wait_rules(cluster, rules, ip6=ip6, deadline=t0 + timeout)

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_k8sstate.errors import K8sStateError, ProviderError
 from pytest_k8sstate.providers.kind.ready import KUBECTL
-from pytest_k8sstate.providers.pristine import capture_pristine, load_pristine, restore_all, wait_rules
+from pytest_k8sstate.providers.pristine import (
+    capture_pristine,
+    load_pristine,
+    restore_all,
+    wait_each_node,
+    wait_rules,
+)
 from pytest_k8sstate.util.files import atomic_write_text
 from pytest_k8sstate.util.poll import wait_until
 
@@ -175,31 +181,25 @@ def reset(cluster: Cluster, directory: Path, *, ip6: bool, timeout: float = 30.0
     _each_node(cluster, clean)
     t_nodes = time.monotonic() - t0
     wait_rules(cluster, rules, ip6=ip6, deadline=deadline)
-    pending = {n.name: n for n in cluster.nodes}
 
-    def back() -> str | None:
-        why = None
-        for name, node in list(pending.items()):
-            try:
-                now = node_state(node)
-            except K8sStateError as exc:
-                why = f"node {name}: {exc}"
-                continue
-            diff = _differences(nodes.get(name, now), now)
-            if diff is None:
-                pending.pop(name)
-            else:
-                why = f"node {name}: {diff}"
-                if set(now["pods"]) - set(nodes.get(name, now)["pods"]):
-                    clean(node)  # a sandbox the kubelet started while etcd was being restored
-        return None if not pending else why
+    def differs(node: NodeInfo) -> str | None:
+        try:
+            now = node_state(node)
+        except K8sStateError as exc:
+            return f"node {node.name}: {exc}"
+        want = nodes.get(node.name, now)
+        diff = _differences(want, now)
+        if diff is None:
+            return None
+        if set(now["pods"]) - set(want["pods"]):
+            clean(node)  # a sandbox the kubelet started while etcd was being restored
+        return f"node {node.name}: {diff}"
 
-    wait_until(
+    wait_each_node(
+        cluster,
         f"the nodes of kind cluster {cluster.name!r} to return to the pristine state (reset)",
-        back,
+        differs,
         deadline=deadline,
-        error=ProviderError,
-        max_interval=0.2,
         details=lambda: (
             "a pristine pod recreated, or links/routes changed outside the CNI, are not restored — "
             f"recreate the cluster (`k8sstate cluster delete --name {cluster.name} --provider kind`)"

@@ -29,7 +29,6 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ os.environ.setdefault("K8SSTATE_PROGRESS", "0")  # no live line; the provider's 
 import pytest_k8sstate.binaries as bins
 from pytest_k8sstate.binaries.gobuild import find_go, go_env, run_logged
 from pytest_k8sstate.errors import K8sStateError
+from pytest_k8sstate.node.exec import run_command
 from pytest_k8sstate.providers.base import ClusterSpec
 from pytest_k8sstate.providers.host import sigterm_as_interrupt
 from pytest_k8sstate.providers.local.binaries import resolve_binaries
@@ -146,40 +146,27 @@ class Kwokctl:
         self.kubeconfig = self.tmp / "kubeconfig"
         self.workdir = self.tmp / "work"
         self.paths = paths
-        env = dict(os.environ)
-        env.update(
-            KWOK_WORKDIR=str(self.workdir),
-            KWOK_RUNTIME="binary",
-            KWOK_KUBE_VERSION=kube_version,
-            KWOK_ETCD_VERSION=etcd_version.removeprefix("v"),
-            KWOK_KUBECTL_BINARY=str(paths["kubectl"]),
-            KWOK_QUIET_PULL="true",
-            KUBECONFIG=str(self.kubeconfig),
-            HTTP_PROXY=DEAD_PROXY,
-            HTTPS_PROXY=DEAD_PROXY,
-            http_proxy=DEAD_PROXY,
-            https_proxy=DEAD_PROXY,
-            NO_PROXY="127.0.0.1,localhost,::1",
-            no_proxy="127.0.0.1,localhost,::1",
-        )
-        self.env = env
+        self.env = {  # added to os.environ by run_command
+            "KWOK_WORKDIR": str(self.workdir),
+            "KWOK_RUNTIME": "binary",
+            "KWOK_KUBE_VERSION": kube_version,
+            "KWOK_ETCD_VERSION": etcd_version.removeprefix("v"),
+            "KWOK_KUBECTL_BINARY": str(paths["kubectl"]),
+            "KWOK_QUIET_PULL": "true",
+            "KUBECONFIG": str(self.kubeconfig),
+            "HTTP_PROXY": DEAD_PROXY,
+            "HTTPS_PROXY": DEAD_PROXY,
+            "http_proxy": DEAD_PROXY,
+            "https_proxy": DEAD_PROXY,
+            "NO_PROXY": "127.0.0.1,localhost,::1",
+            "no_proxy": "127.0.0.1,localhost,::1",
+        }
 
     def run(self, name: str, *args: str, timeout: float = CMD_TIMEOUT) -> str:
+        """kwokctl's stdout + stderr; K8sStateError (the last 15 lines) when it fails or times out."""
         argv = [str(self.exe), "--name", name, *args]
-        try:
-            proc = subprocess.run(  # noqa: S603 - argv list, no shell
-                argv,
-                env=self.env,
-                cwd=self.tmp,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise K8sStateError(f"`{' '.join(argv)}` did not finish within {timeout:g}s") from exc
-        out = proc.stdout + proc.stderr
+        proc = run_command(argv, env=self.env, timeout=timeout, check=False, where="kwokctl")
+        out = proc.text + proc.stderr.decode("utf-8", errors="replace")
         if proc.returncode != 0:
             tail = "\n".join("    " + ln for ln in out.splitlines()[-15:])
             raise K8sStateError(f"`{' '.join(argv)}` exited {proc.returncode}:\n{tail}")

@@ -434,3 +434,26 @@ def test_off_fast_path_rule_lines_keep_order_and_counters() -> None:
     rs = parse_iptables_save(text)
     got = [(r.line, r.spec, r.counters) for r in rs.tables["nat"].chains["X"].rules]
     assert got == [(3, "-j A1", (1, 2)), (4, "-j A2", (3, 4)), (5, "-j A3", (7, 8)), (6, "-j A4", None)]
+
+
+def test_rules_with_builds_only_the_matching_lines_and_equals_the_built_rules() -> None:
+    text = (
+        "*nat\n:X - [0:0]\n:Y - [0:0]\n"
+        '[1:2] -A X -d 10.0.0.1/32 -m comment --comment "a/web cluster IP" -j KUBE-SVC-A\n'
+        '-A X -d 10.0.0.2/32 -m comment --comment "b/db cluster IP" -j KUBE-SVC-B\n'
+        "-A Y -j RETURN\n"
+        '[3:4] -A X -d 10.0.0.3/32 -m comment --comment "a/web2 cluster IP" -j KUBE-SVC-C\n'
+        '-A X -c 7 8 -m comment --comment "a/web cluster IP" -j MARK --set-xmark 0x1/0x1\n'
+        "COMMIT\n"
+    )
+    x = parse_iptables_save(text).tables["nat"].chains["X"]
+    got = [(r.line, r.spec, r.counters) for r in x.rules_with("a/web ")]
+    assert x.rules_text() is not None, "rules_with must not build the whole chain"
+    assert got == [
+        (4, '-d 10.0.0.1/32 -m comment --comment "a/web cluster IP" -j KUBE-SVC-A', (1, 2)),
+        (8, '-m comment --comment "a/web cluster IP" -j MARK --set-xmark 0x1/0x1', (7, 8)),
+    ]
+    built = [(r.line, r.spec, r.counters) for r in x.rules if "a/web " in r.spec]
+    assert got == built
+    assert [(r.line, r.spec) for r in x.rules_with("a/web ")] == [(a, b) for a, b, _ in built]  # built chain
+    assert x.rules_with("nothing like this") == []

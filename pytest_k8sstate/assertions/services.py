@@ -92,8 +92,8 @@ def _scan_iptables_services(rs: IptablesRuleset, only: str | None = None) -> Ite
         chain = rs.chain(table, "KUBE-SERVICES")
         if chain is None:
             continue
-        for rule in chain.rules:
-            if suffix.strip() not in rule.spec or (only is not None and only not in rule.spec):
+        for rule in chain.rules if only is None else chain.rules_with(only):
+            if suffix.strip() not in rule.spec:
                 continue
             c = rule_comment(rule)
             if c is None or not c.endswith(suffix):

@@ -512,16 +512,31 @@ class Chain:
         with _gc_paused():
             self._materialize_blocks()
 
+    def rules_with(self, text: str) -> list[Rule]:
+        """The rules whose spec contains ``text``; while the chain is not built, only the lines containing
+        it are (a lookup of one Service's rules does not build 2,000 others)."""
+        return [r for r in self._rules if text in r.spec] + self._block_rules(text)
+
     def _materialize_blocks(self) -> None:
+        self._rules.extend(self._block_rules())
+        self._blocks = []
+
+    def _block_rules(self, only: str | None = None) -> list[Rule]:
+        """Rules of the unbuilt blocks (``only``: just those whose spec contains it)."""
         # every block line has the shape _SECTION_RE checked: "[P:B] -A NAME spec" or "-A NAME spec"
-        out = self._rules
+        out: list[Rule] = []
         src = self._source
         name = self.name
         plen = len(name) + 4  # "-A NAME "
         for block, first in self._blocks:
+            if only is not None and only not in block:
+                continue
             lineno = first
             for text in block.split("\n"):
                 if not text:
+                    continue
+                if only is not None and only not in text:
+                    lineno += 1
                     continue
                 if text[0] == "[":
                     close = text.find("] ")
@@ -542,9 +557,10 @@ class Chain:
                 if spec.startswith("-c "):
                     _, spec, c2 = _rule_line(f"-A {name} {spec}", lineno, src)
                     counters = c2 or counters
-                out.append(Rule(name, spec, lineno, counters, src))
+                if only is None or only in spec:
+                    out.append(Rule(name, spec, lineno, counters, src))
                 lineno += 1
-        self._blocks = []
+        return out
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Chain):

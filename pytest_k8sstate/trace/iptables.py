@@ -50,6 +50,7 @@ reached answered alike) share one walk: :mod:`.ipt_classes`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
@@ -562,13 +563,19 @@ def _canon_or_same(text: str) -> str:
         return text
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
+
+
+@lru_cache(maxsize=1 << 16)
 def _index_key(text: str) -> str | None:
-    """``10.0.0.1``/``10.0.0.1/32`` → itself without /32; ``FD00:0::1/128`` → ``fd00::1``; else None."""
+    """``10.0.0.1``/``10.0.0.1/32`` → itself without /32; ``FD00:0::1/128`` → ``fd00::1``; else None.
+
+    Cached: every node of a cluster, and every snapshot's fresh parse, has the same Service addresses."""
     if text.endswith("/32"):
         text = text[:-3]
-    parts = text.split(".")
-    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
-        return text if all(p == "0" or p[0] != "0" for p in parts) else None
+    if _IPV4.fullmatch(text):
+        return text  # canonical already: four decimal octets without leading zeros
     if ":" not in text:
         return None
     if text.endswith("/128"):

@@ -32,6 +32,7 @@ import argparse
 import gc
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -224,6 +225,7 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
     res: dict[str, list[float]] = {k: [] for k in GOALS}
     cluster.snapshot("warm-up")
     endpoints = args.endpoints
+    picks = random.Random(time.time_ns()).sample(range(args.services), args.runs)
     for run in range(args.runs):
         t, before = _timed(lambda: cluster.snapshot("before"))
         res["snapshot"].append(t)
@@ -234,12 +236,13 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
         finally:
             del os.environ["K8SSTATE_NODE_REUSE"]
         endpoints += 1
-        svc = _scale_one(cluster, run, endpoints)
+        i = picks[run]  # a random Service: on a kept cluster, earlier runs scaled others (most likely)
+        svc = _scale_one(cluster, i, endpoints)
         t, after = _timed(lambda: cluster.snapshot("after"))
         res["snapshot after a change"].append(t)
         t, diff = _timed(partial(before.diff, after))
         res["diff"].append(t)
-        eps = [f"{_ep_ip(run, j)}:8080" for j in range(endpoints)]
+        eps = [f"{_ep_ip(i, j)}:8080" for j in range(endpoints)]
         t, _ = _timed(partial(assert_dnat_to, after, f"{svc}:80", endpoints=eps))
         res["assert_dnat_to"].append(t)
         print(

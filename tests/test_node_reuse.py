@@ -18,6 +18,7 @@ import pytest
 from pytest_k8sstate.node import iptfast, netns, netnsio, reuse
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.parse.nft import parse_nft_json
 
 
 def _skip() -> str | None:
@@ -205,3 +206,26 @@ def test_generation_mode_reuses_despite_traffic_and_still_sees_rule_changes(
     assert x is not None
     assert any("--dport 84" in r.spec for r in x.rules)
     _same(third, _fresh(ns, monkeypatch))
+
+
+def test_collect_node_parses_only_what_changed(ns: NetnsExec) -> None:
+    """Real nft in a namespace: the second capture, after one rule was added, equals a plain parse of
+    ``nft -j list ruleset`` and took every other rule from the first capture."""
+    lines = ["table ip k8ss-memo {", " chain c {"]
+    lines += [f"  ip daddr 10.97.0.{i} tcp dport 80 accept" for i in range(40)]
+    lines += [" }", "}"]
+    ns.run(["nft", "-f", "-"], input="\n".join(lines).encode(), timeout=30)
+    first = collect_node(ns, parts=["nft"])
+    ns.run(["nft", "add rule ip k8ss-memo c ip daddr 10.97.1.1 drop"], timeout=30)
+    second = collect_node(ns, parts=["nft"])
+    raw = ns.run(["nft", "-j", "list", "ruleset"], timeout=30).stdout
+    assert first.nft is not None
+    assert second.nft is not None
+    assert second.nft == parse_nft_json(raw, source=second.nft.source)
+    a, b = first.nft.table("ip", "k8ss-memo"), second.nft.table("ip", "k8ss-memo")
+    assert a is not None
+    assert b is not None
+    old, new = a.chains["c"].rules, b.chains["c"].rules
+    assert len(new) == len(old) + 1
+    assert all(y.expr is x.expr for x, y in zip(old, new, strict=False)), "unchanged rules taken over"
+    assert new[-1].text.endswith("drop")

@@ -56,6 +56,7 @@ from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
 from pytest_k8sstate.parse.iptables import IptablesRuleset, parse_iptables_save
 from pytest_k8sstate.parse.ipvs import VirtualServer, parse_ipvsadm
 from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
+from pytest_k8sstate.parse.nftmemo import fresh_rules
 
 __all__ = ["ALL_PARTS", "NodeState", "collect_node", "collect_nodes"]
 
@@ -357,7 +358,11 @@ def collect_node(
             state.errors[p] = _clip(f"`{cmd}` (the fast path's fallback) failed on node {node}: {exc}")
             continue
         try:
-            value = _PARSERS[p](out, src)
+            value: Any
+            if p == "nft" and plan.key is not None:  # reuse on: unchanged rules from the last capture
+                value = parse_nft_json(out, source=src, previous=plan.previous.get("nft"), index=True)
+            else:
+                value = _PARSERS[p](out, src)
         except K8sStateError as exc:
             state.errors[p] = _clip(f"could not parse `{cmd}` output from node {node}: {exc}")
             continue
@@ -373,8 +378,8 @@ def collect_node(
                 "(a pytest-k8sstate parser bug: please report it with the output)"
             )
             continue
-        if p == "nft":
-            compact.share_equal_expressions(value)  # large rulesets: equal sub-trees one object
+        if p == "nft":  # large rulesets: equal sub-trees one object (the new rules only)
+            compact.share_equal_expressions(value, only=fresh_rules(value))
         if p == "conntrack":
             value, note = value
             if note:

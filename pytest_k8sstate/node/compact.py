@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_k8sstate.parse.nft import NftRuleset
+from pytest_k8sstate.parse.nft import NftRule, NftRuleset
 
 __all__ = ["MIN_RULES", "share_equal_expressions"]
 
@@ -45,14 +45,17 @@ def _canon(obj: Any, table: dict[Any, Any]) -> Any:
     return got
 
 
-def share_equal_expressions(rs: NftRuleset, min_rules: int = MIN_RULES) -> bool:
+def share_equal_expressions(
+    rs: NftRuleset, min_rules: int = MIN_RULES, only: list[NftRule] | None = None
+) -> bool:
     """Share equal expression sub-trees of ``rs``'s rules in place; False when ``rs`` has fewer than
-    ``min_rules`` rules (left alone)."""
+    ``min_rules`` rules (left alone). ``only``: just these of its rules (the others were taken, shared
+    already, from the previous capture: :mod:`pytest_k8sstate.parse.nftmemo`)."""
     rules = [r for t in rs.tables.values() for c in t.chains.values() for r in c.rules]
     if len(rules) < min_rules:
         return False
     table: dict[Any, Any] = {}
-    for r in rules:
+    for r in rules if only is None else only:
         r.expr = _canon(r.expr, table)
         if r.comment is not None:
             r.comment = table.setdefault(r.comment, r.comment)

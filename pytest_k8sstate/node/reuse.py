@@ -81,6 +81,8 @@ class Plan:
     methods: dict[str, str] = field(default_factory=dict)
     gen: str | None = None
     """The nf_tables generation read before anything else."""
+    previous: dict[str, Any] = field(default_factory=dict)
+    """part → the node's previous capture's value, reused or not (incremental parsing)."""
     dumps: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
     the fingerprint, translated by the capture when the part is not reused."""
@@ -203,7 +205,7 @@ def plan(
     if gen is not None:
         for c in large:
             fps[f"gen-{c}"] = f"gen:{gen}"
-    out = Plan(key=key, dumps=dumps, gen=gen)
+    out = Plan(key=key, dumps=dumps, gen=gen, previous=dict(memo.values) if memo is not None else {})
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:

@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from pytest_k8sstate.errors import ParseError
 from pytest_k8sstate.parse.nftcheck import MAX_NESTING, JsonContext, check_ruleset_json
+from pytest_k8sstate.parse.nftmemo import RuleIndex, RuleKey, previous_rules, remember_rules
 
 __all__ = [
     "MAX_NESTING",
@@ -483,9 +484,17 @@ _SET_KNOWN = {"family", "name", "table", "type", "handle", "map", "flags", "comm
 
 
 def parse_nft_json(
-    text_or_obj: str | bytes | dict[str, Any], source: str = "nft -j list ruleset"
+    text_or_obj: str | bytes | dict[str, Any],
+    source: str = "nft -j list ruleset",
+    *,
+    previous: NftRuleset | None = None,
+    index: bool = False,
 ) -> NftRuleset:
-    """Parse ``nft -j list ruleset`` output (text, bytes or the already-loaded dict)."""
+    """Parse ``nft -j list ruleset`` output (text, bytes or the already-loaded dict).
+
+    ``index`` (bytes only): key every rule by its bytes, so that the next capture's parse can take the
+    unchanged ones from this one; ``previous``: that earlier ruleset of the same node (see
+    :mod:`pytest_k8sstate.parse.nftmemo`)."""
     ctx = _Ctx(source)
     obj: Any
     if isinstance(text_or_obj, (str, bytes)):
@@ -502,7 +511,16 @@ def parse_nft_json(
             "top level", 'an object {"nftables": [...]}', obj if not isinstance(obj, dict) else list(obj)
         )
     rs = NftRuleset(source=source)
-    for i, item in enumerate(obj["nftables"]):
+    items = obj["nftables"]
+    rules_index: RuleIndex | None = None
+    if index and isinstance(text_or_obj, bytes):
+        count = sum(1 for item in items if isinstance(item, dict) and "rule" in item)
+        rules_index = RuleIndex(text_or_obj, count)
+    known = previous_rules(previous) if rules_index is not None else {}
+    keyed: dict[RuleKey, NftRule] = {}
+    fresh: list[NftRule] = []
+    rule_no = 0
+    for i, item in enumerate(items):
         path = f"nftables[{i}]"
         if not isinstance(item, dict) or len(item) != 1:
             raise ctx.err(path, "an object with exactly one key (table, chain, rule, set, map, ...)", item)
@@ -537,16 +555,21 @@ def parse_nft_json(
                 raise ctx.err(
                     f"{path}.chain", f"a chain listed before its rules in {t.family} {t.name}", cname
                 )
-            expr = body.get("expr")
-            if not isinstance(expr, list):
-                raise ctx.err(f"{path}.expr", "a list of expressions", expr)
-            for j, x in enumerate(expr):
-                if not isinstance(x, dict) or len(x) != 1:
-                    raise ctx.err(f"{path}.expr[{j}]", "an object with exactly one key", x)
-            ctx.check_depth(expr, f"{path}.expr")
-            comment = ctx.opt_str(body, "comment", path)
-            text = render_rule(expr, comment)
-            ch.rules.append(NftRule(cname, ctx.opt_int(body, "handle", path), expr, comment, text))
+            key = (
+                rules_index.key(rule_no, t.family, t.name, cname, body.get("handle"))
+                if rules_index is not None
+                else None
+            )
+            rule_no += 1
+            seen = known.get(key) if key is not None else None
+            if seen is not None:  # the same bytes as in the previous capture: the same rule
+                rule = NftRule(cname, body["handle"], seen.expr, seen.comment, seen.text)
+            else:
+                rule = _parse_rule(ctx, body, cname, path)
+                fresh.append(rule)
+            if key is not None:
+                keyed[key] = rule
+            ch.rules.append(rule)
         elif kind in ("set", "map"):
             t = _table_of(rs, ctx, body, path)
             name = ctx.str_field(body, "name", path)
@@ -584,7 +607,22 @@ def parse_nft_json(
         else:
             ctx.check_depth(item, path)
             rs.other.append(item)
+    if rules_index is not None:
+        remember_rules(rs, keyed, fresh)
     return rs
+
+
+def _parse_rule(ctx: _Ctx, body: dict[str, Any], cname: str, path: str) -> NftRule:
+    expr = body.get("expr")
+    if not isinstance(expr, list):
+        raise ctx.err(f"{path}.expr", "a list of expressions", expr)
+    for j, x in enumerate(expr):
+        if not isinstance(x, dict) or len(x) != 1:
+            raise ctx.err(f"{path}.expr[{j}]", "an object with exactly one key", x)
+    ctx.check_depth(expr, f"{path}.expr")
+    comment = ctx.opt_str(body, "comment", path)
+    text = render_rule(expr, comment)
+    return NftRule(cname, ctx.opt_int(body, "handle", path), expr, comment, text)
 
 
 def _elements(ctx: _Ctx, raw: Any, is_map: bool, path: str) -> list[NftElement]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_k8sstate.parse.gcpause import gc_paused
 from pytest_k8sstate.parse.nft import NftRule, NftRuleset
 
 __all__ = ["MIN_RULES", "share_equal_expressions"]
@@ -55,8 +56,9 @@ def share_equal_expressions(
     if len(rules) < min_rules:
         return False
     table: dict[Any, Any] = {}
-    for r in rules if only is None else only:
-        r.expr = _canon(r.expr, table)
-        if r.comment is not None:
-            r.comment = table.setdefault(r.comment, r.comment)
+    with gc_paused():  # one key tuple per sub-tree: no cyclic GC over them (parse/gcpause.py)
+        for r in rules if only is None else only:
+            r.expr = _canon(r.expr, table)
+            if r.comment is not None:
+                r.comment = table.setdefault(r.comment, r.comment)
     return True

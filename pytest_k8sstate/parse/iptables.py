@@ -18,14 +18,13 @@ line and what was expected — nothing else.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pytest_k8sstate.errors import ParseError
+from pytest_k8sstate.parse.gcpause import gc_paused
 
 __all__ = [
     "Chain",
@@ -150,18 +149,6 @@ TARGET_ARITY: dict[str, dict[str, int]] = {
 _TOKEN_RE = re.compile(r'\s*(?:((?:[^\s"\\]|\\.|"(?:[^"\\]|\\.)*")+)|(\S))', re.S)
 _UNQUOTE_RE = re.compile(r'"((?:[^"\\]|\\.)*)"|\\(.)', re.S)
 _CHAIN_NAME_RE = re.compile(r"[^\s]{1,128}")
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building 100k small objects: the cyclic GC would rescan them over and over (3x slower)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _unquote(tok: str) -> str:
@@ -509,7 +496,7 @@ class Chain:
         return len(self._rules) + sum(b.count("\n") for b, _ in self._blocks)
 
     def _materialize(self) -> None:
-        with _gc_paused():
+        with gc_paused():
             self._materialize_blocks()
 
     def rules_with(self, text: str) -> list[Rule]:
@@ -618,12 +605,12 @@ class IptablesRuleset:
 
     def validate(self) -> None:
         """Parse every rule's matches and target now (ParseError on the first bad one)."""
-        with _gc_paused():
+        with gc_paused():
             for _, r in self.rules():
                 r._p()
 
     def to_json(self) -> dict[str, Any]:
-        with _gc_paused():
+        with gc_paused():
             return self._to_json()
 
     def _to_json(self) -> dict[str, Any]:
@@ -650,7 +637,7 @@ class IptablesRuleset:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IptablesRuleset:
         try:
-            with _gc_paused():
+            with gc_paused():
                 return cls._from_json(d)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ParseError(
@@ -886,7 +873,7 @@ def parse_iptables_save(text: str | bytes, source: str = "iptables-save") -> Ipt
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text and not text.endswith("\n"):
         text += "\n"
-    with _gc_paused():
+    with gc_paused():
         return _read(text, source)
 
 

@@ -13,9 +13,12 @@ just after ``"handle": N, `` up to where the next rule object starts (without th
 the ``]}`` that ends the document): equal keys are equal rule contents (counters included: they are part
 of ``expr``), whatever the handle. (The last rule of a table is keyed together with the next table's
 header and chains: it is found again only when those did not change either.) The key is only taken when
-the output has exactly one ``{"rule": {`` per rule object (the sequence cannot occur inside a JSON
-string) and the rule's bytes start with exactly what its decoded family, table, chain and handle print
-as — otherwise (another nft version's spacing, escaped names, no handle) the rule is simply parsed. The
+the output has exactly one ``{"rule": {`` per rule object and no other object whose first key is
+``"rule"`` (neither can occur inside a JSON string) and the rule's bytes start with exactly what its
+decoded family, table, chain and handle print as — otherwise (another nft version's spacing, escaped
+names, no handle) the rule is simply parsed. A rule found by its key is taken only if its decoded
+expressions and comment also equal the earlier rule's: a crafted document whose byte positions do not
+line up with its rule objects cannot hand a rule another rule's parse. The
 keys live in the ruleset's scratch ``cache`` (``compare=False``), so they go away with the snapshot.
 """
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["RuleIndex", "RuleKey", "fresh_rules", "previous_rules", "remember_rules"]
 
 _RULE_START = re.compile(rb'\{"rule": \{')
+_ANY_RULE_KEY = re.compile(rb'\{\s*"rule"\s*:')  # any spacing: a rule printed otherwise, or nested
 _KEYS = "parse.nftmemo.rules"
 _FRESH = "parse.nftmemo.fresh"
 
@@ -43,7 +47,7 @@ class RuleIndex:
 
     def __init__(self, data: bytes, rules: int) -> None:
         starts = [m.start() for m in _RULE_START.finditer(data)]
-        self.ok = len(starts) == rules
+        self.ok = len(starts) == rules == sum(1 for _ in _ANY_RULE_KEY.finditer(data))
         self._raw = data
         self._view = memoryview(data)
         self._starts = [*starts, len(data)]
@@ -56,15 +60,21 @@ class RuleIndex:
         names = (family, table, chain)
         prefix = self._prefixes.get(names)
         if prefix is None:
-            prefix = self._prefixes[names] = (
-                b'{"rule": {"family": '
-                + _js(family)
-                + b', "table": '
-                + _js(table)
-                + b', "chain": '
-                + _js(chain)
-                + b', "handle": '
-            )
+            try:
+                prefix = (
+                    b'{"rule": {"family": '
+                    + _js(family)
+                    + b', "table": '
+                    + _js(table)
+                    + b', "chain": '
+                    + _js(chain)
+                    + b', "handle": '
+                )
+            except UnicodeEncodeError:  # a lone surrogate (a JSON \ud800 escape): nft prints no such name
+                prefix = b""
+            self._prefixes[names] = prefix
+        if not prefix:
+            return None
         start = self._starts[i]
         at = start + len(prefix)
         handle_text = b"%d, " % handle

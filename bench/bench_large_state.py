@@ -201,6 +201,21 @@ def _namespaces(cluster: Cluster) -> list[str]:
     return [n.metadata.name for n in client.CoreV1Api(cluster.kube_api()).list_namespace().items]
 
 
+def _pick(cluster: Cluster, rng: random.Random, services: int) -> tuple[int, int]:
+    """A random Service that can take one more endpoint (at most 8: ``_ep_ip``'s range per Service), and
+    its new count — a kept cluster's earlier runs scaled some, so the count is read, not assumed."""
+    from kubernetes import client
+
+    disc = client.DiscoveryV1Api(cluster.kube_api())
+    for _ in range(200):
+        i = rng.randrange(services)
+        ns, svc = f"large-{i % NAMESPACES}", f"svc-{i:05d}"
+        have = len(disc.read_namespaced_endpoint_slice(f"{svc}-manual", ns).endpoints or [])
+        if have < 8:
+            return i, have + 1
+    raise SystemExit("no Service found that can take another endpoint: delete the kept cluster")
+
+
 def _scale_one(cluster: Cluster, i: int, endpoints: int) -> str:
     """Add an endpoint to Service i's slice; wait until kube-proxy programmed it on every node."""
     from kubernetes import client
@@ -224,8 +239,7 @@ def _scale_one(cluster: Cluster, i: int, endpoints: int) -> str:
 def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
     res: dict[str, list[float]] = {k: [] for k in GOALS}
     cluster.snapshot("warm-up")
-    endpoints = args.endpoints
-    picks = random.Random(time.time_ns()).sample(range(args.services), args.runs)
+    rng = random.Random(time.time_ns())
     for run in range(args.runs):
         t, before = _timed(lambda: cluster.snapshot("before"))
         res["snapshot"].append(t)
@@ -235,8 +249,7 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
             res["snapshot, full read"].append(t)
         finally:
             del os.environ["K8SSTATE_NODE_REUSE"]
-        endpoints += 1
-        i = picks[run]  # a random Service: on a kept cluster, earlier runs scaled others (most likely)
+        i, endpoints = _pick(cluster, rng, args.services)
         svc = _scale_one(cluster, i, endpoints)
         t, after = _timed(lambda: cluster.snapshot("after"))
         res["snapshot after a change"].append(t)

@@ -113,3 +113,35 @@ def test_sharing_only_the_fresh_rules_keeps_the_content() -> None:
     assert len(fresh) == 2
     assert compact.share_equal_expressions(again, min_rules=10, only=fresh)
     assert again.to_json() == parse_nft_json(data).to_json()
+
+
+def _crafted(first_rule_expr: str) -> bytes:
+    """Rule 0 printed without spaces (no ``{"rule": {`` match) and another item holding a nested
+    ``{"rule": {`` that looks like rule 0: the counts of the two alone would line up."""
+    head = '"family": "ip", "table": "nat", "chain": "C", "handle"'
+    compact_head = '"family":"ip","table":"nat","chain":"C","handle"'
+    items = [
+        '{"table": {"family": "ip", "name": "nat", "handle": 1}}',
+        '{"chain": {"family": "ip", "table": "nat", "name": "C", "handle": 2}}',
+        '{"rule":{' + compact_head + ':7,"expr":[{"' + first_rule_expr + '": null}]}}',
+        '{"x": {"rule": {' + head + ': 7, "expr": [{"accept": null}]}}}',
+        '{"rule": {' + head + ': 8, "expr": [{"return": null}]}}',
+    ]
+    return ('{"nftables": [' + ", ".join(items) + "]}").encode()
+
+
+def test_a_document_whose_rule_starts_do_not_line_up_gets_no_rule_from_the_memo() -> None:
+    first = parse_nft_json(_crafted("accept"), index=True)
+    data = _crafted("drop")
+    again = parse_nft_json(data, previous=first, index=True)
+    assert again == parse_nft_json(data)
+    assert [t for *_, t in again.rule_texts()] == ["drop", "return"]
+
+
+def test_a_name_with_a_lone_surrogate_is_parsed_not_keyed() -> None:
+    data = _dump(_rules(2)).replace("ÜBER".encode(), b"\\ud800BER")
+    first = parse_nft_json(data, index=True)
+    assert first == parse_nft_json(data)
+    again = parse_nft_json(data, previous=first, index=True)
+    assert again == first
+    assert len(fresh_rules(again) or []) == 1  # that chain's rule; the two others were taken

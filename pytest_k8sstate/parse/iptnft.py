@@ -18,11 +18,11 @@ real ``iptables-save`` instead. Never a guess.
 
 from __future__ import annotations
 
-import gc
 import socket
 import struct
 from typing import Any
 
+from pytest_k8sstate.parse.gcpause import gc_paused
 from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS, ip6_text, mark_text, ports_text, tcp_text
 from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u32, u64
 
@@ -240,15 +240,11 @@ def netlink_to_iptables_save(data: bytes, *, counters: bool = True) -> str:
     Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
     would not come out exactly as iptables-save prints it.
     """
-    was = gc.isenabled()
-    gc.disable()  # 100k+ small objects: the cyclic GC would rescan them over and over (4x slower)
-    try:
-        return _translate_dump(data, counters)
-    except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
-    finally:
-        if was:
-            gc.enable()
+    with gc_paused():  # 100k+ small objects: the cyclic GC would rescan them over and over (4x slower)
+        try:
+            return _translate_dump(data, counters)
+        except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
 
 
 def _translate_dump(data: bytes, counters: bool) -> str:

@@ -9,12 +9,12 @@ outcomes in all, the one used most recently kept longest.
 
 from __future__ import annotations
 
-import gc
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from pytest_k8sstate.parse.gcpause import gc_paused
 from pytest_k8sstate.trace import Packet, TraceResult
 
 __all__ = ["SourceAnswers", "reuse_or_walk"]
@@ -87,9 +87,7 @@ def reuse_or_walk(
     the source to ``reads`` — kept as a new class unless a read is of kind ``opaque`` (cannot be replayed).
     The cyclic GC is paused meanwhile: the walk builds many small acyclic objects, and each collection
     would rescan the caller's heap (the parsed ruleset)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         kept: _Kept | None = cache.get(key)
         if kept is None:
             kept = cache[key] = _Kept()
@@ -119,6 +117,3 @@ def reuse_or_walk(
                 kept.count -= 1
                 kept.outcomes -= len(gone.result.outcomes)
         return got
-    finally:
-        if was:
-            gc.enable()

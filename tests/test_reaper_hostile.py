@@ -40,6 +40,22 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def _wait_marked(pids: set[int], timeout: float = 10.0) -> None:
+    """Wait until every pid in ``pids`` shows its marker.
+
+    Popen returns once the child's ``execve`` has closed its close-on-exec pipe, which the kernel does before
+    it sets the new image's environment bounds: for a moment ``/proc/PID/environ`` reads empty.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {m.pid for m in marked_processes()}
+        if pids <= seen:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pids {sorted(pids - seen)} never showed their marker in {timeout}s")
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     c = tmp_path / "cache"
@@ -226,7 +242,7 @@ def test_marked_process_of_a_vanished_cluster_is_reaped_only_without_owner(cache
     me = f"{os.getpid()}:{proc_start_time(os.getpid())}"
     owned = subprocess.Popen(["sleep", "300"], env={**os.environ, MARKER_ENV: marker, OWNER_ENV: me})
     try:
-        assert {orphan.pid, owned.pid} <= {m.pid for m in marked_processes()}
+        _wait_marked({orphan.pid, owned.pid})
         reap()
         assert orphan.wait(timeout=10) == -signal.SIGKILL
         assert owned.poll() is None

@@ -15,12 +15,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_k8sstate.node import iptfast, netns
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
+from pytest_k8sstate.parse import iptnft
 from pytest_k8sstate.parse.iptnft import HEADER, Untranslatable, netlink_to_iptables_save
 from pytest_k8sstate.state import Snapshot
 from pytest_k8sstate.testing import kube_proxy_iptables, make_services
@@ -376,3 +378,103 @@ def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(ns:
     fams = {(t["family"], t["name"]) for t in d["nft"]["tables"]}
     assert {("ip6", "kube-proxy"), ("inet", "filt")} <= fams
     assert "KUBE-SEP-A" in d["ip6tables"]["tables"]["nat"]
+
+
+def _count_translations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Calls of the per-rule translation (a rule taken from a memo makes none)."""
+    calls: list[int] = []
+    real = iptnft._translate_rule
+
+    def counted(*args: Any) -> str:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(iptnft, "_translate_rule", counted)
+    return calls
+
+
+def _udp_out(ns: NetnsExec, packets: int) -> None:
+    send = "socket.socket(2, 2).sendto(b'x' * i, ('127.0.0.1', 9))"
+    code = f"import socket\nfor i in range({packets}):\n {send}\n"
+    ns.run([sys.executable, "-c", code], timeout=30)
+
+
+@needs_nft
+def test_a_dump_after_a_change_translates_only_the_changed_rules(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Service scaled and counters moved between two dumps: with the first dump's memo, the second
+    gives the text iptables-save -c prints (fresh counters on reused rules) and translates a handful of
+    rules, not the hundreds that did not change."""
+    _load(ns, kube_proxy_iptables(make_services(40, 2, node_ports=5)))
+    memo: dict[bytes, str] = {}
+    first = netlink_to_iptables_save(
+        ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout, memo=memo
+    )
+    _load(ns, kube_proxy_iptables(make_services(40, [2] * 39 + [3], node_ports=5)))
+    _udp_out(ns, 7)
+    raw = ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    calls = _count_translations(monkeypatch)
+    again: dict[bytes, str] = {}
+    text = netlink_to_iptables_save(raw, previous=memo, memo=again)
+    changed = len(calls)
+    assert text == netlink_to_iptables_save(raw)
+    real = ns.run(["iptables-save", "-c"], timeout=300).text.splitlines()
+    assert [x for x in text.splitlines() if not x.startswith("#")] == [
+        x for x in real if not x.startswith("#")
+    ]
+    rules = sum(1 for x in text.splitlines() if " -A " in x)
+    assert rules > 300
+    assert 0 < changed <= 8, f"{changed} of {rules} rules translated again"
+    assert text != first
+    assert any(x.startswith("[7:") for x in text.splitlines()), "fresh counters on rules taken from the memo"
+    assert len(again) == len(set(again)) > 0
+
+
+@needs_nft
+def test_collect_node_translates_only_what_changed(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load(ns, kube_proxy_iptables(make_services(30, 2)))
+    first = collect_node(ns, parts=["iptables"])
+    assert first.methods == {"iptables": "nf_tables netlink"}
+    _load(ns, kube_proxy_iptables(make_services(30, [2] * 29 + [1])))
+    _udp_out(ns, 3)
+    calls = _count_translations(monkeypatch)
+    second = collect_node(ns, parts=["iptables"])
+    changed = len(calls)
+    assert second.methods == {"iptables": "nf_tables netlink"}
+    assert second.iptables == collect_node(ns, parts=["iptables"], nft_fast=False).iptables
+    assert second.iptables is not None
+    assert 0 < changed <= 4 < second.iptables.rule_count()
+    assert second.iptables != first.iptables
+
+
+@needs_nft
+def test_a_memo_never_changes_what_a_damaged_dump_gives(ns: NetnsExec) -> None:
+    """Bytes of a real dump flipped at random: with the intact dump's memo, each damaged dump gives the
+    same text, or the same refusal, as without it (a memo hit is only ever an exact one)."""
+    import random
+
+    _load(ns, ZOO)
+    _load(ns, kube_proxy_iptables(make_services(8, 2, node_ports=2)))
+    raw = ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    memo: dict[bytes, str] = {}
+    netlink_to_iptables_save(raw, memo=memo)
+    rng = random.Random(20261204)
+    body = raw.index(b"\n") + 1
+    outcomes = set()
+    for _ in range(400):
+        data = bytearray(raw)
+        for _ in range(rng.choice((1, 1, 2, 4))):
+            data[rng.randrange(body, len(data))] = rng.randrange(256)
+        damaged = bytes(data)
+
+        def translate(previous: dict[bytes, str] | None, d: bytes = damaged) -> str:
+            try:
+                return netlink_to_iptables_save(d, previous=previous)
+            except Untranslatable:
+                return "refused"
+
+        plain = translate(None)
+        assert translate(memo) == plain
+        outcomes.add(plain == "refused")
+    assert outcomes == {True, False}, "some damaged dumps are translated, others refused"

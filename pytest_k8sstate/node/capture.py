@@ -351,9 +351,14 @@ def collect_node(
         out = r.stdout
         try:
             if p in iptfast.FAMILY:
-                out, method = iptfast.translate_or_fallback(exec, p, out, timeout)
+                memo: dict[bytes, str] | None = {} if plan.key is not None else None  # reuse on
+                out, method = iptfast.translate_or_fallback(
+                    exec, p, out, timeout, previous=plan.translations.pop(p, None), memo=memo
+                )
                 if method is not None:
                     state.methods[p] = method
+                if memo and method == "nf_tables netlink":
+                    plan.translations[p] = memo
         except CommandError as exc:
             state.errors[p] = _clip(f"`{cmd}` (the fast path's fallback) failed on node {node}: {exc}")
             continue

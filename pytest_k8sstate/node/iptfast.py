@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -78,18 +79,27 @@ def single_command(exec: NodeExec, part: str, timeout: float) -> bytes | None:
 
 
 def translate_or_fallback(
-    exec: NodeExec, part: str, output: bytes, timeout: float
+    exec: NodeExec,
+    part: str,
+    output: bytes,
+    timeout: float,
+    *,
+    previous: Mapping[bytes, str] | None = None,
+    memo: dict[bytes, str] | None = None,
 ) -> tuple[bytes, str | None]:
     """``(iptables-save -c text, method)`` for a part's output (fast dump or already iptables-save).
 
     ``method`` is ``"nf_tables netlink"`` when the fast dump was used, ``"iptables-save (...)"`` when
     it had to fall back (with the reason), None when the node printed ``iptables-save`` output itself.
+    ``previous``/``memo``: the translations of the node's last capture / filled with this one's (see
+    :func:`~pytest_k8sstate.parse.iptnft.netlink_to_iptables_save`).
     A failing fallback raises :class:`~pytest_k8sstate.errors.CommandError`.
     """
     if not output.startswith(HEADER):
         return output, None
     try:
-        return netlink_to_iptables_save(output).encode("utf-8", "surrogateescape"), "nf_tables netlink"
+        text = netlink_to_iptables_save(output, previous=previous, memo=memo)
+        return text.encode("utf-8", "surrogateescape"), "nf_tables netlink"
     except Untranslatable as exc:
         reason = str(exc)
     log.debug("node %s: %s fast path not exact (%s); running %s -c", exec.node, part, reason, _SAVE[part])

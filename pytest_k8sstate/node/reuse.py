@@ -68,6 +68,7 @@ class _Memo:
     fingerprints: dict[str, str]
     values: dict[str, Any]  # part → parsed value
     methods: dict[str, str]
+    translations: dict[str, dict[bytes, str]] = field(default_factory=dict)  # part → iptnft memo
 
 
 @dataclass
@@ -84,6 +85,9 @@ class Plan:
     previous: dict[str, Any] = field(default_factory=dict)
     """part → the node's previous capture's value, reused or not (incremental parsing)."""
     dumps: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    translations: dict[str, dict[bytes, str]] = field(default_factory=dict)
+    """``iptables``/``ip6tables`` → the last capture's rule translations (parse/iptnft.py), to start from;
+    the capture puts this capture's in their place."""
     """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
     the fingerprint, translated by the capture when the part is not reused."""
 
@@ -205,7 +209,13 @@ def plan(
     if gen is not None:
         for c in large:
             fps[f"gen-{c}"] = f"gen:{gen}"
-    out = Plan(key=key, dumps=dumps, gen=gen, previous=dict(memo.values) if memo is not None else {})
+    out = Plan(
+        key=key,
+        dumps=dumps,
+        gen=gen,
+        previous=dict(memo.values) if memo is not None else {},
+        translations=dict(memo.translations) if memo is not None else {},
+    )
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:
@@ -244,6 +254,7 @@ def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods:
                 if c not in p.fingerprints and not any(q in values for q in parts(c)):
                     fps[c] = fp
                     keep.update({q: memo.values[q] for q in parts(c) if q in memo.values})
-        _memos[p.key] = _Memo(fps, keep, {q: m for q, m in methods.items() if q in keep})
+        tr = {q: t for q, t in p.translations.items() if q in keep}
+        _memos[p.key] = _Memo(fps, keep, {q: m for q, m in methods.items() if q in keep}, tr)
         while len(_memos) > _MAX_NODES:
             _memos.popitem(last=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_k8sstate.parse.gcpause import gc_paused
@@ -83,18 +84,17 @@ def _addr_text(fam: int, field: str, data: bytes, mask: bytes, inv: bool) -> str
     return (" !" if inv else "") + f" -{field} {a}{suffix}"
 
 
-def _translate(ops: list[Op], fam: int) -> tuple[str, tuple[int, int]]:
+def _translate(ops: list[Op], fam: int) -> str:
+    """The rule's text after ``-A CHAIN`` from its expressions (counters are read by the caller)."""
     r = _Rule()
     regs: dict[int, tuple[Any, Any]] = {}
-    counters = (0, 0)
     pending_gte: tuple[int, int, str] | None = None
     addr_base = 12 if fam == _AF_INET else 8
     addr_len = 4 if fam == _AF_INET else 16
     for op in ops:
         kind = op[0]
-        if kind == "counter":
-            counters = (op[1], op[2])
-            continue
+        if kind == "counter":  # the caller takes every expression named "counter" out: not this one
+            raise Untranslatable("a counter expression with an unusual name attribute")
         if kind == "verdict":
             if r.target:
                 raise Untranslatable("two verdicts")
@@ -176,7 +176,7 @@ def _translate(ops: list[Op], fam: int) -> tuple[str, tuple[int, int]]:
         raise Untranslatable(f"a payload match at base {base} offset {off}")
     if pending_gte is not None:
         raise Untranslatable("a dangling >= comparison")
-    return _render(r, fam), counters
+    return _render(r, fam)
 
 
 def _tcpudp(r: _Rule, want: str | None = None) -> dict[str, Any]:
@@ -234,26 +234,40 @@ def _render(r: _Rule, fam: int) -> str:
 # --- the dump ------------------------------------------------------------------------------------
 
 
-def netlink_to_iptables_save(data: bytes, *, counters: bool = True) -> str:
+def netlink_to_iptables_save(
+    data: bytes,
+    *,
+    counters: bool = True,
+    previous: Mapping[bytes, str] | None = None,
+    memo: dict[bytes, str] | None = None,
+) -> str:
     """The ``iptables-save [-c]`` text for a :mod:`~pytest_k8sstate.node.nfdump` output.
+
+    ``memo``: filled with each translated rule's text by its key (the family and the rule's expressions
+    without their counters: what the text depends on, and nothing else); ``previous``: such a memo of an
+    earlier dump, whose rules are taken from it instead of being decoded again (a capture after a change
+    translates only the rules that changed).
 
     Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
     would not come out exactly as iptables-save prints it.
     """
     with gc_paused():  # 100k+ small objects: the cyclic GC would rescan them over and over (4x slower)
         try:
-            return _translate_dump(data, counters)
+            return _translate_dump(data, counters, previous or {}, {} if memo is None else memo)
         except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
 
 
-def _translate_dump(data: bytes, counters: bool) -> str:
+def _translate_dump(
+    data: bytes, counters: bool, previous: Mapping[bytes, str], memo: dict[bytes, str]
+) -> str:
     nl = data.find(b"\n")
     if not data.startswith(HEADER) or nl < 0:
         raise Untranslatable("not a K8SS-NFTNL dump (missing header line)")
     fam = int(data[len(HEADER) : nl])
     if fam not in (_AF_INET, _AF_INET6):
         raise Untranslatable(f"address family {fam}")
+    fam_key = b"%d:" % fam
     tables: dict[str, dict[str, tuple[str | None, int, int]]] = {}
     rules: dict[tuple[str, str], list[str]] = {}
     cache: dict[bytes, Op] = {}
@@ -264,6 +278,7 @@ def _translate_dump(data: bytes, counters: bool) -> str:
     u16 = _U16.unpack_from
     get = cache.get
     cnt_head = CNT_HEAD
+    cnt_name = CNT_HEAD[:12]  # the expression's name attribute: "counter"
     while pos + 20 <= end:
         length, mtype = hdr(data, pos)
         if length < 20 or pos + length > end:
@@ -306,17 +321,65 @@ def _translate_dump(data: bytes, counters: bool) -> str:
         cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
         if other:
             raise Untranslatable(f"{_where(data, mpos, length)}: the rule carries user data")
-        ops = []
-        while epos + 4 <= eend:
-            n = u16(data, epos)[0]
-            if n < 4 or epos + n > eend:
+        # the expressions' boundaries and counters first: the rest (with their headers, so the pieces
+        # cannot be read another way) is the rule's key in the memos
+        cnt = (0, 0)
+        pieces: list[tuple[int, int]] = []  # (start, end) of each non-counter expression
+        start = e = epos
+        while e + 4 <= eend:
+            n = u16(data, e)[0]
+            if n < 4 or e + n > eend:
                 raise Untranslatable(f"{_where(data, mpos, length)}: a malformed expression")
+            e0 = e
+            e += (n + 3) & ~3
+            if n >= 16 and data.startswith(cnt_name, e0 + 4):
+                if (
+                    n == 44
+                    and data.startswith(cnt_head, e0 + 4)
+                    and data[e0 + 32 : e0 + 36] == b"\x0c\x00\x02\x00"
+                ):
+                    cnt = (
+                        int.from_bytes(data[e0 + 36 : e0 + 44], "big"),
+                        int.from_bytes(data[e0 + 24 : e0 + 32], "big"),
+                    )
+                else:  # another layout (a pad attribute, other order): decoded
+                    cnt = _counter(data, e0, n, fam, mpos, length)
+                if start < e0:
+                    pieces.append((start, e0))
+                start = e
+        if start < e:
+            pieces.append((start, e))
+        key = fam_key + b"".join(data[a:b] for a, b in pieces)
+        spec = memo.get(key)
+        if spec is None:
+            spec = previous.get(key)
+            if spec is None:
+                spec = _translate_rule(data, pieces, fam, get, cache, mpos, length)
+            memo[key] = spec
+        line = f"-A {cname}{spec}"
+        rules.setdefault((tname, cname), []).append(f"[{cnt[0]}:{cnt[1]}] {line}" if counters else line)
+    return _render_dump(tables, rules, counters)
+
+
+def _translate_rule(
+    data: bytes,
+    pieces: list[tuple[int, int]],
+    fam: int,
+    get: Callable[[bytes], Op | None],
+    cache: dict[bytes, Op],
+    mpos: int,
+    length: int,
+) -> str:
+    """One rule's text after ``-A CHAIN`` from its non-counter expressions (``pieces`` of ``data``);
+    ``cache``: decoded expressions by their bytes (shared by the dump's rules)."""
+    ops: list[Op] = []
+    u16 = _U16.unpack_from
+    for a, b in pieces:
+        epos = a
+        while epos < b:
+            n = u16(data, epos)[0]
             e0 = epos + 4
             epos += (n + 3) & ~3
-            if n == 44 and data.startswith(cnt_head, e0) and data[e0 + 28 : e0 + 32] == b"\x0c\x00\x02\x00":
-                pk = int.from_bytes(data[e0 + 32 : e0 + 40], "big")
-                ops.append(("counter", pk, int.from_bytes(data[e0 + 20 : e0 + 28], "big")))
-                continue
             raw = data[e0 : e0 + n - 4]
             op = get(raw)
             if op is None:
@@ -332,15 +395,23 @@ def _translate_dump(data: bytes, counters: bool) -> str:
                     ) from None
                 cache[raw] = op
             ops.append(op)
-        try:
-            spec, cnt = _translate(ops, fam)
-        except Untranslatable as exc:
-            raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
-        except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
-            raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable rule ({exc!r})") from None
-        line = f"-A {cname}{spec}"
-        rules.setdefault((tname, cname), []).append(f"[{cnt[0]}:{cnt[1]}] {line}" if counters else line)
-    return _render_dump(tables, rules, counters)
+    try:
+        return _translate(ops, fam)
+    except Untranslatable as exc:
+        raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
+    except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable rule ({exc!r})") from None
+
+
+def _counter(data: bytes, e0: int, n: int, fam: int, mpos: int, length: int) -> tuple[int, int]:
+    """(packets, bytes) of the counter expression at ``e0`` (its netlink header) in another layout."""
+    try:
+        op = decode_expr(data[e0 + 4 : e0 + n], fam)
+    except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable counter ({exc!r})") from None
+    if op[0] != "counter":
+        raise Untranslatable(f"{_where(data, mpos, length)}: a counter expression decoded as {op[0]}")
+    return op[1], op[2]
 
 
 def _extension(op: Op, fam: int) -> Op:

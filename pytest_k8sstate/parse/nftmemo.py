@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
@@ -51,28 +52,12 @@ class RuleIndex:
         self._raw = data
         self._view = memoryview(data)
         self._starts = [*starts, len(data)]
-        self._prefixes: dict[tuple[str, str, str], bytes] = {}
 
     def key(self, i: int, family: str, table: str, chain: str, handle: Any) -> RuleKey | None:
         """The key of rule ``i`` (in output order), or None when its bytes are not what they must be."""
         if not self.ok or type(handle) is not int:
             return None
-        names = (family, table, chain)
-        prefix = self._prefixes.get(names)
-        if prefix is None:
-            try:
-                prefix = (
-                    b'{"rule": {"family": '
-                    + _js(family)
-                    + b', "table": '
-                    + _js(table)
-                    + b', "chain": '
-                    + _js(chain)
-                    + b', "handle": '
-                )
-            except UnicodeEncodeError:  # a lone surrogate (a JSON \ud800 escape): nft prints no such name
-                prefix = b""
-            self._prefixes[names] = prefix
+        prefix = _prefix(family, table, chain)
         if not prefix:
             return None
         start = self._starts[i]
@@ -90,6 +75,24 @@ class RuleIndex:
         digest = blake2b(prefix, digest_size=16)  # family, table and chain, as printed
         digest.update(self._view[at + len(handle_text) : end])
         return digest.digest()
+
+
+@lru_cache(maxsize=1 << 17)
+def _prefix(family: str, table: str, chain: str) -> bytes:
+    """A rule object's start up to its handle, as nft prints it; b"" for a name nft cannot print.
+    Cached: a chain's name repeats over every node and every capture (kube-proxy: a chain per Service)."""
+    try:
+        return (
+            b'{"rule": {"family": '
+            + _js(family)
+            + b', "table": '
+            + _js(table)
+            + b', "chain": '
+            + _js(chain)
+            + b', "handle": '
+        )
+    except UnicodeEncodeError:  # a lone surrogate (a JSON \ud800 escape): nft prints no such name
+        return b""
 
 
 def _js(s: str) -> bytes:

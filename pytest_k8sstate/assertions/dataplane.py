@@ -13,6 +13,7 @@ from typing import Any
 from pytest_k8sstate.assertions._common import SHORT_LIST, did_you_mean, fail, nodes_of
 from pytest_k8sstate.assertions.services import KUBE_PROXY_NFT, resolve_service
 from pytest_k8sstate.node.capture import NodeState
+from pytest_k8sstate.parse.gcpause import gc_paused
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.nft import NftRuleset
 from pytest_k8sstate.state import Snapshot
@@ -72,9 +73,23 @@ def _trace_each_node(
 ) -> tuple[str, dict[str, TraceResult], list[str]]:
     """Resolve ``service`` or ``dst`` to IP:port and trace a new connection on every node (or ``node``).
 
-    Returns a description of the target, node → trace result, and each node's packet paths as text."""
+    Returns a description of the target, node → trace result, and each node's packet paths as text.
+    The cyclic GC waits meanwhile: a full collection over a large session's heap (half a second with
+    a few 2,000-Service snapshots) would otherwise land inside the assertion that allocated last."""
     if (service is None) == (dst is None):
         raise ValueError("pass exactly one of service='ns/name[:port]' or dst='IP:PORT'")
+    with gc_paused():
+        return _trace_nodes(state, service, dst, proto, node, src)
+
+
+def _trace_nodes(
+    state: Snapshot | NodeState,
+    service: str | None,
+    dst: str | None,
+    proto: str,
+    node: str | None,
+    src: str | None,
+) -> tuple[str, dict[str, TraceResult], list[str]]:
     if service is not None:
         vip = resolve_service(state, service, proto, node)
         ip, port = vip.ip, vip.port

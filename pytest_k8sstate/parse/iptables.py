@@ -19,7 +19,7 @@ line and what was expected — nothing else.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -452,7 +452,18 @@ class Chain:
     ``rules`` is built from the dump text on first access (ParseError for a bad rule line then).
     """
 
-    __slots__ = ("_blocks", "_rules", "_source", "bytes", "line", "name", "packets", "policy")
+    __slots__ = (
+        "_blocks",
+        "_lines",
+        "_rules",
+        "_some",
+        "_source",
+        "bytes",
+        "line",
+        "name",
+        "packets",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -471,6 +482,8 @@ class Chain:
         self.line = line
         self._rules: list[Rule] = [] if rules is None else rules
         self._blocks: list[tuple[str, int]] = []  # (text of consecutive "-A NAME" lines, first line)
+        self._lines: list[tuple[str, int]] | None = None  # the blocks' lines and numbers, when asked for
+        self._some: dict[int, Rule] = {}  # rules built one by one (rule()) while the chain is not
         self._source = source
 
     @property
@@ -482,7 +495,44 @@ class Chain:
     @rules.setter
     def rules(self, value: list[Rule]) -> None:
         self._blocks = []
+        self._lines = None
+        self._some = {}
         self._rules = value
+
+    def unbuilt_lines(self) -> list[tuple[str, int]] | None:
+        """Each rule's line as dumped (``[P:B] -A NAME spec`` or ``-A NAME spec``) and its number, while
+        no rule is built but those :meth:`rule` built; None otherwise."""
+        if not self._blocks or self._rules:
+            return None
+        if self._lines is None:
+            out: list[tuple[str, int]] = []
+            for block, first in self._blocks:
+                lines = block.split("\n")
+                if not lines[-1]:
+                    lines.pop()
+                out.extend(zip(lines, range(first, first + len(lines)), strict=True))
+            self._lines = out
+        return self._lines
+
+    def rule_getter(self) -> Callable[[int], Rule]:
+        """``i`` → rule ``i``: :meth:`rule` while the chain is read line by line (after
+        :meth:`unbuilt_lines`: a walk through a large chain's index builds only the rules it meets),
+        else the built list's item."""
+        if self._lines is not None and self._blocks and not self._rules:
+            return self.rule
+        return self.rules.__getitem__
+
+    def rule(self, i: int) -> Rule:
+        """``rules[i]``; while the chain is not built, that rule alone is (the same object the whole
+        chain holds once built)."""
+        lines = self.unbuilt_lines()
+        if lines is None:
+            return self.rules[i]
+        r = self._some.get(i)
+        if r is None:
+            text, lineno = lines[i]
+            r = self._some[i] = self._line_rules([(text, lineno)])[0]
+        return r
 
     def rules_text(self) -> str | None:
         """The rule lines as dumped (counters included) while the rules are not built; None once they are
@@ -505,48 +555,58 @@ class Chain:
         return [r for r in self._rules if text in r.spec] + self._block_rules(text)
 
     def _materialize_blocks(self) -> None:
-        self._rules.extend(self._block_rules())
+        built = self._block_rules()
+        for i, r in self._some.items():  # rule() built these already: the chain holds those objects
+            built[i] = r
+        self._rules.extend(built)
         self._blocks = []
+        self._lines = None
+        self._some = {}
 
     def _block_rules(self, only: str | None = None) -> list[Rule]:
         """Rules of the unbuilt blocks (``only``: just those whose spec contains it)."""
+        out: list[Rule] = []
+        for block, first in self._blocks:
+            if only is not None and only not in block:
+                continue
+            lines = block.split("\n")
+            if not lines[-1]:
+                lines.pop()
+            numbered: Iterable[tuple[str, int]] = zip(lines, range(first, first + len(lines)), strict=True)
+            if only is not None:
+                numbered = [(t, n) for t, n in numbered if only in t]
+            out.extend(self._line_rules(numbered, only))
+        return out
+
+    def _line_rules(self, lines: Iterable[tuple[str, int]], only: str | None = None) -> list[Rule]:
+        """The rules of block lines ``(text, number)`` (``only``: just those whose spec contains it)."""
         # every block line has the shape _SECTION_RE checked: "[P:B] -A NAME spec" or "-A NAME spec"
         out: list[Rule] = []
         src = self._source
         name = self.name
         plen = len(name) + 4  # "-A NAME "
-        for block, first in self._blocks:
-            if only is not None and only not in block:
-                continue
-            lineno = first
-            for text in block.split("\n"):
-                if not text:
-                    continue
-                if only is not None and only not in text:
-                    lineno += 1
-                    continue
-                if text[0] == "[":
-                    close = text.find("] ")
-                    cp, _, cb = text[1:close].partition(":")
-                    counters: tuple[int, int] | None = (int(cp), int(cb))
-                    spec = text[close + 2 + plen :]
-                else:
-                    counters = None
-                    spec = text[plen:]
-                if spec[-1:].isspace() or spec[:1].isspace():
-                    spec = spec.strip()
-                if '"' in spec:
-                    n = spec.count('"')
-                    if "\\" in spec:
-                        n -= spec.count('\\"')
-                    if n % 2:
-                        raise ParseError(src, lineno, "a closed double quote in the rule", text)
-                if spec.startswith("-c "):
-                    _, spec, c2 = _rule_line(f"-A {name} {spec}", lineno, src)
-                    counters = c2 or counters
-                if only is None or only in spec:
-                    out.append(Rule(name, spec, lineno, counters, src))
-                lineno += 1
+        for text, lineno in lines:
+            if text[0] == "[":
+                close = text.find("] ")
+                cp, _, cb = text[1:close].partition(":")
+                counters: tuple[int, int] | None = (int(cp), int(cb))
+                spec = text[close + 2 + plen :]
+            else:
+                counters = None
+                spec = text[plen:]
+            if spec[-1:].isspace() or spec[:1].isspace():
+                spec = spec.strip()
+            if '"' in spec:
+                n = spec.count('"')
+                if "\\" in spec:
+                    n -= spec.count('\\"')
+                if n % 2:
+                    raise ParseError(src, lineno, "a closed double quote in the rule", text)
+            if spec.startswith("-c "):
+                _, spec, c2 = _rule_line(f"-A {name} {spec}", lineno, src)
+                counters = c2 or counters
+            if only is None or only in spec:
+                out.append(Rule(name, spec, lineno, counters, src))
         return out
 
     def __eq__(self, other: object) -> bool:

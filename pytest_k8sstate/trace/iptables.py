@@ -161,12 +161,12 @@ class _Tracer(Matchers):
 
     # ---- indexes ---------------------------------------------------------------------------
     def order(self, table: str, ch: Chain, dst: str) -> list[int] | range:
-        n = len(ch.rules)
-        if n < INDEX_MIN_RULES:
-            return range(n)
         key = (table, ch.name)
         ent = self.index.get(key)
         if ent is None:
+            n = ch.rule_count()
+            if n < INDEX_MIN_RULES:
+                return range(n)
             ent = self.index[key] = _build_index(ch)
         by_dst, generic = ent
         hits = by_dst.get(dst)
@@ -255,11 +255,11 @@ class _Tracer(Matchers):
         stack: list[_Item] = [(ch0, self.order(table, ch0, st.dst), 0, st, None, (chain,), False)]
         while stack:
             ch, order, pos, st, parent, calls, do_target = stack.pop()
-            rules = ch.rules
+            rules = ch.rule_getter()
             n = len(order)
             while True:
                 if do_target:
-                    r = rules[order[pos - 1]]
+                    r = rules(order[pos - 1])
                     do_target = False
                 else:
                     if pos >= n:  # end of chain: back to the caller
@@ -267,10 +267,10 @@ class _Tracer(Matchers):
                             out.append((st, None))
                             break
                         ch, order, pos, parent, calls = parent
-                        rules = ch.rules
+                        rules = ch.rule_getter()
                         n = len(order)
                         continue
-                    r = rules[order[pos]]
+                    r = rules(order[pos])
                     pos += 1
                     try:
                         m = self.match(table, ch.name, hook, r, st)
@@ -376,7 +376,7 @@ class _Tracer(Matchers):
                     parent = (ch, order, pos, parent, calls)
                 calls = (*calls, tgt)
                 ch, order, pos = sub, self.order(table, sub, st.dst), 0
-                rules = ch.rules
+                rules = ch.rule_getter()
                 n = len(order)
         return out
 
@@ -527,10 +527,44 @@ def _mark_target(r: Rule, mark: int) -> int:
 
 
 def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
-    """Rules that can only match one destination IP (a plain ``-d IP[/32]``) by that IP; the rest."""
+    """Rules that can only match one destination IP (a plain ``-d IP[/32]``) by that IP; the rest.
+
+    While the chain is not built, a line ``[P:B] -A NAME -d TOKEN ...`` is read as its rule's spec
+    would be (the spec starts right after ``-A NAME ``); any other line's rule is built and asked."""
     by_dst: dict[str, list[int]] = {}
     generic: list[int] = []
-    for i, r in enumerate(ch.rules):
+    lines = ch.unbuilt_lines()
+    if lines is None:
+        _index_rules(ch, range(len(ch.rules)), by_dst, generic)
+        return by_dst, generic
+    head = f"-A {ch.name} -d "
+    hl = len(head)
+    slow: list[int] = []
+    for i, (text, _) in enumerate(lines):
+        if text[0] == "[":
+            text = text[text.find("] ") + 2 :]
+        if not text.startswith(head):
+            slow.append(i)
+            continue
+        end = text.find(" ", hl)
+        tok = text[hl:] if end < 0 else text[hl:end]
+        ip = None if tok == "!" else _index_key(tok)
+        if ip is None:
+            generic.append(i)
+        else:
+            by_dst.setdefault(ip, []).append(i)
+    if slow:
+        _index_rules(ch, slow, by_dst, generic)
+        generic.sort()
+        for hits in by_dst.values():
+            hits.sort()
+    return by_dst, generic
+
+
+def _index_rules(ch: Chain, which: Iterable[int], by_dst: dict[str, list[int]], generic: list[int]) -> None:
+    """:func:`_build_index` for rules ``which`` of ``ch``, asking each (built) rule."""
+    for i in which:
+        r = ch.rule(i)
         spec = r.spec
         ip: str | None = None
         if spec.startswith("-d "):
@@ -547,7 +581,6 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
             generic.append(i)
         else:
             by_dst.setdefault(ip, []).append(i)
-    return by_dst, generic
 
 
 @lru_cache(maxsize=8)

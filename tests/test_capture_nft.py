@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -478,3 +479,86 @@ def test_a_memo_never_changes_what_a_damaged_dump_gives(ns: NetnsExec) -> None:
         assert translate(memo) == plain
         outcomes.add(plain == "refused")
     assert outcomes == {True, False}, "some damaged dumps are translated, others refused"
+
+
+# --- hand-built netlink: counters in layouts iptables-nft does not write --------------------------
+
+
+def _nla(kind: int, payload: bytes, length: int | None = None) -> bytes:
+    head = struct.pack("=HH", 4 + len(payload) if length is None else length, kind)
+    out = head + payload
+    return out + b"\0" * (-len(out) % 4)
+
+
+def _expr(attrs: bytes) -> bytes:
+    return _nla(1 | 0x8000, attrs)
+
+
+def _name(text: bytes) -> bytes:
+    return _nla(1, text)
+
+
+_ACCEPT = _expr(
+    _name(b"immediate\0")
+    + _nla(2 | 0x8000, _nla(1, struct.pack(">I", 0)) + _nla(2, _nla(2, _nla(1, struct.pack(">i", 1)))))
+)
+
+
+def _counter_data(packets: int, nbytes: int) -> bytes:
+    return _nla(2 | 0x8000, _nla(1, struct.pack(">Q", nbytes)) + _nla(2, struct.pack(">Q", packets)))
+
+
+def _nl_dump(*exprs: bytes) -> bytes:
+    def msg(kind: int, attrs: bytes) -> bytes:
+        body = b"\0" * 4 + attrs
+        return struct.pack("=IHHII", 16 + len(body), (10 << 8) | kind, 0, 0, 0) + body
+
+    rule = msg(
+        6,
+        _nla(1, b"filter\0")
+        + _nla(2, b"INPUT\0")
+        + _nla(3, struct.pack(">Q", 1))
+        + _nla(4 | 0x8000, b"".join(exprs)),
+    )
+    return HEADER + b"2\n" + msg(0, _nla(1, b"filter\0")) + rule
+
+
+@pytest.mark.parametrize(
+    ("exprs", "line"),
+    [
+        ([_expr(_name(b"counter\0") + _counter_data(3, 100)), _ACCEPT], "[3:100] -A INPUT -j ACCEPT"),
+        ([_expr(_name(b"counter") + _counter_data(3, 100)), _ACCEPT], "[3:100] -A INPUT -j ACCEPT"),
+        (
+            [_expr(_nla(1 | 0x4000, b"counter\0") + _counter_data(3, 100)), _ACCEPT],
+            "[3:100] -A INPUT -j ACCEPT",
+        ),
+        ([_expr(_counter_data(5, 1) + _name(b"counter\0")), _ACCEPT], "[5:1] -A INPUT -j ACCEPT"),
+        # two counters: the last one counts, whichever layout it has
+        (
+            [
+                _expr(_counter_data(5, 1) + _name(b"counter\0")),
+                _expr(_name(b"counter\0") + _counter_data(3, 100)),
+                _ACCEPT,
+            ],
+            "[3:100] -A INPUT -j ACCEPT",
+        ),
+        (
+            [
+                _expr(_name(b"counter\0") + _counter_data(3, 100)),
+                _expr(_counter_data(5, 1) + _name(b"counter\0")),
+                _ACCEPT,
+            ],
+            "[5:1] -A INPUT -j ACCEPT",
+        ),
+        ([_ACCEPT], "[0:0] -A INPUT -j ACCEPT"),
+    ],
+)
+def test_counters_in_any_layout_are_read_and_never_memoised(exprs: list[bytes], line: str) -> None:
+    data = _nl_dump(*exprs)
+    memo: dict[bytes, str] = {}
+    first = netlink_to_iptables_save(data, memo=memo)
+    assert line in first.splitlines()
+    assert netlink_to_iptables_save(data, previous=memo) == first
+    # the same rule with other counter values: a memo never carries the old numbers over
+    other = _nl_dump(*(e.replace(struct.pack(">Q", 100), struct.pack(">Q", 7)) for e in exprs))
+    assert netlink_to_iptables_save(other, previous=memo) == netlink_to_iptables_save(other)

@@ -40,11 +40,11 @@ def _dump(extra: list[str]) -> str:
 
 def _walk(text: str, pkt: Packet, build: bool) -> object:
     rs = parse_iptables_save(text)
-    if build:
-        for t in rs.tables.values():
-            for ch in t.chains.values():
-                _ = ch.rules
     try:
+        if build:
+            for t in rs.tables.values():
+                for ch in t.chains.values():
+                    _ = ch.rules
         res = trace_iptables(rs, pkt)
     except K8sStateError as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -89,3 +89,33 @@ def test_a_walk_builds_only_the_rules_its_packet_meets() -> None:
     assert [(r.line, r.spec, r.counters) for r in rules] == [
         (r.line, r.spec, r.counters) for r in again.rules
     ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ['-A KUBE-SERVICES -d 10.96.200.9/32 -m comment --comment "oops -j RETURN'],
+        ['[1:2] -A KUBE-SERVICES -d 10.96.200.9/32 -m comment --comment "a \\"b -j RETURN'],
+        # the first bad line is read from its text, the second is built (no -d first): the first is named
+        [
+            '-A KUBE-SERVICES -d 10.96.200.9/32 -m comment --comment "one -j RETURN',
+            '-A KUBE-SERVICES -p tcp -m comment --comment "two -j RETURN',
+        ],
+        [
+            '-A KUBE-SERVICES -p tcp -m comment --comment "two -j RETURN',
+            '-A KUBE-SERVICES -d 10.96.200.9/32 -m comment --comment "one -j RETURN',
+        ],
+    ],
+)
+def test_an_unclosed_quote_in_a_line_the_packet_never_meets_still_fails_the_walk(bad: list[str]) -> None:
+    """Building the chain refuses such a line; reading the index from the lines refuses it the same way,
+    naming the same (first) bad line, whatever the packet's destination."""
+    text = _dump(bad)
+    pkt = Packet("10.96.0.20", 80, "tcp", local_ips=frozenset({"172.18.0.2"}))
+    lazy, built = _walk(text, pkt, False), _walk(text, pkt, True)
+    assert isinstance(lazy, str)
+    assert lazy.startswith("ParseError: ")
+    assert "closed double quote" in lazy
+    assert lazy == built
+    first = text.splitlines().index(bad[0]) + 1
+    assert f"iptables-save:{first}:" in lazy

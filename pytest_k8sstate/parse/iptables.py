@@ -531,7 +531,8 @@ class Chain:
         r = self._some.get(i)
         if r is None:
             text, lineno = lines[i]
-            r = self._some[i] = self._line_rules([(text, lineno)])[0]
+            # setdefault: two threads building rule i keep one object
+            r = self._some.setdefault(i, self._line_rules([(text, lineno)])[0])
         return r
 
     def rules_text(self) -> str | None:

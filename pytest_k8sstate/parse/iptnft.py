@@ -21,6 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable, Mapping
+from hashlib import blake2b
 from typing import Any
 
 from pytest_k8sstate.parse.gcpause import gc_paused
@@ -85,7 +86,7 @@ def _addr_text(fam: int, field: str, data: bytes, mask: bytes, inv: bool) -> str
 
 
 def _translate(ops: list[Op], fam: int) -> str:
-    """The rule's text after ``-A CHAIN`` from its expressions (counters are read by the caller)."""
+    """The rule's text after ``-A CHAIN`` from its expressions without counters (the caller reads those)."""
     r = _Rule()
     regs: dict[int, tuple[Any, Any]] = {}
     pending_gte: tuple[int, int, str] | None = None
@@ -93,8 +94,6 @@ def _translate(ops: list[Op], fam: int) -> str:
     addr_len = 4 if fam == _AF_INET else 16
     for op in ops:
         kind = op[0]
-        if kind == "counter":  # the caller takes every expression named "counter" out: not this one
-            raise Untranslatable("a counter expression with an unusual name attribute")
         if kind == "verdict":
             if r.target:
                 raise Untranslatable("two verdicts")
@@ -243,10 +242,11 @@ def netlink_to_iptables_save(
 ) -> str:
     """The ``iptables-save [-c]`` text for a :mod:`~pytest_k8sstate.node.nfdump` output.
 
-    ``memo``: filled with each translated rule's text by its key (the family and the rule's expressions
-    without their counters: what the text depends on, and nothing else); ``previous``: such a memo of an
-    earlier dump, whose rules are taken from it instead of being decoded again (a capture after a change
-    translates only the rules that changed).
+    ``memo``: filled with each translated rule's text by its key (a BLAKE2b-128 digest of the family and
+    the rule's expressions without the counters iptables-nft writes: what the text depends on, and
+    nothing else; a rule with a counter in another layout is not memoised); ``previous``: such a memo of
+    an earlier dump, whose rules are taken from it instead of being decoded again (a capture after a
+    change translates only the rules that changed).
 
     Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
     would not come out exactly as iptables-save prints it.
@@ -278,7 +278,6 @@ def _translate_dump(
     u16 = _U16.unpack_from
     get = cache.get
     cnt_head = CNT_HEAD
-    cnt_name = CNT_HEAD[:12]  # the expression's name attribute: "counter"
     while pos + 20 <= end:
         length, mtype = hdr(data, pos)
         if length < 20 or pos + length > end:
@@ -322,9 +321,10 @@ def _translate_dump(
         if other:
             raise Untranslatable(f"{_where(data, mpos, length)}: the rule carries user data")
         # the expressions' boundaries and counters first: the rest (with their headers, so the pieces
-        # cannot be read another way) is the rule's key in the memos
+        # cannot be read another way) keys the rule in the memos
         cnt = (0, 0)
-        pieces: list[tuple[int, int]] = []  # (start, end) of each non-counter expression
+        cnt_at = -1  # where the last counter read here was (a decoded one after it wins)
+        pieces: list[tuple[int, int]] = []  # (start, end) of the runs of other expressions
         start = e = epos
         while e + 4 <= eend:
             n = u16(data, e)[0]
@@ -332,30 +332,36 @@ def _translate_dump(
                 raise Untranslatable(f"{_where(data, mpos, length)}: a malformed expression")
             e0 = e
             e += (n + 3) & ~3
-            if n >= 16 and data.startswith(cnt_name, e0 + 4):
-                if (
-                    n == 44
-                    and data.startswith(cnt_head, e0 + 4)
-                    and data[e0 + 32 : e0 + 36] == b"\x0c\x00\x02\x00"
-                ):
-                    cnt = (
-                        int.from_bytes(data[e0 + 36 : e0 + 44], "big"),
-                        int.from_bytes(data[e0 + 24 : e0 + 32], "big"),
-                    )
-                else:  # another layout (a pad attribute, other order): decoded
-                    cnt = _counter(data, e0, n, fam, mpos, length)
+            if (
+                n == 44
+                and data.startswith(cnt_head, e0 + 4)
+                and data[e0 + 32 : e0 + 36] == b"\x0c\x00\x02\x00"
+            ):
+                cnt = (
+                    int.from_bytes(data[e0 + 36 : e0 + 44], "big"),
+                    int.from_bytes(data[e0 + 24 : e0 + 32], "big"),
+                )
+                cnt_at = e0
                 if start < e0:
                     pieces.append((start, e0))
                 start = e
         if start < e:
             pieces.append((start, e))
-        key = fam_key + b"".join(data[a:b] for a, b in pieces)
-        spec = memo.get(key)
+        key = blake2b(fam_key, digest_size=16)
+        for p0, p1 in pieces:
+            key.update(data[p0:p1])
+        digest = key.digest()
+        spec = memo.get(digest)
         if spec is None:
-            spec = previous.get(key)
+            spec = previous.get(digest)
             if spec is None:
-                spec = _translate_rule(data, pieces, fam, get, cache, mpos, length)
-            memo[key] = spec
+                spec, odd = _translate_rule(data, pieces, fam, get, cache, mpos, length)
+                if odd is None:
+                    memo[digest] = spec
+                elif odd[0] > cnt_at:  # a counter in another layout, decoded: the last one counts
+                    cnt = odd[1]
+            else:
+                memo[digest] = spec
         line = f"-A {cname}{spec}"
         rules.setdefault((tname, cname), []).append(f"[{cnt[0]}:{cnt[1]}] {line}" if counters else line)
     return _render_dump(tables, rules, counters)
@@ -369,15 +375,19 @@ def _translate_rule(
     cache: dict[bytes, Op],
     mpos: int,
     length: int,
-) -> str:
-    """One rule's text after ``-A CHAIN`` from its non-counter expressions (``pieces`` of ``data``);
-    ``cache``: decoded expressions by their bytes (shared by the dump's rules)."""
+) -> tuple[str, tuple[int, tuple[int, int]] | None]:
+    """One rule's text after ``-A CHAIN`` from its expressions in ``pieces`` of ``data`` (``cache``:
+    decoded expressions by their bytes, shared by the dump's rules), and the position and value of the
+    last expression that decoded as a counter (one the caller's fast check did not take out), if any —
+    such a rule's counters are in its key, so it is not memoised."""
     ops: list[Op] = []
+    odd: tuple[int, tuple[int, int]] | None = None
     u16 = _U16.unpack_from
     for a, b in pieces:
         epos = a
         while epos < b:
             n = u16(data, epos)[0]
+            at = epos
             e0 = epos + 4
             epos += (n + 3) & ~3
             raw = data[e0 : e0 + n - 4]
@@ -394,24 +404,16 @@ def _translate_rule(
                         f"{_where(data, mpos, length)}: an undecodable expression ({exc!r})"
                     ) from None
                 cache[raw] = op
+            if op[0] == "counter":
+                odd = (at, (op[1], op[2]))
+                continue
             ops.append(op)
     try:
-        return _translate(ops, fam)
+        return _translate(ops, fam), odd
     except Untranslatable as exc:
         raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
     except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
         raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable rule ({exc!r})") from None
-
-
-def _counter(data: bytes, e0: int, n: int, fam: int, mpos: int, length: int) -> tuple[int, int]:
-    """(packets, bytes) of the counter expression at ``e0`` (its netlink header) in another layout."""
-    try:
-        op = decode_expr(data[e0 + 4 : e0 + n], fam)
-    except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable counter ({exc!r})") from None
-    if op[0] != "counter":
-        raise Untranslatable(f"{_where(data, mpos, length)}: a counter expression decoded as {op[0]}")
-    return op[1], op[2]
 
 
 def _extension(op: Op, fam: int) -> Op:

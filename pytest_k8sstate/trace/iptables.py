@@ -530,43 +530,37 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
     """Rules that can only match one destination IP (a plain ``-d IP[/32]``) by that IP; the rest.
 
     While the chain is not built, a line ``[P:B] -A NAME -d TOKEN ...`` is read as its rule's spec
-    would be (the spec starts right after ``-A NAME ``); any other line's rule is built and asked."""
+    would be (the spec starts right after ``-A NAME ``) and checked as building it would (a line with an
+    unclosed double quote is built, which raises its ParseError); any other line's rule is built and
+    asked. Lines are taken in order, so the first bad line is the one named, as when the chain is built."""
     by_dst: dict[str, list[int]] = {}
     generic: list[int] = []
     lines = ch.unbuilt_lines()
-    if lines is None:
-        _index_rules(ch, range(len(ch.rules)), by_dst, generic)
-        return by_dst, generic
     head = f"-A {ch.name} -d "
     hl = len(head)
-    slow: list[int] = []
-    for i, (text, _) in enumerate(lines):
-        if text[0] == "[":
-            text = text[text.find("] ") + 2 :]
-        if not text.startswith(head):
-            slow.append(i)
-            continue
-        end = text.find(" ", hl)
-        tok = text[hl:] if end < 0 else text[hl:end]
-        ip = None if tok == "!" else _index_key(tok)
-        if ip is None:
-            generic.append(i)
-        else:
-            by_dst.setdefault(ip, []).append(i)
-    if slow:
-        _index_rules(ch, slow, by_dst, generic)
-        generic.sort()
-        for hits in by_dst.values():
-            hits.sort()
-    return by_dst, generic
-
-
-def _index_rules(ch: Chain, which: Iterable[int], by_dst: dict[str, list[int]], generic: list[int]) -> None:
-    """:func:`_build_index` for rules ``which`` of ``ch``, asking each (built) rule."""
-    for i in which:
+    for i in range(len(lines) if lines is not None else len(ch.rules)):
+        ip: str | None = None
+        if lines is not None:
+            text = lines[i][0]
+            if text[0] == "[":
+                text = text[text.find("] ") + 2 :]
+            odd = False
+            if '"' in text:  # an unclosed quote: building the rule raises (below), naming its line
+                q = text.count('"', hl - 3)
+                if "\\" in text:
+                    q -= text.count('\\"', hl - 3)
+                odd = q % 2 == 1
+            if not odd and text.startswith(head):
+                end = text.find(" ", hl)
+                tok = text[hl:] if end < 0 else text[hl:end]
+                ip = None if tok == "!" else _index_key(tok)
+                if ip is None:
+                    generic.append(i)
+                else:
+                    by_dst.setdefault(ip, []).append(i)
+                continue
         r = ch.rule(i)
         spec = r.spec
-        ip: str | None = None
         if spec.startswith("-d "):
             tok = spec[3:].split(" ", 1)[0]
             if tok != "!":
@@ -581,6 +575,7 @@ def _index_rules(ch: Chain, which: Iterable[int], by_dst: dict[str, list[int]], 
             generic.append(i)
         else:
             by_dst.setdefault(ip, []).append(i)
+    return by_dst, generic
 
 
 @lru_cache(maxsize=8)

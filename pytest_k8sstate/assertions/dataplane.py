@@ -79,39 +79,28 @@ def _trace_each_node(
     if (service is None) == (dst is None):
         raise ValueError("pass exactly one of service='ns/name[:port]' or dst='IP:PORT'")
     with gc_paused():
-        return _trace_nodes(state, service, dst, proto, node, src)
-
-
-def _trace_nodes(
-    state: Snapshot | NodeState,
-    service: str | None,
-    dst: str | None,
-    proto: str,
-    node: str | None,
-    src: str | None,
-) -> tuple[str, dict[str, TraceResult], list[str]]:
-    if service is not None:
-        vip = resolve_service(state, service, proto, node)
-        ip, port = vip.ip, vip.port
-        what = f"service {vip.port_id} ({ip}:{port}/{proto})"
-    else:
-        assert dst is not None
-        ip, port = parse_hostport(dst, what="dst")
-        what = f"{ip}:{port}/{proto}"
-    results: dict[str, TraceResult] = {}
-    traces: list[str] = []
-    for name, ns in nodes_of(state, node).items():
-        pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
-        if src is not None:
-            pkt_kwargs["src"] = src
-        rs = _ruleset(ns)
-        extra: dict[str, Any] = {}
-        if isinstance(rs, IptablesRuleset):  # -m set needs the sets; IPVS mode when virtual servers exist
-            extra = {"ipsets": ns.ipsets, "ipvs": ns.ipvs or None}
-        res = trace(rs, Packet(ip, port, proto, **pkt_kwargs), **extra)  # type: ignore[arg-type]
-        results[name] = res
-        traces.append(f"node {name}:\n{_trace_text(res)}")
-    return what, results, traces
+        if service is not None:
+            vip = resolve_service(state, service, proto, node)
+            ip, port = vip.ip, vip.port
+            what = f"service {vip.port_id} ({ip}:{port}/{proto})"
+        else:
+            assert dst is not None
+            ip, port = parse_hostport(dst, what="dst")
+            what = f"{ip}:{port}/{proto}"
+        results: dict[str, TraceResult] = {}
+        traces: list[str] = []
+        for name, ns in nodes_of(state, node).items():
+            pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
+            if src is not None:
+                pkt_kwargs["src"] = src
+            rs = _ruleset(ns)
+            extra: dict[str, Any] = {}
+            if isinstance(rs, IptablesRuleset):  # -m set needs the sets; IPVS mode when virtual servers exist
+                extra = {"ipsets": ns.ipsets, "ipvs": ns.ipvs or None}
+            res = trace(rs, Packet(ip, port, proto, **pkt_kwargs), **extra)  # type: ignore[arg-type]
+            results[name] = res
+            traces.append(f"node {name}:\n{_trace_text(res)}")
+        return what, results, traces
 
 
 def _fail_traced(head: str, problems: list[str], traces: list[str], verbose: bool | None) -> AssertionError:

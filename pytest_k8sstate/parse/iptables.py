@@ -35,6 +35,7 @@ __all__ = [
     "Table",
     "parse_iptables_save",
     "split_spec",
+    "unclosed_quote",
 ]
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
@@ -597,12 +598,8 @@ class Chain:
                 spec = text[plen:]
             if spec[-1:].isspace() or spec[:1].isspace():
                 spec = spec.strip()
-            if '"' in spec:
-                n = spec.count('"')
-                if "\\" in spec:
-                    n -= spec.count('\\"')
-                if n % 2:
-                    raise ParseError(src, lineno, "a closed double quote in the rule", text)
+            if unclosed_quote(spec):
+                raise ParseError(src, lineno, "a closed double quote in the rule", text)
             if spec.startswith("-c "):
                 _, spec, c2 = _rule_line(f"-A {name} {spec}", lineno, src)
                 counters = c2 or counters
@@ -768,6 +765,17 @@ def _slow_rule_prefix(line: str, source: str, lineno: int) -> tuple[str, tuple[i
     return "-A " + line[2:].lstrip(), counters
 
 
+def unclosed_quote(spec: str, start: int = 0) -> bool:
+    """``spec[start:]`` has an odd number of unescaped double quotes: a rule line iptables-save never
+    prints (building its rule raises ParseError)."""
+    if '"' not in spec:
+        return False
+    n = spec.count('"', start)
+    if "\\" in spec:
+        n -= spec.count('\\"', start)
+    return n % 2 == 1
+
+
 def _rule_line(line: str, lineno: int, source: str) -> tuple[str, str, tuple[int, int] | None]:
     """``[P:B] -A CHAIN spec`` → (chain, spec, counters)."""
     counters: tuple[int, int] | None = None
@@ -799,13 +807,8 @@ def _rule_line(line: str, lineno: int, source: str) -> tuple[str, str, tuple[int
             raise ParseError(source, lineno, "-c PACKETS BYTES", line)
         counters = (int(parts[1]), int(parts[2]))
         spec = parts[3] if len(parts) > 3 else ""
-    if '"' in spec:
-        # cheap balance check; exact tokenizing happens when the rule is inspected
-        n = spec.count('"')
-        if "\\" in spec:
-            n -= spec.count('\\"')
-        if n % 2:
-            raise ParseError(source, lineno, "a closed double quote in the rule", line)
+    if unclosed_quote(spec):  # cheap balance check; exact tokenizing happens when the rule is inspected
+        raise ParseError(source, lineno, "a closed double quote in the rule", line)
     return cname, spec, counters
 
 

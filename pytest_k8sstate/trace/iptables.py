@@ -58,7 +58,7 @@ from functools import lru_cache, partial
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
-from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
+from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule, unclosed_quote
 from pytest_k8sstate.trace import Packet, TraceResult, format_hostport
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
@@ -544,13 +544,8 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
             text = lines[i][0]
             if text[0] == "[":
                 text = text[text.find("] ") + 2 :]
-            odd = False
-            if '"' in text:  # an unclosed quote: building the rule raises (below), naming its line
-                q = text.count('"', hl - 3)
-                if "\\" in text:
-                    q -= text.count('\\"', hl - 3)
-                odd = q % 2 == 1
-            if not odd and text.startswith(head):
+            # an unclosed quote: building the rule (below) raises, naming its line
+            if text.startswith(head) and not unclosed_quote(text, hl - 3):
                 end = text.find(" ", hl)
                 tok = text[hl:] if end < 0 else text[hl:end]
                 ip = None if tok == "!" else _index_key(tok)

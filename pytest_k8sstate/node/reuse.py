@@ -85,11 +85,11 @@ class Plan:
     previous: dict[str, Any] = field(default_factory=dict)
     """part → the node's previous capture's value, reused or not (incremental parsing)."""
     dumps: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
+    the fingerprint, translated by the capture when the part is not reused."""
     translations: dict[str, dict[bytes, str]] = field(default_factory=dict)
     """``iptables``/``ip6tables`` → the last capture's rule translations (parse/iptnft.py), to start from;
     the capture puts this capture's in their place."""
-    """``iptables``/``ip6tables`` → (their tables as nfdump prints them, number of chains): read for
-    the fingerprint, translated by the capture when the part is not reused."""
 
 
 _FAMILY = {"iptables": 2, "ip6tables": 10}

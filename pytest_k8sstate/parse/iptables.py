@@ -506,13 +506,7 @@ class Chain:
         if not self._blocks or self._rules:
             return None
         if self._lines is None:
-            out: list[tuple[str, int]] = []
-            for block, first in self._blocks:
-                lines = block.split("\n")
-                if not lines[-1]:
-                    lines.pop()
-                out.extend(zip(lines, range(first, first + len(lines)), strict=True))
-            self._lines = out
+            self._lines = [x for block, first in self._blocks for x in _numbered(block, first)]
         return self._lines
 
     def rule_getter(self) -> Callable[[int], Rule]:
@@ -571,10 +565,7 @@ class Chain:
         for block, first in self._blocks:
             if only is not None and only not in block:
                 continue
-            lines = block.split("\n")
-            if not lines[-1]:
-                lines.pop()
-            numbered: Iterable[tuple[str, int]] = zip(lines, range(first, first + len(lines)), strict=True)
+            numbered: Iterable[tuple[str, int]] = _numbered(block, first)
             if only is not None:
                 numbered = [(t, n) for t, n in numbered if only in t]
             out.extend(self._line_rules(numbered, only))
@@ -763,6 +754,14 @@ def _slow_rule_prefix(line: str, source: str, lineno: int) -> tuple[str, tuple[i
     if not line.startswith("-A") or (len(line) > 2 and not line[2].isspace()):
         raise ParseError(source, lineno, "'-A CHAIN ...'", line)
     return "-A " + line[2:].lstrip(), counters
+
+
+def _numbered(block: str, first: int) -> Iterator[tuple[str, int]]:
+    """A rule block's lines (it ends with a newline and holds no empty line) with their numbers."""
+    lines = block.split("\n")
+    if not lines[-1]:
+        lines.pop()
+    return zip(lines, range(first, first + len(lines)), strict=True)
 
 
 def unclosed_quote(spec: str, start: int = 0) -> bool:

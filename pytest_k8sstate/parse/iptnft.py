@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from hashlib import blake2b
 from typing import Any
 
@@ -276,7 +276,6 @@ def _translate_dump(
     hdr = _HDR.unpack_from
     attr = _ATTR.unpack_from
     u16 = _U16.unpack_from
-    get = cache.get
     cnt_head = CNT_HEAD
     while pos + 20 <= end:
         length, mtype = hdr(data, pos)
@@ -355,7 +354,7 @@ def _translate_dump(
         if spec is None:
             spec = previous.get(digest)
             if spec is None:
-                spec, odd = _translate_rule(data, pieces, fam, get, cache, mpos, length)
+                spec, odd = _translate_rule(data, pieces, fam, cache, mpos, length)
                 if odd is None:
                     memo[digest] = spec
                 elif odd[0] > cnt_at:  # a counter in another layout, decoded: the last one counts
@@ -371,7 +370,6 @@ def _translate_rule(
     data: bytes,
     pieces: list[tuple[int, int]],
     fam: int,
-    get: Callable[[bytes], Op | None],
     cache: dict[bytes, Op],
     mpos: int,
     length: int,
@@ -383,6 +381,7 @@ def _translate_rule(
     ops: list[Op] = []
     odd: tuple[int, tuple[int, int]] | None = None
     u16 = _U16.unpack_from
+    get = cache.get
     for a, b in pieces:
         epos = a
         while epos < b:

@@ -540,27 +540,24 @@ def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
     hl = len(head)
     for i in range(len(lines) if lines is not None else len(ch.rules)):
         ip: str | None = None
+        spec: str | None = None
         if lines is not None:
             text = lines[i][0]
             if text[0] == "[":
                 text = text[text.find("] ") + 2 :]
             # an unclosed quote: building the rule (below) raises, naming its line
             if text.startswith(head) and not unclosed_quote(text, hl - 3):
-                end = text.find(" ", hl)
-                tok = text[hl:] if end < 0 else text[hl:end]
-                ip = None if tok == "!" else _index_key(tok)
-                if ip is None:
-                    generic.append(i)
-                else:
-                    by_dst.setdefault(ip, []).append(i)
-                continue
-        r = ch.rule(i)
-        spec = r.spec
+                spec = text[hl - 3 :]  # what the rule's spec would be, as far as its -d token
+        r = None
+        if spec is None:
+            r = ch.rule(i)
+            spec = r.spec
         if spec.startswith("-d "):
             tok = spec[3:].split(" ", 1)[0]
             if tok != "!":
                 ip = tok
         else:
+            assert r is not None  # a line read as text starts with "-d "
             d = r.basic("-d")
             if d is not None and not d.negated:
                 ip = d.value

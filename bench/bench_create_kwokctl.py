@@ -1,6 +1,6 @@
 """local create → ready vs kwok's own ``kwokctl create cluster --runtime binary``, same binaries, interleaved.
 
-    python bench/bench_create_kwokctl.py [--runs 5] [--nodes 2] [--proxy-mode iptables]
+    python bench/bench_create_kwokctl.py [--runs 5] [--nodes 2] [--proxy-mode iptables] [--pool]
 
 Issue goal: local create → ready (1 control plane + 2 workers, iptables) ≤ 0.8× kwokctl's create.
 
@@ -16,8 +16,14 @@ sigs.k8s.io/kwok/cmd/kwokctl@<version>`` into ``<cache>/bin/kwokctl-<version>/``
 ``<cache>/logs/kwokctl-<version>.log``); later runs reuse it. It runs the binaries of the project's cache
 (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kwok, kubectl), offline: its work dir,
 config, cache and kubeconfig live in a temp dir, and a dead HTTP(S) proxy makes any download attempt fail.
-The two are run alternately (the order flips every run) so both see the same machine load; the medians and
-ratios come from the same run. Needs root (the local provider).
+* pool    : (``--pool``) what a session with ``--k8sstate-pool 1`` meets once the pool is warm: the time
+            from asking for a cluster of that shape to a ready one it owns (``warm.take`` + the liveness
+            check of ``LocalProvider.get``), then ``delete()``. The server's replacement create is
+            awaited *untimed* before the next runner starts, so no runner shares the machine with it;
+            its duration is printed separately (it is a background create like ours).
+
+The runners are run alternately (the order turns every run) so all see the same machine load; the medians
+and ratios come from the same run. Needs root (the local provider).
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from pytest_k8sstate.binaries.gobuild import find_go, go_env, run_logged
 from pytest_k8sstate.errors import K8sStateError
 from pytest_k8sstate.node.exec import run_command
 from pytest_k8sstate.providers.base import ClusterSpec
-from pytest_k8sstate.providers.host import sigterm_as_interrupt
+from pytest_k8sstate.providers.host import proc_start_time, sigterm_as_interrupt
+from pytest_k8sstate.providers.local import warm
 from pytest_k8sstate.providers.local.binaries import resolve_binaries
 from pytest_k8sstate.providers.local.provider import LocalProvider
 from pytest_k8sstate.providers.local.readiness import nodes_not_ready
@@ -133,6 +140,37 @@ def ours_once(prov: LocalProvider, name: str, nodes: int, proxy_mode: str) -> di
             label = f"reap, binaries, state + {label}"
         out[f"step: {label}"] = t - prev
         prev = t
+    return out
+
+
+# --- ours, from the warm pool ---
+def _wait_warm(spec: warm.WarmSpec, deadline: float) -> None:
+    t0 = time.monotonic()
+    while not any(s.slug == spec.slug() and s.waiting for s in warm.statuses()):
+        if not warm.serving(warm.pool_dir(spec)) and time.monotonic() - t0 > 10.0:  # 10 s: its start-up
+            raise K8sStateError(f"the warm pool server stopped; see {warm.pool_dir(spec) / 'serve.log'}")
+        if time.monotonic() > deadline:
+            raise K8sStateError(f"the warm pool {spec.slug()} had no ready cluster within {READY_TIMEOUT:g}s")
+        time.sleep(0.05)
+
+
+def pooled_once(prov: LocalProvider, spec: warm.WarmSpec) -> dict[str, float]:
+    """Take a ready cluster (timed: "create"), delete it; then wait, untimed, for the pool's replacement."""
+    _wait_warm(spec, time.monotonic() + READY_TIMEOUT)
+    me = os.getpid()
+    t0 = time.monotonic()
+    name = warm.take(spec, owner_pid=me, owner_start=proc_start_time(me))
+    if name is None:
+        raise K8sStateError(f"the warm pool {spec.slug()} handed out no cluster")
+    try:
+        prov.get(name)  # what the plugin does with it: the liveness check
+        out = {"create": time.monotonic() - t0}
+    finally:
+        prov.delete(name)
+    out["create+delete"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    _wait_warm(spec, t1 + READY_TIMEOUT)
+    out["refill (background, untimed above)"] = time.monotonic() - t1
     return out
 
 
@@ -325,6 +363,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--nodes", type=int, default=2, help="workers of ours (kwokctl gets nodes + 1 nodes)")
     ap.add_argument("--proxy-mode", default="iptables")
+    ap.add_argument(
+        "--pool", action="store_true", help="also measure a take from a warm pool (--k8sstate-pool)"
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (the local provider)", file=sys.stderr)
@@ -362,9 +403,16 @@ def main() -> int:
         ("ours", lambda: ours_once(prov, ours_name, args.nodes, args.proxy_mode), ours),
         ("kwokctl", lambda: kw.once(kw_name), theirs),
     ]
+    pooled: list[dict[str, float]] = []
+    spec = warm.WarmSpec(args.nodes, args.proxy_mode)
     try:
+        if args.pool:
+            warm.ensure_serving(spec, size=1, idle=600)
+            _wait_warm(spec, time.monotonic() + READY_TIMEOUT)  # the first fill runs alone, untimed
+            runners.append(("pool", lambda: pooled_once(prov, spec), pooled))
         for run in range(args.runs):
-            order = runners if run % 2 == 0 else runners[::-1]  # alternate who goes first
+            turn = run % len(runners)
+            order = runners[turn:] + runners[:turn]  # who goes first turns every run
             parts = []
             for label, fn, sink in order:
                 res = fn()
@@ -379,6 +427,8 @@ def main() -> int:
         return 130
     finally:
         kw.close()
+        if args.pool:
+            warm.stop(spec=spec)
 
     n = args.runs
     o_c, o_cd = _med(ours, "create"), _med(ours, "create+delete")
@@ -394,6 +444,16 @@ def main() -> int:
     print(f"  kwokctl create+delete {k_cd:6.2f}s")
     print(f"  ratio ours/kwokctl create        {o_c / k_c:5.2f}   (goal ≤ {GOAL})")
     print(f"  ratio ours/kwokctl create+delete {o_cd / k_cd:5.2f}   (goal ≤ {GOAL})")
+    if pooled:
+        p_c, p_cd = _med(pooled, "create"), _med(pooled, "create+delete")
+        refill = _med(pooled, "refill (background, untimed above)")
+        print(
+            f"  pool    take → ready  {p_c:6.3f}s   (the server's replacement create: {refill:.2f}s, "
+            "in the background)"
+        )
+        print(f"  pool    take+delete   {p_cd:6.3f}s")
+        print(f"  ratio pool/kwokctl create        {p_c / k_c:5.3f}   (goal ≤ {GOAL})")
+        print(f"  ratio pool/kwokctl create+delete {p_cd / k_cd:5.3f}   (goal ≤ {GOAL})")
     _breakdown("ours: create steps", ours, "step: ")
     _breakdown("kwokctl: create phases", theirs, "phase: ")
     return 0

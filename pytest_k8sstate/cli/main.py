@@ -27,6 +27,7 @@ CORE = ("pytest_k8sstate.cli.trace", "pytest_k8sstate.cli.state")
 EXTENSIONS = (
     "pytest_k8sstate.cli.binaries",
     "pytest_k8sstate.cli.cluster",
+    "pytest_k8sstate.cli.pool",
     "pytest_k8sstate.cli.image",
     "pytest_k8sstate.cli.probe",
     "pytest_k8sstate.cli.report",
@@ -35,7 +36,7 @@ EXTENSIONS = (
 
 Handler = Callable[[argparse.Namespace], int]
 
-GROUPS = ("cluster", "node", "binaries", "image", "findings")
+GROUPS = ("cluster", "node", "pool", "binaries", "image", "findings")
 """Commands that only group sub-commands: alone, they print their help."""
 
 

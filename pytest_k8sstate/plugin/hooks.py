@@ -69,9 +69,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser) -> Generator[None]:
     """Once every plugin and initial conftest has registered its options: the 0.1 option names nobody
-    else took (see :func:`.options.add_legacy_options`)."""
+    else took (see :func:`.legacy.add_legacy_options`)."""
     result = yield
-    k8s_config.add_legacy_options(early_config, parser)
+    from pytest_k8sstate.plugin.legacy import add_legacy_options
+
+    add_legacy_options(early_config, parser)
     return result
 
 

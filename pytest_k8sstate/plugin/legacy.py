@@ -1,6 +1,6 @@
 """The 0.1 spellings, kept for one release with a deprecation warning — only where no clash is possible.
 
-- options ``--k8s-*`` / ini ``k8s_*``: :func:`pytest_k8sstate.plugin.options.add_legacy_options`
+- options ``--k8s-*`` / ini ``k8s_*``: :func:`add_legacy_options`
   (only the names no other plugin registered);
 - markers ``needs`` / ``finding``: read as ``k8sstate_needs`` / ``k8sstate_finding`` (:func:`marker_args`),
   with a warning on the test that uses them;
@@ -15,9 +15,15 @@ from typing import Any, Literal, overload
 
 import pytest
 
-from pytest_k8sstate.plugin.options import K8sStateDeprecationWarning
+from pytest_k8sstate.plugin.options import (
+    LEGACY_KEY,
+    OPTIONS,
+    K8sStateDeprecationWarning,
+    _add,
+    _addini,
+)
 
-__all__ = ["LEGACY_MARKERS", "legacy_fixture_plugin", "marker_args"]
+__all__ = ["LEGACY_MARKERS", "add_legacy_options", "legacy_fixture_plugin", "marker_args"]
 
 LEGACY_MARKERS = {"needs": "k8sstate_needs", "finding": "k8sstate_finding"}
 _NEW_TO_OLD = {new: old for old, new in LEGACY_MARKERS.items()}
@@ -67,3 +73,31 @@ def legacy_fixture_plugin(session: pytest.Session) -> object | None:
     import pytest_k8sstate.plugin.legacy_fixture as module
 
     return module
+
+
+def _taken_options(parser: pytest.Parser) -> set[str]:
+    groups = list(getattr(parser, "_groups", []))
+    anonymous = getattr(parser, "_anonymous", None)
+    if anonymous is not None and anonymous not in groups:
+        groups.append(anonymous)
+    return {name for group in groups for arg in group.options for name in arg.names()}
+
+
+def add_legacy_options(config: pytest.Config, parser: pytest.Parser) -> None:
+    """Register the 0.1 spellings (``--k8s-nodes``, ini ``k8s_nodes``) that no plugin or conftest took.
+
+    Called once every plugin and initial conftest has added its options: a name another plugin owns
+    (pytest-kubernetes: ``--k8s-provider``, ``--k8s-version``, ``--k8s-kubeconfig``) stays theirs.
+    """
+    taken = _taken_options(parser)
+    inis = set(getattr(parser, "_inidict", {}))
+    group = parser.getgroup("k8sstate", "Kubernetes cluster state (pytest-k8sstate)")
+    registered: set[str] = set()
+    for opt in OPTIONS:
+        if opt.legacy_flag is not None and opt.legacy_flag not in taken:
+            _add(group, opt.legacy_flag, opt.legacy_dest, opt, f"deprecated: use {opt.flag}")
+            registered.add(opt.legacy_flag)
+        if opt.legacy_ini is not None and opt.legacy_ini not in inis:
+            _addini(parser, opt.legacy_ini, opt, f"deprecated: use {opt.ini}")
+            registered.add(opt.legacy_ini)
+    config.stash[LEGACY_KEY] = frozenset(registered)

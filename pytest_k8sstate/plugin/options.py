@@ -11,7 +11,7 @@ accepted choices.
 Names: every option is ``--k8sstate-*`` (ini ``k8sstate_*``, env ``K8SSTATE_*``) so that no other plugin
 can clash with it. The spellings of 0.1 (``--k8s-provider``, ini ``k8s_provider``, ...) still work for one
 release with a :class:`K8sStateDeprecationWarning`, but only where no clash is possible: they are added
-(see :func:`add_legacy_options`) after every plugin and initial conftest registered its own options, and
+(:func:`.legacy.add_legacy_options`) after every plugin and initial conftest registered its options, and
 only those names nobody else took (pytest-kubernetes registers ``--k8s-provider``, ``--k8s-version`` and
 ``--k8s-kubeconfig``: beside it those three old spellings are simply absent).
 """
@@ -34,6 +34,7 @@ from pytest_k8sstate.plugin.provider_help import (
     HELP_MINIKUBE_CPUS,
     HELP_MINIKUBE_DRIVER,
     HELP_MINIKUBE_MEMORY,
+    HELP_POOL,
 )
 from pytest_k8sstate.providers.base import CNIS as CNIS
 
@@ -170,6 +171,7 @@ OPT_TEST_NAMESPACE = _Option(
     "k8sstate-test-namespace", "K8SSTATE_TEST_NAMESPACE", HELP_TEST_NAMESPACE, "yes|no"
 )
 OPT_SHARE_CLUSTER = _Option("k8sstate-share-cluster", "K8SSTATE_SHARE_CLUSTER", HELP_SHARE_CLUSTER)
+OPT_POOL = _Option("k8sstate-pool", "K8SSTATE_POOL", HELP_POOL, "N")
 OPT_LOG_LINES = _Option("k8sstate-log-lines", "K8SSTATE_LOG_LINES", HELP_LOG_LINES, "N")
 OPT_COMPONENT_LOGS = _Option(
     "k8sstate-component-logs", "K8SSTATE_COMPONENT_LOGS", HELP_COMPONENT_LOGS, "WHEN"
@@ -207,6 +209,7 @@ OPTIONS = (
     OPT_IGNORE,
     OPT_TEST_NAMESPACE,
     OPT_SHARE_CLUSTER,
+    OPT_POOL,
     OPT_LOG_LINES,
     OPT_COMPONENT_LOGS,
     *PROVIDER_OPTIONS,
@@ -237,6 +240,8 @@ class Settings:
     share_cluster: bool = False
     log_lines: int = DEFAULT_LOG_LINES
     component_logs: str = DEFAULT_COMPONENT_LOGS
+    pool: int = 0
+    """``local``: clusters kept ready by the warm pool of each shape (0: no pool)."""
     provider_options: tuple[tuple[str, str, str | int | Path], ...] = ()
     """(provider, option name, value) of the provider-specific options given (``kind``: ``config_file``,
     ``image``; ``minikube``: ``driver``, ``cni``, ``cpus``, ``memory``): :meth:`options_for`."""
@@ -274,34 +279,6 @@ def add_options(parser: pytest.Parser) -> None:
 
 LEGACY_KEY = pytest.StashKey[frozenset[str]]()
 """The deprecated option and ini names this session registered (only those nobody else had taken)."""
-
-
-def _taken_options(parser: pytest.Parser) -> set[str]:
-    groups = list(getattr(parser, "_groups", []))
-    anonymous = getattr(parser, "_anonymous", None)
-    if anonymous is not None and anonymous not in groups:
-        groups.append(anonymous)
-    return {name for group in groups for arg in group.options for name in arg.names()}
-
-
-def add_legacy_options(config: pytest.Config, parser: pytest.Parser) -> None:
-    """Register the 0.1 spellings (``--k8s-nodes``, ini ``k8s_nodes``) that no plugin or conftest took.
-
-    Called once every plugin and initial conftest has added its options: a name another plugin owns
-    (pytest-kubernetes: ``--k8s-provider``, ``--k8s-version``, ``--k8s-kubeconfig``) stays theirs.
-    """
-    taken = _taken_options(parser)
-    inis = set(getattr(parser, "_inidict", {}))
-    group = parser.getgroup("k8sstate", "Kubernetes cluster state (pytest-k8sstate)")
-    registered: set[str] = set()
-    for opt in OPTIONS:
-        if opt.legacy_flag is not None and opt.legacy_flag not in taken:
-            _add(group, opt.legacy_flag, opt.legacy_dest, opt, f"deprecated: use {opt.flag}")
-            registered.add(opt.legacy_flag)
-        if opt.legacy_ini is not None and opt.legacy_ini not in inis:
-            _addini(parser, opt.legacy_ini, opt, f"deprecated: use {opt.ini}")
-            registered.add(opt.legacy_ini)
-    config.stash[LEGACY_KEY] = frozenset(registered)
 
 
 @dataclass(frozen=True)
@@ -366,6 +343,22 @@ def _bad(opt: _Option, raw: _Raw, expected: str) -> pytest.UsageError:
     )
 
 
+def _int(
+    config: pytest.Config, opt: _Option, env: Mapping[str, str], default: int, hi: int, what: str
+) -> int:
+    """A whole number from 0 to ``hi`` (``default`` when not given)."""
+    raw = _lookup(config, opt, env)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.value.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= hi:
+        raise _bad(opt, raw, f"a whole number of {what} from 0 to {hi}")
+    return value
+
+
 def _choice(
     config: pytest.Config, opt: _Option, env: Mapping[str, str], choices: tuple[str, ...], default: _D
 ) -> str | _D:
@@ -408,15 +401,7 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
     cni = _choice(config, OPT_CNI, env, CNIS, None)
     ip_family = _choice(config, OPT_IP_FAMILY, env, IP_FAMILIES, DEFAULT_IP_FAMILY)
 
-    nodes = DEFAULT_NODES
-    raw = _lookup(config, OPT_NODES, env)
-    if raw is not None:
-        try:
-            nodes = int(raw.value.strip())
-        except ValueError:
-            raise _bad(OPT_NODES, raw, f"a whole number of worker nodes from 0 to {MAX_NODES}") from None
-        if not 0 <= nodes <= MAX_NODES:
-            raise _bad(OPT_NODES, raw, f"a whole number of worker nodes from 0 to {MAX_NODES}")
+    nodes = _int(config, OPT_NODES, env, DEFAULT_NODES, MAX_NODES, "worker nodes")
 
     version: str | None = None
     raw = _lookup(config, OPT_VERSION, env)
@@ -460,19 +445,12 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
             )
         ignore.append(str(pattern).strip())
 
-    log_lines = DEFAULT_LOG_LINES
-    raw = _lookup(config, OPT_LOG_LINES, env)
-    if raw is not None:
-        expected = f"a whole number of log lines from 0 to {MAX_LOG_LINES}"
-        try:
-            log_lines = int(raw.value.strip())
-        except ValueError:
-            raise _bad(OPT_LOG_LINES, raw, expected) from None
-        if not 0 <= log_lines <= MAX_LOG_LINES:
-            raise _bad(OPT_LOG_LINES, raw, expected)
+    log_lines = _int(config, OPT_LOG_LINES, env, DEFAULT_LOG_LINES, MAX_LOG_LINES, "log lines")
 
     from pytest_k8sstate.plugin.provider_options import provider_options as _provider_options
+    from pytest_k8sstate.plugin.provider_options import warm_pool
 
+    pool = warm_pool(config, env, provider)
     provider_options = _provider_options(config, env)
     used = config.stash.get(_USED_KEY, {})
     deprecations = tuple(
@@ -494,6 +472,7 @@ def resolve(config: pytest.Config, env: Mapping[str, str] | None = None) -> Sett
         test_namespace=_bool(config, OPT_TEST_NAMESPACE, env, default=True),
         share_cluster=provider == "existing" or _bool(config, OPT_SHARE_CLUSTER, env),
         log_lines=log_lines,
+        pool=pool,
         component_logs=_choice(config, OPT_COMPONENT_LOGS, env, COMPONENT_LOGS, DEFAULT_COMPONENT_LOGS),
         provider_options=provider_options,
         deprecations=deprecations,

@@ -251,15 +251,56 @@ class ClusterPool:
             kubeconfig_out=settings.kubeconfig if key == self.default_key() else None,
             persistent=reuse or settings.keep_cluster,
         )
-        self.log(f"creating {key.provider} cluster {name} ({key.describe()}) ...")
-        started = time.monotonic()
-        cluster = provider.create(spec)
-        if not self._provider_reports.get(key.provider, False):
-            self.log(f"cluster {name} ready in {time.monotonic() - started:.1f}s")
+        warm = self._take_warm(key, provider, spec) if settings.pool and not reuse else None
+        if warm is not None:
+            cluster = warm
+        else:
+            self.log(f"creating {key.provider} cluster {name} ({key.describe()}) ...")
+            started = time.monotonic()
+            cluster = provider.create(spec)
+            if not self._provider_reports.get(key.provider, False):
+                self.log(f"cluster {name} ready in {time.monotonic() - started:.1f}s")
         if reuse:
             self.kept.append((key.provider, cluster.name))
         else:
             self._owned[cluster.name] = cluster
+        return cluster
+
+    def _take_warm(self, key: ClusterKey, provider: Provider, spec: Any) -> Cluster | None:
+        """A ready cluster of ``key``'s shape from the warm pool (``--k8sstate-pool``), its server started
+        if none runs; None when none is ready (nor being created): the caller creates one."""
+        if key.provider != "local" or key.cni is not None:
+            return None
+        from pytest_k8sstate.providers.host import proc_start_time
+        from pytest_k8sstate.providers.local import warm
+
+        wspec = warm.WarmSpec(key.nodes, key.proxy_mode, key.ip_family, key.version)
+        started = time.monotonic()
+        try:
+            spawned = warm.ensure_serving(wspec, size=self.settings.pool)
+        except OSError as exc:
+            self.log(f"warm pool {wspec.slug()}: cannot start its server ({exc}); creating instead")
+            return None
+        if spawned:
+            self.log(
+                f"started the warm pool {wspec.slug()} ({self.settings.pool} ready; log "
+                f"{warm.pool_dir(wspec) / 'serve.log'}; `k8sstate pool stop` ends it)"
+            )
+        owner = None if spec.persistent else os.getpid()
+        name = warm.take(
+            wspec,
+            owner_pid=owner,
+            owner_start=proc_start_time(owner) if owner else None,
+            kubeconfig_out=spec.kubeconfig_out,
+            wait=float(getattr(provider, "timeout", 120.0)),
+            grace=5.0 if spawned else 0.0,
+            log=self.log,
+        )
+        if name is None:
+            return None
+        cluster = provider.get(name)
+        took = time.monotonic() - started
+        self.log(f"took cluster {name} ({key.describe()}) from the warm pool in {took:.2f}s")
         return cluster
 
     def _start_shared(self, key: ClusterKey, provider: Provider, name: str) -> Cluster:

@@ -1,4 +1,5 @@
-"""Help texts of the provider-specific options (``--k8sstate-kind-*``, ``--k8sstate-minikube-*``)."""
+"""Help texts of the provider-specific options (``--k8sstate-kind-*``, ``--k8sstate-minikube-*``,
+``--k8sstate-pool``)."""
 
 from __future__ import annotations
 
@@ -15,3 +16,8 @@ HELP_MINIKUBE_CNI = (
 )
 HELP_MINIKUBE_CPUS = "minikube: --cpus per node (a whole number)"
 HELP_MINIKUBE_MEMORY = "minikube: --memory per node (megabytes, or a size like 4g)"
+HELP_POOL = (
+    "local: take each cluster from a warm pool of N ready clusters of its shape, started in the "
+    "background if none runs (`k8sstate pool start`; it outlives the session until unused for "
+    "$K8SSTATE_POOL_IDLE seconds, default 900, or `k8sstate pool stop`); 0 (default): create every cluster"
+)

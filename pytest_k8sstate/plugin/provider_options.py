@@ -1,4 +1,5 @@
-"""The provider-specific options' values (``--k8sstate-kind-*``, ``--k8sstate-minikube-*``), checked.
+"""The provider-specific options' values (``--k8sstate-kind-*``, ``--k8sstate-minikube-*``,
+``--k8sstate-pool``), checked.
 
 The options themselves are registered with every other one in :mod:`pytest_k8sstate.plugin.options`; this
 module turns the given ones into ``(provider, keyword, value)`` for ``get_provider(provider, **kw)``
@@ -21,12 +22,27 @@ from pytest_k8sstate.plugin.options import (
     OPT_MINIKUBE_CPUS,
     OPT_MINIKUBE_DRIVER,
     OPT_MINIKUBE_MEMORY,
+    OPT_POOL,
+    OPT_PROVIDER,
     _bad,
+    _int,
     _lookup,
     _path,
 )
 
-__all__ = ["provider_options"]
+__all__ = ["MAX_POOL", "provider_options", "warm_pool"]
+
+MAX_POOL = 8
+
+
+def warm_pool(config: pytest.Config, env: Mapping[str, str], provider: str) -> int:
+    """``--k8sstate-pool N``: 0 to :data:`MAX_POOL`, and only with the local provider."""
+    pool = _int(config, OPT_POOL, env, 0, MAX_POOL, "warm clusters")
+    raw = _lookup(config, OPT_POOL, env)
+    if pool and provider != "local" and raw is not None:
+        why = "the warm pool keeps local clusters; on kind, fresh=True resets a cluster in seconds"
+        raise _bad(OPT_POOL, raw, f"0 with {OPT_PROVIDER.flag} {provider} ({why})")
+    return pool
 
 
 def provider_options(

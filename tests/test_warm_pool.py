@@ -56,10 +56,20 @@ def pool_ok() -> None:
         pytest.skip(why)
 
 
+SEEN: set[str] = set()  # clusters of SPEC's pool the tests saw (only those are cleaned up)
+
+
+def _waiting_seen() -> tuple[str, ...]:
+    names = _waiting()
+    SEEN.update(names)
+    return names
+
+
 @pytest.fixture
 def server(pool_ok: None) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start pool servers of SPEC in the foreground of a child process; all stopped and cleaned after."""
     started: list[subprocess.Popen[bytes]] = []
+    SEEN.clear()
 
     def start(size: int = 1, idle: float = 300.0) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "pytest_k8sstate.cli", "pool", "serve", "--nodes", "0"]
@@ -85,38 +95,55 @@ def server(pool_ok: None) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait(timeout=10)
         reap()
-        for name in [s.name for s in local_state.all_states() if s.name.startswith("wp")]:
-            LocalProvider().delete(name)
+        SEEN.update(_waiting())
+        for name in SEEN:
+            if local_state.load_state(name) is not None:
+                LocalProvider().delete(name)
 
 
 TAKE = """
-import json, os, sys, time
+import json, sys
 from pytest_k8sstate.providers.host import proc_start_time
 from pytest_k8sstate.providers.local import warm
 owner = int(sys.argv[1])
-at = float(sys.argv[2])
-time.sleep(max(0.0, at - time.time()))
-name = warm.take(warm.WarmSpec(0, "iptables"), owner_pid=owner, owner_start=proc_start_time(owner))
-print(json.dumps(name))
+spec = warm.WarmSpec(0, "iptables")
+spec.slug()  # everything imported and resolved before the start line
+print("ready", flush=True)
+sys.stdin.readline()  # the start line: all takers at once
+name = warm.take(spec, owner_pid=owner, owner_start=proc_start_time(owner))
+print(json.dumps(name), flush=True)
 """
 
 
 def test_one_waiting_cluster_goes_to_exactly_one_of_racing_takers_and_is_replaced(server) -> None:
     srv = server(size=1)
-    _until("the pool's first cluster", lambda: len(_waiting()) == 1)
+    _until("the pool's first cluster", lambda: len(_waiting_seen()) == 1)
     (first,) = _waiting()
     st = local_state.load_state(first)
     assert st is not None
     assert st.owner_pid == srv.pid  # waiting: owned by the server
 
-    # six processes take at the same instant; each hands the cluster to this process
-    at = time.time() + 2.0
+    # six processes take at the same instant; each hands the cluster to this process. The server is
+    # paused meanwhile, so no replacement can be there for a late taker.
     me = str(os.getpid())
     takers = [
-        subprocess.Popen([sys.executable, "-c", TAKE, me, str(at)], cwd=ROOT, stdout=subprocess.PIPE)  # noqa: S603
+        subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            [sys.executable, "-c", TAKE, me], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         for _ in range(6)
     ]
-    got = [json.loads(p.communicate(timeout=60)[0]) for p in takers]
+    for p in takers:
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+    os.kill(srv.pid, signal.SIGSTOP)
+    try:
+        for p in takers:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
+        got = [json.loads(p.communicate(timeout=60)[0]) for p in takers]
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
     assert [g for g in got if g is not None] == [first]  # exactly one winner, the others got nothing
     st = local_state.load_state(first)
     assert st is not None
@@ -125,7 +152,7 @@ def test_one_waiting_cluster_goes_to_exactly_one_of_racing_takers_and_is_replace
     assert [n.role for n in cluster.nodes] == ["control-plane"]
 
     # the server replaces it; the taken one is not its any more: stopping the pool leaves it alone
-    _until("a replacement", lambda: len(_waiting()) == 1 and _waiting() != (first,))
+    _until("a replacement", lambda: len(_waiting_seen()) == 1 and _waiting() != (first,))
     (second,) = _waiting()
     assert warm.stop(spec=SPEC) == [SPEC.slug()]
     assert srv.wait(timeout=10) == 0
@@ -138,21 +165,47 @@ def test_one_waiting_cluster_goes_to_exactly_one_of_racing_takers_and_is_replace
 
 def test_a_killed_server_leaves_orphans_the_reaper_removes_and_a_taker_skips(server) -> None:
     srv = server(size=1)
-    _until("the pool's first cluster", lambda: len(_waiting()) == 1)
+    _until("the pool's first cluster", lambda: len(_waiting_seen()) == 1)
     (name,) = _waiting()
     os.killpg(srv.pid, signal.SIGKILL)
     srv.wait(timeout=10)
-    assert name in reap()  # its owner (the server) is gone: reaped like any other cluster
-    assert leftovers("local", name) == []
-    # its ready file is stale: taking skips it (no crash, nothing adopted)
+    # its ready file is stale and the cluster alive but ownerless: a taker leaves it to the reaper
     me = os.getpid()
     assert warm.take(SPEC, owner_pid=me, owner_start=proc_start_time(me)) is None
+    st = local_state.load_state(name)
+    assert st is not None
+    assert st.owner_pid == srv.pid  # not adopted
+    assert name in reap()  # its owner (the server) is gone: reaped like any other cluster
+    assert leftovers("local", name) == []
     assert _waiting() == ()
+
+
+def test_a_kubeconfig_path_that_is_not_ours_is_refused_before_anything_is_taken(
+    server, tmp_path: Path
+) -> None:
+    server(size=1)
+    _until("the pool's first cluster", lambda: len(_waiting_seen()) == 1)
+    (name,) = _waiting()
+    theirs = tmp_path / "config"
+    theirs.write_text("apiVersion: v1\nkind: Config\n")
+    me = os.getpid()
+    with pytest.raises(ConfigError, match="is not a kubeconfig written by k8sstate"):
+        warm.take(SPEC, owner_pid=me, owner_start=proc_start_time(me), kubeconfig_out=theirs)
+    assert _waiting() == (name,)  # still waiting, still the server's
+    assert theirs.read_text() == "apiVersion: v1\nkind: Config\n"
+    ours = tmp_path / "ours" / "kubeconfig"
+    assert warm.take(SPEC, owner_pid=me, owner_start=proc_start_time(me), kubeconfig_out=ours) == name
+    st = local_state.load_state(name)
+    assert st is not None
+    assert st.extra_kubeconfig == str(ours)
+    assert ours.read_bytes() == Path(st.kubeconfig).read_bytes()
+    LocalProvider().delete(name)
+    assert not ours.exists()  # our copy goes with the cluster
 
 
 def test_an_unused_pool_stops_on_its_own_and_deletes_what_waits(server) -> None:
     srv = server(size=1, idle=8.0)
-    _until("the pool's first cluster", lambda: len(_waiting()) == 1)
+    _until("the pool's first cluster", lambda: len(_waiting_seen()) == 1)
     (name,) = _waiting()
     out, _ = srv.communicate(timeout=CREATE)
     assert srv.returncode == 0
@@ -164,10 +217,12 @@ def test_an_unused_pool_stops_on_its_own_and_deletes_what_waits(server) -> None:
 
 
 def test_a_taker_waits_for_the_cluster_being_created_instead_of_creating_its_own(server) -> None:
-    server(size=1)
+    srv = server(size=1)
     me = os.getpid()
     t0 = time.monotonic()
-    name = warm.take(SPEC, owner_pid=me, owner_start=proc_start_time(me), wait=CREATE, grace=15.0)
+    name = warm.take(
+        SPEC, owner_pid=me, owner_start=proc_start_time(me), wait=CREATE, starting=lambda: srv.poll() is None
+    )
     assert name is not None, "the server's first cluster was not handed over"
     try:
         assert time.monotonic() - t0 > 1.0  # it was being created, not already there
@@ -176,6 +231,13 @@ def test_a_taker_waits_for_the_cluster_being_created_instead_of_creating_its_own
         assert st.owner_pid == me
     finally:
         LocalProvider().delete(name)
+
+
+def test_a_taker_without_a_server_does_not_wait(pool_ok: None) -> None:
+    me = os.getpid()
+    t0 = time.monotonic()
+    assert warm.take(SPEC, owner_pid=me, owner_start=proc_start_time(me), wait=60.0) is None
+    assert time.monotonic() - t0 < 5.0
 
 
 def test_a_server_of_the_same_shape_exits_at_once(server) -> None:

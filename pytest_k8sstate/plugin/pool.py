@@ -277,11 +277,11 @@ class ClusterPool:
         wspec = warm.WarmSpec(key.nodes, key.proxy_mode, key.ip_family, key.version)
         started = time.monotonic()
         try:
-            spawned = warm.ensure_serving(wspec, size=self.settings.pool)
-        except OSError as exc:
-            self.log(f"warm pool {wspec.slug()}: cannot start its server ({exc}); creating instead")
+            server = warm.ensure_serving(wspec, size=self.settings.pool)
+        except (OSError, K8sStateError) as exc:
+            self.log(f"warm pool: cannot start its server ({exc}); creating the cluster instead")
             return None
-        if spawned:
+        if server is not None:
             self.log(
                 f"started the warm pool {wspec.slug()} ({self.settings.pool} ready; log "
                 f"{warm.pool_dir(wspec) / 'serve.log'}; `k8sstate pool stop` ends it)"
@@ -293,12 +293,17 @@ class ClusterPool:
             owner_start=proc_start_time(owner) if owner else None,
             kubeconfig_out=spec.kubeconfig_out,
             wait=float(getattr(provider, "timeout", 120.0)),
-            grace=5.0 if spawned else 0.0,
+            starting=(lambda: server.poll() is None) if server is not None else None,
             log=self.log,
         )
         if name is None:
             return None
-        cluster = provider.get(name)
+        try:
+            cluster = provider.get(name)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                provider.delete(name)  # it is ours now: not left behind
+            raise
         took = time.monotonic() - started
         self.log(f"took cluster {name} ({key.describe()}) from the warm pool in {took:.2f}s")
         return cluster

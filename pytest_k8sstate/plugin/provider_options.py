@@ -36,12 +36,23 @@ MAX_POOL = 8
 
 
 def warm_pool(config: pytest.Config, env: Mapping[str, str], provider: str) -> int:
-    """``--k8sstate-pool N``: 0 to :data:`MAX_POOL`, and only with the local provider."""
+    """``--k8sstate-pool N``: 0 to :data:`MAX_POOL`; local clusters only (given on the command line with
+    another provider: a usage error; from the environment or the ini file: 0, a machine-wide setting)."""
+    from pytest_k8sstate.errors import ConfigError
+    from pytest_k8sstate.providers.local.warm import idle_limit
+
     pool = _int(config, OPT_POOL, env, 0, MAX_POOL, "warm clusters")
     raw = _lookup(config, OPT_POOL, env)
     if pool and provider != "local" and raw is not None:
+        if not raw.origin.startswith("command line"):
+            return 0
         why = "the warm pool keeps local clusters; on kind, fresh=True resets a cluster in seconds"
         raise _bad(OPT_POOL, raw, f"0 with {OPT_PROVIDER.flag} {provider} ({why})")
+    if pool:
+        try:
+            idle_limit(env if isinstance(env, dict) else dict(env))
+        except ConfigError as exc:
+            raise pytest.UsageError(f"{OPT_POOL.flag} {pool}: {exc}") from None
     return pool
 
 

@@ -46,7 +46,7 @@ def test_sessions_take_their_cluster_from_the_warm_pool(
         first = plugin.run_subprocess(*args)
         first.assert_outcomes(passed=1)
         out1 = first.stdout.str()
-        assert "started the warm pool 0w-iptables-ipv4-pinned (1 ready;" in out1, out1
+        assert f"started the warm pool {SPEC.slug()} (1 ready;" in out1, out1
         (name1,) = re.findall(r"took cluster (wp[0-9a-f]+) \(local, 1 control plane \+ 0 workers", out1)
         assert f"deleted cluster {name1}" in out1
         assert _gone(name1)
@@ -96,3 +96,14 @@ def test_pool_setting_from_env(plugin: PluginRunner, monkeypatch: pytest.MonkeyP
     assert plugin.settings().pool == 0
     monkeypatch.setenv("K8SSTATE_POOL", "2")
     assert plugin.settings().pool == 2
+    # a machine-wide setting does not break runs on another provider: it does not apply there
+    assert plugin.settings("--k8sstate-provider=kind").pool == 0
+
+
+def test_a_bad_idle_limit_is_a_usage_error(plugin: PluginRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K8SSTATE_POOL_IDLE", "soon")
+    with pytest.raises(
+        pytest.UsageError, match="--k8sstate-pool 1: K8SSTATE_POOL_IDLE='soon': expected seconds"
+    ):
+        plugin.configure("--k8sstate-pool=1")
+    assert plugin.settings().pool == 0  # no pool: the variable is not read

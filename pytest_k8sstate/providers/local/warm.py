@@ -36,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ import pytest_k8sstate.providers.local.state as state_mod
 from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
 from pytest_k8sstate.providers.base import ClusterSpec
 from pytest_k8sstate.providers.host import alive, proc_start_time, sigterm_as_interrupt
+from pytest_k8sstate.providers.local.binaries import kube_version
 from pytest_k8sstate.providers.local.liveness import check_alive
 from pytest_k8sstate.providers.local.provider import LocalProvider, check_kubeconfig_out
 from pytest_k8sstate.util.files import atomic_write_json, cache_dir
@@ -76,7 +78,7 @@ POLL = 0.25  # the server's loop: a taken cluster is replaced within this
 HEALTH_EVERY = 10.0  # seconds between liveness checks of the waiting clusters
 MAX_FAILURES = 3  # creates failing in a row before the server gives up
 STOP_TIMEOUT = 60.0  # a stopping server deletes its clusters (and a half-made one) within this
-_SLUG_RE = re.compile(r"^[0-9a-z.-]{1,40}$")
+_SLUG_RE = re.compile(r"^[0-9a-z.-]{1,64}$")
 
 Log = Callable[[str], None]
 
@@ -92,9 +94,10 @@ class WarmSpec:
     """None: the pinned version."""
 
     def slug(self) -> str:
-        """The pool's directory name, e.g. ``2w-iptables-ipv4-pinned``."""
-        version = self.version or "pinned"
-        slug = f"{self.nodes}w-{self.proxy_mode}-{self.ip_family}-{version}"
+        """The pool's directory name, e.g. ``2w-iptables-ipv4-v1.37.1``: the version is the one its
+        clusters run (the pinned one resolved), so an upgrade that pins another never takes old ones."""
+        version = re.sub(r"[^0-9a-z.-]", "-", kube_version(self.version).lower())
+        slug = f"{self.nodes}w-{self.proxy_mode}-{self.ip_family}-{version}"[:64]
         if not _SLUG_RE.match(slug):
             raise ConfigError(f"warm pool: cannot name a pool for {self!r} (version {version!r})")
         return slug
@@ -144,9 +147,15 @@ def _ready_dir(d: Path) -> Path:
 
 
 def _waiting(d: Path) -> list[str]:
-    """Names of the waiting clusters, oldest first."""
+    """Names of the waiting clusters, oldest first (a file taken meanwhile is just not listed)."""
+    entries = []
     try:
-        entries = [(e.stat().st_mtime, e.name) for e in _ready_dir(d).iterdir()]
+        with os.scandir(_ready_dir(d)) as it:
+            for e in it:
+                try:
+                    entries.append((e.stat(follow_symlinks=False).st_mtime, e.name))
+                except FileNotFoundError:
+                    continue
     except OSError:
         return []
     return [name for _, name in sorted(entries) if state_mod.valid_name(name)]
@@ -177,9 +186,7 @@ def serve(spec: WarmSpec, *, size: int, idle: float, log: Log = print) -> int:
     _ready_dir(d).mkdir(parents=True, exist_ok=True)
     fd = os.open(d / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock(fd):
             log(f"warm pool {spec.slug()}: another server runs it; nothing to do")
             return 0
         me, start = os.getpid(), proc_start_time(os.getpid())
@@ -192,17 +199,37 @@ def serve(spec: WarmSpec, *, size: int, idle: float, log: Log = print) -> int:
         provider = LocalProvider(progress=lambda msg: log(f"  {msg}"))
         log(f"warm pool {spec.slug()}: keeping {size} ready ({spec.describe()}); idle limit {idle:.0f}s")
         sigterm_as_interrupt()
+        pending: list[str] = []  # a cluster made but not yet marked ready
         try:
-            _serve_loop(spec, d, provider, size=size, idle=idle, owner=(me, start), log=log)
+            _serve_loop(spec, d, provider, size=size, idle=idle, owner=(me, start), pending=pending, log=log)
         except KeyboardInterrupt:
             log(f"warm pool {spec.slug()}: stopping")
         finally:
-            _drain(d, provider, log)
-            with contextlib.suppress(OSError):
-                (d / "server.json").unlink()
+            # a second Ctrl-C or SIGTERM must not cut the clean-up short
+            old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                _drain(d, provider, (me, start), pending, log)
+                with contextlib.suppress(OSError):
+                    (d / "server.json").unlink()
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
         return 0
     finally:
         os.close(fd)
+
+
+def _lock(fd: int, patience: float = 2.0) -> bool:
+    """Take the server lock; a taker's short shared probe (:func:`serving`) may hold it for a moment."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
 
 def _serve_loop(
@@ -213,11 +240,13 @@ def _serve_loop(
     size: int,
     idle: float,
     owner: tuple[int, int | None],
+    pending: list[str],
     log: Log,
 ) -> None:
     failures = 0
     checked = 0.0
     while True:
+        _reap_children()  # never during a create: nothing else of ours runs at this point
         with contextlib.suppress(OSError):
             if time.time() - (d / "used").stat().st_mtime > idle:
                 log(f"warm pool {spec.slug()}: unused for {idle:.0f}s; stopping")
@@ -226,11 +255,11 @@ def _serve_loop(
             _drop_dead(d, provider, owner, log)
             checked = time.monotonic()
         if len(_waiting(d)) >= size:
-            _reap_children()
             time.sleep(POLL)
             continue
         name = "wp" + secrets.token_hex(4)
         (d / "creating").write_text(name)
+        pending[:] = [name]
         started = time.monotonic()
         try:
             provider.create(
@@ -255,6 +284,7 @@ def _serve_loop(
                 (d / "creating").unlink()
         failures = 0
         (_ready_dir(d) / name).touch()
+        pending.clear()
         _touch(d / "used")  # the idle time counts from here too: a slow create is not idleness
         log(f"warm pool {spec.slug()}: {name} ready in {time.monotonic() - started:.1f}s")
 
@@ -286,27 +316,34 @@ def _drop_dead(d: Path, provider: LocalProvider, owner: tuple[int, int | None], 
                     provider.delete(name)
 
 
-def _drain(d: Path, provider: LocalProvider, log: Log) -> None:
-    """Delete every waiting cluster this server can still unlink (a taken one is the taker's)."""
-    for name in _waiting(d):
-        if _unlink(_ready_dir(d) / name):
-            try:
-                provider.delete(name)
-                log(f"warm pool: deleted waiting cluster {name}")
-            except K8sStateError as exc:  # the reaper removes it later (its owner, this server, is gone)
-                log(f"warm pool: deleting {name} failed: {exc}")
+def _drain(
+    d: Path, provider: LocalProvider, owner: tuple[int, int | None], pending: list[str], log: Log
+) -> None:
+    """Delete every waiting cluster this server can still unlink (a taken one is the taker's), and the
+    one it made but had not marked ready yet."""
+    names = [n for n in _waiting(d) if _unlink(_ready_dir(d) / n)]
+    for name in pending:
+        st = state_mod.load_state(name)
+        if st is not None and (st.owner_pid, st.owner_start) == owner:
+            names.append(name)
+    for name in names:
+        try:
+            provider.delete(name)
+            log(f"warm pool: deleted waiting cluster {name}")
+        except K8sStateError as exc:  # the reaper removes it later (its owner, this server, is gone)
+            log(f"warm pool: deleting {name} failed: {exc}")
 
 
 # --- starting and stopping servers ---------------------------------------------------------------------
-def ensure_serving(spec: WarmSpec, *, size: int, idle: float | None = None) -> bool:
-    """Start a server for ``spec`` in the background unless one runs; True when this call started it.
+def ensure_serving(spec: WarmSpec, *, size: int, idle: float | None = None) -> subprocess.Popen[bytes] | None:
+    """Start a server for ``spec`` in the background unless one runs; the started process, or None.
 
     The server is a ``k8sstate pool serve`` process in its own session (Ctrl-C of the caller does not
     reach it), logging to ``<pool dir>/serve.log``; it outlives the caller by design (see the module
     docstring for how it ends)."""
     d = pool_dir(spec)
     if serving(d):
-        return False
+        return None
     d.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable,
@@ -329,7 +366,7 @@ def ensure_serving(spec: WarmSpec, *, size: int, idle: float | None = None) -> b
         argv += ["--version", spec.version]
     env = {**os.environ, "K8SSTATE_PROGRESS": "0"}
     with open(d / "serve.log", "ab") as out:
-        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -338,7 +375,6 @@ def ensure_serving(spec: WarmSpec, *, size: int, idle: float | None = None) -> b
             env=env,
             close_fds=True,
         )
-    return True
 
 
 def _server(d: Path) -> tuple[int, int | None] | None:
@@ -381,8 +417,6 @@ def stop(*, spec: WarmSpec | None = None, timeout: float = STOP_TIMEOUT) -> list
     """Stop every pool server (or ``spec``'s: SIGTERM; each deletes its waiting clusters) and wait for it;
     returns the pools stopped. Ready files of a server that is already gone are removed (its clusters are
     orphans: the reaper's)."""
-    import signal
-
     stopped = []
     for d in _pool_dirs():
         if spec is not None and d.name != spec.slug():
@@ -420,16 +454,19 @@ def take(
     owner_start: int | None,
     kubeconfig_out: Path | None = None,
     wait: float = 0.0,
-    grace: float = 0.0,
+    starting: Callable[[], bool] | None = None,
     log: Log = lambda _msg: None,
 ) -> str | None:
     """Take a waiting cluster of ``spec`` and make ``owner_pid`` its owner (None: nobody, a persistent
     cluster); its name, or None when none is there.
 
-    With ``wait`` > 0, a cluster the server is creating at the time of the call (or, within ``grace``
-    seconds, starts creating: a server just started) is waited for, up to ``wait`` seconds — unless
-    another taker gets it first (then None: the caller creates its own rather than queue behind others).
+    With ``wait`` > 0, a cluster the server is creating at the time of the call is waited for, up to
+    ``wait`` seconds, unless another taker gets it first (then None: the caller creates its own rather
+    than queue behind others). ``starting``: the server was just started and is alive while this says
+    so; its first cluster is waited for too.
     """
+    if kubeconfig_out is not None:
+        check_kubeconfig_out(kubeconfig_out)  # refused before anything is taken
     d = pool_dir(spec)
     t0 = time.monotonic()
     awaited: str | None = None
@@ -438,16 +475,15 @@ def take(
             if not _unlink(_ready_dir(d) / name):
                 continue  # another taker (or the server dropping it) was first
             _touch(d / "used")
-            if _adopt(name, owner_pid, owner_start, kubeconfig_out, log):
+            if _adopt(d, name, owner_pid, owner_start, kubeconfig_out, log):
                 return name
-        now = time.monotonic()
-        if now - t0 >= wait:
+        if time.monotonic() - t0 >= wait:
             return None
         creating = _creating(d) if serving(d) else None
         if awaited is None:
             if creating is not None:
                 awaited = creating
-            elif now - t0 >= grace:
+            elif starting is None or not starting():
                 return None
         elif creating != awaited and awaited not in _waiting(d):
             return None  # the awaited one was taken by someone else, or its create failed
@@ -455,25 +491,41 @@ def take(
 
 
 def _adopt(
-    name: str, owner_pid: int | None, owner_start: int | None, kubeconfig_out: Path | None, log: Log
+    d: Path, name: str, owner_pid: int | None, owner_start: int | None, kubeconfig_out: Path | None, log: Log
 ) -> bool:
-    """Hand the taken cluster ``name`` to its new owner; False (and the cluster deleted) when it is not
-    usable."""
+    """Hand the taken cluster ``name`` to its new owner; False when it is not usable (a cluster of a
+    server that is gone is left to the reaper; a dead one is deleted). Whatever fails before the new
+    owner is saved hands the cluster back to the server (its ready file again) and raises."""
     import shutil
 
-    with state_mod.global_lock():
-        st = state_mod.load_state(name)
-        if st is None or st.phase != "ready":
-            log(f"warm pool: {name} is gone or not ready; skipped")
-            return False
-        st.owner_pid, st.owner_start = owner_pid, owner_start
-        if kubeconfig_out is not None:
-            check_kubeconfig_out(kubeconfig_out)
-            kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(st.kubeconfig, kubeconfig_out)
-            os.chmod(kubeconfig_out, 0o600)
-            st.extra_kubeconfig = str(kubeconfig_out)
-        st.save()
+    server = _server(d)
+    saved = False
+    try:
+        with state_mod.global_lock():
+            st = state_mod.load_state(name)
+            if st is None or st.phase != "ready":
+                log(f"warm pool: {name} is gone or not ready; skipped")
+                saved = True  # nothing to hand back
+                return False
+            if server is None or (st.owner_pid, st.owner_start) != server or not alive(*server):
+                log(f"warm pool: {name} is not a live server's; left to the reaper")
+                saved = True
+                return False
+            st.owner_pid, st.owner_start = owner_pid, owner_start
+            if kubeconfig_out is not None:
+                try:
+                    kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(st.kubeconfig, kubeconfig_out)
+                    os.chmod(kubeconfig_out, 0o600)
+                except OSError as exc:
+                    raise ProviderError(f"--kubeconfig {kubeconfig_out}: cannot write it ({exc})") from exc
+                st.extra_kubeconfig = str(kubeconfig_out)
+            st.save()
+            saved = True
+    finally:
+        if not saved:
+            with contextlib.suppress(OSError):
+                (_ready_dir(d) / name).touch()
     try:
         check_alive(st)
     except ProviderError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate.node import iptfast, netns
+from pytest_k8sstate.node import iptfast, netns, nftomit
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.parse import iptnft
@@ -362,7 +362,9 @@ def test_small_rulesets_are_left_to_iptables_save(ns: NetnsExec, monkeypatch: py
 
 
 @needs_nft
-def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(ns: NetnsExec) -> None:
+def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rules = (
         "table ip6 kube-proxy {\n chain services {\n  ip6 daddr fd00:10:96::1 tcp dport 443 accept\n }\n}\n"
         "table inet filt {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
@@ -370,6 +372,7 @@ def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(ns:
     )
     ns.run(["nft", "-f", "-"], input=rules.encode(), timeout=30)
     _load(ns, ZOO6, v6=True)
+    monkeypatch.setenv(nftomit.ENV, "0")  # every table in the nft part (tests/test_capture_nftomit.py)
     st = collect_node(ns, parts=["nft", "ip6tables"])
     assert not st.errors, st.errors
     assert st.nft is not None

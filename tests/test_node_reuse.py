@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pytest_k8sstate.node import iptfast, netns, netnsio, reuse
+from pytest_k8sstate.node import iptfast, netns, netnsio, nftomit, reuse
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.parse.nft import parse_nft_json
@@ -166,7 +166,7 @@ def test_large_rulesets_are_fingerprinted_by_generation(
     collect_node(ns, parts=PARTS)
     first = collect_node(ns, parts=PARTS)  # recorded by generation from now on
     cmds = {"iptables": "iptables", "nft": "nft"}
-    p = reuse.plan(ns, list(cmds), cmds, 30, variant=(True, iptfast.MIN_CHAINS))
+    p = reuse.plan(ns, list(cmds), cmds, 30, variant=(True, iptfast.MIN_CHAINS, nftomit.enabled()))
     assert "iptables" not in p.dumps  # no rule read for its fingerprint
     assert set(p.reused) == {"iptables", "nft"}
     second = collect_node(ns, parts=PARTS)

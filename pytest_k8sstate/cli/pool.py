@@ -64,7 +64,8 @@ def _require_root(what: str) -> None:
 
 @_guard
 def pool_serve(args: argparse.Namespace) -> int:
-    from pytest_k8sstate.providers.local.warm import idle_limit, serve
+    from pytest_k8sstate.providers.local.warm import idle_limit
+    from pytest_k8sstate.providers.local.warmserve import serve
 
     spec = _spec(args)
     _require_root("pool serve")

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import compact, conntrack, iptfast, reuse
+from pytest_k8sstate.node import compact, conntrack, iptfast, nftomit, reuse
 from pytest_k8sstate.node.exec import DockerExec, NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
@@ -175,10 +175,12 @@ class _Raw:
     stderr: bytes
 
 
-def _script(parts: list[str], marker: str, python: str | None = None) -> str:
+def _script(parts: list[str], marker: str, python: str | None = None, nft: str | None = None) -> str:
     lines = []
     for p in parts:
         argv = " ".join(shlex.quote(a) for a in _COMMANDS[p][0])
+        if p == "nft" and nft is not None:
+            argv = nft
         if python is not None and p in iptfast.FAMILY:
             argv = f"( {iptfast.shell_command(p, python)} )"
         if p == "conntrack":
@@ -214,11 +216,11 @@ def _split(data: bytes, marker: str, parts: list[str]) -> dict[str, tuple[bytes,
 
 
 def _run_batched(
-    exec: NodeExec, parts: list[str], timeout: float, python: str | None = None
+    exec: NodeExec, parts: list[str], timeout: float, python: str | None = None, nft: str | None = None
 ) -> dict[str, _Raw] | None:
     """All parts in one ``sh``; None when the node has no usable ``sh``."""
     marker = "@@k8ss-" + secrets.token_hex(8)
-    script = _script(parts, marker, python)
+    script = _script(parts, marker, python, nft)
     run_script = getattr(exec, "run_script", None)  # a node's long-lived shell (node/session.py)
     try:
         res = run_script(script, timeout=timeout) if run_script is not None else None
@@ -242,8 +244,35 @@ def _run_batched(
     return raw
 
 
-def _run_single(exec: NodeExec, part: str, timeout: float, fast: bool = False) -> _Raw:
-    argv = ["sh", "-c", conntrack.SCRIPT] if part == "conntrack" else list(_COMMANDS[part][0])
+def _run_tables(exec: NodeExec, omit: nftomit.Omission, timeout: float) -> _Raw:
+    """Without ``sh``: one ``nft -j list table`` per kept table, their documents one per line."""
+    out = []
+    for argv in omit.argvs():
+        r = _run_single(exec, "nft", timeout, argv=argv)
+        if r.rc != 0:
+            return r
+        out.append(r.stdout.rstrip() + b"\n")
+    return _Raw(0, b"".join(out), b"")
+
+
+def _settle_nft(
+    exec: NodeExec, r: _Raw, omit: nftomit.Omission, state: NodeState, timeout: float
+) -> tuple[_Raw, tuple[tuple[str, str], ...]]:
+    """The nft part's output with ``omit``'s tables left out (one document) and those tables, or the
+    whole ruleset and ``()`` when leaving them out would lose something (:mod:`.nftomit`)."""
+    if r.rc == 0 and omit.exact(state.methods, state.errors):
+        try:
+            return _Raw(0, nftomit.merge_documents(r.stdout), r.stderr), omit.omitted
+        except ValueError:
+            pass
+    return _run_single(exec, "nft", timeout), ()
+
+
+def _run_single(
+    exec: NodeExec, part: str, timeout: float, fast: bool = False, argv: list[str] | None = None
+) -> _Raw:
+    if argv is None:
+        argv = ["sh", "-c", conntrack.SCRIPT] if part == "conntrack" else list(_COMMANDS[part][0])
     if fast and part in iptfast.FAMILY:
         out = iptfast.single_command(exec, part, timeout)
         if out is not None:
@@ -307,7 +336,17 @@ def collect_node(
     fast = iptfast.enabled() if nft_fast is None else nft_fast
     python = iptfast.node_python(exec) if fast else None
     # a local node: skip the commands whose parts did not change since its last capture (node/reuse.py)
-    plan = reuse.plan(exec, cmds, _PART_CMD, timeout, variant=(fast, iptfast.MIN_CHAINS), dump_iptables=fast)
+    plan = reuse.plan(
+        exec,
+        cmds,
+        _PART_CMD,
+        timeout,
+        variant=(fast, iptfast.MIN_CHAINS, nftomit.enabled()),
+        dump_iptables=fast,
+    )
+    kept_nft = plan.reused.get("nft")
+    if isinstance(kept_nft, NftRuleset) and not nftomit.covered(kept_nft.omitted, wanted):
+        del plan.reused["nft"]  # its left-out tables are in an iptables part this capture does not take
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
     raw: dict[str, _Raw] = {}
     plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
@@ -319,12 +358,17 @@ def collect_node(
                 raw[c] = _Raw(0, data, b"")
             else:
                 plain.add(c)
+    # iptables-nft's own tables of a family read over netlink: not again in the nft part (node/nftomit.py)
+    omit = nftomit.plan(exec, wanted, timeout) if "nft" in cmds and fast else None
     if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
         python, fast = None, False
     cmds = [c for c in cmds if c not in raw]
-    ran = (_run_batched(exec, cmds, timeout, python) if batch else None) if cmds else {}
+    nft_sh = omit.shell() if omit is not None else None
+    ran = (_run_batched(exec, cmds, timeout, python, nft_sh) if batch else None) if cmds else {}
     if ran is None:
-        ran = {c: _run_single(exec, c, timeout, fast) for c in cmds}
+        ran = {c: _run_single(exec, c, timeout, fast) for c in cmds if not (c == "nft" and omit)}
+        if omit is not None and "nft" in cmds:
+            ran["nft"] = _run_tables(exec, omit, timeout)
     raw.update(ran)
     for p in wanted:
         if p in plan.reused:
@@ -333,6 +377,9 @@ def collect_node(
                 state.methods[p] = plan.methods[p]
             continue
         r = raw[_PART_CMD[p]]
+        omitted: tuple[tuple[str, str], ...] = ()
+        if p == "nft" and omit is not None:
+            r, omitted = _settle_nft(exec, r, omit, state, timeout)
         argv, pkg = _COMMANDS[_PART_CMD[p]]
         cmd = " ".join(argv)
         if p == "ipvs" and r.rc == _NO_IPVS_RC:
@@ -385,6 +432,7 @@ def collect_node(
             continue
         if p == "nft":  # large rulesets: equal sub-trees one object (the new rules only)
             compact.share_equal_expressions(value, only=fresh_rules(value))
+            value.omitted = omitted
         if p == "conntrack":
             value, note = value
             if note:

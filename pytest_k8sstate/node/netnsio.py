@@ -41,7 +41,7 @@ from pytest_k8sstate.errors import CommandTimeout
 from pytest_k8sstate.node import containerns, nfdump
 from pytest_k8sstate.node.exec import DockerExec, LocalExec, NetnsExec, NodeExec
 
-__all__ = ["dump_digest", "fingerprints", "in_node", "netns_id"]
+__all__ = ["dump_digest", "fingerprints", "in_node", "netns_id", "nft_tables"]
 
 T = TypeVar("T")
 
@@ -358,3 +358,26 @@ def fingerprints(
     millisecond); ``nft_exact``: the ``nft`` digest (every rule: costly for large rulesets)."""
     fams = dict(families or {})
     return in_node(exec, lambda: _fingerprints(fams, nft_exact, cheap), timeout)
+
+
+def _nft_tables() -> list[tuple[int, str, int]]:
+    d = nfdump._Dumper(socket.AF_UNSPEC)
+    try:
+        for _ in range(5):
+            gen = d.generation()
+            tables = [(m[16], nfdump._attr_value(m, 1)) for m in d.request(nfdump._MSG["GETTABLE"])]
+            chains: dict[tuple[int, bytes], int] = {}
+            for m in d.request(nfdump._MSG["GETCHAIN"]):
+                key = (m[16], nfdump._attr_value(m, 1))
+                chains[key] = chains.get(key, 0) + 1
+            if d.generation() == gen:
+                return [(f, n.decode("utf-8", "replace"), chains.get((f, n), 0)) for f, n in tables]
+        raise OSError("the nf_tables ruleset changed during each of 5 reads")
+    finally:
+        d.sock.close()
+
+
+def nft_tables(exec: NodeExec, timeout: float = 10.0) -> list[tuple[int, str, int]] | None:
+    """Every nf_tables table of the node as ``(address family, name, number of chains)``, read at one
+    ruleset generation; None when it cannot be read here."""
+    return in_node(exec, _nft_tables, timeout)

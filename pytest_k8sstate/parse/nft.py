@@ -229,6 +229,9 @@ class NftRuleset:
     """Top-level objects other than tables/chains/rules/sets/maps/elements (flowtables, counters, ...)."""
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """Scratch space for derived indexes (the tracer caches base chains by hook here)."""
+    omitted: tuple[tuple[str, str], ...] = ()
+    """``(family, name)`` of tables the capture left out: a node's iptables-nft tables of a family whose
+    iptables part was read exactly over netlink (large rulesets; see :mod:`pytest_k8sstate.node.capture`)."""
 
     def table(self, family: str, name: str) -> NftTable | None:
         return self.tables.get((family, name))
@@ -243,11 +246,14 @@ class NftRuleset:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "tables": [t.to_json() for t in self.tables.values()],
             "other": self.other,
         }
+        if self.omitted:
+            out["omitted"] = [list(t) for t in self.omitted]
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any], *, source: str = "nft JSON") -> Self:
@@ -255,6 +261,7 @@ class NftRuleset:
         path, e.g. ``tables[0].sets[1].elements[3].key[0]``), so a bad file never fails later."""
         check_ruleset_json(d, source)
         rs = cls(source=d["source"], other=list(d["other"]))
+        rs.omitted = tuple((f, n) for f, n in d.get("omitted", ()))
         for td in d["tables"]:
             t = NftTable.from_json(td)
             rs.tables[(t.family, t.name)] = t

@@ -106,6 +106,12 @@ _ELEMENT = {"key": (list,), "value": _OPT_STR, "comment": _OPT_STR}
 
 def _check(ctx: JsonContext, d: Any) -> None:
     _check_fields(ctx, d, "top level", {"source": _STR, "tables": (list,), "other": (list,)})
+    omitted = d.get("omitted", [])
+    if not isinstance(omitted, list):
+        raise ctx.err("omitted", "a list of [family, table] pairs", omitted)
+    for i, o in enumerate(omitted):
+        if not (isinstance(o, list) and len(o) == 2 and all(isinstance(x, str) for x in o)):
+            raise ctx.err(f"omitted[{i}]", "a [family, table] pair of strings", o)
     for i, o in enumerate(d["other"]):
         if not isinstance(o, dict):
             raise ctx.err(f"other[{i}]", "an object", o)

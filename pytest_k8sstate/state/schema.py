@@ -359,6 +359,12 @@ def _nft(c: SchemaChecker, v: Any, path: str) -> None:
     c.string(c.field(d, "source", path, "a string"), path + ".source")
     for i, o in enumerate(c.arr(c.field(d, "other", path, "an array"), path + ".other")):
         c.free(c.obj(o, f"{path}.other[{i}]"), f"{path}.other[{i}]", 5)
+    for i, o in enumerate(c.arr(d.get("omitted", []), path + ".omitted")):
+        op = f"{path}.omitted[{i}]"
+        if not isinstance(o, list) or len(o) != 2:
+            c.fail(op, "a [family, table] pair", o)
+        c.string(o[0], op + "[0]")
+        c.string(o[1], op + "[1]")
     for i, t in enumerate(c.arr(c.field(d, "tables", path, "an array of tables"), path + ".tables")):
         tp = f"{path}.tables[{i}]"
         td = c.obj(t, tp, "an nft table object")

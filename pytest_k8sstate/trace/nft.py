@@ -778,12 +778,14 @@ def _select_tables(
     if tables is None:
         tables = [(fam, "kube-proxy")]
     elif tables == ALL_TABLES:
+        _refuse_omitted(ruleset, [t for t in ruleset.omitted if t[0] in (fam, "inet")])
         out = [t for t in ruleset.tables.values() if t.family in (fam, "inet")]
         if not out:
             raise TraceError(f"no {fam} or inet table in {ruleset.source} (tables: {have})")
         return out
     elif isinstance(tables, str):
         raise TraceError(f"tables={tables!r}: give (family, name) pairs, None or {ALL_TABLES!r}")
+    _refuse_omitted(ruleset, [(f, n) for f, n in tables if (f, n) in ruleset.omitted])
     out = []
     for f, n in tables:
         t = ruleset.table(f, n)
@@ -799,6 +801,15 @@ def _select_tables(
             f"tables for it); tables in {ruleset.source}: {have}"
         )
     return out
+
+
+def _refuse_omitted(ruleset: NftRuleset, asked: Sequence[tuple[str, str]]) -> None:
+    if asked:
+        names = ", ".join(f"{f} {n}" for f, n in asked)
+        raise TraceError(
+            f"{ruleset.source}: the tables {names} are iptables-nft's and were captured as the node's "
+            "iptables part only (a large ruleset; node/nftomit.py): trace them with trace_iptables"
+        )
 
 
 def _check_packet(packet: Packet) -> Packet:

@@ -172,3 +172,25 @@ def test_a_bad_omitted_list_is_refused_naming_it(omitted: object, where: str) ->
     d = {"source": "x", "tables": [], "other": [], "omitted": omitted}
     with pytest.raises(ParseError, match=re.escape(where)):
         NftRuleset.from_json(d)
+
+
+@needs_nft
+def test_a_commit_after_the_listing_reads_the_whole_ruleset(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pytest_k8sstate.node.capture as capture
+
+    settle = capture._settle_nft
+
+    def commit_first(exec: NetnsExec, *args: object, **kwargs: object) -> object:
+        # a real commit between the tables' listing and the nft part being settled
+        ns.run(["nft", "add", "table", "inet", "racer"], timeout=30)
+        return settle(exec, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(capture, "_settle_nft", commit_first)
+    st = collect_node(ns, ipvs=False)
+    assert not st.errors, st.errors
+    assert st.nft is not None
+    assert st.nft.omitted == ()
+    assert ("inet", "racer") in st.nft.tables
+    assert set(IPT_V4) <= set(st.nft.tables)

@@ -260,7 +260,7 @@ def _settle_nft(
 ) -> tuple[_Raw, tuple[tuple[str, str], ...]]:
     """The nft part's output with ``omit``'s tables left out (one document) and those tables, or the
     whole ruleset and ``()`` when leaving them out would lose something (:mod:`.nftomit`)."""
-    if r.rc == 0 and omit.exact(state.methods, state.errors):
+    if r.rc == 0 and omit.exact(state.methods, state.errors) and omit.unchanged(exec, timeout):
         try:
             return _Raw(0, nftomit.merge_documents(r.stdout), r.stderr), omit.omitted
         except ValueError:

@@ -41,7 +41,7 @@ from pytest_k8sstate.errors import CommandTimeout
 from pytest_k8sstate.node import containerns, nfdump
 from pytest_k8sstate.node.exec import DockerExec, LocalExec, NetnsExec, NodeExec
 
-__all__ = ["dump_digest", "fingerprints", "in_node", "netns_id", "nft_tables"]
+__all__ = ["dump_digest", "fingerprints", "in_node", "netns_id", "nft_generation", "nft_tables"]
 
 T = TypeVar("T")
 
@@ -360,7 +360,7 @@ def fingerprints(
     return in_node(exec, lambda: _fingerprints(fams, nft_exact, cheap), timeout)
 
 
-def _nft_tables() -> list[tuple[int, str, int]]:
+def _nft_tables() -> tuple[str, list[tuple[int, str, int]]]:
     d = nfdump._Dumper(socket.AF_UNSPEC)
     try:
         for _ in range(5):
@@ -371,13 +371,27 @@ def _nft_tables() -> list[tuple[int, str, int]]:
                 key = (m[16], nfdump._attr_value(m, 1))
                 chains[key] = chains.get(key, 0) + 1
             if d.generation() == gen:
-                return [(f, n.decode("utf-8", "replace"), chains.get((f, n), 0)) for f, n in tables]
+                out = [(f, n.decode("utf-8", "replace"), chains.get((f, n), 0)) for f, n in tables]
+                return _gen_id(gen), out
         raise OSError("the nf_tables ruleset changed during each of 5 reads")
     finally:
         d.sock.close()
 
 
-def nft_tables(exec: NodeExec, timeout: float = 10.0) -> list[tuple[int, str, int]] | None:
-    """Every nf_tables table of the node as ``(address family, name, number of chains)``, read at one
-    ruleset generation; None when it cannot be read here."""
+def nft_tables(exec: NodeExec, timeout: float = 10.0) -> tuple[str, list[tuple[int, str, int]]] | None:
+    """The nf_tables ruleset generation and every table of the node as ``(address family, name, number
+    of chains)``, read at that generation; None when it cannot be read here."""
     return in_node(exec, _nft_tables, timeout)
+
+
+def _nft_generation() -> str:
+    d = nfdump._Dumper(socket.AF_UNSPEC)
+    try:
+        return _gen_id(d.generation())
+    finally:
+        d.sock.close()
+
+
+def nft_generation(exec: NodeExec, timeout: float = 10.0) -> str | None:
+    """The node's nf_tables ruleset generation (bumped by every commit); None when it cannot be read."""
+    return in_node(exec, _nft_generation, timeout)

@@ -13,8 +13,9 @@ changed iptables part is its own ``iptables-save``):
   (``nft -j list table FAMILY NAME``, one document each, merged) and names the left-out ones in
   :attr:`~pytest_k8sstate.parse.nft.NftRuleset.omitted`;
 * if the iptables part of such a family was not read exactly over netlink after all (a rule the
-  translator does not know, an error), or a listed table is gone or a document is not what ``nft``
-  prints, the nft part is the whole ``nft -j list ruleset`` as before: nothing is lost.
+  translator does not know, an error), the ruleset changed after the tables were listed, or a listed
+  table is gone or a document is not what ``nft`` prints, the nft part is the whole
+  ``nft -j list ruleset`` as before: nothing is lost.
 
 ``K8SSTATE_NFT_OMIT=0`` keeps every table in the nft part.
 """
@@ -44,6 +45,9 @@ class Omission:
     kept: tuple[tuple[str, str], ...]
     """``(family, name)`` of the tables to list, in the kernel's order."""
     omitted: tuple[tuple[str, str], ...]
+    generation: str
+    """The ruleset generation the tables were listed at: if another commit came before the listing ran,
+    the whole ruleset is read instead (one consistent view, as ``nft -j list ruleset`` gives)."""
 
     def shell(self) -> str:
         """The ``sh`` text printing one ``nft -j`` document per kept table (nothing when none is kept)."""
@@ -58,6 +62,10 @@ class Omission:
         """Every left-out family's iptables part was read exactly over netlink in this capture."""
         parts = {_PART_OF[f] for f, _ in self.omitted}
         return all(methods.get(p) == EXACT_METHOD and p not in errors for p in parts)
+
+    def unchanged(self, exec: NodeExec, timeout: float) -> bool:
+        """No ruleset commit since the tables were listed."""
+        return netnsio.nft_generation(exec, min(timeout, 30.0)) == self.generation
 
 
 def covered(omitted: tuple[tuple[str, str], ...], parts: list[str]) -> bool:
@@ -76,9 +84,10 @@ def plan(exec: NodeExec, wanted: list[str], timeout: float) -> Omission | None:
     parts = [p for p in iptfast.FAMILY if p in wanted and reuse.iptables_is_nft(p)]
     if not parts:
         return None
-    tables = netnsio.nft_tables(exec, min(timeout, 30.0))
-    if not tables:
+    got = netnsio.nft_tables(exec, min(timeout, 30.0))
+    if not got:
         return None
+    generation, tables = got
     large = set()
     for p in parts:
         fam = iptfast.FAMILY[p]
@@ -94,7 +103,7 @@ def plan(exec: NodeExec, wanted: list[str], timeout: float) -> Omission | None:
         if family is None or not _PLAIN.match(n):
             return None  # a table we could not name on nft's command line: list everything
         (omitted if f in large and n in IPTABLES_TABLES else kept).append((family, n))
-    return Omission(tuple(kept), tuple(omitted))
+    return Omission(tuple(kept), tuple(omitted), generation)
 
 
 def merge_documents(data: bytes) -> bytes:

@@ -435,6 +435,77 @@ def test_a_dump_after_a_change_translates_only_the_changed_rules(
     assert len(again) == len(set(again)) > 0
 
 
+def _runs_taken(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the runs of rule messages :func:`iptnft._scan_run` found (taken whole or not)."""
+    runs: list[int] = []
+    scan = iptnft._scan_run
+
+    def counted(*args: Any) -> Any:
+        runs.append(1)
+        return scan(*args)
+
+    monkeypatch.setattr(iptnft, "_scan_run", counted)
+    return runs
+
+
+@needs_nft
+def test_unchanged_chains_are_taken_whole_and_a_change_in_one_translates_only_its_new_rules(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three dumps: the second is byte-identical (every chain's run of rules taken whole, nothing
+    decoded); the third changes one Service's chains and the counters of a few rules (those chains walked
+    again, only their new rules decoded); each text equals a fresh translation and iptables-save -c."""
+    _load(ns, kube_proxy_iptables(make_services(30, 2, node_ports=5)))
+
+    def dump() -> bytes:
+        return ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+
+    m1: dict[bytes, str] = {}
+    raw1 = dump()
+    t1 = netlink_to_iptables_save(raw1, memo=m1)
+    runs_in_m1 = [k for k in m1 if k.startswith(iptnft.RUN_PREFIX)]
+    assert len(runs_in_m1) > 50  # one per chain with rules
+
+    calls = _count_translations(monkeypatch)
+    m2: dict[bytes, str] = {}
+    assert netlink_to_iptables_save(dump(), previous=m1, memo=m2) == t1
+    assert calls == []  # nothing decoded: every chain taken whole
+    assert set(runs_in_m1) <= set(m2)
+    assert {k for k in m1 if not k.startswith(iptnft.RUN_PREFIX)} <= set(m2)  # rule keys kept too
+
+    _load(ns, kube_proxy_iptables(make_services(30, [2] * 29 + [3], node_ports=5)))
+    _udp_out(ns, 5)
+    raw3 = dump()
+    m3: dict[bytes, str] = {}
+    t3 = netlink_to_iptables_save(raw3, previous=m2, memo=m3)
+    decoded = len(calls)
+    assert t3 == netlink_to_iptables_save(raw3)
+    real = ns.run(["iptables-save", "-c"], timeout=300).text.splitlines()
+    assert [x for x in t3.splitlines() if not x.startswith("#")] == [x for x in real if not x.startswith("#")]
+    assert 0 < decoded <= 8, f"{decoded} rules decoded again"
+
+
+def test_a_run_memo_never_hands_a_chain_another_chains_lines() -> None:
+    """Runs whose bytes differ only in the chain name, a counter or the counters flag: each gets its own
+    lines, never a memoised run of another."""
+    counted = _expr(_name(b"counter\0") + _counter_data(3, 100))
+    dump = _nl_dump(counted, _ACCEPT)
+    memo: dict[bytes, str] = {}
+    text = netlink_to_iptables_save(dump, memo=memo)
+    assert "[3:100] -A INPUT -j ACCEPT" in text
+    assert any(k.startswith(iptnft.RUN_PREFIX) for k in memo)
+    for other in (
+        dump.replace(b"INPUT\0", b"OUTPUT\0".replace(b"OUTPUT", b"OUTPU"), 1),  # another chain
+        _nl_dump(_expr(_name(b"counter\0") + _counter_data(4, 100)), _ACCEPT),  # another counter
+    ):
+        assert other != dump
+        assert netlink_to_iptables_save(other, previous=memo) == netlink_to_iptables_save(other)
+    assert netlink_to_iptables_save(dump, counters=False, previous=memo) == netlink_to_iptables_save(
+        dump, counters=False
+    )
+    assert netlink_to_iptables_save(dump, previous=memo) == text
+
+
 @needs_nft
 def test_collect_node_translates_only_what_changed(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> None:
     _load(ns, kube_proxy_iptables(make_services(30, 2)))

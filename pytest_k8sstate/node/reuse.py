@@ -198,14 +198,9 @@ def plan(
         and (gen_only or _chains(memo.values.get(c)) > LARGE_CHAINS)
     }
     nftish = {c: _is_nft(exec, ns, c) for c in _FAMILY if c in cmds}
-    # a large ruleset whose generation changed is read again anyway: dumped here too (no interpreter
-    # started on the node for it)
-    changed = {c for c in large if gen is None or memo is None or memo.fingerprints.get(c) != f"gen:{gen}"}
-    fams = {
-        c: f
-        for c, f in _FAMILY.items()
-        if c in cmds and (c not in large or c in changed) and dump_iptables and nftish[c]
-    }
+    # a large ruleset whose generation changed is read on the node (nfdump in its own interpreter): the
+    # nodes of a snapshot are captured concurrently, and three in-process dumps would share one GIL
+    fams = {c: f for c, f in _FAMILY.items() if c in cmds and c not in large and dump_iptables and nftish[c]}
     nft_exact = "nft" in cmds and "nft" not in large
     dumps: dict[str, tuple[bytes, int]] = {}
     if fams or nft_exact:

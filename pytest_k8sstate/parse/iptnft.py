@@ -244,9 +244,11 @@ def netlink_to_iptables_save(
 
     ``memo``: filled with each translated rule's text by its key (a BLAKE2b-128 digest of the family and
     the rule's expressions without the counters iptables-nft writes: what the text depends on, and
-    nothing else; a rule with a counter in another layout is not memoised); ``previous``: such a memo of
-    an earlier dump, whose rules are taken from it instead of being decoded again (a capture after a
-    change translates only the rules that changed).
+    nothing else; a rule with a counter in another layout is not memoised), and with the lines of each
+    run of one chain's rule messages by a digest of all their bytes after the headers (handles and
+    counters included; :data:`RUN_PREFIX`); ``previous``: such a memo of an earlier dump, whose runs and
+    rules are taken from it instead of being decoded again (a capture after a change translates only the
+    rules that changed, and walks only the chains that changed).
 
     Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
     would not come out exactly as iptables-save prints it.
@@ -268,11 +270,16 @@ def _translate_dump(
     if fam not in (_AF_INET, _AF_INET6):
         raise Untranslatable(f"address family {fam}")
     fam_key = b"%d:" % fam
+    run_seed = b"run %d %d:" % (fam, counters)
     tables: dict[str, dict[str, tuple[str | None, int, int]]] = {}
     rules: dict[tuple[str, str], list[str]] = {}
     cache: dict[bytes, Op] = {}
     names: dict[bytes, str] = {}
     pos, end = nl + 1, len(data)
+    view = memoryview(data)
+    run_end = 0  # the end of the current run of one chain's rule messages (see _scan_run)
+    run: tuple[bytes, tuple[str, str], int] | None = None  # its memo key, chain, first line
+    runs_taken = 0
     hdr = _HDR.unpack_from
     attr = _ATTR.unpack_from
     u16 = _U16.unpack_from
@@ -293,6 +300,19 @@ def _translate_dump(
                 _chain(tables, a)
             pos += (length + 3) & ~3
             continue
+        if pos >= run_end:  # a run of one chain's rules starts: all of it as in an earlier dump?
+            run_end, tb, cb, digest = _scan_run(data, view, pos, end, run_seed)
+            key_run = RUN_PREFIX + digest
+            tname = names.get(tb) or names.setdefault(tb, nl_str(tb))
+            cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
+            text = (memo.get(key_run) or previous.get(key_run)) if digest else None
+            if text is not None and tname in tables:
+                rules.setdefault((tname, cname), []).extend(text.split("\n"))
+                memo[key_run] = text
+                runs_taken += 1
+                pos = run_end
+                continue
+            run = (key_run, (tname, cname), len(rules.get((tname, cname), ()))) if tname in tables else None
         # a rule: table, chain, handle, expressions (and user data, which iptables 1.8 never writes)
         p = pos + 20
         tb = cb = b""
@@ -363,7 +383,59 @@ def _translate_dump(
                 memo[digest] = spec
         line = f"-A {cname}{spec}"
         rules.setdefault((tname, cname), []).append(f"[{cnt[0]}:{cnt[1]}] {line}" if counters else line)
+        if pos >= run_end and run is not None:  # the run translated: its lines, for the next dump
+            memo[run[0]] = "\n".join(rules[run[1]][run[2] :])
+            run = None
+    if runs_taken and len(previous) <= 2 * sum(len(v) for v in rules.values()) + 64:
+        # the rules of the runs taken whole were not keyed one by one this time: keep the earlier keys
+        # (bounded: a memo at most about twice the ruleset), so a later change in one of those chains
+        # translates only its changed rules
+        for k, v in previous.items():
+            memo.setdefault(k, v)
     return _render_dump(tables, rules, counters)
+
+
+RUN_PREFIX = b"run:"
+"""Memo keys of whole runs of one chain's rule messages (rule keys are bare 16-byte digests)."""
+
+
+def _scan_run(
+    data: bytes, view: memoryview, pos: int, end: int, seed: bytes
+) -> tuple[int, bytes, bytes, bytes]:
+    """The run of rule messages from ``pos`` that name the same table and chain: where it ends, the
+    table and chain, and a digest of ``seed`` and every message's bytes after its headers (rule handle,
+    expressions, counters: all the text of the run depends on, the netlink header's sequence number and
+    port aside). A message that is not a well-formed rule of that chain ends the run."""
+    hdr = _HDR.unpack_from
+    attr = _ATTR.unpack_from
+    first: tuple[bytes, bytes] | None = None
+    h = blake2b(seed, digest_size=16)
+    p = pos
+    while p + 20 <= end:
+        length, mtype = hdr(data, p)
+        if length < 20 or p + length > end or mtype & 0xFF != _MSG_NEWRULE:
+            break
+        q, mend = p + 20, p + length
+        tb = cb = None
+        while q + 4 <= mend and (tb is None or cb is None):
+            n, k = attr(data, q)
+            if n < 4 or q + n > mend:
+                break
+            k &= 0x3FFF
+            if k == 1:
+                tb = data[q + 4 : q + n]
+            elif k == 2:
+                cb = data[q + 4 : q + n]
+            q += (n + 3) & ~3
+        if tb is None or cb is None or (first is not None and first != (tb, cb)):
+            break
+        first = (tb, cb)
+        h.update(b"%d:" % (length - 20))
+        h.update(view[p + 20 : mend])
+        p += (length + 3) & ~3
+    if first is None:
+        return pos, b"", b"", b""
+    return p, first[0], first[1], h.digest()
 
 
 def _translate_rule(

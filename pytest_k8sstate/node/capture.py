@@ -358,8 +358,10 @@ def collect_node(
                 raw[c] = _Raw(0, data, b"")
             else:
                 plain.add(c)
-    # iptables-nft's own tables of a family read over netlink: not again in the nft part (node/nftomit.py)
-    omit = nftomit.plan(exec, wanted, timeout) if "nft" in cmds and fast else None
+    # iptables-nft's own tables of a family read over netlink: not again in the nft part (node/nftomit.py;
+    # not even asked when the plan's dumps already show every family small)
+    small = all(plan.dumps.get(c, (b"", iptfast.MIN_CHAINS))[1] < iptfast.MIN_CHAINS for c in iptfast.FAMILY)
+    omit = nftomit.plan(exec, wanted, timeout) if "nft" in cmds and fast and not small else None
     if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
         python, fast = None, False
     cmds = [c for c in cmds if c not in raw]

@@ -21,12 +21,11 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_k8sstate.cli.main import print_error
-from pytest_k8sstate.errors import CaptureError, ConfigError, K8sStateError, ParseError, ProviderError
+from pytest_k8sstate.cli.main import guard
+from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
 from pytest_k8sstate.providers.base import CNIS, IP_FAMILIES, PROXY_MODES, Cluster, ClusterSpec, Provider
 from pytest_k8sstate.providers.registry import get_provider
 
@@ -34,22 +33,6 @@ __all__ = ["add_cli", "find_cluster", "snapshot_cluster"]
 
 PROVIDER_CHOICES = ("local", "kind", "minikube")
 DEFAULT_PROVIDER = "local"
-
-
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (ConfigError, ParseError, CaptureError) as exc:  # bad input / nothing captured
-            print_error(exc)
-            return 2
-        except K8sStateError as exc:
-            print_error(exc)
-            return 1
-
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
 
 
 def _providers(name: str | None) -> list[Provider]:
@@ -80,7 +63,7 @@ def find_cluster(name: str, provider: str | None = None) -> Cluster:
     )
 
 
-@_guard
+@guard
 def cluster_create(args: argparse.Namespace) -> int:
     spec = ClusterSpec(
         name=args.name,
@@ -130,7 +113,7 @@ def _provider_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-@_guard
+@guard
 def cluster_delete(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     for p in _providers(args.provider):
@@ -166,7 +149,7 @@ def _reap(p: Provider) -> list[str]:
     return list(reap_method()) if callable(reap_method) else []
 
 
-@_guard
+@guard
 def cluster_list(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]] = []
     for p in _providers(args.provider):
@@ -190,7 +173,7 @@ def cluster_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
+@guard
 def node_exec(args: argparse.Namespace) -> int:
     cmd = list(args.command)
     if cmd and cmd[0] == "--":
@@ -214,7 +197,7 @@ def snapshot_cluster(args: argparse.Namespace) -> int:
 
     from pytest_k8sstate.cli.state import check_captured, warn_partial
 
-    @_guard
+    @guard
     def run(a: argparse.Namespace) -> int:
         out = getattr(a, "output", None) or getattr(a, "o", None)
         if not out:

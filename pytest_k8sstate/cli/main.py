@@ -15,9 +15,9 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from pytest_k8sstate.errors import K8sStateError
+from pytest_k8sstate.errors import CaptureError, ConfigError, K8sStateError, ParseError
 
-__all__ = ["build_parser", "main", "one_line", "print_error"]
+__all__ = ["build_parser", "guard", "main", "one_line", "print_error"]
 
 PROG = "k8sstate"
 
@@ -98,6 +98,25 @@ def one_line(exc: BaseException) -> str:
 def print_error(exc: BaseException) -> None:
     """The one line every command prints for an error: ``k8sstate: error: <message>``."""
     print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+
+
+def guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command's handler: bad input (a malformed file, a bad option) or nothing captured is one error
+    line and exit 2, any other :class:`~pytest_k8sstate.errors.K8sStateError` one line and exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (ConfigError, ParseError, CaptureError) as exc:  # bad input / nothing captured
+            print_error(exc)
+            return 2
+        except K8sStateError as exc:
+            print_error(exc)
+            return 1
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import Any
 
-from pytest_k8sstate.cli.main import print_error
-from pytest_k8sstate.errors import ConfigError, K8sStateError, ProviderError
+from pytest_k8sstate.cli.main import guard
+from pytest_k8sstate.errors import ConfigError, ProviderError
 from pytest_k8sstate.providers.base import IP_FAMILIES, PROXY_MODES
 
 __all__ = ["add_cli"]
 
 START_WAIT = 180.0  # ``start --wait``: the first cluster of a cold pool
-
-
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except ConfigError as exc:
-            print_error(exc)
-            return 2
-        except K8sStateError as exc:
-            print_error(exc)
-            return 1
-
-    run.__name__ = fn.__name__
-    return run
 
 
 def _spec(args: argparse.Namespace) -> Any:
@@ -62,7 +46,7 @@ def _require_root(what: str) -> None:
         raise ConfigError(f"{what}: the local provider needs root (network namespaces); run it as root")
 
 
-@_guard
+@guard
 def pool_serve(args: argparse.Namespace) -> int:
     from pytest_k8sstate.providers.local.warm import idle_limit
     from pytest_k8sstate.providers.local.warmserve import serve
@@ -73,7 +57,7 @@ def pool_serve(args: argparse.Namespace) -> int:
     return serve(spec, size=args.size, idle=idle, log=lambda msg: print(msg, flush=True))
 
 
-@_guard
+@guard
 def pool_start(args: argparse.Namespace) -> int:
     from pytest_k8sstate.providers.local.warm import ensure_serving, pool_dir, serving, statuses
     from pytest_k8sstate.util.poll import wait_until
@@ -102,7 +86,7 @@ def pool_start(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
+@guard
 def pool_status(args: argparse.Namespace) -> int:
     from pytest_k8sstate.providers.local.warm import statuses
 
@@ -116,7 +100,7 @@ def pool_status(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
+@guard
 def pool_stop(args: argparse.Namespace) -> int:
     from pytest_k8sstate.providers.local.warm import stop
 

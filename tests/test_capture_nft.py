@@ -488,22 +488,36 @@ def test_unchanged_chains_are_taken_whole_and_a_change_in_one_translates_only_it
 def test_a_run_memo_never_hands_a_chain_another_chains_lines() -> None:
     """Runs whose bytes differ only in the chain name, a counter or the counters flag: each gets its own
     lines, never a memoised run of another."""
-    counted = _expr(_name(b"counter\0") + _counter_data(3, 100))
-    dump = _nl_dump(counted, _ACCEPT)
+
+    def dump(chain: bytes, counter: tuple[int, int] = (3, 100)) -> bytes:
+        def msg(kind: int, attrs: bytes) -> bytes:
+            body = b"\0" * 4 + attrs
+            return struct.pack("=IHHII", 16 + len(body), (10 << 8) | kind, 0, 0, 0) + body
+
+        exprs = _expr(_name(b"counter\0") + _counter_data(*counter)) + _ACCEPT
+        rule = msg(
+            6,
+            _nla(1, b"filter\0")
+            + _nla(2, chain + b"\0")
+            + _nla(3, struct.pack(">Q", 1))
+            + _nla(4 | 0x8000, exprs),
+        )
+        declared = b"".join(msg(3, _nla(1, b"filter\0") + _nla(3, c + b"\0")) for c in (b"AAAA", b"BBBB"))
+        return HEADER + b"2\n" + msg(0, _nla(1, b"filter\0")) + declared + rule
+
     memo: dict[bytes, str] = {}
-    text = netlink_to_iptables_save(dump, memo=memo)
-    assert "[3:100] -A INPUT -j ACCEPT" in text
+    text = netlink_to_iptables_save(dump(b"AAAA"), memo=memo)
+    assert "[3:100] -A AAAA -j ACCEPT" in text
     assert any(k.startswith(iptnft.RUN_PREFIX) for k in memo)
-    for other in (
-        dump.replace(b"INPUT\0", b"OUTPUT\0".replace(b"OUTPUT", b"OUTPU"), 1),  # another chain
-        _nl_dump(_expr(_name(b"counter\0") + _counter_data(4, 100)), _ACCEPT),  # another counter
-    ):
-        assert other != dump
-        assert netlink_to_iptables_save(other, previous=memo) == netlink_to_iptables_save(other)
-    assert netlink_to_iptables_save(dump, counters=False, previous=memo) == netlink_to_iptables_save(
-        dump, counters=False
-    )
-    assert netlink_to_iptables_save(dump, previous=memo) == text
+    for other in (dump(b"BBBB"), dump(b"AAAA", (4, 100))):  # another chain, another counter
+        got = netlink_to_iptables_save(other, previous=memo)
+        assert got == netlink_to_iptables_save(other)
+        assert got != text
+    assert "-A BBBB -j ACCEPT" in netlink_to_iptables_save(dump(b"BBBB"), previous=memo)
+    plain = netlink_to_iptables_save(dump(b"AAAA"), counters=False, previous=memo)
+    assert plain == netlink_to_iptables_save(dump(b"AAAA"), counters=False)
+    assert "[3:100]" not in plain
+    assert netlink_to_iptables_save(dump(b"AAAA"), previous=memo) == text
 
 
 @needs_nft

@@ -131,6 +131,86 @@ def test_left_out_tables_round_trip_and_diff_as_iptables_only(
 
 
 @needs_nft
+def test_both_families_left_out_diff_count_and_show_as_before(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both families large: a capture with both families' iptables tables left out and one with every
+    table give an empty diff, and count_rules / show --chain answer a left-out table from the iptables
+    part of its family."""
+    from pytest_k8sstate.assertions import count_rules
+    from pytest_k8sstate.cli.state import chain_lines
+
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", 3)  # ZOO6 has more chains than that
+    st = collect_node(ns, ipvs=False)
+    assert not st.errors, st.errors
+    assert st.nft is not None
+    assert {("ip", "nat"), ("ip6", "nat"), ("ip6", "filter")} <= set(st.nft.omitted)
+    full = _full(ns, monkeypatch)
+    for a, b in ((full, st), (st, full), (st, st)):
+        nd = diff_nodes(a, b)
+        for name in (
+            "nft_chains_added",
+            "nft_chains_removed",
+            "nft_rules_added",
+            "nft_rules_removed",
+            "nft_policies_changed",
+            "nft_elements_added",
+            "nft_elements_removed",
+            "rules_added",
+            "rules_removed",
+        ):
+            assert not getattr(nd, name), (name, getattr(nd, name)[:3])
+    for table in ("ip nat", "ip6 nat", "ip6 filter", "nat", "kube-proxy"):
+        assert count_rules(st, "*", table=table) == count_rules(full, "*", table=table), table
+    assert count_rules(st, "*", table="ip6 nat") > 0
+    snap = Snapshot(label="x", taken_at=1.0, cluster={}, etcd=None, nodes={"n": st})
+    chain = next(iter(st.ip6tables.tables["nat"].chains))  # type: ignore[union-attr]
+    lines = chain_lines(snap, f"ip6 nat/{chain}", None)
+    assert lines[0] == "# node n, ip6tables table nat"
+    assert chain_lines(snap, "ip nat/KUBE-SERVICES", None)[0] == "# node n, iptables table nat"
+
+
+@needs_nft
+def test_an_ipv6_only_node_diffs_its_left_out_tables_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No IPv4 iptables tables at all (the nft diff cannot skip ip6 nat by the IPv4 part's table names):
+    a capture without and one with the ip6 tables left out still give an empty diff."""
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", 3)
+    with netns.temporary("nftomit6") as n:
+        _load(n, ZOO6, v6=True)
+        st = collect_node(n, ipvs=False)
+        assert not st.errors, st.errors
+        assert st.nft is not None
+        assert ("ip6", "nat") in st.nft.omitted
+        full = _full(n, monkeypatch)
+        assert full.nft is not None
+        assert ("ip6", "nat") in full.nft.tables
+        for a, b in ((full, st), (st, full)):
+            nd = diff_nodes(a, b)
+            assert not nd.nft_chains_added
+            assert not nd.nft_chains_removed
+            assert not nd.nft_rules_added
+            assert not nd.nft_rules_removed
+
+
+@needs_nft
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["nft", "add", "set", "ip", "filter", "allowed", "{ type ipv4_addr; }"],
+        ["nft", "add", "counter", "ip", "nat", "hits"],
+        ["nft", "add", "chain", "ip", "filter", "odd", "{ type filter hook input priority 10; }"],
+    ],
+    ids=["a set", "a named counter", "a base chain iptables does not make"],
+)
+def test_a_table_with_more_than_iptables_shows_stays_in_the_nft_part(ns: NetnsExec, extra: list[str]) -> None:
+    ns.run(extra, timeout=30)
+    st = collect_node(ns, ipvs=False)
+    assert st.nft is not None
+    assert st.nft.omitted == ()
+    assert set(IPT_V4) <= set(st.nft.tables)
+
+
+@needs_nft
 def test_tracing_a_left_out_table_says_where_its_rules_are(ns: NetnsExec) -> None:
     st = collect_node(ns, ipvs=False)
     assert st.nft is not None

@@ -128,6 +128,11 @@ def _count_one(ns: NodeState, chain_pattern: str, table: str | None) -> int:
         if table is not None:
             return n
     if ns.nft is not None:
+        for fam, tname in ns.nft.omitted:  # left out of the nft part: its rules are in the iptables part
+            part = ns.iptables if fam == "ip" else ns.ip6tables
+            if table == f"{fam} {tname}" and part is not None and tname in part.tables:
+                chains = part.tables[tname].chains.items()
+                return sum(c.rule_count() for cname, c in chains if fnmatchcase(cname, chain_pattern))
         for (fam, tname), nt in ns.nft.tables.items():
             if table is not None and table not in (tname, f"{fam} {tname}"):
                 continue

@@ -150,17 +150,21 @@ def chain_lines(snap: Snapshot, spec: str, node: list[str] | None) -> list[str]:
             f"--chain {spec}: expected TABLE/CHAIN, e.g. nat/KUBE-SERVICES or kube-proxy/services"
         )
     name, ns = node_state(snap, node)
-    if ns.iptables is not None and table in ns.iptables.tables:
-        t = ns.iptables.tables[table]
+    fam, _, tname = table.replace(":", " ").rpartition(" ")
+    part, what = ns.iptables, "iptables"
+    if ns.nft is not None and (fam or "ip", tname) in ns.nft.omitted:
+        # left out of the nft part (node/nftomit.py): the same rules, in that family's iptables part
+        part, what, table = (ns.ip6tables, "ip6tables", tname) if fam == "ip6" else (ns.iptables, what, tname)
+    if part is not None and table in part.tables:
+        t = part.tables[table]
         c = t.chains.get(chain)
         if c is None:
             raise ConfigError(
-                f"--chain {spec}: no chain {chain!r} in iptables table {table} of node {name} "
+                f"--chain {spec}: no chain {chain!r} in {what} table {table} of node {name} "
                 f"({len(t.chains)} chains, e.g. {', '.join(list(t.chains)[:5])})"
             )
         head = f":{chain} {c.policy or '-'}"
-        return [f"# node {name}, iptables table {table}", head, *(f"-A {chain} {r.spec}" for r in c.rules)]
-    fam, _, tname = table.replace(":", " ").rpartition(" ")
+        return [f"# node {name}, {what} table {table}", head, *(f"-A {chain} {r.spec}" for r in c.rules)]
     if ns.nft is not None:
         found = [t for (f, n), t in ns.nft.tables.items() if n == tname and (not fam or f == fam)]
         if len(found) > 1:

@@ -260,6 +260,8 @@ def _settle_nft(
 ) -> tuple[_Raw, tuple[tuple[str, str], ...]]:
     """The nft part's output with ``omit``'s tables left out (one document) and those tables, or the
     whole ruleset and ``()`` when leaving them out would lose something (:mod:`.nftomit`)."""
+    if r.rc < 0:  # timed out or the script stopped: reading it all again would only double the wait
+        return r, ()
     if r.rc == 0 and omit.exact(state.methods, state.errors) and omit.unchanged(exec, timeout):
         try:
             return _Raw(0, nftomit.merge_documents(r.stdout), r.stderr), omit.omitted
@@ -372,7 +374,8 @@ def collect_node(
         if omit is not None and "nft" in cmds:
             ran["nft"] = _run_tables(exec, omit, timeout)
     raw.update(ran)
-    for p in wanted:
+    # in ALL_PARTS order whatever the caller's: the nft part needs the iptables parts' methods
+    for p in sorted(wanted, key=lambda q: ALL_PARTS.index(q) if q in ALL_PARTS else len(ALL_PARTS)):
         if p in plan.reused:
             setattr(state, p, plan.reused[p])
             if p in plan.methods:

@@ -360,27 +360,55 @@ def fingerprints(
     return in_node(exec, lambda: _fingerprints(fams, nft_exact, cheap), timeout)
 
 
-def _nft_tables() -> tuple[str, list[tuple[int, str, int]]]:
+NftChainInfo = tuple[str, int | None, int | None, str | None]
+"""A chain as the table listing reads it: name, hook number, priority and type (None for a regular chain)."""
+NftTableInfo = tuple[int, str, int, int, list[NftChainInfo]]
+"""A table as the listing reads it: address family, name, flags, use count (its chains, sets, objects and
+flowtables) and chains."""
+
+
+def _u32(raw: bytes | None, signed: bool = False) -> int | None:
+    return int.from_bytes(raw[:4], "big", signed=signed) if raw is not None and len(raw) >= 4 else None
+
+
+def _top(msg: bytes) -> dict[int, bytes]:
+    return {k & 0x3FFF: raw[4:] for k, raw in _attrs(msg, 20)}
+
+
+def _nft_tables() -> tuple[str, list[NftTableInfo]]:
     d = nfdump._Dumper(socket.AF_UNSPEC)
     try:
         for _ in range(5):
             gen = d.generation()
-            tables = [(m[16], nfdump._attr_value(m, 1)) for m in d.request(nfdump._MSG["GETTABLE"])]
-            chains: dict[tuple[int, bytes], int] = {}
+            tables = []
+            for m in d.request(nfdump._MSG["GETTABLE"]):
+                a = _top(m)
+                name = a.get(1, b"").rstrip(b"\0")
+                tables.append((m[16], name, _u32(a.get(2)) or 0, _u32(a.get(3)) or 0))
+            chains: dict[tuple[int, bytes], list[NftChainInfo]] = {}
             for m in d.request(nfdump._MSG["GETCHAIN"]):
-                key = (m[16], nfdump._attr_value(m, 1))
-                chains[key] = chains.get(key, 0) + 1
+                a = _top(m)
+                hook = prio = None
+                if 4 in a:
+                    h = {k & 0x3FFF: raw[4:] for k, raw in _attrs(a[4], 0)}
+                    hook, prio = _u32(h.get(1)), _u32(h.get(2), signed=True)
+                kind = a.get(7, b"").rstrip(b"\0").decode("utf-8", "replace") or None
+                cname = a.get(3, b"").rstrip(b"\0").decode("utf-8", "replace")
+                chains.setdefault((m[16], a.get(1, b"").rstrip(b"\0")), []).append((cname, hook, prio, kind))
             if d.generation() == gen:
-                out = [(f, n.decode("utf-8", "replace"), chains.get((f, n), 0)) for f, n in tables]
+                out = [
+                    (f, n.decode("utf-8", "replace"), flags, use, chains.get((f, n), []))
+                    for f, n, flags, use in tables
+                ]
                 return _gen_id(gen), out
         raise OSError("the nf_tables ruleset changed during each of 5 reads")
     finally:
         d.sock.close()
 
 
-def nft_tables(exec: NodeExec, timeout: float = 10.0) -> tuple[str, list[tuple[int, str, int]]] | None:
-    """The nf_tables ruleset generation and every table of the node as ``(address family, name, number
-    of chains)``, read at that generation; None when it cannot be read here."""
+def nft_tables(exec: NodeExec, timeout: float = 10.0) -> tuple[str, list[NftTableInfo]] | None:
+    """The nf_tables ruleset generation and every table of the node (:data:`NftTableInfo`), read at that
+    generation; None when it cannot be read here."""
     return in_node(exec, _nft_tables, timeout)
 
 

@@ -9,7 +9,9 @@ changed iptables part is its own ``iptables-save``):
 
 * when a family's iptables tables (raw, mangle, filter, nat, security of ``ip``/``ip6``) hold at least
   :data:`~pytest_k8sstate.node.iptfast.MIN_CHAINS` chains — exactly when the capture reads that
-  family's iptables part over netlink — the nft part lists every *other* table
+  family's iptables part over netlink — and nothing the iptables part cannot show (no sets, named
+  objects or flowtables, no table flags, base chains only with iptables' own hooks, priorities and
+  types), the nft part lists every *other* table
   (``nft -j list table FAMILY NAME``, one document each, merged) and names the left-out ones in
   :attr:`~pytest_k8sstate.parse.nft.NftRuleset.omitted`;
 * if the iptables part of such a family was not read exactly over netlink after all (a rule the
@@ -27,6 +29,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from pytest_k8sstate.errors import CommandTimeout
 from pytest_k8sstate.node import iptfast, netnsio, reuse
 from pytest_k8sstate.node.exec import DockerExec, NodeExec
 
@@ -65,7 +68,10 @@ class Omission:
 
     def unchanged(self, exec: NodeExec, timeout: float) -> bool:
         """No ruleset commit since the tables were listed."""
-        return netnsio.nft_generation(exec, min(timeout, 30.0)) == self.generation
+        try:
+            return netnsio.nft_generation(exec, min(timeout, 30.0)) == self.generation
+        except CommandTimeout:
+            return False
 
 
 def covered(omitted: tuple[tuple[str, str], ...], parts: list[str]) -> bool:
@@ -84,26 +90,59 @@ def plan(exec: NodeExec, wanted: list[str], timeout: float) -> Omission | None:
     parts = [p for p in iptfast.FAMILY if p in wanted and reuse.iptables_is_nft(p)]
     if not parts:
         return None
-    got = netnsio.nft_tables(exec, min(timeout, 30.0))
+    try:
+        got = netnsio.nft_tables(exec, min(timeout, 30.0))
+    except CommandTimeout:
+        return None
     if not got:
         return None
     generation, tables = got
     large = set()
     for p in parts:
         fam = iptfast.FAMILY[p]
-        chains = sum(c for f, n, c in tables if f == fam and n in IPTABLES_TABLES)
-        if chains >= iptfast.MIN_CHAINS:
+        ipt = [t for t in tables if t[0] == fam and t[1] in IPTABLES_TABLES]
+        if sum(len(t[4]) for t in ipt) >= iptfast.MIN_CHAINS and all(_iptables_only(t) for t in ipt):
             large.add(fam)
     if not large:
         return None
     kept: list[tuple[str, str]] = []
     omitted: list[tuple[str, str]] = []
-    for f, n, _ in tables:
+    for f, n, *_ in tables:
         family = _FAMILIES.get(f)
         if family is None or not _PLAIN.match(n):
             return None  # a table we could not name on nft's command line: list everything
         (omitted if f in large and n in IPTABLES_TABLES else kept).append((family, n))
     return Omission(tuple(kept), tuple(omitted), generation)
+
+
+# iptables' own base chains: (hook number, priority, type) as iptables-nft creates them
+_BASE = {
+    ("filter", "INPUT"): (1, 0, "filter"),
+    ("filter", "FORWARD"): (2, 0, "filter"),
+    ("filter", "OUTPUT"): (3, 0, "filter"),
+    ("nat", "PREROUTING"): (0, -100, "nat"),
+    ("nat", "INPUT"): (1, 100, "nat"),
+    ("nat", "OUTPUT"): (3, -100, "nat"),
+    ("nat", "POSTROUTING"): (4, 100, "nat"),
+    **{
+        ("mangle", c): (h, -150, "route" if c == "OUTPUT" else "filter")
+        for c, h in (("PREROUTING", 0), ("INPUT", 1), ("FORWARD", 2), ("OUTPUT", 3), ("POSTROUTING", 4))
+    },
+    ("raw", "PREROUTING"): (0, -300, "filter"),
+    ("raw", "OUTPUT"): (3, -300, "filter"),
+    ("security", "INPUT"): (1, 50, "filter"),
+    ("security", "FORWARD"): (2, 50, "filter"),
+    ("security", "OUTPUT"): (3, 50, "filter"),
+}
+
+
+def _iptables_only(t: netnsio.NftTableInfo) -> bool:
+    """The table holds nothing the iptables part cannot show: no flags, nothing but chains (its use
+    count: chains, sets, named objects and flowtables), base chains only as iptables-nft makes them."""
+    _, name, flags, use, chains = t
+    if flags or use != len(chains):
+        return False
+    return all(hook is None or _BASE.get((name, c)) == (hook, prio, kind) for c, hook, prio, kind in chains)
 
 
 def merge_documents(data: bytes) -> bytes:

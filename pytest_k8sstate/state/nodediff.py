@@ -295,23 +295,25 @@ def nft_table_name(key: Any, table: Any) -> str:
 IPTABLES_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
 
 
-def _nft_tables(ns: NodeState | None, skip: frozenset[str]) -> Iterator[tuple[str, Any]]:
-    """nft tables except the ``ip``/``ip6`` tables named in ``skip`` (iptables-nft's, diffed as iptables)."""
+def _nft_tables(ns: NodeState | None, skip: frozenset[Any]) -> Iterator[tuple[str, Any]]:
+    """nft tables except the ``ip``/``ip6`` tables named in ``skip`` (iptables-nft's, diffed as iptables)
+    and the ``(family, name)`` pairs in it (tables a capture left out of the nft part, node/nftomit.py)."""
     if ns is None or ns.nft is None:
         return
     for tkey, table in ns.nft.tables.items():
-        if getattr(table, "family", None) in ("ip", "ip6") and getattr(table, "name", None) in skip:
+        family, name = getattr(table, "family", None), getattr(table, "name", None)
+        if (family in ("ip", "ip6") and name in skip) or (family, name) in skip:
             continue
         yield nft_table_name(tkey, table), table
 
 
-def _nft_chains(ns: NodeState | None, skip: frozenset[str]) -> Iterator[Pair]:
+def _nft_chains(ns: NodeState | None, skip: frozenset[Any]) -> Iterator[Pair]:
     for tn, table in _nft_tables(ns, skip):
         for cname in table.chains:
             yield tn, cname
 
 
-def _nft_policies(ns: NodeState | None, skip: frozenset[str]) -> dict[Pair, str]:
+def _nft_policies(ns: NodeState | None, skip: frozenset[Any]) -> dict[Pair, str]:
     """``(table, chain) -> policy`` of the base chains that declare one."""
     return {
         (tn, cname): str(chain.policy)
@@ -321,7 +323,7 @@ def _nft_policies(ns: NodeState | None, skip: frozenset[str]) -> dict[Pair, str]
     }
 
 
-def _nft_rule_groups(ns: NodeState | None, skip: frozenset[str]) -> dict[Pair, list[str]]:
+def _nft_rule_groups(ns: NodeState | None, skip: frozenset[Any]) -> dict[Pair, list[str]]:
     return {
         (tn, cname): [r.text for r in chain.rules]
         for tn, table in _nft_tables(ns, skip)
@@ -338,7 +340,7 @@ def _element_text(el: Any) -> str:
     return json.dumps(el, sort_keys=True, separators=(",", ":"))
 
 
-def _nft_elements(ns: NodeState | None, skip: frozenset[str]) -> Iterator[Triple]:
+def _nft_elements(ns: NodeState | None, skip: frozenset[Any]) -> Iterator[Triple]:
     for tn, table in _nft_tables(ns, skip):
         for group in ("sets", "maps"):
             for sname, s in (getattr(table, group, None) or {}).items():
@@ -445,10 +447,12 @@ def diff_nodes(before: NodeState | None, after: NodeState | None) -> NodeDiff:
         pass
     elif comparable("nft", lambda ns: ns.nft is not None):
         # iptables-nft shows iptables' tables in nft too: diff them once, as iptables
-        skip: set[str] = set()
+        skip: set[Any] = set()
         for ns in (before, after):
             if ns is not None:
                 skip |= set(ns.iptables.tables) if ns.iptables is not None else IPTABLES_TABLES
+                # a table one capture left out (it is in that capture's iptables part) on both sides
+                skip |= set(getattr(ns.nft, "omitted", ()))
         fskip = frozenset(skip)
         nd.nft_chains_added, nd.nft_chains_removed = _set_diff(
             _nft_chains(before, fskip), _nft_chains(after, fskip)

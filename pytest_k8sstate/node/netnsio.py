@@ -361,10 +361,10 @@ def fingerprints(
 
 
 NftChainInfo = tuple[str, int | None, int | None, str | None]
-"""A chain as the table listing reads it: name, hook number, priority and type (None for a regular chain)."""
-NftTableInfo = tuple[int, str, int, int, list[NftChainInfo]]
+"""A base chain as the table listing reads it: name, hook number, priority and type."""
+NftTableInfo = tuple[int, str, int, int, int, list[NftChainInfo]]
 """A table as the listing reads it: address family, name, flags, use count (its chains, sets, objects and
-flowtables) and chains."""
+flowtables), number of chains, and its base chains."""
 
 
 def _u32(raw: bytes | None, signed: bool = False) -> int | None:
@@ -376,6 +376,7 @@ def _top(msg: bytes) -> dict[int, bytes]:
 
 
 def _nft_tables() -> tuple[str, list[NftTableInfo]]:
+    value = nfdump._attr_value
     d = nfdump._Dumper(socket.AF_UNSPEC)
     try:
         for _ in range(5):
@@ -383,21 +384,34 @@ def _nft_tables() -> tuple[str, list[NftTableInfo]]:
             tables = []
             for m in d.request(nfdump._MSG["GETTABLE"]):
                 a = _top(m)
-                name = a.get(1, b"").rstrip(b"\0")
-                tables.append((m[16], name, _u32(a.get(2)) or 0, _u32(a.get(3)) or 0))
-            chains: dict[tuple[int, bytes], list[NftChainInfo]] = {}
+                tables.append((m[16], a.get(1, b"").rstrip(b"\0"), _u32(a.get(2)) or 0, _u32(a.get(3)) or 0))
+            counts: dict[tuple[int, bytes], int] = {}
+            bases: dict[tuple[int, bytes], list[NftChainInfo]] = {}
             for m in d.request(nfdump._MSG["GETCHAIN"]):
+                key = (m[16], value(m, 1))
+                counts[key] = counts.get(key, 0) + 1
+                if not value(m, 7):
+                    continue  # no type: a regular chain (counted, nothing else to check)
                 a = _top(m)
-                hook = prio = None
-                if 4 in a:
-                    h = {k & 0x3FFF: raw[4:] for k, raw in _attrs(a[4], 0)}
-                    hook, prio = _u32(h.get(1)), _u32(h.get(2), signed=True)
-                kind = a.get(7, b"").rstrip(b"\0").decode("utf-8", "replace") or None
-                cname = a.get(3, b"").rstrip(b"\0").decode("utf-8", "replace")
-                chains.setdefault((m[16], a.get(1, b"").rstrip(b"\0")), []).append((cname, hook, prio, kind))
+                h = {k & 0x3FFF: raw[4:] for k, raw in _attrs(a.get(4, b""), 0)}
+                bases.setdefault(key, []).append(
+                    (
+                        a.get(3, b"").rstrip(b"\0").decode("utf-8", "replace"),
+                        _u32(h.get(1)),
+                        _u32(h.get(2), signed=True),
+                        a.get(7, b"").rstrip(b"\0").decode("utf-8", "replace"),
+                    )
+                )
             if d.generation() == gen:
                 out = [
-                    (f, n.decode("utf-8", "replace"), flags, use, chains.get((f, n), []))
+                    (
+                        f,
+                        n.decode("utf-8", "replace"),
+                        flags,
+                        use,
+                        counts.get((f, n), 0),
+                        bases.get((f, n), []),
+                    )
                     for f, n, flags, use in tables
                 ]
                 return _gen_id(gen), out

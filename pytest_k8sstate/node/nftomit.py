@@ -101,7 +101,7 @@ def plan(exec: NodeExec, wanted: list[str], timeout: float) -> Omission | None:
     for p in parts:
         fam = iptfast.FAMILY[p]
         ipt = [t for t in tables if t[0] == fam and t[1] in IPTABLES_TABLES]
-        if sum(len(t[4]) for t in ipt) >= iptfast.MIN_CHAINS and all(_iptables_only(t) for t in ipt):
+        if sum(t[4] for t in ipt) >= iptfast.MIN_CHAINS and all(_iptables_only(t) for t in ipt):
             large.add(fam)
     if not large:
         return None
@@ -139,10 +139,10 @@ _BASE = {
 def _iptables_only(t: netnsio.NftTableInfo) -> bool:
     """The table holds nothing the iptables part cannot show: no flags, nothing but chains (its use
     count: chains, sets, named objects and flowtables), base chains only as iptables-nft makes them."""
-    _, name, flags, use, chains = t
-    if flags or use != len(chains):
+    _, name, flags, use, chains, bases = t
+    if flags or use != chains:
         return False
-    return all(hook is None or _BASE.get((name, c)) == (hook, prio, kind) for c, hook, prio, kind in chains)
+    return all(_BASE.get((name, c)) == (hook, prio, kind) for c, hook, prio, kind in bases)
 
 
 def merge_documents(data: bytes) -> bytes:

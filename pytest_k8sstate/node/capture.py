@@ -409,7 +409,7 @@ def collect_node(
                 )
                 if method is not None:
                     state.methods[p] = method
-                if memo and method == "nf_tables netlink":
+                if memo and method == iptfast.NETLINK_METHOD:
                     plan.translations[p] = memo
         except CommandError as exc:
             state.errors[p] = _clip(f"`{cmd}` (the fast path's fallback) failed on node {node}: {exc}")

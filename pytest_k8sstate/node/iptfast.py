@@ -22,11 +22,21 @@ from pytest_k8sstate.errors import CommandError
 from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
 from pytest_k8sstate.parse.iptnft import HEADER, Untranslatable, netlink_to_iptables_save
 
-__all__ = ["FAMILY", "enabled", "node_python", "shell_command", "single_command", "translate_or_fallback"]
+__all__ = [
+    "FAMILY",
+    "NETLINK_METHOD",
+    "enabled",
+    "node_python",
+    "shell_command",
+    "single_command",
+    "translate_or_fallback",
+]
 
 log = logging.getLogger("pytest_k8sstate.node.capture")
 
 FAMILY = {"iptables": 2, "ip6tables": 10}  # AF_INET, AF_INET6
+NETLINK_METHOD = "nf_tables netlink"
+"""``NodeState.methods`` of a family read exactly over netlink (the fast path)."""
 _SAVE = {"iptables": "iptables-save", "ip6tables": "ip6tables-save"}
 ENV = "K8SSTATE_IPTABLES_FAST"
 MIN_CHAINS = 6000
@@ -99,7 +109,7 @@ def translate_or_fallback(
         return output, None
     try:
         text = netlink_to_iptables_save(output, previous=previous, memo=memo)
-        return text.encode("utf-8", "surrogateescape"), "nf_tables netlink"
+        return text.encode("utf-8", "surrogateescape"), NETLINK_METHOD
     except Untranslatable as exc:
         reason = str(exc)
     log.debug("node %s: %s fast path not exact (%s); running %s -c", exec.node, part, reason, _SAVE[part])

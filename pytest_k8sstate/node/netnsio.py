@@ -315,11 +315,7 @@ def _fingerprints(
     dumps: dict[str, tuple[bytes, int]] = {}
     if cheap:
         try:
-            d = nfdump._Dumper(socket.AF_UNSPEC)
-            try:
-                out["nft-gen"] = _gen_id(d.generation())
-            finally:
-                d.sock.close()
+            out["nft-gen"] = _nft_generation()
         except OSError:
             pass
         try:

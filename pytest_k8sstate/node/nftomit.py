@@ -40,7 +40,6 @@ IPTABLES_TABLES = frozenset({"raw", "mangle", "filter", "nat", "security"})
 _FAMILIES = {2: "ip", 10: "ip6", 1: "inet", 3: "arp", 7: "bridge", 5: "netdev"}
 _PART_OF = {"ip": "iptables", "ip6": "ip6tables"}
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a table name nft's command line takes as it is
-EXACT_METHOD = "nf_tables netlink"
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Omission:
     def exact(self, methods: dict[str, str], errors: dict[str, str]) -> bool:
         """Every left-out family's iptables part was read exactly over netlink in this capture."""
         parts = {_PART_OF[f] for f, _ in self.omitted}
-        return all(methods.get(p) == EXACT_METHOD and p not in errors for p in parts)
+        return all(methods.get(p) == iptfast.NETLINK_METHOD and p not in errors for p in parts)
 
     def unchanged(self, exec: NodeExec, timeout: float) -> bool:
         """No ruleset commit since the tables were listed."""

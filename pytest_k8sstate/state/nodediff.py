@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from pytest_k8sstate.node import nftomit
 from pytest_k8sstate.state.kubeproxy import ServiceChange, summarize_services
 from pytest_k8sstate.state.labels import addr_label, link_label, route_label
 
@@ -292,7 +293,7 @@ def nft_table_name(key: Any, table: Any) -> str:
     return str(key)
 
 
-IPTABLES_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
+IPTABLES_TABLES = nftomit.IPTABLES_TABLES
 
 
 def _nft_tables(ns: NodeState | None, skip: frozenset[Any]) -> Iterator[tuple[str, Any]]:

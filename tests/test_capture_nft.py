@@ -404,6 +404,41 @@ def _udp_out(ns: NetnsExec, packets: int) -> None:
 
 
 @needs_nft
+def test_runs_recorded_while_walking_are_found_by_the_next_dump(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first dump records each chain's run as it walks it (no look-ahead: nothing to look up); the
+    next dump of the same rules finds every run by its key, so not even the per-rule memo is needed."""
+    _load(ns, kube_proxy_iptables(make_services(20, 2, node_ports=3)))
+    raw = ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    memo: dict[bytes, str] = {}
+    text = netlink_to_iptables_save(raw, memo=memo)
+    runs = {k: v for k, v in memo.items() if k.startswith(iptnft.RUN_PREFIX)}
+    assert len(runs) > 40
+    calls = _count_translations(monkeypatch)
+    again: dict[bytes, str] = {}
+    assert netlink_to_iptables_save(raw, previous=runs, memo=again) == text
+    assert calls == []  # every rule came with its run
+    assert {k for k in again if k.startswith(iptnft.RUN_PREFIX)} == set(runs)
+
+
+@needs_nft
+def test_dumps_translated_together_decode_each_rule_once(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _load(ns, kube_proxy_iptables(make_services(20, 2, node_ports=3)))
+    raw = ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    calls = _count_translations(monkeypatch)
+    shared: dict[bytes, str] = {}
+    text = netlink_to_iptables_save(raw, shared=shared)
+    first = len(calls)
+    assert first > 100
+    assert netlink_to_iptables_save(raw, shared=shared) == text
+    assert len(calls) == first  # the second dump took every rule from the first one's translations
+    assert not any(k.startswith(iptnft.RUN_PREFIX) for k in shared)
+
+
+@needs_nft
 def test_a_dump_after_a_change_translates_only_the_changed_rules(
     ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -315,6 +315,7 @@ def collect_node(
     timeout: float = 300.0,
     batch: bool = True,
     nft_fast: bool | None = None,
+    shared: dict[bytes, str] | None = None,
 ) -> NodeState:
     """Capture ``exec``'s node; never raises for a failing part (see :attr:`NodeState.errors`).
 
@@ -323,6 +324,8 @@ def collect_node(
     ``sh`` on the node); ``nft -j list ruleset`` of 10,000 services takes tens of seconds.
     ``nft_fast`` (default: on unless ``$K8SSTATE_IPTABLES_FAST=0``) reads iptables-nft tables over
     netlink instead of running ``iptables-save`` (same result; see the module doc).
+    ``shared``: one dict for the nodes captured together (their rule translations: most rules are the
+    same on every node, so each is decoded once).
     """
     wanted = (
         list(parts) if parts is not None else [*ALL_PARTS, *(["conntrack"] if conntrack.enabled() else [])]
@@ -354,7 +357,9 @@ def collect_node(
     plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
     container = isinstance(exec, DockerExec)  # its own iptables-save: the version of its image
     for c in cmds:
-        if c in plan.dumps:
+        if c in plan.patched:  # the previous translation with the changed chains read again
+            raw[c] = _Raw(0, plan.patched[c], b"")
+        elif c in plan.dumps:
             data, chains = plan.dumps[c]
             if chains >= iptfast.MIN_CHAINS and not container:
                 raw[c] = _Raw(0, data, b"")
@@ -402,15 +407,19 @@ def collect_node(
         src = f"{cmd} (node {node})"
         out = r.stdout
         try:
-            if p in iptfast.FAMILY:
+            if p in plan.patched:
+                state.methods[p] = iptfast.NETLINK_METHOD
+            elif p in iptfast.FAMILY:
                 memo: dict[bytes, str] | None = {} if plan.key is not None else None  # reuse on
-                out, method = iptfast.translate_or_fallback(
-                    exec, p, out, timeout, previous=plan.translations.pop(p, None), memo=memo
+                out, method, tr = iptfast.translate_or_fallback(
+                    exec, p, out, timeout, previous=plan.translations.pop(p, None), memo=memo, shared=shared
                 )
                 if method is not None:
                     state.methods[p] = method
                 if memo and method == iptfast.NETLINK_METHOD:
                     plan.translations[p] = memo
+                if tr is not None and plan.bases is not None:
+                    plan.bases[p] = tr
         except CommandError as exc:
             state.errors[p] = _clip(f"`{cmd}` (the fast path's fallback) failed on node {node}: {exc}")
             continue
@@ -454,6 +463,7 @@ def collect_nodes(execs: Iterable[NodeExec], **kwargs: Any) -> dict[str, NodeSta
     ex_list = list(execs)
     if not ex_list:
         return {}
+    kwargs.setdefault("shared", {})
     with ThreadPoolExecutor(max_workers=min(16, len(ex_list))) as pool:
         states = list(pool.map(lambda e: collect_node(e, **kwargs), ex_list))
     return {s.node: s for s in states}

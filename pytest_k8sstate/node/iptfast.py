@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pytest_k8sstate.errors import CommandError
 from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
-from pytest_k8sstate.parse.iptnft import HEADER, Untranslatable, netlink_to_iptables_save
+from pytest_k8sstate.parse.iptnft import HEADER, Translated, Untranslatable, netlink_translate
 
 __all__ = [
     "FAMILY",
@@ -96,22 +96,26 @@ def translate_or_fallback(
     *,
     previous: Mapping[bytes, str] | None = None,
     memo: dict[bytes, str] | None = None,
-) -> tuple[bytes, str | None]:
-    """``(iptables-save -c text, method)`` for a part's output (fast dump or already iptables-save).
+    shared: dict[bytes, str] | None = None,
+) -> tuple[bytes, str | None, Translated | None]:
+    """``(iptables-save -c text, method, translation)`` for a part's output (fast dump or already
+    iptables-save).
 
-    ``method`` is ``"nf_tables netlink"`` when the fast dump was used, ``"iptables-save (...)"`` when
-    it had to fall back (with the reason), None when the node printed ``iptables-save`` output itself.
-    ``previous``/``memo``: the translations of the node's last capture / filled with this one's (see
+    ``method`` is ``"nf_tables netlink"`` when the fast dump was used (``translation`` is then what the
+    text was rendered from), ``"iptables-save (...)"`` when it had to fall back (with the reason), None
+    when the node printed ``iptables-save`` output itself.
+    ``previous``/``memo``/``shared``: the translations of the node's last capture / filled with this
+    one's / shared with the other nodes of a snapshot (see
     :func:`~pytest_k8sstate.parse.iptnft.netlink_to_iptables_save`).
     A failing fallback raises :class:`~pytest_k8sstate.errors.CommandError`.
     """
     if not output.startswith(HEADER):
-        return output, None
+        return output, None, None
     try:
-        text = netlink_to_iptables_save(output, previous=previous, memo=memo)
-        return text.encode("utf-8", "surrogateescape"), NETLINK_METHOD
+        tr = netlink_translate(output, previous=previous, memo=memo, shared=shared)
+        return tr.text().encode("utf-8", "surrogateescape"), NETLINK_METHOD, tr
     except Untranslatable as exc:
         reason = str(exc)
     log.debug("node %s: %s fast path not exact (%s); running %s -c", exec.node, part, reason, _SAVE[part])
     res = exec.run([_SAVE[part], "-c"], timeout=timeout, check=True)
-    return res.stdout, f"{_SAVE[part]} -c (fast path not exact: {reason})"
+    return res.stdout, f"{_SAVE[part]} -c (fast path not exact: {reason})", None

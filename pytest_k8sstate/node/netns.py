@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pytest_k8sstate.errors import CommandError, K8sStateError
+from pytest_k8sstate.node import nfmon
 from pytest_k8sstate.node.exec import NetnsExec, run_command
 
 PREFIX = "k8ss-"
@@ -51,6 +52,7 @@ def create(name: str, *, loopback_up: bool = True) -> NetnsExec:
 
 def delete(name: str) -> None:
     """Delete ``name`` if it exists; never raises for an already-gone namespace."""
+    nfmon.close(name)  # its announcement socket would keep the namespace alive
     if not exists(name):
         return
     with contextlib.suppress(CommandError):

@@ -31,9 +31,10 @@ from functools import cache
 from typing import Any
 
 from pytest_k8sstate.errors import CommandError
-from pytest_k8sstate.node import netnsio
+from pytest_k8sstate.node import netnsio, nfmon
 from pytest_k8sstate.node.exec import DockerExec, NodeExec, run_command
 from pytest_k8sstate.parse.iptables import IptablesRuleset
+from pytest_k8sstate.parse.iptnft import Translated, Untranslatable, patch
 from pytest_k8sstate.parse.nft import NftRuleset
 
 __all__ = ["ENV", "Plan", "enabled", "iptables_is_nft", "plan", "remember"]
@@ -69,6 +70,7 @@ class _Memo:
     values: dict[str, Any]  # part → parsed value
     methods: dict[str, str]
     translations: dict[str, dict[bytes, str]] = field(default_factory=dict)  # part → iptnft memo
+    bases: dict[str, Translated] = field(default_factory=dict)  # part → its translation (nfmon)
 
 
 @dataclass
@@ -90,6 +92,12 @@ class Plan:
     translations: dict[str, dict[bytes, str]] = field(default_factory=dict)
     """``iptables``/``ip6tables`` → the last capture's rule translations (parse/iptnft.py), to start from;
     the capture puts this capture's in their place."""
+    patched: dict[str, bytes] = field(default_factory=dict)
+    """``iptables``/``ip6tables`` → its ``iptables-save -c`` text: the previous translation with the
+    chains the node announced as changed read again (:mod:`~pytest_k8sstate.node.nfmon`)."""
+    bases: dict[str, Translated] | None = None
+    """``iptables``/``ip6tables`` → this capture's translation (the capture adds those it reads in full);
+    None: the node has no monitor (nothing to patch next time)."""
 
 
 _FAMILY = {"iptables": 2, "ip6tables": 10}
@@ -182,6 +190,8 @@ def plan(
     with _lock:
         memo = _memos.get(key)
     limit = min(timeout, 60.0)
+    # opened before the generation is read: every later commit is announced to it (node/nfmon.py)
+    mon = nfmon.monitor_for(exec, limit) if any(c in _FAMILY for c in cmds) else None
     got = netnsio.fingerprints(exec, timeout=limit, nft_exact=False)
     if not got or not got[0]:
         return Plan()
@@ -217,7 +227,10 @@ def plan(
         gen=gen,
         previous=dict(memo.values) if memo is not None else {},
         translations=dict(memo.translations) if memo is not None else {},
+        bases={} if mon is not None else None,
     )
+    if mon is not None:
+        _follow(exec, mon[0], out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:
@@ -231,7 +244,49 @@ def plan(
                 out.reused[p] = memo.values[p]
                 if p in memo.methods:
                     out.methods[p] = memo.methods[p]
+    if mon is not None and out.bases is not None:
+        for part, fam in _FAMILY.items():
+            if part in cmds and part not in out.reused and part not in out.patched:
+                nfmon.forget(mon[0], fam)  # read in full by this capture: what was announced is in it
+            elif part in out.reused and memo is not None and part in memo.bases:
+                out.bases.setdefault(part, memo.bases[part])
     return out
+
+
+def _follow(
+    exec: NodeExec, mon: nfmon.Monitor, out: Plan, memo: _Memo | None, large: set[str], limit: float
+) -> None:
+    """For each large iptables family whose generation moved: reuse it when the node announced no change
+    to its chains, or patch the previous translation with the chains it announced (``out.patched``);
+    otherwise leave it to be read in full."""
+    if memo is None or out.gen is None:
+        return
+    gen = int(out.gen, 16)
+    for c in sorted(large):
+        base, fp = memo.bases.get(c), f"gen:{out.gen}"
+        if base is None or c not in memo.values or memo.fingerprints.get(c) == fp:
+            continue  # nothing to start from, or unchanged (reused as usual)
+        fam = _FAMILY[c]
+        chains = nfmon.changed_chains(mon, fam, gen)
+        if chains is None:
+            continue
+        if not chains:  # the generation moved for other tables or families only
+            memo.fingerprints[c] = fp
+            continue
+        data = nfmon.read_chains(exec, fam, chains, gen, limit)
+        if data is None:
+            continue
+        tr = dict(memo.translations.get(c, {}))
+        try:
+            now = patch(base, data, chains, previous=tr, memo=tr)
+            text = now.text()
+        except Untranslatable:
+            continue
+        out.patched[c] = text.encode("utf-8", "surrogateescape")
+        out.translations[c] = tr if len(tr) <= 4 * now.rule_count() + 64 else {}
+        assert out.bases is not None
+        out.bases[c] = now
+        nfmon.forget(mon, fam, chains)
 
 
 def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods: dict[str, str]) -> None:
@@ -257,6 +312,7 @@ def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods:
                     fps[c] = fp
                     keep.update({q: memo.values[q] for q in parts(c) if q in memo.values})
         tr = {q: t for q, t in p.translations.items() if q in keep}
-        _memos[p.key] = _Memo(fps, keep, {q: m for q, m in methods.items() if q in keep}, tr)
+        bases = {q: b for q, b in (p.bases or {}).items() if q in keep}
+        _memos[p.key] = _Memo(fps, keep, {q: m for q, m in methods.items() if q in keep}, tr, bases)
         while len(_memos) > _MAX_NODES:
             _memos.popitem(last=False)

@@ -19,7 +19,8 @@ real ``iptables-save`` instead. Never a guess.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from hashlib import blake2b
 
 from pytest_k8sstate.parse.gcpause import gc_paused
@@ -27,7 +28,7 @@ from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS
 from pytest_k8sstate.parse.iptnft_rule import translate_ops
 from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u32, u64
 
-__all__ = ["HEADER", "Untranslatable", "netlink_to_iptables_save"]
+__all__ = ["HEADER", "Translated", "Untranslatable", "netlink_to_iptables_save", "netlink_translate", "patch"]
 
 HEADER = b"K8SS-NFTNL 1 "
 
@@ -49,12 +50,38 @@ _BUILTIN: dict[str, tuple[str, ...]] = {
 # --- the dump ------------------------------------------------------------------------------------
 
 
+ChainInfo = tuple[str | None, int, int]
+"""A chain as ``iptables-save`` declares it: policy (None for a user-defined chain), packets, bytes."""
+
+
+@dataclass
+class Translated:
+    """A translated dump: each iptables table's chains and each chain's rule lines, as
+    :func:`netlink_to_iptables_save` prints them (:meth:`text`). Kept by the capture of a large ruleset
+    so that a later change is applied chain by chain (:func:`patch`)."""
+
+    tables: dict[str, dict[str, ChainInfo]]
+    rules: dict[tuple[str, str], list[str]]
+    counters: bool = True
+
+    def text(self) -> str:
+        """The ``iptables-save`` text; :class:`Untranslatable` for a chain name that is not UTF-8."""
+        try:
+            return _render_dump(self.tables, self.rules, self.counters)
+        except UnicodeEncodeError as exc:
+            raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
+
+    def rule_count(self) -> int:
+        return sum(len(v) for v in self.rules.values())
+
+
 def netlink_to_iptables_save(
     data: bytes,
     *,
     counters: bool = True,
     previous: Mapping[bytes, str] | None = None,
     memo: dict[bytes, str] | None = None,
+    shared: dict[bytes, str] | None = None,
 ) -> str:
     """The ``iptables-save [-c]`` text for a :mod:`~pytest_k8sstate.node.nfdump` output.
 
@@ -64,21 +91,93 @@ def netlink_to_iptables_save(
     run of one chain's rule messages by a digest of all their bytes after the headers (handles and
     counters included; :data:`RUN_PREFIX`); ``previous``: such a memo of an earlier dump, whose runs and
     rules are taken from it instead of being decoded again (a capture after a change translates only the
-    rules that changed, and walks only the chains that changed).
+    rules that changed, and walks only the chains that changed). ``shared``: rule translations (by the
+    same keys) shared with other dumps translated at the same time — the nodes of one snapshot hold
+    mostly the same rules; read and filled like ``memo``, never holding runs.
 
     Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
     would not come out exactly as iptables-save prints it.
     """
+    return netlink_translate(data, counters=counters, previous=previous, memo=memo, shared=shared).text()
+
+
+def netlink_translate(
+    data: bytes,
+    *,
+    counters: bool = True,
+    previous: Mapping[bytes, str] | None = None,
+    memo: dict[bytes, str] | None = None,
+    shared: dict[bytes, str] | None = None,
+) -> Translated:
+    """:func:`netlink_to_iptables_save` before its text is rendered."""
     with gc_paused():  # 100k+ small objects: the cyclic GC would rescan them over and over (4x slower)
         try:
-            return _translate_dump(data, counters, previous or {}, {} if memo is None else memo)
+            tables, rules = _translate_dump(
+                data,
+                counters,
+                previous or {},
+                {} if memo is None else memo,
+                {} if shared is None else shared,
+                memo is not None,
+            )
         except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
+    return Translated(tables, rules, counters)
+
+
+def patch(
+    base: Translated,
+    data: bytes,
+    chains: Iterable[tuple[str, str]],
+    *,
+    previous: Mapping[bytes, str] | None = None,
+    memo: dict[bytes, str] | None = None,
+) -> Translated:
+    """``base`` with each of ``chains`` (table, chain) as ``data`` shows it now: ``data`` is a dump of
+    those chains only (each existing one's ``NEWCHAIN`` and ``NEWRULE`` messages, after the ``NEWTABLE``
+    message of its table); a chain it does not hold is gone. The other chains are ``base``'s, unchanged.
+    A table ``base`` does not have raises :class:`Untranslatable` (the caller reads everything again)."""
+    part = netlink_translate(data, counters=base.counters, previous=previous, memo=memo)
+    tables = dict(base.tables)
+    rules = dict(base.rules)
+    copied: set[str] = set()
+    for t, c in chains:
+        if t not in _BUILTIN:
+            continue  # not an iptables table: not in the dump either
+        if t not in tables:
+            if t in part.tables:
+                raise Untranslatable(f"table {t} is new since the last dump")
+            continue
+        if t not in copied:
+            tables[t] = dict(tables[t])
+            copied.add(t)
+        now = part.tables.get(t, {})
+        if c in now:
+            tables[t][c] = now[c]
+            rules[(t, c)] = part.rules.get((t, c), [])
+        else:
+            tables[t].pop(c, None)
+            rules.pop((t, c), None)
+    return Translated(tables, rules, base.counters)
 
 
 def _translate_dump(
-    data: bytes, counters: bool, previous: Mapping[bytes, str], memo: dict[bytes, str]
-) -> str:
+    data: bytes,
+    counters: bool,
+    previous: Mapping[bytes, str],
+    memo: dict[bytes, str],
+    shared: dict[bytes, str],
+    keep_runs: bool,
+) -> tuple[dict[str, dict[str, ChainInfo]], dict[tuple[str, str], list[str]]]:
+    # runs of one chain's rule messages (RUN_PREFIX): looked up before they are walked when ``previous``
+    # has some (_scan_run reads each run ahead), else only recorded for the next dump as they are walked
+    # (``keep_runs``: the caller keeps ``memo``)
+    ahead = RUN_PREFIX in previous
+    inline = keep_runs and not ahead
+    cur_tc: tuple[bytes, bytes] | None = None  # the run being recorded inline: its table and chain,
+    cur_h = blake2b(digest_size=16)  # the digest of its messages so far,
+    cur_at: tuple[str, str] | None = None  # its chain's name, and its first line in that chain
+    cur_first = 0
     nl = data.find(b"\n")
     if not data.startswith(HEADER) or nl < 0:
         raise Untranslatable("not a K8SS-NFTNL dump (missing header line)")
@@ -87,7 +186,7 @@ def _translate_dump(
         raise Untranslatable(f"address family {fam}")
     fam_key = b"%d:" % fam
     run_seed = b"run %d %d:" % (fam, counters)
-    tables: dict[str, dict[str, tuple[str | None, int, int]]] = {}
+    tables: dict[str, dict[str, ChainInfo]] = {}
     rules: dict[tuple[str, str], list[str]] = {}
     cache: dict[bytes, Op] = {}
     names: dict[bytes, str] = {}
@@ -107,6 +206,9 @@ def _translate_dump(
         mpos, mend = pos, pos + length
         kind = mtype & 0xFF
         if kind != _MSG_NEWRULE:
+            if cur_at is not None:
+                memo[RUN_PREFIX + cur_h.digest()] = "\n".join(rules[cur_at][cur_first:])
+                cur_at = cur_tc = None
             a = attrs(data, pos + 20, mend)
             if kind == _MSG_NEWTABLE:
                 name = nl_str(a.get(1, b""))
@@ -116,7 +218,7 @@ def _translate_dump(
                 _chain(tables, a)
             pos += (length + 3) & ~3
             continue
-        if pos >= run_end:  # a run of one chain's rules starts: all of it as in an earlier dump?
+        if ahead and pos >= run_end:  # a run of one chain's rules starts: all of it as in an earlier dump?
             run_end, tb, cb, digest = _scan_run(data, view, pos, end, run_seed)
             key_run = RUN_PREFIX + digest
             tname = names.get(tb) or names.setdefault(tb, nl_str(tb))
@@ -153,6 +255,14 @@ def _translate_dump(
         if tname not in tables:
             continue
         cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
+        if inline:  # the digest _scan_run would compute for this run, message by message
+            if cur_tc != (tb, cb):
+                if cur_at is not None:
+                    memo[RUN_PREFIX + cur_h.digest()] = "\n".join(rules[cur_at][cur_first:])
+                cur_tc, cur_h, cur_at = (tb, cb), blake2b(run_seed, digest_size=16), (tname, cname)
+                cur_first = len(rules.get(cur_at, ()))
+            cur_h.update(b"%d:" % (length - 20))
+            cur_h.update(view[mpos + 20 : mend])
         if other:
             raise Untranslatable(f"{_where(data, mpos, length)}: the rule carries user data")
         # the expressions' boundaries and counters first: the rest (with their headers, so the pieces
@@ -188,11 +298,11 @@ def _translate_dump(
         digest = key.digest()
         spec = memo.get(digest)
         if spec is None:
-            spec = previous.get(digest)
+            spec = previous.get(digest) or shared.get(digest)
             if spec is None:
                 spec, odd = _translate_rule(data, pieces, fam, cache, mpos, length)
                 if odd is None:
-                    memo[digest] = spec
+                    memo[digest] = shared[digest] = spec
                 elif odd[0] > cnt_at:  # a counter in another layout, decoded: the last one counts
                     cnt = odd[1]
             else:
@@ -202,13 +312,17 @@ def _translate_dump(
         if pos >= run_end and run is not None:  # the run translated: its lines, for the next dump
             memo[run[0]] = "\n".join(rules[run[1]][run[2] :])
             run = None
+    if cur_at is not None:
+        memo[RUN_PREFIX + cur_h.digest()] = "\n".join(rules[cur_at][cur_first:])
+    if keep_runs:
+        memo[RUN_PREFIX] = ""  # a marker: this memo holds runs (the next dump looks them up)
     if runs_taken and len(previous) <= 2 * sum(len(v) for v in rules.values()) + 64:
         # the rules of the runs taken whole were not keyed one by one this time: keep the earlier keys
         # (bounded: a memo at most about twice the ruleset), so a later change in one of those chains
         # translates only its changed rules
         for k, v in previous.items():
             memo.setdefault(k, v)
-    return _render_dump(tables, rules, counters)
+    return tables, rules
 
 
 RUN_PREFIX = b"run:"
@@ -325,7 +439,7 @@ def _where(data: bytes, pos: int, length: int) -> str:
     )
 
 
-def _chain(tables: dict[str, dict[str, tuple[str | None, int, int]]], a: dict[int, bytes]) -> None:
+def _chain(tables: dict[str, dict[str, ChainInfo]], a: dict[int, bytes]) -> None:
     tname, cname = nl_str(a.get(1, b"")), nl_str(a.get(3, b""))
     if tname not in tables:
         return
@@ -349,7 +463,7 @@ def _chain(tables: dict[str, dict[str, tuple[str | None, int, int]]], a: dict[in
 
 
 def _render_dump(
-    tables: dict[str, dict[str, tuple[str | None, int, int]]],
+    tables: dict[str, dict[str, ChainInfo]],
     rules: dict[tuple[str, str], list[str]],
     counters: bool,
 ) -> str:

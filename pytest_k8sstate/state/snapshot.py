@@ -93,7 +93,8 @@ class Snapshot:
                 if etcd is not None
                 else None
             )
-            node_fs = [(ex.node, pool.submit(collect_node, ex, ipvs=ipvs)) for ex in nodes]
+            shared: dict[bytes, str] = {}  # rule translations: the nodes hold mostly the same rules
+            node_fs = [(ex.node, pool.submit(collect_node, ex, ipvs=ipvs, shared=shared)) for ex in nodes]
             extras_f = pool.submit(capture_extras, nodes, logs, pods, conntrack)
             state = etcd_f.result() if etcd_f is not None else None
             node_states = {name: f.result() for name, f in node_fs}

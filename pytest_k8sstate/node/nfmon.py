@@ -1,0 +1,299 @@
+"""Follow a ``local`` node's iptables-nft tables between captures: which chains changed since the last one.
+
+A large iptables ruleset (kube-proxy's rules for thousands of Services) changes a few chains at a time:
+one Service scaled rewrites its ``KUBE-SVC-`` chain and adds or removes ``KUBE-SEP-`` chains. Reading
+and translating every rule again for that (:mod:`~pytest_k8sstate.node.nfdump`,
+:mod:`~pytest_k8sstate.parse.iptnft`) costs a third of a second per node at 2,000 Services.
+
+The kernel says what changed: every committed nf_tables transaction is announced to the sockets that
+joined the ``NFNLGRP_NFTABLES`` group (what ``nft monitor`` prints) — each rule and chain added or
+deleted, with its table and chain, then a ``NEWGEN`` message with the new ruleset generation. A
+:class:`Monitor` is such a socket, opened in the node's namespace *before* the capture that reads the
+whole ruleset, and kept: at the next capture, :func:`changed_chains` drains it and names the chains
+changed since; :func:`read_chains` reads just those, at one generation whose announcements were all
+drained (so nothing committed up to the state read is missed). The capture patches the previous
+translation with them (:func:`~pytest_k8sstate.parse.iptnft.patch`).
+
+Anything this cannot account for exactly makes the caller read everything as before: lost
+announcements (a full socket buffer: ``ENOBUFS``), a table created or deleted, sets, objects or
+flowtables in an iptables table, a generation whose announcement does not arrive in time, a ruleset
+that changes while the chains are read. Chains that did not change keep their rule counters from the
+read that last saw them, as a large ruleset reused whole does
+(:data:`~pytest_k8sstate.node.reuse.LARGE_CHAINS`).
+
+Only for network namespaces of this machine that the project names (``local`` nodes): a socket keeps
+its namespace alive, so :func:`close` runs before the project deletes one
+(:func:`pytest_k8sstate.node.netns.delete`), every monitor whose namespace is gone or replaced is
+closed by the next :func:`monitor_for`, and all of them at exit. ``K8SSTATE_NFT_MONITOR=0`` turns this off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pytest_k8sstate.node import netnsio, nfdump
+from pytest_k8sstate.node.exec import NetnsExec, NodeExec
+
+__all__ = [
+    "ENV",
+    "Monitor",
+    "changed_chains",
+    "close",
+    "close_all",
+    "enabled",
+    "forget",
+    "monitor_for",
+    "read_chains",
+]
+
+ENV = "K8SSTATE_NFT_MONITOR"
+_NFNLGRP_NFTABLES = 7
+_SO_RCVBUFFORCE = 33
+_RCVBUF = 1 << 25  # 32 MiB: a full kube-proxy resync of 10,000 Services is about 100k announcements
+_SUBSYS = 10  # NFNL_SUBSYS_NFTABLES
+_NEWTABLE, _DELTABLE, _NEWCHAIN, _DELCHAIN, _NEWRULE, _DELRULE, _NEWGEN = 0, 2, 3, 5, 6, 8, 15
+_TABLES = frozenset({"raw", "mangle", "filter", "nat", "security"})
+_WHOLE = ("", "")
+"""In a family's changed chains: announcements this module cannot account for chain by chain."""
+_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    """False when ``$K8SSTATE_NFT_MONITOR`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+@dataclass
+class Monitor:
+    """A socket in a node's namespace that receives its nf_tables announcements."""
+
+    path: str
+    ns: tuple[int, int]
+    sock: socket.socket
+    pending: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    """Address family → (table, chain) announced since that family was last read."""
+    lost: set[int] = field(default_factory=lambda: set(_FAMILIES))
+    """Families whose announcements are not all in :attr:`pending` (dropped, or from before the socket
+    was opened): read in full next."""
+    last_gen: int | None = None
+    """The last generation announced."""
+
+    def drain(self) -> None:
+        """Read every announcement waiting in the socket into :attr:`pending`."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # announcements were dropped: only a full read is exact
+                    self.lost.update(_FAMILIES)
+                    continue
+                raise
+            if not data:
+                return
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        pos = 0
+        while pos + 20 <= len(data):
+            length, mtype = struct.unpack_from("=IH", data, pos)
+            if length < 20 or pos + length > len(data):
+                self.lost.update(_FAMILIES)
+                return
+            msg = data[pos : pos + length]
+            pos += (length + 3) & ~3
+            if mtype >> 8 != _SUBSYS:
+                continue
+            kind, fam = mtype & 0xFF, msg[16]
+            if kind == _NEWGEN:
+                gen = _attr(msg, 1)
+                if len(gen) >= 4:
+                    self.last_gen = int.from_bytes(gen[:4], "big")
+                continue
+            if fam not in _FAMILIES:
+                continue  # inet, arp, bridge, netdev tables: never in the iptables parts
+            table = _attr(msg, 1).rstrip(b"\0").decode("utf-8", "replace")
+            if table not in _TABLES:
+                continue
+            chains = self.pending.setdefault(fam, set())
+            if kind in (_NEWRULE, _DELRULE):
+                chains.add((table, _attr(msg, 2).rstrip(b"\0").decode("utf-8", "replace")))
+            elif kind in (_NEWCHAIN, _DELCHAIN):
+                chains.add((table, _attr(msg, 3).rstrip(b"\0").decode("utf-8", "replace")))
+            else:  # a table created, changed or deleted; a set, object or flowtable in an iptables table
+                chains.add(_WHOLE)
+
+    def announced(self, gen: int) -> bool:
+        """Whether generation ``gen``'s announcement arrived (generations count up, modulo 2**32)."""
+        return self.last_gen is not None and (self.last_gen - gen) % (1 << 32) < (1 << 31)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _attr(msg: bytes, kind: int) -> bytes:
+    p = 20
+    while p + 4 <= len(msg):
+        n, k = struct.unpack_from("=HH", msg, p)
+        if n < 4:
+            break
+        if k & 0x3FFF == kind:
+            return msg[p + 4 : p + n]
+        p += (n + 3) & ~3
+    return b""
+
+
+_monitors: dict[str, Monitor] = {}
+
+
+def _open() -> socket.socket:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+    try:
+        s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    s.bind((0, 1 << (_NFNLGRP_NFTABLES - 1)))
+    s.setblocking(False)
+    return s
+
+
+def _sweep() -> None:
+    """Close the monitors whose namespace is gone or was replaced (their socket keeps it alive)."""
+    for path, m in list(_monitors.items()):
+        try:
+            st = os.stat(path)
+            alive = (st.st_dev, st.st_ino) == m.ns
+        except OSError:
+            alive = False
+        if not alive:
+            _monitors.pop(path, None)
+            m.close()
+
+
+def monitor_for(exec: NodeExec, timeout: float) -> tuple[Monitor, bool] | None:
+    """The node's monitor and whether it was opened just now (then it knows nothing yet); None when off,
+    not a named namespace of this machine, or the socket cannot be opened there."""
+    if not enabled() or type(exec) is not NetnsExec:
+        return None
+    ns = netnsio.netns_id(exec)
+    if ns is None:
+        return None
+    path = os.path.join(netnsio._NETNS_DIR, exec.netns)
+    with _lock:
+        _sweep()
+        m = _monitors.get(path)
+        if m is not None:
+            return m, False
+    sock = netnsio.in_node(exec, _open, timeout)
+    if sock is None:
+        return None
+    with _lock:
+        if path in _monitors:  # another thread opened one meanwhile
+            sock.close()
+            return _monitors[path], False
+        m = _monitors[path] = Monitor(path, ns, sock)
+    return m, True
+
+
+def changed_chains(m: Monitor, family: int, gen: int, wait: float = 0.5) -> set[tuple[str, str]] | None:
+    """The (table, chain) of ``family``'s iptables tables announced since that family was last read
+    (:func:`forget`), once the announcement of generation ``gen`` (read from the node) arrived; None when
+    that cannot be told exactly (announcements lost, one that is not about a chain or its rules, or
+    ``gen``'s announcement not there within ``wait`` seconds)."""
+    deadline = time.monotonic() + wait
+    with _lock:
+        while True:
+            m.drain()
+            if family in m.lost:
+                return None
+            if m.announced(gen):
+                break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+        chains = set(m.pending.get(family, ()))
+    return None if _WHOLE in chains else chains
+
+
+def forget(m: Monitor, family: int, chains: set[tuple[str, str]] | None = None) -> None:
+    """``family`` was read (``chains`` of it; None: all of it): what was announced about that is in the
+    read. For a full read, call this *before* the read starts: what is announced after it stays for the
+    next capture, and a full read of each family clears a loss."""
+    with _lock:
+        if chains is None:
+            m.drain()
+            m.pending.pop(family, None)
+            m.lost.discard(family)
+        else:
+            m.pending.get(family, set()).difference_update(chains)
+
+
+def read_chains(
+    exec: NodeExec, family: int, chains: set[tuple[str, str]], gen: int, timeout: float
+) -> bytes | None:
+    """An ``nfdump`` output holding only ``chains`` (each existing one's table, chain and rules) read at
+    generation ``gen``; None when the ruleset is no longer at ``gen`` or a table is gone."""
+
+    def read() -> bytes | None:
+        d = nfdump._Dumper(family)
+        try:
+            if _gen(d) != gen:
+                return None
+            msgs: list[bytes] = []
+            name = nfdump._attr
+            for t in sorted({t for t, _ in chains}):
+                try:
+                    msgs += d.request(nfdump._MSG["GETTABLE"], name(1, t.encode() + b"\0"), dump=False)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        return None
+                    raise
+            for t, c in sorted(chains):
+                sel = name(1, t.encode() + b"\0")
+                try:
+                    msgs += d.request(nfdump._MSG["GETCHAIN"], sel + name(3, c.encode() + b"\0"), dump=False)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        continue  # the chain is gone
+                    raise
+                msgs += d.request(nfdump._MSG["GETRULE"], sel + nfdump._attr(2, c.encode() + b"\0"))
+            if _gen(d) != gen:
+                return None
+            return nfdump.HEADER + str(family).encode() + b"\n" + b"".join(msgs)
+        finally:
+            d.sock.close()
+
+    return netnsio.in_node(exec, read, timeout)
+
+
+def _gen(d: nfdump._Dumper) -> int | None:
+    raw = d.generation()
+    return int.from_bytes(raw[4:8], "big") if len(raw) >= 8 else None
+
+
+def close(netns: str) -> None:
+    """Close the monitor of the namespace ``netns`` (before it is deleted: the socket keeps it alive)."""
+    with _lock:
+        m = _monitors.pop(os.path.join(netnsio._NETNS_DIR, netns), None)
+    if m is not None:
+        m.close()
+
+
+@atexit.register
+def close_all() -> None:
+    with _lock:
+        ms = list(_monitors.values())
+        _monitors.clear()
+    for m in ms:
+        m.close()

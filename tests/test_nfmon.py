@@ -1,0 +1,196 @@
+"""A large iptables ruleset captured again after a change: only the chains the kernel announced are read
+(node/nfmon.py), and the result is what a full read gives.
+
+Real ``iptables-nft-restore`` and ``nft`` in a temporary namespace; ``iptfast.MIN_CHAINS`` and
+``reuse.LARGE_CHAINS`` are lowered so a ruleset of about 50 chains takes the large-ruleset paths. No
+traffic passes through the namespace, so every counter is zero and a patched capture must equal a full
+read exactly (counters and line numbers included).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_capture_nft import ZOO6, _load, needs_nft  # tests/ is on sys.path (rootdir-less layout)
+
+from pytest_k8sstate.node import iptfast, netns, netnsio, nfmon, reuse
+from pytest_k8sstate.node.capture import NodeState, collect_node
+from pytest_k8sstate.node.exec import NetnsExec, run_command
+from pytest_k8sstate.testing import kube_proxy_iptables, make_services
+
+
+@pytest.fixture
+def ns(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetnsExec]:
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", 40)  # the fast path from 40 chains
+    monkeypatch.setattr(reuse, "LARGE_CHAINS", 30)  # fingerprinted by the generation alone from 30
+    with netns.temporary("nfmon") as n:
+        n.run(["nft", "add", "table", "inet", "k8ss-other"], timeout=30)
+        _load(n, kube_proxy_iptables(make_services(12, 2)))  # ~50 chains: large
+        _load(n, ZOO6, v6=True)  # a few chains: small
+        yield n
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[set[tuple[str, str]]]:
+    """The chains each partial read asked for."""
+    seen: list[set[tuple[str, str]]] = []
+    real = nfmon.read_chains
+
+    def spy(exec: Any, family: int, chains: set[tuple[str, str]], gen: int, timeout: float) -> Any:
+        seen.append(set(chains))
+        return real(exec, family, chains, gen, timeout)
+
+    monkeypatch.setattr(nfmon, "read_chains", spy)
+    return seen
+
+
+def _capture(ns: NetnsExec) -> NodeState:
+    st = collect_node(ns, ipvs=False)
+    assert not st.errors, st.errors
+    return st
+
+
+def _full(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> NodeState:
+    with monkeypatch.context() as m:
+        m.setenv(reuse.ENV, "0")
+        return _capture(ns)
+
+
+def _restore(ns: NetnsExec, text: str) -> None:
+    ns.run(["iptables-nft-restore", "--noflush"], input=text.encode(), timeout=60)
+
+
+def _svc_chain(st: NodeState) -> str:
+    assert st.iptables is not None
+    return next(c for c in st.iptables.tables["nat"].chains if c.startswith("KUBE-SVC-"))
+
+
+def _sep_chains(st: NodeState, svc: str) -> list[str]:
+    assert st.iptables is not None
+    chain = st.iptables.chain("nat", svc)
+    assert chain is not None
+    return [r.target for r in chain.rules if r.target and r.target.startswith("KUBE-SEP-")]
+
+
+@needs_nft
+def test_changed_chains_are_read_alone_and_give_what_a_full_read_gives(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    first = _capture(ns)
+    assert first.methods["iptables"] == iptfast.NETLINK_METHOD
+    svc = _svc_chain(first)
+    gone = _sep_chains(first, svc)[0]
+    # what kube-proxy does when an endpoint is replaced: a new SEP chain, the SVC chain rewritten, the
+    # old SEP chain flushed and deleted; and a policy change on a built-in chain of another table
+    _restore(
+        ns,
+        "*nat\n:KUBE-SEP-K8SSNEW - [0:0]\n"
+        "-A KUBE-SEP-K8SSNEW -p tcp -m tcp -j DNAT --to-destination 10.244.9.9:8080\n"
+        f"-F {svc}\n-A {svc} -j KUBE-SEP-K8SSNEW\n-F {gone}\n-X {gone}\nCOMMIT\n"
+        "*filter\n:FORWARD DROP [0:0]\nCOMMIT\n",
+    )
+    second = _capture(ns)
+    assert reads == [{("nat", "KUBE-SEP-K8SSNEW"), ("nat", svc), ("nat", gone), ("filter", "FORWARD")}]
+    assert second.methods["iptables"] == iptfast.NETLINK_METHOD
+    full = _full(ns, monkeypatch)
+    assert second.iptables == full.iptables
+    assert second.iptables != first.iptables
+    assert second.iptables is not None
+    assert second.iptables.chain("nat", gone) is None
+    assert second.ip6tables is first.ip6tables  # small, unchanged: reused as before
+    # and once more from the patched translation
+    _restore(ns, f"*nat\n-A {svc} -j RETURN\nCOMMIT\n")
+    third = _capture(ns)
+    assert reads[1:] == [{("nat", svc)}]
+    assert third.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_a_change_elsewhere_keeps_the_parsed_ruleset(
+    ns: NetnsExec, reads: list[set[tuple[str, str]]]
+) -> None:
+    first = _capture(ns)
+    ns.run(["nft", "add", "chain", "inet", "k8ss-other", "c"], timeout=30)  # the generation moves
+    ns.run(["ip6tables-nft", "-A", "FORWARD", "-j", "ACCEPT"], timeout=30)  # another family
+    second = _capture(ns)
+    assert reads == []
+    assert second.iptables is first.iptables
+    assert second.nft is not None
+    assert ("inet", "k8ss-other") in second.nft.tables
+    assert second.ip6tables != first.ip6tables
+
+
+@needs_nft
+def test_lost_announcements_mean_a_full_read_then_patching_again(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    _capture(ns)
+    mon = nfmon._monitors[f"/run/netns/{ns.netns}"]
+    mon.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)  # the kernel's minimum: a few messages
+    lines = "".join(f":K8SS-MANY-{i} - [0:0]\n-A K8SS-MANY-{i} -j RETURN\n" for i in range(200))
+    _restore(ns, f"*nat\n{lines}COMMIT\n")  # more announcements than the buffer holds: ENOBUFS
+    mon.drain()  # what is left of them (as a capture would)
+    mon.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    _restore(ns, "*nat\n-A K8SS-MANY-3 -j ACCEPT\nCOMMIT\n")  # announced in full, generation too
+    second = _capture(ns)
+    assert reads == []  # read in full
+    assert second.iptables == _full(ns, monkeypatch).iptables
+    assert second.iptables is not None
+    assert second.iptables.chain("nat", "K8SS-MANY-199") is not None
+    _restore(ns, "*nat\n-A K8SS-MANY-7 -j ACCEPT\nCOMMIT\n")
+    third = _capture(ns)
+    assert reads == [{("nat", "K8SS-MANY-7")}]
+    assert third.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_a_new_table_means_a_full_read(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    _capture(ns)
+    ns.run(["iptables-nft", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"], timeout=30)
+    second = _capture(ns)
+    assert reads == []
+    assert second.iptables is not None
+    assert "mangle" in second.iptables.tables
+    assert second.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_switched_off(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    monkeypatch.setenv(nfmon.ENV, "0")
+    first = _capture(ns)
+    _restore(ns, f"*nat\n-A {_svc_chain(first)} -j RETURN\nCOMMIT\n")
+    second = _capture(ns)
+    assert reads == []
+    assert second.iptables == _full(ns, monkeypatch).iptables
+    assert f"/run/netns/{ns.netns}" not in nfmon._monitors
+
+
+@needs_nft
+def test_the_monitor_is_closed_with_its_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iptfast, "MIN_CHAINS", 1)
+    with netns.temporary("nfmon") as n:
+        _capture(n)
+        path = f"/run/netns/{n.netns}"
+        mon = nfmon._monitors[path]
+        assert mon.sock.fileno() >= 0
+    assert path not in nfmon._monitors  # netns.delete closed it first
+    assert mon.sock.fileno() == -1
+    # a namespace deleted behind the project's back: the next monitor opened closes the stale one
+    gone = netns.create(f"{netns.PREFIX}nfmon-gone")
+    try:
+        _capture(gone)
+        stale = nfmon._monitors[f"/run/netns/{gone.netns}"]
+    finally:
+        run_command(["ip", "netns", "delete", gone.netns], timeout=10)
+    with netns.temporary("nfmon") as other:
+        assert nfmon.monitor_for(other, 10) is not None
+        assert stale.sock.fileno() == -1
+        assert f"/run/netns/{gone.netns}" not in nfmon._monitors
+    assert netnsio.netns_id(gone) is None

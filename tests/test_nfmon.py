@@ -194,3 +194,38 @@ def test_the_monitor_is_closed_with_its_namespace(monkeypatch: pytest.MonkeyPatc
         assert stale.sock.fileno() == -1
         assert f"/run/netns/{gone.netns}" not in nfmon._monitors
     assert netnsio.netns_id(gone) is None
+
+
+@needs_nft
+def test_a_capture_from_an_earlier_record_still_sees_every_change(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    """Announcements are not used up by the capture that read them: a capture that planned from the
+    record before it (another thread capturing the same node) gets the chains changed since that one."""
+    first = _capture(ns)
+    key = next(k for k in reuse._memos if k[1] == ns.node)
+    earlier = reuse._memos[key]
+    svc = _svc_chain(first)
+    _restore(ns, f"*nat\n-A {svc} -j RETURN\nCOMMIT\n")
+    second = _capture(ns)
+    _restore(ns, "*filter\n:K8SS-LATER - [0:0]\nCOMMIT\n")
+    reuse._memos[key] = earlier
+    third = _capture(ns)
+    assert reads == [{("nat", svc)}, {("nat", svc), ("filter", "K8SS-LATER")}]
+    assert second.iptables != third.iptables
+    assert third.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_a_change_before_the_monitor_was_opened_means_a_full_read(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    first = _capture(ns)
+    nfmon.close(ns.netns)  # as if the monitor had been swept: nobody hears the next change
+    _restore(ns, f"*nat\n-A {_svc_chain(first)} -j RETURN\nCOMMIT\n")
+    assert nfmon.monitor_for(ns, 10) is not None  # a new one, which hears only what comes next:
+    ns.run(["nft", "add", "chain", "inet", "k8ss-other", "c"], timeout=30)  # nothing of the family
+    second = _capture(ns)
+    assert reads == []
+    assert second.iptables != first.iptables
+    assert second.iptables == _full(ns, monkeypatch).iptables

@@ -8,11 +8,14 @@ and translating every rule again for that (:mod:`~pytest_k8sstate.node.nfdump`,
 The kernel says what changed: every committed nf_tables transaction is announced to the sockets that
 joined the ``NFNLGRP_NFTABLES`` group (what ``nft monitor`` prints) — each rule and chain added or
 deleted, with its table and chain, then a ``NEWGEN`` message with the new ruleset generation. A
-:class:`Monitor` is such a socket, opened in the node's namespace *before* the capture that reads the
-whole ruleset, and kept: at the next capture, :func:`changed_chains` drains it and names the chains
-changed since; :func:`read_chains` reads just those, at one generation whose announcements were all
-drained (so nothing committed up to the state read is missed). The capture patches the previous
-translation with them (:func:`~pytest_k8sstate.parse.iptnft.patch`).
+:class:`Monitor` is such a socket, opened in the node's namespace *before* the generation that the
+capture reading the whole ruleset starts from, and kept; it records each transaction as (generation,
+chains). At the next capture, :func:`changed_chains` names the chains changed after the generation the
+previous translation was read at, up to the node's generation now (once its announcement arrived, so
+nothing committed up to the state read is missed); :func:`read_chains` reads just those, at that
+generation. The capture patches the previous translation with them
+(:func:`~pytest_k8sstate.parse.iptnft.patch`). Nothing is used up: two captures of one node, each
+from its own previous record, each get the chains they need.
 
 Anything this cannot account for exactly makes the caller read everything as before: lost
 announcements (a full socket buffer: ``ENOBUFS``), a table created or deleted, sets, objects or
@@ -36,6 +39,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from pytest_k8sstate.node import netnsio, nfdump
@@ -48,7 +52,6 @@ __all__ = [
     "close",
     "close_all",
     "enabled",
-    "forget",
     "monitor_for",
     "read_chains",
 ]
@@ -71,45 +74,65 @@ def enabled() -> bool:
 
 
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_MAX_BATCHES = 4096
+"""Announced transactions remembered per node; a translation older than the oldest forgotten one is read
+again in full."""
+
+Chains = dict[int, set[tuple[str, str]]]
+"""Address family → (table, chain) of its iptables tables; :data:`_WHOLE` in a family's set: the
+announcements cannot be accounted for chain by chain."""
+
+
+def after(a: int, b: int) -> bool:
+    """Whether generation ``a`` comes after ``b`` (generations count up, modulo 2**32)."""
+    return a != b and (a - b) % (1 << 32) < (1 << 31)
 
 
 @dataclass
 class Monitor:
-    """A socket in a node's namespace that receives its nf_tables announcements."""
+    """A socket in a node's namespace that receives its nf_tables announcements.
+
+    Nothing is consumed: each committed transaction is kept as (its generation, the chains it touched),
+    so every capture of the node asks for the chains changed since the generation *its* previous
+    translation was read at (concurrent captures of one node each get the right answer)."""
 
     path: str
     ns: tuple[int, int]
     sock: socket.socket
-    pending: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
-    """Address family → (table, chain) announced since that family was last read."""
-    lost: set[int] = field(default_factory=lambda: set(_FAMILIES))
-    """Families whose announcements are not all in :attr:`pending` (dropped, or from before the socket
-    was opened): read in full next."""
+    floor: int
+    """Translations read at an earlier generation cannot be patched: the socket was opened (or a
+    transaction forgotten) after it."""
+    batches: deque[tuple[int, Chains]] = field(default_factory=deque)
+    current: Chains = field(default_factory=dict)
+    """The chains of the transaction being announced (its generation comes last)."""
     last_gen: int | None = None
-    """The last generation announced."""
 
     def drain(self) -> None:
-        """Read every announcement waiting in the socket into :attr:`pending`."""
+        """Read every announcement waiting in the socket."""
         while True:
             try:
                 data = self.sock.recv(1 << 20)
             except BlockingIOError:
                 return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # announcements were dropped: only a full read is exact
-                    self.lost.update(_FAMILIES)
+            except OSError as exc:  # ENOBUFS: announcements were dropped; up to the next generation
+                self._lose()  # announced, nothing can be told chain by chain
+                if exc.errno == errno.ENOBUFS:
                     continue
-                raise
+                return
             if not data:
                 return
             self._take(data)
+
+    def _lose(self) -> None:
+        for fam in _FAMILIES:
+            self.current.setdefault(fam, set()).add(_WHOLE)
 
     def _take(self, data: bytes) -> None:
         pos = 0
         while pos + 20 <= len(data):
             length, mtype = struct.unpack_from("=IH", data, pos)
             if length < 20 or pos + length > len(data):
-                self.lost.update(_FAMILIES)
+                self._lose()
                 return
             msg = data[pos : pos + length]
             pos += (length + 3) & ~3
@@ -120,13 +143,17 @@ class Monitor:
                 gen = _attr(msg, 1)
                 if len(gen) >= 4:
                     self.last_gen = int.from_bytes(gen[:4], "big")
+                    self.batches.append((self.last_gen, self.current))
+                    self.current = {}
+                    if len(self.batches) > _MAX_BATCHES:
+                        self.floor = self.batches.popleft()[0]
                 continue
             if fam not in _FAMILIES:
                 continue  # inet, arp, bridge, netdev tables: never in the iptables parts
             table = _attr(msg, 1).rstrip(b"\0").decode("utf-8", "replace")
             if table not in _TABLES:
                 continue
-            chains = self.pending.setdefault(fam, set())
+            chains = self.current.setdefault(fam, set())
             if kind in (_NEWRULE, _DELRULE):
                 chains.add((table, _attr(msg, 2).rstrip(b"\0").decode("utf-8", "replace")))
             elif kind in (_NEWCHAIN, _DELCHAIN):
@@ -135,8 +162,8 @@ class Monitor:
                 chains.add(_WHOLE)
 
     def announced(self, gen: int) -> bool:
-        """Whether generation ``gen``'s announcement arrived (generations count up, modulo 2**32)."""
-        return self.last_gen is not None and (self.last_gen - gen) % (1 << 32) < (1 << 31)
+        """Whether generation ``gen``'s announcement arrived."""
+        return self.last_gen is not None and not after(gen, self.last_gen)
 
     def close(self) -> None:
         self.sock.close()
@@ -155,17 +182,30 @@ def _attr(msg: bytes, kind: int) -> bytes:
 
 
 _monitors: dict[str, Monitor] = {}
+_MAX_MONITORS = 256
 
 
-def _open() -> socket.socket:
+def _open() -> tuple[socket.socket, int]:
+    """The announcement socket, then the generation: every transaction after it is announced."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
     try:
-        s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
-    except OSError:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-    s.bind((0, 1 << (_NFNLGRP_NFTABLES - 1)))
-    s.setblocking(False)
-    return s
+        try:
+            s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        s.bind((0, 1 << (_NFNLGRP_NFTABLES - 1)))
+        s.setblocking(False)
+        d = nfdump._Dumper(socket.AF_UNSPEC)
+        try:
+            gen = _gen(d)
+        finally:
+            d.sock.close()
+        if gen is None:
+            raise OSError("no nf_tables generation")
+    except BaseException:
+        s.close()
+        raise
+    return s, gen
 
 
 def _sweep() -> None:
@@ -181,9 +221,9 @@ def _sweep() -> None:
             m.close()
 
 
-def monitor_for(exec: NodeExec, timeout: float) -> tuple[Monitor, bool] | None:
-    """The node's monitor and whether it was opened just now (then it knows nothing yet); None when off,
-    not a named namespace of this machine, or the socket cannot be opened there."""
+def monitor_for(exec: NodeExec, timeout: float) -> Monitor | None:
+    """The node's monitor (opened now if it has none); None when off, not a named namespace of this
+    machine, or the socket cannot be opened there."""
     if not enabled() or type(exec) is not NetnsExec:
         return None
     ns = netnsio.netns_id(exec)
@@ -194,49 +234,42 @@ def monitor_for(exec: NodeExec, timeout: float) -> tuple[Monitor, bool] | None:
         _sweep()
         m = _monitors.get(path)
         if m is not None:
-            return m, False
-    sock = netnsio.in_node(exec, _open, timeout)
-    if sock is None:
+            return m
+    got = netnsio.in_node(exec, _open, timeout)
+    if got is None:
         return None
     with _lock:
         if path in _monitors:  # another thread opened one meanwhile
-            sock.close()
-            return _monitors[path], False
-        m = _monitors[path] = Monitor(path, ns, sock)
-    return m, True
+            got[0].close()
+            return _monitors[path]
+        m = _monitors[path] = Monitor(path, ns, got[0], floor=got[1])
+        while len(_monitors) > _MAX_MONITORS:  # the longest-open first (its node captures read in full)
+            _monitors.pop(next(iter(_monitors))).close()
+    return m
 
 
-def changed_chains(m: Monitor, family: int, gen: int, wait: float = 0.5) -> set[tuple[str, str]] | None:
-    """The (table, chain) of ``family``'s iptables tables announced since that family was last read
-    (:func:`forget`), once the announcement of generation ``gen`` (read from the node) arrived; None when
-    that cannot be told exactly (announcements lost, one that is not about a chain or its rules, or
-    ``gen``'s announcement not there within ``wait`` seconds)."""
+def changed_chains(
+    m: Monitor, family: int, since: int, gen: int, wait: float = 0.5
+) -> set[tuple[str, str]] | None:
+    """The (table, chain) of ``family``'s iptables tables changed by the transactions after generation
+    ``since`` up to ``gen`` (read from the node: its announcement is waited for); None when that cannot
+    be told exactly: ``since`` is before the monitor knows, announcements were lost, one is not about a
+    chain or its rules, or ``gen``'s announcement is not there within ``wait`` seconds."""
     deadline = time.monotonic() + wait
-    with _lock:
-        while True:
+    while True:
+        with _lock:
             m.drain()
-            if family in m.lost:
-                return None
             if m.announced(gen):
-                break
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.005)
-        chains = set(m.pending.get(family, ()))
-    return None if _WHOLE in chains else chains
-
-
-def forget(m: Monitor, family: int, chains: set[tuple[str, str]] | None = None) -> None:
-    """``family`` was read (``chains`` of it; None: all of it): what was announced about that is in the
-    read. For a full read, call this *before* the read starts: what is announced after it stays for the
-    next capture, and a full read of each family clears a loss."""
-    with _lock:
-        if chains is None:
-            m.drain()
-            m.pending.pop(family, None)
-            m.lost.discard(family)
-        else:
-            m.pending.get(family, set()).difference_update(chains)
+                if after(m.floor, since):
+                    return None
+                chains: set[tuple[str, str]] = set()
+                for g, batch in m.batches:
+                    if after(g, since) and not after(g, gen):
+                        chains |= batch.get(family, set())
+                return None if _WHOLE in chains else chains
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.005)
 
 
 def read_chains(

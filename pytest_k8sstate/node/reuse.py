@@ -70,7 +70,7 @@ class _Memo:
     values: dict[str, Any]  # part → parsed value
     methods: dict[str, str]
     translations: dict[str, dict[bytes, str]] = field(default_factory=dict)  # part → iptnft memo
-    bases: dict[str, Translated] = field(default_factory=dict)  # part → its translation (nfmon)
+    bases: dict[str, tuple[Translated, int]] = field(default_factory=dict)  # part → Plan.bases
 
 
 @dataclass
@@ -95,9 +95,10 @@ class Plan:
     patched: dict[str, bytes] = field(default_factory=dict)
     """``iptables``/``ip6tables`` → its ``iptables-save -c`` text: the previous translation with the
     chains the node announced as changed read again (:mod:`~pytest_k8sstate.node.nfmon`)."""
-    bases: dict[str, Translated] | None = None
-    """``iptables``/``ip6tables`` → this capture's translation (the capture adds those it reads in full);
-    None: the node has no monitor (nothing to patch next time)."""
+    bases: dict[str, tuple[Translated, int]] | None = None
+    """``iptables``/``ip6tables`` → this capture's translation and the generation it was read at (or
+    before: the capture adds those it reads in full, with :attr:`gen`); None: the node has no monitor
+    (nothing to patch next time)."""
 
 
 _FAMILY = {"iptables": 2, "ip6tables": 10}
@@ -230,7 +231,7 @@ def plan(
         bases={} if mon is not None else None,
     )
     if mon is not None:
-        _follow(exec, mon[0], out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
+        _follow(exec, mon, out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:
@@ -244,11 +245,9 @@ def plan(
                 out.reused[p] = memo.values[p]
                 if p in memo.methods:
                     out.methods[p] = memo.methods[p]
-    if mon is not None and out.bases is not None:
-        for part, fam in _FAMILY.items():
-            if part in cmds and part not in out.reused and part not in out.patched:
-                nfmon.forget(mon[0], fam)  # read in full by this capture: what was announced is in it
-            elif part in out.reused and memo is not None and part in memo.bases:
+    if mon is not None and out.bases is not None and memo is not None:
+        for part in _FAMILY:
+            if part in out.reused and part in memo.bases:
                 out.bases.setdefault(part, memo.bases[part])
     return out
 
@@ -259,19 +258,23 @@ def _follow(
     """For each large iptables family whose generation moved: reuse it when the node announced no change
     to its chains, or patch the previous translation with the chains it announced (``out.patched``);
     otherwise leave it to be read in full."""
-    if memo is None or out.gen is None:
+    if memo is None or out.gen is None or out.bases is None:
         return
     gen = int(out.gen, 16)
     for c in sorted(large):
-        base, fp = memo.bases.get(c), f"gen:{out.gen}"
-        if base is None or c not in memo.values or memo.fingerprints.get(c) == fp:
+        fp = f"gen:{out.gen}"
+        if c not in memo.bases or c not in memo.values or memo.fingerprints.get(c) == fp:
             continue  # nothing to start from, or unchanged (reused as usual)
+        base, since = memo.bases[c]
         fam = _FAMILY[c]
-        chains = nfmon.changed_chains(mon, fam, gen)
+        chains = nfmon.changed_chains(mon, fam, since, gen)
         if chains is None:
             continue
         if not chains:  # the generation moved for other tables or families only
-            memo.fingerprints[c] = fp
+            out.reused[c] = memo.values[c]
+            if c in memo.methods:
+                out.methods[c] = memo.methods[c]
+            out.bases[c] = (base, gen)
             continue
         data = nfmon.read_chains(exec, fam, chains, gen, limit)
         if data is None:
@@ -284,9 +287,7 @@ def _follow(
             continue
         out.patched[c] = text.encode("utf-8", "surrogateescape")
         out.translations[c] = tr if len(tr) <= 4 * now.rule_count() + 64 else {}
-        assert out.bases is not None
-        out.bases[c] = now
-        nfmon.forget(mon, fam, chains)
+        out.bases[c] = (now, gen)
 
 
 def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods: dict[str, str]) -> None:

@@ -147,13 +147,16 @@ def test_lost_announcements_mean_a_full_read_then_patching_again(
 
 
 @needs_nft
-def test_a_new_table_means_a_full_read(
-    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
-) -> None:
+@pytest.mark.parametrize("how", ["a rule", "nothing"])
+def test_a_new_table_means_a_full_read(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A new iptables table, with a rule (its chain is announced too) or empty (only the table is):
+    iptables-save prints it either way."""
     _capture(ns)
-    ns.run(["iptables-nft", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"], timeout=30)
+    if how == "a rule":
+        ns.run(["iptables-nft", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"], timeout=30)
+    else:
+        ns.run(["nft", "add", "table", "ip", "mangle"], timeout=30)
     second = _capture(ns)
-    assert reads == []
     assert second.iptables is not None
     assert "mangle" in second.iptables.tables
     assert second.iptables == _full(ns, monkeypatch).iptables
@@ -175,7 +178,10 @@ def test_switched_off(
 @needs_nft
 def test_the_monitor_is_closed_with_its_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(iptfast, "MIN_CHAINS", 1)
+    monkeypatch.setattr(reuse, "LARGE_CHAINS", 1)
+    rules = kube_proxy_iptables(make_services(2, 1))
     with netns.temporary("nfmon") as n:
+        _load(n, rules)
         _capture(n)
         path = f"/run/netns/{n.netns}"
         mon = nfmon._monitors[path]
@@ -185,12 +191,14 @@ def test_the_monitor_is_closed_with_its_namespace(monkeypatch: pytest.MonkeyPatc
     # a namespace deleted behind the project's back: the next monitor opened closes the stale one
     gone = netns.create(f"{netns.PREFIX}nfmon-gone")
     try:
+        _load(gone, rules)
         _capture(gone)
         stale = nfmon._monitors[f"/run/netns/{gone.netns}"]
     finally:
         run_command(["ip", "netns", "delete", gone.netns], timeout=10)
     with netns.temporary("nfmon") as other:
-        assert nfmon.monitor_for(other, 10) is not None
+        _load(other, rules)
+        _capture(other)
         assert stale.sock.fileno() == -1
         assert f"/run/netns/{gone.netns}" not in nfmon._monitors
     assert netnsio.netns_id(gone) is None
@@ -228,4 +236,86 @@ def test_a_change_before_the_monitor_was_opened_means_a_full_read(
     second = _capture(ns)
     assert reads == []
     assert second.iptables != first.iptables
+    assert second.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_a_renamed_chain_means_a_full_read(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    """``iptables -E`` announces the chain under its new name only, and not the rules that jump to it
+    (their text changes): nothing to patch chain by chain."""
+    first = _capture(ns)
+    svc = _svc_chain(first)
+    sep = _sep_chains(first, svc)[0]
+    ns.run(["iptables-nft", "-t", "nat", "-E", sep, "K8SS-RENAMED"], timeout=30)
+    second = _capture(ns)
+    assert reads == []
+    assert second.iptables is not None
+    assert second.iptables.chain("nat", sep) is None
+    assert "K8SS-RENAMED" in _sep_chains(second, svc) or any(
+        r.target == "K8SS-RENAMED" for r in second.iptables.tables["nat"].chains[svc].rules
+    )
+    assert second.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_a_change_to_most_chains_is_read_in_full(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    first = _capture(ns)
+    assert first.iptables is not None
+    nat = first.iptables.tables["nat"].chains
+    _restore(ns, "*nat\n" + "".join(f"-A {c} -j RETURN\n" for c in nat if c.startswith("KUBE-")) + "COMMIT\n")
+    second = _capture(ns)
+    assert reads == []
+    assert second.iptables == _full(ns, monkeypatch).iptables
+
+
+def test_changed_chains_counts_the_transactions_after_the_translation() -> None:
+    """Which recorded transactions count, on a monitor with a made-up record (its socket has nothing)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        m = nfmon.Monitor("/run/netns/none", (0, 0), a, floor=4)
+        nat = {2: {("nat", "A")}}
+        m.batches.extend(
+            [(5, nat), (6, {2: {("nat", "B")}, 10: {("nat", "V6")}}), (7, {2: {("filter", "C")}})]
+        )
+        m.last_gen = 7
+        assert nfmon.changed_chains(m, 2, 5, 6, exact=True) == {("nat", "B")}
+        # a translation read right after generation 5 was bumped may miss part of transaction 5
+        assert nfmon.changed_chains(m, 2, 5, 6, exact=False) == {("nat", "A"), ("nat", "B")}
+        assert nfmon.changed_chains(m, 10, 4, 7, exact=True) == {("nat", "V6")}
+        assert nfmon.changed_chains(m, 2, 3, 7, exact=True) is None  # before the monitor knew
+        assert nfmon.changed_chains(m, 2, 8, 7, exact=True) is None  # after now: another namespace
+        assert nfmon.changed_chains(m, 2, 4, 9, exact=True, wait=0.05) is None  # 9 not announced
+        m.batches.append((8, {2: {("nat", "")}}))
+        m.last_gen = 8
+        assert nfmon.changed_chains(m, 2, 7, 8, exact=True) == {("nat", "")}
+        top = 1 << 32
+        w = nfmon.Monitor("/run/netns/none", (0, 0), a, floor=top - 4)  # generations wrap around
+        w.batches.extend(
+            [(top - 3, {2: {("nat", "C")}}), (top - 1, {2: {("nat", "D")}}), (1, {2: {("nat", "E")}})]
+        )
+        w.last_gen = 1
+        assert nfmon.changed_chains(w, 2, top - 3, 1, exact=True) == {("nat", "D"), ("nat", "E")}
+    finally:
+        a.close()
+        b.close()
+
+
+@needs_nft
+def test_a_translation_another_monitor_followed_is_not_patched(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    """A namespace recreated under the same name can get the same inode (the memo's key): only the
+    monitor that was open when a translation was read may patch it."""
+    first = _capture(ns)
+    key = next(k for k in reuse._memos if k[1] == ns.node)
+    base = reuse._memos[key].bases["iptables"]
+    reuse._memos[key].bases["iptables"] = base._replace(monitor=base.monitor + 1000)
+    _restore(ns, f"*nat\n-A {_svc_chain(first)} -j RETURN\nCOMMIT\n")
+    second = _capture(ns)
+    assert reads == []
     assert second.iptables == _full(ns, monkeypatch).iptables

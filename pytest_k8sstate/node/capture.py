@@ -418,8 +418,9 @@ def collect_node(
                     state.methods[p] = method
                 if memo and method == iptfast.NETLINK_METHOD:
                     plan.translations[p] = memo
-                if tr is not None and plan.bases is not None and plan.gen is not None:
-                    plan.bases[p] = (tr, int(plan.gen, 16))  # read after that generation was
+                base = plan.full_base(tr) if tr is not None else None
+                if base is not None and plan.bases is not None:
+                    plan.bases[p] = base
         except CommandError as exc:
             state.errors[p] = _clip(f"`{cmd}` (the fast path's fallback) failed on node {node}: {exc}")
             continue

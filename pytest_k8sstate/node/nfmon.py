@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import atexit
 import errno
+import itertools
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 
 from pytest_k8sstate.node import netnsio, nfdump
 from pytest_k8sstate.node.exec import NetnsExec, NodeExec
+from pytest_k8sstate.parse.iptnft import BUILTIN_CHAINS
 
 __all__ = [
     "ENV",
@@ -62,7 +65,7 @@ _SO_RCVBUFFORCE = 33
 _RCVBUF = 1 << 25  # 32 MiB: a full kube-proxy resync of 10,000 Services is about 100k announcements
 _SUBSYS = 10  # NFNL_SUBSYS_NFTABLES
 _NEWTABLE, _DELTABLE, _NEWCHAIN, _DELCHAIN, _NEWRULE, _DELRULE, _NEWGEN = 0, 2, 3, 5, 6, 8, 15
-_TABLES = frozenset({"raw", "mangle", "filter", "nat", "security"})
+_TABLES = frozenset(BUILTIN_CHAINS)
 _WHOLE = ("", "")
 """In a family's changed chains: announcements this module cannot account for chain by chain."""
 _lock = threading.Lock()
@@ -75,12 +78,16 @@ def enabled() -> bool:
 
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _MAX_BATCHES = 4096
-"""Announced transactions remembered per node; a translation older than the oldest forgotten one is read
-again in full."""
+_MAX_ENTRIES = 200_000
+"""Announced transactions (and chains in them) remembered per node; a translation older than the oldest
+forgotten one is read again in full."""
+_NLM_F_EXCL = 0x200
+_serials = itertools.count(1)
 
 Chains = dict[int, set[tuple[str, str]]]
 """Address family → (table, chain) of its iptables tables; :data:`_WHOLE` in a family's set: the
-announcements cannot be accounted for chain by chain."""
+announcements cannot be accounted for chain by chain; (table, ``""``): the table was announced (created
+or updated)."""
 
 
 def after(a: int, b: int) -> bool:
@@ -100,37 +107,53 @@ class Monitor:
     ns: tuple[int, int]
     sock: socket.socket
     floor: int
-    """Translations read at an earlier generation cannot be patched: the socket was opened (or a
-    transaction forgotten) after it."""
+    """Every transaction after this generation was announced (the socket was opened, or announcements
+    were lost or forgotten, before the next one)."""
+    serial: int = field(default_factory=lambda: next(_serials))
+    """Tells monitors apart: a translation is patched only with the announcements of the monitor that
+    was open when it was read (a namespace recreated under the same name and inode is another one)."""
     batches: deque[tuple[int, Chains]] = field(default_factory=deque)
     current: Chains = field(default_factory=dict)
     """The chains of the transaction being announced (its generation comes last)."""
+    entries: int = 0
     last_gen: int | None = None
+    lost: bool = False
+    """Announcements were dropped: nothing is known until the next generation is announced (which
+    becomes :attr:`floor`)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def drain(self) -> None:
-        """Read every announcement waiting in the socket."""
+        """Read every announcement waiting in the socket (call with :attr:`lock` held)."""
         while True:
             try:
                 data = self.sock.recv(1 << 20)
             except BlockingIOError:
                 return
-            except OSError as exc:  # ENOBUFS: announcements were dropped; up to the next generation
-                self._lose()  # announced, nothing can be told chain by chain
-                if exc.errno == errno.ENOBUFS:
-                    continue
-                return
+            except OSError:  # ENOBUFS: announcements dropped (and more while the queue was full)
+                self._lose()
+                continue
             if not data:
                 return
             self._take(data)
 
     def _lose(self) -> None:
-        for fam in _FAMILIES:
-            self.current.setdefault(fam, set()).add(_WHOLE)
+        self.lost = True
+        self.batches.clear()
+        self.current = {}
+        self.entries = 0
+        while True:  # what is still queued is part of the gap: only what comes after it counts
+            try:
+                if not self.sock.recv(1 << 20):
+                    return
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
 
     def _take(self, data: bytes) -> None:
         pos = 0
         while pos + 20 <= len(data):
-            length, mtype = struct.unpack_from("=IH", data, pos)
+            length, mtype, flags = struct.unpack_from("=IHH", data, pos)
             if length < 20 or pos + length > len(data):
                 self._lose()
                 return
@@ -142,28 +165,43 @@ class Monitor:
             if kind == _NEWGEN:
                 gen = _attr(msg, 1)
                 if len(gen) >= 4:
-                    self.last_gen = int.from_bytes(gen[:4], "big")
-                    self.batches.append((self.last_gen, self.current))
-                    self.current = {}
-                    if len(self.batches) > _MAX_BATCHES:
-                        self.floor = self.batches.popleft()[0]
+                    self._close_batch(int.from_bytes(gen[:4], "big"))
                 continue
             if fam not in _FAMILIES:
                 continue  # inet, arp, bridge, netdev tables: never in the iptables parts
-            table = _attr(msg, 1).rstrip(b"\0").decode("utf-8", "replace")
+            table = sys.intern(_attr(msg, 1).rstrip(b"\0").decode("utf-8", "replace"))
             if table not in _TABLES:
                 continue
             chains = self.current.setdefault(fam, set())
             if kind in (_NEWRULE, _DELRULE):
-                chains.add((table, _attr(msg, 2).rstrip(b"\0").decode("utf-8", "replace")))
+                chains.add((table, sys.intern(_attr(msg, 2).rstrip(b"\0").decode("utf-8", "replace"))))
             elif kind in (_NEWCHAIN, _DELCHAIN):
-                chains.add((table, _attr(msg, 3).rstrip(b"\0").decode("utf-8", "replace")))
-            else:  # a table created, changed or deleted; a set, object or flowtable in an iptables table
+                name = sys.intern(_attr(msg, 3).rstrip(b"\0").decode("utf-8", "replace"))
+                if kind == _NEWCHAIN and not flags & _NLM_F_EXCL and name not in BUILTIN_CHAINS[table]:
+                    chains.add(_WHOLE)  # a user chain updated, not created: a rename (-E) changes
+                else:  # the rules that jump to it too, and announces neither them nor the old name
+                    chains.add((table, name))
+            elif kind == _NEWTABLE:
+                chains.add((table, ""))  # created (a new table: read in full) or updated
+            else:  # a table deleted; a set, object or flowtable in an iptables table
                 chains.add(_WHOLE)
+
+    def _close_batch(self, gen: int) -> None:
+        self.last_gen = gen
+        if self.lost:  # this transaction may have lost some of its announcements: it is the new floor
+            self.lost, self.floor, self.current = False, gen, {}
+            return
+        self.batches.append((gen, self.current))
+        self.entries += sum(len(c) for c in self.current.values())
+        self.current = {}
+        while self.batches and (len(self.batches) > _MAX_BATCHES or self.entries > _MAX_ENTRIES):
+            g, old = self.batches.popleft()
+            self.entries -= sum(len(c) for c in old.values())
+            self.floor = g
 
     def announced(self, gen: int) -> bool:
         """Whether generation ``gen``'s announcement arrived."""
-        return self.last_gen is not None and not after(gen, self.last_gen)
+        return not self.lost and self.last_gen is not None and not after(gen, self.last_gen)
 
     def close(self) -> None:
         self.sock.close()
@@ -249,22 +287,25 @@ def monitor_for(exec: NodeExec, timeout: float) -> Monitor | None:
 
 
 def changed_chains(
-    m: Monitor, family: int, since: int, gen: int, wait: float = 0.5
+    m: Monitor, family: int, since: int, gen: int, *, exact: bool, wait: float = 0.5
 ) -> set[tuple[str, str]] | None:
     """The (table, chain) of ``family``'s iptables tables changed by the transactions after generation
-    ``since`` up to ``gen`` (read from the node: its announcement is waited for); None when that cannot
-    be told exactly: ``since`` is before the monitor knows, announcements were lost, one is not about a
-    chain or its rules, or ``gen``'s announcement is not there within ``wait`` seconds."""
+    ``since`` (``exact``: the translation holds all of ``since`` — it was read once its announcement
+    arrived; else transaction ``since`` counts too: a read right after the generation was bumped may
+    not see all of it) up to ``gen`` (read from the node: its announcement is waited for); (table,
+    ``""``) for a table announced. None when that cannot be told exactly: ``since`` is before the
+    monitor knows, announcements were lost, one is not about a chain or its rules, or ``gen``'s
+    announcement is not there within ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
-        with _lock:
+        with m.lock:
             m.drain()
             if m.announced(gen):
-                if after(m.floor, since):
+                if after(m.floor, since) or after(since, gen):
                     return None
                 chains: set[tuple[str, str]] = set()
                 for g, batch in m.batches:
-                    if after(g, since) and not after(g, gen):
+                    if (after(g, since) or (g == since and not exact)) and not after(g, gen):
                         chains |= batch.get(family, set())
                 return None if _WHOLE in chains else chains
         if time.monotonic() >= deadline:
@@ -293,6 +334,8 @@ def read_chains(
                         return None
                     raise
             for t, c in sorted(chains):
+                if not c:
+                    continue  # the table itself (read above)
                 sel = name(1, t.encode() + b"\0")
                 try:
                     msgs += d.request(nfdump._MSG["GETCHAIN"], sel + name(3, c.encode() + b"\0"), dump=False)

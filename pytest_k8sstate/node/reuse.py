@@ -28,7 +28,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_k8sstate.errors import CommandError
 from pytest_k8sstate.node import netnsio, nfmon
@@ -70,7 +70,18 @@ class _Memo:
     values: dict[str, Any]  # part → parsed value
     methods: dict[str, str]
     translations: dict[str, dict[bytes, str]] = field(default_factory=dict)  # part → iptnft memo
-    bases: dict[str, tuple[Translated, int]] = field(default_factory=dict)  # part → Plan.bases
+    bases: dict[str, Base] = field(default_factory=dict)  # part → Plan.bases
+
+
+class Base(NamedTuple):
+    """A large iptables family's translation, to patch with the chains announced after it (nfmon)."""
+
+    translated: Translated
+    since: int
+    """The generation read before it was (``exact``: it holds all of that transaction)."""
+    exact: bool
+    monitor: int
+    """The serial of the node's monitor that was open when it was read."""
 
 
 @dataclass
@@ -95,10 +106,16 @@ class Plan:
     patched: dict[str, bytes] = field(default_factory=dict)
     """``iptables``/``ip6tables`` → its ``iptables-save -c`` text: the previous translation with the
     chains the node announced as changed read again (:mod:`~pytest_k8sstate.node.nfmon`)."""
-    bases: dict[str, tuple[Translated, int]] | None = None
-    """``iptables``/``ip6tables`` → this capture's translation and the generation it was read at (or
-    before: the capture adds those it reads in full, with :attr:`gen`); None: the node has no monitor
-    (nothing to patch next time)."""
+    bases: dict[str, Base] | None = None
+    """``iptables``/``ip6tables`` → this capture's translation (the capture adds those it reads in full:
+    :meth:`full_base`); None: the node has no monitor (nothing to patch next time)."""
+    monitor: int = 0
+
+    def full_base(self, tr: Translated) -> Base | None:
+        """The record of a family read in full by this capture (after :attr:`gen` was read)."""
+        if self.bases is None or self.gen is None:
+            return None
+        return Base(tr, int(self.gen, 16), False, self.monitor)
 
 
 _FAMILY = {"iptables": 2, "ip6tables": 10}
@@ -191,8 +208,6 @@ def plan(
     with _lock:
         memo = _memos.get(key)
     limit = min(timeout, 60.0)
-    # opened before the generation is read: every later commit is announced to it (node/nfmon.py)
-    mon = nfmon.monitor_for(exec, limit) if any(c in _FAMILY for c in cmds) else None
     got = netnsio.fingerprints(exec, timeout=limit, nft_exact=False)
     if not got or not got[0]:
         return Plan()
@@ -228,10 +243,19 @@ def plan(
         gen=gen,
         previous=dict(memo.values) if memo is not None else {},
         translations=dict(memo.translations) if memo is not None else {},
-        bases={} if mon is not None else None,
     )
-    if mon is not None:
-        _follow(exec, mon, out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
+    # a node with a large iptables family: follow its changes (node/nfmon.py); opened after the
+    # generation was read, a monitor that missed a commit since then makes the next capture read in full
+    mon = None
+    if any(d[1] > LARGE_CHAINS for d in dumps.values()) or (memo is not None and memo.bases):
+        try:
+            mon = nfmon.monitor_for(exec, limit)
+            if mon is not None:
+                out.bases, out.monitor = {}, mon.serial
+                _follow(exec, mon, out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
+        except (CommandError, OSError, Untranslatable):
+            out.patched.clear()  # what _follow had not finished is read in full
+            out.bases = {} if mon is not None else None
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:
@@ -245,7 +269,7 @@ def plan(
                 out.reused[p] = memo.values[p]
                 if p in memo.methods:
                     out.methods[p] = memo.methods[p]
-    if mon is not None and out.bases is not None and memo is not None:
+    if out.bases is not None and memo is not None:
         for part in _FAMILY:
             if part in out.reused and part in memo.bases:
                 out.bases.setdefault(part, memo.bases[part])
@@ -262,32 +286,35 @@ def _follow(
         return
     gen = int(out.gen, 16)
     for c in sorted(large):
-        fp = f"gen:{out.gen}"
-        if c not in memo.bases or c not in memo.values or memo.fingerprints.get(c) == fp:
-            continue  # nothing to start from, or unchanged (reused as usual)
-        base, since = memo.bases[c]
+        base = memo.bases.get(c)
+        if base is None or base.monitor != mon.serial or c not in memo.values:
+            continue  # nothing to start from that this monitor followed
+        if memo.fingerprints.get(c) == f"gen:{out.gen}":
+            continue  # unchanged (reused as usual)
         fam = _FAMILY[c]
-        chains = nfmon.changed_chains(mon, fam, since, gen)
+        chains = nfmon.changed_chains(mon, fam, base.since, gen, exact=base.exact)
         if chains is None:
             continue
         if not chains:  # the generation moved for other tables or families only
             out.reused[c] = memo.values[c]
             if c in memo.methods:
                 out.methods[c] = memo.methods[c]
-            out.bases[c] = (base, gen)
+            out.bases[c] = Base(base.translated, gen, True, mon.serial)
             continue
+        if 4 * len(chains) > sum(len(t) for t in base.translated.tables.values()):
+            continue  # most of it changed (a full resync): a full read is cheaper
         data = nfmon.read_chains(exec, fam, chains, gen, limit)
         if data is None:
             continue
         tr = dict(memo.translations.get(c, {}))
         try:
-            now = patch(base, data, chains, previous=tr, memo=tr)
+            now = patch(base.translated, data, chains, previous=tr, memo=tr)
             text = now.text()
         except Untranslatable:
             continue
         out.patched[c] = text.encode("utf-8", "surrogateescape")
         out.translations[c] = tr if len(tr) <= 4 * now.rule_count() + 64 else {}
-        out.bases[c] = (now, gen)
+        out.bases[c] = Base(now, gen, True, mon.serial)  # read once gen's announcement had arrived
 
 
 def remember(p: Plan, part_cmd: dict[str, str], values: dict[str, Any], methods: dict[str, str]) -> None:

@@ -28,7 +28,15 @@ from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS
 from pytest_k8sstate.parse.iptnft_rule import translate_ops
 from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u32, u64
 
-__all__ = ["HEADER", "Translated", "Untranslatable", "netlink_to_iptables_save", "netlink_translate", "patch"]
+__all__ = [
+    "BUILTIN_CHAINS",
+    "HEADER",
+    "Translated",
+    "Untranslatable",
+    "netlink_to_iptables_save",
+    "netlink_translate",
+    "patch",
+]
 
 HEADER = b"K8SS-NFTNL 1 "
 
@@ -45,6 +53,8 @@ _BUILTIN: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
+BUILTIN_CHAINS = _BUILTIN
+"""Each iptables table's built-in chains."""
 
 
 # --- the dump ------------------------------------------------------------------------------------
@@ -135,8 +145,9 @@ def patch(
 ) -> Translated:
     """``base`` with each of ``chains`` (table, chain) as ``data`` shows it now: ``data`` is a dump of
     those chains only (each existing one's ``NEWCHAIN`` and ``NEWRULE`` messages, after the ``NEWTABLE``
-    message of its table); a chain it does not hold is gone. The other chains are ``base``'s, unchanged.
-    A table ``base`` does not have raises :class:`Untranslatable` (the caller reads everything again)."""
+    message of its table); a chain it does not hold is gone; a chain ``""`` stands for its table alone.
+    The other chains are ``base``'s, unchanged. A table ``base`` does not have raises
+    :class:`Untranslatable` (the caller reads everything again)."""
     part = netlink_translate(data, counters=base.counters, previous=previous, memo=memo)
     tables = dict(base.tables)
     rules = dict(base.rules)
@@ -148,6 +159,8 @@ def patch(
             if t in part.tables:
                 raise Untranslatable(f"table {t} is new since the last dump")
             continue
+        if not c:
+            continue  # the table was announced and is not new: its chains are announced on their own
         if t not in copied:
             tables[t] = dict(tables[t])
             copied.add(t)

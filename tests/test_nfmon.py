@@ -319,3 +319,12 @@ def test_a_translation_another_monitor_followed_is_not_patched(
     second = _capture(ns)
     assert reads == []
     assert second.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
+def test_a_small_node_keeps_no_monitor() -> None:
+    with netns.temporary("nfmon") as n:
+        _load(n, kube_proxy_iptables(make_services(3, 1)))  # far fewer chains than reuse.LARGE_CHAINS
+        _capture(n)
+        _capture(n)
+        assert f"/run/netns/{n.netns}" not in nfmon._monitors

@@ -259,9 +259,9 @@ def _sweep() -> None:
             m.close()
 
 
-def monitor_for(exec: NodeExec, timeout: float) -> Monitor | None:
-    """The node's monitor (opened now if it has none); None when off, not a named namespace of this
-    machine, or the socket cannot be opened there."""
+def monitor_for(exec: NodeExec, timeout: float) -> tuple[Monitor, bool] | None:
+    """The node's monitor and whether it was opened just now; None when off, not a named namespace of
+    this machine, or the socket cannot be opened there."""
     if not enabled() or type(exec) is not NetnsExec:
         return None
     ns = netnsio.netns_id(exec)
@@ -272,18 +272,18 @@ def monitor_for(exec: NodeExec, timeout: float) -> Monitor | None:
         _sweep()
         m = _monitors.get(path)
         if m is not None:
-            return m
+            return m, False
     got = netnsio.in_node(exec, _open, timeout)
     if got is None:
         return None
     with _lock:
         if path in _monitors:  # another thread opened one meanwhile
             got[0].close()
-            return _monitors[path]
+            return _monitors[path], False
         m = _monitors[path] = Monitor(path, ns, got[0], floor=got[1])
         while len(_monitors) > _MAX_MONITORS:  # the longest-open first (its node captures read in full)
             _monitors.pop(next(iter(_monitors))).close()
-    return m
+    return m, True
 
 
 def changed_chains(
@@ -358,10 +358,16 @@ def _gen(d: nfdump._Dumper) -> int | None:
     return int.from_bytes(raw[4:8], "big") if len(raw) >= 8 else None
 
 
-def close(netns: str) -> None:
-    """Close the monitor of the namespace ``netns`` (before it is deleted: the socket keeps it alive)."""
+def close(which: str | Monitor) -> None:
+    """Close the monitor of the namespace named ``which`` (before it is deleted: the socket keeps it
+    alive), or that monitor."""
     with _lock:
-        m = _monitors.pop(os.path.join(netnsio._NETNS_DIR, netns), None)
+        if isinstance(which, Monitor):
+            m: Monitor | None = which
+            if _monitors.get(which.path) is which:
+                del _monitors[which.path]
+        else:
+            m = _monitors.pop(os.path.join(netnsio._NETNS_DIR, which), None)
     if m is not None:
         m.close()
 

@@ -208,6 +208,20 @@ def plan(
     with _lock:
         memo = _memos.get(key)
     limit = min(timeout, 60.0)
+    # a node that may hold a large iptables family (not known yet, or large last time) is followed
+    # (node/nfmon.py) by a monitor opened before the generation is read: every later transaction, and
+    # the one in flight then, is announced to it
+    mon: nfmon.Monitor | None = None
+    opened = False
+    if any(c in _FAMILY for c in cmds) and (
+        memo is None or any(_chains(memo.values.get(c)) > LARGE_CHAINS for c in _FAMILY)
+    ):
+        try:
+            got_mon = nfmon.monitor_for(exec, limit)
+        except (CommandError, OSError):
+            got_mon = None
+        if got_mon is not None:
+            mon, opened = got_mon
     got = netnsio.fingerprints(exec, timeout=limit, nft_exact=False)
     if not got or not got[0]:
         return Plan()
@@ -246,16 +260,16 @@ def plan(
     )
     # a node with a large iptables family: follow its changes (node/nfmon.py); opened after the
     # generation was read, a monitor that missed a commit since then makes the next capture read in full
-    mon = None
-    if any(d[1] > LARGE_CHAINS for d in dumps.values()) or (memo is not None and memo.bases):
+    if mon is not None and opened and memo is None and not any(d[1] > LARGE_CHAINS for d in dumps.values()):
+        nfmon.close(mon)  # small: nothing worth following (it is not opened again while it stays small)
+        mon = None
+    if mon is not None:
+        out.bases, out.monitor = {}, mon.serial
         try:
-            mon = nfmon.monitor_for(exec, limit)
-            if mon is not None:
-                out.bases, out.monitor = {}, mon.serial
-                _follow(exec, mon, out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
+            _follow(exec, mon, out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
         except (CommandError, OSError, Untranslatable):
             out.patched.clear()  # what _follow had not finished is read in full
-            out.bases = {} if mon is not None else None
+            out.reused, out.bases = {}, {}
     for cmd in cmds:
         fp = _fingerprint(cmd, fps, memo, nftish.get(cmd, False))
         if fp is None:

@@ -103,13 +103,18 @@ class _Small(Exception):
 
 def _attr_value(msg: bytes, kind: int) -> bytes:
     """A top-level string attribute of an nf_tables message (without its NUL)."""
+    return _attr_raw(msg, kind).rstrip(b"\0")
+
+
+def _attr_raw(msg: bytes, kind: int) -> bytes:
+    """A top-level attribute's payload of an nf_tables message (empty when it has none)."""
     pos = 20
     while pos + 4 <= len(msg):
         n, k = struct.unpack_from("=HH", msg, pos)
         if n < 4:
             break
         if k & 0x3FFF == kind:
-            return msg[pos + 4 : pos + n].rstrip(b"\0")
+            return msg[pos + 4 : pos + n]
         pos += (n + 3) & ~3
     return b""
 

@@ -163,20 +163,20 @@ class Monitor:
                 continue
             kind, fam = mtype & 0xFF, msg[16]
             if kind == _NEWGEN:
-                gen = _attr(msg, 1)
+                gen = nfdump._attr_raw(msg, 1)
                 if len(gen) >= 4:
                     self._close_batch(int.from_bytes(gen[:4], "big"))
                 continue
             if fam not in _FAMILIES:
                 continue  # inet, arp, bridge, netdev tables: never in the iptables parts
-            table = sys.intern(_attr(msg, 1).rstrip(b"\0").decode("utf-8", "replace"))
+            table = sys.intern(nfdump._attr_value(msg, 1).decode("utf-8", "replace"))
             if table not in _TABLES:
                 continue
             chains = self.current.setdefault(fam, set())
             if kind in (_NEWRULE, _DELRULE):
-                chains.add((table, sys.intern(_attr(msg, 2).rstrip(b"\0").decode("utf-8", "replace"))))
+                chains.add((table, sys.intern(nfdump._attr_value(msg, 2).decode("utf-8", "replace"))))
             elif kind in (_NEWCHAIN, _DELCHAIN):
-                name = sys.intern(_attr(msg, 3).rstrip(b"\0").decode("utf-8", "replace"))
+                name = sys.intern(nfdump._attr_value(msg, 3).decode("utf-8", "replace"))
                 if kind == _NEWCHAIN and not flags & _NLM_F_EXCL and name not in BUILTIN_CHAINS[table]:
                     chains.add(_WHOLE)  # a user chain updated, not created: a rename (-E) changes
                 else:  # the rules that jump to it too, and announces neither them nor the old name
@@ -205,18 +205,6 @@ class Monitor:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def _attr(msg: bytes, kind: int) -> bytes:
-    p = 20
-    while p + 4 <= len(msg):
-        n, k = struct.unpack_from("=HH", msg, p)
-        if n < 4:
-            break
-        if k & 0x3FFF == kind:
-            return msg[p + 4 : p + n]
-        p += (n + 3) & ~3
-    return b""
 
 
 _monitors: dict[str, Monitor] = {}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_capture_nft import ZOO6, _load, needs_nft  # tests/ is on sys.path (rootdir-less layout)
 
+from pytest_k8sstate.errors import CommandTimeout
 from pytest_k8sstate.node import iptfast, netns, netnsio, nfmon, reuse
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec, run_command
@@ -225,14 +226,21 @@ def test_a_capture_from_an_earlier_record_still_sees_every_change(
 
 
 @needs_nft
-def test_a_change_before_the_monitor_was_opened_means_a_full_read(
+def test_a_change_the_monitor_forgot_means_a_full_read(
     ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
 ) -> None:
+    """Transactions forgotten (more than the monitor keeps) before a translation's: its floor moved past
+    the translation, which is read in full again."""
     first = _capture(ns)
-    nfmon.close(ns.netns)  # as if the monitor had been swept: nobody hears the next change
+    mon = nfmon._monitors[f"/run/netns/{ns.netns}"]
     _restore(ns, f"*nat\n-A {_svc_chain(first)} -j RETURN\nCOMMIT\n")
-    assert nfmon.monitor_for(ns, 10) is not None  # a new one, which hears only what comes next:
     ns.run(["nft", "add", "chain", "inet", "k8ss-other", "c"], timeout=30)  # nothing of the family
+    with mon.lock:
+        mon.drain()
+        assert mon.last_gen is not None
+        monkeypatch.setattr(nfmon, "_MAX_BATCHES", 1)
+        mon._close_batch(mon.last_gen)  # as if one more transaction came: the first two are forgotten
+    assert mon.floor_partial
     second = _capture(ns)
     assert reads == []
     assert second.iptables != first.iptables
@@ -290,6 +298,10 @@ def test_changed_chains_counts_the_transactions_after_the_translation() -> None:
         assert nfmon.changed_chains(m, 2, 3, 7, exact=True) is None  # before the monitor knew
         assert nfmon.changed_chains(m, 2, 8, 7, exact=True) is None  # after now: another namespace
         assert nfmon.changed_chains(m, 2, 4, 9, exact=True, wait=0.05) is None  # 9 not announced
+        assert nfmon.changed_chains(m, 2, 4, 7, exact=False) is not None  # 4: the monitor's opening
+        m.floor_partial = True  # 4 ended a loss: what a translation read at 4 may lack is not recorded
+        assert nfmon.changed_chains(m, 2, 4, 7, exact=False) is None
+        assert nfmon.changed_chains(m, 2, 4, 7, exact=True) is not None
         m.batches.append((8, {2: {("nat", "")}}))
         m.last_gen = 8
         assert nfmon.changed_chains(m, 2, 7, 8, exact=True) == {("nat", "")}
@@ -328,3 +340,54 @@ def test_a_small_node_keeps_no_monitor() -> None:
         _capture(n)
         _capture(n)
         assert f"/run/netns/{n.netns}" not in nfmon._monitors
+
+
+def test_a_closed_socket_ends_the_drain() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.close()
+    m = nfmon.Monitor("/run/netns/none", (0, 0), a, floor=1)
+    m.last_gen = 1
+    a.close()  # as a sweep in another thread would: recv now fails with EBADF every time
+    m.drain()
+    assert m.lost
+    assert not m.announced(1)
+
+
+def test_a_monitor_opened_after_its_caller_gave_up_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """in_node's timeout is a fake here (the boundary: a netns join that never returns): the socket the
+    late thread opened is closed, not left holding the namespace."""
+    opened: list[socket.socket] = []
+
+    def fake_open() -> tuple[socket.socket, int]:
+        s, other = socket.socketpair()
+        other.close()
+        opened.append(s)
+        return s, 1
+
+    def slow_in_node(exec: Any, fn: Any, timeout: float) -> Any:
+        fn()  # the thread finished its work...
+        raise CommandTimeout("netlink read did not finish")  # ...after the caller stopped waiting
+
+    monkeypatch.setattr(nfmon, "_open", fake_open)
+    monkeypatch.setattr(netnsio, "in_node", slow_in_node)
+    monkeypatch.setattr(netnsio, "netns_id", lambda exec: (1, 2))
+    with pytest.raises(CommandTimeout):
+        nfmon.monitor_for(NetnsExec("k8ss-nfmon-none"), 1)
+    assert [s.fileno() for s in opened] == [-1]
+    assert "/run/netns/k8ss-nfmon-none" not in nfmon._monitors
+
+
+@needs_nft
+def test_a_node_that_became_small_loses_its_monitor(ns: NetnsExec) -> None:
+    _capture(ns)
+    path = f"/run/netns/{ns.netns}"
+    assert path in nfmon._monitors
+    for table in ("nat", "filter"):
+        ns.run(["iptables-nft", "-t", table, "-F"], timeout=30)
+        ns.run(["iptables-nft", "-t", table, "-X"], timeout=30)
+    small = _capture(ns)  # read in full: the record now says small
+    assert small.iptables is not None
+    assert small.iptables.rule_count() == 0
+    _capture(ns)
+    assert path not in nfmon._monitors

@@ -41,8 +41,12 @@ class _Dumper:
     def __init__(self, family: int) -> None:
         self.family = family
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        self.sock.bind((0, 0))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            self.sock.bind((0, 0))
+        except BaseException:
+            self.sock.close()
+            raise
         self.seq = 0
         # one reusable receive buffer (a dump batch is at most 32 KiB): a fresh 1 MiB bytes per recv
         # would be an mmap + munmap each, for every one of 40,000 chains

@@ -51,9 +51,11 @@ from pytest_k8sstate.parse.iptnft import BUILTIN_CHAINS
 __all__ = [
     "ENV",
     "Monitor",
+    "announced",
     "changed_chains",
     "close",
     "close_all",
+    "close_node",
     "enabled",
     "monitor_for",
     "read_chains",
@@ -82,6 +84,7 @@ _MAX_ENTRIES = 200_000
 """Announced transactions (and chains in them) remembered per node; a translation older than the oldest
 forgotten one is read again in full."""
 _NLM_F_EXCL = 0x200
+_DRAIN_LIMIT = 5.0
 _serials = itertools.count(1)
 
 Chains = dict[int, set[tuple[str, str]]]
@@ -120,42 +123,53 @@ class Monitor:
     lost: bool = False
     """Announcements were dropped: nothing is known until the next generation is announced (which
     becomes :attr:`floor`)."""
+    floor_partial: bool = False
+    """The :attr:`floor` transaction's own announcements are not all recorded (it ended a loss, or was
+    forgotten): a translation that may miss part of that transaction cannot be patched."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def drain(self) -> None:
-        """Read every announcement waiting in the socket (call with :attr:`lock` held)."""
+    def drain(self, limit: float = _DRAIN_LIMIT) -> None:
+        """Read every announcement waiting in the socket (call with :attr:`lock` held); what is still
+        queued after ``limit`` seconds (a ruleset changing faster than it is read) counts as lost."""
+        deadline = time.monotonic() + limit
         while True:
+            if time.monotonic() >= deadline:
+                self._lose(deadline + limit)
+                return
             try:
                 data = self.sock.recv(1 << 20)
             except BlockingIOError:
                 return
-            except OSError:  # ENOBUFS: announcements dropped (and more while the queue was full)
-                self._lose()
-                continue
+            except OSError as exc:  # ENOBUFS: announcements dropped (and more while the queue was full)
+                self._lose(deadline + limit)
+                if exc.errno == errno.ENOBUFS:
+                    continue
+                return  # the socket is closed or broken: nothing more comes (a full read each time)
             if not data:
                 return
             self._take(data)
 
-    def _lose(self) -> None:
+    def _lose(self, deadline: float) -> None:
         self.lost = True
         self.batches.clear()
         self.current = {}
         self.entries = 0
-        while True:  # what is still queued is part of the gap: only what comes after it counts
+        while time.monotonic() < deadline:  # what is still queued is part of the gap
             try:
                 if not self.sock.recv(1 << 20):
                     return
             except BlockingIOError:
                 return
-            except OSError:
-                continue
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    return
 
     def _take(self, data: bytes) -> None:
         pos = 0
         while pos + 20 <= len(data):
             length, mtype, flags = struct.unpack_from("=IHH", data, pos)
             if length < 20 or pos + length > len(data):
-                self._lose()
+                self._lose(time.monotonic() + _DRAIN_LIMIT)
                 return
             msg = data[pos : pos + length]
             pos += (length + 3) & ~3
@@ -189,7 +203,7 @@ class Monitor:
     def _close_batch(self, gen: int) -> None:
         self.last_gen = gen
         if self.lost:  # this transaction may have lost some of its announcements: it is the new floor
-            self.lost, self.floor, self.current = False, gen, {}
+            self.lost, self.floor, self.floor_partial, self.current = False, gen, True, {}
             return
         self.batches.append((gen, self.current))
         self.entries += sum(len(c) for c in self.current.values())
@@ -197,14 +211,16 @@ class Monitor:
         while self.batches and (len(self.batches) > _MAX_BATCHES or self.entries > _MAX_ENTRIES):
             g, old = self.batches.popleft()
             self.entries -= sum(len(c) for c in old.values())
-            self.floor = g
+            self.floor, self.floor_partial = g, True
 
     def announced(self, gen: int) -> bool:
         """Whether generation ``gen``'s announcement arrived."""
         return not self.lost and self.last_gen is not None and not after(gen, self.last_gen)
 
     def close(self) -> None:
-        self.sock.close()
+        with self.lock:  # not under a drain of another thread
+            self.sock.close()
+            self.lost = True  # a closed socket announces nothing: each capture reads in full
 
 
 _monitors: dict[str, Monitor] = {}
@@ -261,7 +277,27 @@ def monitor_for(exec: NodeExec, timeout: float) -> tuple[Monitor, bool] | None:
         m = _monitors.get(path)
         if m is not None:
             return m, False
-    got = netnsio.in_node(exec, _open, timeout)
+    held: list[socket.socket | None] = [None]  # the socket, until the caller takes it
+    gone = threading.Event()  # the caller gave up waiting: the opening thread closes what it opened
+
+    def opening() -> tuple[socket.socket, int]:
+        sock, gen = _open()
+        with _lock:
+            if gone.is_set():
+                sock.close()
+                raise OSError("abandoned")
+            held[0] = sock
+        return sock, gen
+
+    try:
+        got = netnsio.in_node(exec, opening, timeout)
+    except BaseException:
+        with _lock:
+            gone.set()
+            late = held[0]
+        if late is not None:
+            late.close()
+        raise
     if got is None:
         return None
     with _lock:
@@ -290,6 +326,8 @@ def changed_chains(
             m.drain()
             if m.announced(gen):
                 if after(m.floor, since) or after(since, gen):
+                    return None
+                if since == m.floor and not exact and m.floor_partial:
                     return None
                 chains: set[tuple[str, str]] = set()
                 for g, batch in m.batches:
@@ -344,6 +382,19 @@ def read_chains(
 def _gen(d: nfdump._Dumper) -> int | None:
     raw = d.generation()
     return int.from_bytes(raw[4:8], "big") if len(raw) >= 8 else None
+
+
+def announced(m: Monitor, gen: int) -> bool:
+    """Whether generation ``gen``'s announcement has arrived (what is waiting is read first)."""
+    with m.lock:
+        m.drain()
+        return m.announced(gen)
+
+
+def close_node(exec: NodeExec) -> None:
+    """Close the node's monitor, if it has one."""
+    if type(exec) is NetnsExec:
+        close(exec.netns)
 
 
 def close(which: str | Monitor) -> None:

@@ -110,12 +110,14 @@ class Plan:
     """``iptables``/``ip6tables`` → this capture's translation (the capture adds those it reads in full:
     :meth:`full_base`); None: the node has no monitor (nothing to patch next time)."""
     monitor: int = 0
+    announced: bool = False
+    """:attr:`gen`'s transaction had been announced before anything was read."""
 
     def full_base(self, tr: Translated) -> Base | None:
         """The record of a family read in full by this capture (after :attr:`gen` was read)."""
         if self.bases is None or self.gen is None:
             return None
-        return Base(tr, int(self.gen, 16), False, self.monitor)
+        return Base(tr, int(self.gen, 16), self.announced, self.monitor)
 
 
 _FAMILY = {"iptables": 2, "ip6tables": 10}
@@ -213,20 +215,26 @@ def plan(
     # the one in flight then, is announced to it
     mon: nfmon.Monitor | None = None
     opened = False
-    if any(c in _FAMILY for c in cmds) and (
-        memo is None or any(_chains(memo.values.get(c)) > LARGE_CHAINS for c in _FAMILY)
-    ):
-        try:
-            got_mon = nfmon.monitor_for(exec, limit)
-        except (CommandError, OSError):
-            got_mon = None
-        if got_mon is not None:
-            mon, opened = got_mon
+    if any(c in _FAMILY for c in cmds):
+        if memo is None or any(_chains(memo.values.get(c)) > LARGE_CHAINS for c in _FAMILY):
+            try:
+                got_mon = nfmon.monitor_for(exec, limit)
+            except (CommandError, OSError):
+                got_mon = None
+            if got_mon is not None:
+                mon, opened = got_mon
+        else:
+            nfmon.close_node(exec)  # small now: its monitor (if any) would fill up unread
     got = netnsio.fingerprints(exec, timeout=limit, nft_exact=False)
     if not got or not got[0]:
+        if opened and mon is not None:
+            nfmon.close(mon)
         return Plan()
     fps = got[0]
     gen = fps.get("nft-gen")
+    # whether the transaction of the generation just read has been announced (then it is applied in
+    # full, and a full read now holds all of it: Base.exact)
+    announced = mon is not None and gen is not None and nfmon.announced(mon, int(gen, 16))
     # large rulesets (memo: more than LARGE_CHAINS chains) are fingerprinted by the generation alone;
     # the others by digests of their rules and counters (exact), read now
     gen_only = key[-1]
@@ -264,7 +272,7 @@ def plan(
         nfmon.close(mon)  # small: nothing worth following (it is not opened again while it stays small)
         mon = None
     if mon is not None:
-        out.bases, out.monitor = {}, mon.serial
+        out.bases, out.monitor, out.announced = {}, mon.serial, announced
         try:
             _follow(exec, mon, out, memo, {c for c in large if c in _FAMILY and nftish.get(c)}, limit)
         except (CommandError, OSError, Untranslatable):

@@ -18,15 +18,16 @@ generation. The capture patches the previous translation with them
 from its own previous record, each get the chains they need.
 
 Anything this cannot account for exactly makes the caller read everything as before: lost
-announcements (a full socket buffer: ``ENOBUFS``), a table created or deleted, sets, objects or
-flowtables in an iptables table, a generation whose announcement does not arrive in time, a ruleset
-that changes while the chains are read. Chains that did not change keep their rule counters from the
+announcements (a full socket buffer: ``ENOBUFS``), a user chain updated rather than created (a rename),
+a table created or deleted, sets, objects or flowtables in an iptables table, a generation whose
+announcement does not arrive in time, a ruleset that changes while the chains are read (the whole list:
+docs/capture-nft.md). Chains that did not change keep their rule counters from the
 read that last saw them, as a large ruleset reused whole does
 (:data:`~pytest_k8sstate.node.reuse.LARGE_CHAINS`).
 
-Only for network namespaces of this machine that the project names (``local`` nodes): a socket keeps
-its namespace alive, so :func:`close` runs before the project deletes one
-(:func:`pytest_k8sstate.node.netns.delete`), every monitor whose namespace is gone or replaced is
+Only for network namespaces of this machine that the project names (``local`` nodes) with a large
+iptables family: a socket keeps its namespace alive, so :func:`close` runs before the project deletes
+one (:func:`pytest_k8sstate.node.netns.delete`), every monitor whose namespace is gone or replaced is
 closed by the next :func:`monitor_for`, and all of them at exit. ``K8SSTATE_NFT_MONITOR=0`` turns this off.
 """
 

@@ -266,8 +266,7 @@ def plan(
         previous=dict(memo.values) if memo is not None else {},
         translations=dict(memo.translations) if memo is not None else {},
     )
-    # a node with a large iptables family: follow its changes (node/nfmon.py); opened after the
-    # generation was read, a monitor that missed a commit since then makes the next capture read in full
+    # a first capture that finds every family small keeps no monitor; the others follow the changes
     if mon is not None and opened and memo is None and not any(d[1] > LARGE_CHAINS for d in dumps.values()):
         nfmon.close(mon)  # small: nothing worth following (it is not opened again while it stays small)
         mon = None

@@ -66,7 +66,6 @@ ENV = "K8SSTATE_NFT_MONITOR"
 _NFNLGRP_NFTABLES = 7
 _SO_RCVBUFFORCE = 33
 _RCVBUF = 1 << 25  # 32 MiB: a full kube-proxy resync of 10,000 Services is about 100k announcements
-_SUBSYS = 10  # NFNL_SUBSYS_NFTABLES
 _NEWTABLE, _DELTABLE, _NEWCHAIN, _DELCHAIN, _NEWRULE, _DELRULE, _NEWGEN = 0, 2, 3, 5, 6, 8, 15
 _TABLES = frozenset(BUILTIN_CHAINS)
 _WHOLE = ("", "")
@@ -174,7 +173,7 @@ class Monitor:
                 return
             msg = data[pos : pos + length]
             pos += (length + 3) & ~3
-            if mtype >> 8 != _SUBSYS:
+            if mtype >> 8 != nfdump._NFNL_SUBSYS_NFTABLES:
                 continue
             kind, fam = mtype & 0xFF, msg[16]
             if kind == _NEWGEN:
@@ -230,7 +229,7 @@ _MAX_MONITORS = 256
 
 def _open() -> tuple[socket.socket, int]:
     """The announcement socket, then the generation: every transaction after it is announced."""
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nfdump._NETLINK_NETFILTER)
     try:
         try:
             s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
@@ -238,13 +237,7 @@ def _open() -> tuple[socket.socket, int]:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         s.bind((0, 1 << (_NFNLGRP_NFTABLES - 1)))
         s.setblocking(False)
-        d = nfdump._Dumper(socket.AF_UNSPEC)
-        try:
-            gen = _gen(d)
-        finally:
-            d.sock.close()
-        if gen is None:
-            raise OSError("no nf_tables generation")
+        gen = int(netnsio._nft_generation(), 16)
     except BaseException:
         s.close()
         raise
@@ -370,7 +363,7 @@ def read_chains(
                     if exc.errno == errno.ENOENT:
                         continue  # the chain is gone
                     raise
-                msgs += d.request(nfdump._MSG["GETRULE"], sel + nfdump._attr(2, c.encode() + b"\0"))
+                msgs += d.request(nfdump._MSG["GETRULE"], sel + name(2, c.encode() + b"\0"))
             if _gen(d) != gen:
                 return None
             return nfdump.HEADER + str(family).encode() + b"\n" + b"".join(msgs)
@@ -380,9 +373,8 @@ def read_chains(
     return netnsio.in_node(exec, read, timeout)
 
 
-def _gen(d: nfdump._Dumper) -> int | None:
-    raw = d.generation()
-    return int.from_bytes(raw[4:8], "big") if len(raw) >= 8 else None
+def _gen(d: nfdump._Dumper) -> int:
+    return int(netnsio._gen_id(d.generation()), 16)
 
 
 def announced(m: Monitor, gen: int) -> bool:

@@ -23,7 +23,7 @@ import pytest
 from pytest_k8sstate.node import iptfast, netns, nftomit
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
-from pytest_k8sstate.parse import iptnft
+from pytest_k8sstate.parse import iptnft, nfnl
 from pytest_k8sstate.parse.iptnft import HEADER, Untranslatable, netlink_to_iptables_save
 from pytest_k8sstate.state import Snapshot
 from pytest_k8sstate.testing import kube_proxy_iptables, make_services
@@ -387,13 +387,13 @@ def test_nft_ip6_and_inet_tables_are_in_the_node_state_and_the_snapshot_json(
 def _count_translations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Calls of the per-rule translation (a rule taken from a memo makes none)."""
     calls: list[int] = []
-    real = iptnft._translate_rule
+    real = iptnft.translate_rule
 
-    def counted(*args: Any) -> str:
+    def counted(*args: Any) -> Any:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(iptnft, "_translate_rule", counted)
+    monkeypatch.setattr(iptnft, "translate_rule", counted)
     return calls
 
 
@@ -685,3 +685,176 @@ def test_counters_in_any_layout_are_read_and_never_memoised(exprs: list[bytes], 
     # the same rule with other counter values: a memo never carries the old numbers over
     other = _nl_dump(*(e.replace(struct.pack(">Q", 100), struct.pack(">Q", 7)) for e in exprs))
     assert netlink_to_iptables_save(other, previous=memo) == netlink_to_iptables_save(other)
+
+
+def _fast_counter(packets: int, nbytes: int) -> bytes:
+    """A counter expression as the kernel writes it (the layout the walk finds by its bytes)."""
+    data = _nla(1, struct.pack(">Q", nbytes)) + _nla(2, struct.pack(">Q", packets))
+    return _nla(1, _name(b"counter\0") + _nla(2, data))
+
+
+def test_two_counters_in_the_kernel_s_layout_the_last_one_counts_and_no_memo_keeps_it() -> None:
+    exprs = [_fast_counter(5, 1), _fast_counter(3, 100), _ACCEPT]
+    assert nfnl.CNT_HEAD in exprs[0]
+    memo: dict[bytes, str] = {}
+    assert "[3:100] -A INPUT -j ACCEPT" in netlink_to_iptables_save(_nl_dump(*exprs), memo=memo).splitlines()
+    other = _nl_dump(*(e.replace(struct.pack(">Q", 100), struct.pack(">Q", 7)) for e in exprs))
+    assert "[3:7] -A INPUT -j ACCEPT" in netlink_to_iptables_save(other, previous=memo).splitlines()
+
+    # one counter: memoised, and its values are read from each dump
+    def rule_keys() -> list[bytes]:
+        return [k for k in memo if not k.startswith(iptnft.RUN_PREFIX)]
+
+    assert not rule_keys(), "a rule with two counters is not memoised"
+    one = [_fast_counter(3, 100), _ACCEPT]
+    netlink_to_iptables_save(_nl_dump(*one), memo=memo)
+    assert len(rule_keys()) == 1
+    again = _nl_dump(*(e.replace(struct.pack(">Q", 100), struct.pack(">Q", 8)) for e in one))
+    assert "[3:8] -A INPUT -j ACCEPT" in netlink_to_iptables_save(again, previous=memo).splitlines()
+
+
+def _rule_msg(*attrs: bytes) -> bytes:
+    body = b"\0" * 4 + b"".join(attrs)
+    return struct.pack("=IHHII", 16 + len(body), (10 << 8) | 6, 0, 0, 0) + body
+
+
+_T, _NAT = _nla(1, b"filter\0"), _nla(1, b"nat\0")
+_INPUT, _FORWARD, _OUTPUT = _nla(2, b"INPUT\0"), _nla(2, b"FORWARD\0"), _nla(2, b"OUTPUT\0")
+_HANDLE = _nla(3, struct.pack(">Q", 9))
+
+
+def _hand_dump(*rules: bytes) -> bytes:
+    """A family-2 dump: tables filter and nat with their built-in chains, then ``rules``."""
+
+    def msg(kind: int, attrs: bytes) -> bytes:
+        body = b"\0" * 4 + attrs
+        return struct.pack("=IHHII", 16 + len(body), (10 << 8) | kind, 0, 0, 0) + body
+
+    out = [HEADER + b"2\n"]
+    for table, chains in ((_T, ("INPUT", "FORWARD", "OUTPUT")), (_NAT, ("PREROUTING", "OUTPUT"))):
+        out.append(msg(0, table))
+        for i, c in enumerate(chains):
+            hook = _nla(4 | 0x8000, _nla(1, struct.pack(">I", i)))
+            out.append(msg(3, table + _nla(3, c.encode() + b"\0") + hook))
+    return b"".join(out + list(rules))
+
+
+def _counted_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("[")]
+
+
+def test_rules_whose_names_come_in_another_order_or_twice_land_in_their_chain() -> None:
+    """A rule's table and chain are read from its attributes wherever they are (the last one of a kind
+    counts), also right after a rule of another chain whose attributes started the same way."""
+    exprs = _nla(4 | 0x8000, _fast_counter(1, 2) + _ACCEPT)
+    t, inp, fwd, out, handle = _T, _INPUT, _FORWARD, _OUTPUT, _HANDLE
+    msgs = [
+        _rule_msg(t, inp, handle, exprs),  # INPUT
+        _rule_msg(t, inp, handle, exprs),  # INPUT, the same leading attributes
+        _rule_msg(t, inp, handle, fwd, exprs),  # starts as INPUT's, a second chain attribute: FORWARD
+        _rule_msg(t, inp, handle, exprs),  # INPUT again: the same start as the FORWARD rule's
+        _rule_msg(t, inp, handle, _nla(1, b"nope\0"), exprs),  # a second table: not an iptables rule
+        _rule_msg(t, inp, handle, exprs),  # INPUT: the same start as the left-out rule's
+        _rule_msg(inp, t, handle, exprs),  # chain first: INPUT
+        _rule_msg(t, out, handle, exprs),  # OUTPUT
+        _rule_msg(t, handle, out, exprs),  # OUTPUT, its chain after the handle
+        _rule_msg(t, out, handle, exprs),  # OUTPUT
+        _rule_msg(inp, t, handle, exprs),  # INPUT, chain first
+        _rule_msg(t, out, handle, exprs),  # OUTPUT: the same start as two rules ago
+        _rule_msg(inp, handle, exprs),  # no table: not an iptables rule (left out)
+        _rule_msg(t, inp, handle, exprs),  # INPUT
+        _rule_msg(out, t, handle, exprs),  # OUTPUT, chain first
+        _rule_msg(t, inp, handle, exprs),  # INPUT: the same start as two rules ago
+    ]
+    got = _counted_lines(netlink_to_iptables_save(_hand_dump(*msgs)))
+    assert got == [
+        *["[1:2] -A INPUT -j ACCEPT"] * 8,
+        "[1:2] -A FORWARD -j ACCEPT",
+        *["[1:2] -A OUTPUT -j ACCEPT"] * 5,
+    ]
+
+
+def test_a_run_taken_from_an_earlier_dump_lands_where_its_last_names_say() -> None:
+    """The look-ahead over a run of one chain's rules reads their names as the walk does (the last table
+    and chain attributes count): a rule whose second table attribute is nat is nat's, from a memo too."""
+    exprs = _nla(4 | 0x8000, _fast_counter(1, 2) + _ACCEPT)
+    data = _hand_dump(_rule_msg(_T, _OUTPUT, _HANDLE, exprs, _NAT))
+    memo: dict[bytes, str] = {}
+    fresh = netlink_to_iptables_save(data, memo=memo)
+    assert "*nat\n" in fresh
+    assert fresh.split("*nat\n", 1)[1].count("-A OUTPUT") == 1
+    assert netlink_to_iptables_save(data, previous=memo) == fresh
+
+
+def test_a_memo_key_never_names_two_different_expression_lists() -> None:
+    """A rule without a counter is keyed apart from every rule with one, and a counter cut off by the end
+    of the expressions is no counter: neither takes a memoised rule's text."""
+    real = _fast_counter(3, 100) + _ACCEPT
+    x = real.index(nfnl.CNT_HEAD)  # 4: the counter's head, after its element header
+    # the bytes a counter rule's key covers, as one counter-less expression list would begin
+    forged = b"%d:" % x + real[: x + 20] + real[x + 28 : x + 32] + real[x + 40 :]
+    last = _ACCEPT + _fast_counter(3, 100)  # the counter last
+    y = last.index(nfnl.CNT_HEAD)
+    cut = last[: y + 32]  # the packets value is not in the expressions any more
+    for victim in (
+        _rule_msg(_T, _INPUT, _HANDLE, _nla(4 | 0x8000, forged)),
+        _rule_msg(_T, _INPUT, _HANDLE, _nla(4 | 0x8000, cut), _nla(6, struct.pack(">Q", 1))),
+    ):
+        first = _rule_msg(_T, _INPUT, _HANDLE, _nla(4 | 0x8000, real if victim.count(forged) else last))
+        alone = _translated_or_refused(_hand_dump(victim))
+        assert alone == "refused"
+        assert _translated_or_refused(_hand_dump(first, victim)) == "refused"
+        memo: dict[bytes, str] = {}
+        netlink_to_iptables_save(_hand_dump(first), memo=memo)
+        assert _translated_or_refused(_hand_dump(victim), previous=memo) == "refused"
+
+
+def _translated_or_refused(data: bytes, previous: dict[bytes, str] | None = None) -> str:
+    try:
+        return netlink_to_iptables_save(data, previous=previous)
+    except Untranslatable:
+        return "refused"
+
+
+@needs_nft
+def test_translations_run_one_at_a_time_so_the_nodes_of_a_snapshot_decode_each_rule_once(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes' dumps translated at once with one ``shared`` dict: the second waits for the first, then
+    takes every rule from it (with both at once, the second would decode them again)."""
+    import threading
+
+    _load(ns, kube_proxy_iptables(make_services(60, 2)))
+    raw = ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    calls: list[str] = []
+    first_in, second_in = threading.Event(), threading.Event()
+    real = iptnft.translate_rule
+
+    def counted(*args: Any) -> Any:
+        me = threading.current_thread().name
+        calls.append(me)
+        if me == "first" and not first_in.is_set():
+            first_in.set()
+            second_in.wait(1.0)  # the other translation, if it could run now, decodes meanwhile
+        elif me == "second":
+            second_in.set()
+        return real(*args)
+
+    monkeypatch.setattr(iptnft, "translate_rule", counted)
+    shared: dict[bytes, str] = {}
+    texts: dict[str, bytes] = {}
+
+    def translate() -> None:
+        me = threading.current_thread().name
+        texts[me] = iptfast.translate_or_fallback(ns, "iptables", raw, 60, shared=shared)[0]
+
+    first = threading.Thread(target=translate, name="first")
+    first.start()
+    assert first_in.wait(30)
+    second = threading.Thread(target=translate, name="second")
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert texts["first"] == texts["second"]
+    assert calls.count("first") > 100
+    assert calls.count("second") == 0

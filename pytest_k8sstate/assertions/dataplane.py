@@ -13,7 +13,7 @@ from typing import Any
 from pytest_k8sstate.assertions._common import SHORT_LIST, did_you_mean, fail, nodes_of
 from pytest_k8sstate.assertions.services import KUBE_PROXY_NFT, resolve_service
 from pytest_k8sstate.node.capture import NodeState
-from pytest_k8sstate.parse.gcpause import gc_paused
+from pytest_k8sstate.parse.gcpause import gc_pause, gc_resume
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.nft import NftRuleset
 from pytest_k8sstate.state import Snapshot
@@ -74,33 +74,34 @@ def _trace_each_node(
     """Resolve ``service`` or ``dst`` to IP:port and trace a new connection on every node (or ``node``).
 
     Returns a description of the target, node → trace result, and each node's packet paths as text.
-    The cyclic GC waits meanwhile: a full collection over a large session's heap (half a second with
-    a few 2,000-Service snapshots) would otherwise land inside the assertion that allocated last."""
+    The callers pause the cyclic GC first thing (:func:`~pytest_k8sstate.parse.gcpause.gc_pause`): a
+    collection that a snapshot's many objects made due (a full one over a large session's heap takes
+    0.1–0.5 s with a few 2,000-Service snapshots) would otherwise land inside the assertion that
+    allocates first after it."""
     if (service is None) == (dst is None):
         raise ValueError("pass exactly one of service='ns/name[:port]' or dst='IP:PORT'")
-    with gc_paused():
-        if service is not None:
-            vip = resolve_service(state, service, proto, node)
-            ip, port = vip.ip, vip.port
-            what = f"service {vip.port_id} ({ip}:{port}/{proto})"
-        else:
-            assert dst is not None
-            ip, port = parse_hostport(dst, what="dst")
-            what = f"{ip}:{port}/{proto}"
-        results: dict[str, TraceResult] = {}
-        traces: list[str] = []
-        for name, ns in nodes_of(state, node).items():
-            pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
-            if src is not None:
-                pkt_kwargs["src"] = src
-            rs = _ruleset(ns)
-            extra: dict[str, Any] = {}
-            if isinstance(rs, IptablesRuleset):  # -m set needs the sets; IPVS mode when virtual servers exist
-                extra = {"ipsets": ns.ipsets, "ipvs": ns.ipvs or None}
-            res = trace(rs, Packet(ip, port, proto, **pkt_kwargs), **extra)  # type: ignore[arg-type]
-            results[name] = res
-            traces.append(f"node {name}:\n{_trace_text(res)}")
-        return what, results, traces
+    if service is not None:
+        vip = resolve_service(state, service, proto, node)
+        ip, port = vip.ip, vip.port
+        what = f"service {vip.port_id} ({ip}:{port}/{proto})"
+    else:
+        assert dst is not None
+        ip, port = parse_hostport(dst, what="dst")
+        what = f"{ip}:{port}/{proto}"
+    results: dict[str, TraceResult] = {}
+    traces: list[str] = []
+    for name, ns in nodes_of(state, node).items():
+        pkt_kwargs: dict[str, Any] = {"local_ips": local_ips(ns)}
+        if src is not None:
+            pkt_kwargs["src"] = src
+        rs = _ruleset(ns)
+        extra: dict[str, Any] = {}
+        if isinstance(rs, IptablesRuleset):  # -m set needs the sets; IPVS mode when virtual servers exist
+            extra = {"ipsets": ns.ipsets, "ipvs": ns.ipvs or None}
+        res = trace(rs, Packet(ip, port, proto, **pkt_kwargs), **extra)  # type: ignore[arg-type]
+        results[name] = res
+        traces.append(f"node {name}:\n{_trace_text(res)}")
+    return what, results, traces
 
 
 def _fail_traced(head: str, problems: list[str], traces: list[str], verbose: bool | None) -> AssertionError:
@@ -124,6 +125,25 @@ def assert_dnat_to(
     is DNATed to exactly ``endpoints`` (``IP:PORT``, or ``IP`` for any port) on every node (or ``node``);
     ``balanced``: with equal probabilities (±1e-6). ``endpoints=[]`` asserts that no DNAT happens.
     Returns node → trace result."""
+    __tracebackhide__ = True
+    was = gc_pause()  # first, before anything is allocated (see _trace_each_node)
+    try:
+        return _dnat_to(state, service, dst, endpoints, node, balanced, proto, src, verbose)
+    finally:
+        gc_resume(was)
+
+
+def _dnat_to(
+    state: Snapshot | NodeState,
+    service: str | None,
+    dst: str | None,
+    endpoints: Iterable[str],
+    node: str | None,
+    balanced: bool,
+    proto: str,
+    src: str | None,
+    verbose: bool | None,
+) -> dict[str, TraceResult]:
     __tracebackhide__ = True
     expected = list(endpoints)
     what, results, traces = _trace_each_node(state, service, dst, proto, node, src)
@@ -173,6 +193,24 @@ def assert_masquerade(
 ) -> dict[str, TraceResult]:
     """Every outcome of a new connection from ``src`` (default an outside client) to ``dst`` (``IP:PORT``)
     or ``service`` is masqueraded (``expected=True``) / not masqueraded, on every node (or ``node``)."""
+    __tracebackhide__ = True
+    was = gc_pause()  # first, before anything is allocated (see _trace_each_node)
+    try:
+        return _masquerade(state, dst, src, node, expected, service, proto, verbose)
+    finally:
+        gc_resume(was)
+
+
+def _masquerade(
+    state: Snapshot | NodeState,
+    dst: str | None,
+    src: str | None,
+    node: str | None,
+    expected: bool,
+    service: str | None,
+    proto: str,
+    verbose: bool | None,
+) -> dict[str, TraceResult]:
     __tracebackhide__ = True
     what, results, traces = _trace_each_node(state, service, dst, proto, node, src)
     problems: list[str] = []

@@ -13,7 +13,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["gc_paused"]
+__all__ = ["gc_pause", "gc_paused", "gc_resume"]
 
 
 @contextlib.contextmanager
@@ -26,3 +26,18 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+def gc_pause() -> bool:
+    """The cyclic GC off, and whether it was on (for :func:`gc_resume`). For code that must not host a
+    collection at all: unlike :func:`gc_paused` (a context manager is an object, whose allocation can
+    itself set off a collection that is due), this allocates nothing before the GC is off."""
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+def gc_resume(was: bool) -> None:
+    """The cyclic GC back on if :func:`gc_pause` found it on."""
+    if was:
+        gc.enable()

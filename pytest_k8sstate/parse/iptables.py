@@ -506,7 +506,10 @@ class Chain:
         if not self._blocks or self._rules:
             return None
         if self._lines is None:
-            self._lines = [x for block, first in self._blocks for x in _numbered(block, first)]
+            if len(self._blocks) == 1:
+                self._lines = list(_numbered(*self._blocks[0]))
+            else:
+                self._lines = [x for block, first in self._blocks for x in _numbered(block, first)]
         return self._lines
 
     def rule_getter(self) -> Callable[[int], Rule]:

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from hashlib import blake2b
 
 from pytest_k8sstate.parse.gcpause import gc_paused
-from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS
-from pytest_k8sstate.parse.iptnft_rule import translate_ops
-from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u32, u64
+from pytest_k8sstate.parse.iptnft_rule import translate_rule, where
+from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, nl_str, u32, u64
 
 __all__ = [
     "BUILTIN_CHAINS",
@@ -44,7 +43,7 @@ _AF_INET, _AF_INET6 = 2, 10
 _MSG_NEWTABLE, _MSG_NEWCHAIN, _MSG_NEWRULE = 0, 3, 6
 _HDR = struct.Struct("=IH")
 _ATTR = struct.Struct("=HH")
-_U16 = struct.Struct("=H")
+_CNT_VALS = struct.Struct(">Q4xQ")  # a counter expression's bytes and packets, after its head
 _TABLE_ORDER = ("mangle", "security", "raw", "filter", "nat")  # iptables-nft-save's order
 _BUILTIN: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -96,14 +95,16 @@ def netlink_to_iptables_save(
     """The ``iptables-save [-c]`` text for a :mod:`~pytest_k8sstate.node.nfdump` output.
 
     ``memo``: filled with each translated rule's text by its key (a BLAKE2b-128 digest of the family and
-    the rule's expressions without the counters iptables-nft writes: what the text depends on, and
-    nothing else; a rule with a counter in another layout is not memoised), and with the lines of each
-    run of one chain's rule messages by a digest of all their bytes after the headers (handles and
-    counters included; :data:`RUN_PREFIX`); ``previous``: such a memo of an earlier dump, whose runs and
-    rules are taken from it instead of being decoded again (a capture after a change translates only the
-    rules that changed, and walks only the chains that changed). ``shared``: rule translations (by the
-    same keys) shared with other dumps translated at the same time — the nodes of one snapshot hold
-    mostly the same rules; read and filled like ``memo``, never holding runs.
+    the rule's expressions but the values of the one counter iptables-nft writes, found by its bytes:
+    what the text depends on, and nothing else. A rule is memoised only when its translation found
+    that counter there and no other one, so a key shared with a memoised rule means the same
+    expressions; a rule with two counters, or one in another layout, is not memoised), and with the
+    lines of each run of one chain's rule messages by a digest of all their bytes after the headers
+    (handles and counters included; :data:`RUN_PREFIX`); ``previous``: such a memo of an earlier dump,
+    whose runs and rules are taken from it instead of being decoded again (a capture after a change
+    translates only the rules that changed, and walks only the chains that changed). ``shared``: rule
+    translations (by the same keys) shared with other dumps translated at the same time — the nodes of
+    one snapshot hold mostly the same rules; read and filled like ``memo``, never holding runs.
 
     Raises :class:`Untranslatable` (with table, chain, rule handle and reason) for anything that
     would not come out exactly as iptables-save prints it.
@@ -187,8 +188,7 @@ def _translate_dump(
     # (``keep_runs``: the caller keeps ``memo``)
     ahead = RUN_PREFIX in previous
     inline = keep_runs and not ahead
-    cur_tc: tuple[bytes, bytes] | None = None  # the run being recorded inline: its table and chain,
-    cur_h = blake2b(digest_size=16)  # the digest of its messages so far,
+    cur_h = blake2b(digest_size=16)  # the run being recorded inline: the digest of its messages so far,
     cur_at: tuple[str, str] | None = None  # its chain's name, and its first line in that chain
     cur_first = 0
     nl = data.find(b"\n")
@@ -210,8 +210,14 @@ def _translate_dump(
     runs_taken = 0
     hdr = _HDR.unpack_from
     attr = _ATTR.unpack_from
-    u16 = _U16.unpack_from
     cnt_head = CNT_HEAD
+    cnt_vals = _CNT_VALS.unpack_from
+    find = data.find
+    last_tc = b""  # the previous rule message's table and chain attributes, as they were
+    tb = cb = b""
+    same = skip = False
+    tname = cname = head = ""
+    lines: list[str] = []
     while pos + 20 <= end:
         length, mtype = hdr(data, pos)
         if length < 20 or pos + length > end:
@@ -221,7 +227,8 @@ def _translate_dump(
         if kind != _MSG_NEWRULE:
             if cur_at is not None:
                 memo[RUN_PREFIX + cur_h.digest()] = "\n".join(rules[cur_at][cur_first:])
-                cur_at = cur_tc = None
+                cur_at = None
+            last_tc = b""
             a = attrs(data, pos + 20, mend)
             if kind == _MSG_NEWTABLE:
                 name = nl_str(a.get(1, b""))
@@ -232,23 +239,32 @@ def _translate_dump(
             pos += (length + 3) & ~3
             continue
         if ahead and pos >= run_end:  # a run of one chain's rules starts: all of it as in an earlier dump?
-            run_end, tb, cb, digest = _scan_run(data, view, pos, end, run_seed)
+            run_end, rtb, rcb, digest = _scan_run(data, view, pos, end, run_seed)
             key_run = RUN_PREFIX + digest
-            tname = names.get(tb) or names.setdefault(tb, nl_str(tb))
-            cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
+            rt = names.get(rtb) or names.setdefault(rtb, nl_str(rtb))
+            rc = names.get(rcb) or names.setdefault(rcb, nl_str(rcb))
             text = (memo.get(key_run) or previous.get(key_run)) if digest else None
-            if text is not None and tname in tables:
-                rules.setdefault((tname, cname), []).extend(text.split("\n"))
+            if text is not None and rt in tables:
+                rules.setdefault((rt, rc), []).extend(text.split("\n"))
                 memo[key_run] = text
                 runs_taken += 1
                 pos = run_end
                 continue
-            run = (key_run, (tname, cname), len(rules.get((tname, cname), ()))) if tname in tables else None
-        # a rule: table, chain, handle, expressions (and user data, which iptables 1.8 never writes)
-        p = pos + 20
-        tb = cb = b""
+            run = (key_run, (rt, rc), len(rules.get((rt, rc), ()))) if rt in tables else None
+        # a rule: table, chain, handle, expressions (and user data, which iptables 1.8 never writes).
+        # The table and chain attributes come first, as the previous rule's did, for a chain's rules
+        # after its first: compared in place, they are not read again
+        if last_tc and pos + 20 + len(last_tc) <= mend and data.startswith(last_tc, pos + 20):
+            p = pos + 20 + len(last_tc)
+            same = True
+        else:
+            p = pos + 20
+            same = False
+            tb = cb = b""
+            last_tc = _lead(data, p, mend)
         epos = eend = 0
         other = False
+        named = 0  # table and chain attributes read here (the last of each kind counts)
         while p + 4 <= mend:
             n, k = attr(data, p)
             if n < 4 or p + n > mend:
@@ -258,70 +274,76 @@ def _translate_dump(
                 epos, eend = p + 4, p + n
             elif k == 1:
                 tb = data[p + 4 : p + n]
+                named += 1
             elif k == 2:
                 cb = data[p + 4 : p + n]
+                named += 1
             elif k == 7:
                 other = True
             p += (n + 3) & ~3
         pos += (length + 3) & ~3
-        tname = names.get(tb) or names.setdefault(tb, nl_str(tb))
-        if tname not in tables:
+        if named > (0 if same else 2):
+            last_tc = b""  # names again after the leading ones: that start does not tell the names
+        if not same or named:
+            same = False
+            tname = names.get(tb) or names.setdefault(tb, nl_str(tb))
+            cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
+            skip = tname not in tables
+            if not skip:
+                lines = rules.setdefault((tname, cname), [])
+                head = f"-A {cname}"
+        if skip:
             continue
-        cname = names.get(cb) or names.setdefault(cb, nl_str(cb))
         if inline:  # the digest _scan_run would compute for this run, message by message
-            if cur_tc != (tb, cb):
+            if not same or cur_at is None:
                 if cur_at is not None:
                     memo[RUN_PREFIX + cur_h.digest()] = "\n".join(rules[cur_at][cur_first:])
-                cur_tc, cur_h, cur_at = (tb, cb), blake2b(run_seed, digest_size=16), (tname, cname)
-                cur_first = len(rules.get(cur_at, ()))
+                cur_h, cur_at = blake2b(run_seed, digest_size=16), (tname, cname)
+                cur_first = len(lines)
             cur_h.update(b"%d:" % (length - 20))
             cur_h.update(view[mpos + 20 : mend])
         if other:
-            raise Untranslatable(f"{_where(data, mpos, length)}: the rule carries user data")
-        # the expressions' boundaries and counters first: the rest (with their headers, so the pieces
-        # cannot be read another way) keys the rule in the memos
-        cnt = (0, 0)
-        cnt_at = -1  # where the last counter read here was (a decoded one after it wins)
-        pieces: list[tuple[int, int]] = []  # (start, end) of the runs of other expressions
-        start = e = epos
-        while e + 4 <= eend:
-            n = u16(data, e)[0]
-            if n < 4 or e + n > eend:
-                raise Untranslatable(f"{_where(data, mpos, length)}: a malformed expression")
-            e0 = e
-            e += (n + 3) & ~3
-            if (
-                n == 44
-                and data.startswith(cnt_head, e0 + 4)
-                and data[e0 + 32 : e0 + 36] == b"\x0c\x00\x02\x00"
-            ):
-                cnt = (
-                    int.from_bytes(data[e0 + 36 : e0 + 44], "big"),
-                    int.from_bytes(data[e0 + 24 : e0 + 32], "big"),
-                )
-                cnt_at = e0
-                if start < e0:
-                    pieces.append((start, e0))
-                start = e
-        if start < e:
-            pieces.append((start, e))
-        key = blake2b(fam_key, digest_size=16)
-        for p0, p1 in pieces:
-            key.update(data[p0:p1])
+            raise Untranslatable(f"{where(data, mpos, length)}: the rule carries user data")
+        # the counter iptables-nft writes (found by its bytes; a rule translated is checked to have it
+        # there and nowhere else), then the rule's key: every byte of its expressions but the counter's
+        # values (what the text depends on, and nothing else)
+        x = find(cnt_head, epos, eend)
+        while x >= 0 and not (
+            x >= epos + 4
+            and x + 40 <= eend
+            and data[x - 4 : x - 2] == b",\x00"
+            and data[x + 28 : x + 32] == b"\x0c\x00\x02\x00"
+        ):
+            x = find(cnt_head, x + 1, eend)
+        if x >= 0:
+            by, pk = cnt_vals(data, x + 20)
+            cnt = (pk, by)
+            key = blake2b(b"%s%d:" % (fam_key, x - epos), digest_size=16)
+            key.update(data[epos : x + 20])
+            key.update(data[x + 28 : x + 32])
+            key.update(data[x + 40 : eend])
+        else:
+            cnt = (0, 0)
+            key = blake2b(fam_key + b"-:", digest_size=16)  # not a digit: never a key of the form above
+            key.update(data[epos:eend])
         digest = key.digest()
         spec = memo.get(digest)
         if spec is None:
             spec = previous.get(digest) or shared.get(digest)
             if spec is None:
-                spec, odd = _translate_rule(data, pieces, fam, cache, mpos, length)
-                if odd is None:
+                spec, fast, odd = translate_rule(data, epos, eend, fam, cache, mpos, length)
+                if odd is None and fast == ([x - 4] if x >= 0 else []):
                     memo[digest] = shared[digest] = spec
-                elif odd[0] > cnt_at:  # a counter in another layout, decoded: the last one counts
-                    cnt = odd[1]
+                else:  # counters in another layout or place: the last one counts, and no memo
+                    cnt = (0, 0)
+                    if fast:
+                        by, pk = cnt_vals(data, fast[-1] + 24)
+                        cnt = (pk, by)
+                    if odd is not None and (not fast or odd[0] > fast[-1]):
+                        cnt = odd[1]
             else:
                 memo[digest] = spec
-        line = f"-A {cname}{spec}"
-        rules.setdefault((tname, cname), []).append(f"[{cnt[0]}:{cnt[1]}] {line}" if counters else line)
+        lines.append(f"[{cnt[0]}:{cnt[1]}] {head}{spec}" if counters else f"{head}{spec}")
         if pos >= run_end and run is not None:  # the run translated: its lines, for the next dump
             memo[run[0]] = "\n".join(rules[run[1]][run[2] :])
             run = None
@@ -360,7 +382,7 @@ def _scan_run(
             break
         q, mend = p + 20, p + length
         tb = cb = None
-        while q + 4 <= mend and (tb is None or cb is None):
+        while q + 4 <= mend:  # every attribute: the last table and chain count, as in the walk
             n, k = attr(data, q)
             if n < 4 or q + n > mend:
                 break
@@ -381,75 +403,20 @@ def _scan_run(
     return p, first[0], first[1], h.digest()
 
 
-def _translate_rule(
-    data: bytes,
-    pieces: list[tuple[int, int]],
-    fam: int,
-    cache: dict[bytes, Op],
-    mpos: int,
-    length: int,
-) -> tuple[str, tuple[int, tuple[int, int]] | None]:
-    """One rule's text after ``-A CHAIN`` from its expressions in ``pieces`` of ``data`` (``cache``:
-    decoded expressions by their bytes, shared by the dump's rules), and the position and value of the
-    last expression that decoded as a counter (one the caller's fast check did not take out), if any —
-    such a rule's counters are in its key, so it is not memoised."""
-    ops: list[Op] = []
-    odd: tuple[int, tuple[int, int]] | None = None
-    u16 = _U16.unpack_from
-    get = cache.get
-    for a, b in pieces:
-        epos = a
-        while epos < b:
-            n = u16(data, epos)[0]
-            at = epos
-            e0 = epos + 4
-            epos += (n + 3) & ~3
-            raw = data[e0 : e0 + n - 4]
-            op = get(raw)
-            if op is None:
-                try:
-                    op = decode_expr(raw, fam)
-                    if op[0] == "xt":
-                        op = _extension(op, fam)
-                except Untranslatable as exc:
-                    raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
-                except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
-                    raise Untranslatable(
-                        f"{_where(data, mpos, length)}: an undecodable expression ({exc!r})"
-                    ) from None
-                cache[raw] = op
-            if op[0] == "counter":
-                odd = (at, (op[1], op[2]))
-                continue
-            ops.append(op)
-    try:
-        return translate_ops(ops, fam), odd
-    except Untranslatable as exc:
-        raise Untranslatable(f"{_where(data, mpos, length)}: {exc}") from None
-    except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise Untranslatable(f"{_where(data, mpos, length)}: an undecodable rule ({exc!r})") from None
-
-
-def _extension(op: Op, fam: int) -> Op:
-    """An ``("xt", match|target, name, revision, info)`` operation → its rendered form."""
-    _, kind, name, rev, info = op
-    if kind == "match":
-        fn = MATCHES.get(name)
-        if fn is None:
-            raise Untranslatable(f"match extension {name!r} (revision {rev})")
-        return ("xtmatch", *fn(info, fam, rev))
-    tfn = TARGETS.get(name)
-    if tfn is None:
-        raise Untranslatable(f"target extension {name!r} (revision {rev})")
-    return ("verdict", f" -j {name}" + tfn(info, fam, rev))
-
-
-def _where(data: bytes, pos: int, length: int) -> str:
-    """ "table T, chain C, rule handle H" of the rule message at ``pos`` (for error messages)."""
-    a = attrs(data, pos + 20, pos + length)
-    return (
-        f"table {nl_str(a.get(1, b''))}, chain {nl_str(a.get(2, b''))}, rule handle {u64(a.get(3, bytes(8)))}"
-    )
+def _lead(data: bytes, p: int, mend: int) -> bytes:
+    """A rule message's table and chain attributes when they are its first two (the prefix the next
+    rule of the same chain starts with), else empty."""
+    if p + 4 > mend:
+        return b""
+    n1, k1 = _ATTR.unpack_from(data, p)
+    q = p + ((n1 + 3) & ~3)
+    if k1 & 0x3FFF != 1 or n1 < 4 or q + 4 > mend:
+        return b""
+    n2, k2 = _ATTR.unpack_from(data, q)
+    r = q + ((n2 + 3) & ~3)
+    if k2 & 0x3FFF != 2 or n2 < 4 or r > mend:
+        return b""
+    return data[p:r]
 
 
 def _chain(tables: dict[str, dict[str, ChainInfo]], a: dict[int, bytes]) -> None:

@@ -13,13 +13,14 @@ import socket
 import struct
 from typing import Any
 
-from pytest_k8sstate.parse.iptnft_ext import ip6_text, mark_text, ports_text, tcp_text
-from pytest_k8sstate.parse.nfnl import Op, Untranslatable
+from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS, ip6_text, mark_text, ports_text, tcp_text
+from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u64
 
-__all__ = ["translate_ops"]
+__all__ = ["translate_ops", "translate_rule", "where"]
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}  # same in /etc/protocols and iptables' table
 _AF_INET, _AF_INET6 = 2, 10
+_U16 = struct.Struct("=H")
 
 
 class _Rule:
@@ -199,3 +200,79 @@ def _render(r: _Rule, fam: int) -> str:
     for name, text in r.matches:
         s += f" -m {name}{text}"
     return s + r.target
+
+
+def translate_rule(
+    data: bytes,
+    epos: int,
+    eend: int,
+    fam: int,
+    cache: dict[bytes, Op],
+    mpos: int,
+    length: int,
+) -> tuple[str, list[int], tuple[int, tuple[int, int]] | None]:
+    """One rule's text after ``-A CHAIN`` from its expressions ``data[epos:eend]`` (``cache``: decoded
+    expressions by their bytes, shared by the dump's rules); where its counters in iptables-nft's layout
+    are (the values of those are at fixed offsets); and the position and values of the last expression
+    that decoded as a counter in another layout, if any."""
+    ops: list[Op] = []
+    fast: list[int] = []
+    odd: tuple[int, tuple[int, int]] | None = None
+    u16 = _U16.unpack_from
+    get = cache.get
+    e = epos
+    while e + 4 <= eend:
+        n = u16(data, e)[0]
+        if n < 4 or e + n > eend:
+            raise Untranslatable(f"{where(data, mpos, length)}: a malformed expression")
+        at = e
+        e += (n + 3) & ~3
+        if n == 44 and data.startswith(CNT_HEAD, at + 4) and data[at + 32 : at + 36] == b"\x0c\x00\x02\x00":
+            fast.append(at)
+            continue
+        raw = data[at + 4 : at + n]
+        op = get(raw)
+        if op is None:
+            try:
+                op = decode_expr(raw, fam)
+                if op[0] == "xt":
+                    op = _extension(op, fam)
+            except Untranslatable as exc:
+                raise Untranslatable(f"{where(data, mpos, length)}: {exc}") from None
+            except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
+                raise Untranslatable(
+                    f"{where(data, mpos, length)}: an undecodable expression ({exc!r})"
+                ) from None
+            cache[raw] = op
+        if op[0] == "counter":
+            odd = (at, (op[1], op[2]))
+            continue
+        ops.append(op)
+    try:
+        return translate_ops(ops, fam), fast, odd
+    except Untranslatable as exc:
+        raise Untranslatable(f"{where(data, mpos, length)}: {exc}") from None
+    except (struct.error, KeyError, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise Untranslatable(f"{where(data, mpos, length)}: an undecodable rule ({exc!r})") from None
+
+
+def _extension(op: Op, fam: int) -> Op:
+    """An ``("xt", match|target, name, revision, info)`` operation → its rendered form."""
+    _, kind, name, rev, info = op
+    if kind == "match":
+        fn = MATCHES.get(name)
+        if fn is None:
+            raise Untranslatable(f"match extension {name!r} (revision {rev})")
+        return ("xtmatch", *fn(info, fam, rev))
+    tfn = TARGETS.get(name)
+    if tfn is None:
+        raise Untranslatable(f"target extension {name!r} (revision {rev})")
+    return ("verdict", f" -j {name}" + tfn(info, fam, rev))
+
+
+def where(data: bytes, pos: int, length: int) -> str:
+    """ "table T, chain C, rule handle H" of the rule message at ``pos`` (for error messages)."""
+    a = attrs(data, pos + 20, pos + length)
+    return (
+        f"table {nl_str(a.get(1, b''))}, chain {nl_str(a.get(2, b''))}, rule handle {u64(a.get(3, bytes(8)))}"
+    )

@@ -21,12 +21,15 @@ class Untranslatable(K8sStateError):
 # --- netlink attribute helpers -----------------------------------------------------------------
 
 
+_NLA = struct.Struct("=HH").unpack_from  # an attribute's length and type
+
+
 def attrs(buf: bytes, pos: int = 0, end: int | None = None) -> dict[int, bytes]:
     out: dict[int, bytes] = {}
     end = len(buf) if end is None else end
-    unpack = struct.unpack_from
+    unpack = _NLA
     while pos + 4 <= end:
-        n, kind = unpack("=HH", buf, pos)
+        n, kind = unpack(buf, pos)
         if n < 4 or pos + n > end:
             raise Untranslatable(f"malformed netlink attribute at offset {pos}")
         out[kind & 0x3FFF] = buf[pos + 4 : pos + n]
@@ -38,9 +41,9 @@ def _list(buf: bytes) -> list[bytes]:
     """The payloads of a nested NFTA_LIST_ELEM list."""
     out = []
     pos, end = 0, len(buf)
-    unpack = struct.unpack_from
+    unpack = _NLA
     while pos + 4 <= end:
-        n, _ = unpack("=HH", buf, pos)
+        n, _ = unpack(buf, pos)
         if n < 4 or pos + n > end:
             raise Untranslatable(f"malformed netlink list at offset {pos}")
         out.append(buf[pos + 4 : pos + n])

@@ -43,14 +43,14 @@ unsupported target) makes the trace fail with :class:`~pytest_k8sstate.errors.Tr
 the rule, its table/chain and line — never a silent wrong answer.
 
 Big chains (``KUBE-SERVICES``, ``KUBE-NODEPORTS``, …) are indexed on first use by destination IP
-(rules with a plain ``-d IP[/32]``) and the index is cached on the ruleset (``ruleset.cache``).
+(rules with a plain ``-d IP[/32]``, :mod:`~pytest_k8sstate.trace.ipt_index`) and the index is cached on the
+ruleset (``ruleset.cache``) and shared with every chain of the same text.
 Packets the rules cannot tell apart (same fields but the source address/port, which every rule they
 reached answered alike) share one walk: :mod:`.ipt_classes`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import replace
 from fractions import Fraction
@@ -58,11 +58,12 @@ from functools import lru_cache, partial
 
 from pytest_k8sstate.errors import TraceError
 from pytest_k8sstate.parse.ipset import IpSet
-from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule, unclosed_quote
+from pytest_k8sstate.parse.iptables import Chain, IptablesRuleset, Rule
 from pytest_k8sstate.trace import Packet, TraceResult, format_hostport
 from pytest_k8sstate.trace.affinity import Branch, run_with_affinity
 from pytest_k8sstate.trace.ipsets import CannotEvaluate, PacketView, SetIndex, match_set_module
 from pytest_k8sstate.trace.ipt_classes import reuse_or_walk
+from pytest_k8sstate.trace.ipt_index import chain_index
 from pytest_k8sstate.trace.ipt_match import (
     READ_OPAQUE,
     Choice,
@@ -167,7 +168,7 @@ class _Tracer(Matchers):
             n = ch.rule_count()
             if n < INDEX_MIN_RULES:
                 return range(n)
-            ent = self.index[key] = _build_index(ch)
+            ent = self.index[key] = chain_index(ch)
         by_dst, generic = ent
         hits = by_dst.get(dst)
         if not hits:
@@ -526,50 +527,6 @@ def _mark_target(r: Rule, mark: int) -> int:
     raise _Unsupported(f"unsupported MARK option {o.name} {o.value}")
 
 
-def _build_index(ch: Chain) -> tuple[dict[str, list[int]], list[int]]:
-    """Rules that can only match one destination IP (a plain ``-d IP[/32]``) by that IP; the rest.
-
-    While the chain is not built, a line ``[P:B] -A NAME -d TOKEN ...`` is read as its rule's spec
-    would be (the spec starts right after ``-A NAME ``) and checked as building it would (a line with an
-    unclosed double quote is built, which raises its ParseError); any other line's rule is built and
-    asked. Lines are taken in order, so the first bad line is the one named, as when the chain is built."""
-    by_dst: dict[str, list[int]] = {}
-    generic: list[int] = []
-    lines = ch.unbuilt_lines()
-    head = f"-A {ch.name} -d "
-    hl = len(head)
-    for i in range(len(lines) if lines is not None else len(ch.rules)):
-        ip: str | None = None
-        spec: str | None = None
-        if lines is not None:
-            text = lines[i][0]
-            if text[0] == "[":
-                text = text[text.find("] ") + 2 :]
-            # an unclosed quote: building the rule (below) raises, naming its line
-            if text.startswith(head) and not unclosed_quote(text, hl - 3):
-                spec = text[hl - 3 :]  # what the rule's spec would be, as far as its -d token
-        r = None
-        if spec is None:
-            r = ch.rule(i)
-            spec = r.spec
-        if spec.startswith("-d "):
-            tok = spec[3:].split(" ", 1)[0]
-            if tok != "!":
-                ip = tok
-        else:
-            assert r is not None  # a line read as text starts with "-d "
-            d = r.basic("-d")
-            if d is not None and not d.negated:
-                ip = d.value
-        if ip is not None:
-            ip = _index_key(ip)
-        if ip is None:
-            generic.append(i)
-        else:
-            by_dst.setdefault(ip, []).append(i)
-    return by_dst, generic
-
-
 @lru_cache(maxsize=8)
 def _canon_local(ips: frozenset[str]) -> frozenset[str]:
     """The node's addresses in canonical text; cached (IPVS mode adds every Service VIP to them)."""
@@ -581,30 +538,6 @@ def _canon_or_same(text: str) -> str:
         return canon(text)
     except ValueError:
         return text
-
-
-_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
-
-
-@lru_cache(maxsize=1 << 16)
-def _index_key(text: str) -> str | None:
-    """``10.0.0.1``/``10.0.0.1/32`` → itself without /32; ``FD00:0::1/128`` → ``fd00::1``; else None.
-
-    Cached: every node of a cluster, and every snapshot's fresh parse, has the same Service addresses."""
-    if text.endswith("/32"):
-        text = text[:-3]
-    if _IPV4.fullmatch(text):
-        return text  # canonical already: four decimal octets without leading zeros
-    if ":" not in text:
-        return None
-    if text.endswith("/128"):
-        text = text[:-4]
-    try:
-        a = addr(text)
-    except ValueError:
-        return None
-    return a.compressed if a.version == 6 else None
 
 
 def ruleset_family(rs: IptablesRuleset) -> tuple[int, str] | None:

@@ -1,10 +1,12 @@
-"""One iptables-nft rule's decoded nf_tables expressions → its ``iptables-save`` text after ``-A CHAIN``.
+"""One iptables-nft rule's nf_tables expressions → its ``iptables-save`` text after ``-A CHAIN``.
 
 The rule-level half of :mod:`pytest_k8sstate.parse.iptnft` (which reads the netlink dump, keys and
-memoises rules, and writes the tables): addresses with masks, interfaces, the protocol, tcp/udp ports
-and flags, marks, and the ``xt`` matches/targets already rendered by
-:mod:`~pytest_k8sstate.parse.iptnft_ext`, in the order ``iptables-save`` prints them. Raises
-:class:`~pytest_k8sstate.parse.nfnl.Untranslatable` for anything it would not print exactly.
+memoises rules, and writes the tables): :func:`translate_rule` decodes a rule's expressions (each
+distinct one once per dump; ``xt`` matches/targets rendered by :mod:`~pytest_k8sstate.parse.iptnft_ext`)
+and says where its counters are; :func:`translate_ops` rebuilds the iptables options from them —
+addresses with masks, interfaces, the protocol, tcp/udp ports and flags, marks, the extensions — in the
+order ``iptables-save`` prints them. Raises :class:`~pytest_k8sstate.parse.nfnl.Untranslatable` for
+anything it would not print exactly.
 """
 
 from __future__ import annotations

@@ -222,6 +222,6 @@ def _masquerade(
             problems.append(f"node {name}: p={_fmt_prob(p)} {'not ' if expected else ''}masqueraded: {desc}")
     if problems:
         verb = "masqueraded" if expected else "not masqueraded"
-        src_txt = src or Packet.src  # the default outside client
+        src_txt = src or "an outside client"  # Packet.src "" (203.0.113.10 or 2001:db8::10)
         raise _fail_traced(f"{what} from {src_txt}: expected {verb}", problems, traces, verbose)
     return results

@@ -90,3 +90,14 @@ def test_the_chain_memo_is_bounded(fresh: None) -> None:
     for n in range(ipt_index.CHAIN_MEMO + 3):
         ipt_index.chain_index(_svc(kube_proxy_iptables(make_services(40 + n, 1))))
     assert len(ipt_index._chains) == ipt_index.CHAIN_MEMO
+
+
+def test_the_line_memo_is_bounded(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ipt_index, "LINE_MEMO", 50)
+    a = _svc(kube_proxy_iptables(make_services(120, 1, namespace="one")))
+    b = _svc(kube_proxy_iptables(make_services(120, 1, namespace="two")))  # other lines, as many
+    ipt_index.chain_index(a)
+    held = len(ipt_index._lines)
+    assert held > 50
+    ipt_index.chain_index(b)  # over the bound: a's lines are forgotten first, then b's are kept
+    assert len(ipt_index._lines) == held

@@ -33,10 +33,10 @@ Index = tuple[dict[str, list[int]], list[int]]
 """Rule positions by destination address (canonical text), and the positions of the other rules."""
 
 CHAIN_MEMO = 8
-LINE_MEMO = 1 << 17
+LINE_MEMO = 1 << 15  # about 8 MB of lines: a 10,000-Service KUBE-SERVICES three times over
 
 _chains: dict[tuple[str, str], Index] = {}  # (name, text) → index, oldest first
-_lines: dict[str, str] = {}  # "-A NAME -d ..." → its address, or "" for none
+_lines: dict[str, str] = {}  # "[P:B] -A NAME -d ..." as dumped → its address, or "" for none
 _lock = threading.Lock()
 
 

@@ -15,6 +15,9 @@ Then, interleaved ``--runs`` times (medians):
 
 * ``snapshot``: ``cluster.snapshot()`` with nothing changed since the previous one;
 * ``snapshot, full read``: ``K8SSTATE_NODE_REUSE=0`` — every part of every node read again;
+* ``snapshot, first of a process``: the first snapshot a new Python process takes (reuse on, as in a
+  test session; the modules a snapshot imports on first use are imported before the clock starts):
+  every node read, its fingerprints and monitors set up, the etcd connection opened;
 * ``snapshot after a change``: the snapshot right after one Service was scaled (every node's rules
   changed, so they are read and parsed again; etcd and the rest reused);
 * ``diff``: ``before.diff(after)`` where ``after`` was taken once one Service was scaled (one
@@ -36,6 +39,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -59,6 +63,7 @@ from pytest_k8sstate.util.poll import wait_until
 GOALS = {
     "snapshot": 1.0,
     "snapshot, full read": 1.0,
+    "snapshot, first of a process": 1.0,
     "snapshot after a change": 1.0,
     "diff": 0.5,
     "assert_dnat_to": 0.010,
@@ -147,6 +152,27 @@ def _programmed(cluster: Cluster, services: int) -> str | None:
         if chains < services:
             return f"node {n.name}: {chains} of {services} Services programmed"
     return None
+
+
+_FIRST = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import grpc, pytest_k8sstate.etcd.client, pytest_k8sstate.parse.iptnft, pytest_k8sstate.parse.iptables
+from pytest_k8sstate.providers.local.provider import LocalProvider
+cluster = LocalProvider(progress=lambda _line: None).get(sys.argv[2])
+t0 = time.perf_counter()
+cluster.snapshot("first")
+print(time.perf_counter() - t0)
+"""
+
+
+def _first_of_a_process(name: str) -> float:
+    """The seconds a new process's first ``cluster.snapshot()`` takes (its imports done first)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run(  # noqa: S603 - argv list, no shell
+        [sys.executable, "-c", _FIRST, root, name], capture_output=True, check=True, timeout=300
+    )
+    return float(out.stdout.decode().split()[-1])
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -267,6 +293,7 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
             res["snapshot, full read"].append(t)
         finally:
             del os.environ["K8SSTATE_NODE_REUSE"]
+        res["snapshot, first of a process"].append(_first_of_a_process(cluster.name))
         i, endpoints = _pick(cluster, rng, args.services)
         svc = _scale_one(cluster, i, endpoints)
         t, after = _timed(lambda: cluster.snapshot("after"))

@@ -110,6 +110,34 @@ def test_changed_chains_are_read_alone_and_give_what_a_full_read_gives(
 
 
 @needs_nft
+def test_a_first_capture_reads_a_large_family_on_the_node(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch, reads: list[set[tuple[str, str]]]
+) -> None:
+    """A node's first capture knows a family is large from its tables' chain counts: its rules are read by
+    the dumper on the node (its own interpreter), not in this process for a digest, and neither are they
+    for the nft part's digest; a small family still is."""
+    dumped: list[tuple[set[str], bool]] = []
+    real = netnsio.fingerprints
+
+    def spy(exec: Any, timeout: float = 10.0, families: dict[str, int] | None = None, **kw: Any) -> Any:
+        dumped.append((set(families or {}), kw.get("nft_exact", True)))
+        return real(exec, timeout, families, **kw)
+
+    monkeypatch.setattr(netnsio, "fingerprints", spy)
+    first = _capture(ns)
+    # iptables (about 50 chains) is large: not read in-process; the nft part goes by the generation
+    assert dumped == [(set(), False), ({"ip6tables"}, False)]
+    assert first.methods["iptables"] == iptfast.NETLINK_METHOD
+    assert first.iptables == _full(ns, monkeypatch).iptables
+    assert _capture(ns).iptables is first.iptables  # fingerprinted by the generation: reused
+    svc = _svc_chain(first)
+    _restore(ns, f"*nat\n-A {svc} -j RETURN\nCOMMIT\n")
+    third = _capture(ns)
+    assert reads == [{("nat", svc)}]  # the monitor the first capture opened was kept: patched
+    assert third.iptables == _full(ns, monkeypatch).iptables
+
+
+@needs_nft
 def test_a_change_elsewhere_keeps_the_parsed_ruleset(
     ns: NetnsExec, reads: list[set[tuple[str, str]]]
 ) -> None:

@@ -416,6 +416,26 @@ def _nft_tables() -> tuple[str, list[NftTableInfo]]:
         d.sock.close()
 
 
+def _iptables_sizes() -> dict[int, int]:
+    d = nfdump._Dumper(socket.AF_UNSPEC)
+    try:
+        out: dict[int, int] = {}
+        for m in d.request(nfdump._MSG["GETTABLE"]):
+            a = _top(m)
+            if a.get(1, b"").rstrip(b"\0") in nfdump._TABLES:
+                out[m[16]] = out.get(m[16], 0) + (_u32(a.get(3)) or 0)
+        return out
+    finally:
+        d.sock.close()
+
+
+def iptables_sizes(exec: NodeExec, timeout: float = 10.0) -> dict[int, int] | None:
+    """Address family → the use count of its iptables tables (raw, mangle, filter, nat, security): their
+    chains, and the sets and objects iptables never adds there; how large a family is without reading
+    its rules. None when it cannot be read here."""
+    return in_node(exec, _iptables_sizes, timeout)
+
+
 def nft_tables(exec: NodeExec, timeout: float = 10.0) -> tuple[str, list[NftTableInfo]] | None:
     """The nf_tables ruleset generation and every table of the node (:data:`NftTableInfo`), read at that
     generation; None when it cannot be read here."""

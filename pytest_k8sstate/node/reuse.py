@@ -238,7 +238,7 @@ def plan(
     # large rulesets (memo: more than LARGE_CHAINS chains) are fingerprinted by the generation alone;
     # the others by digests of their rules and counters (exact), read now
     gen_only = key[-1]
-    large = {
+    large: set[str] = {
         c
         for c in ("iptables", "ip6tables", "nft")
         if memo is not None
@@ -246,6 +246,15 @@ def plan(
         and (gen_only or _chains(memo.values.get(c)) > LARGE_CHAINS)
     }
     nftish = {c: _is_nft(exec, ns, c) for c in _FAMILY if c in cmds}
+    # a node's first capture here: a family large by its tables' chain counts (read in a millisecond) is
+    # not dumped in-process for a digest (three nodes' dumps under one GIL: 0.6 s more for the first
+    # snapshot of 2,000 Services) but read on the node, and fingerprinted by the generation, as later
+    first_large: set[str] = set()
+    if memo is None and any(nftish.values()):
+        sizes = netnsio.iptables_sizes(exec, limit) or {}
+        first_large = {c for c, on in nftish.items() if on and sizes.get(_FAMILY[c], 0) > LARGE_CHAINS}
+        if first_large:
+            large |= first_large | {c for c in cmds if c == "nft"}  # its tables are in the nft ruleset too
     # a large ruleset whose generation changed is read on the node (nfdump in its own interpreter): the
     # nodes of a snapshot are captured concurrently, and three in-process dumps would share one GIL
     fams = {c: f for c, f in _FAMILY.items() if c in cmds and c not in large and dump_iptables and nftish[c]}
@@ -267,7 +276,13 @@ def plan(
         translations=dict(memo.translations) if memo is not None else {},
     )
     # a first capture that finds every family small keeps no monitor; the others follow the changes
-    if mon is not None and opened and memo is None and not any(d[1] > LARGE_CHAINS for d in dumps.values()):
+    if (
+        mon is not None
+        and opened
+        and memo is None
+        and not first_large
+        and not any(d[1] > LARGE_CHAINS for d in dumps.values())
+    ):
         nfmon.close(mon)  # small: nothing worth following (it is not opened again while it stays small)
         mon = None
     if mon is not None:

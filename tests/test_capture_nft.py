@@ -858,3 +858,19 @@ def test_translations_run_one_at_a_time_so_the_nodes_of_a_snapshot_decode_each_r
     assert texts["first"] == texts["second"]
     assert calls.count("first") > 100
     assert calls.count("second") == 0
+
+
+def test_fast_counter_is_exactly_the_kernel_s_44_byte_layout() -> None:
+    c = _fast_counter(3, 100)
+    assert len(c) == 44
+    data = b"xxxx" + c + _ACCEPT
+    assert nfnl.fast_counter(data, 4, len(data))
+    assert nfnl.fast_counter(data, 4, 48)  # ends right at the end of the expressions
+    assert not nfnl.fast_counter(data, 4, 47)  # cut off by the end of the expressions
+    assert not nfnl.fast_counter(data, 0, len(data))  # not at an expression's start
+    longer = b"xxxx-" + c[1:]  # another length
+    assert not nfnl.fast_counter(longer, 4, len(longer))
+    moved = c[:32] + b"\x0c\x00\x03\x00" + c[36:]  # the packets attribute not where it belongs
+    assert not nfnl.fast_counter(b"xxxx" + moved, 4, 48)
+    renamed = c.replace(b"counter", b"counteR")
+    assert not nfnl.fast_counter(b"xxxx" + renamed, 4, 48)

@@ -16,7 +16,7 @@ import struct
 from typing import Any
 
 from pytest_k8sstate.parse.iptnft_ext import MATCHES, TARGETS, ip6_text, mark_text, ports_text, tcp_text
-from pytest_k8sstate.parse.nfnl import CNT_HEAD, Op, Untranslatable, attrs, decode_expr, nl_str, u64
+from pytest_k8sstate.parse.nfnl import Op, Untranslatable, attrs, decode_expr, fast_counter, nl_str, u64
 
 __all__ = ["translate_ops", "translate_rule", "where"]
 
@@ -229,7 +229,7 @@ def translate_rule(
             raise Untranslatable(f"{where(data, mpos, length)}: a malformed expression")
         at = e
         e += (n + 3) & ~3
-        if n == 44 and data.startswith(CNT_HEAD, at + 4) and data[at + 32 : at + 36] == b"\x0c\x00\x02\x00":
+        if n == 44 and fast_counter(data, at, eend):
             fast.append(at)
             continue
         raw = data[at + 4 : at + n]

@@ -11,7 +11,18 @@ from typing import Any
 
 from pytest_k8sstate.errors import K8sStateError
 
-__all__ = ["CNT_HEAD", "Op", "Untranslatable", "attrs", "decode_expr", "nl_str", "u32", "u64"]
+__all__ = [
+    "CNT_HEAD",
+    "PKTS_HEAD",
+    "Op",
+    "Untranslatable",
+    "attrs",
+    "decode_expr",
+    "fast_counter",
+    "nl_str",
+    "u32",
+    "u64",
+]
 
 
 class Untranslatable(K8sStateError):
@@ -79,6 +90,24 @@ _META_KEYS = {3: "mark", 6: "iifname", 7: "oifname", 16: "l4proto"}
 
 
 CNT_HEAD = b"\x0c\x00\x01\x00counter\x00\x1c\x00\x02\x00\x0c\x00\x01\x00"
+PKTS_HEAD = b"\x0c\x00\x02\x00"
+"""A counter expression's packets attribute header (see :func:`fast_counter`)."""
+
+
+def fast_counter(data: bytes, at: int, end: int) -> bool:
+    """Whether the expression at ``at`` (its attribute header; the expressions end at ``end``) is a counter
+    as iptables-nft writes it and the kernel dumps it: 44 bytes, :data:`CNT_HEAD` after its header, then
+    its bytes (u64, big endian, at ``at + 24``) and its packets attribute (header at ``at + 32``, value at
+    ``at + 36``). Its values are then read at those fixed places; nothing else about the rule depends on
+    them (a rule's memo key leaves them out)."""
+    return (
+        data[at : at + 2] == b",\x00"
+        and at + 44 <= end
+        and data.startswith(CNT_HEAD, at + 4)
+        and data[at + 32 : at + 36] == PKTS_HEAD
+    )
+
+
 _CMP_HEAD = b"\x08\x00\x01\x00cmp\x00"
 _IMM_HEAD = b"\x0e\x00\x01\x00immediate\x00\x00\x00"
 

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pytest_k8sstate.errors import CommandTimeout
 from pytest_k8sstate.node import iptfast, netnsio, reuse
 from pytest_k8sstate.node.exec import DockerExec, NodeExec
+from pytest_k8sstate.parse.iptnft import BUILTIN_CHAINS
 
 __all__ = ["ENV", "IPTABLES_TABLES", "Omission", "covered", "enabled", "merge_documents", "plan"]
 
 ENV = "K8SSTATE_NFT_OMIT"
-IPTABLES_TABLES = frozenset({"raw", "mangle", "filter", "nat", "security"})
+IPTABLES_TABLES = frozenset(BUILTIN_CHAINS)  # raw, mangle, filter, nat, security
 _FAMILIES = {2: "ip", 10: "ip6", 1: "inet", 3: "arp", 7: "bridge", 5: "netdev"}
 _PART_OF = {"ip": "iptables", "ip6": "ip6tables"}
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a table name nft's command line takes as it is

@@ -31,7 +31,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from pytest_k8sstate.errors import CommandError
-from pytest_k8sstate.node import netnsio, nfmon
+from pytest_k8sstate.node import iptfast, netnsio, nfmon
 from pytest_k8sstate.node.exec import DockerExec, NodeExec, run_command
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.iptnft import Translated, Untranslatable, patch
@@ -120,7 +120,7 @@ class Plan:
         return Base(tr, int(self.gen, 16), self.announced, self.monitor)
 
 
-_FAMILY = {"iptables": 2, "ip6tables": 10}
+_FAMILY = iptfast.FAMILY  # part → address family
 _lock = threading.Lock()
 _memos: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
 

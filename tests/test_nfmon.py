@@ -138,6 +138,33 @@ def test_a_first_capture_reads_a_large_family_on_the_node(
 
 
 @needs_nft
+def test_a_family_known_small_is_not_given_to_the_dumper(
+    ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first capture read ip6tables (a few chains) in-process and found it small: the node runs its plain
+    ip6tables-save, not an interpreter that would find it small and run that; iptables goes to the dumper."""
+    from pytest_k8sstate.node import capture
+
+    scripts: list[str] = []
+    real = capture._script
+
+    def spy(parts: list[str], marker: str, *args: Any) -> str:
+        scripts.append(real(parts, marker, *args))
+        return scripts[-1]
+
+    monkeypatch.setattr(capture, "_script", spy)
+    first = _capture(ns)
+    assert first.methods == {"iptables": iptfast.NETLINK_METHOD}  # ip6tables by its plain command
+    (script,) = scripts
+    marker = script.split("'")[1].split()[0]
+    by_part = {s.split("'")[0]: s for s in script.split(f"echo '{marker} ")[1:]}  # the last one: the command
+    assert "K8SS-NFTNL" in by_part["iptables"]
+    assert "K8SS-NFTNL" not in by_part["ip6tables"]
+    assert "ip6tables-save -c" in by_part["ip6tables"]
+    assert first.ip6tables == _full(ns, monkeypatch).ip6tables
+
+
+@needs_nft
 def test_a_change_elsewhere_keeps_the_parsed_ruleset(
     ns: NetnsExec, reads: list[set[tuple[str, str]]]
 ) -> None:

@@ -175,13 +175,19 @@ class _Raw:
     stderr: bytes
 
 
-def _script(parts: list[str], marker: str, python: str | None = None, nft: str | None = None) -> str:
+def _script(
+    parts: list[str],
+    marker: str,
+    python: str | None = None,
+    nft: str | None = None,
+    plain: frozenset[str] = frozenset(),
+) -> str:
     lines = []
     for p in parts:
         argv = " ".join(shlex.quote(a) for a in _COMMANDS[p][0])
         if p == "nft" and nft is not None:
             argv = nft
-        if python is not None and p in iptfast.FAMILY:
+        if python is not None and p in iptfast.FAMILY and p not in plain:
             argv = f"( {iptfast.shell_command(p, python)} )"
         if p == "conntrack":
             argv = f"( {conntrack.SCRIPT} )"
@@ -216,11 +222,17 @@ def _split(data: bytes, marker: str, parts: list[str]) -> dict[str, tuple[bytes,
 
 
 def _run_batched(
-    exec: NodeExec, parts: list[str], timeout: float, python: str | None = None, nft: str | None = None
+    exec: NodeExec,
+    parts: list[str],
+    timeout: float,
+    python: str | None = None,
+    nft: str | None = None,
+    plain: frozenset[str] = frozenset(),
 ) -> dict[str, _Raw] | None:
-    """All parts in one ``sh``; None when the node has no usable ``sh``."""
+    """All parts in one ``sh``; None when the node has no usable ``sh``. ``python``: the node's interpreter
+    for the iptables families' fast path, but for those in ``plain`` (their plain ``iptables-save``)."""
     marker = "@@k8ss-" + secrets.token_hex(8)
-    script = _script(parts, marker, python, nft)
+    script = _script(parts, marker, python, nft, plain)
     run_script = getattr(exec, "run_script", None)  # a node's long-lived shell (node/session.py)
     try:
         res = run_script(script, timeout=timeout) if run_script is not None else None
@@ -354,7 +366,8 @@ def collect_node(
         del plan.reused["nft"]  # its left-out tables are in an iptables part this capture does not take
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
     raw: dict[str, _Raw] = {}
-    plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
+    plain = set()  # iptables families read in-process but small: plain iptables-save is as fast (the
+    # dumper on the node would find them small and run it: an interpreter started for nothing)
     container = isinstance(exec, DockerExec)  # its own iptables-save: the version of its image
     for c in cmds:
         if c in plan.patched:  # the previous translation with the changed chains read again
@@ -369,13 +382,19 @@ def collect_node(
     # not even asked when the plan's dumps already show every family small)
     small = all(plan.dumps.get(c, (b"", iptfast.MIN_CHAINS))[1] < iptfast.MIN_CHAINS for c in iptfast.FAMILY)
     omit = nftomit.plan(exec, wanted, timeout) if "nft" in cmds and fast and not small else None
-    if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
-        python, fast = None, False
     cmds = [c for c in cmds if c not in raw]
     nft_sh = omit.shell() if omit is not None else None
-    ran = (_run_batched(exec, cmds, timeout, python, nft_sh) if batch else None) if cmds else {}
+    ran = (
+        (_run_batched(exec, cmds, timeout, python, nft_sh, frozenset(plain)) if batch else None)
+        if cmds
+        else {}
+    )
     if ran is None:
-        ran = {c: _run_single(exec, c, timeout, fast) for c in cmds if not (c == "nft" and omit)}
+        ran = {
+            c: _run_single(exec, c, timeout, fast and c not in plain)
+            for c in cmds
+            if not (c == "nft" and omit)
+        }
         if omit is not None and "nft" in cmds:
             ran["nft"] = _run_tables(exec, omit, timeout)
     raw.update(ran)

@@ -25,10 +25,11 @@ Then, interleaved ``--runs`` times (medians):
 * ``assert_dnat_to``: one Service's new connections traced on every node of ``after``.
 
 Before the runs, one snapshot and one ``assert_dnat_to`` warm the process up (the first snapshot of a
-process reads everything, as ``full read`` does; the first assertion imports the tracer). And once: the
+process reads everything: it is what ``first of a process`` times, each in a new process; the first
+assertion imports the tracer). And once: the
 memory a snapshot holds (tracemalloc: what stays allocated after a full-read capture,
 then after ``to_json`` decoded every value) against the size of its JSON (``Snapshot.save`` text).
-Goals: snapshot ≤ 1 s, diff ≤ 0.5 s, assert_dnat_to ≤ 10 ms, memory ≤ 3× the JSON size.
+Goals: snapshot ≤ 1 s (each kind), diff ≤ 0.5 s, assert_dnat_to ≤ 10 ms, memory ≤ 3× the JSON size.
 """
 
 from __future__ import annotations
@@ -316,7 +317,7 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
     for k, v in res.items():
         med = statistics.median(v)
         print(
-            f"  {k:20s} {med * 1000:8.1f} ms  (min {min(v) * 1000:.1f}, max {max(v) * 1000:.1f})  "
+            f"  {k:29s} {med * 1000:8.1f} ms  (min {min(v) * 1000:.1f}, max {max(v) * 1000:.1f})  "
             f"goal ratio {med / GOALS[k]:.2f}"
         )
     print(memory)

@@ -247,8 +247,8 @@ def plan(
     }
     nftish = {c: _is_nft(exec, ns, c) for c in _FAMILY if c in cmds}
     # a node's first capture here: a family large by its tables' chain counts (read in a millisecond) is
-    # not dumped in-process for a digest (three nodes' dumps under one GIL: 0.6 s more for the first
-    # snapshot of 2,000 Services) but read on the node, and fingerprinted by the generation, as later
+    # not dumped in-process for a digest (three nodes' dumps under one GIL: about 0.4 s more for the
+    # first snapshot of 2,000 Services) but read on the node and fingerprinted by the generation, as later
     first_large: set[str] = set()
     if memo is None and any(nftish.values()):
         sizes = netnsio.iptables_sizes(exec, limit) or {}

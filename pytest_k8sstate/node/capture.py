@@ -367,9 +367,6 @@ def collect_node(
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
     raw: dict[str, _Raw] = {}
     plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
-    # those found small: not even given to the dumper on the node (it would start an interpreter to find
-    # them small and run iptables-save), also when the other family is
-    known_small = set()
     container = isinstance(exec, DockerExec)  # its own iptables-save: the version of its image
     for c in cmds:
         if c in plan.patched:  # the previous translation with the changed chains read again
@@ -380,8 +377,9 @@ def collect_node(
                 raw[c] = _Raw(0, data, b"")
             else:
                 plain.add(c)
-                if chains < iptfast.MIN_CHAINS:
-                    known_small.add(c)
+    # those found small are not even given to the dumper on the node (it would start an interpreter to find
+    # them small and run iptables-save), also when the other family is
+    known_small = frozenset(c for c in plain if plan.dumps[c][1] < iptfast.MIN_CHAINS)
     # iptables-nft's own tables of a family read over netlink: not again in the nft part (node/nftomit.py;
     # not even asked when the plan's dumps already show every family small)
     small = all(plan.dumps.get(c, (b"", iptfast.MIN_CHAINS))[1] < iptfast.MIN_CHAINS for c in iptfast.FAMILY)
@@ -390,11 +388,7 @@ def collect_node(
         python, fast = None, False
     cmds = [c for c in cmds if c not in raw]
     nft_sh = omit.shell() if omit is not None else None
-    ran = (
-        (_run_batched(exec, cmds, timeout, python, nft_sh, frozenset(known_small)) if batch else None)
-        if cmds
-        else {}
-    )
+    ran = (_run_batched(exec, cmds, timeout, python, nft_sh, known_small) if batch else None) if cmds else {}
     if ran is None:
         ran = {
             c: _run_single(exec, c, timeout, fast and c not in known_small)

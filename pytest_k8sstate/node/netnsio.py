@@ -371,16 +371,22 @@ def _top(msg: bytes) -> dict[int, bytes]:
     return {k & 0x3FFF: raw[4:] for k, raw in _attrs(msg, 20)}
 
 
+def _tables(d: nfdump._Dumper) -> list[tuple[int, bytes, int, int]]:
+    """Every table ``d``'s family holds: address family, name, flags and use count."""
+    out = []
+    for m in d.request(nfdump._MSG["GETTABLE"]):
+        a = _top(m)
+        out.append((m[16], a.get(1, b"").rstrip(b"\0"), _u32(a.get(2)) or 0, _u32(a.get(3)) or 0))
+    return out
+
+
 def _nft_tables() -> tuple[str, list[NftTableInfo]]:
     value = nfdump._attr_value
     d = nfdump._Dumper(socket.AF_UNSPEC)
     try:
         for _ in range(5):
             gen = d.generation()
-            tables = []
-            for m in d.request(nfdump._MSG["GETTABLE"]):
-                a = _top(m)
-                tables.append((m[16], a.get(1, b"").rstrip(b"\0"), _u32(a.get(2)) or 0, _u32(a.get(3)) or 0))
+            tables = _tables(d)
             counts: dict[tuple[int, bytes], int] = {}
             bases: dict[tuple[int, bytes], list[NftChainInfo]] = {}
             for m in d.request(nfdump._MSG["GETCHAIN"]):
@@ -420,10 +426,9 @@ def _iptables_sizes() -> dict[int, int]:
     d = nfdump._Dumper(socket.AF_UNSPEC)
     try:
         out: dict[int, int] = {}
-        for m in d.request(nfdump._MSG["GETTABLE"]):
-            a = _top(m)
-            if a.get(1, b"").rstrip(b"\0") in nfdump._TABLES:
-                out[m[16]] = out.get(m[16], 0) + (_u32(a.get(3)) or 0)
+        for fam, name, _flags, use in _tables(d):
+            if name in nfdump._TABLES:
+                out[fam] = out.get(fam, 0) + use
         return out
     finally:
         d.sock.close()

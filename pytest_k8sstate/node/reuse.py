@@ -253,8 +253,9 @@ def plan(
     if memo is None and any(nftish.values()):
         sizes = netnsio.iptables_sizes(exec, limit) or {}
         first_large = {c for c, on in nftish.items() if on and sizes.get(_FAMILY[c], 0) > LARGE_CHAINS}
-        if first_large:
-            large |= first_large | {c for c in cmds if c == "nft"}  # its tables are in the nft ruleset too
+        large |= first_large
+        if first_large and "nft" in cmds:
+            large.add("nft")  # their tables are in the nft ruleset too
     # a large ruleset whose generation changed is read on the node (nfdump in its own interpreter): the
     # nodes of a snapshot are captured concurrently, and three in-process dumps would share one GIL
     fams = {c: f for c, f in _FAMILY.items() if c in cmds and c not in large and dump_iptables and nftish[c]}

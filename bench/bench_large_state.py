@@ -14,10 +14,14 @@ iptables mode), then:
 Then, interleaved ``--runs`` times (medians):
 
 * ``snapshot``: ``cluster.snapshot()`` with nothing changed since the previous one;
-* ``snapshot, full read``: ``K8SSTATE_NODE_REUSE=0`` — every part of every node read again;
+* ``snapshot, full read``: ``K8SSTATE_NODE_REUSE=0`` — every part of every node read again (the rule
+  translations of the process's earlier snapshots at hand, ``node/rulecache.py``); ``, cold``: also
+  ``K8SSTATE_RULE_CACHE=0`` — every distinct rule decoded again;
 * ``snapshot, first of a process``: the first snapshot a new Python process takes (reuse on, as in a
   test session; the modules a snapshot imports on first use are imported before the clock starts):
-  every node read, its fingerprints and monitors set up, the etcd connection opened;
+  every node read, its fingerprints and monitors set up, the etcd connection opened, the rule
+  translations an earlier process left on disk read; ``, cold``: without them (``K8SSTATE_RULE_CACHE=0``:
+  what the very first capture of a large ruleset costs);
 * ``snapshot after a change``: the snapshot right after one Service was scaled (every node's rules
   changed, so they are read and parsed again; etcd and the rest reused);
 * ``diff``: ``before.diff(after)`` where ``after`` was taken once one Service was scaled (one
@@ -64,7 +68,9 @@ from pytest_k8sstate.util.poll import wait_until
 GOALS = {
     "snapshot": 1.0,
     "snapshot, full read": 1.0,
+    "snapshot, full read, cold": 1.0,
     "snapshot, first of a process": 1.0,
+    "snapshot, first of a process, cold": 1.0,
     "snapshot after a change": 1.0,
     "diff": 0.5,
     "assert_dnat_to": 0.010,
@@ -167,11 +173,13 @@ print(time.perf_counter() - t0)
 """
 
 
-def _first_of_a_process(name: str) -> float:
-    """The seconds a new process's first ``cluster.snapshot()`` takes (its imports done first)."""
+def _first_of_a_process(name: str, *, cold: bool = False) -> float:
+    """The seconds a new process's first ``cluster.snapshot()`` takes (its imports done first);
+    ``cold``: without the rule translations earlier processes left on disk (node/rulecache.py)."""
     root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, **({"K8SSTATE_RULE_CACHE": "0"} if cold else {})}
     out = subprocess.run(  # noqa: S603 - argv list, no shell
-        [sys.executable, "-c", _FIRST, root, name], capture_output=True, check=True, timeout=300
+        [sys.executable, "-c", _FIRST, root, name], capture_output=True, check=True, timeout=300, env=env
     )
     return float(out.stdout.decode().split()[-1])
 
@@ -292,9 +300,14 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
         try:
             t, _ = _timed(lambda: cluster.snapshot("full"))
             res["snapshot, full read"].append(t)
+            os.environ["K8SSTATE_RULE_CACHE"] = "0"
+            t, _ = _timed(lambda: cluster.snapshot("full, cold"))
+            res["snapshot, full read, cold"].append(t)
         finally:
             del os.environ["K8SSTATE_NODE_REUSE"]
+            os.environ.pop("K8SSTATE_RULE_CACHE", None)
         res["snapshot, first of a process"].append(_first_of_a_process(cluster.name))
+        res["snapshot, first of a process, cold"].append(_first_of_a_process(cluster.name, cold=True))
         i, endpoints = _pick(cluster, rng, args.services)
         svc = _scale_one(cluster, i, endpoints)
         t, after = _timed(lambda: cluster.snapshot("after"))
@@ -317,7 +330,7 @@ def _measure(cluster: Cluster, args: argparse.Namespace) -> int:
     for k, v in res.items():
         med = statistics.median(v)
         print(
-            f"  {k:29s} {med * 1000:8.1f} ms  (min {min(v) * 1000:.1f}, max {max(v) * 1000:.1f})  "
+            f"  {k:35s} {med * 1000:8.1f} ms  (min {min(v) * 1000:.1f}, max {max(v) * 1000:.1f})  "
             f"goal ratio {med / GOALS[k]:.2f}"
         )
     print(memory)

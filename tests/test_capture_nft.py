@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_k8sstate.node import iptfast, netns, nftomit
+from pytest_k8sstate.node import iptfast, netns, nfdump, nftomit
 from pytest_k8sstate.node.capture import NodeState, collect_node
 from pytest_k8sstate.node.exec import NetnsExec
 from pytest_k8sstate.parse import iptnft, nfnl
@@ -408,9 +408,11 @@ def test_runs_recorded_while_walking_are_found_by_the_next_dump(
     ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first dump records each chain's run as it walks it (no look-ahead: nothing to look up); the
-    next dump of the same rules finds every run by its key, so not even the per-rule memo is needed."""
+    next dump of the same rules finds every run by its key, so not even the per-rule memo is needed.
+    (Runs are for dumps without nfdump's blocks, as an in-process read gives them: tests/test_nftblocks.py
+    has the blocks.)"""
     _load(ns, kube_proxy_iptables(make_services(20, 2, node_ports=3)))
-    raw = ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    raw = without_blocks(ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout)
     memo: dict[bytes, str] = {}
     text = netlink_to_iptables_save(raw, memo=memo)
     runs = {k: v for k, v in memo.items() if k.startswith(iptnft.RUN_PREFIX)}
@@ -470,6 +472,18 @@ def test_a_dump_after_a_change_translates_only_the_changed_rules(
     assert len(again) == len(set(again)) > 0
 
 
+def without_blocks(raw: bytes) -> bytes:
+    """An nfdump output without its block markers (node/nfdump.py): the messages alone."""
+    nl = raw.index(b"\n") + 1
+    out, pos = [raw[:nl]], nl
+    while pos + 20 <= len(raw):
+        length, kind = struct.unpack_from("=IH", raw, pos)
+        if kind not in (nfdump.BLOCK_TYPE, nfdump.DECLS_TYPE):
+            out.append(raw[pos : pos + ((length + 3) & ~3)])
+        pos += (length + 3) & ~3
+    return b"".join(out)
+
+
 def _runs_taken(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the runs of rule messages :func:`iptnft._scan_run` found (taken whole or not)."""
     runs: list[int] = []
@@ -492,8 +506,8 @@ def test_unchanged_chains_are_taken_whole_and_a_change_in_one_translates_only_it
     again, only their new rules decoded); each text equals a fresh translation and iptables-save -c."""
     _load(ns, kube_proxy_iptables(make_services(30, 2, node_ports=5)))
 
-    def dump() -> bytes:
-        return ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout
+    def dump() -> bytes:  # without nfdump's blocks, as an in-process read gives it (runs are for those)
+        return without_blocks(ns.run([sys.executable, str(_DUMPER), "2"], timeout=120).stdout)
 
     m1: dict[bytes, str] = {}
     raw1 = dump()

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import compact, conntrack, iptfast, nftomit, reuse
+from pytest_k8sstate.node import compact, conntrack, iptfast, nftomit, reuse, rulecache
 from pytest_k8sstate.node.exec import DockerExec, NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
@@ -388,6 +388,8 @@ def collect_node(
         python, fast = None, False
     cmds = [c for c in cmds if c not in raw]
     nft_sh = omit.shell() if omit is not None else None
+    if python is not None and shared is not None and any(c in iptfast.FAMILY for c in cmds):
+        rulecache.prefetch()  # a large family goes to the dumper: the translations on disk are read meanwhile
     ran = (_run_batched(exec, cmds, timeout, python, nft_sh, known_small) if batch else None) if cmds else {}
     if ran is None:
         ran = {
@@ -425,6 +427,7 @@ def collect_node(
             continue
         src = f"{cmd} (node {node})"
         out = r.stdout
+        built: IptablesRuleset | None = None  # a translation's ruleset, without parsing its text
         try:
             if p in plan.patched:
                 state.methods[p] = iptfast.NETLINK_METHOD
@@ -435,6 +438,8 @@ def collect_node(
                 )
                 if method is not None:
                     state.methods[p] = method
+                if tr is not None:
+                    built = tr.ruleset(src)
                 if memo and method == iptfast.NETLINK_METHOD:
                     plan.translations[p] = memo
                 base = plan.full_base(tr) if tr is not None else None
@@ -445,7 +450,9 @@ def collect_node(
             continue
         try:
             value: Any
-            if p == "nft" and plan.key is not None:  # reuse on: unchanged rules from the last capture
+            if built is not None:
+                value = built
+            elif p == "nft" and plan.key is not None:  # reuse on: unchanged rules from the last capture
                 value = parse_nft_json(out, source=src, previous=plan.previous.get("nft"), index=True)
             else:
                 value = _PARSERS[p](out, src)
@@ -483,7 +490,8 @@ def collect_nodes(execs: Iterable[NodeExec], **kwargs: Any) -> dict[str, NodeSta
     ex_list = list(execs)
     if not ex_list:
         return {}
-    kwargs.setdefault("shared", {})
+    kwargs.setdefault("shared", rulecache.translations())
     with ThreadPoolExecutor(max_workers=min(16, len(ex_list))) as pool:
         states = list(pool.map(lambda e: collect_node(e, **kwargs), ex_list))
+    rulecache.persist()
     return {s.node: s for s in states}

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from pytest_k8sstate.errors import CommandError
+from pytest_k8sstate.node import rulecache
 from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
 from pytest_k8sstate.parse.iptnft import HEADER, Translated, Untranslatable, netlink_translate
 
@@ -122,6 +123,7 @@ def translate_or_fallback(
     """
     if not output.startswith(HEADER):
         return output, None, None
+    rulecache.ready(shared)
     try:
         with _ONE_AT_A_TIME:
             tr = netlink_translate(output, previous=previous, memo=memo, shared=shared)

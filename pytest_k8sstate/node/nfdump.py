@@ -4,7 +4,14 @@
 seconds; reading the same tables over one netlink socket takes well under a second. This module is
 **run on the node** (``python3 -c SOURCE FAMILY``; stdlib only, no project imports): it writes a
 header line ``K8SS-NFTNL 1 <family>\\n`` and then the kernel's ``NEWTABLE``/``NEWCHAIN``/``NEWRULE``
-messages verbatim, read at one ruleset generation (retried when the ruleset changed meanwhile).
+messages, read at one ruleset generation (retried when the ruleset changed meanwhile). Each chain's rule
+messages come as one block after a **block marker**: a 20-byte message of type ``(10 << 8) | 255`` whose
+sequence number is the block's length in bytes (a reader that does not know it skips it like any other
+message it does not use); so do all the chain declarations, after a marker of type ``(10 << 8) | 254``.
+In the block, each message's sequence number, port id and generation bits
+(``nfgenmsg.res_id``) are zero: what stays is what ``iptables-save`` prints (names, expressions,
+counters) and the rule handles, so the same rules of the same node give the same block in every dump,
+which :mod:`pytest_k8sstate.parse.iptnft` looks up whole.
 :mod:`pytest_k8sstate.parse.iptnft` turns them into what ``iptables-save`` prints.
 
 Only the iptables table names (raw, mangle, filter, nat, security) of the family are dumped.
@@ -30,6 +37,11 @@ _NLM_F_DUMP = 0x300
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _TABLES = (b"raw", b"mangle", b"filter", b"nat", b"security")
+BLOCK_TYPE = (_NFNL_SUBSYS_NFTABLES << 8) | 255
+"""The message type of a block marker (see the module doc)."""
+DECLS_TYPE = (_NFNL_SUBSYS_NFTABLES << 8) | 254
+"""The same for the one block of every chain declaration (``NEWCHAIN`` messages)."""
+_ZERO_IDS = bytes(8)
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -86,18 +98,30 @@ class _Dumper:
         msgs = self.request(_GETGEN, dump=False)
         return msgs[0][20:] if msgs else b""
 
-    def snapshot(self, min_chains: int = 0) -> list[bytes]:
+    def snapshot(self, min_chains: int = 0, *, blocks: bool = False) -> list[bytes]:
         """Tables, chains, then each chain's rules (one dump per chain: a whole-table rule dump
-        restarts its walk for every 32 KiB message batch and takes tens of seconds at 100k rules)."""
+        restarts its walk for every 32 KiB message batch and takes tens of seconds at 100k rules);
+        ``blocks``: each chain's rules as one block after its marker (see the module doc)."""
         tables = [m for m in self.request(_MSG["GETTABLE"]) if _attr_value(m, 1) in _TABLES]
         names = {_attr_value(m, 1) for m in tables}
         chains = [m for m in self.request(_MSG["GETCHAIN"]) if _attr_value(m, 1) in names]
         if len(chains) < min_chains:
             raise _Small(len(chains))
         out = tables + chains
+        if blocks and chains:
+            z = _ZERO_IDS
+            block = b"".join([c[:8] + z + c[16:18] + b"\0\0" + c[20:] for c in chains])
+            out = [*tables, struct.pack("=IHHII", 20, DECLS_TYPE, 0, len(block), 0) + b"\0\0\0\0", block]
         for m in chains:
             sel = _attr(1, _attr_value(m, 1) + b"\0") + _attr(2, _attr_value(m, 3) + b"\0")
-            out += self.request(_MSG["GETRULE"], sel)
+            rules = self.request(_MSG["GETRULE"], sel)
+            if blocks and rules:
+                z = _ZERO_IDS
+                block = b"".join([r[:8] + z + r[16:18] + b"\0\0" + r[20:] for r in rules])
+                out.append(struct.pack("=IHHII", 20, BLOCK_TYPE, 0, len(block), 0) + b"\0\0\0\0")
+                out.append(block)
+            else:
+                out += rules
         return out
 
 
@@ -130,7 +154,7 @@ def main(argv: list[str]) -> int:
         d = _Dumper(family)
         for _ in range(5):
             gen = d.generation()
-            msgs = d.snapshot(min_chains)
+            msgs = d.snapshot(min_chains, blocks=True)
             if d.generation() == gen:
                 break
         else:

@@ -31,7 +31,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from pytest_k8sstate.errors import CommandError
-from pytest_k8sstate.node import iptfast, netnsio, nfmon
+from pytest_k8sstate.node import iptfast, netnsio, nfmon, rulecache
 from pytest_k8sstate.node.exec import DockerExec, NodeExec, run_command
 from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.iptnft import Translated, Untranslatable, patch
@@ -344,8 +344,10 @@ def _follow(
         if data is None:
             continue
         tr = dict(memo.translations.get(c, {}))
+        shared = rulecache.translations()  # the rules of blocks taken whole are not in ``tr``
+        rulecache.ready(shared)
         try:
-            now = patch(base.translated, data, chains, previous=tr, memo=tr)
+            now = patch(base.translated, data, chains, previous=tr, memo=tr, shared=shared)
             text = now.text()
         except Untranslatable:
             continue

@@ -500,6 +500,12 @@ class Chain:
         self._some = {}
         self._rules = value
 
+    def add_lines(self, block: str, line: int) -> None:
+        """Rule lines of this chain (``[P:B] -A NAME spec`` each, newline-terminated, in the shape
+        :func:`parse_iptables_save` reads on its fast path), the first on dump line ``line``: what
+        that parse keeps of them (each rule is built on first use)."""
+        self._blocks.append((block, line))
+
     def unbuilt_lines(self) -> list[tuple[str, int]] | None:
         """Each rule's line as dumped (``[P:B] -A NAME spec`` or ``-A NAME spec``) and its number, while
         no rule is built but those :meth:`rule` built; None otherwise."""

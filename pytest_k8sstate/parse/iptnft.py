@@ -24,12 +24,34 @@ from dataclasses import dataclass
 from hashlib import blake2b
 
 from pytest_k8sstate.parse.gcpause import gc_paused
+from pytest_k8sstate.parse.iptables import IptablesRuleset
+from pytest_k8sstate.parse.iptnft_render import BUILTIN as _BUILTIN
+from pytest_k8sstate.parse.iptnft_render import ChainInfo, build_ruleset, render_dump
 from pytest_k8sstate.parse.iptnft_rule import translate_rule, where
-from pytest_k8sstate.parse.nfnl import CNT_HEAD, PKTS_HEAD, Op, Untranslatable, attrs, nl_str, u32, u64
+from pytest_k8sstate.parse.iptnft_runs import BLOCK_PREFIX, RUN_PREFIX
+from pytest_k8sstate.parse.iptnft_runs import declare as _declare
+from pytest_k8sstate.parse.iptnft_runs import decls_text as _decls_text
+from pytest_k8sstate.parse.iptnft_runs import lead as _lead
+from pytest_k8sstate.parse.iptnft_runs import record_block as _record_block
+from pytest_k8sstate.parse.iptnft_runs import record_run as _record_run
+from pytest_k8sstate.parse.iptnft_runs import scan_run as _scan_run
+from pytest_k8sstate.parse.nfnl import (
+    CNT_HEAD,
+    PKTS_HEAD,
+    Op,
+    Untranslatable,
+    attrs,
+    host_u32,
+    nl_str,
+    u32,
+    u64,
+)
 
 __all__ = [
+    "BLOCK_PREFIX",
     "BUILTIN_CHAINS",
     "HEADER",
+    "RUN_PREFIX",
     "Translated",
     "Untranslatable",
     "netlink_to_iptables_save",
@@ -41,26 +63,16 @@ HEADER = b"K8SS-NFTNL 1 "
 
 _AF_INET, _AF_INET6 = 2, 10
 _MSG_NEWTABLE, _MSG_NEWCHAIN, _MSG_NEWRULE = 0, 3, 6
+_BLOCK_TYPE = (10 << 8) | 255  # nfdump's block marker (node/nfdump.py): its sequence number is the length
+_DECLS_TYPE = (10 << 8) | 254  # the same for the block of the chain declarations
 _HDR = struct.Struct("=IH")
 _ATTR = struct.Struct("=HH")
 _CNT_VALS = struct.Struct(">Q4xQ")  # a counter expression's bytes and packets, after its head
-_TABLE_ORDER = ("mangle", "security", "raw", "filter", "nat")  # iptables-nft-save's order
-_BUILTIN: dict[str, tuple[str, ...]] = {
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "raw": ("PREROUTING", "OUTPUT"),
-    "security": ("INPUT", "FORWARD", "OUTPUT"),
-}
 BUILTIN_CHAINS = _BUILTIN
 """Each iptables table's built-in chains."""
 
 
 # --- the dump ------------------------------------------------------------------------------------
-
-
-ChainInfo = tuple[str | None, int, int]
-"""A chain as ``iptables-save`` declares it: policy (None for a user-defined chain), packets, bytes."""
 
 
 @dataclass
@@ -76,12 +88,19 @@ class Translated:
     def text(self) -> str:
         """The ``iptables-save`` text; :class:`Untranslatable` for a chain name that is not UTF-8."""
         try:
-            return _render_dump(self.tables, self.rules, self.counters)
+            return render_dump(self.tables, self.rules)
         except UnicodeEncodeError as exc:
             raise Untranslatable(f"a malformed nf_tables netlink dump ({exc!r})") from None
 
     def rule_count(self) -> int:
         return sum(len(v) for v in self.rules.values())
+
+    def ruleset(self, source: str) -> IptablesRuleset | None:
+        """What :func:`~pytest_k8sstate.parse.iptables.parse_iptables_save` gives for :meth:`text`,
+        built without the text; None where the text must be parsed (see
+        :func:`~pytest_k8sstate.parse.iptnft_render.build_ruleset`)."""
+        with gc_paused():  # thousands of chains: no collection over the snapshots a session holds meanwhile
+            return build_ruleset(self.tables, self.rules, source)
 
 
 def netlink_to_iptables_save(
@@ -143,13 +162,15 @@ def patch(
     *,
     previous: Mapping[bytes, str] | None = None,
     memo: dict[bytes, str] | None = None,
+    shared: dict[bytes, str] | None = None,
 ) -> Translated:
     """``base`` with each of ``chains`` (table, chain) as ``data`` shows it now: ``data`` is a dump of
     those chains only (each existing one's ``NEWCHAIN`` and ``NEWRULE`` messages, after the ``NEWTABLE``
     message of its table); a chain it does not hold is gone; a chain ``""`` stands for its table alone.
     The other chains are ``base``'s, unchanged. A table ``base`` does not have raises
-    :class:`Untranslatable` (the caller reads everything again)."""
-    part = netlink_translate(data, counters=base.counters, previous=previous, memo=memo)
+    :class:`Untranslatable` (the caller reads everything again). ``previous``/``memo``/``shared``: as for
+    :func:`netlink_to_iptables_save`."""
+    part = netlink_translate(data, counters=base.counters, previous=previous, memo=memo, shared=shared)
     tables = dict(base.tables)
     rules = dict(base.rules)
     copied: set[str] = set()
@@ -199,6 +220,16 @@ def _translate_dump(
         raise Untranslatable(f"address family {fam}")
     fam_key = b"%d:" % fam
     run_seed = b"run %d %d:" % (fam, counters)
+    block_seed = b"blk %d %d:" % (fam, counters)
+    blk_end = 0  # the end of the open block (nfdump's marker; BLOCK_PREFIX), 0 when none is open
+    blk_key = b""
+    blk_ok = False  # so far only rule messages of one chain of an iptables table
+    blk_at: tuple[str, str] | None = None  # that chain, and its first line from the block
+    blk_first = 0
+    marked = False  # the dump has markers: its chains are looked up as blocks, not as runs
+    decls_end = 0  # the end of the open block of chain declarations (nfdump's marker), 0 when none
+    decls_key = b""
+    decls: list[tuple[str, str, ChainInfo]] | None = None  # what they declared so far (None: not all kept)
     tables: dict[str, dict[str, ChainInfo]] = {}
     rules: dict[tuple[str, str], list[str]] = {}
     cache: dict[bytes, Op] = {}
@@ -220,6 +251,14 @@ def _translate_dump(
     tname = cname = head = ""
     lines: list[str] = []
     while pos + 20 <= end:
+        if blk_end and pos >= blk_end:  # a block walked: its lines, for the next dump (here or elsewhere)
+            if pos == blk_end and blk_ok and blk_at is not None:
+                _record_block(memo, shared, blk_key, blk_at, rules[blk_at], blk_first)
+            blk_end = 0
+        if decls_end and pos >= decls_end:
+            if pos == decls_end and decls is not None:
+                memo[decls_key] = shared[decls_key] = _decls_text(decls)
+            decls_end = 0
         length, mtype = hdr(data, pos)
         if length < 20 or pos + length > end:
             raise Untranslatable(f"a truncated netlink message at offset {pos}")
@@ -230,13 +269,56 @@ def _translate_dump(
                 _record_run(memo, cur_h, rules[cur_at], cur_first)
                 cur_at = None
             last_tc = b""
+            blk_ok = False  # not a rule message: an open block is not one chain's rules
+            if decls_end and kind != _MSG_NEWCHAIN:
+                decls = None  # not a chain declaration: the open block of them is not kept
+            if mtype == _DECLS_TYPE and length == 20:  # the chain declarations' block: as before?
+                pos += 20
+                bend = pos + host_u32(data, mpos + 8)
+                if pos < bend <= end:
+                    h = blake2b(b"decls %d:" % fam, digest_size=16)
+                    h.update(view[pos:bend])
+                    decls_key = BLOCK_PREFIX + h.digest()
+                    text = memo.get(decls_key) or previous.get(decls_key) or shared.get(decls_key)
+                    if text is not None:
+                        _declare(tables, text)
+                        memo[decls_key] = text
+                        pos = bend
+                    else:
+                        decls_end, decls = bend, []
+                continue
+            if mtype == _BLOCK_TYPE and length == 20:  # a block marker: the block, whole as before?
+                marked = True
+                inline = False  # blocks stand for runs here (and a run ends at each marker anyway)
+                pos += 20
+                bend = pos + host_u32(data, mpos + 8)
+                if pos < bend <= end:
+                    h = blake2b(block_seed, digest_size=16)
+                    h.update(view[pos:bend])
+                    blk_key = BLOCK_PREFIX + h.digest()
+                    text = memo.get(blk_key) or previous.get(blk_key) or shared.get(blk_key)
+                    if text is not None:
+                        bt, bc, body = text.split("\0", 2)
+                        if bt in tables:  # else the walk would skip its rules too
+                            rules.setdefault((bt, bc), []).extend(body.split("\n"))
+                        memo[blk_key] = text
+                        runs_taken += 1
+                        pos = bend
+                    else:
+                        blk_end, blk_ok, blk_at = bend, True, None
+                continue
             a = attrs(data, pos + 20, mend)
             if kind == _MSG_NEWTABLE:
                 name = nl_str(a.get(1, b""))
                 if name in _BUILTIN:
                     tables.setdefault(name, {})
             elif kind == _MSG_NEWCHAIN:
-                _chain(tables, a)
+                declared = _chain(tables, a)
+                if decls is not None:
+                    if declared is None:
+                        decls = None  # its table unknown here: the block means another thing elsewhere
+                    else:
+                        decls.append(declared)
             pos += (length + 3) & ~3
             continue
         if ahead and pos >= run_end:  # a run of one chain's rules starts: all of it as in an earlier dump?
@@ -246,7 +328,13 @@ def _translate_dump(
             rc = names.get(rcb) or names.setdefault(rcb, nl_str(rcb))
             text = (memo.get(key_run) or previous.get(key_run)) if digest else None
             if text is not None and rt in tables:
-                rules.setdefault((rt, rc), []).extend(text.split("\n"))
+                taken = rules.setdefault((rt, rc), [])
+                if blk_end and (blk_at is None or blk_at == (rt, rc)):
+                    if blk_at is None:
+                        blk_at, blk_first = (rt, rc), len(taken)
+                elif blk_end:
+                    blk_ok = False
+                taken.extend(text.split("\n"))
                 memo[key_run] = text
                 runs_taken += 1
                 pos = run_end
@@ -293,6 +381,13 @@ def _translate_dump(
             if not skip:
                 lines = rules.setdefault((tname, cname), [])
                 head = f"-A {cname}"
+        if decls_end:
+            decls = None  # a rule among the declarations: that block is not kept
+        if blk_end:
+            if skip or (blk_at is not None and blk_at != (tname, cname)):
+                blk_ok = False
+            elif blk_at is None:
+                blk_at, blk_first = (tname, cname), len(lines)
         if skip:
             continue
         if inline:  # the digest _scan_run would compute for this run, message by message
@@ -353,7 +448,11 @@ def _translate_dump(
             run = None
     if cur_at is not None:
         _record_run(memo, cur_h, rules[cur_at], cur_first)
-    if keep_runs:
+    if blk_end and pos == blk_end and blk_ok and blk_at is not None:
+        _record_block(memo, shared, blk_key, blk_at, rules[blk_at], blk_first)
+    if decls_end and pos == decls_end and decls is not None:
+        memo[decls_key] = shared[decls_key] = _decls_text(decls)
+    if keep_runs and not marked:
         memo[RUN_PREFIX] = ""  # a marker: this memo holds runs (the next dump looks them up)
     if runs_taken and len(previous) <= 2 * sum(len(v) for v in rules.values()) + 64:
         # the rules of the runs taken whole were not keyed one by one this time: keep the earlier keys
@@ -364,75 +463,12 @@ def _translate_dump(
     return tables, rules
 
 
-RUN_PREFIX = b"run:"
-"""Memo keys of whole runs of one chain's rule messages (rule keys are bare 16-byte digests)."""
-
-
-def _record_run(memo: dict[bytes, str], digest: blake2b, lines: list[str], first: int) -> None:
-    """A run recorded as it was walked: its chain's lines from ``first`` on, under ``digest`` (the
-    running BLAKE2b of its messages, as :func:`_scan_run` computes it)."""
-    memo[RUN_PREFIX + digest.digest()] = "\n".join(lines[first:])
-
-
-def _scan_run(
-    data: bytes, view: memoryview, pos: int, end: int, seed: bytes
-) -> tuple[int, bytes, bytes, bytes]:
-    """The run of rule messages from ``pos`` that name the same table and chain: where it ends, the
-    table and chain, and a digest of ``seed`` and every message's bytes after its headers (rule handle,
-    expressions, counters: all the text of the run depends on, the netlink header's sequence number and
-    port aside). A message that is not a well-formed rule of that chain ends the run."""
-    hdr = _HDR.unpack_from
-    attr = _ATTR.unpack_from
-    first: tuple[bytes, bytes] | None = None
-    h = blake2b(seed, digest_size=16)
-    p = pos
-    while p + 20 <= end:
-        length, mtype = hdr(data, p)
-        if length < 20 or p + length > end or mtype & 0xFF != _MSG_NEWRULE:
-            break
-        q, mend = p + 20, p + length
-        tb = cb = None
-        while q + 4 <= mend:  # every attribute: the last table and chain count, as in the walk
-            n, k = attr(data, q)
-            if n < 4 or q + n > mend:
-                break
-            k &= 0x3FFF
-            if k == 1:
-                tb = data[q + 4 : q + n]
-            elif k == 2:
-                cb = data[q + 4 : q + n]
-            q += (n + 3) & ~3
-        if tb is None or cb is None or (first is not None and first != (tb, cb)):
-            break
-        first = (tb, cb)
-        h.update(b"%d:" % (length - 20))
-        h.update(view[p + 20 : mend])
-        p += (length + 3) & ~3
-    if first is None:
-        return pos, b"", b"", b""
-    return p, first[0], first[1], h.digest()
-
-
-def _lead(data: bytes, p: int, mend: int) -> bytes:
-    """A rule message's table and chain attributes when they are its first two (the prefix the next
-    rule of the same chain starts with), else empty."""
-    if p + 4 > mend:
-        return b""
-    n1, k1 = _ATTR.unpack_from(data, p)
-    q = p + ((n1 + 3) & ~3)
-    if k1 & 0x3FFF != 1 or n1 < 4 or q + 4 > mend:
-        return b""
-    n2, k2 = _ATTR.unpack_from(data, q)
-    r = q + ((n2 + 3) & ~3)
-    if k2 & 0x3FFF != 2 or n2 < 4 or r > mend:
-        return b""
-    return data[p:r]
-
-
-def _chain(tables: dict[str, dict[str, ChainInfo]], a: dict[int, bytes]) -> None:
+def _chain(tables: dict[str, dict[str, ChainInfo]], a: dict[int, bytes]) -> tuple[str, str, ChainInfo] | None:
+    """Declare a chain of a ``NEWCHAIN`` message's attributes; what it declared, or None when its table
+    is not an iptables table of the dump (nothing declared)."""
     tname, cname = nl_str(a.get(1, b"")), nl_str(a.get(3, b""))
     if tname not in tables:
-        return
+        return None
     builtin = cname in _BUILTIN[tname]
     if (4 in a) != builtin:
         raise Untranslatable(
@@ -449,29 +485,5 @@ def _chain(tables: dict[str, dict[str, ChainInfo]], a: dict[int, bytes]) -> None
         if 8 in a:
             c = attrs(a[8])
             by, pk = u64(c.get(1, bytes(8))), u64(c.get(2, bytes(8)))
-    tables[tname][cname] = (policy, pk, by)
-
-
-def _render_dump(
-    tables: dict[str, dict[str, ChainInfo]],
-    rules: dict[tuple[str, str], list[str]],
-    counters: bool,
-) -> str:
-    out: list[str] = []
-    for tname in _TABLE_ORDER:
-        chains = tables.get(tname)
-        if chains is None:
-            continue
-        out.append("# Generated by pytest-k8sstate from nf_tables netlink (iptables-save -c format)")
-        out.append(f"*{tname}")
-        order = list(_BUILTIN[tname]) + sorted(
-            (c for c in chains if c not in _BUILTIN[tname]), key=lambda c: c.encode()
-        )
-        for c in order:
-            policy, pk, by = chains.get(c, ("ACCEPT", 0, 0))
-            out.append(f":{c} {policy or '-'} [{pk}:{by}]")
-        for c in order:
-            out.extend(rules.get((tname, c), ()))
-        out.append("COMMIT")
-        out.append("# Completed")
-    return "\n".join(out) + "\n" if out else ""
+    tables[tname][cname] = info = (policy, pk, by)
+    return tname, cname, info

@@ -19,6 +19,7 @@ __all__ = [
     "attrs",
     "decode_expr",
     "fast_counter",
+    "host_u32",
     "nl_str",
     "u32",
     "u64",
@@ -68,6 +69,11 @@ def nl_str(b: bytes) -> str:
 
 def u32(b: bytes) -> int:
     return int(struct.unpack(">I", b[:4])[0])
+
+
+def host_u32(data: bytes, at: int) -> int:
+    """The host-order u32 at ``at`` (a netlink header field)."""
+    return int(struct.unpack_from("=I", data, at)[0])
 
 
 def u64(b: bytes) -> int:

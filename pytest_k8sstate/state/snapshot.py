@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pytest_k8sstate.errors import K8sStateError, ParseError
 from pytest_k8sstate.etcd.capture import EtcdState
 from pytest_k8sstate.node.capture import NodeState
+from pytest_k8sstate.parse.gcpause import gc_paused
 from pytest_k8sstate.state.diff import SCHEMA, StateDiff
 from pytest_k8sstate.state.etcddiff import EtcdDiff, diff_etcd
 from pytest_k8sstate.state.extras import capture_extras, diff_extras, extras_from_json, extras_to_json
@@ -84,21 +85,27 @@ class Snapshot:
         pod's network namespace (``True``: found with crictl; or node → ``{"ns/name": netns}``), with its
         conntrack entries when ``conntrack``. See :mod:`pytest_k8sstate.state.extras`."""
         from pytest_k8sstate.etcd.capture import collect_etcd
+        from pytest_k8sstate.node import rulecache
         from pytest_k8sstate.node.capture import collect_node
 
         taken_at = time.time()
-        with ThreadPoolExecutor(max_workers=max(1, min(9, len(nodes) + 2))) as pool:
+        # the capture makes 100k+ objects on a large cluster: no cyclic GC over the snapshots a session holds
+        # while it runs (their collections were 0.1-0.3 s inside a capture); one young collection after it
+        with gc_paused(), ThreadPoolExecutor(max_workers=max(1, min(9, len(nodes) + 2))) as pool:
             etcd_f = (
                 pool.submit(collect_etcd, etcd, keep_raw=keep_raw, include_secrets=include_secrets)
                 if etcd is not None
                 else None
             )
-            shared: dict[bytes, str] = {}  # rule translations: the nodes hold mostly the same rules
+            # rule translations: the nodes hold mostly the same rules, and so do the snapshots of a process
+            # and of the last one (node/rulecache.py)
+            shared = rulecache.translations() if nodes else {}
             node_fs = [(ex.node, pool.submit(collect_node, ex, ipvs=ipvs, shared=shared)) for ex in nodes]
             extras_f = pool.submit(capture_extras, nodes, logs, pods, conntrack)
             state = etcd_f.result() if etcd_f is not None else None
             node_states = {name: f.result() for name, f in node_fs}
             log_cursors, pod_states = extras_f.result()
+        rulecache.persist()
         return cls(
             label=label,
             taken_at=taken_at,

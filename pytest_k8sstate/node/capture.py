@@ -433,13 +433,12 @@ def collect_node(
                 state.methods[p] = iptfast.NETLINK_METHOD
             elif p in iptfast.FAMILY:
                 memo: dict[bytes, str] | None = {} if plan.key is not None else None  # reuse on
-                out, method, tr = iptfast.translate_or_fallback(
-                    exec, p, out, timeout, previous=plan.translations.pop(p, None), memo=memo, shared=shared
+                prev = plan.translations.pop(p, None)
+                out, method, tr, built = iptfast.translate_or_fallback(
+                    exec, p, out, timeout, previous=prev, memo=memo, shared=shared, source=src
                 )
                 if method is not None:
                     state.methods[p] = method
-                if tr is not None:
-                    built = tr.ruleset(src)
                 if memo and method == iptfast.NETLINK_METHOD:
                     plan.translations[p] = memo
                 base = plan.full_base(tr) if tr is not None else None

@@ -22,6 +22,7 @@ from pathlib import Path
 from pytest_k8sstate.errors import CommandError
 from pytest_k8sstate.node import rulecache
 from pytest_k8sstate.node.exec import LocalExec, NetnsExec, NodeExec
+from pytest_k8sstate.parse.iptables import IptablesRuleset
 from pytest_k8sstate.parse.iptnft import HEADER, Translated, Untranslatable, netlink_translate
 
 __all__ = [
@@ -109,8 +110,9 @@ def translate_or_fallback(
     previous: Mapping[bytes, str] | None = None,
     memo: dict[bytes, str] | None = None,
     shared: dict[bytes, str] | None = None,
-) -> tuple[bytes, str | None, Translated | None]:
-    """``(iptables-save -c text, method, translation)`` for a part's output (fast dump or already
+    source: str | None = None,
+) -> tuple[bytes, str | None, Translated | None, IptablesRuleset | None]:
+    """``(iptables-save -c text, method, translation, ruleset)`` for a part's output (fast dump or already
     iptables-save).
 
     ``method`` is ``"nf_tables netlink"`` when the fast dump was used (``translation`` is then what the
@@ -119,18 +121,23 @@ def translate_or_fallback(
     ``previous``/``memo``/``shared``: the translations of the node's last capture / filled with this
     one's / shared with the other nodes of a snapshot (see
     :func:`~pytest_k8sstate.parse.iptnft.netlink_to_iptables_save`).
+    ``source``: build the parsed ruleset (named so) from the translation where it can be
+    (:meth:`~pytest_k8sstate.parse.iptnft.Translated.ruleset`); the text is then not rendered (empty).
+    Otherwise ``ruleset`` is None and the text is to be parsed.
     A failing fallback raises :class:`~pytest_k8sstate.errors.CommandError`.
     """
     if not output.startswith(HEADER):
-        return output, None, None
+        return output, None, None, None
     rulecache.ready(shared)
     try:
         with _ONE_AT_A_TIME:
             tr = netlink_translate(output, previous=previous, memo=memo, shared=shared)
-            text = tr.text().encode("utf-8", "surrogateescape")
-        return text, NETLINK_METHOD, tr
+        built = tr.ruleset(source) if source is not None else None
+        if built is not None:  # its names are plain ASCII: the text would render too
+            return b"", NETLINK_METHOD, tr, built
+        return tr.text().encode("utf-8", "surrogateescape"), NETLINK_METHOD, tr, None
     except Untranslatable as exc:
         reason = str(exc)
     log.debug("node %s: %s fast path not exact (%s); running %s -c", exec.node, part, reason, _SAVE[part])
     res = exec.run([_SAVE[part], "-c"], timeout=timeout, check=True)
-    return res.stdout, f"{_SAVE[part]} -c (fast path not exact: {reason})", None
+    return res.stdout, f"{_SAVE[part]} -c (fast path not exact: {reason})", None, None

@@ -107,22 +107,20 @@ class _Dumper:
         chains = [m for m in self.request(_MSG["GETCHAIN"]) if _attr_value(m, 1) in names]
         if len(chains) < min_chains:
             raise _Small(len(chains))
-        out = tables + chains
-        if blocks and chains:
-            z = _ZERO_IDS
-            block = b"".join([c[:8] + z + c[16:18] + b"\0\0" + c[20:] for c in chains])
-            out = [*tables, struct.pack("=IHHII", 20, DECLS_TYPE, 0, len(block), 0) + b"\0\0\0\0", block]
+        out = tables + (_block(DECLS_TYPE, chains) if blocks and chains else chains)
         for m in chains:
             sel = _attr(1, _attr_value(m, 1) + b"\0") + _attr(2, _attr_value(m, 3) + b"\0")
             rules = self.request(_MSG["GETRULE"], sel)
-            if blocks and rules:
-                z = _ZERO_IDS
-                block = b"".join([r[:8] + z + r[16:18] + b"\0\0" + r[20:] for r in rules])
-                out.append(struct.pack("=IHHII", 20, BLOCK_TYPE, 0, len(block), 0) + b"\0\0\0\0")
-                out.append(block)
-            else:
-                out += rules
+            out += _block(BLOCK_TYPE, rules) if blocks and rules else rules
         return out
+
+
+def _block(kind: int, msgs: list[bytes]) -> list[bytes]:
+    """``msgs`` as one block after its marker of type ``kind`` (see the module doc): each message's
+    sequence number, port id and generation bits zeroed."""
+    z = _ZERO_IDS
+    block = b"".join([m[:8] + z + m[16:18] + b"\0\0" + m[20:] for m in msgs])
+    return [struct.pack("=IHHII", 20, kind, 0, len(block), 0) + b"\0\0\0\0", block]
 
 
 class _Small(Exception):

@@ -221,6 +221,7 @@ def _translate_dump(
     fam_key = b"%d:" % fam
     run_seed = b"run %d %d:" % (fam, counters)
     block_seed = b"blk %d %d:" % (fam, counters)
+    decls_seed = b"decls %d:" % fam  # declarations do not depend on the counters flag
     blk_end = 0  # the end of the open block (nfdump's marker; BLOCK_PREFIX), 0 when none is open
     blk_key = b""
     blk_ok = False  # so far only rule messages of one chain of an iptables table
@@ -272,40 +273,33 @@ def _translate_dump(
             blk_ok = False  # not a rule message: an open block is not one chain's rules
             if decls_end and kind != _MSG_NEWCHAIN:
                 decls = None  # not a chain declaration: the open block of them is not kept
-            if mtype == _DECLS_TYPE and length == 20:  # the chain declarations' block: as before?
+            if (mtype == _BLOCK_TYPE or mtype == _DECLS_TYPE) and length == 20:  # a block: as before?
+                of_rules = mtype == _BLOCK_TYPE  # one chain's rules, else every chain declaration
+                if of_rules:
+                    marked = True
+                    inline = False  # blocks stand for runs here (and a run ends at each marker anyway)
                 pos += 20
                 bend = pos + host_u32(data, mpos + 8)
                 if pos < bend <= end:
-                    h = blake2b(b"decls %d:" % fam, digest_size=16)
+                    h = blake2b(block_seed if of_rules else decls_seed, digest_size=16)
                     h.update(view[pos:bend])
-                    decls_key = BLOCK_PREFIX + h.digest()
-                    text = memo.get(decls_key) or previous.get(decls_key) or shared.get(decls_key)
-                    if text is not None:
-                        _declare(tables, text)
-                        memo[decls_key] = text
-                        pos = bend
-                    else:
-                        decls_end, decls = bend, []
-                continue
-            if mtype == _BLOCK_TYPE and length == 20:  # a block marker: the block, whole as before?
-                marked = True
-                inline = False  # blocks stand for runs here (and a run ends at each marker anyway)
-                pos += 20
-                bend = pos + host_u32(data, mpos + 8)
-                if pos < bend <= end:
-                    h = blake2b(block_seed, digest_size=16)
-                    h.update(view[pos:bend])
-                    blk_key = BLOCK_PREFIX + h.digest()
-                    text = memo.get(blk_key) or previous.get(blk_key) or shared.get(blk_key)
-                    if text is not None:
+                    bkey = BLOCK_PREFIX + h.digest()
+                    text = memo.get(bkey) or previous.get(bkey) or shared.get(bkey)
+                    if text is None:  # walked, and recorded at its end if it is what its marker says
+                        if of_rules:
+                            blk_end, blk_ok, blk_at, blk_key = bend, True, None, bkey
+                        else:
+                            decls_end, decls, decls_key = bend, [], bkey
+                        continue
+                    if of_rules:
                         bt, bc, body = text.split("\0", 2)
                         if bt in tables:  # else the walk would skip its rules too
                             rules.setdefault((bt, bc), []).extend(body.split("\n"))
-                        memo[blk_key] = text
                         runs_taken += 1
-                        pos = bend
                     else:
-                        blk_end, blk_ok, blk_at = bend, True, None
+                        _declare(tables, text)
+                    memo[bkey] = text
+                    pos = bend
                 continue
             a = attrs(data, pos + 20, mend)
             if kind == _MSG_NEWTABLE:

@@ -40,17 +40,15 @@ in this or an earlier process: the handles are in it) is not walked again."""
 
 def record_block(
     memo: dict[bytes, str],
-    shared: dict[bytes, str] | None,
+    shared: dict[bytes, str],
     key: bytes,
     at: tuple[str, str],
     lines: list[str],
     first: int,
 ) -> None:
-    """A block walked to its end, all of it rule messages of chain ``at``: its lines from ``first`` on."""
-    text = f"{at[0]}\0{at[1]}\0" + "\n".join(lines[first:])
-    memo[key] = text
-    if shared is not None:
-        shared[key] = text
+    """A block walked to its end, all of it rule messages of chain ``at``: its lines from ``first`` on,
+    in ``memo`` and ``shared``."""
+    memo[key] = shared[key] = f"{at[0]}\0{at[1]}\0" + "\n".join(lines[first:])
 
 
 def record_run(memo: dict[bytes, str], digest: blake2b, lines: list[str], first: int) -> None:

@@ -143,16 +143,17 @@ def test_a_family_known_small_is_not_given_to_the_dumper(
 ) -> None:
     """The first capture read ip6tables (a few chains) in-process and found it small: the node runs its plain
     ip6tables-save, not an interpreter that would find it small and run that; iptables goes to the dumper."""
-    from pytest_k8sstate.node import capture
+    from pytest_k8sstate.node import ahead, commands
 
+    monkeypatch.setattr(ahead, "families", lambda *_args: [])  # iptables in the script, not read ahead
     scripts: list[str] = []
-    real = capture._script
+    real = commands.script
 
     def spy(parts: list[str], marker: str, *args: Any) -> str:
         scripts.append(real(parts, marker, *args))
         return scripts[-1]
 
-    monkeypatch.setattr(capture, "_script", spy)
+    monkeypatch.setattr(commands, "script", spy)
     first = _capture(ns)
     assert first.methods == {"iptables": iptfast.NETLINK_METHOD}  # ip6tables by its plain command
     (script,) = scripts

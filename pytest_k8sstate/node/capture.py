@@ -31,47 +31,43 @@ reason is logged at debug level (logger ``pytest_k8sstate.node.capture``) and in
 :attr:`NodeState.methods`. ``collect_node(..., nft_fast=False)`` or ``K8SSTATE_IPTABLES_FAST=0`` turn
 the fast path off.
 
-Latency: all commands of one node run in **one** ``sh`` invocation (one ``ip netns exec`` / ``docker
-exec`` instead of six); the output is split on per-call random markers. Where the node has no
-``sh`` the commands run one by one. A node container (``DockerExec``) runs that ``sh`` text in its
-long-lived shell (:mod:`~pytest_k8sstate.node.session`): no ``docker exec`` per snapshot.
+Latency: all commands of one node run in **one** ``sh`` invocation (:mod:`~pytest_k8sstate.node.commands`;
+one by one where the node has no ``sh``). A large iptables family of a ``local`` node is read ahead of
+them, in a thread of its own, and translated as soon as it is read (:mod:`~pytest_k8sstate.node.ahead`).
 :func:`collect_nodes` captures several nodes concurrently.
 """
 
 from __future__ import annotations
 
-import secrets
-import shlex
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Self
 
-from pytest_k8sstate.errors import CommandError, CommandNotFound, CommandTimeout, K8sStateError, ParseError
-from pytest_k8sstate.node import compact, conntrack, iptfast, nftomit, reuse, rulecache
+from pytest_k8sstate.errors import CommandError, CommandTimeout, K8sStateError, ParseError
+from pytest_k8sstate.node import ahead, compact, conntrack, iptfast, nftomit, reuse, rulecache
+from pytest_k8sstate.node.commands import (
+    COMMANDS,
+    MISSING_RC,
+    NO_IPVS_RC,
+    Raw,
+    run_batched,
+    run_single,
+    run_tables,
+)
 from pytest_k8sstate.node.exec import DockerExec, NodeExec
 from pytest_k8sstate.parse.conntrack import ConntrackEntry
 from pytest_k8sstate.parse.iproute import parse_ip_json
 from pytest_k8sstate.parse.ipset import IpSet, parse_ipset_save
 from pytest_k8sstate.parse.iptables import IptablesRuleset, parse_iptables_save
+from pytest_k8sstate.parse.iptnft import Translated
 from pytest_k8sstate.parse.ipvs import VirtualServer, parse_ipvsadm
 from pytest_k8sstate.parse.nft import NftRuleset, parse_nft_json
 from pytest_k8sstate.parse.nftmemo import fresh_rules
 
 __all__ = ["ALL_PARTS", "NodeState", "collect_node", "collect_nodes"]
 
-# command id → (argv, package that provides the binary)
-_COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "iptables": (("iptables-save", "-c"), "iptables"),
-    "ip6tables": (("ip6tables-save", "-c"), "iptables"),
-    "nft": (("nft", "-j", "list", "ruleset"), "nftables"),
-    "ipsets": (("ipset", "save"), "ipset"),
-    "ipvs": (("ipvsadm", "-Sn"), "ipvsadm"),
-    "ipaddr": (("ip", "-j", "-d", "addr", "show"), "iproute2"),  # links (with linkinfo) and addresses
-    "routes": (("ip", "-j", "route", "show", "table", "all"), "iproute2"),
-    "conntrack": (("conntrack", "-L", "-o", "extended"), "conntrack"),  # optional: node/conntrack.py
-}
-# part → command id
 _PART_CMD: dict[str, str] = {
     "iptables": "iptables",
     "ip6tables": "ip6tables",
@@ -84,8 +80,6 @@ _PART_CMD: dict[str, str] = {
 }
 ALL_PARTS: tuple[str, ...] = tuple(_PART_CMD)
 _PART_CMD["conntrack"] = "conntrack"  # optional part, not in ALL_PARTS (see node/conntrack.py)
-_NO_IPVS_RC = 199  # our script's code for "this node has no IPVS": not an error
-_MISSING_RC = 127  # sh: command not found
 
 
 @dataclass
@@ -168,142 +162,45 @@ def _clip(msg: str, limit: int = 2000) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
-@dataclass
-class _Raw:
-    rc: int
-    stdout: bytes
-    stderr: bytes
-
-
-def _script(
-    parts: list[str],
-    marker: str,
-    python: str | None = None,
-    nft: str | None = None,
-    plain: frozenset[str] = frozenset(),
-) -> str:
-    lines = []
-    for p in parts:
-        argv = " ".join(shlex.quote(a) for a in _COMMANDS[p][0])
-        if p == "nft" and nft is not None:
-            argv = nft
-        if python is not None and p in iptfast.FAMILY and p not in plain:
-            argv = f"( {iptfast.shell_command(p, python)} )"
-        if p == "conntrack":
-            argv = f"( {conntrack.SCRIPT} )"
-        if p == "ipvs":
-            # ipvsadm would try to modprobe ip_vs: don't even start it when the kernel has no IPVS
-            argv = f"if [ -e /proc/net/ip_vs ]; then {argv}; else exit {_NO_IPVS_RC}; fi"
-            argv = f"( {argv} )"
-        lines.append(
-            f"echo '{marker} {p}'; echo '{marker} {p}' >&2; {argv}; rc=$?; "
-            f"printf '\\n{marker} end %s\\n' $rc; printf '\\n{marker} end %s\\n' $rc >&2"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _split(data: bytes, marker: str, parts: list[str]) -> dict[str, tuple[bytes, int | None]]:
-    out: dict[str, tuple[bytes, int | None]] = {}
-    m = marker.encode()
-    for p in parts:
-        begin = m + b" " + p.encode() + b"\n"
-        i = data.find(begin)
-        if i < 0:
-            continue
-        start = i + len(begin)
-        j = data.find(b"\n" + m + b" end ", start)
-        if j < 0:
-            out[p] = (data[start:], None)
-            continue
-        k = data.find(b"\n", j + 1 + len(m) + 5)
-        rc_text = data[j + 1 + len(m) + 5 : k if k >= 0 else None].strip()
-        out[p] = (data[start:j], int(rc_text) if rc_text.isdigit() else None)
-    return out
-
-
-def _run_batched(
-    exec: NodeExec,
-    parts: list[str],
-    timeout: float,
-    python: str | None = None,
-    nft: str | None = None,
-    plain: frozenset[str] = frozenset(),
-) -> dict[str, _Raw] | None:
-    """All parts in one ``sh``; None when the node has no usable ``sh``. ``python``: the node's interpreter
-    for the iptables families' fast path, but for those in ``plain`` (their plain ``iptables-save``)."""
-    marker = "@@k8ss-" + secrets.token_hex(8)
-    script = _script(parts, marker, python, nft, plain)
-    run_script = getattr(exec, "run_script", None)  # a node's long-lived shell (node/session.py)
-    try:
-        res = run_script(script, timeout=timeout) if run_script is not None else None
-        if res is None:
-            res = exec.run(["sh", "-c", script], timeout=timeout, check=False)
-    except CommandTimeout as exc:  # running each command again would only double the wait
-        return {p: _Raw(-1, b"", str(exc).encode()) for p in parts}
-    except CommandError:
-        return None  # no usable ``sh`` (or no way to run it): one command per part
-    outs, errs = _split(res.stdout, marker, parts), _split(res.stderr, marker, parts)
-    if not outs and res.returncode != 0:
-        return None  # sh itself missing or broken
-    raw: dict[str, _Raw] = {}
-    for p in parts:
-        if p not in outs:
-            raw[p] = _Raw(-1, b"", b"the capture script stopped before this part: " + res.stderr[-300:])
-            continue
-        out, rc = outs[p]
-        err = errs.get(p, (b"", None))[0]
-        raw[p] = _Raw(rc if rc is not None else -1, out, err)
-    return raw
-
-
-def _run_tables(exec: NodeExec, omit: nftomit.Omission, timeout: float) -> _Raw:
-    """Without ``sh``: one ``nft -j list table`` per kept table, their documents one per line."""
-    out = []
-    for argv in omit.argvs():
-        r = _run_single(exec, "nft", timeout, argv=argv)
-        if r.rc != 0:
-            return r
-        out.append(r.stdout.rstrip() + b"\n")
-    return _Raw(0, b"".join(out), b"")
-
-
 def _settle_nft(
-    exec: NodeExec, r: _Raw, omit: nftomit.Omission, state: NodeState, timeout: float
-) -> tuple[_Raw, tuple[tuple[str, str], ...]]:
+    exec: NodeExec, r: Raw, omit: nftomit.Omission, state: NodeState, timeout: float
+) -> tuple[Raw, tuple[tuple[str, str], ...]]:
     """The nft part's output with ``omit``'s tables left out (one document) and those tables, or the
     whole ruleset and ``()`` when leaving them out would lose something (:mod:`.nftomit`)."""
     if r.rc < 0:  # timed out or the script stopped: reading it all again would only double the wait
         return r, ()
     if r.rc == 0 and omit.exact(state.methods, state.errors) and omit.unchanged(exec, timeout):
         try:
-            return _Raw(0, nftomit.merge_documents(r.stdout), r.stderr), omit.omitted
+            return Raw(0, nftomit.merge_documents(r.stdout), r.stderr), omit.omitted
         except ValueError:
             pass
-    return _run_single(exec, "nft", timeout), ()
+    return run_single(exec, "nft", timeout), ()
 
 
-def _run_single(
-    exec: NodeExec, part: str, timeout: float, fast: bool = False, argv: list[str] | None = None
-) -> _Raw:
-    if argv is None:
-        argv = ["sh", "-c", conntrack.SCRIPT] if part == "conntrack" else list(_COMMANDS[part][0])
-    if fast and part in iptfast.FAMILY:
-        out = iptfast.single_command(exec, part, timeout)
-        if out is not None:
-            return _Raw(0, out, b"")
-    try:
-        if part == "ipvs":
-            probe = exec.run(["test", "-e", "/proc/net/ip_vs"], timeout=timeout, check=False)
-            if probe.returncode != 0:
-                return _Raw(_NO_IPVS_RC, b"", b"")
-        res = exec.run(argv, timeout=timeout, check=False)
-    except CommandNotFound as exc:
-        return _Raw(_MISSING_RC, b"", str(exc).encode())
-    except CommandError as exc:
-        return _Raw(-1, b"", str(exc).encode())
-    if res.returncode != 0 and b'exec of "' in res.stderr and b"No such file" in res.stderr:
-        return _Raw(_MISSING_RC, b"", res.stderr)  # `ip netns exec` could not find the binary
-    return _Raw(res.returncode, res.stdout, res.stderr)
+Translation = tuple[bytes, str | None, Translated | None, IptablesRuleset | None, dict[bytes, str] | None]
+"""What :func:`_translate` gives: :func:`~pytest_k8sstate.node.iptfast.translate_or_fallback`'s four and the
+memo it filled (None: reuse off)."""
+
+
+def _translate(
+    exec: NodeExec, part: str, out: bytes, plan: reuse.Plan, shared: dict[bytes, str] | None, timeout: float
+) -> Translation:
+    memo: dict[bytes, str] | None = {} if plan.key is not None else None  # reuse on
+    prev = plan.translations.pop(part, None)
+    src = f"{' '.join(COMMANDS[part][0])} (node {exec.node})"
+    return (
+        *iptfast.translate_or_fallback(
+            exec, part, out, timeout, previous=prev, memo=memo, shared=shared, source=src
+        ),
+        memo,
+    )
+
+
+def _translate_read(
+    exec: NodeExec, part: str, plan: reuse.Plan, shared: dict[bytes, str] | None, timeout: float, r: Raw
+) -> Translation | None:
+    """A family read ahead, translated as soon as it is read (None: the read failed, nothing to translate)."""
+    return _translate(exec, part, r.stdout, plan, shared, timeout) if r.rc == 0 else None
 
 
 _PARSERS: dict[str, Callable[[bytes, str], Any]] = {
@@ -365,18 +262,30 @@ def collect_node(
     if isinstance(kept_nft, NftRuleset) and not nftomit.covered(kept_nft.omitted, wanted):
         del plan.reused["nft"]  # its left-out tables are in an iptables part this capture does not take
     cmds = [c for c in cmds if not all(p in plan.reused for p in wanted if _PART_CMD[p] == c)]
-    raw: dict[str, _Raw] = {}
+    raw: dict[str, Raw] = {}
     plain = set()  # iptables families read in-process but small: plain iptables-save is as fast
     container = isinstance(exec, DockerExec)  # its own iptables-save: the version of its image
     for c in cmds:
         if c in plan.patched:  # the previous translation with the changed chains read again
-            raw[c] = _Raw(0, plan.patched[c], b"")
+            raw[c] = Raw(0, plan.patched[c], b"")
         elif c in plan.dumps:
             data, chains = plan.dumps[c]
             if chains >= iptfast.MIN_CHAINS and not container:
-                raw[c] = _Raw(0, data, b"")
+                raw[c] = Raw(0, data, b"")
             else:
                 plain.add(c)
+    # a large family for the dumper: read in a thread of its own from now on, translated there (node/ahead.py)
+    early: dict[str, ahead.Ahead[Raw, Translation | None]] = {}
+    if python is not None:
+        for c in ahead.families(exec, [c for c in cmds if c not in raw and c not in plain], timeout):
+            early[c] = ahead.start(
+                exec,
+                c,
+                partial(run_single, exec, c, timeout, True),
+                partial(_translate_read, exec, c, plan, shared, timeout),
+                timeout,
+                prefetch=shared is not None,
+            )
     # those found small are not even given to the dumper on the node (it would start an interpreter to find
     # them small and run iptables-save), also when the other family is
     known_small = frozenset(c for c in plain if plan.dumps[c][1] < iptfast.MIN_CHAINS)
@@ -386,20 +295,25 @@ def collect_node(
     omit = nftomit.plan(exec, wanted, timeout) if "nft" in cmds and fast and not small else None
     if plain and not any(c in iptfast.FAMILY and c not in raw and c not in plain for c in cmds):
         python, fast = None, False
-    cmds = [c for c in cmds if c not in raw]
+    cmds = [c for c in cmds if c not in raw and c not in early]
     nft_sh = omit.shell() if omit is not None else None
     if python is not None and shared is not None and any(c in iptfast.FAMILY for c in cmds):
         rulecache.prefetch()  # a large family goes to the dumper: the translations on disk are read meanwhile
-    ran = (_run_batched(exec, cmds, timeout, python, nft_sh, known_small) if batch else None) if cmds else {}
+    ran = (run_batched(exec, cmds, timeout, python, nft_sh, known_small) if batch else None) if cmds else {}
     if ran is None:
         ran = {
-            c: _run_single(exec, c, timeout, fast and c not in known_small)
+            c: run_single(exec, c, timeout, fast and c not in known_small)
             for c in cmds
             if not (c == "nft" and omit)
         }
         if omit is not None and "nft" in cmds:
-            ran["nft"] = _run_tables(exec, omit, timeout)
+            ran["nft"] = run_tables(exec, omit, timeout)
     raw.update(ran)
+    for c, a in early.items():
+        try:
+            raw[c] = a.read()
+        except CommandTimeout as exc:
+            raw[c] = Raw(-1, b"", str(exc).encode())
     # in ALL_PARTS order whatever the caller's: the nft part needs the iptables parts' methods
     for p in sorted(wanted, key=lambda q: ALL_PARTS.index(q) if q in ALL_PARTS else len(ALL_PARTS)):
         if p in plan.reused:
@@ -411,11 +325,11 @@ def collect_node(
         omitted: tuple[tuple[str, str], ...] = ()
         if p == "nft" and omit is not None:
             r, omitted = _settle_nft(exec, r, omit, state, timeout)
-        argv, pkg = _COMMANDS[_PART_CMD[p]]
+        argv, pkg = COMMANDS[_PART_CMD[p]]
         cmd = " ".join(argv)
-        if p == "ipvs" and r.rc == _NO_IPVS_RC:
+        if p == "ipvs" and r.rc == NO_IPVS_RC:
             continue  # no IPVS in this kernel/namespace: ipvs stays None
-        if r.rc == _MISSING_RC:
+        if r.rc == MISSING_RC:
             state.errors[p] = f"{argv[0]} not found on node {node}; install {pkg} in the node (image)"
             continue
         if r.rc != 0:
@@ -432,11 +346,8 @@ def collect_node(
             if p in plan.patched:
                 state.methods[p] = iptfast.NETLINK_METHOD
             elif p in iptfast.FAMILY:
-                memo: dict[bytes, str] | None = {} if plan.key is not None else None  # reuse on
-                prev = plan.translations.pop(p, None)
-                out, method, tr, built = iptfast.translate_or_fallback(
-                    exec, p, out, timeout, previous=prev, memo=memo, shared=shared, source=src
-                )
+                got = early[p].finished() if p in early else None
+                out, method, tr, built, memo = got or _translate(exec, p, out, plan, shared, timeout)
                 if method is not None:
                     state.methods[p] = method
                 if memo and method == iptfast.NETLINK_METHOD:

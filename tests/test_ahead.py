@@ -6,6 +6,8 @@ namespace with real kube-proxy-shaped rules, against ``iptables-save -c`` of the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -69,6 +71,20 @@ def test_no_more_reads_at_once_than_slots(monkeypatch: pytest.MonkeyPatch) -> No
     runs = [ahead.Ahead(str(i), read, lambda x: x, timeout=10) for i in range(5)]
     assert [r.finished() for r in runs] == [1] * 5
     assert most[0] == 2
+
+
+def test_the_slots_are_the_cpus_the_process_may_use() -> None:
+    """A process held to one CPU (a container's cpuset, ``taskset``) reads one family at a time, whatever
+    the machine's CPU count."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from pytest_k8sstate.node import ahead; "
+        "print(ahead._cpus(), ahead._SLOTS.acquire(blocking=False), ahead._SLOTS.acquire(blocking=False))"
+    )
+    out = subprocess.run(  # noqa: S603 - argv list, no shell
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["1", "True", "False"]
 
 
 def test_errors_come_back_where_they_are_asked_for() -> None:

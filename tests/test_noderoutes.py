@@ -126,13 +126,19 @@ def test_agent_writes_cni_config_and_routes_only_when_switched_on(cluster: Clust
         out = cluster.control_plane.exec.run(["ip", "-j", "route"]).text
         return {r["dst"]: r.get("gateway", "") for r in json.loads(out)}
 
+    def forwarding() -> str:
+        return cluster.control_plane.exec.run(["cat", "/proc/sys/net/ipv4/ip_forward"]).text.strip()
+
     assert cidr[worker.name] not in routes()
+    # as in a fresh kind node container (a new namespace starts with forwarding off; `local` turns it on)
+    cluster.control_plane.exec.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
     # not switched on (the ConfigMap is absent, as with disableDefaultCNI): nothing happens
     _kubectl(cluster, "-n", "kube-system", "delete", "configmap", noderoutes.CONFIGMAP, "--ignore-not-found")
     off = run_command(argv, env=env, timeout=60, check=False)
     assert off.returncode != 0
     assert not conf.exists()
     assert cidr[worker.name] not in routes()
+    assert forwarding() == "0"
 
     _kubectl(cluster, "apply", "-f", "-", stdin=noderoutes.MANIFEST.encode())
     on = run_command(argv, env=env, timeout=60, check=False)
@@ -141,6 +147,8 @@ def test_agent_writes_cni_config_and_routes_only_when_switched_on(cluster: Clust
     assert [p["type"] for p in doc["plugins"]] == ["ptp", "portmap"]
     assert doc["plugins"][0]["ipam"]["ranges"] == [[{"subnet": cidr[cluster.control_plane.name]}]]
     assert routes()[cidr[worker.name]] == worker.ip
+    # the node forwards, pods of its own or not: what it DNATs to a pod on another node (a NodePort) leaves
+    assert forwarding() == "1"
     # idempotent: a second pass changes nothing
     mtime = conf.stat().st_mtime_ns
     again = run_command(argv, env=env, timeout=60, check=False)

@@ -182,6 +182,19 @@ def test_pods_are_reachable_from_every_node(cluster: Cluster) -> None:
     assert not failures, "\n".join(failures)
 
 
+def test_every_node_forwards_ipv4(cluster: Cluster) -> None:
+    """A node routes what a Service of it DNATs to a pod on another node, pods of its own or not (a kind
+    node without pods had forwarding off, so its NodePort timed out)."""
+    if "cni" not in cluster.capabilities:
+        pytest.skip(f"{cluster.provider}: no pod network (capability 'cni')")
+    off = [
+        n.name
+        for n in cluster.nodes
+        if n.exec.run(["cat", "/proc/sys/net/ipv4/ip_forward"], timeout=15).text.strip() != "1"
+    ]
+    assert not off, f"IPv4 forwarding off on {', '.join(off)}"
+
+
 def test_get_attaches_to_running_cluster(provider: Provider, cluster: Cluster) -> None:
     again = provider.get(cluster.name)
     assert [n.name for n in again.nodes] == [n.name for n in cluster.nodes]

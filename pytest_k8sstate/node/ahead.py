@@ -9,7 +9,7 @@ family is to be read (after :func:`~pytest_k8sstate.node.reuse.plan`), and the t
 read no longer waits for the ``nft`` listing to be planned (:mod:`~pytest_k8sstate.node.nftomit`, an
 in-process chain dump) nor the translation for the node's other commands.
 
-At most as many of these reads run at once in a process as it has CPUs (:data:`_SLOTS`): three nodes
+At most as many of these reads run at once in a process as it may use CPUs (:data:`_SLOTS`): three nodes
 dumping on two cores all end late and together, and their translations, one at a time under the GIL,
 then queue at the end; with the slots, one node is translated while the next one is read. Node
 containers (kind) are left to their batch (their long-lived shell runs the dumper more cheaply than a
@@ -33,7 +33,16 @@ __all__ = ["Ahead", "families", "start"]
 R = TypeVar("R")
 T = TypeVar("T")
 
-_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset, ``taskset``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_SLOTS = threading.BoundedSemaphore(_cpus())
 """The reads that may run at once in this process (see the module doc)."""
 
 

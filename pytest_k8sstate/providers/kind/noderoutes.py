@@ -13,7 +13,10 @@ A machine that can reach only the registries therefore cannot build it (see
     after which the kubelet reports the node Ready. It waits (30 s at most) until kube-proxy has programmed
     the ``kubernetes`` Service on the node: pods started earlier cannot reach the API, and CoreDNS then
     stayed unready for up to a minute (seen here);
-  - keeps one route per other node: ``ip route replace <its podCIDR> via <its InternalIP>``.
+  - keeps one route per other node: ``ip route replace <its podCIDR> via <its InternalIP>``;
+  - turns forwarding on in the node's own namespace for each family it has a pod range of (a new namespace
+    starts with it off, and the CNI plugins turn it on only once they set up a pod there: a node without
+    pods, often the control plane, dropped what its NodePort DNATed to a pod on another node).
 * kind's "default CNI manifest" (``/kind/manifests/default-cni.yaml``, applied by ``kind create cluster``
   unless ``networking.disableDefaultCNI``): the ConfigMap ``kube-system/k8sstate-node-routes``, a Role
   that lets ``system:nodes`` read it and a ClusterRole that lets them list Nodes (v1.37's node authorizer

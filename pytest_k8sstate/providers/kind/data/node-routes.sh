@@ -111,6 +111,17 @@ network_of() {
   echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))/$len"
 }
 
+# $1: this node's pod CIDRs. This node routes traffic to and from pods (its own, and those a Service it
+# DNATs picks on another node): forwarding on for each family it has a range of, in the node's own netns
+# only. A new network namespace starts with forwarding off, and the CNI plugins turn it on only when they
+# set up a pod here, so a node without pods (often the control plane) dropped what it DNATed to a pod on
+# another node: a NodePort of that node timed out (seen in finding 5's observed half).
+forward() {
+  case "$1" in *.*) echo 1 > /proc/sys/net/ipv4/ip_forward 2>/dev/null ;; esac
+  case "$1" in *:*) echo 1 > /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null ;; esac
+  return 0
+}
+
 sync_flannel() {
   flannel_up "$(jq -r '.data.network // "10.244.0.0/16"' <<<"$1")" "$(jq -r '.data.backend // "vxlan"' <<<"$1")" \
     || return 1
@@ -118,6 +129,7 @@ sync_flannel() {
   # FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ: what flanneld leased for this node
   # shellcheck disable=SC1091
   . /run/flannel/subnet.env
+  forward "$FLANNEL_SUBNET"
   write_conf "$(network_of "$FLANNEL_SUBNET")" flannel
 }
 
@@ -136,8 +148,7 @@ sync_once() {
   while IFS=$'\t' read -r name cidrs ip4 ip6; do
     [ "$cidrs" = "-" ] && continue
     if [ "$name" = "$node" ]; then
-      # pods of an IPv6 range are routed by this node: IPv6 forwarding on (the node's own netns only)
-      case "$cidrs" in *:*) echo 1 > /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null ;; esac
+      forward "$cidrs"
       write_conf "$cidrs" "$mode"
       continue
     fi

@@ -35,6 +35,8 @@ MISSING_RC = 127  # sh: command not found
 
 @dataclass
 class Raw:
+    """What one command printed: its exit code (-1: it did not finish or never ran), output and errors."""
+
     rc: int
     stdout: bytes
     stderr: bytes
@@ -139,6 +141,9 @@ def run_tables(exec: NodeExec, omit: nftomit.Omission, timeout: float) -> Raw:
 def run_single(
     exec: NodeExec, part: str, timeout: float, fast: bool = False, argv: list[str] | None = None
 ) -> Raw:
+    """One part's command on its own (``argv``: another command for it); ``fast``: an iptables family's
+    fast dump first (:func:`~pytest_k8sstate.node.iptfast.single_command`), its plain command where that
+    gives nothing. A missing program is :data:`MISSING_RC`, a node without IPVS :data:`NO_IPVS_RC`."""
     if argv is None:
         argv = ["sh", "-c", conntrack.SCRIPT] if part == "conntrack" else list(COMMANDS[part][0])
     if fast and part in iptfast.FAMILY:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_capture_nft import needs_nft  # tests/ is on sys.path (rootdir-less layout)
+from test_capture_nft import _load, needs_nft  # tests/ is on sys.path (rootdir-less layout)
 
 from pytest_k8sstate.errors import CommandError, CommandTimeout
 from pytest_k8sstate.node import ahead, capture, commands, iptfast, netns, netnsio, nftomit
@@ -126,19 +126,13 @@ def ns() -> Iterator[NetnsExec]:
         yield n
 
 
-def _load(ns: NetnsExec, services: int) -> None:
-    ns.run(
-        ["iptables-nft-restore"], input=kube_proxy_iptables(make_services(services, 2)).encode(), timeout=120
-    )
-
-
 @needs_nft
 def test_a_family_of_min_chains_is_read_ahead_before_the_nft_listing_is_planned(
     ns: NetnsExec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At MIN_CHAINS the family is read ahead (its dump started before nftomit plans the nft listing,
     and not in the node's script) and gives what iptables-save gives; one chain fewer and it is not."""
-    _load(ns, 40)
+    _load(ns, kube_proxy_iptables(make_services(40, 2)))
     monkeypatch.setenv("K8SSTATE_NODE_REUSE", "0")
     sizes = netnsio.iptables_sizes(ns)
     assert sizes is not None
@@ -183,7 +177,7 @@ def test_a_family_of_min_chains_is_read_ahead_before_the_nft_listing_is_planned(
 def small(ns: NetnsExec, monkeypatch: pytest.MonkeyPatch) -> NetnsExec:
     """A few Services' rules, read ahead (the threshold at one chain; reuse off, else the plan's own
     in-process dump of a small family is what gets translated)."""
-    _load(ns, 10)
+    _load(ns, kube_proxy_iptables(make_services(10, 2)))
     monkeypatch.setattr(iptfast, "MIN_CHAINS", 1)
     monkeypatch.setenv("K8SSTATE_NODE_REUSE", "0")
     return ns
